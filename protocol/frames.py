@@ -1,0 +1,253 @@
+"""Front-door frames (PROTOCOL.md section 1), both directions, as tagged unions.
+
+Every frame is one JSON object with a ``type`` tag. Client commands are decoded with one
+typed decoder (``decode_command``), which maps every failure to ``RemoteProtocolError`` and
+recovers the refused frame's ``id`` for the ``rejected`` answer. Gateway frames are encoded
+with one shared encoder (``encode_frame``); ``EventFrame.event`` is ``msgspec.Raw``, so an
+upstream event's bytes go out exactly as they came in.
+
+Schema evolution (PROTOCOL.md: extend, never break): new fields get defaults; nothing is
+renamed. Client commands forbid unknown fields so a misspelt option is refused, not ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final, TypeAlias, cast
+
+import msgspec
+
+from protocol.errors import RemoteProtocolError
+from protocol.wire import JsonObject
+
+PROTOCOL_VERSION: Final = 1
+
+# PROTOCOL.md 1: session ids are 1 to 128 characters of [A-Za-z0-9._-].
+SESSION_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+# --- shared objects -------------------------------------------------------------------------
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True):
+    """The error object of PROTOCOL.md: upstream or gateway error type, message, status, id."""
+
+    type: str
+    message: str
+    status: int | None = None
+    request_id: str | None = None
+
+
+class ModelUsageSummary(msgspec.Struct, kw_only=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    web_search_requests: int = 0
+    cost_usd: float = 0.0
+
+
+class CostSummary(msgspec.Struct, kw_only=True):
+    """A session's cost summary (PROTOCOL.md 1), keyed by the model id as sent upstream."""
+
+    session_id: str
+    total_cost_usd: float = 0.0
+    api_duration_ms: int = 0
+    api_duration_without_retries_ms: int = 0
+    model_usage: dict[str, ModelUsageSummary] = msgspec.field(default_factory=dict)
+    unknown_model_cost: bool = False
+
+
+class ModelOption(msgspec.Struct, kw_only=True, frozen=True):
+    """One entry of ``ready.models``: the value to send, a label and a description."""
+
+    value: str
+    label: str
+    description: str = ""
+
+
+# --- client to gateway ----------------------------------------------------------------------
+
+
+class _Command(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, tag_field="type"):
+    pass
+
+
+class Query(_Command, frozen=True, tag="query"):
+    id: str
+    request: JsonObject
+    source: str = "sdk"
+    fallback_model: str | None = None
+    fast_mode: bool | None = None
+    persistent: bool | None = None
+    max_retries: int | None = None
+    recover: bool | None = None
+
+
+class Abort(_Command, frozen=True, tag="abort"):
+    id: str
+
+
+class CountTokens(_Command, frozen=True, tag="count_tokens"):
+    id: str
+    request: JsonObject
+
+
+class GetCost(_Command, frozen=True, tag="get_cost"):
+    pass
+
+
+ClientCommand: TypeAlias = Query | Abort | CountTokens | GetCost
+
+
+# --- gateway to client ----------------------------------------------------------------------
+
+
+class _Frame(msgspec.Struct, kw_only=True, tag_field="type"):
+    pass
+
+
+class Ready(_Frame, tag="ready"):
+    session_id: str
+    resumed: bool
+    cost: CostSummary
+    models: list[ModelOption]
+    protocol: int = PROTOCOL_VERSION
+
+
+class EventFrame(_Frame, tag="event"):
+    id: str
+    attempt: int
+    model: str
+    event: msgspec.Raw
+
+
+class RetryFrame(_Frame, tag="retry"):
+    id: str
+    attempt: int
+    max_retries: int
+    delay_ms: int
+    error: ErrorInfo
+
+
+class Heartbeat(_Frame, tag="heartbeat"):
+    id: str
+    attempt: int
+    remaining_ms: int
+
+
+class Tombstone(_Frame, tag="tombstone"):
+    id: str
+    attempt: int
+
+
+class Fallback(_Frame, tag="fallback"):
+    id: str
+    from_model: str
+    to_model: str
+    reason: str
+
+
+class FastMode(_Frame, tag="fast_mode"):
+    id: str
+    active: bool
+    reason: str
+    until_ms: int | None = None
+
+
+class Done(_Frame, tag="done"):
+    id: str
+    model: str
+    stop_reason: str | None
+    message: JsonObject
+    usage: JsonObject
+    cost_usd: float
+    session_cost_usd: float
+    attempts: int
+    duration_ms: int
+    duration_without_retries_ms: int
+
+
+class Aborted(_Frame, tag="aborted"):
+    id: str
+    usage: JsonObject
+    cost_usd: float
+
+
+class ErrorFrame(_Frame, tag="error"):
+    id: str
+    error: ErrorInfo
+
+
+class Rejected(_Frame, tag="rejected"):
+    id: str | None
+    error: ErrorInfo
+
+
+class TokenCount(_Frame, tag="token_count"):
+    id: str
+    input_tokens: int
+
+
+class CostFrame(_Frame, tag="cost"):
+    cost: CostSummary
+
+
+GatewayFrame: TypeAlias = (
+    Ready
+    | EventFrame
+    | RetryFrame
+    | Heartbeat
+    | Tombstone
+    | Fallback
+    | FastMode
+    | Done
+    | Aborted
+    | ErrorFrame
+    | Rejected
+    | TokenCount
+    | CostFrame
+)
+
+# The frames that end a query (PROTOCOL.md 1: exactly one per query, nothing after it).
+TERMINAL_FRAMES: Final = (Done, Aborted, ErrorFrame)
+
+_COMMAND: Final = msgspec.json.Decoder(ClientCommand)
+_ANY: Final = msgspec.json.Decoder(Any)
+_FRAME_ENCODER: Final = msgspec.json.Encoder()
+_FRAME_DECODER: Final = msgspec.json.Decoder(GatewayFrame)
+
+
+def decode_command(raw: bytes | str) -> ClientCommand:
+    """Decode one client frame.
+
+    Raises:
+        RemoteProtocolError: not JSON, not an object, unknown ``type``, a missing, unknown or
+            mistyped field. ``.frame_id`` holds the frame's ``id`` when it was a string.
+    """
+    try:
+        return cast(ClientCommand, _COMMAND.decode(raw))
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError(f"bad frame: {exc}", frame_id=_frame_id(raw)) from exc
+
+
+def _frame_id(raw: bytes | str) -> str | None:
+    try:
+        value = _ANY.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(value, dict):
+        frame_id = value.get("id")
+        if isinstance(frame_id, str):
+            return frame_id
+    return None
+
+
+def encode_frame(frame: GatewayFrame) -> bytes:
+    """Encode a gateway frame to JSON bytes (one shared encoder)."""
+    return _FRAME_ENCODER.encode(frame)
+
+
+def decode_frame(raw: bytes | str) -> GatewayFrame:
+    """Decode a gateway frame (for clients and tests). Raises ``msgspec`` errors as they are."""
+    return cast(GatewayFrame, _FRAME_DECODER.decode(raw))

@@ -1,0 +1,156 @@
+"""Token usage: the wire shape, the normalised shape, and the merge rules.
+
+Streaming usage is *cumulative* (reference-client.md 2.6, wire.md 2.3): ``message_start``
+carries the input side, each ``message_delta`` repeats the running totals. So one upstream
+message's usage is *merged* (later values overwrite earlier ones), never summed; a query's or
+a session's usage is the *sum* of its messages' merged usages.
+
+Merge rules (reference-client.md 2.6, ``updateUsage``):
+
+- ``input_tokens``, ``cache_creation_input_tokens``, ``cache_read_input_tokens`` are
+  overwritten only by a value that is present and > 0: ``message_delta`` often sends explicit
+  zeros, which must not erase what ``message_start`` said. The 1-hour part of the nested
+  ``cache_creation`` split follows the same rule as its total (the reference takes any present
+  value, so an echoed ``{"ephemeral_1h_input_tokens": 0}`` would keep the total but drop the
+  split and bill 1-hour writes at the 5-minute price; cumulative counts never go down).
+- ``output_tokens`` is overwritten by any present value (a negative one counts as 0).
+- ``server_tool_use`` counters, ``speed`` and ``iterations`` take the new value when present.
+- ``service_tier`` is kept from the first value seen (``message_start``).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class WireCacheCreation(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``usage.cache_creation`` as the API sends it: the TTL split of the cache writes."""
+
+    ephemeral_5m_input_tokens: int | None = None
+    ephemeral_1h_input_tokens: int | None = None
+
+
+class WireServerToolUse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``usage.server_tool_use`` as the API sends it."""
+
+    web_search_requests: int | None = None
+    web_fetch_requests: int | None = None
+
+
+class UsageIteration(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One entry of ``usage.iterations`` (advisor sub-messages carry their own model)."""
+
+    type: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class WireUsage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A ``usage`` object exactly as decoded from the wire: every field may be absent or null.
+
+    Unknown fields are ignored on decode; the relayed event bytes keep them for the client.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation: WireCacheCreation | None = None
+    server_tool_use: WireServerToolUse | None = None
+    service_tier: str | None = None
+    speed: str | None = None
+    iterations: list[UsageIteration] | None = None
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """Normalised usage of one message, a query, or a session: plain non-negative counts.
+
+    ``cache_creation_1h_input_tokens`` is the part of ``cache_creation_input_tokens`` written
+    with the 1-hour TTL (billed at 2x input instead of 1.25x); the rest is 5-minute writes.
+    ``speed`` is ``"fast"`` when the upstream billed fast mode; ``iterations`` holds advisor
+    sub-message usage, priced at its own model (only meaningful on a single message).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    service_tier: str | None = None
+    speed: str | None = None
+    iterations: tuple[UsageIteration, ...] = ()
+
+    @property
+    def total_input_tokens(self) -> int:
+        """Input as the API bills it: uncached + cache writes + cache reads."""
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing at all was counted."""
+        return (
+            self.total_input_tokens == 0
+            and self.output_tokens == 0
+            and self.web_search_requests == 0
+            and self.web_fetch_requests == 0
+            and not self.iterations
+        )
+
+
+EMPTY_USAGE = Usage()
+
+
+def _positive_or(new: int | None, old: int) -> int:
+    return new if new is not None and new > 0 else old
+
+
+def merge_usage(acc: Usage, part: WireUsage) -> Usage:
+    """Fold one cumulative wire ``usage`` into the running usage of the same message."""
+    cache_creation = _positive_or(part.cache_creation_input_tokens, acc.cache_creation_input_tokens)
+    one_hour = acc.cache_creation_1h_input_tokens
+    if part.cache_creation is not None:
+        one_hour = _positive_or(part.cache_creation.ephemeral_1h_input_tokens, one_hour)
+    web_search = acc.web_search_requests
+    web_fetch = acc.web_fetch_requests
+    if part.server_tool_use is not None:
+        if part.server_tool_use.web_search_requests is not None:
+            web_search = part.server_tool_use.web_search_requests
+        if part.server_tool_use.web_fetch_requests is not None:
+            web_fetch = part.server_tool_use.web_fetch_requests
+    return Usage(
+        input_tokens=_positive_or(part.input_tokens, acc.input_tokens),
+        output_tokens=(
+            max(part.output_tokens, 0) if part.output_tokens is not None else acc.output_tokens
+        ),
+        cache_creation_input_tokens=cache_creation,
+        cache_read_input_tokens=_positive_or(part.cache_read_input_tokens, acc.cache_read_input_tokens),
+        # Never more 1h writes than writes: a malformed split must not bill phantom tokens.
+        cache_creation_1h_input_tokens=min(max(one_hour, 0), cache_creation),
+        web_search_requests=max(web_search, 0),
+        web_fetch_requests=max(web_fetch, 0),
+        service_tier=acc.service_tier if acc.service_tier is not None else part.service_tier,
+        speed=part.speed if part.speed is not None else acc.speed,
+        iterations=tuple(part.iterations) if part.iterations is not None else acc.iterations,
+    )
+
+
+def add_usage(total: Usage, msg: Usage) -> Usage:
+    """Sum two usages (a query's attempts, a session's messages). Iterations are not summed."""
+    return Usage(
+        input_tokens=total.input_tokens + msg.input_tokens,
+        output_tokens=total.output_tokens + msg.output_tokens,
+        cache_creation_input_tokens=total.cache_creation_input_tokens + msg.cache_creation_input_tokens,
+        cache_read_input_tokens=total.cache_read_input_tokens + msg.cache_read_input_tokens,
+        cache_creation_1h_input_tokens=(
+            total.cache_creation_1h_input_tokens + msg.cache_creation_1h_input_tokens
+        ),
+        web_search_requests=total.web_search_requests + msg.web_search_requests,
+        web_fetch_requests=total.web_fetch_requests + msg.web_fetch_requests,
+        service_tier=msg.service_tier if msg.service_tier is not None else total.service_tier,
+        speed=msg.speed if msg.speed is not None else total.speed,
+    )

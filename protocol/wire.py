@@ -1,0 +1,111 @@
+"""Messages API wire types: what the gateway decodes of the upstream's answers.
+
+The gateway relays stream events as the bytes the upstream sent (DESIGN principle 6); it
+decodes only what it must read: ``message_start`` (id, model, usage), block starts and
+deltas (to assemble the final message), ``message_delta`` (stop reason, usage) and
+``error``. Decoders are built once, here. Request bodies are plain JSON objects
+(``JsonObject``): everything the gateway does not need to understand passes through
+untouched (see ``protocol.request``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, TypeAlias
+
+import msgspec
+
+from protocol.usage import WireUsage
+
+# A JSON object as decoded by msgspec: the request body and content blocks are kept generic
+# so that fields the gateway does not know pass through unchanged.
+JsonObject: TypeAlias = dict[str, Any]
+
+
+class ErrorObject(msgspec.Struct, kw_only=True):
+    """The ``error`` member of an API error envelope or of an in-stream ``error`` event."""
+
+    type: str = "api_error"
+    message: str = ""
+
+
+class ErrorEnvelope(msgspec.Struct, kw_only=True):
+    """``{"type": "error", "error": {...}, "request_id": ...}`` (wire.md 3.1)."""
+
+    error: ErrorObject
+    type: str = "error"
+    request_id: str | None = None
+
+
+class MessageStartBody(msgspec.Struct, kw_only=True):
+    """The ``message`` of ``message_start``: the fields the gateway reads."""
+
+    id: str = ""
+    model: str = ""
+    usage: WireUsage = msgspec.field(default_factory=WireUsage)
+
+
+class MessageStart(msgspec.Struct, kw_only=True):
+    message: MessageStartBody
+
+
+class BlockStart(msgspec.Struct, kw_only=True):
+    index: int
+    content_block: JsonObject
+
+
+class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A ``content_block_delta.delta``: one of text, input_json, thinking, signature, citations."""
+
+    type: str
+    text: str | None = None
+    partial_json: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
+    citation: Any = None
+
+
+class BlockDelta(msgspec.Struct, kw_only=True):
+    index: int
+    delta: Delta
+
+
+class BlockStop(msgspec.Struct, kw_only=True):
+    index: int
+
+
+class MessageDeltaBody(msgspec.Struct, kw_only=True):
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+
+
+class MessageDelta(msgspec.Struct, kw_only=True):
+    delta: JsonObject = msgspec.field(default_factory=dict)
+    usage: WireUsage = msgspec.field(default_factory=WireUsage)
+
+
+class StreamError(msgspec.Struct, kw_only=True):
+    error: ErrorObject = msgspec.field(default_factory=ErrorObject)
+
+
+class CountTokensResult(msgspec.Struct, kw_only=True):
+    input_tokens: int
+
+
+MESSAGE_START: Final = msgspec.json.Decoder(MessageStart)
+BLOCK_START: Final = msgspec.json.Decoder(BlockStart)
+BLOCK_DELTA: Final = msgspec.json.Decoder(BlockDelta)
+BLOCK_STOP: Final = msgspec.json.Decoder(BlockStop)
+MESSAGE_DELTA: Final = msgspec.json.Decoder(MessageDelta)
+STREAM_ERROR: Final = msgspec.json.Decoder(StreamError)
+ERROR_ENVELOPE: Final = msgspec.json.Decoder(ErrorEnvelope)
+JSON_OBJECT: Final = msgspec.json.Decoder(JsonObject)
+COUNT_TOKENS_RESULT: Final = msgspec.json.Decoder(CountTokensResult)
+JSON: Final = msgspec.json.Encoder()
+
+
+def parse_error_body(body: bytes) -> ErrorObject | None:
+    """The error object of an API error body, or None when the body is not that shape."""
+    try:
+        return ERROR_ENVELOPE.decode(body).error
+    except msgspec.DecodeError:
+        return None
