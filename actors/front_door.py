@@ -1,0 +1,282 @@
+"""FrontDoor: the WebSocket door of PROTOCOL.md section 1 (trio-websocket).
+
+Role:
+    Accepts WebSocket connections on ``/v1/sessions[/{id}]``, checks the session id, the
+    access token and the session's owner before any state is touched, attaches the
+    connection to its session (a second connection takes over: the old one gets its queries
+    aborted, then close code 4409), and translates frames: client commands in, gateway
+    frames out.
+Per connection:
+    One nursery: a reader loop (this task) and one writer task. Every frame for the client,
+    from any query, goes through one bounded outbound channel to the writer, so a slow
+    client pushes back on the upstream instead of growing a queue. Each query owns a clone of
+    the outbound send end and an abort handle (a ``CancelScope``) kept in ``queries``.
+Inbox:
+    None of its own: it calls the ``Gateway`` handle (RetrySupervisor, CostLedger).
+Lifecycle:
+    ``run`` binds the listener and calls ``task_status.started(port)``; it serves until
+    cancelled.
+Failure policy:
+    A refused frame (bad JSON, unknown type, bad fields, duplicate or unknown id, too many
+    queries) is answered with ``rejected`` and disturbs nothing else. A frame over the size
+    limit closes the connection with 1009 (trio-websocket does it). A disconnect, an
+    oversize frame or a takeover aborts the connection's queries; their usage is recorded.
+    One connection's failure never reaches another: handler errors are logged, not raised.
+Timers:
+    ``CLEANUP_TIMEOUT`` bounds the teardown (aborted frames flushed, close frame sent).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import secrets
+from typing import Final, final
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from actors._util import CLEANUP_TIMEOUT
+from actors.config import Config
+from actors.cost_ledger import owner_digest
+from actors.gateway import Gateway
+from protocol.errors import ActorUnavailable, RemoteProtocolError
+from protocol.frames import (
+    SESSION_ID,
+    TERMINAL_FRAMES,
+    Abort,
+    CostFrame,
+    CountTokens,
+    ErrorFrame,
+    ErrorInfo,
+    GatewayFrame,
+    GetCost,
+    Query,
+    Ready,
+    Rejected,
+    TokenCount,
+    decode_command,
+    encode_frame,
+)
+
+log = logging.getLogger("switchboard.frontdoor")
+
+SESSIONS_PATH: Final = "/v1/sessions"
+# PROTOCOL.md 1: the close code a superseded connection receives.
+SUPERSEDED: Final = 4409
+# Frames queued for one connection's writer: enough to absorb a burst from several queries,
+# small enough that a client that stops reading stalls its upstream streams quickly.
+SESSION_BUFFER: Final = 64
+# Bigger reads than trio-websocket's 4 KiB default: request frames carry whole conversations.
+RECEIVE_BUFFER: Final = 64 * 1024
+
+
+def parse_session_path(path: str) -> tuple[int, str | None]:
+    """``(status, session_id)``: 200 with the id (a fresh one for ``/v1/sessions``), or the
+    HTTP status to reject the handshake with (404 unknown path, 400 bad session id)."""
+    route = path.split("?", 1)[0]
+    if route in (SESSIONS_PATH, SESSIONS_PATH + "/"):
+        return 200, secrets.token_urlsafe(16)
+    prefix = SESSIONS_PATH + "/"
+    if not route.startswith(prefix):
+        return 404, None
+    session_id = route[len(prefix) :]
+    if not SESSION_ID.fullmatch(session_id):
+        return 400, None
+    return 200, session_id
+
+
+@final
+class FrontDoor:
+    """The WebSocket server (see the module docstring)."""
+
+    def __init__(self, gateway: Gateway, config: Config) -> None:
+        self._gateway = gateway
+        self._config = config
+        self._live: dict[str, _Connection] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve WebSocket connections until cancelled. Startable: ``started()`` gets the port."""
+        serve = functools.partial(
+            serve_websocket,
+            self._handle,
+            self._config.host,
+            self._config.port,
+            None,
+            max_message_size=self._config.max_frame_bytes,
+            receive_buffer_size=RECEIVE_BUFFER,
+        )
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve)
+            task_status.started(server.port)
+
+    def _authenticate(self, request: WebSocketRequest) -> tuple[bool, str | None]:
+        """``(allowed, token)``; with no tokens configured everyone is allowed."""
+        tokens = self._config.access_tokens
+        if not tokens:
+            return True, None
+        presented: str | None = None
+        for name, value in request.headers:
+            if name.lower() == b"authorization":
+                scheme, _, credential = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer":
+                    presented = credential.strip()
+        if presented is None:
+            return False, None
+        ok = any(hmac.compare_digest(presented.encode(), t.reveal().encode()) for t in tokens)
+        return ok, presented if ok else None
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        status, session_id = parse_session_path(request.path)
+        if session_id is None:
+            await request.reject(status)
+            return
+        allowed, token = self._authenticate(request)
+        if not allowed:
+            await request.reject(401)
+            return
+        opened = await self._gateway.open_session(session_id, owner=owner_digest(token))
+        if not opened.owner_ok:
+            await request.reject(403)
+            return
+        ws = await request.accept()
+        connection = _Connection(self._gateway, self._config, session_id, ws)
+        previous = self._live.get(session_id)
+        self._live[session_id] = connection
+        if previous is not None:
+            log.info("session %s taken over by a new connection", session_id)
+            previous.supersede()
+        ready = Ready(
+            session_id=session_id,
+            resumed=opened.resumed,
+            cost=opened.cost,
+            models=list(self._gateway.models),
+        )
+        try:
+            await connection.serve(ready)
+        except ActorUnavailable:
+            log.exception("session %s: the gateway is shutting down", session_id)
+        finally:
+            if self._live.get(session_id) is connection:
+                del self._live[session_id]
+
+
+class _Connection:
+    """One WebSocket connection attached to one session."""
+
+    def __init__(self, gateway: Gateway, config: Config, session_id: str, ws: WebSocketConnection) -> None:
+        self._gateway = gateway
+        self._config = config
+        self._session_id = session_id
+        self._ws = ws
+        self._queries: dict[str, trio.CancelScope] = {}
+        self._reader_scope = trio.CancelScope()
+        self._close_code = 1000
+        self._close_reason = "bye"
+        self._outbound: trio.MemorySendChannel[GatewayFrame] | None = None
+
+    def supersede(self) -> None:
+        """Another connection took the session: abort our queries, then close with 4409."""
+        self._close_code = SUPERSEDED
+        self._close_reason = "superseded"
+        self._reader_scope.cancel(reason="superseded")
+
+    async def serve(self, ready: Ready) -> None:
+        """Run the connection until the client leaves or is superseded. Aborts its queries."""
+        send, receive = trio.open_memory_channel[GatewayFrame](SESSION_BUFFER)
+        self._outbound = send
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, receive)
+            with send:
+                await self._emit(ready)
+                with self._reader_scope:
+                    try:
+                        while True:
+                            text = await self._ws.get_message()
+                            await self._dispatch(text, nursery)
+                    except ConnectionClosed:
+                        pass
+                for scope in self._queries.values():
+                    scope.cancel(reason="connection closed")
+            # The writer ends once every query has sent its last frame; never wait forever.
+            nursery.cancel_scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
+        with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+            await self._ws.aclose(self._close_code, self._close_reason)
+
+    async def _writer(self, receive: trio.MemoryReceiveChannel[GatewayFrame]) -> None:
+        with receive:
+            async for frame in receive:
+                if isinstance(frame, TERMINAL_FRAMES):
+                    self._queries.pop(frame.id, None)
+                try:
+                    await self._ws.send_message(encode_frame(frame).decode())
+                except ConnectionClosed:
+                    # Closing ``receive`` now makes every sender see BrokenResourceError:
+                    # their queries stop relaying, and their usage is still recorded.
+                    return
+
+    async def _emit(self, frame: GatewayFrame) -> None:
+        if self._outbound is None:
+            return
+        try:
+            await self._outbound.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _reject(self, frame_id: str | None, error_type: str, message: str) -> None:
+        await self._emit(Rejected(id=frame_id, error=ErrorInfo(type=error_type, message=message)))
+
+    async def _dispatch(self, text: str | bytes, nursery: trio.Nursery) -> None:
+        try:
+            command = decode_command(text)
+        except RemoteProtocolError as exc:
+            await self._reject(exc.frame_id, exc.error_type, str(exc))
+            return
+        match command:
+            case Query():
+                await self._start_query(command)
+            case Abort():
+                scope = self._queries.get(command.id)
+                if scope is None:
+                    await self._reject(command.id, "unknown_query", f"no query {command.id!r} in flight")
+                else:
+                    scope.cancel(reason="client aborted")
+            case CountTokens():
+                nursery.start_soon(self._count_tokens, command)
+            case GetCost():
+                nursery.start_soon(self._send_cost)
+
+    async def _start_query(self, query: Query) -> None:
+        if query.id in self._queries:
+            await self._reject(query.id, "duplicate_query", f"query {query.id!r} is already in flight")
+            return
+        if len(self._queries) >= self._config.max_queries_per_session:
+            await self._reject(
+                query.id,
+                "too_many_queries",
+                f"at most {self._config.max_queries_per_session} queries in flight per session",
+            )
+            return
+        assert self._outbound is not None
+        # Registered before the query starts, so its terminal frame always finds it.
+        scope = self._queries[query.id] = trio.CancelScope()
+        try:
+            await self._gateway.start_query(self._session_id, query, self._outbound.clone(), scope)
+        except RemoteProtocolError as exc:
+            del self._queries[query.id]
+            await self._reject(query.id, exc.error_type, str(exc))
+
+    async def _count_tokens(self, command: CountTokens) -> None:
+        try:
+            result = await self._gateway.count_tokens(command.request, query_id=command.id)
+        except RemoteProtocolError as exc:
+            await self._reject(command.id, exc.error_type, str(exc))
+            return
+        if result.failure is not None:
+            await self._emit(ErrorFrame(id=command.id, error=result.failure.info()))
+        else:
+            await self._emit(TokenCount(id=command.id, input_tokens=result.input_tokens or 0))
+
+    async def _send_cost(self) -> None:
+        await self._emit(CostFrame(cost=await self._gateway.cost(self._session_id)))

@@ -1,0 +1,216 @@
+"""The composition root and the embedding API.
+
+``run_gateway(config, *, task_status)`` starts every actor in dependency order inside its own
+nursery (CostLedger, ClientPool, StreamRelay, RetrySupervisor, then the FrontDoor when a port
+is configured), hands each its own clone of the addresses it talks to, and reports a
+``Gateway`` handle through ``task_status.started``; it runs until cancelled.
+``open_gateway(config)`` is the same as an async context manager that owns its nursery.
+
+Embedding (no socket of ours in between)::
+
+    async with open_gateway(config) as gateway:
+        async with gateway.query({"model": "claude-sonnet-4-6", "max_tokens": 256,
+                                  "messages": [{"role": "user", "content": "Hi"}]}) as frames:
+            async for frame in frames:
+                ...   # EventFrame, RetryFrame, ..., then one Done | Aborted | ErrorFrame
+
+With ``Config.use_emulator`` the built-in emulator is started first, on loopback, and the
+gateway talks to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final, final
+
+import httpx
+import msgspec
+import trio
+
+from actors._util import CLEANUP_TIMEOUT, ask
+from actors.client_pool import ClientPool
+from actors.config import Config, Secret
+from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
+from actors.retry_supervisor import (
+    RetrySupervisor,
+    RetrySupervisorAddress,
+    RunCountTokens,
+    RunQuery,
+)
+from actors.stream_relay import CountResult, StreamRelay
+from protocol.errors import ActorUnavailable, RemoteProtocolError
+from protocol.frames import CostSummary, GatewayFrame, ModelOption, Query
+from protocol.models import DEFAULT_MODEL_OPTIONS
+from protocol.request import validate_request
+from protocol.wire import JsonObject
+
+log = logging.getLogger("switchboard.gateway")
+
+# Frames a query may have queued for its reader: lets the relay hand over a chunk's several
+# events without a task switch per event, yet bounded, so a slow reader pushes back on the
+# upstream stream instead of growing memory.
+QUERY_BUFFER: Final = 16
+EMULATOR_KEY: Final = "sk-ant-emulator-local"
+# Backstop for a graceful shutdown: how long the ledger keeps taking the usage of attempts
+# that are being aborted. Longer than the relay's cleanup deadline, so it never cuts one off.
+SHUTDOWN_GRACE: Final = 2 * CLEANUP_TIMEOUT
+
+
+@final
+class Gateway:
+    """A running gateway: sessions, queries, token counts, costs. Safe to share among tasks."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        to_supervisor: RetrySupervisorAddress,
+        to_ledger: CostLedgerAddress,
+        models: tuple[ModelOption, ...],
+    ) -> None:
+        self.config = config
+        self.models = models
+        self._to_supervisor = to_supervisor
+        self._to_ledger = to_ledger
+
+    async def open_session(self, session_id: str, *, owner: str | None = None) -> SessionOpened:
+        """Create or resume a session; ``owner_ok`` False means another token owns it."""
+        return await ask(
+            self._to_ledger, lambda reply: OpenSession(session_id=session_id, owner=owner, reply=reply)
+        )
+
+    async def start_query(
+        self,
+        session_id: str,
+        query: Query,
+        outbound: trio.MemorySendChannel[GatewayFrame],
+        scope: trio.CancelScope | None = None,
+    ) -> trio.CancelScope:
+        """Start a query whose frames go to ``outbound`` (the query takes that end and closes
+        it, also when this raises). Returns the query's abort handle (``scope``, or a new
+        one): cancel it to abort. A checkpoint.
+
+        Raises:
+            RemoteProtocolError: the request body cannot be sent (``bad_frame``).
+            ActorUnavailable: the gateway is shutting down.
+        """
+        try:
+            validate_request(query.request, frame_id=query.id)
+        except RemoteProtocolError:
+            outbound.close()
+            raise
+        scope = scope if scope is not None else trio.CancelScope()
+        try:
+            await self._to_supervisor.send(
+                RunQuery(session_id=session_id, query=query, scope=scope, outbound=outbound)
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            outbound.close()
+            raise ActorUnavailable("the gateway is shutting down") from exc
+        except BaseException:
+            outbound.close()
+            raise
+        return scope
+
+    @asynccontextmanager
+    async def query(
+        self,
+        request: JsonObject,
+        *,
+        session_id: str = "default",
+        query_id: str | None = None,
+        source: str = "sdk",
+        fallback_model: str | None = None,
+        max_retries: int | None = None,
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
+        """Run one query; yields its frames, ending after the terminal one.
+
+        Leaving the block before the terminal frame aborts the query (its usage is still
+        recorded). Raises ``RemoteProtocolError`` for a request that cannot be sent.
+        """
+        query = Query(
+            id=query_id or secrets.token_hex(8),
+            request=request,
+            source=source,
+            fallback_model=fallback_model,
+            max_retries=max_retries,
+        )
+        send, receive = trio.open_memory_channel[GatewayFrame](QUERY_BUFFER)
+        with receive:
+            scope = await self.start_query(session_id, query, send)
+            try:
+                yield receive
+            finally:
+                scope.cancel(reason="caller left the query")
+
+    async def count_tokens(self, request: JsonObject, *, query_id: str = "count") -> CountResult:
+        """Count a request's input tokens upstream. A checkpoint."""
+        validate_request(request, count_only=True, frame_id=query_id)
+        return await ask(
+            self._to_supervisor,
+            lambda reply: RunCountTokens(query_id=query_id, request=request, reply=reply),
+        )
+
+    async def cost(self, session_id: str) -> CostSummary:
+        """The session's cost summary. A checkpoint."""
+        return await ask(self._to_ledger, lambda reply: GetCost(session_id=session_id, reply=reply))
+
+
+async def run_gateway(
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole actor system until cancelled. Startable: ``started()`` gets the Gateway.
+
+    ``transport`` replaces the upstream HTTP transport (tests). Internal failures propagate
+    as an ExceptionGroup from this function.
+    """
+    async with trio.open_nursery() as nursery:
+        ledger = CostLedger()
+        if config.use_emulator:
+            from emulator import Emulator  # only a gateway without credentials needs it
+
+            url = await nursery.start(Emulator(api_keys=frozenset({EMULATOR_KEY})).run)
+            log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
+            config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
+        to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
+        to_pool = await nursery.start(ClientPool(config, transport=transport).run)
+        to_relay = await nursery.start(StreamRelay(to_pool=to_pool.clone(), to_ledger=to_ledger.clone()).run)
+        to_pool.close()
+        rng = random.Random(config.retry_seed)
+        to_supervisor = await nursery.start(
+            RetrySupervisor(
+                to_relay=to_relay.clone(), to_ledger=to_ledger.clone(), max_retries=config.max_retries, rng=rng
+            ).run
+        )
+        to_relay.close()
+        gateway = Gateway(
+            config=config, to_supervisor=to_supervisor, to_ledger=to_ledger, models=DEFAULT_MODEL_OPTIONS
+        )
+        # The handle's channel ends close when this task is cancelled: with them closed, each
+        # actor sees its inbox end once its other senders are done, and drains in order.
+        with to_supervisor, to_ledger:
+            try:
+                task_status.started(gateway)
+                await trio.sleep_forever()
+            finally:
+                ledger.drain_within(SHUTDOWN_GRACE)
+
+
+@asynccontextmanager
+async def open_gateway(
+    config: Config, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[Gateway]:
+    """The gateway as an async context manager owning its nursery; cancelled on exit."""
+    async with trio.open_nursery() as nursery:
+        gateway: Gateway = await nursery.start(lambda task_status: run_gateway(config, transport=transport, task_status=task_status))
+        try:
+            yield gateway
+        finally:
+            nursery.cancel_scope.cancel(reason="gateway closed")

@@ -1,0 +1,66 @@
+"""Structured logging to stderr, with every known secret redacted.
+
+One line per record: ``ts level logger message key=value ...``. ``RedactingFilter`` replaces
+each registered secret and anything shaped like an API key or a bearer token with ``***``,
+in the message and in its arguments, before any handler sees it; it is installed on the
+handler so that library loggers (httpx, httpcore) are covered too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from typing import Final
+
+# Shapes of credentials that must never reach a log even when not registered: Anthropic keys,
+# bearer tokens in header dumps, x-api-key header values.
+_PATTERNS: Final = re.compile(
+    r"sk-ant-[A-Za-z0-9_\-]+|(?i:bearer\s+)[A-Za-z0-9._~+/=\-]+|(?i:x-api-key['\"]?\s*[:=,]\s*['\"]?)[^'\"\s,)]+"
+)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites records so that no secret survives: registered values and known shapes."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return _PATTERNS.sub(_mask, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redact(record.getMessage())
+        record.args = None
+        return True
+
+
+def _mask(match: re.Match[str]) -> str:
+    text = match.group(0)
+    lowered = text.lower()
+    if lowered.startswith("bearer"):
+        return text[: len("bearer ")] + "***"
+    if lowered.startswith("x-api-key"):
+        cut = max(text.rfind(c) for c in ":=,") + 1
+        return text[:cut] + " ***"
+    return "***"
+
+
+def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> None:
+    """Send log lines to stderr; debug turns on the actors' and the HTTP client's debug logs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter(secrets))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("httpx", "httpcore", "hpack", "trio-websocket"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)

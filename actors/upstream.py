@@ -1,0 +1,63 @@
+"""The httpx boundary: the one place that maps transport errors and error responses.
+
+``failure_from_exception`` turns an httpx (or trio) exception into a ``Failure``;
+``failure_from_response`` turns a non-2xx response and its body into one. Nothing else in
+the gateway inspects httpx exception types.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from protocol.retry import Failure
+from protocol.wire import parse_error_body
+
+# Status codes whose body may carry no API envelope (proxies, load balancers): give the
+# client the API's error type for the status anyway (wire.md 3.2).
+_TYPE_FOR_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def failure_from_exception(exc: BaseException) -> Failure | None:
+    """The Failure for a transport error, or None when ``exc`` is not one (re-raise it)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return Failure(kind="timeout", error_type="timeout_error", message=f"upstream timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.TransportError):
+        return Failure(
+            kind="connection",
+            error_type="connection_error",
+            message=f"upstream connection failed ({type(exc).__name__}: {exc})",
+        )
+    return None
+
+
+def failure_from_response(response: httpx.Response, body: bytes) -> Failure:
+    """The Failure for a non-2xx response (its body already read)."""
+    status = response.status_code
+    headers = response.headers
+    error = parse_error_body(body)
+    if error is not None:
+        error_type, message = error.type, error.message
+    else:
+        error_type = _TYPE_FOR_STATUS.get(status, "api_error")
+        message = body[:500].decode("utf-8", "replace") or f"upstream answered {status}"
+    return Failure(
+        kind="status",
+        error_type=error_type,
+        message=message,
+        status=status,
+        request_id=headers.get("request-id"),
+        retry_after=headers.get("retry-after"),
+        should_retry=headers.get("x-should-retry"),
+    )
