@@ -170,9 +170,10 @@ async def test_frame_over_the_limit_closes_1009_and_charges_queries(
     record = emulator.requests[0]
     await record.finished.wait()
     assert record.disconnected
-    with trio.fail_after(5):
-        while (await server.gateway.cost("s1")).total_cost_usd == 0:
-            await trio.testing.wait_all_tasks_blocked()
+    await trio.testing.wait_all_tasks_blocked()
+    summary = await server.gateway.cost("s1")
+    assert summary.total_cost_usd > 0
+    assert summary.model_usage["claude-sonnet-4-6"].input_tokens > 0
 
 
 async def test_takeover_closes_the_old_connection_4409_and_aborts_its_queries(

@@ -1,0 +1,75 @@
+"""Config: the one reader of the environment."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from actors.config import Config, Secret, config_from_env, parse_custom_headers
+from actors.log import RedactingFilter
+from protocol.errors import ConfigError
+
+
+def test_no_credentials_and_no_base_url_means_the_emulator() -> None:
+    config = config_from_env({})
+    assert config.use_emulator and config.base_url == "https://api.anthropic.com"
+    assert config.api_timeout == 600.0 and config.max_retries == 10
+
+
+def test_first_party_variables_are_read() -> None:
+    config = config_from_env(
+        {
+            "ANTHROPIC_API_KEY": "sk-ant-abc",
+            "ANTHROPIC_AUTH_TOKEN": "oauth-tok",
+            "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/",
+            "ANTHROPIC_CUSTOM_HEADERS": "X-One: 1\r\nbroken line\nX-Two:  a: b ",
+            "API_TIMEOUT_MS": "2500",
+            "CLAUDE_CODE_MAX_RETRIES": "3",
+            "ANTHROPIC_LOG": "debug",
+        }
+    )
+    assert not config.use_emulator and config.base_url == "http://127.0.0.1:9"
+    assert config.api_key == Secret("sk-ant-abc") and config.auth_token == Secret("oauth-tok")
+    assert config.custom_headers == (("X-One", "1"), ("X-Two", "a: b"))
+    assert config.api_timeout == 2.5 and config.max_retries == 3 and config.debug
+
+
+def test_a_base_url_alone_is_not_the_emulator() -> None:
+    assert not config_from_env({"ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}).use_emulator
+
+
+@pytest.mark.parametrize(("name", "value"), [("API_TIMEOUT_MS", "soon"), ("CLAUDE_CODE_MAX_RETRIES", "-1"), ("API_TIMEOUT_MS", "0")])
+def test_malformed_numbers_are_config_errors(name: str, value: str) -> None:
+    with pytest.raises(ConfigError):
+        config_from_env({name: value})
+
+
+def test_non_loopback_without_tokens_is_refused_unless_allowed() -> None:
+    with pytest.raises(ConfigError):
+        config_from_env({}, host="0.0.0.0")
+    assert config_from_env({}, host="0.0.0.0", allow_no_auth=True).host == "0.0.0.0"
+    assert config_from_env({"SWITCHBOARD_ACCESS_TOKENS": "a, b"}, host="0.0.0.0").access_tokens == (
+        Secret("a"),
+        Secret("b"),
+    )
+    assert config_from_env({}, host="::1").host == "::1"
+
+
+def test_secrets_never_show_in_repr() -> None:
+    config = Config(api_key=Secret("sk-ant-very-secret"), access_tokens=(Secret("tok-123456"),))
+    assert "very-secret" not in repr(config) and "tok-123456" not in str(config)
+    assert set(config.secrets()) == {"sk-ant-very-secret", "tok-123456"}
+
+
+def test_custom_headers_split_on_the_first_colon() -> None:
+    assert parse_custom_headers("A:b:c\n:nameless\nno colon\n") == (("A", "b:c"),)
+
+
+def test_redaction_of_registered_secrets_and_known_shapes() -> None:
+    redactor = RedactingFilter(["my-registered-token"])
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key %s and %s", ("my-registered-token", "sk-ant-api03-XYZ_abc"), None)
+    assert redactor.filter(record)
+    assert record.getMessage() == "key *** and ***"
+    assert redactor.redact("Authorization: Bearer abc.def-123") == "Authorization: Bearer ***"
+    assert "s3cr3t" not in redactor.redact("{'x-api-key': 's3cr3t'}")
