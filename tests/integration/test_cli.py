@@ -8,9 +8,8 @@ import sys
 
 import msgspec
 import trio
-from trio_websocket import open_websocket_url
-
 from harness import chat
+from trio_websocket import open_websocket_url
 
 SECRET = "sk-ant-api03-never-print-me-0123456789"
 
@@ -71,7 +70,7 @@ async def test_secrets_never_reach_the_logs_even_in_debug(nursery: trio.Nursery)
     from emulator import Emulator
 
     upstream = await nursery.start(Emulator(api_keys=frozenset({SECRET})).run)
-    url, frames, stderr = await serve_and_query(
+    _, frames, stderr = await serve_and_query(
         clean_env(ANTHROPIC_API_KEY=SECRET, ANTHROPIC_BASE_URL=upstream, ANTHROPIC_CUSTOM_HEADERS="X-Auth-Extra: hidden-value-42"),
         "--debug",
     )

@@ -6,11 +6,11 @@ import functools
 
 import msgspec
 import trio
+from harness import chat, connect
 
 from actors.config import Config
 from actors.server import Server, run_server
 from emulator import Emulator
-from harness import chat, connect
 from protocol.frames import Done, EventFrame, Heartbeat, RetryFrame, Tombstone
 
 
@@ -67,7 +67,7 @@ async def test_connection_dropped_before_the_status_line_is_retried(
 ) -> None:
     emulator.script("drop:after=0")
     frames = await run_one(server)
-    assert [type(f).__name__ for f in frames][0] == "RetryFrame"
+    assert isinstance(frames[0], RetryFrame)
     assert isinstance(frames[-1], Done)
 
 
