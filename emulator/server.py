@@ -1,0 +1,331 @@
+"""The Emulator: a first-party Messages API on loopback, with scripted faults.
+
+Role:
+    Serve ``/v1/messages`` (streaming and not), ``/v1/messages/count_tokens`` and
+    ``/v1/models`` the way api.anthropic.com does (wire.md 1-4, 6), with deterministic
+    content and usage (``responses``, ``tokens``), and fail on request in every way the
+    real service does (``faults``). Also serve ``/_emulator/*`` so any HTTP client can
+    script an outage and read the log: ``POST /_emulator/faults`` (a JSON list of specs),
+    ``GET /_emulator/requests``, ``POST /_emulator/reset``.
+Request checks (in order; a failing request consumes no queued fault):
+    credential (``x-api-key`` or ``authorization: Bearer``; must be in ``api_keys`` when
+    given), ``anthropic-version``, ``anthropic-beta``, the body (``validation``), the fault
+    spec of the header or directive.
+Lifecycle:
+    ``await nursery.start(emu.run)`` returns the base URL once the socket listens; ``run``
+    serves until cancelled. One task per connection (HTTP/1.1 keep-alive, any number of
+    requests); while a response is written a watcher task reads the socket.
+Failure policy:
+    Client misbehaviour never stops the server: malformed HTTP gets a 400 and the
+    connection is closed; resets and EOFs end that connection only (logged at debug on the
+    ``emulator`` logger). A client that goes away before its response is complete, also
+    during a stall or a slow first byte, cancels that response: ``disconnected`` is set.
+Timers:
+    Every wait (``pace_ms``, ``stall``, ``slow_first_byte``) is on the trio clock, so a
+    ``MockClock`` drives them. Wall-clock time is read only for HTTP-date and RFC 3339
+    header values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Final, final
+from urllib.parse import urlsplit
+
+import msgspec
+import trio
+
+from .api import count_tokens_answer, error_answer, json_answer, messages_answer
+from .connection import HttpConnection, MalformedRequest, Request
+from .delivery import Answer, deliver
+from .errors import ErrorResponse, api_error
+from .faults import Fault, FaultSpecError
+from .responses import last_user_text, model_json, models_page
+from .script import FaultScript
+from .tokens import PromptCache
+from .validation import check_body, check_headers, parse_body
+
+logger: Final = logging.getLogger("emulator")
+
+# Queued faults apply to these two endpoints only.
+_MESSAGES: Final = "/v1/messages"
+_COUNT_TOKENS: Final = "/v1/messages/count_tokens"
+# The methods each known path answers; any other method gets 405.
+_ROUTES: Final = {
+    _MESSAGES: "POST",
+    _COUNT_TOKENS: "POST",
+    "/v1/models": "GET",
+    "/_emulator/faults": "POST",
+    "/_emulator/requests": "GET",
+    "/_emulator/reset": "POST",
+}
+
+
+@dataclass(eq=False)
+class RecordedRequest:
+    """One request as the emulator saw it, updated while its response is written.
+
+    ``headers`` have lower-cased names (the last of repeated names wins); ``json`` is the
+    decoded body or None; ``fault`` the fault applied; ``status`` the status line sent;
+    ``events_sent`` the SSE events fully written; ``completed`` the whole response
+    written; ``disconnected`` the client left before that; ``finished`` is set once
+    handling ended, whichever way. ``request_id`` is the ``request-id`` header sent.
+    """
+
+    index: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: object | None
+    fault: Fault | None = None
+    status: int | None = None
+    events_sent: int = 0
+    completed: bool = False
+    disconnected: bool = False
+    finished: trio.Event = field(default_factory=trio.Event)
+    request_id: str = ""
+
+    def summary(self) -> dict[str, object]:
+        """The JSON-able line ``GET /_emulator/requests`` shows for this request."""
+        return {
+            "index": self.index,
+            "method": self.method,
+            "path": self.path,
+            "request_id": self.request_id,
+            "status": self.status,
+            "fault": None if self.fault is None else self.fault.spec,
+            "events_sent": self.events_sent,
+            "completed": self.completed,
+            "disconnected": self.disconnected,
+        }
+
+
+@final
+class Emulator:
+    """An Anthropic Messages API on loopback (see the module docstring).
+
+    ``api_keys``: the credentials accepted; None accepts any non-empty one. State (fault
+    queue, request log, prompt cache) lives on the instance, so tests can script and
+    inspect it while ``run`` serves.
+    """
+
+    def __init__(self, api_keys: frozenset[str] | None = None) -> None:
+        self.api_keys = api_keys
+        self.requests: list[RecordedRequest] = []
+        self.url: str | None = None
+        self._script = FaultScript()
+        self._cache = PromptCache()
+        self._arrived = trio.Event()
+        # Ids keep counting across reset() so a message id is never seen twice.
+        self._sequence = itertools.count(1)
+
+    def script(self, *faults: Fault | str) -> None:
+        """Queue faults, applied in order, one per Messages or count_tokens request.
+
+        Specs are parsed first; raises FaultSpecError (queueing nothing) if one is bad.
+        """
+        self._script.extend(faults)
+
+    @property
+    def pending_faults(self) -> tuple[Fault, ...]:
+        """The queued faults not yet applied, next first."""
+        return self._script.pending
+
+    def reset(self) -> None:
+        """Forget queued faults, directive counts, the prompt cache and the request log."""
+        self._script.clear()
+        self._cache.clear()
+        self.requests = []
+
+    async def wait_for_request(self, n: int) -> RecordedRequest:
+        """Wait until request ``n`` (0-based, since the last reset) arrived; return it.
+
+        A checkpoint only when it has to wait. Arrival means the whole request was read.
+        """
+        while len(self.requests) <= n:
+            await self._arrived.wait()
+        return self.requests[n]
+
+    async def run(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (0: any free port) and serve until cancelled.
+
+        ``task_status.started`` gets the base URL, e.g. ``"http://127.0.0.1:50123"``.
+        """
+        async with trio.open_nursery() as nursery:
+            listeners: list[trio.SocketListener] = await nursery.start(
+                partial(trio.serve_tcp, self._serve_connection, port, host=host)
+            )
+            address, bound_port = listeners[0].socket.getsockname()[:2]
+            self.url = f"http://{f'[{address}]' if ':' in address else address}:{bound_port}"
+            logger.debug("emulator listening on %s", self.url)
+            task_status.started(self.url)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        """One connection: requests in turn until either side closes. Never raises."""
+        http = HttpConnection(stream)
+        try:
+            while (request := await http.next_request()) is not None:
+                if not await self._exchange(http, request) or not http.start_next_cycle():
+                    break
+        except MalformedRequest as exc:
+            logger.debug("malformed request: %s", exc)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await http.send_error_and_close(exc.status, f"Bad request: {exc}\n")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.debug("connection lost: %r", exc)
+        except Exception:
+            # A bug here must not take the whole emulator down with one connection.
+            logger.exception("emulator: unexpected error on a connection")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    def _record(self, request: Request, sequence: int) -> RecordedRequest:
+        try:
+            decoded: object | None = msgspec.json.decode(request.body) if request.body else None
+        except msgspec.DecodeError:
+            decoded = None
+        record = RecordedRequest(
+            index=len(self.requests),
+            method=request.method,
+            path=request.target,
+            headers=request.headers,
+            body=request.body,
+            json=decoded,
+            request_id=f"req_emu_{sequence}",
+        )
+        self.requests.append(record)
+        self._arrived.set()
+        self._arrived = trio.Event()
+        return record
+
+    async def _exchange(self, http: HttpConnection, request: Request) -> bool:
+        """Record, answer and write one request; True if the connection may be reused."""
+        sequence = next(self._sequence)
+        record = self._record(request, sequence)
+        keep_alive = False
+        try:
+            answer = self._answer(request, record, sequence)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, http, record, nursery.cancel_scope)
+                try:
+                    keep_alive = await deliver(http, answer, record)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    record.disconnected = True
+                nursery.cancel_scope.cancel()
+        finally:
+            record.finished.set()
+        if record.disconnected:
+            logger.debug("client left before %s %s was answered", record.method, record.path)
+        return keep_alive and not record.disconnected
+
+    @staticmethod
+    async def _watch(
+        http: HttpConnection, record: RecordedRequest, scope: trio.CancelScope
+    ) -> None:
+        await http.watch_for_eof()
+        if not record.completed:
+            record.disconnected = True
+        scope.cancel()
+
+    def _answer(self, request: Request, record: RecordedRequest, sequence: int) -> Answer:
+        """Decide the whole response to ``request`` (state changes happen here)."""
+        path = urlsplit(request.target).path
+        request_id = record.request_id
+        if request.too_large:
+            # The rest of the body is unread, so this connection cannot carry another request.
+            answer = error_answer(api_error(413), request_id, [(b"connection", b"close")])
+            answer.keep_alive = False
+            return answer
+        if path.startswith("/v1/models/") and request.method == "GET":
+            return self._models(request, path.removeprefix("/v1/models/"), request_id)
+        allowed = _ROUTES.get(path)
+        if allowed is None:
+            return error_answer(api_error(404), request_id)
+        if request.method != allowed:
+            error = api_error(405, f"Method {request.method} not allowed for {path}")
+            return error_answer(error, request_id, [(b"allow", allowed.encode())])
+        if path.startswith("/_emulator/"):
+            return self._admin(path, request, request_id)
+        if path == "/v1/models":
+            return self._models(request, None, request_id)
+        return self._messages(request, record, sequence, counting=path == _COUNT_TOKENS)
+
+    def _messages(
+        self, request: Request, record: RecordedRequest, sequence: int, *, counting: bool
+    ) -> Answer:
+        request_id = record.request_id
+        problem = check_headers(request.headers, self.api_keys)
+        if problem is not None:
+            return error_answer(problem, request_id)
+        # The log already decoded the body; decode again only to word a parse error.
+        needs_max_tokens = not counting
+        body = (
+            check_body(record.json, needs_max_tokens=needs_max_tokens)
+            if record.json is not None
+            else parse_body(request.body, needs_max_tokens=needs_max_tokens)
+        )
+        if isinstance(body, ErrorResponse):
+            return error_answer(body, request_id)
+        try:
+            directions = self._script.select(
+                request.headers, None if counting else last_user_text(body)
+            )
+        except FaultSpecError as exc:
+            return error_answer(api_error(400, f"emulator fault spec: {exc}"), request_id)
+        record.fault = directions.fault
+        if counting:
+            return count_tokens_answer(body, directions, request_id=request_id)
+        return messages_answer(
+            body, directions, cache=self._cache, sequence=sequence, request_id=request_id
+        )
+
+    def _models(self, request: Request, model_id: str | None, request_id: str) -> Answer:
+        problem = check_headers(request.headers, self.api_keys)
+        if problem is not None:
+            return error_answer(problem, request_id)
+        id_header = [(b"request-id", request_id.encode())]
+        if model_id is None:
+            return json_answer(200, models_page(), id_header)
+        model = model_json(model_id)
+        if model is None:
+            return error_answer(api_error(404, f"model: {model_id}"), request_id)
+        return json_answer(200, msgspec.json.encode(model), id_header)
+
+    def _admin(self, path: str, request: Request, request_id: str) -> Answer:
+        id_header = [(b"request-id", request_id.encode())]
+        if path == "/_emulator/requests":
+            summaries = [record.summary() for record in self.requests]
+            return json_answer(200, msgspec.json.encode(summaries), id_header)
+        if path == "/_emulator/reset":
+            self.reset()
+            return json_answer(200, b'{"reset":true}', id_header)
+        try:
+            specs = msgspec.json.decode(request.body, type=list[str])
+            queued = self._script.extend(specs)
+        except (msgspec.DecodeError, msgspec.ValidationError, FaultSpecError) as exc:
+            message = f"body must be a JSON list of fault spec strings: {exc}"
+            return error_answer(api_error(400, message), request_id)
+        payload = {"queued": [fault.spec for fault in queued], "pending": len(self._script.pending)}
+        return json_answer(200, msgspec.json.encode(payload), id_header)
+
+
+async def serve_emulator(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    api_keys: frozenset[str] | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a fresh Emulator on ``host:port`` until cancelled; ``started()`` gets its URL."""
+    await Emulator(api_keys).run(host=host, port=port, task_status=task_status)
