@@ -89,10 +89,13 @@ class Gateway:
         query: Query,
         outbound: trio.MemorySendChannel[GatewayFrame],
         scope: trio.CancelScope | None = None,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> trio.CancelScope:
         """Start a query whose frames go to ``outbound`` (the query takes that end and closes
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
-        one): cancel it to abort. A checkpoint.
+        one): cancel it to abort. ``headers`` are extra upstream headers for this query
+        (lower-case names; they override the defaults). A checkpoint.
 
         Raises:
             RemoteProtocolError: the request body cannot be sent (``bad_frame``).
@@ -106,7 +109,9 @@ class Gateway:
         scope = scope if scope is not None else trio.CancelScope()
         try:
             await self._to_supervisor.send(
-                RunQuery(session_id=session_id, query=query, scope=scope, outbound=outbound)
+                RunQuery(
+                    session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers
+                )
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             outbound.close()
@@ -126,6 +131,7 @@ class Gateway:
         source: str = "sdk",
         fallback_model: str | None = None,
         max_retries: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
         """Run one query; yields its frames, ending after the terminal one.
 
@@ -141,18 +147,20 @@ class Gateway:
         )
         send, receive = trio.open_memory_channel[GatewayFrame](QUERY_BUFFER)
         with receive:
-            scope = await self.start_query(session_id, query, send)
+            scope = await self.start_query(session_id, query, send, headers=headers)
             try:
                 yield receive
             finally:
                 scope.cancel(reason="caller left the query")
 
-    async def count_tokens(self, request: JsonObject, *, query_id: str = "count") -> CountResult:
+    async def count_tokens(
+        self, request: JsonObject, *, query_id: str = "count", headers: tuple[tuple[str, str], ...] = ()
+    ) -> CountResult:
         """Count a request's input tokens upstream. A checkpoint."""
         validate_request(request, count_only=True, frame_id=query_id)
         return await ask(
             self._to_supervisor,
-            lambda reply: RunCountTokens(query_id=query_id, request=request, reply=reply),
+            lambda reply: RunCountTokens(query_id=query_id, request=request, reply=reply, headers=headers),
         )
 
     async def cost(self, session_id: str) -> CostSummary:

@@ -67,16 +67,21 @@ HEARTBEAT_INTERVAL: Final = 30.0
 
 
 class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """``headers``: extra upstream headers of this query (the HTTP door forwards the client's
+    ``anthropic-version`` and ``anthropic-beta``); they override the pool's defaults."""
+
     session_id: str
     query: Query
     scope: trio.CancelScope
     outbound: trio.MemorySendChannel[GatewayFrame]
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
     query_id: str
     request: JsonObject
     reply: trio.MemorySendChannel[CountResult]
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens
@@ -139,7 +144,9 @@ class RetrySupervisor:
         with msg.reply:
             send, receive = trio.open_memory_channel[CountResult](1)
             with receive:
-                await self._to_relay.send(RunCount(body=count_tokens_body(msg.request), reply=send))
+                await self._to_relay.send(
+                    RunCount(body=count_tokens_body(msg.request), headers=msg.headers, reply=send)
+                )
                 try:
                     result = await receive.receive()
                 except trio.EndOfChannel:
@@ -231,6 +238,7 @@ class RetrySupervisor:
                     attempt=attempt,
                     model=model,
                     body=streaming_body(msg.query.request, model=model),
+                    headers=msg.headers,
                     outbound=msg.outbound,
                     scope=scope,
                     reply=send,
