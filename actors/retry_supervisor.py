@@ -2,30 +2,37 @@
 
 Role:
     For each ``RunQuery``: run attempt after attempt through the StreamRelay; after a failed
-    one, ask ``protocol.retry.decide`` (pure) whether to retry and how long to wait; announce
-    every retry (``retry`` frame, from the first one), void a partial attempt (``tombstone``),
-    and end the query with exactly one terminal frame: ``done``, ``error`` or ``aborted``.
+    one, ask ``protocol.retry.decide`` (pure) what to do. Announce every retry (``retry``
+    frame, from the first one), void a partial attempt (``tombstone``), switch model after
+    repeated overload (``fallback``), switch fast mode off (``fast_mode``), and end the query
+    with exactly one terminal frame: ``done``, ``error`` or ``aborted``.
 Inbox (``RetrySupervisorMsg``):
     ``RunQuery`` (FrontDoor, Gateway): start a query; it runs in its own task.
     ``RunCountTokens`` (FrontDoor, Gateway): one count_tokens request.
 Outputs:
-    StreamRelay (``RunAttempt``, ``RunCount``), CostLedger (``RecordDuration``), each query's
-    outbound channel (the query owns its clone and closes it when it ends).
+    StreamRelay (``RunAttempt``, ``RunCount``), ClientPool (``Refresh`` after a 401 or a
+    revoked token, ``ReportBroken`` after a reset connection), CostLedger
+    (``RecordDuration``), each query's outbound channel (the query owns its clone).
+Shared state:
+    ``SharedRetryState``: a per-model overload gate (no retry storms: while a model is
+    overloaded, one probe at a time goes upstream and the other queries wait without
+    spending attempts; see protocol/overload.py) and per-model fast-mode cooldowns.
 Lifecycle:
     ``run`` opens its nursery and inbox, then ``task_status.started(address)``; when the inbox
     ends it lets the queries in flight finish, then returns.
 Failure policy:
-    The query's ``scope`` is its abort signal (abort, disconnect, takeover, shutdown): on
-    cancel, the attempt in flight is cancelled, its usage collected (shielded, with a
-    deadline) and an ``aborted`` frame sent with the usage and cost so far. A client that
-    went away only means frames go nowhere; usage is still recorded.
+    The query's ``scope`` is its abort signal (abort, disconnect, takeover, shutdown): the
+    attempt in flight is cancelled, its usage collected (shielded, with a deadline) and an
+    ``aborted`` frame sent with the usage and cost so far. A client that went away only
+    means frames go nowhere; usage is still recorded.
 Timers:
-    Backoff sleeps on trio's clock (so a MockClock drives them); a ``heartbeat`` frame at
-    least every ``HEARTBEAT_INTERVAL`` of a long wait.
+    Backoff sleeps and gate waits on trio's clock (a MockClock drives them), with a
+    ``heartbeat`` frame at least every ``HEARTBEAT_INTERVAL`` of any wait.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from typing import Final, TypeAlias, assert_never, final
@@ -33,8 +40,11 @@ from typing import Final, TypeAlias, assert_never, final
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer
+from actors._util import CLEANUP_TIMEOUT, answer, ask
+from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
+from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
+from actors.retry_shared import SharedRetryState
 from actors.stream_relay import (
     AttemptOutcome,
     CountResult,
@@ -47,6 +57,8 @@ from protocol.frames import (
     Aborted,
     Done,
     ErrorFrame,
+    Fallback,
+    FastMode,
     GatewayFrame,
     Heartbeat,
     Query,
@@ -54,8 +66,19 @@ from protocol.frames import (
     Tombstone,
 )
 from protocol.pricing import usd
-from protocol.request import count_tokens_body, streaming_body
-from protocol.retry import GiveUp, RetryPolicy, RetryState, decide
+from protocol.recovery import Recovery, can_recover, combined, hit_output_limit, next_step
+from protocol.request import attempt_body, count_tokens_body, strip_thinking, thinking_budget
+from protocol.retry import (
+    Context,
+    Failure,
+    GiveUp,
+    Retry,
+    RetryPolicy,
+    RetryState,
+    SwitchModel,
+    decide,
+    is_auth_failure,
+)
 from protocol.usage import EMPTY_USAGE, Usage, add_usage
 from protocol.wire import JsonObject
 
@@ -64,6 +87,8 @@ log = logging.getLogger("switchboard.supervisor")
 # reference-client.md 1.1 HEARTBEAT_INTERVAL_MS; PROTOCOL.md: a heartbeat at least every 30 s
 # of a wait, so a client never mistakes a long backoff for a hang.
 HEARTBEAT_INTERVAL: Final = 30.0
+# wire.md 10.4: the body field and beta of fast mode.
+FAST_MODE_BETA: Final = "fast-mode-2026-02-01"
 
 
 class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,6 +130,10 @@ class _Totals:
             self.session_cost_pico = outcome.session_cost_pico
 
 
+class _ClientGone(Exception):
+    """The query's outbound channel is closed: nobody is left to tell."""
+
+
 @final
 class RetrySupervisor:
     """Runs queries with the reference client's retry rules (see the module docstring)."""
@@ -112,22 +141,26 @@ class RetrySupervisor:
     def __init__(
         self,
         *,
+        config: Config,
         to_relay: StreamRelayAddress,
         to_ledger: CostLedgerAddress,
-        max_retries: int,
+        to_pool: ClientPoolAddress,
         rng: random.Random,
     ) -> None:
+        self._config = config
         self._to_relay = to_relay
         self._to_ledger = to_ledger
-        self._max_retries = max_retries
+        self._to_pool = to_pool
         self._rng = rng
+        self._shared: SharedRetryState | None = None
 
     async def run(
         self, *, task_status: trio.TaskStatus[RetrySupervisorAddress] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve queries until every address clone is closed. Startable."""
+        self._shared = SharedRetryState(fast_mode_disabled=self._config.disable_fast_mode)
         address, inbox = trio.open_memory_channel[RetrySupervisorMsg](0)
-        with self._to_relay, self._to_ledger:
+        with self._to_relay, self._to_ledger, self._to_pool:
             async with trio.open_nursery() as nursery:
                 with inbox:
                     task_status.started(address)
@@ -158,75 +191,194 @@ class RetrySupervisor:
         with msg.outbound:
             terminal_sent = False
             with msg.scope:
-                terminal_sent = await self._run(msg, totals)
+                try:
+                    terminal_sent = await self._run(msg, totals)
+                except _ClientGone:
+                    pass
             if not terminal_sent and msg.scope.cancelled_caught:
                 frame = Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
                 with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                     await _deliver(msg.outbound, frame)
 
-    async def _run(self, msg: RunQuery, totals: _Totals) -> bool:
-        """The attempt loop. Returns True once the terminal frame is delivered."""
-        query = msg.query
-        policy = RetryPolicy(
-            max_retries=query.max_retries if query.max_retries is not None else self._max_retries
+    def _policy(self, query: Query) -> RetryPolicy:
+        config = self._config
+        persistent = config.unattended_retry or (bool(query.persistent) and config.allow_persistent_queries)
+        return RetryPolicy(
+            max_retries=query.max_retries if query.max_retries is not None else config.max_retries,
+            source=query.source,
+            fallback_model=query.fallback_model,
+            persistent=persistent,
+            fallback_for_all_models=config.fallback_for_all_models,
+            nonstreaming_fallback=config.nonstreaming_fallback,
         )
-        model = str(query.request["model"])
-        started = trio.current_time()
-        attempt = 0
-        while True:
-            attempt += 1
-            outcome = await self._attempt(msg, attempt, model, totals)
-            failure = outcome.failure
-            if failure is None and outcome.message is not None:
-                duration = trio.current_time() - started
-                await self._to_ledger.send(
-                    RecordDuration(
-                        session_id=msg.session_id,
-                        duration_ms=round(duration * 1000),
-                        duration_without_retries_ms=round(outcome.duration * 1000),
-                    )
-                )
-                stop_reason = outcome.message.get("stop_reason")
-                done = Done(
-                    id=query.id,
-                    model=model,
-                    stop_reason=stop_reason if isinstance(stop_reason, str) else None,
-                    message=outcome.message,
-                    usage=usage_json(totals.usage),
-                    cost_usd=usd(totals.cost_pico),
-                    session_cost_usd=usd(totals.session_cost_pico or 0),
-                    attempts=attempt,
-                    duration_ms=round(duration * 1000),
-                    duration_without_retries_ms=round(outcome.duration * 1000),
-                )
-                return await _deliver(msg.outbound, done)
-            if failure is None:
-                # Cancelled without our scope being cancelled: the client went away mid-stream.
-                # Nobody is left to tell; the usage is recorded already.
-                return False
-            if outcome.relayed:
-                if not await _deliver(msg.outbound, Tombstone(id=query.id, attempt=attempt)):
-                    return False
-            decision = decide(policy, RetryState(attempt=attempt), failure, self._rng.random())
-            if isinstance(decision, GiveUp):
-                log.info("query %s gives up after attempt %d: %s", query.id, attempt, failure.error_type)
-                return await _deliver(msg.outbound, ErrorFrame(id=query.id, error=decision.error))
-            log.info(
-                "query %s attempt %d failed (%s %s); retrying in %.3fs",
-                query.id, attempt, failure.status, failure.error_type, decision.delay,
-            )
-            retry = RetryFrame(
-                id=query.id,
-                attempt=attempt,
-                max_retries=policy.max_retries,
-                delay_ms=round(decision.delay * 1000),
-                error=failure.info(),
-            )
-            if not await _deliver(msg.outbound, retry):
-                return False
-            await self._wait(msg, attempt, decision.delay)
 
-    async def _attempt(self, msg: RunQuery, attempt: int, model: str, totals: _Totals) -> AttemptOutcome:
+    async def _run(self, msg: RunQuery, totals: _Totals) -> bool:
+        """The attempt loop. Returns True once the terminal frame is delivered.
+
+        Raises:
+            _ClientGone: the client went away; the query just stops.
+        """
+        assert self._shared is not None
+        shared = self._shared
+        query = msg.query
+        policy = self._policy(query)
+        request = query.request
+        fast_requested = bool(query.fast_mode) and not shared.fast_mode_disabled
+        state = RetryState(model=str(request["model"]), fast_mode=fast_requested)
+        # The fast-mode beta stays on for the whole query once asked for (reference 7.4:
+        # toggling it would break the prompt cache); only the body's speed field follows
+        # cooldowns.
+        headers = msg.headers + ((("anthropic-beta", FAST_MODE_BETA),) if fast_requested else ())
+        started = trio.current_time()
+        cooldown_announced = False
+        recovery = Recovery()
+        while True:
+            state = state.next_attempt()
+            probe = await shared.wait_turn(
+                state.model, functools.partial(self._beat, msg, state.attempt), HEARTBEAT_INTERVAL
+            )
+            cooldown = shared.fast_cooldown_until(state.model) if state.fast_mode else None
+            fast_active = state.fast_mode and cooldown is None and not shared.fast_mode_disabled
+            if state.fast_mode and not fast_active and not cooldown_announced:
+                cooldown_announced = True
+                await self._send(msg, FastMode(id=query.id, active=False, reason="cooldown", until_ms=_ms(cooldown)))
+            body = attempt_body(request, model=state.model, max_tokens=state.max_tokens_override, fast=fast_active)
+            outcome: AttemptOutcome | None = None
+            decision: Retry | SwitchModel | GiveUp | None = None
+            withhold = bool(query.recover) and can_recover(recovery, request)
+            try:
+                outcome = await self._attempt(msg, state, body, headers, totals, withhold, recovery)
+                if outcome.failure is not None:
+                    decision = await self._decide(policy, state, outcome.failure, fast_active, request, outcome)
+            finally:
+                # Whatever happened (an abort included), the model's gate learns of it.
+                shared.report(state.model, probe=probe, outcome=outcome, decision=decision)
+            failure = outcome.failure
+            if failure is None:
+                if outcome.message is None:
+                    # Cancelled without our scope being cancelled: the client went away.
+                    raise _ClientGone
+                if withhold and hit_output_limit(outcome.message):
+                    step, recovery, request = next_step(recovery, request, outcome.message)
+                    log.info("query %s hit the output limit; recovering (%s)", query.id, step)
+                    if step == "escalate" and outcome.relayed:
+                        await self._send(msg, Tombstone(id=query.id, attempt=state.attempt))
+                    state = msgspec.structs.replace(state, loop_attempt=0)
+                    continue
+                message = combined(recovery, outcome.message)
+                return await self._done(msg, state, msgspec.structs.replace(outcome, message=message), totals, started)
+            assert decision is not None
+            if outcome.relayed:
+                await self._send(msg, Tombstone(id=query.id, attempt=state.attempt))
+            match decision:
+                case GiveUp():
+                    log.info("query %s gives up after attempt %d: %s", query.id, state.attempt, decision.error.type)
+                    return await _deliver(msg.outbound, ErrorFrame(id=query.id, error=decision.error))
+                case SwitchModel():
+                    log.warning("query %s: %s overloaded, falling back to %s", query.id, state.model, decision.to_model)
+                    await self._send(
+                        msg,
+                        Fallback(id=query.id, from_model=state.model, to_model=decision.to_model, reason=decision.reason),
+                    )
+                    request = strip_thinking(request)
+                    state = decision.state
+                case Retry():
+                    if decision.fast_mode_off is not None:
+                        await self._fast_mode_off(msg, state.model, decision)
+                    log.info(
+                        "query %s attempt %d failed (%s %s); retrying in %.3fs",
+                        query.id, state.attempt, failure.status, failure.error_type, decision.delay,
+                    )
+                    retry = RetryFrame(
+                        id=query.id,
+                        attempt=state.attempt,
+                        max_retries=policy.max_retries,
+                        delay_ms=round(decision.delay * 1000),
+                        error=failure.info(),
+                    )
+                    await self._send(msg, retry)
+                    await self._wait(msg, state.attempt, decision.delay)
+                    state = decision.state
+                case _:
+                    assert_never(decision)
+
+    async def _decide(
+        self,
+        policy: RetryPolicy,
+        state: RetryState,
+        failure: Failure,
+        fast_active: bool,
+        request: JsonObject,
+        outcome: AttemptOutcome,
+    ) -> Retry | SwitchModel | GiveUp:
+        """Tell the pool what it must know, then ask the pure rules."""
+        refreshed: bool | None = None
+        if is_auth_failure(failure):
+            result: RefreshResult = await ask(
+                self._to_pool, lambda reply: Refresh(generation=outcome.generation, reply=reply)
+            )
+            refreshed = result.changed
+        if failure.stale:
+            await self._to_pool.send(ReportBroken())
+        assert self._shared is not None
+        ctx = Context(
+            now=self._shared.wall_now(),
+            rand=self._rng.random(),
+            fast_mode_active=fast_active,
+            credential_refreshed=refreshed,
+            thinking_budget=thinking_budget(request),
+        )
+        return decide(policy, state, failure, ctx)
+
+    async def _fast_mode_off(self, msg: RunQuery, model: str, decision: Retry) -> None:
+        assert self._shared is not None
+        if decision.cooldown_until is not None:
+            self._shared.start_fast_cooldown(model, decision.cooldown_until)
+        if decision.fast_mode_permanent:
+            log.warning("fast mode switched off for good: %s", decision.fast_mode_off)
+            self._shared.fast_mode_disabled = True
+        frame = FastMode(
+            id=msg.query.id, active=False, reason=decision.fast_mode_off or "", until_ms=_ms(decision.cooldown_until)
+        )
+        await self._send(msg, frame)
+
+    async def _done(
+        self, msg: RunQuery, state: RetryState, outcome: AttemptOutcome, totals: _Totals, started: float
+    ) -> bool:
+        assert outcome.message is not None
+        duration = trio.current_time() - started
+        await self._to_ledger.send(
+            RecordDuration(
+                session_id=msg.session_id,
+                duration_ms=round(duration * 1000),
+                duration_without_retries_ms=round(outcome.duration * 1000),
+            )
+        )
+        stop_reason = outcome.message.get("stop_reason")
+        done = Done(
+            id=msg.query.id,
+            model=state.model,
+            stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+            message=outcome.message,
+            usage=usage_json(totals.usage),
+            cost_usd=usd(totals.cost_pico),
+            session_cost_usd=usd(totals.session_cost_pico or 0),
+            attempts=state.attempt,
+            duration_ms=round(duration * 1000),
+            duration_without_retries_ms=round(outcome.duration * 1000),
+        )
+        return await _deliver(msg.outbound, done)
+
+    async def _attempt(
+        self,
+        msg: RunQuery,
+        state: RetryState,
+        body: JsonObject,
+        headers: tuple[tuple[str, str], ...],
+        totals: _Totals,
+        withhold: bool,
+        recovery: Recovery,
+    ) -> AttemptOutcome:
         """Run one attempt in the relay; on cancel, cancel it and still collect its usage."""
         scope = trio.CancelScope()
         send, receive = trio.open_memory_channel[AttemptOutcome](1)
@@ -235,10 +387,14 @@ class RetrySupervisor:
                 RunAttempt(
                     session_id=msg.session_id,
                     query_id=msg.query.id,
-                    attempt=attempt,
-                    model=model,
-                    body=streaming_body(msg.query.request, model=model),
-                    headers=msg.headers,
+                    attempt=state.attempt,
+                    model=state.model,
+                    body=body,
+                    headers=headers,
+                    streaming=state.streaming,
+                    withhold_output_limit=withhold,
+                    index_offset=recovery.index_offset,
+                    continuation=bool(recovery.content),
                     outbound=msg.outbound,
                     scope=scope,
                     reply=send,
@@ -247,7 +403,7 @@ class RetrySupervisor:
             try:
                 outcome = await receive.receive()
             except trio.EndOfChannel:
-                return AttemptOutcome(model=model, aborted=True)
+                return AttemptOutcome(model=state.model, aborted=True)
             except trio.Cancelled:
                 scope.cancel(reason="query aborted")
                 with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
@@ -268,14 +424,20 @@ class RetrySupervisor:
                 return
             if remaining > HEARTBEAT_INTERVAL:
                 await trio.sleep(HEARTBEAT_INTERVAL)
-                beat = Heartbeat(
-                    id=msg.query.id,
-                    attempt=attempt,
-                    remaining_ms=max(round((deadline - trio.current_time()) * 1000), 0),
-                )
-                await _deliver(msg.outbound, beat)
+                await self._beat(msg, attempt, deadline - trio.current_time())
             else:
                 await trio.sleep_until(deadline)
+
+    async def _beat(self, msg: RunQuery, attempt: int, remaining: float) -> None:
+        await self._send(msg, Heartbeat(id=msg.query.id, attempt=attempt, remaining_ms=max(round(remaining * 1000), 0)))
+
+    async def _send(self, msg: RunQuery, frame: GatewayFrame) -> None:
+        if not await _deliver(msg.outbound, frame):
+            raise _ClientGone
+
+
+def _ms(epoch: float | None) -> int | None:
+    return None if epoch is None else round(epoch * 1000)
 
 
 async def _deliver(outbound: trio.MemorySendChannel[GatewayFrame], frame: GatewayFrame) -> bool:
@@ -285,3 +447,4 @@ async def _deliver(outbound: trio.MemorySendChannel[GatewayFrame], frame: Gatewa
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return False
     return True
+

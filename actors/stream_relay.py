@@ -27,7 +27,8 @@ Timers:
 from __future__ import annotations
 
 import logging
-from typing import TypeAlias, assert_never, final
+import uuid
+from typing import Final, TypeAlias, assert_never, final
 
 import httpx
 import msgspec
@@ -40,12 +41,21 @@ from actors.upstream import failure_from_exception, failure_from_response
 from protocol.assembly import MessageAssembler
 from protocol.errors import ActorUnavailable, RemoteProtocolError
 from protocol.frames import EventFrame, GatewayFrame
+from protocol.nonstreaming import events_from_message, nonstreaming_body
+from protocol.recovery import OUTPUT_LIMIT_STOPS
+from protocol.request import merge_headers
 from protocol.retry import Failure
 from protocol.sse import SSEDecoder
 from protocol.usage import EMPTY_USAGE, Usage
-from protocol.wire import COUNT_TOKENS_RESULT, JSON, JsonObject
+from protocol.wire import COUNT_TOKENS_RESULT, JSON, JSON_OBJECT, JsonObject
 
 log = logging.getLogger("switchboard.relay")
+
+_BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
+
+# wire.md 10.3: with this beta, a request over 200k input tokens is billed at long-context
+# rates (where the model has them).
+LONG_CONTEXT_BETA: Final = "context-1m-2025-08-07"
 
 
 class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,15 +75,29 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     relayed: int = 0
     duration: float = 0.0
     aborted: bool = False
+    generation: int = 0
 
 
 class RunAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt. ``streaming`` False: the non-streaming fallback (reference 2.3), whose
+    answer is relayed as the events a stream of it would have carried.
+
+    Output-limit recovery (protocol/recovery.py): ``withhold_output_limit`` keeps a
+    ``max_tokens`` stop (its ``message_delta`` and ``message_stop``) from the client, since
+    the answer may yet go on; ``continuation`` drops the ``message_start`` of an answer
+    that continues an earlier one, and ``index_offset`` renumbers its blocks after the
+    earlier ones, so the client sees one message."""
+
     session_id: str
     query_id: str
     attempt: int
     model: str
     body: JsonObject
     headers: tuple[tuple[str, str], ...] = ()
+    streaming: bool = True
+    withhold_output_limit: bool = False
+    index_offset: int = 0
+    continuation: bool = False
     outbound: trio.MemorySendChannel[GatewayFrame]
     scope: trio.CancelScope
     reply: trio.MemorySendChannel[AttemptOutcome]
@@ -94,6 +118,15 @@ StreamRelayMsg: TypeAlias = RunAttempt | RunCount
 StreamRelayAddress: TypeAlias = trio.MemorySendChannel[StreamRelayMsg]
 
 
+def _renumber(data: bytes, offset: int) -> bytes:
+    """A block event with its ``index`` moved up by ``offset`` (continuations only)."""
+    event = JSON_OBJECT.decode(data)
+    index = event.get("index")
+    if isinstance(index, int):
+        event["index"] = index + offset
+    return JSON.encode(event)
+
+
 class _ClientGone(Exception):
     """The query's outbound channel is closed: nobody is listening any more."""
 
@@ -101,11 +134,20 @@ class _ClientGone(Exception):
 class _Progress:
     """What an attempt got done, kept outside the attempt's scope for its cleanup."""
 
-    __slots__ = ("assembler", "completed", "failure", "relayed")
+    __slots__ = (
+        "assembler", "completed", "failure", "generation", "long_context", "record_id", "relayed", "withheld",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, msg: RunAttempt) -> None:
         self.assembler = MessageAssembler()
         self.relayed = 0
+        self.withheld = False
+        self.generation = 0
+        # One upstream message, one ledger record (its provisional and final versions).
+        self.record_id = f"{msg.query_id}:{msg.attempt}:{uuid.uuid4().hex}"
+        self.long_context = any(
+            name.lower() == "anthropic-beta" and LONG_CONTEXT_BETA in value for name, value in msg.headers
+        )
         self.failure: Failure | None = None
         self.completed = False
 
@@ -114,9 +156,18 @@ class _Progress:
 class StreamRelay:
     """Streams attempts upstream and relays their events (see the module docstring)."""
 
-    def __init__(self, *, to_pool: ClientPoolAddress, to_ledger: CostLedgerAddress) -> None:
+    def __init__(
+        self,
+        *,
+        to_pool: ClientPoolAddress,
+        to_ledger: CostLedgerAddress,
+        idle_timeout: float | None = None,
+        nonstreaming_timeout: float = 300.0,
+    ) -> None:
         self._to_pool = to_pool
         self._to_ledger = to_ledger
+        self._idle_timeout = idle_timeout
+        self._nonstreaming_timeout = nonstreaming_timeout
 
     async def run(
         self, *, task_status: trio.TaskStatus[StreamRelayAddress] = trio.TASK_STATUS_IGNORED
@@ -137,7 +188,7 @@ class StreamRelay:
                                 assert_never(msg)
 
     async def _attempt_task(self, msg: RunAttempt) -> None:
-        progress = _Progress()
+        progress = _Progress(msg)
         started = trio.current_time()
         with msg.reply:
             try:
@@ -155,41 +206,42 @@ class StreamRelay:
 
     async def _stream(self, msg: RunAttempt, progress: _Progress) -> Failure | None:
         """Run the attempt; return its failure, or None when the message completed."""
-        assembler = progress.assembler
         lease: Lease = await ask(self._to_pool, lambda reply: Acquire(reply=reply))
-        headers = dict(lease.headers)
-        headers.update(msg.headers)
-        send = msg.outbound.send
+        progress.generation = lease.generation
+        headers = merge_headers(lease.headers, msg.headers)
+        if not msg.streaming:
+            return await self._nonstreaming(msg, progress, lease, headers)
+        assembler = progress.assembler
+        in_body = False
         try:
             async with lease.client.stream(
                 "POST", lease.base_url + "/v1/messages", content=JSON.encode(msg.body), headers=headers
             ) as response:
                 if response.status_code != 200:
                     return failure_from_response(response, await response.aread())
+                in_body = True
                 request_id = response.headers.get("request-id")
                 decoder = SSEDecoder()
-                async for chunk in response.aiter_bytes():
-                    for event in decoder.feed(chunk):
-                        error = assembler.feed(event.event, event.data)
-                        if error is not None:
-                            return Failure(
-                                kind="stream",
-                                error_type=error.type,
-                                message=error.message,
-                                request_id=request_id,
-                            )
-                        try:
-                            await send(
-                                EventFrame(
-                                    id=msg.query_id,
-                                    attempt=msg.attempt,
-                                    model=msg.model,
-                                    event=msgspec.Raw(event.data),
-                                )
-                            )
-                        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                            raise _ClientGone from exc
-                        progress.relayed += 1
+                idle = self._idle_timeout
+                # The idle watchdog: a deadline pushed forward by every chunk (reference 2.2).
+                with trio.CancelScope() as watchdog:
+                    if idle is not None:
+                        watchdog.deadline = trio.current_time() + idle
+                    async for chunk in response.aiter_bytes():
+                        if idle is not None:
+                            watchdog.deadline = trio.current_time() + idle
+                        for event in decoder.feed(chunk):
+                            failure = await self._relay_event(msg, progress, event.event, event.data)
+                            if failure is not None:
+                                return msgspec.structs.replace(failure, request_id=request_id)
+                if watchdog.cancelled_caught:
+                    return Failure(
+                        kind="timeout",
+                        error_type="timeout_error",
+                        message=f"no data from the upstream stream for {idle:g} s",
+                        request_id=request_id,
+                        mid_stream=True,
+                    )
                 decoder.close()
                 if not assembler.started or not (assembler.stopped or assembler.stop_reason):
                     return Failure(
@@ -197,27 +249,114 @@ class StreamRelay:
                         error_type="api_error",
                         message="upstream stream ended before the message was complete",
                         request_id=request_id,
+                        mid_stream=True,
                     )
                 return None
         except RemoteProtocolError as exc:
-            return Failure(kind="protocol", error_type=exc.error_type, message=str(exc))
+            return Failure(kind="protocol", error_type=exc.error_type, message=str(exc), mid_stream=True)
         except (httpx.HTTPError, trio.BrokenResourceError) as exc:
+            failure = failure_from_exception(exc, mid_stream=in_body)
+            if failure is None:
+                raise
+            return failure
+
+    async def _relay_event(self, msg: RunAttempt, progress: _Progress, name: str, data: bytes) -> Failure | None:
+        """Apply one event to the message and send it to the client; an ``error`` event is
+        returned as the attempt's failure instead. A checkpoint.
+
+        Right after ``message_start`` is relayed, its usage (the input side, which the
+        upstream bills from then on) is recorded provisionally, so that even a ``kill -9``
+        mid-stream loses none of it; the final record replaces it at the end.
+        """
+        assembler = progress.assembler
+        error = assembler.feed(name, data)
+        if error is not None:
+            return Failure(kind="stream", error_type=error.type, message=error.message, mid_stream=True)
+        send = True
+        if name == "message_start":
+            send = not msg.continuation
+        elif msg.index_offset and name in _BLOCK_EVENTS:
+            data = _renumber(data, msg.index_offset)
+        elif name == "message_delta" and msg.withhold_output_limit and assembler.stop_reason in OUTPUT_LIMIT_STOPS:
+            progress.withheld = True
+            send = False
+        elif name == "message_stop":
+            send = not progress.withheld
+        if send:
+            try:
+                await msg.outbound.send(
+                    EventFrame(id=msg.query_id, attempt=msg.attempt, model=msg.model, event=msgspec.Raw(data))
+                )
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _ClientGone from exc
+            progress.relayed += 1
+        if name == "message_start":
+            await self._record(msg, progress, final=False)
+        return None
+
+    async def _record(self, msg: RunAttempt, progress: _Progress, *, final: bool) -> UsageRecorded:
+        """Record the message's usage so far under its record id. A checkpoint.
+
+        Raises:
+            ActorUnavailable: the ledger is gone.
+        """
+        usage = progress.assembler.usage
+        return await ask(
+            self._to_ledger,
+            lambda reply: RecordUsage(
+                session_id=msg.session_id,
+                model=msg.model,
+                usage=usage,
+                long_context=progress.long_context,
+                record_id=progress.record_id,
+                final=final,
+                query_id=msg.query_id,
+                attempt=msg.attempt,
+                reply=reply,
+            ),
+        )
+
+    async def _nonstreaming(
+        self, msg: RunAttempt, progress: _Progress, lease: Lease, headers: dict[str, str]
+    ) -> Failure | None:
+        """The non-streaming fallback: one POST with its own timeout, then the answer relayed
+        as the event sequence of a stream."""
+        timeout = httpx.Timeout(self._nonstreaming_timeout, connect=min(5.0, self._nonstreaming_timeout))
+        try:
+            response = await lease.client.post(
+                lease.base_url + "/v1/messages",
+                content=JSON.encode(nonstreaming_body(msg.body)),
+                headers=headers,
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
             failure = failure_from_exception(exc)
             if failure is None:
                 raise
             return failure
+        if response.status_code != 200:
+            return failure_from_response(response, response.content)
+        try:
+            message = JSON_OBJECT.decode(response.content)
+            for name, data in events_from_message(message):
+                failure = await self._relay_event(msg, progress, name, data)
+                if failure is not None:
+                    return failure
+        except (msgspec.DecodeError, RemoteProtocolError) as exc:
+            return Failure(
+                kind="protocol",
+                error_type="api_error",
+                message=f"malformed non-streaming answer: {exc}",
+                request_id=response.headers.get("request-id"),
+            )
+        return None
 
     async def _finish(self, msg: RunAttempt, progress: _Progress, started: float) -> AttemptOutcome:
         assembler = progress.assembler
         recorded: UsageRecorded | None = None
         if assembler.started:
             try:
-                recorded = await ask(
-                    self._to_ledger,
-                    lambda reply: RecordUsage(
-                        session_id=msg.session_id, model=msg.model, usage=assembler.usage, reply=reply
-                    ),
-                )
+                recorded = await self._record(msg, progress, final=True)
             except ActorUnavailable:
                 # Only past the shutdown grace deadline: say loudly what could not be kept.
                 log.error(
@@ -235,6 +374,7 @@ class StreamRelay:
             relayed=progress.relayed,
             duration=trio.current_time() - started,
             aborted=not progress.completed,
+            generation=progress.generation,
         )
 
     async def _count_task(self, msg: RunCount) -> None:
@@ -250,8 +390,7 @@ class StreamRelay:
 
     async def _count(self, msg: RunCount) -> CountResult:
         lease: Lease = await ask(self._to_pool, lambda reply: Acquire(reply=reply))
-        headers = dict(lease.headers)
-        headers.update(msg.headers)
+        headers = merge_headers(lease.headers, msg.headers)
         response = await lease.client.post(
             lease.base_url + "/v1/messages/count_tokens", content=JSON.encode(msg.body), headers=headers
         )

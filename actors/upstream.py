@@ -29,15 +29,26 @@ _TYPE_FOR_STATUS = {
 }
 
 
-def failure_from_exception(exc: BaseException) -> Failure | None:
-    """The Failure for a transport error, or None when ``exc`` is not one (re-raise it)."""
+def failure_from_exception(exc: BaseException, *, mid_stream: bool = False) -> Failure | None:
+    """The Failure for a transport error, or None when ``exc`` is not one (re-raise it).
+
+    ``mid_stream``: it happened while reading a 200's body. A read/write error or a peer that
+    closed mid-response marks the connection ``stale`` (reset or broken, reference 1.3).
+    """
     if isinstance(exc, httpx.TimeoutException):
-        return Failure(kind="timeout", error_type="timeout_error", message=f"upstream timed out ({type(exc).__name__})")
+        return Failure(
+            kind="timeout",
+            error_type="timeout_error",
+            message=f"upstream timed out ({type(exc).__name__})",
+            mid_stream=mid_stream,
+        )
     if isinstance(exc, httpx.TransportError):
         return Failure(
             kind="connection",
             error_type="connection_error",
             message=f"upstream connection failed ({type(exc).__name__}: {exc})",
+            mid_stream=mid_stream,
+            stale=isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError),
         )
     return None
 
@@ -59,5 +70,8 @@ def failure_from_response(response: httpx.Response, body: bytes) -> Failure:
         status=status,
         request_id=headers.get("request-id"),
         retry_after=headers.get("retry-after"),
+        retry_after_ms=headers.get("retry-after-ms"),
         should_retry=headers.get("x-should-retry"),
+        ratelimit_reset=headers.get("anthropic-ratelimit-unified-reset"),
+        overage_disabled_reason=headers.get("anthropic-ratelimit-unified-overage-disabled-reason"),
     )

@@ -3,7 +3,8 @@
 Sources, first match wins:
 
 1. the programmatic queue (``Emulator.script``, ``POST /_emulator/faults``): FIFO, one
-   fault per Messages or count_tokens request;
+   fault per Messages or count_tokens request; then an outage (``Emulator.outage``): one
+   fault for every request until a point in (trio) time;
 2. the ``x-emulator-fault: SPEC`` request header: applied to every request carrying it;
 3. a ``<<emulator:SPEC>>`` directive in the last user message (Messages requests only; the
    first directive counts): applied to the first ``times=N`` requests carrying the same
@@ -54,6 +55,11 @@ class FaultScript:
     def __init__(self) -> None:
         self._queue: deque[Fault] = deque()
         self._directive_uses: Counter[str] = Counter()
+        self._outage: tuple[Fault, float] | None = None
+
+    def outage(self, fault: Fault | str, until: float) -> None:
+        """Give every request ``fault`` until the clock reaches ``until`` (after the queue)."""
+        self._outage = (fault if isinstance(fault, Fault) else parse_fault(fault), until)
 
     @property
     def pending(self) -> tuple[Fault, ...]:
@@ -73,8 +79,9 @@ class FaultScript:
         """Forget the queue and the directive counts."""
         self._queue.clear()
         self._directive_uses.clear()
+        self._outage = None
 
-    def select(self, headers: Mapping[str, str], user_text: str | None) -> Directions:
+    def select(self, headers: Mapping[str, str], user_text: str | None, now: float = 0.0) -> Directions:
         """Decide the fault and options of one request, consuming what it uses.
 
         ``user_text`` is the last user message's text, or None where directives do not
@@ -87,7 +94,10 @@ class FaultScript:
         directive_spec = next(find_directives(user_text), None) if user_text else None
         directive = parse_fault(directive_spec) if directive_spec is not None else None
 
-        applied = self._queue.popleft() if self._queue else header_fault
+        applied = self._queue.popleft() if self._queue else None
+        if applied is None and self._outage is not None and now < self._outage[1]:
+            applied = self._outage[0]
+        applied = applied or header_fault
         if applied is None and directive is not None and directive_spec is not None:
             times = directive.times
             if times is None or self._directive_uses[directive_spec] < times:

@@ -29,13 +29,20 @@ SESSION_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # --- shared objects -------------------------------------------------------------------------
 
 
-class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True):
-    """The error object of PROTOCOL.md: upstream or gateway error type, message, status, id."""
+class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The error object of PROTOCOL.md: upstream or gateway error type, message, status, id.
+
+    ``status`` and ``request_id`` are always present (null when unknown). The optional fields
+    after them appear only when set: ``prompt_tokens``/``max_prompt_tokens`` on
+    ``prompt_too_long``, so a client knows how far to compact.
+    """
 
     type: str
     message: str
-    status: int | None = None
-    request_id: str | None = None
+    status: int | None
+    request_id: str | None
+    prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = None
 
 
 class ModelUsageSummary(msgspec.Struct, kw_only=True):

@@ -1,0 +1,114 @@
+"""State the RetrySupervisor shares across queries: overload gates and fast-mode cooldowns.
+
+Owned by the RetrySupervisor's task tree alone (its query tasks run in its nursery), so no
+lock is needed: every change happens between checkpoints.
+
+- One ``protocol.overload.Gate`` per model: a query waits at ``wait_turn`` while the model's
+  gate is open and another query holds the probe; each gate change wakes the waiters.
+- Fast mode: a cooldown per model (reference-client.md 1.6: "shared by every session for
+  that model"), and a gateway-wide off switch once the API refused fast mode for good.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from actors.stream_relay import AttemptOutcome
+from protocol import overload
+from protocol.overload import CLOSED, Gate
+from protocol.retry import GiveUp, Retry, SwitchModel, is_overloaded
+
+
+class SharedRetryState:
+    """Per-model gates and fast-mode state, shared by a supervisor's queries."""
+
+    def __init__(self, *, fast_mode_disabled: bool = False) -> None:
+        self._gates: dict[str, Gate] = {}
+        self._changed: dict[str, trio.Event] = {}
+        self._fast_cooldown: dict[str, float] = {}
+        self.fast_mode_disabled = fast_mode_disabled
+        # Wall-clock time derived from trio's clock, so that a MockClock drives cooldowns
+        # and rate-limit resets in tests exactly as it drives sleeps.
+        self._epoch_at_start = time.time() - trio.current_time()
+
+    def wall_now(self) -> float:
+        """Epoch seconds, advancing with trio's clock."""
+        return self._epoch_at_start + trio.current_time()
+
+    # --- overload gates -------------------------------------------------------------------
+
+    def gate(self, model: str) -> Gate:
+        return self._gates.get(model, CLOSED)
+
+    def _set(self, model: str, gate: Gate) -> None:
+        if gate == CLOSED:
+            self._gates.pop(model, None)
+        else:
+            self._gates[model] = gate
+        event = self._changed.pop(model, None)
+        if event is not None:
+            event.set()
+
+    async def wait_turn(self, model: str, on_wait: Callable[[float], Awaitable[None]], beat_interval: float) -> bool:
+        """Wait until an attempt on ``model`` may go upstream, then take the turn. Returns
+        True when the caller is the gate's probe (and must report how it went).
+
+        ``on_wait(remaining)`` is awaited every ``beat_interval`` of waiting (the caller sends
+        a heartbeat). A checkpoint only when the gate holds the caller back.
+        """
+        next_beat = trio.current_time() + beat_interval
+        while True:
+            gate = self.gate(model)
+            now = trio.current_time()
+            if overload.may_enter(gate, now):
+                if gate.open:
+                    self._set(model, overload.enter(gate))
+                return gate.open
+            wake_at = math.inf if gate.probe_in_flight else gate.next_probe_at
+            event = self._changed.setdefault(model, trio.Event())
+            with trio.move_on_at(min(wake_at, next_beat)):
+                await event.wait()
+            now = trio.current_time()
+            # Compared with the same expression that set the deadline: no float drift, so a
+            # deadline that fired always counts as the beat it was for.
+            if now >= next_beat:
+                next_beat = now + beat_interval
+                await on_wait(0.0 if math.isinf(wake_at) else max(wake_at - now, 0.0))
+
+    def report(
+        self,
+        model: str,
+        *,
+        probe: bool,
+        outcome: AttemptOutcome | None,
+        decision: Retry | SwitchModel | GiveUp | None,
+    ) -> None:
+        """Tell the model's gate how an attempt ended. ``outcome`` None: it was cancelled."""
+        gate = self.gate(model)
+        if outcome is not None and outcome.failure is None and outcome.message is not None:
+            self._set(model, overload.succeeded(gate))
+        elif outcome is not None and outcome.failure is not None and is_overloaded(outcome.failure):
+            delay = decision.delay if isinstance(decision, Retry) else 0.0
+            self._set(model, overload.overloaded(gate, trio.current_time(), delay, was_probe=probe))
+        elif probe and gate.probe_in_flight:
+            self._set(model, overload.released(gate))
+
+    # --- fast mode ------------------------------------------------------------------------
+
+    def fast_cooldown_until(self, model: str) -> float | None:
+        """The epoch time the model's fast-mode cooldown ends, or None when not cooling."""
+        until = self._fast_cooldown.get(model)
+        if until is None:
+            return None
+        if self.wall_now() >= until:
+            # The reference expires cooldowns lazily, on the next check.
+            del self._fast_cooldown[model]
+            return None
+        return until
+
+    def start_fast_cooldown(self, model: str, until: float) -> None:
+        self._fast_cooldown[model] = max(until, self._fast_cooldown.get(model, 0.0))

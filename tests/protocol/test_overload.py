@@ -1,0 +1,65 @@
+"""The overload gate: one probe at a time while open, reference timing for one session."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.overload import (
+    CLOSED,
+    enter,
+    gate_backoff,
+    may_enter,
+    overloaded,
+    released,
+    succeeded,
+)
+from protocol.retry import backoff
+
+
+def test_closed_gate_lets_everyone_through() -> None:
+    assert may_enter(CLOSED, 0.0)
+    assert enter(CLOSED) == CLOSED
+
+
+def test_open_gate_admits_one_probe_after_the_spacing() -> None:
+    gate = overloaded(CLOSED, now=100.0, retry_delay=0.55, was_probe=False)
+    assert gate.open and gate.next_probe_at == 100.55
+    assert not may_enter(gate, 100.5)
+    assert may_enter(gate, 100.55)
+    probing = enter(gate)
+    assert not may_enter(probing, 200.0)
+    assert may_enter(released(probing), 200.0)
+    assert succeeded(probing) == CLOSED
+
+
+def test_probe_spacing_grows_with_failures_even_when_the_probes_delays_are_short() -> None:
+    gate = CLOSED
+    now = 0.0
+    for failures in range(1, 9):
+        gate = overloaded(enter(gate), now, retry_delay=0.5, was_probe=gate.open)
+        assert gate.next_probe_at - now == max(0.5, gate_backoff(failures))
+        now = gate.next_probe_at
+    assert gate_backoff(8) == 32.0
+
+
+@given(rands=st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=12))
+def test_a_single_query_is_never_held_back(rands: list[float]) -> None:
+    """One query alone: its attempt n+1 is due at its own backoff, and the gate agrees."""
+    gate = CLOSED
+    now = 0.0
+    for attempt, rand in enumerate(rands, start=1):
+        assert may_enter(gate, now)
+        probe = gate.open
+        gate = enter(gate)
+        delay = backoff(attempt, rand)
+        gate = overloaded(gate, now, delay, was_probe=probe)
+        now += delay
+    assert may_enter(gate, now)
+
+
+def test_a_late_failure_of_a_non_probe_attempt_keeps_the_probe_slot_taken() -> None:
+    gate = enter(overloaded(CLOSED, now=0.0, retry_delay=1.0, was_probe=False))
+    assert gate.probe_in_flight
+    gate = overloaded(gate, now=0.1, retry_delay=1.0, was_probe=False)
+    assert gate.probe_in_flight and gate.failures == 2
