@@ -46,6 +46,7 @@ __all__ = [
     "PriceEntry",
     "Rates",
     "canonical_model",
+    "cost_by_model",
     "cost_of",
     "format_cost",
     "format_number",
@@ -244,6 +245,24 @@ def cost_of(usage: Usage, model: str, *, on: str, long_context: bool = False) ->
         unknown_model=unknown,
         canonical=model if canonical is None else canonical,
     )
+
+
+def cost_by_model(
+    usage: Usage, model: str, *, on: str, long_context: bool = False
+) -> tuple[tuple[str, Usage, Cost], ...]:
+    """``cost_of`` split per model, as the reference client's session totals count it.
+
+    The message itself comes first (its usage without ``iterations``, under ``model``), then
+    each advisor sub-message under its own model (reference-client.md 3.2, point 4). The
+    parts' ``total_pico`` add up to ``cost_of(usage, model, ...).total_pico`` exactly.
+    """
+    own = msgspec.structs.replace(usage, iterations=())
+    parts = [(model, own, cost_of(own, model, on=on, long_context=long_context))]
+    for iteration in usage.iterations:
+        if iteration.type == _ADVISOR_TYPE and iteration.model:
+            advisor = _iteration_usage(iteration)
+            parts.append((iteration.model, advisor, cost_of(advisor, iteration.model, on=on)))
+    return tuple(parts)
 
 
 def _iteration_usage(iteration: UsageIteration) -> Usage:

@@ -1,0 +1,338 @@
+"""The CostLedger's SQLite store: schema, batched writes, lazy session loads, the report reader.
+
+Synchronous on purpose: the CostLedger owns one ``LedgerStore`` and calls it from a worker
+thread (``trio.to_thread.run_sync``), one call at a time, so the event loop never waits on
+the disk. ``read_sessions`` opens a file read-only for ``switchboard cost``, also while a
+gateway is writing it.
+
+Durability: WAL journal with ``synchronous=NORMAL`` (``SYNCHRONOUS``): a committed batch is
+in the WAL file before the commit returns, so it survives a process kill (``kill -9``); only
+a power cut or an OS crash can lose the last commits before a checkpoint. The ledger replies
+only after the commit.
+
+Schema (version 1, ``PRAGMA user_version``)::
+
+    sessions(session_id PK, owner, created_at, updated_at,
+             api_duration_ms, api_duration_without_retries_ms)
+    usage(session_id, record_id, part, query_id, attempt, final, model, canonical,
+          input_tokens, output_tokens, cache_creation_input_tokens,
+          cache_creation_1h_input_tokens, cache_read_input_tokens, web_search_requests,
+          web_fetch_requests, cost_pico, unknown_model, speed, service_tier, long_context,
+          priced_on, recorded_at;  PK (session_id, record_id, part))
+
+``owner`` is a digest of the access token, never the token. One usage row per record part
+(part 0: the message, 1..: its advisor sub-messages); ``final`` 0 marks a provisional record,
+replaced as a whole (all its parts) by its next version.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sqlite3
+from collections.abc import Collection, Sequence
+from typing import Final, final
+
+import msgspec
+
+from protocol.errors import ConfigError
+from protocol.ledger import ModelTotals, RecordPart, SessionTotals
+
+MEMORY: Final = ":memory:"
+SCHEMA_VERSION: Final = 1
+# WAL + NORMAL survives any crash of the process; FULL would add an fsync to every commit
+# (6.4 ms on the development machine against 0.01 ms), paid by every query's done frame and,
+# with the provisional record, by its first events.
+SYNCHRONOUS: Final = "NORMAL"
+# A second process holding the write lock (a `switchboard cost` read never does) is waited
+# for this long before a write fails and is retried with the next batch.
+BUSY_TIMEOUT_MS: Final = 5000
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    owner TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    api_duration_ms INTEGER NOT NULL DEFAULT 0,
+    api_duration_without_retries_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS usage (
+    session_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    query_id TEXT,
+    attempt INTEGER,
+    final INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    canonical TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_creation_input_tokens INTEGER NOT NULL,
+    cache_creation_1h_input_tokens INTEGER NOT NULL,
+    cache_read_input_tokens INTEGER NOT NULL,
+    web_search_requests INTEGER NOT NULL,
+    web_fetch_requests INTEGER NOT NULL,
+    cost_pico INTEGER NOT NULL,
+    unknown_model INTEGER NOT NULL,
+    speed TEXT,
+    service_tier TEXT,
+    long_context INTEGER NOT NULL,
+    priced_on TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, record_id, part)
+);
+CREATE INDEX IF NOT EXISTS usage_provisional ON usage (session_id) WHERE final = 0;
+"""
+
+_COUNTS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "cache_read_input_tokens",
+    "web_search_requests",
+    "web_fetch_requests",
+    "cost_pico",
+)
+_SUMS: Final = ", ".join(f"SUM({column})" for column in _COUNTS)
+_INSERT_PART: Final = (
+    "INSERT OR REPLACE INTO usage (session_id, record_id, part, query_id, attempt, final, "
+    "model, canonical, " + ", ".join(_COUNTS) + ", unknown_model, speed, service_tier, "
+    "long_context, priced_on, recorded_at) VALUES (" + ", ".join("?" * 22) + ")"
+)
+_UPSERT_SESSION: Final = (
+    "INSERT INTO sessions (session_id, owner, created_at, updated_at, api_duration_ms, "
+    "api_duration_without_retries_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO "
+    "UPDATE SET owner = excluded.owner, updated_at = excluded.updated_at, "
+    "api_duration_ms = excluded.api_duration_ms, "
+    "api_duration_without_retries_ms = excluded.api_duration_without_retries_ms"
+)
+
+
+class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A session's row, written whole (absolute values, so a retried write is harmless)."""
+
+    session_id: str
+    owner: str | None
+    created_at: str
+    updated_at: str
+    api_duration_ms: int
+    api_duration_without_retries_ms: int
+
+
+class RecordWrite(msgspec.Struct, frozen=True, kw_only=True):
+    """One version of a usage record. ``replaces``: an earlier version's rows go first."""
+
+    session_id: str
+    record_id: str
+    query_id: str | None
+    attempt: int | None
+    final: bool
+    parts: tuple[RecordPart, ...]
+    speed: str | None
+    service_tier: str | None
+    long_context: bool
+    priced_on: str
+    recorded_at: str
+    replaces: bool
+
+
+class LoadedSession(msgspec.Struct, kw_only=True):
+    """A session as stored: owner, totals, and its provisional records' parts by record id."""
+
+    owner: str | None
+    created_at: str
+    totals: SessionTotals
+    provisional: dict[str, tuple[RecordPart, ...]]
+
+
+@final
+class LedgerStore:
+    """One SQLite connection, used by one thread at a time (the CostLedger's worker)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    @classmethod
+    def open(cls, path: str) -> LedgerStore:
+        """Open (creating if needed) the ledger at ``path``; ``":memory:"`` keeps no file.
+
+        A new file and its directory are private to the user (0600, 0700).
+        Raises:
+            ConfigError: the file cannot be opened or has a newer schema.
+        """
+        try:
+            if path != MEMORY:
+                directory = os.path.dirname(os.path.abspath(path))
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the cost ledger {path!r}: {exc}") from exc
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if path != MEMORY:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the cost ledger {path!r} has schema {version}; this switchboard knows "
+                    f"{SCHEMA_VERSION} (upgrade switchboard)"
+                )
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            db.close()
+            raise ConfigError(f"cannot use the cost ledger {path!r}: {exc}") from exc
+        except ConfigError:
+            db.close()
+            raise
+        return cls(db)
+
+    def close(self) -> None:
+        """Close the connection (checkpoints the WAL)."""
+        self._db.close()
+
+    def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
+        """The stored sessions among ``session_ids`` (absent ones are left out)."""
+        found: dict[str, LoadedSession] = {}
+        for session_id in session_ids:
+            row = self._db.execute(
+                "SELECT owner, created_at, api_duration_ms, api_duration_without_retries_ms "
+                "FROM sessions WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+            if row is None:
+                continue
+            totals = _totals(self._db, "WHERE session_id = ?", (session_id,)).get(
+                session_id, SessionTotals()
+            )
+            totals.api_duration_ms, totals.api_duration_without_retries_ms = row[2], row[3]
+            found[session_id] = LoadedSession(
+                owner=row[0], created_at=row[1], totals=totals, provisional=self._provisional(session_id)
+            )
+        return found
+
+    def _provisional(self, session_id: str) -> dict[str, tuple[RecordPart, ...]]:
+        parts: dict[str, list[RecordPart]] = {}
+        for row in self._db.execute(
+            "SELECT record_id, model, canonical, " + ", ".join(_COUNTS) + ", unknown_model "
+            "FROM usage WHERE session_id = ? AND final = 0 ORDER BY record_id, part",
+            (session_id,),
+        ):
+            counts = dict(zip(_COUNTS, row[3:11], strict=True))
+            part = RecordPart(model=row[1], canonical=row[2], unknown_model=bool(row[11]), **counts)
+            parts.setdefault(row[0], []).append(part)
+        return {record_id: tuple(p) for record_id, p in parts.items()}
+
+    def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
+        """Write one batch in one transaction (all or nothing), sessions first.
+
+        Raises sqlite3.Error after rolling back.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(_UPSERT_SESSION, [_session_values(s) for s in sessions])
+            for record in records:
+                if record.replaces:
+                    db.execute(
+                        "DELETE FROM usage WHERE session_id = ? AND record_id = ?",
+                        (record.session_id, record.record_id),
+                    )
+                db.executemany(_INSERT_PART, _part_values(record))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+
+def _session_values(row: SessionRow) -> tuple[object, ...]:
+    return (
+        row.session_id,
+        row.owner,
+        row.created_at,
+        row.updated_at,
+        row.api_duration_ms,
+        row.api_duration_without_retries_ms,
+    )
+
+
+def _part_values(record: RecordWrite) -> list[tuple[object, ...]]:
+    return [
+        (
+            record.session_id,
+            record.record_id,
+            index,
+            record.query_id,
+            record.attempt,
+            int(record.final),
+            part.model,
+            part.canonical,
+            *(getattr(part, column) for column in _COUNTS),
+            int(part.unknown_model),
+            record.speed,
+            record.service_tier,
+            int(record.long_context),
+            record.priced_on,
+            record.recorded_at,
+        )
+        for index, part in enumerate(record.parts)
+    ]
+
+
+def _totals(
+    db: sqlite3.Connection, where: str, params: tuple[object, ...]
+) -> dict[str, SessionTotals]:
+    """Per-session totals of the usage rows matching ``where`` (durations not included)."""
+    sessions: dict[str, SessionTotals] = {}
+    query = (
+        f"SELECT session_id, model, {_SUMS}, MAX(unknown_model) FROM usage {where} "
+        "GROUP BY session_id, model ORDER BY session_id, MIN(rowid)"
+    )
+    for row in db.execute(query, params):
+        totals = sessions.setdefault(row[0], SessionTotals())
+        model = ModelTotals(**dict(zip(_COUNTS, row[2:10], strict=True)))
+        totals.models[row[1]] = model
+        totals.total_pico += model.cost_pico
+        totals.unknown_model_cost = totals.unknown_model_cost or bool(row[10])
+    return sessions
+
+
+def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, SessionTotals]]:
+    """Every session's totals (or only ``session_id``'s), oldest first, from a ledger file
+    opened read-only. An unknown ``session_id`` gives an empty list.
+
+    Raises:
+        ConfigError: no ledger at ``path``, or it cannot be read.
+    """
+    if path == MEMORY or not os.path.isfile(path):
+        raise ConfigError(f"no cost ledger at {path!r}")
+    uri = pathlib.Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the cost ledger {path!r}: {exc}") from exc
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
+        db.execute("BEGIN")  # one snapshot for both queries
+        usage = _totals(db, where, params)
+        rows = db.execute(
+            "SELECT session_id, api_duration_ms, api_duration_without_retries_ms "
+            f"FROM sessions {where} ORDER BY rowid",
+            params,
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot read the cost ledger {path!r}: {exc}") from exc
+    finally:
+        db.close()
+    result: list[tuple[str, SessionTotals]] = []
+    for sid, duration_ms, without_retries_ms in rows:
+        totals = usage.get(sid, SessionTotals())
+        totals.api_duration_ms, totals.api_duration_without_retries_ms = duration_ms, without_retries_ms
+        result.append((sid, totals))
+    return result

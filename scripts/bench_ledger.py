@@ -1,0 +1,77 @@
+"""Measure the CostLedger's group commit: records/s and commits for N concurrent writers.
+
+Each writer records ``--records`` final usage records one after another (waiting for each
+reply, as a StreamRelay does), all writers at once, against a fresh SQLite file::
+
+    .venv/bin/python scripts/bench_ledger.py --writers 1,16,128,512 --records 200
+    .venv/bin/python scripts/bench_ledger.py --synchronous FULL   # an fsync per commit
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import actors.cost_store
+from actors._util import ask
+from actors.cost_ledger import CostLedger, CostLedgerAddress, RecordUsage, UsageRecorded
+from protocol.usage import Usage
+
+USAGE = Usage(input_tokens=1200, output_tokens=300, cache_read_input_tokens=5000)
+
+
+def make(session_id: str, record_id: str, reply: trio.MemorySendChannel[UsageRecorded]) -> RecordUsage:
+    return RecordUsage(
+        session_id=session_id, model="claude-sonnet-4-6", usage=USAGE, record_id=record_id, reply=reply
+    )
+
+
+async def measure(path: str, writers: int, records: int) -> tuple[float, int, int]:
+    ledger = CostLedger(path)
+    async with trio.open_nursery() as nursery:
+        address: CostLedgerAddress = await nursery.start(ledger.run)
+        with address:
+
+            async def writer(n: int) -> None:
+                for i in range(records):
+                    await ask(address, functools.partial(make, f"s{n}", f"{n}:{i}"))
+
+            started = time.perf_counter()
+            async with trio.open_nursery() as writers_nursery:
+                for n in range(writers):
+                    writers_nursery.start_soon(writer, n)
+            elapsed = time.perf_counter() - started
+            stats = ledger.statistics()
+    return elapsed, stats.commits, stats.messages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--writers", default="1,16,128,512", help="comma-separated concurrency levels")
+    parser.add_argument("--records", type=int, default=200, help="records per writer")
+    parser.add_argument("--dir", default=None, help="directory for the ledger files (default: a temp dir)")
+    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=actors.cost_store.SYNCHRONOUS)
+    args = parser.parse_args()
+    actors.cost_store.SYNCHRONOUS = args.synchronous  # type: ignore[misc]
+    with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+        print(f"{'writers':>8} {'records':>8} {'seconds':>8} {'records/s':>10} {'commits':>8} {'per commit':>10}")
+        for level in (int(w) for w in args.writers.split(",")):
+            path = os.path.join(directory, f"ledger-{level}.sqlite3")
+            elapsed, commits, messages = trio.run(measure, path, level, args.records)
+            print(
+                f"{level:>8} {messages:>8} {elapsed:>8.2f} {messages / elapsed:>10.0f} "
+                f"{commits:>8} {messages / max(commits, 1):>10.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Ledger arithmetic: record parts, add/remove, summaries (pure, hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.ledger import RecordPart, SessionTotals, record_parts
+from protocol.pricing import cost_of, usd
+from protocol.usage import Usage, UsageIteration
+
+ON = "2026-11-26"
+MODELS = ["claude-sonnet-4-6", "us.anthropic.claude-opus-4-6-v1", "claude-haiku-4-5", "mystery-model-1"]
+
+counts = st.integers(0, 2_000_000)
+iterations = st.lists(
+    st.builds(
+        UsageIteration,
+        type=st.sampled_from(["advisor_message", "message"]),
+        model=st.sampled_from([*MODELS, None]),
+        input_tokens=st.one_of(st.none(), counts),
+        output_tokens=st.one_of(st.none(), counts),
+    ),
+    max_size=3,
+).map(tuple)
+
+
+@st.composite
+def usages(draw: st.DrawFn) -> Usage:
+    writes = draw(counts)
+    return Usage(
+        input_tokens=draw(counts),
+        output_tokens=draw(counts),
+        cache_creation_input_tokens=writes,
+        cache_creation_1h_input_tokens=draw(st.integers(0, writes)),
+        cache_read_input_tokens=draw(counts),
+        web_search_requests=draw(st.integers(0, 20)),
+        speed=draw(st.sampled_from([None, "fast"])),
+        iterations=draw(iterations),
+    )
+
+
+@given(usage=usages(), model=st.sampled_from(MODELS), long_context=st.booleans())
+def test_the_parts_of_a_record_add_up_to_its_cost(usage: Usage, model: str, long_context: bool) -> None:
+    parts = record_parts(usage, model, on=ON, long_context=long_context)
+    whole = cost_of(usage, model, on=ON, long_context=long_context)
+    assert sum(p.cost_pico for p in parts) == whole.total_pico
+    assert parts[0].model == model and parts[0].input_tokens == usage.input_tokens
+    assert any(p.unknown_model for p in parts) == whole.unknown_model
+    assert all(p.cost_pico >= 0 for p in parts)
+
+
+@given(
+    records=st.lists(st.tuples(usages(), st.sampled_from(MODELS)), max_size=6),
+    replaced=st.lists(st.tuples(usages(), st.sampled_from(MODELS)), max_size=6),
+)
+def test_removing_a_replaced_record_leaves_exactly_the_others(
+    records: list[tuple[Usage, str]], replaced: list[tuple[Usage, str]]
+) -> None:
+    kept = [record_parts(u, m, on=ON) for u, m in records]
+    gone = [record_parts(u, m, on=ON) for u, m in replaced]
+    mixed = SessionTotals()
+    for parts in gone + kept:
+        mixed.add(parts)
+    for parts in gone:
+        mixed.remove(parts)
+    clean = SessionTotals()
+    for parts in kept:
+        clean.add(parts)
+    assert mixed.total_pico == clean.total_pico == sum(p.cost_pico for parts in kept for p in parts)
+    for model, totals in clean.models.items():
+        assert mixed.models[model] == totals
+    assert all(t.cost_pico == 0 and t.input_tokens == 0 for m, t in mixed.models.items() if m not in clean.models)
+
+
+def test_summary_is_keyed_by_the_model_as_sent_with_durations_and_the_unknown_flag() -> None:
+    totals = SessionTotals()
+    totals.add(record_parts(Usage(input_tokens=1000, output_tokens=100), "claude-sonnet-4-6", on=ON))
+    totals.add(record_parts(Usage(input_tokens=1000), "mystery-model-1", on=ON))
+    totals.add_duration(2500, 1000)
+    summary = totals.summary("s")
+    # Sonnet 4.6: $3 / $15 per Mtok; the unknown model at that documented default, flagged.
+    assert summary.total_cost_usd == usd(1000 * 3_000_000 + 100 * 15_000_000 + 1000 * 3_000_000) == 0.0075
+    assert list(summary.model_usage) == ["claude-sonnet-4-6", "mystery-model-1"]
+    assert summary.unknown_model_cost and summary.api_duration_ms == 2500
+    assert summary.api_duration_without_retries_ms == 1000
+
+
+def test_merging_sessions_adds_every_counter() -> None:
+    one, two = SessionTotals(), SessionTotals()
+    part = RecordPart(model="m", canonical="m", input_tokens=5, web_search_requests=1, cost_pico=7)
+    one.add((part,))
+    two.add((part, part))
+    two.add_duration(10, 4)
+    merged = one.merged(two)
+    assert merged.total_pico == 21 and merged.models["m"].input_tokens == 15
+    assert merged.models["m"].web_search_requests == 3 and merged.api_duration_ms == 10
+    assert one.total_pico == 7  # the inputs are unchanged
