@@ -1,7 +1,12 @@
 """The ``switchboard`` command: ``serve`` the gateway, run the ``emulator``.
 
 ``switchboard serve`` prints the WebSocket door's URL as the first line of stdout once it
-accepts connections (PROTOCOL.md 3); logs go to stderr.
+accepts connections, then, with ``--http-port``, the HTTP door's URL as the second
+(PROTOCOL.md 3); logs go to stderr.
+
+``switchboard cost [SESSION] [--ledger PATH] [--json]`` prints the costs kept in a ledger
+file (read-only, also while a gateway writes it): one session's or every session's, in the
+reference client's format or as PROTOCOL.md cost summaries.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import logging
 import os
 import sys
 
+import msgspec
 import trio
 
-from actors.config import config_from_env
+from actors.config import config_from_env, default_ledger_path
+from actors.cost_store import read_sessions
 from actors.log import configure_logging
 from actors.server import Server, run_server
+from protocol.cost_report import format_report
 from protocol.errors import ConfigError
 
 log = logging.getLogger("switchboard")
@@ -28,13 +36,29 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default="127.0.0.1", help="address of the WebSocket door (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="WebSocket port; 0 picks a free one (default 8765)")
-    serve.add_argument("--ledger", default=None, metavar="PATH", help="cost ledger file (SQLite; issue #4)")
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="port of the Anthropic-compatible HTTP door (off unless given; 0 picks a free one)",
+    )
+    serve.add_argument(
+        "--ledger",
+        default=None,
+        metavar="PATH",
+        help="cost ledger file (SQLite; default $XDG_STATE_HOME/switchboard/ledger.sqlite3, "
+        "in memory with the built-in emulator; ':memory:' keeps no file)",
+    )
     serve.add_argument("--debug", action="store_true", help="debug logs of the actors and the HTTP client")
     serve.add_argument(
         "--allow-no-auth",
         action="store_true",
         help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
     )
+    cost = sub.add_parser("cost", help="print the costs kept in a ledger file")
+    cost.add_argument("session", nargs="?", default=None, help="one session (default: all of them)")
+    cost.add_argument("--ledger", default=None, metavar="PATH", help="ledger file (default as for serve)")
+    cost.add_argument("--json", action="store_true", help="PROTOCOL.md cost summaries (a list without SESSION)")
     emulator = sub.add_parser("emulator", help="run the upstream API emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8766, help="0 picks a free one (default 8766)")
@@ -50,12 +74,31 @@ async def _serve(config_args: argparse.Namespace) -> None:
         ledger_path=config_args.ledger,
         debug=config_args.debug,
         allow_no_auth=config_args.allow_no_auth,
+        http_port=config_args.http_port,
     )
     configure_logging(debug=config.debug, secrets=config.secrets())
     async with trio.open_nursery() as nursery:
         server: Server = await nursery.start(functools.partial(run_server, config))
         print(server.ws_url, flush=True)
+        if server.http_url is not None:
+            print(server.http_url, flush=True)
         log.info("switchboard listening on %s (sessions at %s/v1/sessions/{id})", server.ws_url, server.ws_url)
+        if server.http_url is not None:
+            log.info("Anthropic-compatible HTTP door on %s (base_url for the SDKs)", server.http_url)
+
+
+def _cost(args: argparse.Namespace) -> None:
+    path = args.ledger or default_ledger_path(os.environ)
+    sessions = read_sessions(path, args.session)
+    if args.session is not None and not sessions:
+        print(f"switchboard: no session {args.session!r} in {path}", file=sys.stderr)
+        raise SystemExit(1)
+    if args.json:
+        summaries = [totals.summary(session_id) for session_id, totals in sessions]
+        encoded = msgspec.json.encode(summaries[0] if args.session is not None else summaries)
+        print(msgspec.json.format(encoded, indent=2).decode())
+    else:
+        sys.stdout.write(format_report(sessions))
 
 
 async def _emulator(args: argparse.Namespace) -> None:
@@ -70,13 +113,23 @@ async def _emulator(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    # except*: a ConfigError raised inside the actors (the ledger file cannot be opened)
+    # arrives wrapped in the nurseries' exception groups.
     try:
         if args.command == "serve":
             trio.run(_serve, args)
+        elif args.command == "cost":
+            _cost(args)
         else:
             trio.run(_emulator, args)
-    except ConfigError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    except KeyboardInterrupt:
+    except* ConfigError as group:
+        print(f"switchboard: {_first(group)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except* KeyboardInterrupt:
         pass
+
+
+def _first(group: BaseExceptionGroup[ConfigError]) -> BaseException:
+    """The first error of a (nested) group, for a one-line message."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first

@@ -16,11 +16,16 @@ Environment variables read (first party):
 - ``ANTHROPIC_LOG=debug``: debug logging, as ``--debug``.
 - ``SWITCHBOARD_ACCESS_TOKENS``: comma-separated tokens clients must present (none: no auth,
   and then the gateway refuses to listen on a non-loopback address unless ``--allow-no-auth``).
+- ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`` (any value): no bootstrap fetch at start
+  (reference-client.md 4).
+- ``XDG_STATE_HOME`` (default ``~/.local/state``): where the cost ledger lives when
+  ``--ledger`` is not given (``default_ledger_path``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from typing import Final
 
@@ -33,9 +38,20 @@ DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
 DEFAULT_API_TIMEOUT: Final = 600.0
 # PROTOCOL.md 1: the API's own request limit is 32 MiB, so no frame needs to be larger.
 DEFAULT_MAX_FRAME_BYTES: Final = 32 * 1024 * 1024
+# reference-client.md 1.9: apiKeyHelper output is cached 5 min by default.
+DEFAULT_KEY_HELPER_TTL: Final = 300.0
+# reference-client.md 2.2: the watchdog is on by default with a 5-minute threshold.
+DEFAULT_STREAM_IDLE_TIMEOUT: Final = 300.0
+# reference-client.md 2.3: the non-streaming fallback's own timeout (300 s, under the API's
+# 10-minute non-streaming limit), unless API_TIMEOUT_MS says otherwise.
+DEFAULT_NONSTREAMING_TIMEOUT: Final = 300.0
 # A session runs its queries concurrently; past this many, new ones are rejected so one
 # client cannot take every upstream connection.
 DEFAULT_MAX_QUERIES_PER_SESSION: Final = 32
+# issue 4: the provider the bootstrap API belongs to (reference-client.md 4: firstParty only),
+# and the ledger path that keeps no file.
+FIRST_PARTY: Final = "firstParty"
+MEMORY_LEDGER: Final = ":memory:"
 
 
 class Secret(msgspec.Struct, frozen=True):
@@ -71,6 +87,25 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_queries_per_session: int = DEFAULT_MAX_QUERIES_PER_SESSION
     retry_seed: int | None = None
+    # issue 7: the Anthropic-compatible HTTP door (None: off; 0: any free port). Its request
+    # body limit is ``max_frame_bytes``, the API's own 32 MiB.
+    http_port: int | None = None
+    # issue 3: retries, credentials, stream health
+    api_key_helper: str | None = None
+    api_key_helper_ttl: float = DEFAULT_KEY_HELPER_TTL
+    oauth_token_file: str | None = None
+    stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT
+    nonstreaming_fallback: bool = True
+    nonstreaming_timeout: float = DEFAULT_NONSTREAMING_TIMEOUT
+    unattended_retry: bool = False
+    allow_persistent_queries: bool = False
+    fallback_for_all_models: bool = False
+    disable_fast_mode: bool = False
+    # issue 4: the bootstrap fetch at start (reference-client.md 4) runs only for the first
+    # party, with a credential, and without CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC. The
+    # ledger file is ``ledger_path``: None means ``ledger_file(config)`` picks it.
+    disable_nonessential_traffic: bool = False
+    provider: str = FIRST_PARTY
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redactor."""
@@ -94,6 +129,15 @@ def parse_custom_headers(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(headers)
 
 
+def is_truthy(value: str | None) -> bool:
+    """The reference's ``isEnvTruthy``: 1, true, yes, on (any case, trimmed)."""
+    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_falsy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("0", "false", "no", "off")
+
+
 def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -102,6 +146,34 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def default_ledger_path(env: Mapping[str, str]) -> str:
+    """``$XDG_STATE_HOME/switchboard/ledger.sqlite3``, by default under ``~/.local/state``
+    (the XDG spec: a relative ``XDG_STATE_HOME`` is invalid and ignored)."""
+    state = env.get("XDG_STATE_HOME", "").strip()
+    if not os.path.isabs(state):
+        home = env.get("HOME", "").strip() or os.path.expanduser("~")
+        state = os.path.join(home, ".local", "state")
+    return os.path.join(state, "switchboard", "ledger.sqlite3")
+
+
+def ledger_file(config: Config) -> str:
+    """The cost ledger's file: ``ledger_path`` when set (``":memory:"``: no file), else in
+    memory for the built-in emulator (its made-up usage must not mix with real costs),
+    else ``default_ledger_path``."""
+    if config.ledger_path:
+        return config.ledger_path
+    return MEMORY_LEDGER if config.use_emulator else default_ledger_path(os.environ)
+
+
+def bootstrap_cache_file(config: Config) -> str | None:
+    """Where the last good bootstrap answer is kept: ``bootstrap.json`` next to the ledger;
+    None (no cache) with an in-memory ledger."""
+    ledger = ledger_file(config)
+    if ledger == MEMORY_LEDGER:
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(ledger)), "bootstrap.json")
 
 
 def is_loopback(host: str) -> bool:
@@ -121,6 +193,7 @@ def config_from_env(
     ledger_path: str | None = None,
     debug: bool = False,
     allow_no_auth: bool = False,
+    http_port: int | None = None,
 ) -> Config:
     """Build the Config from CLI values and the environment.
 
@@ -142,6 +215,11 @@ def config_from_env(
     max_retries = _int_env(env, "CLAUDE_CODE_MAX_RETRIES", 10)
     if timeout_ms <= 0 or max_retries < 0:
         raise ConfigError("API_TIMEOUT_MS must be > 0 and CLAUDE_CODE_MAX_RETRIES >= 0")
+    helper = env.get("SWITCHBOARD_API_KEY_HELPER", "").strip() or None
+    token_file = env.get("SWITCHBOARD_OAUTH_TOKEN_FILE", "").strip() or None
+    helper_ttl_ms = _int_env(env, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS", int(DEFAULT_KEY_HELPER_TTL * 1000))
+    idle_ms = _int_env(env, "CLAUDE_STREAM_IDLE_TIMEOUT_MS", int(DEFAULT_STREAM_IDLE_TIMEOUT * 1000))
+    watchdog_off = is_falsy(env.get("CLAUDE_ENABLE_STREAM_WATCHDOG"))
     return Config(
         host=host,
         port=port,
@@ -155,6 +233,18 @@ def config_from_env(
         max_retries=max_retries,
         access_tokens=tokens,
         allow_no_auth=allow_no_auth,
+        http_port=http_port,
         # No credential and no base URL: nothing real to talk to, so use the built-in emulator.
-        use_emulator=not (api_key or auth_token or base_url),
+        use_emulator=not (api_key or auth_token or base_url or helper or token_file),
+        api_key_helper=helper,
+        api_key_helper_ttl=max(helper_ttl_ms, 0) / 1000,
+        oauth_token_file=token_file,
+        stream_idle_timeout=None if watchdog_off or idle_ms <= 0 else idle_ms / 1000,
+        nonstreaming_fallback=not env.get("CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK", "").strip(),
+        nonstreaming_timeout=timeout_ms / 1000 if "API_TIMEOUT_MS" in env else DEFAULT_NONSTREAMING_TIMEOUT,
+        unattended_retry=is_truthy(env.get("CLAUDE_CODE_UNATTENDED_RETRY")),
+        allow_persistent_queries=is_truthy(env.get("SWITCHBOARD_ALLOW_PERSISTENT_RETRY")),
+        fallback_for_all_models=bool(env.get("FALLBACK_FOR_ALL_PRIMARY_MODELS", "").strip()),
+        disable_fast_mode=is_truthy(env.get("CLAUDE_CODE_DISABLE_FAST_MODE")),
+        disable_nonessential_traffic=bool(env.get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "").strip()),
     )

@@ -55,8 +55,10 @@ import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer
 from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow
+from actors.metrics import Metrics
 from protocol.frames import CostSummary
 from protocol.ledger import RecordPart, SessionTotals, record_parts
+from protocol.pricing import usd
 from protocol.usage import Usage
 
 log = logging.getLogger("switchboard.ledger")
@@ -175,8 +177,10 @@ class CostLedger:
         *,
         offload: bool | None = None,
         now: Callable[[], datetime.datetime] = _utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self._path = path
+        self._metrics = metrics
         self._offload = path != MEMORY if offload is None else offload
         self._now = now
         self._limiter = trio.CapacityLimiter(1)
@@ -321,6 +325,9 @@ class CostLedger:
         session.totals.add(parts)
         if msg.final:
             session.finals.add(record_id)
+            if self._metrics is not None:
+                for part in parts:
+                    self._metrics.usage(part.model, _part_usage(part), usd(part.cost_pico))
         else:
             session.provisional[record_id] = parts
         self._records.append(
@@ -374,3 +381,13 @@ class CostLedger:
             api_duration_ms=session.totals.api_duration_ms,
             api_duration_without_retries_ms=session.totals.api_duration_without_retries_ms,
         )
+
+
+def _part_usage(part: RecordPart) -> Usage:
+    return Usage(
+        input_tokens=part.input_tokens,
+        output_tokens=part.output_tokens,
+        cache_creation_input_tokens=part.cache_creation_input_tokens,
+        cache_creation_1h_input_tokens=part.cache_creation_1h_input_tokens,
+        cache_read_input_tokens=part.cache_read_input_tokens,
+    )

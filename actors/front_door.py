@@ -154,7 +154,8 @@ class FrontDoor:
             models=list(self._gateway.models),
         )
         try:
-            await connection.serve(ready)
+            with self._gateway.session_in_use(session_id):
+                await connection.serve(ready)
         except ActorUnavailable:
             log.exception("session %s: the gateway is shutting down", session_id)
         finally:
@@ -225,7 +226,7 @@ class _Connection:
             pass
 
     async def _reject(self, frame_id: str | None, error_type: str, message: str) -> None:
-        await self._emit(Rejected(id=frame_id, error=ErrorInfo(type=error_type, message=message)))
+        await self._emit(Rejected(id=frame_id, error=ErrorInfo(type=error_type, message=message, status=None, request_id=None)))
 
     async def _dispatch(self, text: str | bytes, nursery: trio.Nursery) -> None:
         try:

@@ -1,8 +1,8 @@
 """The composition root and the embedding API.
 
 ``run_gateway(config, *, task_status)`` starts every actor in dependency order inside its own
-nursery (CostLedger, ClientPool, StreamRelay, RetrySupervisor, then the FrontDoor when a port
-is configured), hands each its own clone of the addresses it talks to, and reports a
+nursery (CostLedger, BootstrapFetcher, ClientPool, StreamRelay, RetrySupervisor, then the
+FrontDoor when a port is configured), hands each its own clone of the addresses it talks to, and reports a
 ``Gateway`` handle through ``task_status.started``; it runs until cancelled.
 ``open_gateway(config)`` is the same as an async context manager that owns its nursery.
 
@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Final, final
 
 import httpx
@@ -32,9 +33,18 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, ask
-from actors.client_pool import ClientPool
-from actors.config import Config, Secret
+from actors.bootstrap_fetcher import (
+    BootstrapFetcher,
+    BootstrapFetcherAddress,
+    BootstrapState,
+    Credentials,
+    GetBootstrap,
+    RefreshCredentials,
+)
+from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
+from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
 from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
+from actors.metrics import Metrics
 from actors.retry_supervisor import (
     RetrySupervisor,
     RetrySupervisorAddress,
@@ -42,6 +52,7 @@ from actors.retry_supervisor import (
     RunQuery,
 )
 from actors.stream_relay import CountResult, StreamRelay
+from protocol.bootstrap import merge_model_options
 from protocol.errors import ActorUnavailable, RemoteProtocolError
 from protocol.frames import CostSummary, GatewayFrame, ModelOption, Query
 from protocol.models import DEFAULT_MODEL_OPTIONS
@@ -70,12 +81,46 @@ class Gateway:
         config: Config,
         to_supervisor: RetrySupervisorAddress,
         to_ledger: CostLedgerAddress,
-        models: tuple[ModelOption, ...],
+        metrics: Metrics | None = None,
+        bootstrap: BootstrapFetcher | None = None,
+        to_bootstrap: BootstrapFetcherAddress | None = None,
     ) -> None:
         self.config = config
-        self.models = models
+        self._bootstrap = bootstrap
+        self._to_bootstrap = to_bootstrap
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._session_users: Counter[str] = Counter()
         self._to_supervisor = to_supervisor
         self._to_ledger = to_ledger
+
+    @contextmanager
+    def session_in_use(self, session_id: str) -> Iterator[None]:
+        """Count a user of the session (a WebSocket connection, an HTTP request) for the
+        ``switchboard_active_sessions`` gauge: a session is active while it has one."""
+        self._session_users[session_id] += 1
+        if self._session_users[session_id] == 1:
+            self.metrics.session_opened()
+        try:
+            yield
+        finally:
+            self._session_users[session_id] -= 1
+            if self._session_users[session_id] == 0:
+                del self._session_users[session_id]
+                self.metrics.session_closed()
+
+    @property
+    def models(self) -> tuple[ModelOption, ...]:
+        """The model options every client sees: the defaults, then the new ones learnt at
+        bootstrap (the BootstrapFetcher's published state, immutable). Not a checkpoint."""
+        learnt = self._bootstrap.state.model_options if self._bootstrap is not None else ()
+        return merge_model_options(DEFAULT_MODEL_OPTIONS, learnt)
+
+    async def bootstrap(self, *, settled: bool = False) -> BootstrapState:
+        """What the bootstrap API said (``client_data``, model options); with ``settled``,
+        once the startup fetch has ended. A checkpoint."""
+        if self._to_bootstrap is None:
+            return BootstrapState(settled=True)
+        return await ask(self._to_bootstrap, lambda reply: GetBootstrap(reply=reply, settled=settled))
 
     async def open_session(self, session_id: str, *, owner: str | None = None) -> SessionOpened:
         """Create or resume a session; ``owner_ok`` False means another token owns it."""
@@ -180,7 +225,8 @@ async def run_gateway(
     as an ExceptionGroup from this function.
     """
     async with trio.open_nursery() as nursery:
-        ledger = CostLedger()
+        metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
+        ledger = CostLedger(ledger_file(config), metrics=metrics)
         if config.use_emulator:
             from emulator import Emulator  # only a gateway without credentials needs it
 
@@ -188,27 +234,82 @@ async def run_gateway(
             log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
             config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
         to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
-        to_pool = await nursery.start(ClientPool(config, transport=transport).run)
-        to_relay = await nursery.start(StreamRelay(to_pool=to_pool.clone(), to_ledger=to_ledger.clone()).run)
-        to_pool.close()
+        to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport).run)
+        # Started at once; it fetches in the background and never delays readiness. It uses
+        # the pool's credential (whatever its source) and the pool's refresh after a 401.
+        credentials, refresh = await _pool_credentials(to_pool)
+        fetcher = BootstrapFetcher(
+            config,
+            cache_path=bootstrap_cache_file(config),
+            transport=transport,
+            credentials=credentials,
+            refresh=refresh,
+        )
+        to_bootstrap: BootstrapFetcherAddress = await nursery.start(fetcher.run)
+        relay = StreamRelay(
+            to_pool=to_pool.clone(),
+            to_ledger=to_ledger.clone(),
+            idle_timeout=config.stream_idle_timeout,
+            nonstreaming_timeout=config.nonstreaming_timeout,
+            metrics=metrics,
+        )
+        to_relay = await nursery.start(relay.run)
         rng = random.Random(config.retry_seed)
         to_supervisor = await nursery.start(
             RetrySupervisor(
-                to_relay=to_relay.clone(), to_ledger=to_ledger.clone(), max_retries=config.max_retries, rng=rng
+                config=config,
+                to_relay=to_relay.clone(),
+                to_ledger=to_ledger.clone(),
+                to_pool=to_pool.clone(),
+                rng=rng,
+                metrics=metrics,
             ).run
         )
         to_relay.close()
+        to_pool.close()
         gateway = Gateway(
-            config=config, to_supervisor=to_supervisor, to_ledger=to_ledger, models=DEFAULT_MODEL_OPTIONS
+            config=config,
+            to_supervisor=to_supervisor,
+            to_ledger=to_ledger,
+            metrics=metrics,
+            bootstrap=fetcher,
+            to_bootstrap=to_bootstrap,
         )
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.
-        with to_supervisor, to_ledger:
+        with to_supervisor, to_ledger, to_bootstrap:
             try:
                 task_status.started(gateway)
                 await trio.sleep_forever()
             finally:
                 ledger.drain_within(SHUTDOWN_GRACE)
+
+
+def _lease_credentials(lease: Lease) -> Credentials:
+    headers = dict(lease.headers)
+    bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
+    api_key = headers.get("x-api-key", "").strip()
+    return Credentials(
+        api_key=Secret(api_key) if api_key else None, auth_token=Secret(bearer) if bearer else None
+    )
+
+
+async def _pool_credentials(to_pool: ClientPoolAddress) -> tuple[Credentials, RefreshCredentials]:
+    """The pool's current credential for the BootstrapFetcher, and a refresh hook that asks
+    the pool to reload it (reference-client.md 4: one retry after a refresh on 401)."""
+    lease: Lease = await ask(to_pool, lambda reply: Acquire(reply=reply))
+    generation = lease.generation
+
+    async def refresh() -> Credentials | None:
+        nonlocal generation
+        result: RefreshResult = await ask(to_pool, lambda reply: Refresh(generation=generation, reply=reply))
+        if not result.changed:
+            return None
+        fresh: Lease = await ask(to_pool, lambda reply: Acquire(reply=reply))
+        generation = fresh.generation
+        return _lease_credentials(fresh)
+
+    return _lease_credentials(lease), refresh
 
 
 @asynccontextmanager

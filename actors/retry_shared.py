@@ -17,16 +17,18 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from actors.metrics import Metrics
 from actors.stream_relay import AttemptOutcome
 from protocol import overload
 from protocol.overload import CLOSED, Gate
-from protocol.retry import GiveUp, Retry, SwitchModel, is_overloaded
+from protocol.retry import GiveUp, Retry, SwitchModel, is_overloaded, retry_after_seconds
 
 
 class SharedRetryState:
     """Per-model gates and fast-mode state, shared by a supervisor's queries."""
 
-    def __init__(self, *, fast_mode_disabled: bool = False) -> None:
+    def __init__(self, *, fast_mode_disabled: bool = False, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
         self._gates: dict[str, Gate] = {}
         self._changed: dict[str, trio.Event] = {}
         self._fast_cooldown: dict[str, float] = {}
@@ -45,6 +47,8 @@ class SharedRetryState:
         return self._gates.get(model, CLOSED)
 
     def _set(self, model: str, gate: Gate) -> None:
+        if self._metrics is not None and gate.open != self.gate(model).open:
+            self._metrics.overloaded(model, gate.open)
         if gate == CLOSED:
             self._gates.pop(model, None)
         else:
@@ -93,7 +97,11 @@ class SharedRetryState:
             self._set(model, overload.succeeded(gate))
         elif outcome is not None and outcome.failure is not None and is_overloaded(outcome.failure):
             delay = decision.delay if isinstance(decision, Retry) else 0.0
-            self._set(model, overload.overloaded(gate, trio.current_time(), delay, was_probe=probe))
+            told = retry_after_seconds(outcome.failure, 0.0) is not None
+            self._set(
+                model,
+                overload.overloaded(gate, trio.current_time(), delay, was_probe=probe, server_delay=told),
+            )
         elif probe and gate.probe_in_flight:
             self._set(model, overload.released(gate))
 

@@ -44,6 +44,7 @@ from actors._util import CLEANUP_TIMEOUT, answer, ask
 from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
+from actors.metrics import Metrics, Outcome
 from actors.retry_shared import SharedRetryState
 from actors.stream_relay import (
     AttemptOutcome,
@@ -87,6 +88,8 @@ log = logging.getLogger("switchboard.supervisor")
 # reference-client.md 1.1 HEARTBEAT_INTERVAL_MS; PROTOCOL.md: a heartbeat at least every 30 s
 # of a wait, so a client never mistakes a long backoff for a hang.
 HEARTBEAT_INTERVAL: Final = 30.0
+# The provider label of the metrics: the first party until issue #6 adds the clouds.
+PROVIDER: Final = "anthropic"
 # wire.md 10.4: the body field and beta of fast mode.
 FAST_MODE_BETA: Final = "fast-mode-2026-02-01"
 
@@ -116,16 +119,21 @@ RetrySupervisorAddress: TypeAlias = trio.MemorySendChannel[RetrySupervisorMsg]
 class _Totals:
     """A query's running usage and cost, across attempts (aborted ones included)."""
 
-    __slots__ = ("cost_pico", "session_cost_pico", "usage")
+    __slots__ = ("content_seen", "cost_pico", "error_type", "outcome", "session_cost_pico", "usage")
 
     def __init__(self) -> None:
         self.usage: Usage = EMPTY_USAGE
         self.cost_pico = 0
         self.session_cost_pico: int | None = None
+        self.outcome: Outcome = "aborted"
+        self.error_type: str | None = None
+        # Until an attempt relays content, the next one measures the time to first token.
+        self.content_seen = False
 
     def add(self, outcome: AttemptOutcome) -> None:
         self.usage = add_usage(self.usage, outcome.usage)
         self.cost_pico += outcome.cost_pico
+        self.content_seen = self.content_seen or outcome.relayed > 0
         if outcome.session_cost_pico is not None:
             self.session_cost_pico = outcome.session_cost_pico
 
@@ -146,8 +154,10 @@ class RetrySupervisor:
         to_ledger: CostLedgerAddress,
         to_pool: ClientPoolAddress,
         rng: random.Random,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self._metrics = metrics if metrics is not None else Metrics()
         self._to_relay = to_relay
         self._to_ledger = to_ledger
         self._to_pool = to_pool
@@ -158,7 +168,7 @@ class RetrySupervisor:
         self, *, task_status: trio.TaskStatus[RetrySupervisorAddress] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve queries until every address clone is closed. Startable."""
-        self._shared = SharedRetryState(fast_mode_disabled=self._config.disable_fast_mode)
+        self._shared = SharedRetryState(fast_mode_disabled=self._config.disable_fast_mode, metrics=self._metrics)
         address, inbox = trio.open_memory_channel[RetrySupervisorMsg](0)
         with self._to_relay, self._to_ledger, self._to_pool:
             async with trio.open_nursery() as nursery:
@@ -188,17 +198,28 @@ class RetrySupervisor:
 
     async def _query_task(self, msg: RunQuery) -> None:
         totals = _Totals()
-        with msg.outbound:
-            terminal_sent = False
-            with msg.scope:
-                try:
-                    terminal_sent = await self._run(msg, totals)
-                except _ClientGone:
-                    pass
-            if not terminal_sent and msg.scope.cancelled_caught:
-                frame = Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
-                with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                    await _deliver(msg.outbound, frame)
+        started = trio.current_time()
+        self._metrics.query_started()
+        try:
+            with msg.outbound:
+                terminal_sent = False
+                with msg.scope:
+                    try:
+                        terminal_sent = await self._run(msg, totals)
+                    except _ClientGone:
+                        pass
+                if not terminal_sent and msg.scope.cancelled_caught:
+                    frame = Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
+                    with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                        await _deliver(msg.outbound, frame)
+        finally:
+            self._metrics.query_finished(
+                str(msg.query.request.get("model")),
+                PROVIDER,
+                totals.outcome,
+                trio.current_time() - started,
+                error_type=totals.error_type,
+            )
 
     def _policy(self, query: Query) -> RetryPolicy:
         config = self._config
@@ -247,7 +268,7 @@ class RetrySupervisor:
             decision: Retry | SwitchModel | GiveUp | None = None
             withhold = bool(query.recover) and can_recover(recovery, request)
             try:
-                outcome = await self._attempt(msg, state, body, headers, totals, withhold, recovery)
+                outcome = await self._attempt(msg, state, body, headers, totals, withhold, recovery, started)
                 if outcome.failure is not None:
                     decision = await self._decide(policy, state, outcome.failure, fast_active, request, outcome)
             finally:
@@ -273,9 +294,11 @@ class RetrySupervisor:
             match decision:
                 case GiveUp():
                     log.info("query %s gives up after attempt %d: %s", query.id, state.attempt, decision.error.type)
+                    totals.outcome, totals.error_type = "error", decision.error.type
                     return await _deliver(msg.outbound, ErrorFrame(id=query.id, error=decision.error))
                 case SwitchModel():
                     log.warning("query %s: %s overloaded, falling back to %s", query.id, state.model, decision.to_model)
+                    self._metrics.fallback(state.model, decision.to_model)
                     await self._send(
                         msg,
                         Fallback(id=query.id, from_model=state.model, to_model=decision.to_model, reason=decision.reason),
@@ -296,6 +319,7 @@ class RetrySupervisor:
                         delay_ms=round(decision.delay * 1000),
                         error=failure.info(),
                     )
+                    self._metrics.retried(failure.error_type)
                     await self._send(msg, retry)
                     await self._wait(msg, state.attempt, decision.delay)
                     state = decision.state
@@ -367,6 +391,7 @@ class RetrySupervisor:
             duration_ms=round(duration * 1000),
             duration_without_retries_ms=round(outcome.duration * 1000),
         )
+        totals.outcome = "done"
         return await _deliver(msg.outbound, done)
 
     async def _attempt(
@@ -378,6 +403,7 @@ class RetrySupervisor:
         totals: _Totals,
         withhold: bool,
         recovery: Recovery,
+        started: float,
     ) -> AttemptOutcome:
         """Run one attempt in the relay; on cancel, cancel it and still collect its usage."""
         scope = trio.CancelScope()
@@ -395,6 +421,8 @@ class RetrySupervisor:
                     withhold_output_limit=withhold,
                     index_offset=recovery.index_offset,
                     continuation=bool(recovery.content),
+                    query_started=started,
+                    measure_first_token=not totals.content_seen,
                     outbound=msg.outbound,
                     scope=scope,
                     reply=send,

@@ -1,4 +1,5 @@
-"""The gateway with its WebSocket door, as one startable (used by ``switchboard serve``)."""
+"""The gateway with its WebSocket door and, when configured, its HTTP door, as one startable
+(used by ``switchboard serve``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ import trio
 from actors.config import Config
 from actors.front_door import FrontDoor
 from actors.gateway import Gateway, run_gateway
+from actors.http_door import HttpDoor
 
 
 class Server(msgspec.Struct, frozen=True, kw_only=True):
-    """A running server: the embedding handle and the WebSocket door's URL."""
+    """A running server: the embedding handle, the WebSocket door's URL and the HTTP door's
+    (None when ``Config.http_port`` is None)."""
 
     gateway: Gateway
     ws_url: str
+    http_url: str | None = None
 
 
 async def run_server(
@@ -26,9 +30,14 @@ async def run_server(
     transport: httpx.AsyncBaseTransport | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway and its WebSocket door until cancelled. Startable: gets the Server."""
+    """Run the gateway and its doors until cancelled. Startable: gets the Server once every
+    door accepts connections."""
     async with trio.open_nursery() as nursery:
         gateway: Gateway = await nursery.start(functools.partial(run_gateway, config, transport=transport))
         port: int = await nursery.start(FrontDoor(gateway, config).run)
         host = f"[{config.host}]" if ":" in config.host else config.host
-        task_status.started(Server(gateway=gateway, ws_url=f"ws://{host}:{port}"))
+        http_url: str | None = None
+        if config.http_port is not None:
+            http_port: int = await nursery.start(HttpDoor(gateway, config).run)
+            http_url = f"http://{host}:{http_port}"
+        task_status.started(Server(gateway=gateway, ws_url=f"ws://{host}:{port}", http_url=http_url))

@@ -37,6 +37,7 @@ import trio
 from actors._util import CLEANUP_TIMEOUT, answer, ask
 from actors.client_pool import Acquire, ClientPoolAddress, Lease
 from actors.cost_ledger import CostLedgerAddress, RecordUsage, UsageRecorded
+from actors.metrics import Metrics
 from actors.upstream import failure_from_exception, failure_from_response
 from protocol.assembly import MessageAssembler
 from protocol.errors import ActorUnavailable, RemoteProtocolError
@@ -51,6 +52,8 @@ from protocol.wire import COUNT_TOKENS_RESULT, JSON, JSON_OBJECT, JsonObject
 
 log = logging.getLogger("switchboard.relay")
 
+# The provider label of the metrics: the first party until issue #6 adds the clouds.
+PROVIDER: Final = "anthropic"
 _BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
 
 # wire.md 10.3: with this beta, a request over 200k input tokens is billed at long-context
@@ -98,6 +101,8 @@ class RunAttempt(msgspec.Struct, frozen=True, kw_only=True):
     withhold_output_limit: bool = False
     index_offset: int = 0
     continuation: bool = False
+    query_started: float = 0.0
+    measure_first_token: bool = False
     outbound: trio.MemorySendChannel[GatewayFrame]
     scope: trio.CancelScope
     reply: trio.MemorySendChannel[AttemptOutcome]
@@ -135,13 +140,15 @@ class _Progress:
     """What an attempt got done, kept outside the attempt's scope for its cleanup."""
 
     __slots__ = (
-        "assembler", "completed", "failure", "generation", "long_context", "record_id", "relayed", "withheld",
+        "assembler", "completed", "failure", "first_token_seen", "generation", "long_context",
+        "record_id", "relayed", "withheld",
     )
 
     def __init__(self, msg: RunAttempt) -> None:
         self.assembler = MessageAssembler()
         self.relayed = 0
         self.withheld = False
+        self.first_token_seen = False
         self.generation = 0
         # One upstream message, one ledger record (its provisional and final versions).
         self.record_id = f"{msg.query_id}:{msg.attempt}:{uuid.uuid4().hex}"
@@ -163,7 +170,9 @@ class StreamRelay:
         to_ledger: CostLedgerAddress,
         idle_timeout: float | None = None,
         nonstreaming_timeout: float = 300.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else Metrics()
         self._to_pool = to_pool
         self._to_ledger = to_ledger
         self._idle_timeout = idle_timeout
@@ -213,10 +222,12 @@ class StreamRelay:
             return await self._nonstreaming(msg, progress, lease, headers)
         assembler = progress.assembler
         in_body = False
+        sent_at = trio.current_time()
         try:
             async with lease.client.stream(
                 "POST", lease.base_url + "/v1/messages", content=JSON.encode(msg.body), headers=headers
             ) as response:
+                self._metrics.upstream_latency(PROVIDER, trio.current_time() - sent_at)
                 if response.status_code != 200:
                     return failure_from_response(response, await response.aread())
                 in_body = True
@@ -290,6 +301,9 @@ class StreamRelay:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise _ClientGone from exc
             progress.relayed += 1
+            if name == "content_block_delta" and msg.measure_first_token and not progress.first_token_seen:
+                progress.first_token_seen = True
+                self._metrics.first_token(msg.model, trio.current_time() - msg.query_started)
         if name == "message_start":
             await self._record(msg, progress, final=False)
         return None
@@ -322,6 +336,7 @@ class StreamRelay:
         """The non-streaming fallback: one POST with its own timeout, then the answer relayed
         as the event sequence of a stream."""
         timeout = httpx.Timeout(self._nonstreaming_timeout, connect=min(5.0, self._nonstreaming_timeout))
+        sent_at = trio.current_time()
         try:
             response = await lease.client.post(
                 lease.base_url + "/v1/messages",
@@ -334,6 +349,7 @@ class StreamRelay:
             if failure is None:
                 raise
             return failure
+        self._metrics.upstream_latency(PROVIDER, trio.current_time() - sent_at)
         if response.status_code != 200:
             return failure_from_response(response, response.content)
         try:

@@ -1,4 +1,5 @@
-"""Answers of the ``/v1`` endpoints: Messages, count_tokens, models (decisions, no I/O).
+"""Answers of the ``/v1`` endpoints (Messages, count_tokens, models) and of the bootstrap
+endpoint (decisions, no I/O).
 
 Each function turns a checked request and its ``Directions`` into an ``Answer`` that
 ``delivery.deliver`` writes. Headers follow wire.md 4: ``request-id`` everywhere, the
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
+
+import msgspec
 
 from .connection import Headers
 from .delivery import Answer
@@ -105,6 +108,42 @@ def _midstream_error(fault: Fault) -> tuple[str, str]:
     return error_type, fault.str_option("message", None) or default
 
 
+# reference-client.md 4: what ``GET /api/claude_cli/bootstrap`` answers by default; one
+# additional model option, new to the gateway's default list.
+DEFAULT_BOOTSTRAP: Final[Mapping[str, Any]] = {
+    "client_data": {"coral_reef_sonnet": "true"},
+    "additional_model_options": [
+        {
+            "model": "claude-opus-4-5-20251101",
+            "name": "Opus 4.5",
+            "description": "Previous Opus, for work that was tuned on it",
+        }
+    ],
+}
+# The ``invalid_bootstrap`` fault's body: JSON, but ``name`` must be a string.
+INVALID_BOOTSTRAP_BODY: Final = (
+    b'{"client_data":{},"additional_model_options":[{"model":"claude-x","name":42}]}'
+)
+
+
+def bootstrap_answer(body: Mapping[str, Any], fault: Fault | None, *, request_id: str) -> Answer:
+    """The answer to an authenticated ``GET /api/claude_cli/bootstrap``.
+
+    Status faults answer with their error; ``bad_stream`` with garbage; ``invalid_bootstrap``
+    with a body that fails the schema; transport faults (``slow_first_byte``, ``drop``,
+    ``stall``) apply to the normal JSON answer ``body``.
+    """
+    id_header = [(b"request-id", request_id.encode())]
+    replaced = _fault_answer(fault, {}, streaming=False, request_id=request_id, headers=[])
+    if replaced is not None:
+        return replaced
+    if fault is not None and fault.kind == "invalid_bootstrap":
+        return json_answer(200, INVALID_BOOTSTRAP_BODY, id_header)
+    answer = json_answer(200, msgspec.json.encode(body), id_header)
+    answer.fault = fault
+    return answer
+
+
 def messages_answer(
     body: Mapping[str, object],
     directions: Directions,
@@ -122,7 +161,11 @@ def messages_answer(
     if replaced is not None:
         return replaced
     usage = cache.usage(body, str(body["model"]))
-    reply = plan_reply(body, sequence=sequence, input_usage=usage, deltas=directions.deltas)
+    plan_body = body
+    if directions.fault is not None and directions.fault.kind == "max_tokens":
+        limit = directions.fault.int_option("limit", 3)
+        plan_body = {**body, "max_tokens": min(limit, int(str(body["max_tokens"])))}
+    reply = plan_reply(plan_body, sequence=sequence, input_usage=usage, deltas=directions.deltas)
     headers.append((b"request-id", request_id.encode()))
     if streaming:
         answer = Answer(

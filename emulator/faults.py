@@ -22,6 +22,8 @@ A spec is ``KIND`` or ``KIND:key=value,key=value``. The kinds:
   then finish normally.
 - ``slow_first_byte``: sleep ``seconds=S`` (default 5) before the status line.
 - ``bad_stream``: 200 ``application/json`` with a body that is neither SSE nor a message.
+- ``invalid_bootstrap``: the bootstrap endpoint answers 200 with a body that breaks its
+  schema (elsewhere it is ``ok``).
 
 On a non-streaming response ``after=0`` still means "before the status line" and any other
 ``after`` means "after the headers and half the body"; the two mid-stream errors become the
@@ -83,6 +85,10 @@ _KIND_OPTIONS: Final[Mapping[str, Mapping[str, _OptionType]]] = {
     "stall": {"after": "int", "seconds": "float"},
     "slow_first_byte": {"seconds": "float"},
     "bad_stream": {},
+    # A normal answer cut off after ``limit`` output tokens (stop_reason max_tokens), as if
+    # the request had asked for that few: exercises output-limit recovery at any max_tokens.
+    "max_tokens": {"limit": "int"},
+    "invalid_bootstrap": {},
 }
 
 # Friendlier names people reach for first.

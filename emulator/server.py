@@ -6,7 +6,11 @@ Role:
     content and usage (``responses``, ``tokens``), and fail on request in every way the
     real service does (``faults``). Also serve ``/_emulator/*`` so any HTTP client can
     script an outage and read the log: ``POST /_emulator/faults`` (a JSON list of specs),
-    ``GET /_emulator/requests``, ``POST /_emulator/reset``.
+    ``GET /_emulator/requests``, ``POST /_emulator/reset``. And serve the bootstrap API,
+    ``GET /api/claude_cli/bootstrap`` (reference-client.md 4): ``bootstrap_body`` (one
+    additional model option by default), after the credential check alone, with faults
+    from its own queue (``script_bootstrap``, so a gateway's startup fetch never takes a
+    fault meant for a Messages request) or the ``x-emulator-fault`` header.
 Request checks (in order; a failing request consumes no queued fault):
     credential (``x-api-key`` or ``authorization: Bearer``; must be in ``api_keys`` when
     given), ``anthropic-version``, ``anthropic-beta``, the body (``validation``), the fault
@@ -29,6 +33,7 @@ Timers:
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -39,7 +44,14 @@ from urllib.parse import urlsplit
 import msgspec
 import trio
 
-from .api import count_tokens_answer, error_answer, json_answer, messages_answer
+from .api import (
+    DEFAULT_BOOTSTRAP,
+    bootstrap_answer,
+    count_tokens_answer,
+    error_answer,
+    json_answer,
+    messages_answer,
+)
 from .connection import HttpConnection, MalformedRequest, Request
 from .delivery import Answer, deliver
 from .errors import ErrorResponse, api_error
@@ -47,13 +59,14 @@ from .faults import Fault, FaultSpecError
 from .responses import last_user_text, model_json, models_page
 from .script import FaultScript
 from .tokens import PromptCache
-from .validation import check_body, check_headers, parse_body
+from .validation import check_body, check_headers, credential, parse_body
 
 logger: Final = logging.getLogger("emulator")
 
 # Queued faults apply to these two endpoints only.
 _MESSAGES: Final = "/v1/messages"
 _COUNT_TOKENS: Final = "/v1/messages/count_tokens"
+_BOOTSTRAP: Final = "/api/claude_cli/bootstrap"
 # The methods each known path answers; any other method gets 405.
 _ROUTES: Final = {
     _MESSAGES: "POST",
@@ -62,6 +75,7 @@ _ROUTES: Final = {
     "/_emulator/faults": "POST",
     "/_emulator/requests": "GET",
     "/_emulator/reset": "POST",
+    _BOOTSTRAP: "GET",
 }
 
 
@@ -123,6 +137,16 @@ class Emulator:
         self._arrived = trio.Event()
         # Ids keep counting across reset() so a message id is never seen twice.
         self._sequence = itertools.count(1)
+        # What GET /api/claude_cli/bootstrap answers; tests may replace it.
+        self.bootstrap_body: dict[str, object] = copy.deepcopy(dict(DEFAULT_BOOTSTRAP))
+        self._bootstrap_script = FaultScript()
+
+    def script_bootstrap(self, *faults: Fault | str) -> None:
+        """Queue faults for the bootstrap endpoint, one per request (its own queue).
+
+        Raises FaultSpecError (queueing nothing) if a spec is bad.
+        """
+        self._bootstrap_script.extend(faults)
 
     def script(self, *faults: Fault | str) -> None:
         """Queue faults, applied in order, one per Messages or count_tokens request.
@@ -130,6 +154,11 @@ class Emulator:
         Specs are parsed first; raises FaultSpecError (queueing nothing) if one is bad.
         """
         self._script.extend(faults)
+
+    def outage(self, fault: Fault | str, *, seconds: float) -> None:
+        """Answer every request with ``fault`` for the next ``seconds`` (trio clock): a
+        model that is down for a while, whoever asks and however often."""
+        self._script.outage(fault, trio.current_time() + seconds)
 
     @property
     def pending_faults(self) -> tuple[Fault, ...]:
@@ -139,6 +168,7 @@ class Emulator:
     def reset(self) -> None:
         """Forget queued faults, directive counts, the prompt cache and the request log."""
         self._script.clear()
+        self._bootstrap_script.clear()
         self._cache.clear()
         self.requests = []
 
@@ -259,6 +289,8 @@ class Emulator:
             return self._admin(path, request, request_id)
         if path == "/v1/models":
             return self._models(request, None, request_id)
+        if path == _BOOTSTRAP:
+            return self._bootstrap(request, record)
         return self._messages(request, record, sequence, counting=path == _COUNT_TOKENS)
 
     def _messages(
@@ -279,7 +311,7 @@ class Emulator:
             return error_answer(body, request_id)
         try:
             directions = self._script.select(
-                request.headers, None if counting else last_user_text(body)
+                request.headers, None if counting else last_user_text(body), trio.current_time()
             )
         except FaultSpecError as exc:
             return error_answer(api_error(400, f"emulator fault spec: {exc}"), request_id)
@@ -289,6 +321,18 @@ class Emulator:
         return messages_answer(
             body, directions, cache=self._cache, sequence=sequence, request_id=request_id
         )
+
+    def _bootstrap(self, request: Request, record: RecordedRequest) -> Answer:
+        # The reference client sends no anthropic-version here: only the credential counts.
+        presented = credential(request.headers)
+        if presented is None or (self.api_keys is not None and presented not in self.api_keys):
+            return error_answer(api_error(401), record.request_id)
+        try:
+            directions = self._bootstrap_script.select(request.headers, None)
+        except FaultSpecError as exc:
+            return error_answer(api_error(400, f"emulator fault spec: {exc}"), record.request_id)
+        record.fault = directions.fault
+        return bootstrap_answer(self.bootstrap_body, directions.fault, request_id=record.request_id)
 
     def _models(self, request: Request, model_id: str | None, request_id: str) -> Answer:
         problem = check_headers(request.headers, self.api_keys)

@@ -13,8 +13,9 @@ circuit breaker with one probe:
   probe is allowed after ``max(the failed query's own retry delay, backoff(failures))``.
 
 A single session sees exactly the reference behaviour: its next attempt is due at its own
-retry delay, which is never shorter than the gate's backoff for the same count of failures
-(both follow ``protocol.retry.backoff``), so the gate never holds it back. Pure: the actor
+retry delay, which is either the server's ``retry-after`` (then the gate uses it as is) or
+the backoff, never shorter than the gate's backoff for the same count of failures (both
+follow ``protocol.retry.backoff``), so the gate never holds it back. Pure: the actor
 keeps one ``Gate`` per model and passes the time in.
 """
 
@@ -51,15 +52,22 @@ def enter(gate: Gate) -> Gate:
     return msgspec.structs.replace(gate, probe_in_flight=True) if gate.open else gate
 
 
-def overloaded(gate: Gate, now: float, retry_delay: float, *, was_probe: bool) -> Gate:
+def overloaded(
+    gate: Gate, now: float, retry_delay: float, *, was_probe: bool, server_delay: bool = False
+) -> Gate:
     """An attempt on the model failed with overload; ``retry_delay`` is its own next wait.
-    ``was_probe``: that attempt was the gate's probe (else a probe may still be in flight)."""
+
+    ``was_probe``: that attempt was the gate's probe (else a probe may still be in flight).
+    ``server_delay``: the upstream said when to come back (``retry-after``): that time is
+    the next probe's, exactly, as it is the failed query's own.
+    """
     failures = gate.failures + 1
+    spacing = retry_delay if server_delay else max(retry_delay, gate_backoff(failures))
     return Gate(
         open=True,
         failures=failures,
         probe_in_flight=gate.probe_in_flight and not was_probe,
-        next_probe_at=max(gate.next_probe_at, now + max(retry_delay, gate_backoff(failures))),
+        next_probe_at=max(gate.next_probe_at, now + spacing),
     )
 
 

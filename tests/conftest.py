@@ -13,11 +13,21 @@ from dataclasses import dataclass
 import pytest
 import trio
 
+import actors.config
 from actors.config import Config, Secret
 from actors.server import Server, run_server
 from emulator import Emulator
 
 TEST_KEY = "sk-ant-test-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _ledger_in_memory_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``Config`` without ``ledger_path`` keeps its cost ledger in memory in tests: nothing
+    is written to the home directory, and no store call runs on a worker thread (while a
+    thread works, the autojump clock sees every task blocked and leaps to the next
+    deadline). Tests of the durable store pass a file explicitly."""
+    monkeypatch.setattr(actors.config, "default_ledger_path", lambda env: actors.config.MEMORY_LEDGER)
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,10 @@ def config(upstream: Upstream) -> Config:
         api_key=Secret(TEST_KEY),
         retry_seed=1234,
         max_queries_per_session=8,
+        # No file in the home directory, and no bootstrap request in the emulator's log
+        # (tests/actors/test_bootstrap_fetcher.py turns it on where it is the subject).
+        ledger_path=":memory:",
+        disable_nonessential_traffic=True,
     )
 
 

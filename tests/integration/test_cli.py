@@ -15,8 +15,9 @@ SECRET = "sk-ant-api03-never-print-me-0123456789"
 
 
 async def serve_and_query(env: dict[str, str], *args: str) -> tuple[str, list[dict[str, object]], bytes]:
-    """Start ``switchboard serve --port 0``, run one query through it, stop it."""
-    command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--port", "0", *args]
+    """Start ``switchboard serve --port 0``, run one query through it, stop it. Its ledger
+    stays in memory (tests/integration/test_ledger_durability.py covers the file)."""
+    command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--port", "0", "--ledger", ":memory:", *args]
     process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert process.stdout is not None and process.stderr is not None
     stderr = bytearray()

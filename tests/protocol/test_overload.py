@@ -63,3 +63,10 @@ def test_a_late_failure_of_a_non_probe_attempt_keeps_the_probe_slot_taken() -> N
     assert gate.probe_in_flight
     gate = overloaded(gate, now=0.1, retry_delay=1.0, was_probe=False)
     assert gate.probe_in_flight and gate.failures == 2
+
+
+def test_a_server_given_retry_after_is_the_next_probe_time_exactly() -> None:
+    gate = overloaded(CLOSED, now=10.0, retry_delay=0.0, was_probe=False, server_delay=True)
+    assert gate.next_probe_at == 10.0 and may_enter(gate, 10.0)
+    spaced = overloaded(CLOSED, now=10.0, retry_delay=0.0, was_probe=False)
+    assert spaced.next_probe_at == 10.5

@@ -1,0 +1,266 @@
+"""Metrics: the gateway's Prometheus metrics, one registry per gateway (no global state).
+
+Role:
+    Counts what the actors report through small typed methods, and renders the Prometheus
+    text format for ``GET /metrics``. It is not an actor: every method is synchronous, never
+    blocks and never fails, so any task may call it (prometheus-client locks internally).
+Who calls what:
+    ``session_opened``/``session_closed``: the Gateway, when a session gains its first user
+    (a WebSocket connection, an HTTP request) or loses its last. ``http_request``: the
+    HttpDoor, once per response. Query outcomes, retries, fallbacks and overload state: the
+    RetrySupervisor. Upstream latency and time to first token: the StreamRelay. Tokens and
+    cost: the CostLedger, once per recorded upstream message.
+Metrics (every name, type and label; README has the same table):
+    switchboard_queries_total{model,provider,outcome}    counter: finished queries;
+        outcome is done, error or aborted
+    switchboard_query_errors_total{model,provider,error_type}  counter: queries that
+        failed for good, by the error type the client saw
+    switchboard_query_duration_seconds{model,provider}   histogram: whole query, retries
+        included
+    switchboard_active_queries                           gauge: queries in flight
+    switchboard_active_sessions                          gauge: sessions in use
+    switchboard_retries_total{cause}                     counter: retries, by error type
+    switchboard_fallbacks_total{from_model,to_model}     counter: switches to a fallback model
+    switchboard_upstream_latency_seconds{provider}       histogram: attempt sent to response
+        headers
+    switchboard_time_to_first_token_seconds{model}      histogram: query start to the first
+        content relayed, retries included
+    switchboard_tokens_total{model,type}                 counter: tokens by type: input,
+        output, cache_read, cache_write_5m, cache_write_1h
+    switchboard_cost_usd_total{model}                    counter: dollars, as priced by the
+        ledger
+    switchboard_overloaded{model}                        gauge: 1 while the model is in an
+        overload cooldown
+    switchboard_http_requests_total{route,status}        counter: HTTP door responses
+Bounded labels:
+    Model names and error types come from clients and the upstream: each label keeps at most
+    ``MAX_LABEL_VALUES`` distinct values, later ones are counted as ``other``, so a client
+    sending made-up model names cannot grow the registry without bound.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from protocol.usage import Usage
+
+# Enough for every model and provider id in use at once, small enough that a scrape of a
+# registry flooded with made-up names stays a few hundred lines.
+MAX_LABEL_VALUES: Final = 64
+OTHER: Final = "other"
+# Seconds. Upstream answers take from tens of milliseconds (an error) to the API's own
+# 10-minute timeout; a query with retries can take longer still.
+LATENCY_BUCKETS: Final = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+FIRST_TOKEN_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+QUERY_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+Outcome = Literal["done", "error", "aborted"]
+TokenType = Literal["input", "output", "cache_read", "cache_write_5m", "cache_write_1h"]
+
+
+@final
+class Metrics:
+    """The gateway's metrics (see the module docstring). ``render()`` is the scrape body."""
+
+    content_type: Final = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self._seen: dict[str, set[str]] = {}
+        self._queries = Counter(
+            "switchboard_queries",
+            "Finished queries, by outcome (done, error, aborted).",
+            ["model", "provider", "outcome"],
+            registry=registry,
+        )
+        self._errors = Counter(
+            "switchboard_query_errors",
+            "Queries that failed for good, by the error type the client saw.",
+            ["model", "provider", "error_type"],
+            registry=registry,
+        )
+        self._duration = Histogram(
+            "switchboard_query_duration_seconds",
+            "Whole-query time, retries and backoff included.",
+            ["model", "provider"],
+            buckets=QUERY_BUCKETS,
+            registry=registry,
+        )
+        # Not split by model: a query may end on another model than it began (a fallback),
+        # and a gauge must come down on the label it went up on.
+        self._active_queries = Gauge(
+            "switchboard_active_queries", "Queries in flight.", registry=registry
+        )
+        self._active_sessions = Gauge(
+            "switchboard_active_sessions",
+            "Sessions in use: with a WebSocket connection or an HTTP request in flight.",
+            registry=registry,
+        )
+        self._retries = Counter(
+            "switchboard_retries",
+            "Retries, by the error that caused them.",
+            ["cause"],
+            registry=registry,
+        )
+        self._fallbacks = Counter(
+            "switchboard_fallbacks",
+            "Switches to a fallback model.",
+            ["from_model", "to_model"],
+            registry=registry,
+        )
+        self._latency = Histogram(
+            "switchboard_upstream_latency_seconds",
+            "From sending an attempt upstream to its response headers.",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._first_token = Histogram(
+            "switchboard_time_to_first_token_seconds",
+            "From the start of a query to the first content relayed, retries included.",
+            ["model"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self._tokens = Counter(
+            "switchboard_tokens",
+            "Tokens billed, by type: input, output, cache_read, cache_write_5m, cache_write_1h.",
+            ["model", "type"],
+            registry=registry,
+        )
+        self._cost = Counter(
+            "switchboard_cost_usd",
+            "Cost in US dollars, as priced by the ledger.",
+            ["model"],
+            registry=registry,
+        )
+        self._overloaded = Gauge(
+            "switchboard_overloaded",
+            "1 while the model is in an overload cooldown, else 0.",
+            ["model"],
+            registry=registry,
+        )
+        self._http = Counter(
+            "switchboard_http_requests",
+            "HTTP door responses, by route and status.",
+            ["route", "status"],
+            registry=registry,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric (``content_type`` names the format)."""
+        return generate_latest(self.registry)
+
+    def _label(self, kind: str, value: str) -> str:
+        seen = self._seen.setdefault(kind, set())
+        if value in seen:
+            return value
+        if len(seen) >= MAX_LABEL_VALUES:
+            return OTHER
+        seen.add(value)
+        return value
+
+    # --- sessions and the doors -----------------------------------------------------------
+
+    def session_opened(self) -> None:
+        self._active_sessions.inc()
+
+    def session_closed(self) -> None:
+        self._active_sessions.dec()
+
+    def http_request(self, route: str, status: int) -> None:
+        """One HTTP door response. ``route`` is one of the door's fixed route names."""
+        self._http.labels(route=route, status=str(status)).inc()
+
+    # --- queries (RetrySupervisor) --------------------------------------------------------
+
+    def query_started(self) -> None:
+        """A query began (before its first attempt). Pair with exactly one ``query_finished``."""
+        self._active_queries.inc()
+
+    def query_finished(
+        self,
+        model: str,
+        provider: str,
+        outcome: Outcome,
+        duration: float,
+        *,
+        error_type: str | None = None,
+    ) -> None:
+        """A query ended with its terminal frame. ``model`` is the model it asked for (a switch
+        to a fallback is counted by ``fallback``); ``error_type`` for ``outcome="error"``."""
+        model = self._label("model", model)
+        provider = self._label("provider", provider)
+        self._active_queries.dec()
+        self._queries.labels(model=model, provider=provider, outcome=outcome).inc()
+        self._duration.labels(model=model, provider=provider).observe(duration)
+        if outcome == "error" and error_type is not None:
+            error_type = self._label("error_type", error_type)
+            self._errors.labels(model=model, provider=provider, error_type=error_type).inc()
+
+    def retried(self, cause: str) -> None:
+        """A retry was announced; ``cause`` is the failed attempt's error type."""
+        self._retries.labels(cause=self._label("cause", cause)).inc()
+
+    def fallback(self, from_model: str, to_model: str) -> None:
+        self._fallbacks.labels(
+            from_model=self._label("model", from_model), to_model=self._label("model", to_model)
+        ).inc()
+
+    def overloaded(self, model: str, active: bool) -> None:
+        """The model entered (True) or left (False) an overload cooldown."""
+        self._overloaded.labels(model=self._label("model", model)).set(1 if active else 0)
+
+    # --- attempts (StreamRelay) -----------------------------------------------------------
+
+    def upstream_latency(self, provider: str, seconds: float) -> None:
+        """An attempt's response headers arrived ``seconds`` after it was sent."""
+        self._latency.labels(provider=self._label("provider", provider)).observe(seconds)
+
+    def first_token(self, model: str, seconds: float) -> None:
+        """A query's first content was relayed ``seconds`` after the query started."""
+        self._first_token.labels(model=self._label("model", model)).observe(seconds)
+
+    # --- usage and cost (CostLedger) ------------------------------------------------------
+
+    def tokens(self, model: str, kind: TokenType, n: int) -> None:
+        if n > 0:
+            self._tokens.labels(model=self._label("model", model), type=kind).inc(n)
+
+    def cost(self, model: str, usd: float) -> None:
+        if usd > 0:
+            self._cost.labels(model=self._label("model", model)).inc(usd)
+
+    def usage(self, model: str, usage: Usage, usd: float) -> None:
+        """One recorded upstream message: its tokens by type and its cost."""
+        five_minute = usage.cache_creation_input_tokens - usage.cache_creation_1h_input_tokens
+        self.tokens(model, "input", usage.input_tokens)
+        self.tokens(model, "output", usage.output_tokens)
+        self.tokens(model, "cache_read", usage.cache_read_input_tokens)
+        self.tokens(model, "cache_write_5m", five_minute)
+        self.tokens(model, "cache_write_1h", usage.cache_creation_1h_input_tokens)
+        self.cost(model, usd)

@@ -1,0 +1,238 @@
+"""The HTTP door's wire (PROTOCOL.md 2): what an Anthropic API client gets back, built purely.
+
+- ``sse_event``: one relayed upstream event as an SSE event named by its ``type`` (wire.md
+  2.1); only that one field is decoded, the data bytes go out as they came in.
+- ``sse_error_event`` / ``error_body``: the mid-stream ``error`` event and the error envelope
+  ``{"type": "error", "error": {"type", "message"}, "request_id"}`` (wire.md 3.1).
+- ``http_error``: the HTTP status and API error type for a query's error object: the
+  upstream's own where there was one, else the gateway's types mapped onto the API's.
+- ``is_prelude``: the events the door may hold back until output really begins, so a retry
+  before the first content is invisible (see ``actors.http_door``).
+- ``models_page`` / ``model_object``: ``GET /v1/models`` in the API's list shape.
+- ``parse_body``, ``default_session``, ``format_usd``: request body, session and header helpers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+
+from protocol.errors import RemoteProtocolError
+from protocol.frames import ErrorInfo, ModelOption
+from protocol.wire import JSON, JSON_OBJECT, JsonObject
+
+SSE_CONTENT_TYPE: Final = b"text/event-stream; charset=utf-8"
+JSON_CONTENT_TYPE: Final = b"application/json"
+
+# Events with no content of their own: holding them back until the first delta costs the
+# client nothing it could show, and lets a retry after them stay invisible.
+PRELUDE_EVENTS: Final = frozenset({"message_start", "content_block_start", "ping"})
+
+# An SSE event name must be one line; the API's are identifiers like ``content_block_delta``.
+_EVENT_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+# The gateway's own error types (PROTOCOL.md 1), as the API would word them: the status an
+# SDK maps to the right exception class, and an ``error.type`` from the API's enum.
+_GATEWAY_ERRORS: Final[dict[str, tuple[int, str]]] = {
+    "connection_error": (502, "api_error"),
+    "timeout_error": (504, "timeout_error"),
+    "repeated_overload": (529, "overloaded_error"),
+    "prompt_too_long": (400, "invalid_request_error"),
+    "media_too_large": (400, "invalid_request_error"),
+    "bad_frame": (400, "invalid_request_error"),
+    "too_many_queries": (429, "rate_limit_error"),
+    "aborted_by_takeover": (409, "api_error"),
+    "shutting_down": (503, "api_error"),
+}
+
+# wire.md 3.2: the status of each API error type, for errors that carry no status.
+_STATUS_OF_TYPE: Final[dict[str, int]] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+# The API does not say when a model was created through the gateway's options; the epoch
+# says "unknown" in the field's own format instead of inventing a date.
+UNKNOWN_CREATED_AT: Final = "1970-01-01T00:00:00Z"
+
+
+class _EventType(msgspec.Struct):
+    type: str
+
+
+_EVENT_TYPE: Final = msgspec.json.Decoder(_EventType)
+
+
+def event_name(data: bytes | memoryview) -> str | None:
+    """The ``type`` of an upstream event's JSON, or None when it has no usable one."""
+    try:
+        name = _EVENT_TYPE.decode(data).type
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return name if _EVENT_NAME.fullmatch(name) else None
+
+
+def sse_event(name: str, data: bytes | memoryview) -> bytes:
+    """One SSE event: ``event: NAME``, the data bytes unchanged, a blank line (wire.md 2.1)."""
+    raw = bytes(data)
+    if b"\n" in raw or b"\r" in raw:
+        # A multi-line payload (pretty-printed upstream JSON) needs one ``data:`` per line.
+        lines = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        return (
+            b"event: "
+            + name.encode()
+            + b"\n"
+            + b"".join(b"data: " + ln + b"\n" for ln in lines)
+            + b"\n"
+        )
+    return b"event: " + name.encode() + b"\ndata: " + raw + b"\n\n"
+
+
+def sse_error_event(error_type: str, message: str) -> bytes:
+    """The API's mid-stream ``error`` event (wire.md 2.4): ends a stream that already began."""
+    data = JSON.encode({"type": "error", "error": {"type": error_type, "message": message}})
+    return b"event: error\ndata: " + data + b"\n\n"
+
+
+def sse_comment(text: str) -> bytes:
+    """An SSE comment line: every SSE client, the SDKs included, ignores it (wire.md 2.1)."""
+    return b": " + text.replace("\n", " ").replace("\r", " ").encode() + b"\n\n"
+
+
+def error_body(error_type: str, message: str, request_id: str | None) -> bytes:
+    """The API's error envelope (wire.md 3.1)."""
+    return JSON.encode(
+        {
+            "type": "error",
+            "error": {"type": error_type, "message": message},
+            "request_id": request_id,
+        }
+    )
+
+
+def http_error(info: ErrorInfo) -> tuple[int, str]:
+    """``(status, API error type)`` for a query's error object.
+
+    An upstream error keeps its status and type; a gateway error type is mapped onto the
+    API's (``repeated_overload`` is a 529 ``overloaded_error``, a broken upstream connection a
+    502 ``api_error``, ...); anything else without a status is a 500.
+    """
+    mapped = _GATEWAY_ERRORS.get(info.type)
+    if mapped is not None:
+        status, error_type = mapped
+        return info.status or status, error_type
+    return info.status or _STATUS_OF_TYPE.get(info.type, 500), info.type
+
+
+def message_as_sse(message: JsonObject) -> bytes:
+    """A whole assembled message as the stream the API would have sent for it (wire.md 2.2).
+
+    For an answer that reached the gateway without events (a non-streaming upstream request):
+    text, thinking and tool input arrive as one delta each, so streaming helpers (text
+    streams, accumulators) see them; any other block comes whole in its start event.
+    """
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    parts = [sse_event("message_start", JSON.encode({"type": "message_start", "message": start}))]
+    for index, block in enumerate(message.get("content") or []):
+        kind = block.get("type")
+        deltas: list[JsonObject] = []
+        if kind == "text":
+            first: JsonObject = {**block, "text": ""}
+            deltas.append({"type": "text_delta", "text": block.get("text", "")})
+        elif kind == "thinking":
+            first = {**block, "thinking": "", "signature": ""}
+            deltas.append({"type": "thinking_delta", "thinking": block.get("thinking", "")})
+            deltas.append({"type": "signature_delta", "signature": block.get("signature", "")})
+        elif kind in ("tool_use", "server_tool_use"):
+            first = {**block, "input": {}}
+            deltas.append(
+                {
+                    "type": "input_json_delta",
+                    "partial_json": JSON.encode(block.get("input", {})).decode(),
+                }
+            )
+        else:
+            first = block
+        event = {"type": "content_block_start", "index": index, "content_block": first}
+        parts.append(sse_event("content_block_start", JSON.encode(event)))
+        for delta in deltas:
+            event = {"type": "content_block_delta", "index": index, "delta": delta}
+            parts.append(sse_event("content_block_delta", JSON.encode(event)))
+        parts.append(
+            sse_event(
+                "content_block_stop", JSON.encode({"type": "content_block_stop", "index": index})
+            )
+        )
+    delta = {
+        "stop_reason": message.get("stop_reason"),
+        "stop_sequence": message.get("stop_sequence"),
+    }
+    event = {"type": "message_delta", "delta": delta, "usage": message.get("usage", {})}
+    parts.append(sse_event("message_delta", JSON.encode(event)))
+    parts.append(sse_event("message_stop", b'{"type":"message_stop"}'))
+    return b"".join(parts)
+
+
+def is_prelude(name: str) -> bool:
+    """True for events that carry no content (see ``PRELUDE_EVENTS``)."""
+    return name in PRELUDE_EVENTS
+
+
+def model_object(option: ModelOption) -> JsonObject:
+    """One ``/v1/models`` entry: ``{"type": "model", "id", "display_name", "created_at"}``."""
+    return {
+        "type": "model",
+        "id": option.value,
+        "display_name": option.label,
+        "created_at": UNKNOWN_CREATED_AT,
+    }
+
+
+def models_page(options: Sequence[ModelOption]) -> bytes:
+    """The ``GET /v1/models`` body: every option on one page, in order."""
+    data = [model_object(option) for option in options]
+    return JSON.encode(
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
+def parse_body(body: bytes) -> JsonObject:
+    """A request body as a JSON object.
+
+    Raises:
+        RemoteProtocolError: not JSON, or not an object (``invalid_request_error``).
+    """
+    try:
+        return JSON_OBJECT.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError(
+            f"the request body is not a JSON object: {exc}", error_type="invalid_request_error"
+        ) from exc
+
+
+def default_session(owner: str | None) -> str:
+    """The session a request without ``x-switchboard-session`` is charged to: one per access
+    token (named by a prefix of the token's digest, never the token), or ``http-default``."""
+    return "http-default" if owner is None else f"http-{owner[:24]}"
+
+
+def format_usd(value: float) -> str:
+    """A dollar amount for a header: fixed-point to the picodollar, trailing zeros cut."""
+    text = f"{value:.12f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
