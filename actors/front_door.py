@@ -41,6 +41,7 @@ from actors._util import CLEANUP_TIMEOUT
 from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
+from actors.ws_batch import send_text_batch
 from protocol.errors import ActorUnavailable, RemoteProtocolError
 from protocol.frames import (
     SESSION_ID,
@@ -68,6 +69,9 @@ SUPERSEDED: Final = 4409
 # Frames queued for one connection's writer: enough to absorb a burst from several queries,
 # small enough that a client that stops reading stalls its upstream streams quickly.
 SESSION_BUFFER: Final = 64
+# At most this many frames per socket write: all that is queued, bounded so one write
+# stays small (64 event frames are a few KiB).
+WRITE_BATCH: Final = SESSION_BUFFER
 # Bigger reads than trio-websocket's 4 KiB default: request frames carry whole conversations.
 RECEIVE_BUFFER: Final = 64 * 1024
 
@@ -206,12 +210,22 @@ class _Connection:
             await self._ws.aclose(self._close_code, self._close_reason)
 
     async def _writer(self, receive: trio.MemoryReceiveChannel[GatewayFrame]) -> None:
+        """Send the connection's frames in order; whatever is queued goes in one write."""
         with receive:
             async for frame in receive:
-                if isinstance(frame, TERMINAL_FRAMES):
-                    self._queries.pop(frame.id, None)
+                batch = [frame]
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                payloads = []
+                for queued in batch:
+                    if isinstance(queued, TERMINAL_FRAMES):
+                        self._queries.pop(queued.id, None)
+                    payloads.append(encode_frame(queued))
                 try:
-                    await self._ws.send_message(encode_frame(frame).decode())
+                    await send_text_batch(self._ws, payloads)
                 except ConnectionClosed:
                     # Closing ``receive`` now makes every sender see BrokenResourceError:
                     # their queries stop relaying, and their usage is still recorded.

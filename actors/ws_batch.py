@@ -1,0 +1,37 @@
+"""Several WebSocket text messages in one socket write (the FrontDoor's writer uses it).
+
+trio-websocket sends one message per ``send_message`` call: one lock round, one wsproto
+serialisation, one ``send`` system call per event. Profiling the gateway at 10 concurrent
+streams put a third of its CPU there (scripts/bench.py, py-spy). This helper frames a batch
+with ``protocol.wsframe`` and writes it under the connection's own send lock, so it never
+interleaves with the library's control frames (pongs, close).
+
+It relies on three private attributes of trio-websocket's ``WebSocketConnection``
+(``_stream``, ``_stream_lock``, ``_close_reason``) and its ``_abort_web_socket``, pinned by
+the version range in pyproject.toml; ``tests/actors/test_ws_batch.py`` checks them, so an
+upgrade that moves them fails a test instead of the door.
+"""
+
+from __future__ import annotations
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from protocol.wsframe import text_frame
+
+
+async def send_text_batch(ws: WebSocketConnection, payloads: list[bytes]) -> None:
+    """Send each payload as one text message, all in one write. A checkpoint.
+
+    Raises:
+        ConnectionClosed: the connection is closed or closing (as ``send_message`` does).
+    """
+    if ws._close_reason is not None:
+        raise ConnectionClosed(ws._close_reason)
+    data = b"".join([text_frame(payload) for payload in payloads])
+    async with ws._stream_lock:
+        try:
+            await ws._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await ws._abort_web_socket()
+            raise ConnectionClosed(ws._close_reason) from None
