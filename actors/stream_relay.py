@@ -294,10 +294,17 @@ class StreamRelay:
         elif name == "message_stop":
             send = not progress.withheld
         if send:
+            frame = EventFrame(id=msg.query_id, attempt=msg.attempt, model=msg.model, event=msgspec.Raw(data))
             try:
-                await msg.outbound.send(
-                    EventFrame(id=msg.query_id, attempt=msg.attempt, model=msg.model, event=msgspec.Raw(data))
-                )
+                # Without waiting while the channel has room: a chunk's events then go in
+                # without a scheduler round each (reading the next chunk is the checkpoint),
+                # and the writer finds them queued together.
+                msg.outbound.send_nowait(frame)
+            except trio.WouldBlock:
+                try:
+                    await msg.outbound.send(frame)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise _ClientGone from exc
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise _ClientGone from exc
             progress.relayed += 1
