@@ -96,6 +96,10 @@ FALLBACK_HEADER: Final = "x-switchboard-fallback-model"
 # Idle keep-alive connections: longer than hypercorn's 5 s default, so an SDK's pooled
 # connection between two turns of a conversation is usually still open.
 KEEP_ALIVE_TIMEOUT: Final = 75.0
+# The listen backlog: hypercorn's default of 100 overflowed when 512 clients connected at
+# once (scripts/bench.py --levels 512: connections reset, kernel ListenOverflows rising);
+# 4096 is Linux's usual somaxconn and what trio gives the WebSocket door.
+LISTEN_BACKLOG: Final = 4096
 
 
 @final
@@ -119,6 +123,7 @@ class HttpDoor:
         server.errorlog = logging.getLogger("switchboard.httpdoor.server")
         server.include_server_header = False
         server.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+        server.backlog = LISTEN_BACKLOG
         async with trio.open_nursery() as nursery:
             binds: list[str] = await nursery.start(
                 functools.partial(hypercorn.trio.serve, self, server, mode="asgi")

@@ -1,23 +1,33 @@
 """The benchmark's load generator: N concurrent streams, direct to the emulator or via the gateway.
 
-One *run* is one path at one concurrency: ``run_load`` opens N streams (an HTTP client shared
-by all of them on the direct path; one WebSocket connection per stream, session
-``bench-<n>``, on the gateway path), lets each send ``warmup`` requests, waits for all of
-them (a barrier), then each sends ``requests`` measured requests one after the other. Every
+One *run* is one path at one concurrency: ``run_load`` opens N streams, lets each send
+``warmup`` requests, waits for all of them (a barrier), then each sends ``requests`` measured
+requests one after the other. The paths:
+
+- ``direct``: ``POST /v1/messages`` (SSE) to the emulator, through the caller's pooled
+  ``httpx.AsyncClient``s (stream n of N uses client ``n * len(clients) // N``: the caller
+  shards the streams over several clients at high concurrency, see bench.py);
+- ``gateway``: the gateway's WebSocket door, one connection per stream (session
+  ``bench-<n>``), one ``query`` at a time;
+- ``http``: the gateway's HTTP door, ``POST /v1/messages`` (SSE) exactly as on the direct
+  path (same client sharding, same SSE reader), with ``x-switchboard-session:
+  bench-http-<n>`` so each stream is charged to a session of its own, as on the WebSocket
+  door.
+ Every
 measured request becomes a ``Sample``; the run's wall time is from the start barrier to the
 last stream's last answer, and the ``on_start``/``on_end`` hooks fire at those two instants
 (the caller reads the processes' CPU there).
 
 Times are ``time.perf_counter()`` in the load generator, taken when a complete event is in
-hand: on the direct path when the SSE chunk holding its terminating blank line arrived, on
-the gateway path when its ``event`` frame was received. Both start when the request is sent.
+hand: on the direct and http paths when the SSE chunk holding its terminating blank line
+arrived, on the gateway path when its ``event`` frame was received. Both start when the request is sent.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Final
@@ -30,6 +40,8 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 API_VERSION: Final = "2023-06-01"
 # The emulator accepts any key; a recognisable one makes its logs easy to read.
 API_KEY: Final = "sk-ant-bench"
+# The run's paths: the emulator direct, the gateway's WebSocket door, its HTTP door.
+PATHS: Final = ("direct", "gateway", "http")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,7 @@ class RunOutcome:
     timed_out: bool = False
     stream_failures: Counter[str] = field(default_factory=Counter)
     warmup_errors: int = 0
+    warmup_reasons: Counter[str] = field(default_factory=Counter)
 
 
 class _NotReady(Exception):
@@ -123,18 +136,33 @@ def _finish(sample: Sample, start: float, times: list[float]) -> Sample:
 # --- direct path --------------------------------------------------------------------------
 
 
-def direct_headers() -> dict[str, str]:
-    return {"x-api-key": API_KEY, "anthropic-version": API_VERSION, "content-type": "application/json"}
+def direct_headers(session: str | None = None) -> dict[str, str]:
+    """The Messages API headers (any key does for the emulator and for a gateway without
+    access tokens); ``session`` names the gateway session the HTTP door charges."""
+    headers = {"x-api-key": API_KEY, "anthropic-version": API_VERSION, "content-type": "application/json"}
+    if session is not None:
+        headers["x-switchboard-session"] = session
+    return headers
 
 
-async def direct_request(client: httpx.AsyncClient, url: str, body: bytes, expected: int) -> Sample:
+def _is_comment(block: bytes) -> bool:
+    """An SSE block of comment lines only (``: ...``): no event, SSE readers skip it (the
+    gateway's HTTP door ends its streams with one, ``: switchboard cost_usd=...``)."""
+    return all(line.startswith(b":") for line in block.strip().split(b"\n"))
+
+
+async def direct_request(
+    client: httpx.AsyncClient, url: str, body: bytes, expected: int, headers: Mapping[str, str] | None = None
+) -> Sample:
     """POST one streaming request and time its events (a minimal SSE reader: events end at a
-    blank line ``\\n\\n``, as the API and the emulator send them)."""
+    blank line ``\\n\\n``, as the API and the emulator send them; comment-only blocks are
+    not events). Used for the direct path
+    and, with the gateway's HTTP URL, for the http path."""
     sample = Sample()
     times: list[float] = []
     start = time.perf_counter()
     try:
-        async with client.stream("POST", url, content=body, headers=direct_headers()) as response:
+        async with client.stream("POST", url, content=body, headers=headers or direct_headers()) as response:
             if response.status_code != 200:
                 await response.aread()
                 sample.error = f"HTTP {response.status_code}"
@@ -148,7 +176,7 @@ async def direct_request(client: httpx.AsyncClient, url: str, body: bytes, expec
                 *blocks, pending = pending.split(b"\n\n")
                 now = time.perf_counter()
                 for block in blocks:
-                    if not block.strip():
+                    if not block.strip() or _is_comment(block):
                         continue
                     if sample.ttfe is None:
                         sample.ttfe = now - start
@@ -241,7 +269,8 @@ async def gateway_request(ws: WebSocketConnection, query_id: str, frame: str, ex
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """One run: which path (``direct``/``gateway``), its target URL and the load's shape."""
+    """One run: which path (``direct``/``gateway``/``http``), its target URL (the emulator's,
+    the gateway's WebSocket or HTTP door) and the load's shape."""
 
     path: str
     url: str
@@ -257,11 +286,12 @@ async def run_load(
     deadline: float,
     on_start: Callable[[], None],
     on_end: Callable[[], None],
-    client: httpx.AsyncClient | None = None,
+    clients: Sequence[httpx.AsyncClient] = (),
 ) -> RunOutcome:
     """Run ``spec`` (see the module docstring); give up at ``deadline`` (trio clock).
 
-    The direct path needs ``client``. Never raises for a failed request or stream: failures
+    The direct and http paths need ``clients`` (one or more; the streams are spread over
+    them in contiguous groups). Never raises for a failed request or stream: failures
     are samples or ``stream_failures``, and requests not measured by the deadline are
     ``missing``.
     """
@@ -290,8 +320,10 @@ async def run_load(
         async def measured(send: Callable[[int], Awaitable[Sample]]) -> None:
             nonlocal arrived_start, arrived_end
             for i in range(spec.warmup):
-                if (await send(-1 - i)).error is not None:
+                warm = await send(-1 - i)
+                if warm.error is not None:
                     outcome.warmup_errors += 1
+                    outcome.warmup_reasons[warm.error] += 1
             arrived_start = True
             start.arrive()
             await start.wait()
@@ -301,14 +333,16 @@ async def run_load(
             end.arrive()
 
         try:
-            if spec.path == "direct":
-                assert client is not None
+            if spec.path in ("direct", "http"):
+                assert clients, "the direct and http paths need an HTTP client"
+                client = clients[n * len(clients) // spec.concurrency]
                 url = spec.url + "/v1/messages"
                 body = spec.workload.upstream_body()
                 expected = spec.workload.expected_events
+                headers = direct_headers(f"bench-http-{n}" if spec.path == "http" else None)
 
                 async def send_direct(_: int) -> Sample:
-                    return await direct_request(client, url, body, expected)
+                    return await direct_request(client, url, body, expected, headers)
 
                 await measured(send_direct)
             else:

@@ -1,9 +1,11 @@
 """The benchmark's subprocesses: start them pinned, read their URL, watch their CPU, stop them.
 
 ``open_child`` starts one ``switchboard`` subcommand (``emulator`` or ``serve``) on loopback,
-pinned to a CPU set, and yields it once it printed its URL; leaving the block stops it
-(SIGINT, then SIGKILL after a grace period), whatever happened inside. ``cpu_seconds`` and
-``peak_rss_bytes`` read ``/proc``, so the benchmark is Linux-only.
+pinned to a CPU set, and yields it once it printed its URL(s) (``serve --http-port 0``
+prints two: the WebSocket door's, then the HTTP door's); leaving the block stops it
+(SIGINT, then SIGKILL after a grace period), whatever happened inside. ``cpu_seconds``,
+``peak_rss_bytes``, ``memory_bytes`` and ``reset_peak_rss`` read or write ``/proc``, so the
+benchmark is Linux-only.
 """
 
 from __future__ import annotations
@@ -86,26 +88,32 @@ def child_env(extra: Mapping[str, str], drop: tuple[str, ...] = ()) -> dict[str,
 
 @dataclass(frozen=True, slots=True)
 class Child:
-    """A started subprocess: its name, pid, the URL it printed and where its logs go."""
+    """A started subprocess: its name, pid, the URL(s) it printed and where its logs go.
+
+    ``url`` is the first line (the emulator's URL, the gateway's WebSocket door);
+    ``http_url`` the second, when one was asked for (the gateway's HTTP door).
+    """
 
     name: str
     pid: int
     url: str
     log_path: Path
+    http_url: str | None = None
 
 
 class ChildFailed(Exception):
     """A subprocess did not print its URL in time (see its log)."""
 
 
-async def _first_line(stream: trio.abc.ReceiveStream) -> str:
+async def _first_lines(stream: trio.abc.ReceiveStream, count: int) -> list[str]:
+    """The first ``count`` lines of ``stream`` (fewer when it ends first)."""
     buffer = b""
-    while b"\n" not in buffer:
+    while buffer.count(b"\n") < count:
         chunk = await stream.receive_some()
         if not chunk:
-            return buffer.decode(errors="replace").strip()
+            break
         buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
+    return [line.decode(errors="replace").strip() for line in buffer.split(b"\n")[:count]]
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -135,11 +143,14 @@ async def open_child(
     cpus: frozenset[int] | None,
     log_path: Path,
     url_prefix: str,
+    http_url: bool = False,
 ) -> AsyncIterator[Child]:
-    """Start ``switchboard ARGS``; yield it once its first stdout line (its URL) came.
+    """Start ``switchboard ARGS``; yield it once its first stdout line (its URL) came, and,
+    with ``http_url``, its second (``http://...``, the HTTP door's URL).
 
-    stderr goes to ``log_path``. Raises ChildFailed when the first line is not a URL starting
-    with ``url_prefix`` within START_TIMEOUT. The process is stopped on exit in every case.
+    stderr goes to ``log_path``. Raises ChildFailed when the lines are not URLs starting
+    with ``url_prefix`` (then ``http://``) within START_TIMEOUT. The process is stopped on
+    exit in every case.
     """
     preexec = functools.partial(_prepare_child, cpus)
     with log_path.open("wb") as log:
@@ -156,15 +167,19 @@ async def open_child(
         )
     try:
         assert process.stdout is not None
-        url = ""
+        wanted = 2 if http_url else 1
+        lines: list[str] = []
         with trio.move_on_after(START_TIMEOUT):
-            url = await _first_line(process.stdout)
-        if not url.startswith(url_prefix):
+            lines = await _first_lines(process.stdout, wanted)
+        lines += [""] * (wanted - len(lines))
+        if not lines[0].startswith(url_prefix) or (http_url and not lines[1].startswith("http://")):
             raise ChildFailed(
-                f"{name} did not start (first line {url!r}, exit status {process.poll()}); "
+                f"{name} did not start (first line(s) {lines!r}, exit status {process.poll()}); "
                 f"log {log_path}:\n{_log_tail(log_path)}"
             )
-        yield Child(name=name, pid=process.pid, url=url, log_path=log_path)
+        yield Child(
+            name=name, pid=process.pid, url=lines[0], log_path=log_path, http_url=lines[1] if http_url else None
+        )
     finally:
         await stop_process(process)
 
@@ -220,13 +235,35 @@ def system_busy_seconds() -> float:
     return busy / _TICKS_PER_SECOND
 
 
-def peak_rss_bytes(pid: int) -> int | None:
-    """The process's peak resident set size (``VmHWM``), or None when /proc does not say."""
+def _status_bytes(pid: int, key: str) -> int | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key):
             return int(line.split()[1]) * 1024
     return None
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """The process's peak resident set size (``VmHWM``), or None when /proc does not say.
+
+    The peak is since the process started, or since the last ``reset_peak_rss``.
+    """
+    return _status_bytes(pid, "VmHWM:")
+
+
+def memory_bytes(pid: int) -> int | None:
+    """The process's resident set size now (``VmRSS``), or None when /proc does not say."""
+    return _status_bytes(pid, "VmRSS:")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the process's ``VmHWM`` to its current RSS (``echo 5 > /proc/PID/clear_refs``,
+    Linux 4.0+); False when the kernel or the permissions do not allow it."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True

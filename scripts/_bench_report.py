@@ -69,9 +69,11 @@ class RunMetrics:
     gateway_cpu_pct: float | None
     load_cpu_pct: float | None
     other_cpu_pct: float | None
+    gateway_rss_mib: float | None
     gateway_peak_rss_mib: float | None
     warmup_errors: int
     error_reasons: dict[str, int] = field(default_factory=dict)
+    warmup_reasons: dict[str, int] = field(default_factory=dict)
 
 
 def reduce_run(
@@ -83,8 +85,14 @@ def reduce_run(
     expected_events: int,
     cpu: CpuUse,
     gateway_rss: int | None,
+    gateway_peak_rss: int | None,
 ) -> RunMetrics:
-    """Reduce one run's samples to its metrics (see the module docstring)."""
+    """Reduce one run's samples to its metrics (see the module docstring).
+
+    ``gateway_rss``: the largest ``VmRSS`` seen while the measured phase ran (every stream
+    open); ``gateway_peak_rss``: ``VmHWM`` at the run's end (reset at its start when the
+    kernel allows it).
+    """
     samples = outcome.samples
     good = [s for s in samples if s.error is None]
     bad = [s for s in samples if s.error is not None]
@@ -127,9 +135,11 @@ def reduce_run(
         gateway_cpu_pct=busy(cpu.gateway),
         load_cpu_pct=busy(load),
         other_cpu_pct=busy(cpu.others),
-        gateway_peak_rss_mib=None if gateway_rss is None else gateway_rss / MIB,
+        gateway_rss_mib=None if gateway_rss is None else gateway_rss / MIB,
+        gateway_peak_rss_mib=None if gateway_peak_rss is None else gateway_peak_rss / MIB,
         warmup_errors=outcome.warmup_errors,
         error_reasons=dict(reasons.most_common()),
+        warmup_reasons=dict(outcome.warmup_reasons.most_common()),
     )
 
 
@@ -157,25 +167,31 @@ class Summary:
     added_ttfe_p50_ms: float | None
     added_ttfe_p99_ms: float | None
     gap_p99_ms: float | None
+    added_gap_p99_ms: float | None
     gateway_cpu_ms_per_req: float | None
     emulator_cpu_ms_per_req: float | None
     loadgen_cpu_ms_per_req: float | None
     gateway_cpu_pct: float | None
     load_cpu_pct: float | None
     other_cpu_pct: float | None
+    gateway_rss_mib: float | None
     gateway_peak_rss_mib: float | None
     warmup_errors: int
     error_reasons: dict[str, int]
+    warmup_reasons: dict[str, int]
     runs: list[RunMetrics]
 
 
 def summarise(runs: list[RunMetrics], direct: Summary | None = None) -> Summary:
     """Summarise the repeats of one path and level; ``direct`` (that level's direct summary)
-    gives the gateway's added TTFE: its median minus the direct median."""
+    gives the gateway's added TTFE and gap: its median minus the direct median. Memory is
+    the largest over the repeats, not their median."""
     first = runs[0]
     reasons: Counter[str] = Counter()
+    warmup_reasons: Counter[str] = Counter()
     for run in runs:
         reasons.update(run.error_reasons)
+        warmup_reasons.update(run.warmup_reasons)
     summary = Summary(
         path=first.path,
         concurrency=first.concurrency,
@@ -192,20 +208,24 @@ def summarise(runs: list[RunMetrics], direct: Summary | None = None) -> Summary:
         added_ttfe_p50_ms=None,
         added_ttfe_p99_ms=None,
         gap_p99_ms=_median([r.gap_p99_ms for r in runs]),
+        added_gap_p99_ms=None,
         gateway_cpu_ms_per_req=_median([r.gateway_cpu_ms_per_req for r in runs]),
         emulator_cpu_ms_per_req=_median([r.emulator_cpu_ms_per_req for r in runs]),
         loadgen_cpu_ms_per_req=_median([r.loadgen_cpu_ms_per_req for r in runs]),
         gateway_cpu_pct=_median([r.gateway_cpu_pct for r in runs]),
         load_cpu_pct=_median([r.load_cpu_pct for r in runs]),
         other_cpu_pct=_median([r.other_cpu_pct for r in runs]),
+        gateway_rss_mib=max((r.gateway_rss_mib for r in runs if r.gateway_rss_mib), default=None),
         gateway_peak_rss_mib=max((r.gateway_peak_rss_mib for r in runs if r.gateway_peak_rss_mib), default=None),
         warmup_errors=sum(r.warmup_errors for r in runs),
         error_reasons=dict(reasons.most_common()),
+        warmup_reasons=dict(warmup_reasons.most_common()),
         runs=runs,
     )
     if direct is not None:
         summary.added_ttfe_p50_ms = _difference(summary.ttfe_p50_ms, direct.ttfe_p50_ms)
         summary.added_ttfe_p99_ms = _difference(summary.ttfe_p99_ms, direct.ttfe_p99_ms)
+        summary.added_gap_p99_ms = _difference(summary.gap_p99_ms, direct.gap_p99_ms)
     return summary
 
 
@@ -226,11 +246,13 @@ _COLUMNS: Final[tuple[tuple[str, str, int | None], ...]] = (
     ("+ttfe p50", "added_ttfe_p50_ms", 2),
     ("+ttfe p99", "added_ttfe_p99_ms", 2),
     ("gap p99", "gap_p99_ms", 2),
+    ("+gap p99", "added_gap_p99_ms", 2),
     ("gw cpu/req", "gateway_cpu_ms_per_req", 2),
     ("gw %cpu", "gateway_cpu_pct", 0),
     ("load %cpu", "load_cpu_pct", 0),
     ("other %cpu", "other_cpu_pct", 0),
-    ("gw rss MiB", "gateway_peak_rss_mib", 1),
+    ("gw rss MiB", "gateway_rss_mib", 1),
+    ("gw hwm MiB", "gateway_peak_rss_mib", 1),
     ("errors", "errors", None),
     ("dropped", "dropped", None),
 )
@@ -262,7 +284,9 @@ def render_table(summaries: list[Summary], header: list[str]) -> str:
         for reason, count in s.error_reasons.items()
     ]
     notes += [
-        f"  {s.path} x{s.concurrency}: {s.warmup_errors} failed warm-up request(s)" for s in summaries if s.warmup_errors
+        f"  {s.path} x{s.concurrency}: warm-up (not measured): {count} x {reason}"
+        for s in summaries
+        for reason, count in s.warmup_reasons.items()
     ]
     notes += [f"  {s.path} x{s.concurrency}: {s.retries} retr(y/ies) by the gateway" for s in summaries if s.retries]
     if notes:

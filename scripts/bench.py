@@ -1,4 +1,4 @@
-"""Measure what the gateway adds: time to first event and relayed events/s, vs the emulator direct.
+"""Measure what the gateway adds, through each door: time to first event, events/s, CPU, memory.
 
 Run it (Linux; the gateway and the emulator are started as subprocesses on loopback)::
 
@@ -7,22 +7,40 @@ Run it (Linux; the gateway and the emulator are started as subprocesses on loopb
     ./dev bench --pace-ms 10         # the emulator pauses 10 ms between events
     ./dev bench --json > bench.json  # the same numbers (and every repeat) as JSON
     .venv/bin/python scripts/bench.py --levels 1,50 --requests 40 --repeat 5
+    .venv/bin/python scripts/bench.py --paths direct,http     # only these paths
+    # 512 concurrent paced streams (64 deltas every 20 ms): every frame relayed?
+    .venv/bin/python scripts/bench.py --levels 512 --pace-ms 20 --deltas 64 --requests 2 --repeat 1
+    .venv/bin/python scripts/bench.py --idle-sessions 500     # memory per idle WebSocket session
 
 What it does:
 
 1. Starts ``switchboard emulator --port 0`` (the fake Messages API) and, for each
-   concurrency level, a fresh ``switchboard serve --port 0`` pointed at it
-   (``ANTHROPIC_BASE_URL``, ``ANTHROPIC_API_KEY=sk-ant-bench``). With 2+ usable CPUs the
+   concurrency level, a fresh ``switchboard serve --port 0 --http-port 0 --ledger :memory:``
+   pointed at it (``ANTHROPIC_BASE_URL``, ``ANTHROPIC_API_KEY=sk-ant-bench``; no access
+   tokens, so the HTTP door takes any ``x-api-key``). With 2+ usable CPUs the
    gateway is pinned to the first and the emulator and this load generator to the others
    (``sched_setaffinity``); the output says which pinning was used.
-2. Checks once that both paths see the same complete stream: every request asks, with the
-   ``<<emulator:ok:deltas=N>>`` directive in the user text, for N text deltas, i.e. N + 6
-   events (56 by default). The benchmark stops if the two paths differ.
-3. For each level, ``--repeat`` times, runs the *direct* path then the *gateway* path.
-   Direct: one pooled ``httpx.AsyncClient`` POSTs ``/v1/messages`` with ``stream: true``
-   (the body the gateway would send) and reads the SSE. Gateway: one WebSocket connection
-   per stream (session ``bench-<n>``, clock started after its ``ready``), one ``query`` at a
-   time. Each of the N concurrent streams sends ``--warmup`` unmeasured requests, waits for
+2. Checks once that the three paths see the same complete stream: every request asks, with
+   the ``<<emulator:ok:deltas=N>>`` directive in the user text, for N text deltas, i.e.
+   N + 6 events (56 by default). The benchmark stops if the paths differ.
+3. For each level, ``--repeat`` times, runs each path of ``--paths`` (default all three,
+   in this order, interleaved per repeat):
+
+   - ``direct``: pooled ``httpx.AsyncClient``s POST ``/v1/messages`` with ``stream: true``
+     (the body the gateway would send) to the emulator and read the SSE;
+   - ``gateway`` (``--paths ws``): the gateway's WebSocket door, one connection per stream
+     (session ``bench-<n>``, clock started after its ``ready``), one ``query`` at a time;
+   - ``http``: the gateway's HTTP door, measured exactly like the direct path (same body,
+     same client set-up, same SSE reader and event count) but POSTed to the gateway's
+     ``/v1/messages``, with ``x-switchboard-session: bench-http-<n>``.
+
+   Up to 64 streams, the direct and http paths each use one client. Above 64, each uses one
+   ``httpx.AsyncClient`` per 32 streams (sharding): httpcore 1.0.9's pool
+   (``_assign_requests_to_connections``) rescans every connection for every connection on
+   each request, work quadratic in the pool's size, so one client for 512 streams would make
+   this load generator, not the gateway, the bottleneck. Each path has its own clients.
+
+   Each of the N concurrent streams sends ``--warmup`` unmeasured requests, waits for
    every stream to finish warming up, then sends ``--requests`` measured ones back to back.
    Each run has a deadline (``--timeout``); unfinished requests then count as errors.
 
@@ -33,13 +51,17 @@ The numbers (per path and level; the median over the repeats, each repeat's in `
 - ``ttfe p50``/``p99`` (ms): time to first event, from sending the request (``POST`` or
   ``query`` frame) to holding the first complete event (SSE event / ``event`` frame).
   Nearest-rank percentiles over the successful requests of a repeat.
-- ``+ttfe p50``/``p99`` (ms), gateway rows: the gateway's median TTFE percentile minus the
-  direct one at the same level, i.e. the time the gateway adds before the first event.
+- ``+ttfe p50``/``p99`` (ms), gateway and http rows: the door's median TTFE percentile minus
+  the direct one at the same level, i.e. the time the gateway adds before the first event
+  (only when ``direct`` is among the paths).
 - ``gap p99`` (ms): the 99th percentile of the time between consecutive events of a request
-  (a stall shows here; direct events read from one chunk have a gap of 0).
-- ``gw cpu/req`` (ms): the gateway process's CPU time over the measured phase, per measured
-  request (from ``/proc/PID/stat`` utime + stime, refined with the threads' nanosecond
-  ``/proc/PID/task/*/schedstat`` counters, since 10 ms ticks are too coarse here).
+  (a stall shows here; direct events read from one chunk have a gap of 0). ``+gap p99``:
+  minus the direct one at the same level (with ``--pace-ms``, what the gateway adds to the
+  stream's rhythm).
+- ``gw cpu/req`` (ms), gateway and http rows: the gateway process's CPU time over the
+  measured phase, per measured request (from ``/proc/PID/stat`` utime + stime, refined
+  with the threads' nanosecond ``/proc/PID/task/*/schedstat`` counters, since 10 ms ticks
+  are too coarse here).
   ``gw %cpu``: the gateway's CPU time over the measured phase's wall time (100: one core
   busy, the gateway is the bottleneck). ``load %cpu``: the same for the emulator and this
   load generator together (they share the other core(s) when pinned; near 100 on one core,
@@ -48,7 +70,12 @@ The numbers (per path and level; the median over the repeats, each repeat's in `
 - ``other %cpu``: CPU time used by everything else on the machine meanwhile (``/proc/stat``
   minus the three processes above; 10 ms ticks), over the wall time: well above 0, other
   programs competed for the CPUs and the row is noisy.
-- ``gw rss MiB``: the gateway's peak resident set (``VmHWM``) since it started for this level.
+- ``gw rss MiB``: the gateway's resident set (``VmRSS``) while the N streams are open: the
+  largest of samples taken every 50 ms over the measured phase (and at its two ends).
+  ``gw hwm MiB``: its peak resident set (``VmHWM``) over the run, warm-up included; the
+  peak is reset at the start of each run (``/proc/PID/clear_refs``), so it is this door's
+  and this run's, not an earlier run's (where the kernel refuses the reset, it is the peak
+  since the gateway started for this level). Memory is the largest over the repeats.
 - ``errors``: requests that failed, summed over the repeats, never averaged away: an HTTP
   error, a stream without ``message_stop``, a gateway ``error``/``aborted``/``rejected``
   frame, fewer or more events than expected, a connection lost, or a deadline hit.
@@ -65,22 +92,42 @@ Reading the numbers:
   connections; httpcore 1.0.9), so at 100 streams the direct rows
   can be bound by this load generator (``load %cpu`` near 100) and show a *negative* added
   TTFE. The gateway's upstream client is httpx too and pays the same cost in ``gw cpu/req``.
-- The machine is shared: ``other %cpu`` and the load average in the header say how much.
+- Paced streams at high concurrency load the emulator and this load generator with
+  N * 1000 / pace events per second (512 streams at 20 ms: 25,600/s) on their core; a
+  Python emulator and httpx reader cannot keep that pace on one core, so the direct row
+  falls behind the pace itself (``load %cpu`` near 100, ``gap p99`` well above the pace)
+  and the doors' ``+gap``/``+ttfe`` are then relative to a saturated baseline. The
+  ``errors``/``dropped`` columns still say whether every frame was relayed.
+- The HTTP path's SSE reader skips comment-only blocks (``: ...``, no event for an SSE
+  client): the gateway's HTTP door ends each stream with ``: switchboard cost_usd=...``
+  after ``message_stop``; it is not counted among the events.
+- The machine is shared: ``other %cpu`` and the load average in the header say how much
+  (it counts 10 ms ticks: over a run of a few tens of ms, as in ``--quick``, it is coarse).
 
-Exit status: 0 no errors, 1 some requests failed (the table says which), 2 the benchmark
-could not run (a process did not start, or the preflight check failed), 130 interrupted.
-Logs of the emulator and gateways go to a temporary directory, kept (and named on stderr)
-when something failed.
+``--idle-sessions N`` measures memory instead: with the emulator and one gateway started as
+above, it opens and closes one warm-up session, reads the gateway's ``VmRSS``, opens N
+WebSocket sessions (``bench-idle-<n>``, at most 32 handshakes at a time), waits for every
+``ready``, lets the gateway settle for a second, reads ``VmRSS`` and ``VmHWM`` again, and
+prints the growth per idle session in KB (KiB: 1024 bytes); then it closes them all and
+reads ``VmRSS`` once more. Sessions that fail or are not ready by ``--timeout`` are reported
+(and make the exit status 1).
+
+Exit status: 0 no errors, 1 some requests failed, warm-up ones included (the table says
+which), 2 the benchmark could not run (a process did not start, or the preflight check
+failed), 130 interrupted. Logs of the emulator and gateways go to a temporary directory,
+kept (and named on stderr) when something failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
@@ -88,17 +135,20 @@ from typing import Any, Final
 import httpx
 import msgspec
 import trio
-from _bench_load import RunSpec, Workload, direct_headers, query_frame, run_load
+from _bench_idle import IdleResult, measure_idle, render_idle
+from _bench_load import PATHS, RunSpec, Workload, direct_headers, query_frame, run_load
 from _bench_procs import (
     Child,
     ChildFailed,
     Pinning,
     child_env,
     cpu_seconds,
+    memory_bytes,
     open_child,
     peak_rss_bytes,
     pin_self,
     plan_pinning,
+    reset_peak_rss,
     system_busy_seconds,
 )
 from _bench_report import (
@@ -123,6 +173,13 @@ _GATEWAY_ENV_DROP: Final = (
     "ANTHROPIC_LOG",
 )
 PREFLIGHT_TIMEOUT: Final = 30.0
+# Client sharding of the direct and http paths (see the module docstring).
+SHARD_ABOVE: Final = 64
+STREAMS_PER_CLIENT: Final = 32
+# How often the gateway's VmRSS is sampled while a run's streams are open.
+RSS_INTERVAL: Final = 0.05
+# --paths names: "ws" is the gateway path (the WebSocket door).
+_PATH_NAMES: Final = {"direct": "direct", "ws": "gateway", "gateway": "gateway", "http": "http"}
 
 
 class BenchError(Exception):
@@ -138,22 +195,27 @@ class _Frame(msgspec.Struct):
 _FRAME: Final = msgspec.json.Decoder(_Frame)
 
 
-async def preflight(client: httpx.AsyncClient, emulator: str, gateway: str, workload: Workload) -> None:
-    """One request on each path: both must carry the same ``expected_events`` event types.
+async def _sse_event_types(client: httpx.AsyncClient, url: str, who: str, workload: Workload) -> list[str]:
+    response = await client.post(
+        url + "/v1/messages", content=workload.upstream_body(), headers=direct_headers("bench-http-preflight")
+    )
+    if response.status_code != 200:
+        raise BenchError(f"preflight: {who} answered {response.status_code}: {response.text[:300]}")
+    return [line[len("event:") :].strip() for line in response.text.splitlines() if line.startswith("event:")]
+
+
+async def preflight(
+    client: httpx.AsyncClient, emulator: str, gateway: str, gateway_http: str | None, workload: Workload
+) -> None:
+    """One request on each path: all must carry the same ``expected_events`` event types.
 
     Raises BenchError otherwise.
     """
     with trio.fail_after(PREFLIGHT_TIMEOUT):
-        response = await client.post(
-            emulator + "/v1/messages", content=workload.upstream_body(), headers=direct_headers()
-        )
-        if response.status_code != 200:
-            raise BenchError(f"preflight: the emulator answered {response.status_code}: {response.text[:300]}")
-        direct = [
-            line[len("event:") :].strip()
-            for line in response.text.splitlines()
-            if line.startswith("event:")
-        ]
+        direct = await _sse_event_types(client, emulator, "the emulator", workload)
+        http: list[str] | None = None
+        if gateway_http is not None:
+            http = await _sse_event_types(client, gateway_http, "the gateway's HTTP door", workload)
         relayed: list[str] = []
         async with open_websocket_url(gateway + "/v1/sessions/bench-preflight") as ws:
             if _FRAME.decode(await ws.get_message()).type != "ready":
@@ -172,10 +234,11 @@ async def preflight(client: httpx.AsyncClient, emulator: str, gateway: str, work
                 elif frame.type in ("error", "aborted", "rejected"):
                     raise BenchError(f"preflight: the gateway answered {frame.type}")
     expected = workload.expected_events
-    if len(direct) != expected or relayed != direct:
+    if len(direct) != expected or relayed != direct or (http is not None and http != direct):
         raise BenchError(
-            f"preflight: expected {expected} events on both paths; direct gave {len(direct)} "
-            f"{direct}, the gateway {len(relayed)} {relayed}"
+            f"preflight: expected {expected} events on every path; direct gave {len(direct)} "
+            f"{direct}, the WebSocket door {len(relayed)} {relayed}, the HTTP door "
+            f"{'-' if http is None else len(http)} {http}"
         )
 
 
@@ -185,21 +248,43 @@ async def measure(
     *,
     emulator: Child,
     gateway: Child,
-    client: httpx.AsyncClient,
+    clients: list[httpx.AsyncClient],
     time_limit: float,
 ) -> RunMetrics:
-    """Run ``spec`` once (at most ``time_limit`` s), reading CPU at the measured phase's two ends."""
-    on_gateway = spec.path == "gateway"
+    """Run ``spec`` once (at most ``time_limit`` s), reading CPU at the measured phase's two
+    ends and, through either door, the gateway's memory while its streams are open."""
+    on_gateway = spec.path != "direct"
     marks: list[tuple[float, float, float, float]] = []
+    rss_seen: list[int] = []
+
+    def sample_rss() -> None:
+        rss = memory_bytes(gateway.pid)
+        if rss is not None:
+            rss_seen.append(rss)
 
     def mark() -> None:
         marks.append(
             (cpu_seconds(gateway.pid), cpu_seconds(emulator.pid), time.process_time(), system_busy_seconds())
         )
+        if on_gateway:
+            sample_rss()
 
-    outcome = await run_load(
-        spec, deadline=trio.current_time() + time_limit, on_start=mark, on_end=mark, client=client
-    )
+    async def watch_rss() -> None:
+        while True:
+            await trio.sleep(RSS_INTERVAL)
+            if len(marks) == 1:
+                sample_rss()
+
+    if on_gateway:
+        # This run's peak only, not one of the previous run through the other door.
+        reset_peak_rss(gateway.pid)
+    async with trio.open_nursery() as nursery:
+        if on_gateway:
+            nursery.start_soon(watch_rss)
+        outcome = await run_load(
+            spec, deadline=trio.current_time() + time_limit, on_start=mark, on_end=mark, clients=clients
+        )
+        nursery.cancel_scope.cancel()
     if len(marks) == 2:
         gw, emu, gen, system = (end - start for start, end in zip(*marks, strict=True))
         cpu = CpuUse(
@@ -219,7 +304,8 @@ async def measure(
         outcome,
         expected_events=spec.workload.expected_events,
         cpu=cpu,
-        gateway_rss=peak_rss_bytes(gateway.pid) if on_gateway else None,
+        gateway_rss=max(rss_seen, default=None) if on_gateway else None,
+        gateway_peak_rss=peak_rss_bytes(gateway.pid) if on_gateway else None,
     )
 
 
@@ -231,66 +317,129 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def client_shards(level: int) -> int:
+    """How many HTTP clients the direct and http paths use at ``level`` streams."""
+    return 1 if level <= SHARD_ABOVE else math.ceil(level / STREAMS_PER_CLIENT)
+
+
+async def _open_clients(stack: AsyncExitStack, level: int) -> list[httpx.AsyncClient]:
+    """``client_shards(level)`` clients, each with room for its streams' connections, kept
+    alive between requests and runs (closed with ``stack``)."""
+    count = client_shards(level)
+    room = math.ceil(level / count) + 8
+    limits = httpx.Limits(max_connections=room, max_keepalive_connections=room)
+    return [
+        await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)))
+        for _ in range(count)
+    ]
+
+
+_EMULATOR_ARGS: Final = ("emulator", "--host", "127.0.0.1", "--port", "0")
+# No ledger file: a benchmark's made-up usage must never mix into real costs.
+_GATEWAY_ARGS: Final = ("serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--ledger", ":memory:")
+
+
+def _gateway_env(emulator: Child) -> dict[str, str]:
+    return child_env(
+        {"ANTHROPIC_BASE_URL": emulator.url, "ANTHROPIC_API_KEY": "sk-ant-bench"},
+        drop=_GATEWAY_ENV_DROP,
+    )
+
+
 async def bench(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> list[Summary]:
-    """Run every level and repeat; return the summaries, direct then gateway per level.
+    """Run every level and repeat; return the summaries, one per path (in ``PATHS`` order) per level.
 
     Raises ChildFailed or BenchError when the benchmark cannot run.
     """
     workload = Workload(model=args.model, deltas=args.deltas, pace_ms=args.pace_ms)
     levels: list[int] = args.levels
-    emulator_args = ["emulator", "--host", "127.0.0.1", "--port", "0"]
-    # No ledger file: a benchmark's made-up usage must never mix into real costs.
-    gateway_args = ["serve", "--host", "127.0.0.1", "--port", "0", "--ledger", ":memory:"]
-    # Room for every stream's connection plus the preflight's, all kept alive between runs.
-    limits = httpx.Limits(max_connections=max(levels) + 8, max_keepalive_connections=max(levels) + 8)
+    paths: list[str] = args.paths
     summaries: list[Summary] = []
     async with (
         open_child(
             "emulator",
-            emulator_args,
+            list(_EMULATOR_ARGS),
             env=child_env({}),
             cpus=pinning.others,
             log_path=log_dir / "emulator.log",
             url_prefix="http://",
         ) as emulator,
-        httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as client,
+        httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as preflight_client,
     ):
         _progress(f"emulator at {emulator.url} (pid {emulator.pid}); logs in {log_dir}")
-        gateway_env = child_env(
-            {"ANTHROPIC_BASE_URL": emulator.url, "ANTHROPIC_API_KEY": "sk-ant-bench"},
-            drop=_GATEWAY_ENV_DROP,
-        )
         for index, level in enumerate(levels):
-            async with open_child(
-                "gateway",
-                gateway_args,
-                env=gateway_env,
-                cpus=pinning.gateway,
-                log_path=log_dir / f"gateway-x{level}.log",
-                url_prefix="ws://",
-            ) as gateway:
-                _progress(f"level {level}: gateway at {gateway.url} (pid {gateway.pid})")
+            async with (
+                open_child(
+                    "gateway",
+                    list(_GATEWAY_ARGS),
+                    env=_gateway_env(emulator),
+                    cpus=pinning.gateway,
+                    log_path=log_dir / f"gateway-x{level}.log",
+                    url_prefix="ws://",
+                    http_url=True,
+                ) as gateway,
+                AsyncExitStack() as stack,
+            ):
+                assert gateway.http_url is not None
+                _progress(
+                    f"level {level}: gateway at {gateway.url} and {gateway.http_url} (pid {gateway.pid}); "
+                    f"{client_shards(level)} HTTP client(s) per HTTP path"
+                )
                 if index == 0:
-                    await preflight(client, emulator.url, gateway.url, workload)
-                    _progress(f"preflight: {workload.expected_events} events on both paths")
-                runs: dict[str, list[RunMetrics]] = {"direct": [], "gateway": []}
+                    await preflight(preflight_client, emulator.url, gateway.url, gateway.http_url, workload)
+                    _progress(f"preflight: {workload.expected_events} events on every path")
+                urls = {"direct": emulator.url, "gateway": gateway.url, "http": gateway.http_url}
+                # Separate clients per HTTP path: each pool holds one path's connections only.
+                clients = {path: await _open_clients(stack, level) for path in paths if path != "gateway"}
+                runs: dict[str, list[RunMetrics]] = {path: [] for path in paths}
                 for repeat in range(args.repeat):
-                    # Interleaved, so a slow drift of the machine affects both paths alike.
-                    for path in ("direct", "gateway"):
-                        url = emulator.url if path == "direct" else gateway.url
-                        spec = RunSpec(path, url, level, args.warmup, args.requests, workload)
+                    # Interleaved, so a slow drift of the machine affects every path alike.
+                    for path in paths:
+                        spec = RunSpec(path, urls[path], level, args.warmup, args.requests, workload)
                         metrics = await measure(
-                            spec, repeat, emulator=emulator, gateway=gateway, client=client, time_limit=args.timeout
+                            spec,
+                            repeat,
+                            emulator=emulator,
+                            gateway=gateway,
+                            clients=clients.get(path, []),
+                            time_limit=args.timeout,
                         )
                         runs[path].append(metrics)
                         _progress(
                             f"  x{level} repeat {repeat + 1}/{args.repeat} {path:7}: "
                             f"{metrics.requests_per_s:8.1f} req/s, ttfe p50 {_ms(metrics.ttfe_p50_ms)}, "
-                            f"{metrics.errors} errors"
+                            f"{metrics.errors} errors, {metrics.dropped} dropped"
                         )
-                direct = summarise(runs["direct"])
-                summaries += [direct, summarise(runs["gateway"], direct)]
+                direct = summarise(runs["direct"]) if "direct" in runs else None
+                summaries += [direct if path == "direct" and direct else summarise(runs[path], direct) for path in paths]
     return summaries
+
+
+async def idle(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> IdleResult:
+    """The ``--idle-sessions`` mode: the gateway's memory per idle WebSocket session.
+
+    Raises ChildFailed when a process does not start.
+    """
+    async with open_child(
+        "emulator",
+        list(_EMULATOR_ARGS),
+        env=child_env({}),
+        cpus=pinning.others,
+        log_path=log_dir / "emulator.log",
+        url_prefix="http://",
+    ) as emulator:
+        _progress(f"emulator at {emulator.url} (pid {emulator.pid}); logs in {log_dir}")
+        async with open_child(
+            "gateway",
+            list(_GATEWAY_ARGS),
+            env=_gateway_env(emulator),
+            cpus=pinning.gateway,
+            log_path=log_dir / "gateway-idle.log",
+            url_prefix="ws://",
+            http_url=True,
+        ) as gateway:
+            _progress(f"gateway at {gateway.url} (pid {gateway.pid}); opening {args.idle_sessions} sessions")
+            return await measure_idle(gateway.url, gateway.pid, args.idle_sessions, time_limit=args.timeout)
 
 
 def _default_timeout(args: argparse.Namespace) -> float:
@@ -309,12 +458,29 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
+def _paths(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in _PATH_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"paths are direct, ws, http; got {text!r}")
+    chosen = {_PATH_NAMES[name] for name in names}
+    # Always in the same order: direct first, so the doors' rows can be compared with it.
+    return [path for path in PATHS if path in chosen]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Gateway vs direct: time to first event and events/s at several concurrencies.",
         epilog="See the module docstring (scripts/bench.py) for what each number means.",
     )
     parser.add_argument("--levels", type=_levels, default=None, help="concurrency levels (default 1,10,100)")
+    parser.add_argument(
+        "--paths",
+        type=_paths,
+        default=list(PATHS),
+        help="paths to measure, comma-separated, from direct, ws (the WebSocket door), http (the HTTP "
+        "door) (default all three)",
+    )
     parser.add_argument("--requests", type=int, default=None, help="measured requests per stream (default 20)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per stream (default 2)")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per level; medians reported (default 3)")
@@ -325,6 +491,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: levels 1,10; 5 requests; 1 repeat")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
+    parser.add_argument(
+        "--idle-sessions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead of the load: open N idle WebSocket sessions and report the gateway's memory per session",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     # --quick changes only the defaults; explicit options still win.
@@ -338,8 +511,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, smoke if quick else normal)
     if args.requests < 1 or args.warmup < 0 or args.repeat < 1 or args.deltas < 0 or args.pace_ms < 0:
         parser.error("--requests and --repeat must be >= 1; --warmup, --deltas, --pace-ms >= 0")
+    if args.idle_sessions is not None and args.idle_sessions < 1:
+        parser.error("--idle-sessions must be >= 1")
     if args.timeout is None:
-        args.timeout = _default_timeout(args)
+        args.timeout = _default_timeout(args) if args.idle_sessions is None else 60.0 + args.idle_sessions * 0.1
     return args
 
 
@@ -351,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
     # Other programs' load skews every number here: say how busy the machine was.
     load_average = os.getloadavg()[0]
+    if args.idle_sessions is not None:
+        return _main_idle(args, pinning, log_dir, load_average)
     summaries: list[Summary] | None = None
     status = 0
     # Raised inside nurseries, these may arrive in an exception group: except* takes both.
@@ -365,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     if summaries is None:
         print(f"bench: stopped; logs kept in {log_dir}", file=sys.stderr)
         return status
-    errors = sum(s.errors for s in summaries)
+    # A failed warm-up request is the gateway's failure too: reported, and exit status 1.
+    errors = sum(s.errors + s.warmup_errors for s in summaries)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
         document = {
@@ -384,15 +562,55 @@ def main(argv: list[str] | None = None) -> int:
             f"per stream, median of {args.repeat} repeat(s)",
             f"pinning: {pinning.describe()}; load average at start {load_average:.2f} "
             f"on {os.cpu_count()} CPU(s)",
-            "times in ms; +ttfe: gateway minus direct; cpu/req: process CPU ms per measured request",
+            "paths: direct = the emulator; gateway = the gateway's WebSocket door; http = its HTTP door "
+            f"(HTTP clients: 1, or 1 per {STREAMS_PER_CLIENT} streams above {SHARD_ABOVE})",
+            "times in ms; +ttfe, +gap: door minus direct; cpu/req: process CPU ms per measured request; "
+            "gw rss: VmRSS while the streams are open; gw hwm: VmHWM over the run",
             "",
         ]
         print(render_table(summaries, header))
     if errors:
-        print(f"bench: {errors} failed request(s); logs kept in {log_dir}", file=sys.stderr)
+        print(f"bench: {errors} failed request(s), warm-up included; logs kept in {log_dir}", file=sys.stderr)
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
     return 1 if errors else 0
+
+
+def _main_idle(args: argparse.Namespace, pinning: Pinning, log_dir: Path, load_average: float) -> int:
+    result: IdleResult | None = None
+    status = 0
+    try:
+        result = trio.run(idle, args, pinning, log_dir)
+    except* (ChildFailed, BenchError) as group:
+        for exc in group.exceptions:
+            print(f"bench: {exc}", file=sys.stderr)
+        status = 2
+    except* KeyboardInterrupt:
+        status = 130
+    if result is None:
+        print(f"bench: stopped; logs kept in {log_dir}", file=sys.stderr)
+        return status
+    if args.json:
+        document = {
+            "config": {"idle_sessions": args.idle_sessions, "timeout": args.timeout},
+            "pinning": pinning.describe(),
+            "load_average_at_start": load_average,
+            "cpus": os.cpu_count(),
+            "idle": asdict(result),
+        }
+        print(render_json(document))
+    else:
+        header = [
+            f"switchboard bench: {args.idle_sessions} idle WebSocket sessions",
+            f"pinning: {pinning.describe()}; load average at start {load_average:.2f} on {os.cpu_count()} CPU(s)",
+            "",
+        ]
+        print(render_idle(result, header))
+    if result.failed:
+        print(f"bench: {result.failed} session(s) failed; logs kept in {log_dir}", file=sys.stderr)
+        return 1
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
