@@ -1,12 +1,14 @@
 """ClientPool: owns the upstream HTTP client and the credential it sends.
 
 Role:
-    Holds the pooled ``httpx.AsyncClient`` for the first-party API (base URL, timeouts,
-    keep-alive limits) and the current credential with its generation number; hands both out
-    as a ``Lease``. Refreshes the credential (reference-client.md 1.9) and rebuilds the
+    Holds the pooled ``httpx.AsyncClient`` (timeouts, keep-alive limits) and, per provider
+    (issue 6: the first party, Bedrock, Vertex, Foundry side by side), the current credential
+    with its generation number; hands them out as a ``Lease`` (with the provider's
+    ``Endpoint`` for the clouds). Refreshes the credential (reference-client.md 1.9) and rebuilds the
     client without keep-alive after a reset connection (1.3).
 Inbox (``ClientPoolMsg``):
-    ``Acquire`` (StreamRelay, BootstrapFetcher; once per request): a ``Lease``.
+    ``Acquire`` (StreamRelay, BootstrapFetcher; once per request): a ``Lease`` for its
+    ``provider`` (default: the configured one; another is loaded at its first Acquire).
     ``Refresh`` (RetrySupervisor, after a 401 or a revoked OAuth token): reload the
     credential once per failed generation, shared by every request that failed with it;
     answers whether a new credential is now in use.
@@ -37,8 +39,10 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer
-from actors.config import Config
+from actors.config import FIRST_PARTY, Config
 from actors.credentials import Credential, CredentialError, load_credential
+from actors.providers import Endpoint, endpoint_for
+from protocol.providers import route_provider
 
 log = logging.getLogger("switchboard.pool")
 
@@ -49,6 +53,9 @@ CONNECT_TIMEOUT: Final = 5.0
 # Enough connections for every stream the gateway carries at once (the benchmark runs 512);
 # keeping them alive spares a TCP handshake on every request.
 MAX_CONNECTIONS: Final = 1024
+# issue 6 (peers.md): after a failed early refresh, the next try waits this long (the
+# current credential is still served), so a broken source is not asked on every request.
+EARLY_REFRESH_RETRY_INTERVAL: Final = 30.0
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,10 +66,17 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     base_url: str
     headers: tuple[tuple[str, str], ...]
     generation: int
+    # issue 6: the provider, and its URL shaping and signing (None: the first party).
+    provider: str = FIRST_PARTY
+    endpoint: Endpoint | None = None
 
 
 class Acquire(msgspec.Struct, frozen=True, kw_only=True):
     reply: trio.MemorySendChannel[Lease]
+    # issue 6: the provider to lease for; None: the one ``Config.provider_routes`` gives
+    # ``model``, else the configured default.
+    provider: str | None = None
+    model: str | None = None
 
 
 class RefreshResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +86,8 @@ class RefreshResult(msgspec.Struct, frozen=True, kw_only=True):
 class Refresh(msgspec.Struct, frozen=True, kw_only=True):
     generation: int
     reply: trio.MemorySendChannel[RefreshResult]
+    # issue 6: whose credential failed (None: the provider that generation belongs to).
+    provider: str | None = None
 
 
 class ReportBroken(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,19 +116,45 @@ def _client(config: Config, transport: httpx.AsyncBaseTransport | None, *, keep_
     return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
 
 
+class _Slot:
+    """One provider's credential, its generation and its current lease (issue 6: a pool
+    serves every provider side by side; each has its own credential lifecycle)."""
+
+    __slots__ = ("config", "credential", "early", "generation", "lease", "loaded", "loading")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.credential = Credential()
+        self.generation = 0
+        self.loaded = False
+        self.loading: trio.Event | None = None
+        # The load under way is an early (background) refresh.
+        self.early = False
+        self.lease: Lease | None = None
+
+
 @final
 class ClientPool:
-    """The upstream client and its credential (see the module docstring)."""
+    """The upstream client and the providers' credentials (see the module docstring)."""
 
     def __init__(self, config: Config, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._config = config
         self._transport = transport
         self._clients: list[httpx.AsyncClient] = []
         self._keep_alive = True
-        self._credential = Credential()
-        self._generation = 0
-        self._loading: trio.Event | None = None
-        self._lease: Lease | None = None
+        self._slots: dict[str, _Slot] = {}
+        # Generations are numbered across providers, so a Refresh names its slot by the
+        # generation that failed alone.
+        self._generations = 0
+        self._owners: dict[int, _Slot] = {}
+
+    def _slot(self, provider: str | None, model: str | None = None) -> _Slot:
+        name = provider or (route_provider(model, self._config.provider_routes) if model else None)
+        name = name or self._config.provider
+        slot = self._slots.get(name)
+        if slot is None:
+            slot = self._slots[name] = _Slot(msgspec.structs.replace(self._config, provider=name))
+        return slot
 
     async def run(
         self, *, task_status: trio.TaskStatus[ClientPoolAddress] = trio.TASK_STATUS_IGNORED
@@ -123,7 +165,7 @@ class ClientPool:
         try:
             async with trio.open_nursery() as nursery:
                 with inbox:
-                    await self._load()
+                    await self._load(self._slot(None))
                     task_status.started(address)
                     async for msg in inbox:
                         self._handle(msg, nursery)
@@ -135,74 +177,103 @@ class ClientPool:
     def _handle(self, msg: ClientPoolMsg, nursery: trio.Nursery) -> None:
         match msg:
             case Acquire():
-                expired = self._credential.valid_until is not None and trio.current_time() >= self._credential.valid_until
-                if expired or self._loading is not None:
-                    self._begin_load(nursery)
-                    nursery.start_soon(self._answer_after_load, msg)
+                slot = self._slot(msg.provider, msg.model)
+                now = trio.current_time()
+                expired = not slot.loaded or (
+                    slot.credential.valid_until is not None and now >= slot.credential.valid_until
+                )
+                if expired or (slot.loading is not None and not slot.early):
+                    self._begin_load(slot, nursery)
+                    nursery.start_soon(self._answer_after_load, slot, msg)
                 else:
-                    answer(msg.reply, self._current_lease())
+                    # issue 6 (peers.md): ahead of expiry, refresh in the background and
+                    # serve the credential still in hand meanwhile.
+                    refresh_at = slot.credential.refresh_at
+                    if refresh_at is not None and now >= refresh_at and slot.loading is None:
+                        slot.early = True
+                        self._begin_load(slot, nursery)
+                    answer(msg.reply, self._current_lease(slot))
             case Refresh():
-                if msg.generation < self._generation:
+                owner = self._owners.get(msg.generation)
+                slot = owner if owner is not None and msg.provider is None else self._slot(msg.provider)
+                slot.early = False
+                if msg.generation < slot.generation:
                     # Someone already replaced the credential that failed.
                     answer(msg.reply, RefreshResult(changed=True))
                     return
-                self._begin_load(nursery)
-                nursery.start_soon(self._answer_refresh, msg)
+                self._begin_load(slot, nursery)
+                nursery.start_soon(self._answer_refresh, slot, msg)
             case ReportBroken():
                 if self._keep_alive:
                     log.warning("upstream connection reset: keep-alive is off from now on")
                     self._keep_alive = False
                     self._clients.append(_client(self._config, self._transport, keep_alive=False))
-                    self._lease = None
+                    for slot in self._slots.values():
+                        slot.lease = None
             case _:
                 assert_never(msg)
 
-    def _begin_load(self, nursery: trio.Nursery) -> None:
-        """Start loading the credential unless a load is under way; ``_loading`` is set at
+    def _begin_load(self, slot: _Slot, nursery: trio.Nursery) -> None:
+        """Start loading the credential unless a load is under way; ``loading`` is set at
         once, so whoever waits on it from now on waits for this load."""
-        if self._loading is None:
-            self._loading = trio.Event()
-            nursery.start_soon(self._load)
+        if slot.loading is None:
+            slot.loading = trio.Event()
+            nursery.start_soon(self._load, slot)
 
-    async def _load(self) -> None:
+    async def _load(self, slot: _Slot) -> None:
         """Load the credential; a new value is a new generation. A checkpoint."""
-        if self._loading is None:
-            self._loading = trio.Event()
-        done = self._loading
+        if slot.loading is None:
+            slot.loading = trio.Event()
+        done = slot.loading
+        current = slot.credential
         try:
-            fresh = await load_credential(self._config)
+            fresh = await load_credential(slot.config)
         except CredentialError as exc:
-            log.error("credential unavailable: %s", exc)
-            fresh = Credential()
+            still_good = slot.loaded and (current.valid_until is None or trio.current_time() < current.valid_until)
+            if slot.early and still_good:
+                # issue 6: an early refresh failed; keep serving the old credential and try
+                # again a little later.
+                log.warning("credential refresh failed, still using the current one: %s", exc)
+                retry_at = trio.current_time() + EARLY_REFRESH_RETRY_INTERVAL
+                fresh = msgspec.structs.replace(current, refresh_at=retry_at)
+            else:
+                log.error("credential unavailable: %s", exc)
+                fresh = Credential()
         finally:
-            self._loading = None
+            slot.loading = None
+            slot.early = False
+            slot.loaded = True
             done.set()
-        same = (fresh.api_key, fresh.bearer) == (self._credential.api_key, self._credential.bearer)
-        self._credential = fresh
-        if not same:
-            self._generation += 1
-            self._lease = None
+        same = (fresh.api_key, fresh.bearer, fresh.aws) == (current.api_key, current.bearer, current.aws)
+        slot.credential = fresh
+        if not same or slot.generation == 0:
+            self._generations += 1
+            slot.generation = self._generations
+            self._owners[slot.generation] = slot
+            slot.lease = None
 
-    async def _answer_after_load(self, msg: Acquire) -> None:
-        loading = self._loading
+    async def _answer_after_load(self, slot: _Slot, msg: Acquire) -> None:
+        loading = slot.loading
         if loading is not None:
             await loading.wait()
-        answer(msg.reply, self._current_lease())
+        answer(msg.reply, self._current_lease(slot))
 
-    async def _answer_refresh(self, msg: Refresh) -> None:
-        loading = self._loading
+    async def _answer_refresh(self, slot: _Slot, msg: Refresh) -> None:
+        loading = slot.loading
         if loading is not None:
             await loading.wait()
-        answer(msg.reply, RefreshResult(changed=msg.generation < self._generation))
+        answer(msg.reply, RefreshResult(changed=msg.generation < slot.generation))
 
-    def _current_lease(self) -> Lease:
-        if self._lease is None:
-            headers = list(base_headers(self._config))
-            headers.extend(self._credential.headers())
-            self._lease = Lease(
+    def _current_lease(self, slot: _Slot) -> Lease:
+        if slot.lease is None:
+            headers = list(base_headers(slot.config))
+            headers.extend(slot.credential.headers())
+            slot.lease = Lease(
                 client=self._clients[-1],
-                base_url=self._config.base_url,
+                base_url=slot.config.base_url,
                 headers=tuple(headers),
-                generation=self._generation,
+                generation=slot.generation,
+                provider=slot.config.provider,
+                endpoint=endpoint_for(slot.config, slot.credential),
             )
-        return self._lease
+        return slot.lease

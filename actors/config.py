@@ -18,6 +18,16 @@ Environment variables read (first party):
   and then the gateway refuses to listen on a non-loopback address unless ``--allow-no-auth``).
 - ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`` (any value): no bootstrap fetch at start
   (reference-client.md 4).
+- issue 6, the cloud providers: ``CLAUDE_CODE_USE_BEDROCK`` / ``_VERTEX`` / ``_FOUNDRY``;
+  Bedrock ``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION``,
+  ``ANTHROPIC_BEDROCK_BASE_URL``, ``AWS_BEARER_TOKEN_BEDROCK``, ``CLAUDE_CODE_SKIP_BEDROCK_AUTH``;
+  Vertex ``ANTHROPIC_VERTEX_PROJECT_ID``, ``CLOUD_ML_REGION``, ``VERTEX_REGION_CLAUDE_*``,
+  ``ANTHROPIC_VERTEX_BASE_URL``, ``CLAUDE_CODE_SKIP_VERTEX_AUTH``; Foundry
+  ``ANTHROPIC_FOUNDRY_RESOURCE`` / ``_BASE_URL`` / ``_API_KEY``, ``CLAUDE_CODE_SKIP_FOUNDRY_AUTH``;
+  and ``SWITCHBOARD_PROVIDER_ROUTES`` (``prefix=provider,...``): models routed to other providers.
+- issue 5, request construction (``build_settings_from_env``, the README's table): models
+  (``ANTHROPIC_MODEL``, ``ANTHROPIC_DEFAULT_*_MODEL``, ``ANTHROPIC_SMALL_FAST_MODEL``, ...),
+  betas (``ANTHROPIC_BETAS``, ...), ``CLAUDE_CODE_EXTRA_BODY``, prompt caching.
 - ``XDG_STATE_HOME`` (default ``~/.local/state``): where the cost ledger lives when
   ``--ledger`` is not given (``default_ledger_path``).
 """
@@ -25,13 +35,18 @@ Environment variables read (first party):
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping
 from typing import Final
+from urllib.parse import urlsplit
 
 import msgspec
 
 from protocol.errors import ConfigError
+from protocol.models_catalog import ModelSettings
+from protocol.providers import parse_routes
+from protocol.request_builder import BuildSettings
 
 DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
 # reference-client.md 5.1: timeout = parseInt(API_TIMEOUT_MS || 600000).
@@ -106,10 +121,34 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # ledger file is ``ledger_path``: None means ``ledger_file(config)`` picks it.
     disable_nonessential_traffic: bool = False
     provider: str = FIRST_PARTY
+    # issue 6: the cloud providers (reference-client.md 5.2; wire.md 7 to 9). ``provider`` is
+    # the default one (CLAUDE_CODE_USE_BEDROCK > _VERTEX > _FOUNDRY > first party). AWS keys,
+    # profiles and SSO are read by botocore's own chain, Google's by google-auth.
+    bedrock_region: str = "us-east-1"
+    bedrock_small_fast_region: str | None = None
+    small_fast_model: str | None = None
+    bedrock_base_url: str | None = None
+    bedrock_bearer: Secret | None = None
+    skip_bedrock_auth: bool = False
+    vertex_project: str | None = None
+    vertex_region: str = "us-east5"
+    vertex_region_overrides: tuple[tuple[str, str], ...] = ()
+    vertex_base_url: str | None = None
+    skip_vertex_auth: bool = False
+    foundry_base_url: str | None = None
+    foundry_api_key: Secret | None = None
+    skip_foundry_auth: bool = False
+    # Side by side: model-id prefix -> provider (SWITCHBOARD_PROVIDER_ROUTES), longest first
+    # wins; a model no route matches goes to ``provider``.
+    provider_routes: tuple[tuple[str, str], ...] = ()
+    # issue 5: request construction (models, betas, extra body, prompt caching), read once
+    # by ``build_settings_from_env``; see protocol/request_builder.py.
+    build: BuildSettings = BuildSettings()
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redactor."""
         found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens) if s]
+        found += [s.reveal() for s in (self.bedrock_bearer, self.foundry_api_key) if s]
         found += [value for name, value in self.custom_headers if _is_secret_header(name)]
         return [s for s in found if s]
 
@@ -185,6 +224,79 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# issue 6: reference-client.md 5.2, getVertexRegionForModel: each variable names the model
+# prefix it covers; the longest matching prefix wins (most specific first).
+VERTEX_REGION_VARIABLES: Final = (
+    ("VERTEX_REGION_CLAUDE_HAIKU_4_5", "claude-haiku-4-5"),
+    ("VERTEX_REGION_CLAUDE_3_5_HAIKU", "claude-3-5-haiku"),
+    ("VERTEX_REGION_CLAUDE_3_5_SONNET", "claude-3-5-sonnet"),
+    ("VERTEX_REGION_CLAUDE_3_7_SONNET", "claude-3-7-sonnet"),
+    ("VERTEX_REGION_CLAUDE_4_1_OPUS", "claude-opus-4-1"),
+    ("VERTEX_REGION_CLAUDE_4_0_OPUS", "claude-opus-4"),
+    ("VERTEX_REGION_CLAUDE_4_6_SONNET", "claude-sonnet-4-6"),
+    ("VERTEX_REGION_CLAUDE_4_5_SONNET", "claude-sonnet-4-5"),
+    ("VERTEX_REGION_CLAUDE_4_0_SONNET", "claude-sonnet-4"),
+)
+
+
+def select_provider(env: Mapping[str, str]) -> str:
+    """reference-client.md 5.1: Bedrock, else Vertex, else Foundry, else the first party."""
+    for variable, provider in (
+        ("CLAUDE_CODE_USE_BEDROCK", "bedrock"),
+        ("CLAUDE_CODE_USE_VERTEX", "vertex"),
+        ("CLAUDE_CODE_USE_FOUNDRY", "foundry"),
+    ):
+        if is_truthy(env.get(variable)):
+            return provider
+    return FIRST_PARTY
+
+
+def _with_providers(config: Config, env: Mapping[str, str]) -> Config:
+    """The issue-6 fields: the provider and each provider's own variables."""
+
+    def get(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    provider = select_provider(env)
+    bearer = get("AWS_BEARER_TOKEN_BEDROCK")
+    foundry_key = get("ANTHROPIC_FOUNDRY_API_KEY")
+    resource = get("ANTHROPIC_FOUNDRY_RESOURCE")
+    foundry_url = get("ANTHROPIC_FOUNDRY_BASE_URL")
+    if resource and foundry_url:
+        raise ConfigError("ANTHROPIC_FOUNDRY_RESOURCE and ANTHROPIC_FOUNDRY_BASE_URL are mutually exclusive")
+    if resource:
+        foundry_url = f"https://{resource}.services.ai.azure.com/anthropic"
+    overrides = sorted(
+        ((prefix, region) for name, prefix in VERTEX_REGION_VARIABLES if (region := get(name))),
+        key=lambda pair: -len(pair[0]),
+    )
+    try:
+        routes = parse_routes(env.get("SWITCHBOARD_PROVIDER_ROUTES", ""))
+    except ValueError as exc:
+        raise ConfigError(f"SWITCHBOARD_PROVIDER_ROUTES: {exc}") from exc
+    return msgspec.structs.replace(
+        config,
+        provider=provider,
+        provider_routes=routes,
+        # A cloud provider is something real to talk to.
+        use_emulator=config.use_emulator and provider == FIRST_PARTY,
+        bedrock_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION") or "us-east-1",
+        bedrock_small_fast_region=get("ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION"),
+        small_fast_model=get("ANTHROPIC_SMALL_FAST_MODEL"),
+        bedrock_base_url=(get("ANTHROPIC_BEDROCK_BASE_URL") or "").rstrip("/") or None,
+        bedrock_bearer=Secret(bearer) if bearer else None,
+        skip_bedrock_auth=is_truthy(env.get("CLAUDE_CODE_SKIP_BEDROCK_AUTH")),
+        vertex_project=get("ANTHROPIC_VERTEX_PROJECT_ID"),
+        vertex_region=get("CLOUD_ML_REGION") or "us-east5",
+        vertex_region_overrides=tuple(overrides),
+        vertex_base_url=(get("ANTHROPIC_VERTEX_BASE_URL") or "").rstrip("/") or None,
+        skip_vertex_auth=is_truthy(env.get("CLAUDE_CODE_SKIP_VERTEX_AUTH")),
+        foundry_base_url=foundry_url.rstrip("/") if foundry_url else None,
+        foundry_api_key=Secret(foundry_key) if foundry_key else None,
+        skip_foundry_auth=is_truthy(env.get("CLAUDE_CODE_SKIP_FOUNDRY_AUTH")),
+    )
+
+
 def config_from_env(
     env: Mapping[str, str],
     *,
@@ -220,7 +332,7 @@ def config_from_env(
     helper_ttl_ms = _int_env(env, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS", int(DEFAULT_KEY_HELPER_TTL * 1000))
     idle_ms = _int_env(env, "CLAUDE_STREAM_IDLE_TIMEOUT_MS", int(DEFAULT_STREAM_IDLE_TIMEOUT * 1000))
     watchdog_off = is_falsy(env.get("CLAUDE_ENABLE_STREAM_WATCHDOG"))
-    return Config(
+    config = Config(
         host=host,
         port=port,
         ledger_path=ledger_path,
@@ -248,3 +360,81 @@ def config_from_env(
         disable_fast_mode=is_truthy(env.get("CLAUDE_CODE_DISABLE_FAST_MODE")),
         disable_nonessential_traffic=bool(env.get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "").strip()),
     )
+    config = _with_providers(config, env)
+    # issue 5: request construction's settings, for the provider just chosen.
+    return msgspec.structs.replace(config, build=build_settings_from_env(env, config.provider))
+
+
+# --- issue 5: request construction ------------------------------------------------------------
+
+
+def _extra_body(raw: str) -> dict[str, object]:
+    """``CLAUDE_CODE_EXTRA_BODY``: only a JSON object counts; anything else is logged and
+    ignored (the reference's behaviour), so a typo cannot take the gateway down."""
+    if not raw.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        logging.getLogger("switchboard.config").warning("CLAUDE_CODE_EXTRA_BODY ignored: not JSON (%s)", exc)
+        return {}
+    if not isinstance(value, dict):
+        logging.getLogger("switchboard.config").warning(
+            "CLAUDE_CODE_EXTRA_BODY ignored: a JSON object is required, got %s", type(value).__name__
+        )
+        return {}
+    return value
+
+
+def build_settings_from_env(env: Mapping[str, str], provider: str = FIRST_PARTY) -> BuildSettings:
+    """The request-construction settings (protocol/request_builder.py), read once.
+
+    Raises:
+        ConfigError: ``CLAUDE_CODE_MAX_OUTPUT_TOKENS`` is not an integer.
+    """
+
+    def get(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    max_output = _int_env(env, "CLAUDE_CODE_MAX_OUTPUT_TOKENS", 0)
+    one_hour = is_truthy(env.get("ENABLE_PROMPT_CACHING_1H")) or (
+        provider == "bedrock" and is_truthy(env.get("ENABLE_PROMPT_CACHING_1H_BEDROCK"))
+    )
+    advisor = get("SWITCHBOARD_ADVISOR_MODEL")
+    return BuildSettings(
+        provider=provider,
+        models=ModelSettings(
+            default_opus=get("ANTHROPIC_DEFAULT_OPUS_MODEL"),
+            default_sonnet=get("ANTHROPIC_DEFAULT_SONNET_MODEL"),
+            default_haiku=get("ANTHROPIC_DEFAULT_HAIKU_MODEL"),
+            small_fast=get("ANTHROPIC_SMALL_FAST_MODEL"),
+            main_model=get("ANTHROPIC_MODEL"),
+            disable_legacy_remap=is_truthy(env.get("CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP")),
+            disable_1m=is_truthy(env.get("CLAUDE_CODE_DISABLE_1M_CONTEXT")),
+        ),
+        extra_betas=tuple(b.strip() for b in env.get("ANTHROPIC_BETAS", "").split(",") if b.strip()),
+        disable_experimental_betas=is_truthy(env.get("CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS")),
+        disable_interleaved_thinking=is_truthy(env.get("DISABLE_INTERLEAVED_THINKING")),
+        extra_body=_extra_body(env.get("CLAUDE_CODE_EXTRA_BODY", "")),
+        disable_prompt_caching=is_truthy(env.get("DISABLE_PROMPT_CACHING")),
+        disable_prompt_caching_haiku=is_truthy(env.get("DISABLE_PROMPT_CACHING_HAIKU")),
+        disable_prompt_caching_sonnet=is_truthy(env.get("DISABLE_PROMPT_CACHING_SONNET")),
+        disable_prompt_caching_opus=is_truthy(env.get("DISABLE_PROMPT_CACHING_OPUS")),
+        prompt_caching_1h=one_hour,
+        force_prompt_caching_5m=is_truthy(env.get("FORCE_PROMPT_CACHING_5M")),
+        max_output_tokens=max_output if max_output > 0 else None,
+        disable_thinking=is_truthy(env.get("CLAUDE_CODE_DISABLE_THINKING")),
+        advisor_model=None if is_truthy(env.get("CLAUDE_CODE_DISABLE_ADVISOR_TOOL")) else advisor,
+        tool_search=_tool_search(env),
+    )
+
+
+def _tool_search(env: Mapping[str, str]) -> bool:
+    """reference-client.md 8, ``ENABLE_TOOL_SEARCH``: ``false``/``auto:100`` off, any other
+    value on; unset, on unless ``ANTHROPIC_BASE_URL`` points at a host other than the API's
+    (a proxy may not know ``defer_loading``)."""
+    raw = env.get("ENABLE_TOOL_SEARCH", "").strip().lower()
+    if raw:
+        return raw not in ("false", "0", "auto:100")
+    base_url = env.get("ANTHROPIC_BASE_URL", "").strip()
+    return not base_url or urlsplit(base_url).hostname == "api.anthropic.com"

@@ -25,7 +25,7 @@ from typing import Final
 import msgspec
 import trio
 
-from actors.config import Config
+from actors.config import FIRST_PARTY, Config
 from protocol.errors import SwitchboardError
 
 OAUTH_BETA: Final = "oauth-2025-04-20"
@@ -39,13 +39,31 @@ class CredentialError(SwitchboardError):
     """A credential source could not produce a credential."""
 
 
+class AwsKeys(msgspec.Struct, frozen=True, kw_only=True):
+    """issue 6: AWS keys a request is signed with (SigV4); never on the wire themselves."""
+
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AwsKeys(access_key={self.access_key!r}, secret_key='***')"
+
+
 class Credential(msgspec.Struct, frozen=True, kw_only=True):
-    """What goes on the wire, and until when it may be reused (trio time; None: forever)."""
+    """What goes on the wire, and until when it may be reused (trio time; None: forever).
+
+    issue 6: ``aws`` keys sign each request instead of a header; ``refresh_at`` (before
+    ``valid_until``) starts a background refresh while this credential is still served.
+    """
 
     api_key: str | None = None
     bearer: str | None = None
     oauth: bool = False
     valid_until: float | None = None
+    aws: AwsKeys | None = None
+    refresh_at: float | None = None
+    project: str | None = None
 
     def headers(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -73,6 +91,11 @@ async def load_credential(config: Config) -> Credential:
     Raises:
         CredentialError: the helper failed or printed nothing, or the token file is unusable.
     """
+    if config.provider != FIRST_PARTY:
+        # issue 6: imported here, as it imports this module (and the cloud SDKs lazily).
+        from actors.cloud_credentials import load_cloud_credential
+
+        return await load_cloud_credential(config)
     if config.api_key_helper is not None:
         return await _run_helper(config.api_key_helper, config.api_key_helper_ttl)
     if config.oauth_token_file is not None:

@@ -51,6 +51,7 @@ from actors.retry_supervisor import (
     RunCountTokens,
     RunQuery,
 )
+from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
 from protocol.bootstrap import merge_model_options
 from protocol.errors import ActorUnavailable, RemoteProtocolError
@@ -84,8 +85,11 @@ class Gateway:
         metrics: Metrics | None = None,
         bootstrap: BootstrapFetcher | None = None,
         to_bootstrap: BootstrapFetcherAddress | None = None,
+        request_sessions: SessionStates | None = None,
     ) -> None:
         self.config = config
+        # issue 5: the RetrySupervisor's per-session request state, read here only.
+        self._request_sessions = request_sessions if request_sessions is not None else SessionStates()
         self._bootstrap = bootstrap
         self._to_bootstrap = to_bootstrap
         self.metrics = metrics if metrics is not None else Metrics()
@@ -107,6 +111,15 @@ class Gateway:
             if self._session_users[session_id] == 0:
                 del self._session_users[session_id]
                 self.metrics.session_closed()
+
+    def active_sessions(self) -> list[str]:
+        """Sessions with an upstream request in flight (reference-client.md 8, session activity)."""
+        return self._request_sessions.active()
+
+    def idle_sessions(self) -> list[tuple[str, float | None]]:
+        """Known sessions with nothing in flight, each with the trio time its last request
+        ended (None: none has ended yet), for idle timeouts."""
+        return self._request_sessions.idle()
 
     @property
     def models(self) -> tuple[ModelOption, ...]:
@@ -255,16 +268,15 @@ async def run_gateway(
         )
         to_relay = await nursery.start(relay.run)
         rng = random.Random(config.retry_seed)
-        to_supervisor = await nursery.start(
-            RetrySupervisor(
-                config=config,
-                to_relay=to_relay.clone(),
-                to_ledger=to_ledger.clone(),
-                to_pool=to_pool.clone(),
-                rng=rng,
-                metrics=metrics,
-            ).run
+        supervisor = RetrySupervisor(
+            config=config,
+            to_relay=to_relay.clone(),
+            to_ledger=to_ledger.clone(),
+            to_pool=to_pool.clone(),
+            rng=rng,
+            metrics=metrics,
         )
+        to_supervisor = await nursery.start(supervisor.run)
         to_relay.close()
         to_pool.close()
         gateway = Gateway(
@@ -274,6 +286,7 @@ async def run_gateway(
             metrics=metrics,
             bootstrap=fetcher,
             to_bootstrap=to_bootstrap,
+            request_sessions=supervisor.sessions,
         )
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.

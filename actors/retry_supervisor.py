@@ -46,6 +46,7 @@ from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
 from actors.metrics import Metrics, Outcome
 from actors.retry_shared import SharedRetryState
+from actors.session_state import SessionRequestState, SessionStates
 from actors.stream_relay import (
     AttemptOutcome,
     CountResult,
@@ -54,6 +55,8 @@ from actors.stream_relay import (
     StreamRelayAddress,
 )
 from protocol.assembly import usage_json
+from protocol.betas import parse_betas
+from protocol.caching import CacheBreak, PromptSnapshot, tracking_key
 from protocol.frames import (
     Aborted,
     Done,
@@ -66,9 +69,11 @@ from protocol.frames import (
     RetryFrame,
     Tombstone,
 )
+from protocol.models_catalog import resolve_model
 from protocol.pricing import usd
 from protocol.recovery import Recovery, can_recover, combined, hit_output_limit, next_step
-from protocol.request import attempt_body, count_tokens_body, strip_thinking, thinking_budget
+from protocol.request import strip_thinking, thinking_budget
+from protocol.request_builder import BuiltRequest, build_request, count_tokens_request
 from protocol.retry import (
     Context,
     Failure,
@@ -90,8 +95,6 @@ log = logging.getLogger("switchboard.supervisor")
 HEARTBEAT_INTERVAL: Final = 30.0
 # The provider label of the metrics: the first party until issue #6 adds the clouds.
 PROVIDER: Final = "anthropic"
-# wire.md 10.4: the body field and beta of fast mode.
-FAST_MODE_BETA: Final = "fast-mode-2026-02-01"
 
 
 class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,6 +166,10 @@ class RetrySupervisor:
         self._to_pool = to_pool
         self._rng = rng
         self._shared: SharedRetryState | None = None
+        # issue 5: request-construction latches, cache-break baselines and activity per session.
+        self.sessions = SessionStates()
+        # The builder shapes model ids and betas for the configured provider.
+        self._build = msgspec.structs.replace(config.build, provider=config.provider)
 
     async def run(
         self, *, task_status: trio.TaskStatus[RetrySupervisorAddress] = trio.TASK_STATUS_IGNORED
@@ -186,9 +193,11 @@ class RetrySupervisor:
     async def _count_task(self, msg: RunCountTokens) -> None:
         with msg.reply:
             send, receive = trio.open_memory_channel[CountResult](1)
+            headers, client_betas = _split_betas(msg.headers)
+            built = count_tokens_request(msg.request, settings=self._build, client_betas=client_betas)
             with receive:
                 await self._to_relay.send(
-                    RunCount(body=count_tokens_body(msg.request), headers=msg.headers, reply=send)
+                    RunCount(body=built.body, headers=_with_betas(headers, built), reply=send)
                 )
                 try:
                     result = await receive.receive()
@@ -200,6 +209,7 @@ class RetrySupervisor:
         totals = _Totals()
         started = trio.current_time()
         self._metrics.query_started()
+        self.sessions.started(msg.session_id)
         try:
             with msg.outbound:
                 terminal_sent = False
@@ -213,13 +223,19 @@ class RetrySupervisor:
                     with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                         await _deliver(msg.outbound, frame)
         finally:
+            self.sessions.finished(msg.session_id, trio.current_time())
             self._metrics.query_finished(
-                str(msg.query.request.get("model")),
+                self._api_model(str(msg.query.request.get("model"))),
                 PROVIDER,
                 totals.outcome,
                 trio.current_time() - started,
                 error_type=totals.error_type,
             )
+
+    def _api_model(self, requested: str) -> str:
+        """The id ``requested`` is sent upstream as (aliases and ``[1m]`` resolved)."""
+        build = self._build
+        return resolve_model(requested, build.models, build.provider).api_id
 
     def _policy(self, query: Query) -> RetryPolicy:
         config = self._config
@@ -227,7 +243,7 @@ class RetrySupervisor:
         return RetryPolicy(
             max_retries=query.max_retries if query.max_retries is not None else config.max_retries,
             source=query.source,
-            fallback_model=query.fallback_model,
+            fallback_model=self._api_model(query.fallback_model) if query.fallback_model else None,
             persistent=persistent,
             fallback_for_all_models=config.fallback_for_all_models,
             nonstreaming_fallback=config.nonstreaming_fallback,
@@ -245,11 +261,16 @@ class RetrySupervisor:
         policy = self._policy(query)
         request = query.request
         fast_requested = bool(query.fast_mode) and not shared.fast_mode_disabled
-        state = RetryState(model=str(request["model"]), fast_mode=fast_requested)
-        # The fast-mode beta stays on for the whole query once asked for (reference 7.4:
-        # toggling it would break the prompt cache); only the body's speed field follows
-        # cooldowns.
-        headers = msg.headers + ((("anthropic-beta", FAST_MODE_BETA),) if fast_requested else ())
+        settings = self._build
+        session = self.sessions.get(msg.session_id)
+        base_headers, client_betas = _split_betas(msg.headers)
+        # The model as sent upstream (aliases and [1m] resolved): gates, prices and the
+        # frames all name it.
+        state = RetryState(model=self._api_model(str(request["model"])), fast_mode=fast_requested)
+        # What the client named each model as: the builder needs the [1m] marker back.
+        requested = {state.model: str(request["model"])}
+        if query.fallback_model and policy.fallback_model:
+            requested.setdefault(policy.fallback_model, query.fallback_model)
         started = trio.current_time()
         cooldown_announced = False
         recovery = Recovery()
@@ -263,7 +284,24 @@ class RetrySupervisor:
             if state.fast_mode and not fast_active and not cooldown_announced:
                 cooldown_announced = True
                 await self._send(msg, FastMode(id=query.id, active=False, reason="cooldown", until_ms=_ms(cooldown)))
-            body = attempt_body(request, model=state.model, max_tokens=state.max_tokens_override, fast=fast_active)
+            # The fast-mode beta is latched for the session once asked for (reference 7.4:
+            # toggling it would break the prompt cache); only the body's speed field follows
+            # cooldowns.
+            built, session.latch = build_request(
+                request,
+                settings=settings,
+                latch=session.latch,
+                source=query.source,
+                model=requested.get(state.model, state.model),
+                max_tokens=state.max_tokens_override,
+                fast=fast_active,
+                fast_requested=fast_requested,
+                client_betas=client_betas,
+            )
+            for note in built.notes if state.attempt == 1 else ():
+                log.info("query %s: %s", query.id, note)
+            body = built.body
+            headers = _with_betas(base_headers, built)
             outcome: AttemptOutcome | None = None
             decision: Retry | SwitchModel | GiveUp | None = None
             withhold = bool(query.recover) and can_recover(recovery, request)
@@ -287,7 +325,10 @@ class RetrySupervisor:
                     state = msgspec.structs.replace(state, loop_attempt=0)
                     continue
                 message = combined(recovery, outcome.message)
-                return await self._done(msg, state, msgspec.structs.replace(outcome, message=message), totals, started)
+                cache_break = self._check_cache(session, query.source, built.snapshot, outcome)
+                return await self._done(
+                    msg, state, msgspec.structs.replace(outcome, message=message), totals, started, cache_break
+                )
             assert decision is not None
             if outcome.relayed:
                 await self._send(msg, Tombstone(id=query.id, attempt=state.attempt))
@@ -366,8 +407,29 @@ class RetrySupervisor:
         )
         await self._send(msg, frame)
 
+    def _check_cache(
+        self, session: SessionRequestState, source: str, snapshot: PromptSnapshot, outcome: AttemptOutcome
+    ) -> CacheBreak | None:
+        """reference 7.5 phase 2 on the answer's cache reads; a break is logged. Diagnostics only."""
+        assert self._shared is not None
+        found = session.check_response(
+            tracking_key(source), snapshot, cache_read=outcome.usage.cache_read_input_tokens, now=self._shared.wall_now()
+        )
+        if found is not None:
+            log.info(
+                "[PROMPT CACHE BREAK] %s [source=%s, cache read: %d → %d]",
+                found.reason, source, found.cache_read_before, found.cache_read_after,
+            )
+        return found
+
     async def _done(
-        self, msg: RunQuery, state: RetryState, outcome: AttemptOutcome, totals: _Totals, started: float
+        self,
+        msg: RunQuery,
+        state: RetryState,
+        outcome: AttemptOutcome,
+        totals: _Totals,
+        started: float,
+        cache_break: CacheBreak | None = None,
     ) -> bool:
         assert outcome.message is not None
         duration = trio.current_time() - started
@@ -390,6 +452,7 @@ class RetrySupervisor:
             attempts=state.attempt,
             duration_ms=round(duration * 1000),
             duration_without_retries_ms=round(outcome.duration * 1000),
+            cache_break=cache_break,
         )
         totals.outcome = "done"
         return await _deliver(msg.outbound, done)
@@ -462,6 +525,23 @@ class RetrySupervisor:
     async def _send(self, msg: RunQuery, frame: GatewayFrame) -> None:
         if not await _deliver(msg.outbound, frame):
             raise _ClientGone
+
+
+def _split_betas(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The client's headers without ``anthropic-beta``, and the betas it carried."""
+    betas: list[str] = []
+    rest: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name.lower() == "anthropic-beta":
+            betas.extend(parse_betas(value))
+        else:
+            rest.append((name, value))
+    return tuple(rest), tuple(betas)
+
+
+def _with_betas(headers: tuple[tuple[str, str], ...], built: BuiltRequest) -> tuple[tuple[str, str], ...]:
+    """reference 6: the beta header is sent only when the list is non-empty."""
+    return headers + ((("anthropic-beta", ",".join(built.betas)),) if built.betas else ())
 
 
 def _ms(epoch: float | None) -> int | None:

@@ -1,9 +1,11 @@
 """StreamRelay: runs one upstream attempt and relays its events as they arrive.
 
 Role:
-    For each ``RunAttempt``: lease a client from the ClientPool, POST the streaming request,
-    decode SSE incrementally, relay every event's bytes to the query's outbound channel as an
-    ``event`` frame (one channel hop from upstream socket to client writer), assemble the
+    For each ``RunAttempt``: lease a client from the ClientPool (for the model's provider),
+    POST the streaming request (shaped by the lease's endpoint for a cloud provider), decode
+    SSE (or, from Bedrock, AWS event-stream) incrementally, relay every event's bytes to the
+    query's outbound channel as an ``event`` frame (one channel hop from upstream socket to
+    client writer), assemble the
     final message, and record the message's usage with the CostLedger exactly once. Also
     answers ``RunCount`` (``count_tokens``).
 Inbox (``StreamRelayMsg``):
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Final, TypeAlias, assert_never, final
+from typing import Final, Protocol, TypeAlias, assert_never, final
 
 import httpx
 import msgspec
@@ -38,9 +40,11 @@ from actors._util import CLEANUP_TIMEOUT, answer, ask
 from actors.client_pool import Acquire, ClientPoolAddress, Lease
 from actors.cost_ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.metrics import Metrics
+from actors.providers import Prepared
 from actors.upstream import failure_from_exception, failure_from_response
 from protocol.assembly import MessageAssembler
 from protocol.errors import ActorUnavailable, RemoteProtocolError
+from protocol.eventstream import BedrockStreamDecoder, BedrockStreamException
 from protocol.frames import EventFrame, GatewayFrame
 from protocol.nonstreaming import events_from_message, nonstreaming_body
 from protocol.recovery import OUTPUT_LIMIT_STOPS
@@ -52,7 +56,7 @@ from protocol.wire import COUNT_TOKENS_RESULT, JSON, JSON_OBJECT, JsonObject
 
 log = logging.getLogger("switchboard.relay")
 
-# The provider label of the metrics: the first party until issue #6 adds the clouds.
+# The provider label of the first party's metrics (a cloud lease's endpoint has its own).
 PROVIDER: Final = "anthropic"
 _BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
 
@@ -130,6 +134,43 @@ def _renumber(data: bytes, offset: int) -> bytes:
     if isinstance(index, int):
         event["index"] = index + offset
     return JSON.encode(event)
+
+
+class _Decoder(Protocol):
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]: ...
+
+    def close(self) -> None: ...
+
+
+class _SSEEvents:
+    """The SSE decoder with the event-stream decoder's face: (name, data) pairs."""
+
+    __slots__ = ("_sse",)
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        return [(event.event, event.data) for event in self._sse.feed(chunk)]
+
+    def close(self) -> None:
+        self._sse.close()
+
+
+def _prepare(lease: Lease, body: JsonObject, headers: dict[str, str], *, streaming: bool) -> Prepared:
+    """issue 6: the request for the lease's provider (the first party: ``/v1/messages``)."""
+    if lease.endpoint is None:
+        return Prepared(url=lease.base_url + "/v1/messages", headers=headers, content=JSON.encode(body))
+    return lease.endpoint.messages(body, headers, streaming=streaming)
+
+
+def _failure(lease: Lease, response: httpx.Response, body: bytes) -> Failure:
+    failure = failure_from_response(response, body)
+    return failure if lease.endpoint is None else lease.endpoint.adjust(failure, body)
+
+
+def _label(lease: Lease) -> str:
+    return PROVIDER if lease.endpoint is None else lease.endpoint.label
 
 
 class _ClientGone(Exception):
@@ -215,24 +256,25 @@ class StreamRelay:
 
     async def _stream(self, msg: RunAttempt, progress: _Progress) -> Failure | None:
         """Run the attempt; return its failure, or None when the message completed."""
-        lease: Lease = await ask(self._to_pool, lambda reply: Acquire(reply=reply))
+        lease: Lease = await ask(self._to_pool, lambda reply: Acquire(reply=reply, model=msg.model))
         progress.generation = lease.generation
         headers = merge_headers(lease.headers, msg.headers)
         if not msg.streaming:
             return await self._nonstreaming(msg, progress, lease, headers)
         assembler = progress.assembler
         in_body = False
+        prepared = _prepare(lease, msg.body, headers, streaming=True)
         sent_at = trio.current_time()
         try:
             async with lease.client.stream(
-                "POST", lease.base_url + "/v1/messages", content=JSON.encode(msg.body), headers=headers
+                "POST", prepared.url, content=prepared.content, headers=prepared.headers
             ) as response:
-                self._metrics.upstream_latency(PROVIDER, trio.current_time() - sent_at)
+                self._metrics.upstream_latency(_label(lease), trio.current_time() - sent_at)
                 if response.status_code != 200:
-                    return failure_from_response(response, await response.aread())
+                    return _failure(lease, response, await response.aread())
                 in_body = True
                 request_id = response.headers.get("request-id")
-                decoder = SSEDecoder()
+                decoder: _Decoder = BedrockStreamDecoder() if prepared.decoder == "eventstream" else _SSEEvents()
                 idle = self._idle_timeout
                 # The idle watchdog: a deadline pushed forward by every chunk (reference 2.2).
                 with trio.CancelScope() as watchdog:
@@ -241,8 +283,8 @@ class StreamRelay:
                     async for chunk in response.aiter_bytes():
                         if idle is not None:
                             watchdog.deadline = trio.current_time() + idle
-                        for event in decoder.feed(chunk):
-                            failure = await self._relay_event(msg, progress, event.event, event.data)
+                        for name, data in decoder.feed(chunk):
+                            failure = await self._relay_event(msg, progress, name, data)
                             if failure is not None:
                                 return msgspec.structs.replace(failure, request_id=request_id)
                 if watchdog.cancelled_caught:
@@ -263,6 +305,12 @@ class StreamRelay:
                         mid_stream=True,
                     )
                 return None
+        except BedrockStreamException as exc:
+            # issue 6: an exception frame is the status it stands for (wire.md 12 item 4).
+            return Failure(
+                kind="stream", error_type=exc.error_type, message=str(exc), status=exc.status,
+                mid_stream=progress.relayed > 0,
+            )
         except RemoteProtocolError as exc:
             return Failure(kind="protocol", error_type=exc.error_type, message=str(exc), mid_stream=True)
         except (httpx.HTTPError, trio.BrokenResourceError) as exc:
@@ -343,22 +391,20 @@ class StreamRelay:
         """The non-streaming fallback: one POST with its own timeout, then the answer relayed
         as the event sequence of a stream."""
         timeout = httpx.Timeout(self._nonstreaming_timeout, connect=min(5.0, self._nonstreaming_timeout))
+        prepared = _prepare(lease, nonstreaming_body(msg.body), headers, streaming=False)
         sent_at = trio.current_time()
         try:
             response = await lease.client.post(
-                lease.base_url + "/v1/messages",
-                content=JSON.encode(nonstreaming_body(msg.body)),
-                headers=headers,
-                timeout=timeout,
+                prepared.url, content=prepared.content, headers=prepared.headers, timeout=timeout
             )
         except httpx.HTTPError as exc:
             failure = failure_from_exception(exc)
             if failure is None:
                 raise
             return failure
-        self._metrics.upstream_latency(PROVIDER, trio.current_time() - sent_at)
+        self._metrics.upstream_latency(_label(lease), trio.current_time() - sent_at)
         if response.status_code != 200:
-            return failure_from_response(response, response.content)
+            return _failure(lease, response, response.content)
         try:
             message = JSON_OBJECT.decode(response.content)
             for name, data in events_from_message(message):
@@ -412,14 +458,22 @@ class StreamRelay:
             answer(msg.reply, result)
 
     async def _count(self, msg: RunCount) -> CountResult:
-        lease: Lease = await ask(self._to_pool, lambda reply: Acquire(reply=reply))
-        headers = merge_headers(lease.headers, msg.headers)
-        response = await lease.client.post(
-            lease.base_url + "/v1/messages/count_tokens", content=JSON.encode(msg.body), headers=headers
+        model = msg.body.get("model")
+        lease: Lease = await ask(
+            self._to_pool, lambda reply: Acquire(reply=reply, model=model if isinstance(model, str) else None)
         )
+        headers = merge_headers(lease.headers, msg.headers)
+        endpoint = lease.endpoint
+        if endpoint is None:
+            prepared = Prepared(url=lease.base_url + "/v1/messages/count_tokens", headers=headers, content=JSON.encode(msg.body))
+        else:
+            prepared = endpoint.count(msg.body, headers)
+        response = await lease.client.post(prepared.url, content=prepared.content, headers=prepared.headers)
         if response.status_code != 200:
-            return CountResult(failure=failure_from_response(response, response.content))
+            return CountResult(failure=_failure(lease, response, response.content))
         try:
+            if endpoint is not None:
+                return CountResult(input_tokens=endpoint.count_result(response.content))
             return CountResult(input_tokens=COUNT_TOKENS_RESULT.decode(response.content).input_tokens)
         except msgspec.DecodeError:
             return CountResult(

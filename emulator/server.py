@@ -11,6 +11,12 @@ Role:
     additional model option by default), after the credential check alone, with faults
     from its own queue (``script_bootstrap``, so a gateway's startup fetch never takes a
     fault meant for a Messages request) or the ``x-emulator-fault`` header.
+    issue 6: the cloud providers' wire formats on the same server, each checking its own
+    credential and then answered (faults included) by the same code: Bedrock
+    ``/model/{id}/...`` (``emulator/bedrock.py``, SigV4 verified), Vertex
+    ``/v1/projects/.../models/{model}:rawPredict`` and its OAuth ``/token``
+    (``emulator/vertex.py``), Foundry ``/anthropic/v1/...`` and a managed-identity
+    ``/msi/token`` (``emulator/foundry.py``).
 Request checks (in order; a failing request consumes no queued fault):
     credential (``x-api-key`` or ``authorization: Bearer``; must be in ``api_keys`` when
     given), ``anthropic-version``, ``anthropic-beta``, the body (``validation``), the fault
@@ -36,6 +42,7 @@ import contextlib
 import copy
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, final
@@ -44,6 +51,7 @@ from urllib.parse import urlsplit
 import msgspec
 import trio
 
+from . import bedrock, foundry, vertex
 from .api import (
     DEFAULT_BOOTSTRAP,
     bootstrap_answer,
@@ -128,8 +136,36 @@ class Emulator:
     inspect it while ``run`` serves.
     """
 
-    def __init__(self, api_keys: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        api_keys: frozenset[str] | None = None,
+        *,
+        aws_keys: Mapping[str, str] | None = None,
+        bedrock_tokens: frozenset[str] | None = None,
+        vertex_auth: bool = False,
+        google_token_lifetime: int = 3600,
+        foundry_keys: frozenset[str] | None = None,
+        identity_secret: str | None = None,
+        entra_token_lifetime: int = 3600,
+    ) -> None:
         self.api_keys = api_keys
+        # issue 6: Bedrock's credentials: access key id -> secret (SigV4 is verified), and
+        # the API keys accepted as Bearer. Both None: any Bedrock request passes.
+        self.aws_keys = aws_keys
+        self.bedrock_tokens = bedrock_tokens
+        # issue 6: Vertex. With ``vertex_auth`` a Vertex request needs a token issued by
+        # ``POST /token`` that has not expired (trio time) nor been revoked.
+        self.vertex_auth = vertex_auth
+        self.google_token_lifetime = google_token_lifetime
+        self.google_tokens: dict[str, float] = {}
+        self.token_issuers: list[str] = []
+        # issue 6: Foundry. API keys accepted (None: any), and Entra ID tokens issued by the
+        # managed-identity endpoint ``GET /msi/token`` (which needs ``identity_secret``).
+        self.foundry_keys = foundry_keys
+        self.identity_secret = identity_secret
+        self.entra_token_lifetime = entra_token_lifetime
+        self.entra_tokens: dict[str, float] = {}
+        self._entra_issued = 0
         self.requests: list[RecordedRequest] = []
         self.url: str | None = None
         self._script = FaultScript()
@@ -279,6 +315,22 @@ class Emulator:
             return answer
         if path.startswith("/v1/models/") and request.method == "GET":
             return self._models(request, path.removeprefix("/v1/models/"), request_id)
+        bedrock_route = bedrock.route(path)
+        if bedrock_route is not None and request.method == "POST":
+            return self._bedrock(request, record, sequence, *bedrock_route)
+        vertex_route = vertex.route(path)
+        if vertex_route is not None and request.method == "POST":
+            return self._vertex(request, record, sequence, vertex_route)
+        if path == vertex.TOKEN_PATH and request.method == "POST":
+            return self._google_token(request, record)
+        if path.startswith(foundry.PREFIX + "/v1/messages") and request.method == "POST":
+            # issue 6: Foundry's own credential check, then the first-party API as usual.
+            if not foundry.authorized(request.headers, self.foundry_keys, self.entra_tokens, trio.current_time()):
+                return error_answer(api_error(401), request_id)
+            inner = path.removeprefix(foundry.PREFIX)
+            return self._messages(request, record, sequence, counting=inner == _COUNT_TOKENS, check_credential=False)
+        if path == foundry.IDENTITY_PATH and request.method == "GET":
+            return self._entra_token(request)
         allowed = _ROUTES.get(path)
         if allowed is None:
             return error_answer(api_error(404), request_id)
@@ -294,10 +346,15 @@ class Emulator:
         return self._messages(request, record, sequence, counting=path == _COUNT_TOKENS)
 
     def _messages(
-        self, request: Request, record: RecordedRequest, sequence: int, *, counting: bool
+        self, request: Request, record: RecordedRequest, sequence: int, *, counting: bool,
+        check_credential: bool = True,
     ) -> Answer:
         request_id = record.request_id
-        problem = check_headers(request.headers, self.api_keys)
+        # issue 6: Foundry checks its credential itself (Entra tokens are not API keys).
+        problem = check_headers(
+            request.headers if check_credential else {**request.headers, "x-api-key": "checked"},
+            self.api_keys if check_credential else None,
+        )
         if problem is not None:
             return error_answer(problem, request_id)
         # The log already decoded the body; decode again only to word a parse error.
@@ -321,6 +378,90 @@ class Emulator:
         return messages_answer(
             body, directions, cache=self._cache, sequence=sequence, request_id=request_id
         )
+
+    def _bedrock(
+        self, request: Request, record: RecordedRequest, sequence: int, model: str, action: str
+    ) -> Answer:
+        """issue 6: a Bedrock InvokeModel / CountTokens request (``emulator/bedrock.py``)."""
+        request_id = record.request_id
+        denied = bedrock.check_auth(
+            request.method, request.target, request.headers, request.body,
+            self.aws_keys, self.bedrock_tokens, request_id,
+        )
+        if denied is not None:
+            return denied
+        body = bedrock.first_party_body(request.body, model, action)
+        if isinstance(body, str):
+            return bedrock.rest_error(400, body, request_id)
+        counting = action == "count-tokens"
+        answer = self._first_party(request, record, sequence, body, counting=counting)
+        if isinstance(answer, ErrorResponse):
+            return bedrock.rest_error(answer.status, answer.message, request_id)
+        return bedrock.bedrock_answer(answer, request_id, counting=counting)
+
+    def _first_party(
+        self, request: Request, record: RecordedRequest, sequence: int, body: dict[str, object], *, counting: bool
+    ) -> Answer | ErrorResponse:
+        """issue 6: a cloud request's first-party body, answered as ``/v1/messages`` would
+        (scripted faults included), or the error for the caller to put in its own shape."""
+        checked = check_body(body, needs_max_tokens=not counting)
+        if isinstance(checked, ErrorResponse):
+            return checked
+        try:
+            directions = self._script.select(
+                request.headers, None if counting else last_user_text(checked), trio.current_time()
+            )
+        except FaultSpecError as exc:
+            return api_error(400, f"emulator fault spec: {exc}")
+        record.fault = directions.fault
+        if counting:
+            return count_tokens_answer(checked, directions, request_id=record.request_id)
+        return messages_answer(
+            checked, directions, cache=self._cache, sequence=sequence, request_id=record.request_id
+        )
+
+    def revoke_entra_tokens(self) -> None:
+        """Every Entra ID token issued so far stops working."""
+        self.entra_tokens.clear()
+
+    def _entra_token(self, request: Request) -> Answer:
+        if self.identity_secret is None or not foundry.identity_request_ok(
+            request.target, request.headers, self.identity_secret
+        ):
+            return foundry.identity_error()
+        self._entra_issued += 1
+        token = f"eyJ0eXAiOiJKV1QifQ.emulator-{self._entra_issued}"
+        self.entra_tokens[token] = trio.current_time() + self.entra_token_lifetime
+        return foundry.identity_answer(token, self.entra_token_lifetime)
+
+    def revoke_google_tokens(self) -> None:
+        """Every token issued so far stops working (a rotated key, a revoked grant)."""
+        self.google_tokens.clear()
+
+    def _google_token(self, request: Request, record: RecordedRequest) -> Answer:
+        issuer = vertex.assertion_issuer(request.body)
+        if issuer is None:
+            return vertex.oauth_error(record.request_id)
+        self.token_issuers.append(issuer)
+        token = f"ya29.emulator-{len(self.token_issuers)}"
+        self.google_tokens[token] = trio.current_time() + self.google_token_lifetime
+        return vertex.token_answer(token, self.google_token_lifetime)
+
+    def _vertex(self, request: Request, record: RecordedRequest, sequence: int, found: vertex.VertexRoute) -> Answer:
+        """issue 6: a Vertex rawPredict / streamRawPredict request (``emulator/vertex.py``)."""
+        request_id = record.request_id
+        if self.vertex_auth:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            expiry = self.google_tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+            if expiry is None or trio.current_time() >= expiry:
+                return vertex.rpc_error(401, vertex.UNAUTHENTICATED, request_id)
+        body = vertex.first_party_body(request.body, found)
+        if isinstance(body, str):
+            return vertex.rpc_error(400, body, request_id)
+        answer = self._first_party(request, record, sequence, body, counting=found.model == "count-tokens")
+        if isinstance(answer, ErrorResponse):
+            return error_answer(answer, request_id)
+        return vertex.vertex_answer(answer, request_id)
 
     def _bootstrap(self, request: Request, record: RecordedRequest) -> Answer:
         # The reference client sends no anthropic-version here: only the credential counts.

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeAlias, cast
 
 import msgspec
 
+from protocol.caching import CacheBreak
 from protocol.errors import RemoteProtocolError
 from protocol.wire import JsonObject
 
@@ -173,6 +174,9 @@ class Done(_Frame, tag="done"):
     attempts: int
     duration_ms: int
     duration_without_retries_ms: int
+    # issue 5: the prompt cache's reads fell since the session's previous request
+    # (reference-client.md 7.5); diagnostics only.
+    cache_break: CacheBreak | None = None
 
 
 class Aborted(_Frame, tag="aborted"):

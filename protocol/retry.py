@@ -131,6 +131,9 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
     overage_disabled_reason: str | None = None
     mid_stream: bool = False
     stale: bool = False
+    # issue 6: the provider's own rule says the credential was refused (Bedrock: any 403 or
+    # credential error; reference-client.md 1.9), so the pool refreshes it as after a 401.
+    credential_rejected: bool = False
 
     def info(self) -> ErrorInfo:
         """The error object a client sees for this failure."""
@@ -220,8 +223,9 @@ def is_overloaded(failure: Failure) -> bool:
 
 
 def is_auth_failure(failure: Failure) -> bool:
-    """A 401, or a 403 saying the OAuth token was revoked (reference-client.md 1.9)."""
-    return failure.status == 401 or (
+    """A 401, or a 403 saying the OAuth token was revoked, or a failure the provider's rule
+    marked ``credential_rejected`` (reference-client.md 1.9)."""
+    return failure.status == 401 or failure.credential_rejected or (
         failure.status == 403 and "OAuth token has been revoked" in failure.message
     )
 

@@ -17,6 +17,7 @@ import actors.config
 from actors.config import Config, Secret
 from actors.server import Server, run_server
 from emulator import Emulator
+from protocol.request_builder import BuildSettings
 
 TEST_KEY = "sk-ant-test-key-0123456789"
 
@@ -58,6 +59,9 @@ def config(upstream: Upstream) -> Config:
         # (tests/actors/test_bootstrap_fetcher.py turns it on where it is the subject).
         ledger_path=":memory:",
         disable_nonessential_traffic=True,
+        # issue 5: no cache breakpoints added, so that repeating a prompt gives the same usage
+        # (tests/integration/test_request_golden.py turns caching on where it is the subject).
+        build=BuildSettings(disable_prompt_caching=True),
     )
 
 
