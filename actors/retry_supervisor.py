@@ -71,9 +71,15 @@ from protocol.frames import (
 )
 from protocol.models_catalog import resolve_model
 from protocol.pricing import usd
+from protocol.providers import metrics_label, route_provider
 from protocol.recovery import Recovery, can_recover, combined, hit_output_limit, next_step
 from protocol.request import strip_thinking, thinking_budget
-from protocol.request_builder import BuiltRequest, build_request, count_tokens_request
+from protocol.request_builder import (
+    BuildSettings,
+    BuiltRequest,
+    build_request,
+    count_tokens_request,
+)
 from protocol.retry import (
     Context,
     Failure,
@@ -93,8 +99,6 @@ log = logging.getLogger("switchboard.supervisor")
 # reference-client.md 1.1 HEARTBEAT_INTERVAL_MS; PROTOCOL.md: a heartbeat at least every 30 s
 # of a wait, so a client never mistakes a long backoff for a hang.
 HEARTBEAT_INTERVAL: Final = 30.0
-# The provider label of the metrics: the first party until issue #6 adds the clouds.
-PROVIDER: Final = "anthropic"
 
 
 class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,8 +172,10 @@ class RetrySupervisor:
         self._shared: SharedRetryState | None = None
         # issue 5: request-construction latches, cache-break baselines and activity per session.
         self.sessions = SessionStates()
-        # The builder shapes model ids and betas for the configured provider.
+        # The builder shapes model ids and betas per provider: the default one, or the one
+        # SWITCHBOARD_PROVIDER_ROUTES gives a model (one BuildSettings per provider).
         self._build = msgspec.structs.replace(config.build, provider=config.provider)
+        self._build_for: dict[str, BuildSettings] = {config.provider: self._build}
 
     async def run(
         self, *, task_status: trio.TaskStatus[RetrySupervisorAddress] = trio.TASK_STATUS_IGNORED
@@ -194,7 +200,8 @@ class RetrySupervisor:
         with msg.reply:
             send, receive = trio.open_memory_channel[CountResult](1)
             headers, client_betas = _split_betas(msg.headers)
-            built = count_tokens_request(msg.request, settings=self._build, client_betas=client_betas)
+            settings = self._settings(str(msg.request.get("model")))
+            built = count_tokens_request(msg.request, settings=settings, client_betas=client_betas)
             with receive:
                 await self._to_relay.send(
                     RunCount(body=built.body, headers=_with_betas(headers, built), reply=send)
@@ -224,17 +231,26 @@ class RetrySupervisor:
                         await _deliver(msg.outbound, frame)
         finally:
             self.sessions.finished(msg.session_id, trio.current_time())
+            requested_model = str(msg.query.request.get("model"))
             self._metrics.query_finished(
-                self._api_model(str(msg.query.request.get("model"))),
-                PROVIDER,
+                self._api_model(requested_model),
+                metrics_label(self._settings(requested_model).provider),
                 totals.outcome,
                 trio.current_time() - started,
                 error_type=totals.error_type,
             )
 
+    def _settings(self, requested: str) -> BuildSettings:
+        """The build settings for the provider that serves the model ``requested``."""
+        provider = route_provider(requested, self._config.provider_routes) or self._config.provider
+        settings = self._build_for.get(provider)
+        if settings is None:
+            settings = self._build_for[provider] = msgspec.structs.replace(self._build, provider=provider)
+        return settings
+
     def _api_model(self, requested: str) -> str:
         """The id ``requested`` is sent upstream as (aliases and ``[1m]`` resolved)."""
-        build = self._build
+        build = self._settings(requested)
         return resolve_model(requested, build.models, build.provider).api_id
 
     def _policy(self, query: Query) -> RetryPolicy:
@@ -261,7 +277,6 @@ class RetrySupervisor:
         policy = self._policy(query)
         request = query.request
         fast_requested = bool(query.fast_mode) and not shared.fast_mode_disabled
-        settings = self._build
         session = self.sessions.get(msg.session_id)
         base_headers, client_betas = _split_betas(msg.headers)
         # The model as sent upstream (aliases and [1m] resolved): gates, prices and the
@@ -287,12 +302,13 @@ class RetrySupervisor:
             # The fast-mode beta is latched for the session once asked for (reference 7.4:
             # toggling it would break the prompt cache); only the body's speed field follows
             # cooldowns.
+            client_model = requested.get(state.model, state.model)
             built, session.latch = build_request(
                 request,
-                settings=settings,
+                settings=self._settings(client_model),
                 latch=session.latch,
                 source=query.source,
-                model=requested.get(state.model, state.model),
+                model=client_model,
                 max_tokens=state.max_tokens_override,
                 fast=fast_active,
                 fast_requested=fast_requested,

@@ -34,6 +34,11 @@ def split_betas(value: str) -> list[str]:
     return [beta.strip() for beta in value.split(",") if beta.strip()]
 
 
+def metrics_label(provider: str) -> str:
+    """The ``provider`` label of the metrics: ``anthropic`` for the first party, else the name."""
+    return "anthropic" if provider == FIRST_PARTY else provider
+
+
 def route_provider(model: str, routes: tuple[tuple[str, str], ...]) -> str | None:
     """The provider of the longest route prefix ``model`` starts with, or None."""
     best: tuple[str, str] | None = None

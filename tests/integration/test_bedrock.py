@@ -261,3 +261,9 @@ async def test_side_by_side_models_are_routed_to_their_providers(
     ]
     assert emulator.requests[0].headers["x-api-key"] == "sk-ant-side"
     assert signed_by(emulator.requests[3].headers, NEW_KEY_ID)
+    # Each request got its own provider's betas: the first-party-only ones never reach Bedrock.
+    first_party_betas = emulator.requests[0].headers.get("anthropic-beta", "")
+    assert "prompt-caching-scope-2026-01-05" in first_party_betas
+    bedrock_betas = emulator.requests[3].json.get("anthropic_beta", [])  # type: ignore[union-attr]
+    assert "prompt-caching-scope-2026-01-05" not in bedrock_betas
+    assert "prompt-caching-scope-2026-01-05" not in emulator.requests[3].headers.get("anthropic-beta", "")
