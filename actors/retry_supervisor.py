@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from typing import Final, TypeAlias, assert_never, final
+from typing import TypeAlias, assert_never, final
 
 import msgspec
 import trio
@@ -44,7 +44,17 @@ from actors._util import CLEANUP_TIMEOUT, answer, ask
 from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
-from actors.metrics import Metrics, Outcome
+from actors.metrics import Metrics
+from actors.query_channel import (
+    HEARTBEAT_INTERVAL,
+    ClientGone,
+    QueryTotals,
+    deliver,
+    epoch_ms,
+    heartbeat,
+    send,
+    wait_with_heartbeats,
+)
 from actors.retry_shared import SharedRetryState
 from actors.session_state import SessionRequestState, SessionStates
 from actors.stream_relay import (
@@ -55,7 +65,7 @@ from actors.stream_relay import (
     StreamRelayAddress,
 )
 from protocol.assembly import usage_json
-from protocol.betas import parse_betas
+from protocol.betas import split_beta_header, with_beta_header
 from protocol.caching import CacheBreak, PromptSnapshot, tracking_key
 from protocol.frames import (
     Aborted,
@@ -64,7 +74,6 @@ from protocol.frames import (
     Fallback,
     FastMode,
     GatewayFrame,
-    Heartbeat,
     Query,
     RetryFrame,
     Tombstone,
@@ -76,7 +85,6 @@ from protocol.recovery import Recovery, can_recover, combined, hit_output_limit,
 from protocol.request import strip_thinking, thinking_budget
 from protocol.request_builder import (
     BuildSettings,
-    BuiltRequest,
     build_request,
     count_tokens_request,
 )
@@ -91,14 +99,10 @@ from protocol.retry import (
     decide,
     is_auth_failure,
 )
-from protocol.usage import EMPTY_USAGE, Usage, add_usage
 from protocol.wire import JsonObject
 
 log = logging.getLogger("switchboard.supervisor")
 
-# reference-client.md 1.1 HEARTBEAT_INTERVAL_MS; PROTOCOL.md: a heartbeat at least every 30 s
-# of a wait, so a client never mistakes a long backoff for a hang.
-HEARTBEAT_INTERVAL: Final = 30.0
 
 
 class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,32 +125,6 @@ class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
 
 RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens
 RetrySupervisorAddress: TypeAlias = trio.MemorySendChannel[RetrySupervisorMsg]
-
-
-class _Totals:
-    """A query's running usage and cost, across attempts (aborted ones included)."""
-
-    __slots__ = ("content_seen", "cost_pico", "error_type", "outcome", "session_cost_pico", "usage")
-
-    def __init__(self) -> None:
-        self.usage: Usage = EMPTY_USAGE
-        self.cost_pico = 0
-        self.session_cost_pico: int | None = None
-        self.outcome: Outcome = "aborted"
-        self.error_type: str | None = None
-        # Until an attempt relays content, the next one measures the time to first token.
-        self.content_seen = False
-
-    def add(self, outcome: AttemptOutcome) -> None:
-        self.usage = add_usage(self.usage, outcome.usage)
-        self.cost_pico += outcome.cost_pico
-        self.content_seen = self.content_seen or outcome.relayed > 0
-        if outcome.session_cost_pico is not None:
-            self.session_cost_pico = outcome.session_cost_pico
-
-
-class _ClientGone(Exception):
-    """The query's outbound channel is closed: nobody is left to tell."""
 
 
 @final
@@ -199,12 +177,12 @@ class RetrySupervisor:
     async def _count_task(self, msg: RunCountTokens) -> None:
         with msg.reply:
             send, receive = trio.open_memory_channel[CountResult](1)
-            headers, client_betas = _split_betas(msg.headers)
+            headers, client_betas = split_beta_header(msg.headers)
             settings = self._settings(str(msg.request.get("model")))
             built = count_tokens_request(msg.request, settings=settings, client_betas=client_betas)
             with receive:
                 await self._to_relay.send(
-                    RunCount(body=built.body, headers=_with_betas(headers, built), reply=send)
+                    RunCount(body=built.body, headers=with_beta_header(headers, built.betas), reply=send)
                 )
                 try:
                     result = await receive.receive()
@@ -213,7 +191,7 @@ class RetrySupervisor:
             answer(msg.reply, result)
 
     async def _query_task(self, msg: RunQuery) -> None:
-        totals = _Totals()
+        totals = QueryTotals()
         started = trio.current_time()
         self._metrics.query_started()
         self.sessions.started(msg.session_id)
@@ -223,12 +201,12 @@ class RetrySupervisor:
                 with msg.scope:
                     try:
                         terminal_sent = await self._run(msg, totals)
-                    except _ClientGone:
+                    except ClientGone:
                         pass
                 if not terminal_sent and msg.scope.cancelled_caught:
                     frame = Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
                     with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                        await _deliver(msg.outbound, frame)
+                        await deliver(msg.outbound, frame)
         finally:
             self.sessions.finished(msg.session_id, trio.current_time())
             requested_model = str(msg.query.request.get("model"))
@@ -265,11 +243,11 @@ class RetrySupervisor:
             nonstreaming_fallback=config.nonstreaming_fallback,
         )
 
-    async def _run(self, msg: RunQuery, totals: _Totals) -> bool:
+    async def _run(self, msg: RunQuery, totals: QueryTotals) -> bool:
         """The attempt loop. Returns True once the terminal frame is delivered.
 
         Raises:
-            _ClientGone: the client went away; the query just stops.
+            ClientGone: the client went away; the query just stops.
         """
         assert self._shared is not None
         shared = self._shared
@@ -278,7 +256,7 @@ class RetrySupervisor:
         request = query.request
         fast_requested = bool(query.fast_mode) and not shared.fast_mode_disabled
         session = self.sessions.get(msg.session_id)
-        base_headers, client_betas = _split_betas(msg.headers)
+        base_headers, client_betas = split_beta_header(msg.headers)
         # The model as sent upstream (aliases and [1m] resolved): gates, prices and the
         # frames all name it.
         state = RetryState(model=self._api_model(str(request["model"])), fast_mode=fast_requested)
@@ -292,13 +270,13 @@ class RetrySupervisor:
         while True:
             state = state.next_attempt()
             probe = await shared.wait_turn(
-                state.model, functools.partial(self._beat, msg, state.attempt), HEARTBEAT_INTERVAL
+                state.model, functools.partial(heartbeat, msg.outbound, query.id, state.attempt), HEARTBEAT_INTERVAL
             )
             cooldown = shared.fast_cooldown_until(state.model) if state.fast_mode else None
             fast_active = state.fast_mode and cooldown is None and not shared.fast_mode_disabled
             if state.fast_mode and not fast_active and not cooldown_announced:
                 cooldown_announced = True
-                await self._send(msg, FastMode(id=query.id, active=False, reason="cooldown", until_ms=_ms(cooldown)))
+                await send(msg.outbound, FastMode(id=query.id, active=False, reason="cooldown", until_ms=epoch_ms(cooldown)))
             # The fast-mode beta is latched for the session once asked for (reference 7.4:
             # toggling it would break the prompt cache); only the body's speed field follows
             # cooldowns.
@@ -317,7 +295,7 @@ class RetrySupervisor:
             for note in built.notes if state.attempt == 1 else ():
                 log.info("query %s: %s", query.id, note)
             body = built.body
-            headers = _with_betas(base_headers, built)
+            headers = with_beta_header(base_headers, built.betas)
             outcome: AttemptOutcome | None = None
             decision: Retry | SwitchModel | GiveUp | None = None
             withhold = bool(query.recover) and can_recover(recovery, request)
@@ -332,12 +310,12 @@ class RetrySupervisor:
             if failure is None:
                 if outcome.message is None:
                     # Cancelled without our scope being cancelled: the client went away.
-                    raise _ClientGone
+                    raise ClientGone
                 if withhold and hit_output_limit(outcome.message):
                     step, recovery, request = next_step(recovery, request, outcome.message)
                     log.info("query %s hit the output limit; recovering (%s)", query.id, step)
                     if step == "escalate" and outcome.relayed:
-                        await self._send(msg, Tombstone(id=query.id, attempt=state.attempt))
+                        await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
                     state = msgspec.structs.replace(state, loop_attempt=0)
                     continue
                 message = combined(recovery, outcome.message)
@@ -347,17 +325,17 @@ class RetrySupervisor:
                 )
             assert decision is not None
             if outcome.relayed:
-                await self._send(msg, Tombstone(id=query.id, attempt=state.attempt))
+                await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
             match decision:
                 case GiveUp():
                     log.info("query %s gives up after attempt %d: %s", query.id, state.attempt, decision.error.type)
                     totals.outcome, totals.error_type = "error", decision.error.type
-                    return await _deliver(msg.outbound, ErrorFrame(id=query.id, error=decision.error))
+                    return await deliver(msg.outbound, ErrorFrame(id=query.id, error=decision.error))
                 case SwitchModel():
                     log.warning("query %s: %s overloaded, falling back to %s", query.id, state.model, decision.to_model)
                     self._metrics.fallback(state.model, decision.to_model)
-                    await self._send(
-                        msg,
+                    await send(
+                        msg.outbound,
                         Fallback(id=query.id, from_model=state.model, to_model=decision.to_model, reason=decision.reason),
                     )
                     request = strip_thinking(request)
@@ -377,8 +355,8 @@ class RetrySupervisor:
                         error=failure.info(),
                     )
                     self._metrics.retried(failure.error_type)
-                    await self._send(msg, retry)
-                    await self._wait(msg, state.attempt, decision.delay)
+                    await send(msg.outbound, retry)
+                    await wait_with_heartbeats(msg.outbound, query.id, state.attempt, decision.delay)
                     state = decision.state
                 case _:
                     assert_never(decision)
@@ -419,9 +397,9 @@ class RetrySupervisor:
             log.warning("fast mode switched off for good: %s", decision.fast_mode_off)
             self._shared.fast_mode_disabled = True
         frame = FastMode(
-            id=msg.query.id, active=False, reason=decision.fast_mode_off or "", until_ms=_ms(decision.cooldown_until)
+            id=msg.query.id, active=False, reason=decision.fast_mode_off or "", until_ms=epoch_ms(decision.cooldown_until)
         )
-        await self._send(msg, frame)
+        await send(msg.outbound, frame)
 
     def _check_cache(
         self, session: SessionRequestState, source: str, snapshot: PromptSnapshot, outcome: AttemptOutcome
@@ -443,7 +421,7 @@ class RetrySupervisor:
         msg: RunQuery,
         state: RetryState,
         outcome: AttemptOutcome,
-        totals: _Totals,
+        totals: QueryTotals,
         started: float,
         cache_break: CacheBreak | None = None,
     ) -> bool:
@@ -471,7 +449,7 @@ class RetrySupervisor:
             cache_break=cache_break,
         )
         totals.outcome = "done"
-        return await _deliver(msg.outbound, done)
+        return await deliver(msg.outbound, done)
 
     async def _attempt(
         self,
@@ -479,7 +457,7 @@ class RetrySupervisor:
         state: RetryState,
         body: JsonObject,
         headers: tuple[tuple[str, str], ...],
-        totals: _Totals,
+        totals: QueryTotals,
         withhold: bool,
         recovery: Recovery,
         started: float,
@@ -521,54 +499,3 @@ class RetrySupervisor:
                 raise
             totals.add(outcome)
             return outcome
-
-    async def _wait(self, msg: RunQuery, attempt: int, delay: float) -> None:
-        """Sleep ``delay`` on trio's clock, with a heartbeat frame every HEARTBEAT_INTERVAL."""
-        deadline = trio.current_time() + delay
-        while True:
-            remaining = deadline - trio.current_time()
-            if remaining <= 0:
-                return
-            if remaining > HEARTBEAT_INTERVAL:
-                await trio.sleep(HEARTBEAT_INTERVAL)
-                await self._beat(msg, attempt, deadline - trio.current_time())
-            else:
-                await trio.sleep_until(deadline)
-
-    async def _beat(self, msg: RunQuery, attempt: int, remaining: float) -> None:
-        await self._send(msg, Heartbeat(id=msg.query.id, attempt=attempt, remaining_ms=max(round(remaining * 1000), 0)))
-
-    async def _send(self, msg: RunQuery, frame: GatewayFrame) -> None:
-        if not await _deliver(msg.outbound, frame):
-            raise _ClientGone
-
-
-def _split_betas(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
-    """The client's headers without ``anthropic-beta``, and the betas it carried."""
-    betas: list[str] = []
-    rest: list[tuple[str, str]] = []
-    for name, value in headers:
-        if name.lower() == "anthropic-beta":
-            betas.extend(parse_betas(value))
-        else:
-            rest.append((name, value))
-    return tuple(rest), tuple(betas)
-
-
-def _with_betas(headers: tuple[tuple[str, str], ...], built: BuiltRequest) -> tuple[tuple[str, str], ...]:
-    """reference 6: the beta header is sent only when the list is non-empty."""
-    return headers + ((("anthropic-beta", ",".join(built.betas)),) if built.betas else ())
-
-
-def _ms(epoch: float | None) -> int | None:
-    return None if epoch is None else round(epoch * 1000)
-
-
-async def _deliver(outbound: trio.MemorySendChannel[GatewayFrame], frame: GatewayFrame) -> bool:
-    """Send a frame to the client; False when nobody listens any more. A checkpoint."""
-    try:
-        await outbound.send(frame)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return False
-    return True
-

@@ -7,7 +7,7 @@ client's own betas and ``ANTHROPIC_BETAS`` without duplicates (``dedupe``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from protocol.models_catalog import (
@@ -143,3 +143,20 @@ def count_tokens_betas(betas: Iterable[str], provider: str) -> list[str]:
     if provider == VERTEX:
         return [b for b in kept if b in VERTEX_COUNT_TOKENS_BETAS]
     return kept
+
+
+def split_beta_header(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """A client's headers without ``anthropic-beta``, and the betas it carried."""
+    betas: list[str] = []
+    rest: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name.lower() == "anthropic-beta":
+            betas.extend(parse_betas(value))
+        else:
+            rest.append((name, value))
+    return tuple(rest), tuple(betas)
+
+
+def with_beta_header(headers: tuple[tuple[str, str], ...], betas: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """reference-client.md 6: the beta header is sent only when the list is non-empty."""
+    return headers + ((("anthropic-beta", ",".join(betas)),) if betas else ())
