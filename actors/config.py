@@ -60,6 +60,10 @@ DEFAULT_STREAM_IDLE_TIMEOUT: Final = 300.0
 # reference-client.md 2.3: the non-streaming fallback's own timeout (300 s, under the API's
 # 10-minute non-streaming limit), unless API_TIMEOUT_MS says otherwise.
 DEFAULT_NONSTREAMING_TIMEOUT: Final = 300.0
+# A WebSocket client that takes no data for this long while frames wait is disconnected
+# and its queries aborted (and charged): shorter than the upstream idle watchdog, so a
+# stuck reader never turns into upstream timeouts and retries.
+DEFAULT_SLOW_READER_TIMEOUT: Final = 60.0
 # A session runs its queries concurrently; past this many, new ones are rejected so one
 # client cannot take every upstream connection.
 DEFAULT_MAX_QUERIES_PER_SESSION: Final = 32
@@ -101,6 +105,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     use_emulator: bool = False
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_queries_per_session: int = DEFAULT_MAX_QUERIES_PER_SESSION
+    slow_reader_timeout: float = DEFAULT_SLOW_READER_TIMEOUT
     retry_seed: int | None = None
     # issue 7: the Anthropic-compatible HTTP door (None: off; 0: any free port). Its request
     # body limit is ``max_frame_bytes``, the API's own 32 MiB.

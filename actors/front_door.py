@@ -24,6 +24,8 @@ Failure policy:
     One connection's failure never reaches another: handler errors are logged, not raised.
 Timers:
     ``CLEANUP_TIMEOUT`` bounds the teardown (aborted frames flushed, close frame sent).
+    ``Config.slow_reader_timeout`` (60 s): a client that takes no data for that long while
+    frames wait is disconnected (code 1006) and its queries aborted and charged.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from actors._util import CLEANUP_TIMEOUT
 from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
-from actors.ws_batch import send_text_batch
+from actors.ws_batch import abort, send_text_batch
 from protocol.errors import ActorUnavailable, RemoteProtocolError
 from protocol.frames import (
     SESSION_ID,
@@ -225,10 +227,21 @@ class _Connection:
                         self._queries.pop(queued.id, None)
                     payloads.append(encode_frame(queued))
                 try:
-                    await send_text_batch(self._ws, payloads)
+                    with trio.move_on_after(self._config.slow_reader_timeout) as slow:
+                        await send_text_batch(self._ws, payloads)
                 except ConnectionClosed:
                     # Closing ``receive`` now makes every sender see BrokenResourceError:
                     # their queries stop relaying, and their usage is still recorded.
+                    return
+                if slow.cancelled_caught:
+                    # The client took no data for that long: its queries would hold their
+                    # upstream streams forever. A frame may be cut in half, so no close frame
+                    # can follow: drop the connection (the reader then tears down the rest).
+                    log.warning(
+                        "session %s: client read nothing for %g s; disconnecting",
+                        self._session_id, self._config.slow_reader_timeout,
+                    )
+                    await abort(self._ws)
                     return
 
     async def _emit(self, frame: GatewayFrame) -> None:

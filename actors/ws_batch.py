@@ -6,6 +6,9 @@ streams put a third of its CPU there (scripts/bench.py, py-spy). This helper fra
 with ``protocol.wsframe`` and writes it under the connection's own send lock, so it never
 interleaves with the library's control frames (pongs, close).
 
+``abort`` drops a connection at once (a slow reader, cut off mid-write, cannot be sent a
+close frame any more: the client sees code 1006).
+
 It relies on three private attributes of trio-websocket's ``WebSocketConnection``
 (``_stream``, ``_stream_lock``, ``_close_reason``) and its ``_abort_web_socket``, pinned by
 the version range in pyproject.toml; ``tests/actors/test_ws_batch.py`` checks them, so an
@@ -35,3 +38,9 @@ async def send_text_batch(ws: WebSocketConnection, payloads: list[bytes]) -> Non
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await ws._abort_web_socket()
             raise ConnectionClosed(ws._close_reason) from None
+
+
+async def abort(ws: WebSocketConnection) -> None:
+    """Close the TCP connection now, without a closing handshake. A checkpoint."""
+    await trio.aclose_forcefully(ws._stream)
+    await ws._abort_web_socket()
