@@ -52,5 +52,9 @@ async def check_cut_off(server: Server, emulator: Emulator, client: Client) -> N
     summary = await server.gateway.cost("slow")
     assert summary.total_cost_usd > 0 and summary.model_usage["claude-sonnet-4-6"].input_tokens > 0
     with pytest.raises(ConnectionClosed):
-        while True:
-            await client.receive()
+        await drain(client)
+
+
+async def drain(client: Client) -> None:
+    while True:
+        await client.receive()
