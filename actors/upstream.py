@@ -10,23 +10,7 @@ from __future__ import annotations
 import httpx
 
 from protocol.retry import Failure
-from protocol.wire import parse_error_body
-
-# Status codes whose body may carry no API envelope (proxies, load balancers): give the
-# client the API's error type for the status anyway (wire.md 3.2).
-_TYPE_FOR_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    409: "conflict_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
+from protocol.wire import ERROR_TYPE_OF_STATUS, parse_error_body
 
 
 def failure_from_exception(exc: BaseException, *, mid_stream: bool = False) -> Failure | None:
@@ -61,7 +45,8 @@ def failure_from_response(response: httpx.Response, body: bytes) -> Failure:
     if error is not None:
         error_type, message = error.type, error.message
     else:
-        error_type = _TYPE_FOR_STATUS.get(status, "api_error")
+        # No API envelope (a proxy, a load balancer): the type the status stands for.
+        error_type = ERROR_TYPE_OF_STATUS.get(status, "api_error")
         message = body[:500].decode("utf-8", "replace") or f"upstream answered {status}"
     return Failure(
         kind="status",

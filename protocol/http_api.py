@@ -22,7 +22,7 @@ import msgspec
 
 from protocol.errors import RemoteProtocolError
 from protocol.frames import ErrorInfo, ModelOption
-from protocol.wire import JSON, JSON_OBJECT, JsonObject
+from protocol.wire import JSON, JSON_OBJECT, STATUS_OF_ERROR_TYPE, JsonObject
 
 SSE_CONTENT_TYPE: Final = b"text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE: Final = b"application/json"
@@ -48,19 +48,6 @@ _GATEWAY_ERRORS: Final[dict[str, tuple[int, str]]] = {
     "shutting_down": (503, "api_error"),
 }
 
-# wire.md 3.2: the status of each API error type, for errors that carry no status.
-_STATUS_OF_TYPE: Final[dict[str, int]] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
 
 # The API does not say when a model was created through the gateway's options; the epoch
 # says "unknown" in the field's own format instead of inventing a date.
@@ -132,7 +119,7 @@ def http_error(info: ErrorInfo) -> tuple[int, str]:
     if mapped is not None:
         status, error_type = mapped
         return info.status or status, error_type
-    return info.status or _STATUS_OF_TYPE.get(info.type, 500), info.type
+    return info.status or STATUS_OF_ERROR_TYPE.get(info.type, 500), info.type
 
 
 def message_as_sse(message: JsonObject) -> bytes:

@@ -91,6 +91,27 @@ class CountTokensResult(msgspec.Struct, kw_only=True):
     input_tokens: int
 
 
+# wire.md 3.2: the status each API error type comes with.
+STATUS_OF_ERROR_TYPE: Final[dict[str, int]] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+# The other way, for a non-2xx answer without an API envelope (a proxy's, a load
+# balancer's): the type the status stands for; 408 is a timeout too.
+ERROR_TYPE_OF_STATUS: Final[dict[int, str]] = {
+    **{status: kind for kind, status in STATUS_OF_ERROR_TYPE.items()},
+    408: "timeout_error",
+}
+
 MESSAGE_START: Final = msgspec.json.Decoder(MessageStart)
 BLOCK_START: Final = msgspec.json.Decoder(BlockStart)
 BLOCK_DELTA: Final = msgspec.json.Decoder(BlockDelta)
