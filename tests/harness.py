@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -55,3 +58,62 @@ async def connect(server: Server, session: str = "s1", **kwargs: Any) -> AsyncIt
 
 def chat(text: str = "Hello there", *, model: str = "claude-sonnet-4-6", max_tokens: int = 256) -> dict[str, Any]:
     return {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": text}]}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any credential or gateway setting, plus ``extra``:
+    with nothing added, the gateway starts its built-in emulator."""
+    prefixes = ("ANTHROPIC_", "CLAUDE_CODE_", "SWITCHBOARD_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(extra)
+    return env
+
+
+class ServeProcess:
+    """A running ``switchboard serve`` process: its stdout lines, and its stderr so far."""
+
+    def __init__(self, process: trio.Process, stderr: bytearray) -> None:
+        self.process = process
+        self.stderr = stderr
+
+    async def read_line(self) -> str:
+        """The next stdout line (within 30 s); fails with the stderr so far if it ends."""
+        assert self.process.stdout is not None
+        line = b""
+        with trio.fail_after(30):
+            while not line.endswith(b"\n"):
+                chunk = await self.process.stdout.receive_some(1)
+                assert chunk, bytes(self.stderr).decode()
+                line += chunk
+        return line.decode().strip()
+
+
+@asynccontextmanager
+async def serve_process(env: dict[str, str], *args: str) -> AsyncIterator[ServeProcess]:
+    """``switchboard serve --port 0 --ledger :memory: ARGS`` as a real process, stopped
+    (SIGTERM, then SIGKILL) and its pipes closed on exit."""
+    command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--port", "0", "--ledger", ":memory:", *args]
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    stderr = bytearray()
+
+    async def collect_stderr() -> None:
+        assert process.stderr is not None
+        async for chunk in process.stderr:
+            stderr.extend(chunk)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect_stderr)
+            try:
+                yield ServeProcess(process, stderr)
+            finally:
+                process.terminate()
+                with trio.move_on_after(10, shield=True):
+                    await process.wait()
+    finally:
+        process.kill()
+        with trio.move_on_after(10, shield=True):
+            await process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                await pipe.aclose()
