@@ -32,6 +32,7 @@ Timers:
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Final, TypeAlias, assert_never, final
 
 import httpx
@@ -108,12 +109,22 @@ def base_headers(config: Config) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _client(config: Config, transport: httpx.AsyncBaseTransport | None, *, keep_alive: bool) -> httpx.AsyncClient:
+# Upstream clients the pool spreads leases over. httpcore 1.0.9's pool does work per
+# connection on every request (it checks each connection for expiry with a poll system
+# call), so one pool with N connections costs O(N) per request; at 100 concurrent streams
+# that was a third of the gateway's CPU (py-spy, scripts/bench.py --paths http). Eight
+# pools with N/8 connections each cut it eightfold, and idle connections stay reusable.
+UPSTREAM_SHARDS: Final = 8
+
+
+def _client(
+    config: Config, transport: httpx.AsyncBaseTransport | None, tls: ssl.SSLContext, *, keep_alive: bool
+) -> httpx.AsyncClient:
     timeout = httpx.Timeout(config.api_timeout, connect=min(CONNECT_TIMEOUT, config.api_timeout))
     limits = httpx.Limits(
         max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS if keep_alive else 0
     )
-    return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, verify=tls)
 
 
 class _Slot:
@@ -141,6 +152,9 @@ class ClientPool:
         self._config = config
         self._transport = transport
         self._clients: list[httpx.AsyncClient] = []
+        self._shards: list[httpx.AsyncClient] = []
+        self._tls: ssl.SSLContext | None = None
+        self._turn = 0
         self._keep_alive = True
         self._slots: dict[str, _Slot] = {}
         # Generations are numbered across providers, so a Refresh names its slot by the
@@ -161,7 +175,7 @@ class ClientPool:
     ) -> None:
         """Serve leases until every address clone is closed. Startable."""
         address, inbox = trio.open_memory_channel[ClientPoolMsg](0)
-        self._clients.append(_client(self._config, self._transport, keep_alive=True))
+        self._new_shards(keep_alive=True)
         try:
             async with trio.open_nursery() as nursery:
                 with inbox:
@@ -207,7 +221,7 @@ class ClientPool:
                 if self._keep_alive:
                     log.warning("upstream connection reset: keep-alive is off from now on")
                     self._keep_alive = False
-                    self._clients.append(_client(self._config, self._transport, keep_alive=False))
+                    self._new_shards(keep_alive=False)
                     for slot in self._slots.values():
                         slot.lease = None
             case _:
@@ -264,16 +278,32 @@ class ClientPool:
             await loading.wait()
         answer(msg.reply, RefreshResult(changed=msg.generation < slot.generation))
 
+    def _new_shards(self, *, keep_alive: bool) -> None:
+        """A fresh set of upstream clients; the old ones stay open (leases in flight may use
+        them) and are closed when the pool stops."""
+        if self._tls is None:
+            # One TLS context for every client: building one loads the CA bundle (~25 ms).
+            self._tls = httpx.create_ssl_context()
+        self._shards = [
+            _client(self._config, self._transport, self._tls, keep_alive=keep_alive) for _ in range(UPSTREAM_SHARDS)
+        ]
+        self._clients.extend(self._shards)
+
     def _current_lease(self, slot: _Slot) -> Lease:
+        """The slot's lease, on the next upstream client in turn."""
+        self._turn = (self._turn + 1) % len(self._shards)
+        client = self._shards[self._turn]
         if slot.lease is None:
             headers = list(base_headers(slot.config))
             headers.extend(slot.credential.headers())
             slot.lease = Lease(
-                client=self._clients[-1],
+                client=client,
                 base_url=slot.config.base_url,
                 headers=tuple(headers),
                 generation=slot.generation,
                 provider=slot.config.provider,
                 endpoint=endpoint_for(slot.config, slot.credential),
             )
+        if slot.lease.client is not client:
+            slot.lease = msgspec.structs.replace(slot.lease, client=client)
         return slot.lease

@@ -10,7 +10,14 @@ import trio
 from harness import chat, connect
 
 from actors._util import ask
-from actors.client_pool import Acquire, ClientPool, Lease, ReportBroken
+from actors.client_pool import (
+    UPSTREAM_SHARDS,
+    Acquire,
+    ClientPool,
+    ClientPoolAddress,
+    Lease,
+    ReportBroken,
+)
 from actors.config import Config
 from actors.server import Server, run_server
 from emulator import Emulator
@@ -120,16 +127,22 @@ async def test_oauth_token_file_is_re_read_after_a_401(
     assert "oauth-2025-04-20" in emulator.requests[1].headers["anthropic-beta"]
 
 
+async def leased_clients(address: ClientPoolAddress) -> set[int]:
+    """The upstream clients a round of leases spreads over (by identity)."""
+    leases: list[Lease] = [await ask(address, lambda reply: Acquire(reply=reply)) for _ in range(UPSTREAM_SHARDS)]
+    return {id(lease.client) for lease in leases}
+
+
 async def test_a_reset_connection_turns_keep_alive_off(nursery: trio.Nursery) -> None:
     pool = ClientPool(Config(base_url="http://127.0.0.1:9"))
     address = await nursery.start(pool.run)
-    first: Lease = await ask(address, lambda reply: Acquire(reply=reply))
+    first = await leased_clients(address)
+    assert len(first) == UPSTREAM_SHARDS  # leases are spread over the upstream clients
     await address.send(ReportBroken())
-    second: Lease = await ask(address, lambda reply: Acquire(reply=reply))
-    assert second.client is not first.client
+    second = await leased_clients(address)
+    assert not first & second  # fresh clients, without keep-alive
     await address.send(ReportBroken())
-    third: Lease = await ask(address, lambda reply: Acquire(reply=reply))
-    assert third.client is second.client  # only once: keep-alive stays off
+    assert await leased_clients(address) == second  # only once: keep-alive stays off
     address.close()
 
 
