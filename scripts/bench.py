@@ -127,10 +127,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpx
 import msgspec
@@ -181,6 +182,8 @@ RSS_INTERVAL: Final = 0.05
 # --paths names: "ws" is the gateway path (the WebSocket door).
 _PATH_NAMES: Final = {"direct": "direct", "ws": "gateway", "gateway": "gateway", "http": "http"}
 
+
+T = TypeVar("T")
 
 class BenchError(Exception):
     """The benchmark cannot run (exit status 2)."""
@@ -528,17 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     load_average = os.getloadavg()[0]
     if args.idle_sessions is not None:
         return _main_idle(args, pinning, log_dir, load_average)
-    summaries: list[Summary] | None = None
-    status = 0
-    # Raised inside nurseries, these may arrive in an exception group: except* takes both.
-    try:
-        summaries = trio.run(bench, args, pinning, log_dir)
-    except* (ChildFailed, BenchError) as group:
-        for exc in group.exceptions:
-            print(f"bench: {exc}", file=sys.stderr)
-        status = 2
-    except* KeyboardInterrupt:
-        status = 130
+    summaries, status = _run_reporting_failures(bench, args, pinning, log_dir)
     if summaries is None:
         print(f"bench: stopped; logs kept in {log_dir}", file=sys.stderr)
         return status
@@ -576,17 +569,30 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-def _main_idle(args: argparse.Namespace, pinning: Pinning, log_dir: Path, load_average: float) -> int:
-    result: IdleResult | None = None
+
+def _run_reporting_failures(
+    scenario: Callable[[argparse.Namespace, Pinning, Path], Awaitable[T]],
+    args: argparse.Namespace,
+    pinning: Pinning,
+    log_dir: Path,
+) -> tuple[T | None, int]:
+    """Run a scenario under trio: its result and exit status 0, or None and 2 (the run
+    failed; reasons printed) or 130 (interrupted)."""
+    result: T | None = None
     status = 0
+    # Raised inside nurseries, these may arrive in an exception group: except* takes both.
     try:
-        result = trio.run(idle, args, pinning, log_dir)
+        result = trio.run(scenario, args, pinning, log_dir)
     except* (ChildFailed, BenchError) as group:
         for exc in group.exceptions:
             print(f"bench: {exc}", file=sys.stderr)
         status = 2
     except* KeyboardInterrupt:
         status = 130
+    return result, status
+
+def _main_idle(args: argparse.Namespace, pinning: Pinning, log_dir: Path, load_average: float) -> int:
+    result, status = _run_reporting_failures(idle, args, pinning, log_dir)
     if result is None:
         print(f"bench: stopped; logs kept in {log_dir}", file=sys.stderr)
         return status
