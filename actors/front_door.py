@@ -6,11 +6,16 @@ Role:
     connection to its session (a second connection takes over: the old one gets its queries
     aborted, then close code 4409), and translates frames: client commands in, gateway
     frames out.
+Close codes:
+    1000 normal; 1009 a frame over the size limit; 4408 a slow reader cut off (see Timers);
+    4409 superseded by a newer connection to the session; 1006 (no close frame: the TCP
+    connection dropped) when a write was cut short, since half a frame may be on the wire.
 Per connection:
-    One nursery: a reader loop (this task) and one writer task. Every frame for the client,
-    from any query, goes through one bounded outbound channel to the writer, so a slow
-    client pushes back on the upstream instead of growing a queue. Each query owns a clone of
-    the outbound send end and an abort handle (a ``CancelScope``) kept in ``queries``.
+    One nursery: a reader loop (this task), one writer task and its watchdog for slow
+    readers. Every frame for the client, from any query, goes through one bounded outbound
+    channel to the writer, so a slow client pushes back on the upstream instead of growing
+    a queue. Each query owns a clone of the outbound send end and an abort handle (a
+    ``CancelScope``) kept in ``queries``.
 Inbox:
     None of its own: it calls the ``Gateway`` handle (RetrySupervisor, CostLedger).
 Lifecycle:
@@ -23,9 +28,17 @@ Failure policy:
     oversize frame or a takeover aborts the connection's queries; their usage is recorded.
     One connection's failure never reaches another: handler errors are logged, not raised.
 Timers:
-    ``CLEANUP_TIMEOUT`` bounds the teardown (aborted frames flushed, close frame sent).
-    ``Config.slow_reader_timeout`` (60 s): a client that takes no data for that long while
-    frames wait is disconnected (code 1006) and its queries aborted and charged.
+    ``CLEANUP_TIMEOUT`` bounds the teardown (aborted frames flushed, close frame sent). A
+    write that the teardown deadline cuts may leave half a frame on the wire, so no close
+    frame can follow: the connection is dropped (the client sees 1006).
+    ``Config.slow_reader_timeout`` (60 s): when one write has been in progress that long
+    (the client took no data), the watchdog cuts the reader off at that instant (to the
+    clock tick: it sleeps until the running write's deadline, and polls every quarter of
+    the timeout while no write runs): a warning is logged, the connection's queries are
+    aborted (their usage is still recorded) and no further frame is sent. The write in
+    flight is not cancelled: it gets the teardown's ``CLEANUP_TIMEOUT`` as a grace, and if
+    it completes (the client resumed reading) the close frame 4408 follows everything
+    written; if not, the connection is dropped.
 """
 
 from __future__ import annotations
@@ -68,6 +81,9 @@ log = logging.getLogger("switchboard.frontdoor")
 SESSIONS_PATH: Final = "/v1/sessions"
 # PROTOCOL.md 1: the close code a superseded connection receives.
 SUPERSEDED: Final = 4409
+# The close code of a client cut off for reading nothing for ``Config.slow_reader_timeout``
+# (408 Request Timeout, in the application range next to SUPERSEDED).
+SLOW_READER: Final = 4408
 # Frames queued for one connection's writer: enough to absorb a burst from several queries,
 # small enough that a client that stops reading stalls its upstream streams quickly.
 SESSION_BUFFER: Final = 64
@@ -182,6 +198,10 @@ class _Connection:
         self._close_code = 1000
         self._close_reason = "bye"
         self._outbound: trio.MemorySendChannel[GatewayFrame] | None = None
+        # The trio time the writer's current socket write began (None: no write running).
+        # Left set by a cancelled write: the stream may then end in half a frame.
+        self._writing_since: float | None = None
+        self._cut_off = False
 
     def supersede(self) -> None:
         """Another connection took the session: abort our queries, then close with 4409."""
@@ -193,8 +213,10 @@ class _Connection:
         """Run the connection until the client leaves or is superseded. Aborts its queries."""
         send, receive = trio.open_memory_channel[GatewayFrame](SESSION_BUFFER)
         self._outbound = send
+        watchdog = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, receive)
+            nursery.start_soon(self._watch_writes, watchdog)
             with send:
                 await self._emit(ready)
                 with self._reader_scope:
@@ -204,12 +226,22 @@ class _Connection:
                             await self._dispatch(text, nursery)
                     except ConnectionClosed:
                         pass
+                # The teardown deadline below bounds every write from now on.
+                watchdog.cancel()
                 for scope in self._queries.values():
                     scope.cancel(reason="connection closed")
-            # The writer ends once every query has sent its last frame; never wait forever.
+            # The writer ends once every query has sent its last frame (at once after a
+            # slow-reader cut-off, once its write in flight completes); never wait forever.
             nursery.cancel_scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
         with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-            await self._ws.aclose(self._close_code, self._close_reason)
+            if self._writing_since is None:
+                await self._ws.aclose(self._close_code, self._close_reason)
+            else:
+                log.warning(
+                    "session %s: a write did not complete in time; dropping the connection",
+                    self._session_id,
+                )
+                await abort(self._ws)
 
     async def _writer(self, receive: trio.MemoryReceiveChannel[GatewayFrame]) -> None:
         """Send the connection's frames in order; whatever is queued goes in one write."""
@@ -226,23 +258,47 @@ class _Connection:
                     if isinstance(queued, TERMINAL_FRAMES):
                         self._queries.pop(queued.id, None)
                     payloads.append(encode_frame(queued))
+                self._writing_since = trio.current_time()
                 try:
-                    with trio.move_on_after(self._config.slow_reader_timeout) as slow:
-                        await send_text_batch(self._ws, payloads)
+                    await send_text_batch(self._ws, payloads)
                 except ConnectionClosed:
                     # Closing ``receive`` now makes every sender see BrokenResourceError:
                     # their queries stop relaying, and their usage is still recorded.
+                    self._writing_since = None
                     return
-                if slow.cancelled_caught:
-                    # The client took no data for that long: its queries would hold their
-                    # upstream streams forever. A frame may be cut in half, so no close frame
-                    # can follow: drop the connection (the reader then tears down the rest).
-                    log.warning(
-                        "session %s: client read nothing for %g s; disconnecting",
-                        self._session_id, self._config.slow_reader_timeout,
-                    )
-                    await abort(self._ws)
+                self._writing_since = None
+                if self._cut_off:
+                    # A slow reader's last write completed: nothing more is sent but the
+                    # close frame (closing ``receive`` stops the senders, as above).
                     return
+
+    async def _watch_writes(self, scope: trio.CancelScope) -> None:
+        """Cut the reader off once one write has been in progress for the slow-reader
+        timeout. Runs until then, or until ``scope`` is cancelled."""
+        timeout = self._config.slow_reader_timeout
+        with scope:
+            while True:
+                since = self._writing_since
+                if since is None:
+                    # A write that starts during this nap is seen well before its deadline.
+                    await trio.sleep(timeout / 4)
+                elif trio.current_time() < since + timeout:
+                    await trio.sleep_until(since + timeout)
+                else:
+                    self._cut_off_slow_reader()
+                    return
+
+    def _cut_off_slow_reader(self) -> None:
+        """Abort the queries and close with 4408 once the write in flight completes. The
+        write is not cancelled here: cut mid-frame, no close frame could follow it."""
+        timeout = self._config.slow_reader_timeout
+        log.warning(
+            "session %s: client read nothing for %g s; aborting its queries", self._session_id, timeout
+        )
+        self._cut_off = True
+        self._close_code = SLOW_READER
+        self._close_reason = f"slow reader: read nothing for {timeout:g} s"
+        self._reader_scope.cancel(reason="slow reader")
 
     async def _emit(self, frame: GatewayFrame) -> None:
         if self._outbound is None:

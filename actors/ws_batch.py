@@ -6,8 +6,10 @@ streams put a third of its CPU there (scripts/bench.py, py-spy). This helper fra
 with ``protocol.wsframe`` and writes it under the connection's own send lock, so it never
 interleaves with the library's control frames (pongs, close).
 
-``abort`` drops a connection at once (a slow reader, cut off mid-write, cannot be sent a
-close frame any more: the client sees code 1006).
+``abort`` drops a connection at once, without a close frame: the way out after a write was
+cancelled mid-frame (a slow reader that did not resume reading within the grace after its
+cut-off), since no close frame can follow half a frame. The client sees code 1006; a slow
+reader whose last write completes gets the close frame 4408 instead (``front_door``).
 
 It relies on three private attributes of trio-websocket's ``WebSocketConnection``
 (``_stream``, ``_stream_lock``, ``_close_reason``) and its ``_abort_web_socket``, pinned by
