@@ -1,7 +1,7 @@
 """ClientPool: owns the upstream HTTP client and the credential it sends.
 
 Role:
-    Holds the pooled ``httpx.AsyncClient`` (timeouts, keep-alive limits) and, per provider
+    Holds the pooled ``UpstreamClient`` (timeouts, keep-alive limits) and, per provider
     (issue 6: the first party, Bedrock, Vertex, Foundry side by side), the current credential
     with its generation number; hands them out as a ``Lease`` (with the provider's
     ``Endpoint`` for the clouds). Refreshes the credential (reference-client.md 1.9) and rebuilds the
@@ -43,6 +43,7 @@ from actors._util import CLEANUP_TIMEOUT, answer
 from actors.config import FIRST_PARTY, Config
 from actors.credentials import Credential, CredentialError, load_credential
 from actors.providers import Endpoint, endpoint_for
+from actors.upstream import UpstreamClient
 from protocol.providers import route_provider
 
 log = logging.getLogger("switchboard.pool")
@@ -63,7 +64,7 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     """What one request needs: the client, the base URL, the headers, and the credential's
     generation (to report it if the upstream refuses it)."""
 
-    client: httpx.AsyncClient
+    client: UpstreamClient
     base_url: str
     headers: tuple[tuple[str, str], ...]
     generation: int
@@ -119,12 +120,19 @@ UPSTREAM_SHARDS: Final = 8
 
 def _client(
     config: Config, transport: httpx.AsyncBaseTransport | None, tls: ssl.SSLContext, *, keep_alive: bool
-) -> httpx.AsyncClient:
+) -> UpstreamClient:
     timeout = httpx.Timeout(config.api_timeout, connect=min(CONNECT_TIMEOUT, config.api_timeout))
     limits = httpx.Limits(
         max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS if keep_alive else 0
     )
-    return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, verify=tls)
+    return UpstreamClient(
+        tls=tls,
+        timeout=timeout,
+        limits=limits,
+        proxies=dict(config.proxies),
+        no_proxy=config.no_proxy,
+        transport=transport,
+    )
 
 
 class _Slot:
@@ -151,8 +159,8 @@ class ClientPool:
     def __init__(self, config: Config, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._config = config
         self._transport = transport
-        self._clients: list[httpx.AsyncClient] = []
-        self._shards: list[httpx.AsyncClient] = []
+        self._clients: list[UpstreamClient] = []
+        self._shards: list[UpstreamClient] = []
         self._tls: ssl.SSLContext | None = None
         self._turn = 0
         self._keep_alive = True

@@ -98,6 +98,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     api_key: Secret | None = None
     auth_token: Secret | None = None
     custom_headers: tuple[tuple[str, str], ...] = ()
+    # Upstream proxies: (scheme, proxy URL) pairs and the NO_PROXY entries (``environment_proxies``).
+    proxies: tuple[tuple[str, str], ...] = ()
+    no_proxy: tuple[str, ...] = ()
     api_timeout: float = DEFAULT_API_TIMEOUT
     max_retries: int = 10
     access_tokens: tuple[Secret, ...] = ()
@@ -155,7 +158,22 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens) if s]
         found += [s.reveal() for s in (self.bedrock_bearer, self.foundry_api_key) if s]
         found += [value for name, value in self.custom_headers if _is_secret_header(name)]
+        found += [urlsplit(url).password or "" for _, url in self.proxies]
         return [s for s in found if s]
+
+
+def environment_proxies(env: Mapping[str, str]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The proxy URL per scheme (``http``, ``https``) and the ``NO_PROXY`` entries, read as
+    curl and httpx read them: lower-case names win over upper-case ones, ``ALL_PROXY``
+    covers a scheme without its own."""
+
+    def value(name: str) -> str:
+        return (env.get(name.lower()) or env.get(name.upper()) or "").strip()
+
+    every = value("all_proxy")
+    proxies = tuple((scheme, url) for scheme in ("http", "https") if (url := value(f"{scheme}_proxy") or every))
+    no_proxy = tuple(entry.strip().lower() for entry in value("no_proxy").split(",") if entry.strip())
+    return proxies, no_proxy
 
 
 def _is_secret_header(name: str) -> bool:
@@ -337,6 +355,7 @@ def config_from_env(
     helper_ttl_ms = _int_env(env, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS", int(DEFAULT_KEY_HELPER_TTL * 1000))
     idle_ms = _int_env(env, "CLAUDE_STREAM_IDLE_TIMEOUT_MS", int(DEFAULT_STREAM_IDLE_TIMEOUT * 1000))
     watchdog_off = is_falsy(env.get("CLAUDE_ENABLE_STREAM_WATCHDOG"))
+    proxies, no_proxy = environment_proxies(env)
     config = Config(
         host=host,
         port=port,
@@ -346,6 +365,8 @@ def config_from_env(
         api_key=Secret(api_key) if api_key else None,
         auth_token=Secret(auth_token) if auth_token else None,
         custom_headers=parse_custom_headers(env.get("ANTHROPIC_CUSTOM_HEADERS", "")),
+        proxies=proxies,
+        no_proxy=no_proxy,
         api_timeout=timeout_ms / 1000,
         max_retries=max_retries,
         access_tokens=tokens,

@@ -32,9 +32,9 @@ Timers:
     write that the teardown deadline cuts may leave half a frame on the wire, so no close
     frame can follow: the connection is dropped (the client sees 1006).
     ``Config.slow_reader_timeout`` (60 s): when one write has been in progress that long
-    (the client took no data), the watchdog cuts the reader off at that instant (to the
-    clock tick: it sleeps until the running write's deadline, and polls every quarter of
-    the timeout while no write runs): a warning is logged, the connection's queries are
+    (the client took no data), the watchdog cuts the reader off at that instant (it sleeps
+    until the running write's deadline; while no write runs it waits, with no timer, for
+    the writer to wake it when one begins): a warning is logged, the connection's queries are
     aborted (their usage is still recorded) and no further frame is sent. The write in
     flight is not cancelled: it gets the teardown's ``CLEANUP_TIMEOUT`` as a grace, and if
     it completes (the client resumed reading) the close frame 4408 follows everything
@@ -201,6 +201,8 @@ class _Connection:
         # The trio time the writer's current socket write began (None: no write running).
         # Left set by a cancelled write: the stream may then end in half a frame.
         self._writing_since: float | None = None
+        # Where the watchdog waits while no write runs (no timer pending then).
+        self._write_begun = trio.lowlevel.ParkingLot()
         self._cut_off = False
 
     def supersede(self) -> None:
@@ -259,6 +261,8 @@ class _Connection:
                         self._queries.pop(queued.id, None)
                     payloads.append(encode_frame(queued))
                 self._writing_since = trio.current_time()
+                if self._write_begun:
+                    self._write_begun.unpark_all()
                 try:
                     await send_text_batch(self._ws, payloads)
                 except ConnectionClosed:
@@ -280,8 +284,7 @@ class _Connection:
             while True:
                 since = self._writing_since
                 if since is None:
-                    # A write that starts during this nap is seen well before its deadline.
-                    await trio.sleep(timeout / 4)
+                    await self._write_begun.park()
                 elif trio.current_time() < since + timeout:
                     await trio.sleep_until(since + timeout)
                 else:

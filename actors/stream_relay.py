@@ -394,8 +394,8 @@ class StreamRelay:
         prepared = _prepare(lease, nonstreaming_body(msg.body), headers, streaming=False)
         sent_at = trio.current_time()
         try:
-            response = await lease.client.post(
-                prepared.url, content=prepared.content, headers=prepared.headers, timeout=timeout
+            response = await lease.client.request(
+                "POST", prepared.url, content=prepared.content, headers=prepared.headers, request_timeout=timeout
             )
         except httpx.HTTPError as exc:
             failure = failure_from_exception(exc)
@@ -468,7 +468,9 @@ class StreamRelay:
             prepared = Prepared(url=lease.base_url + "/v1/messages/count_tokens", headers=headers, content=JSON.encode(msg.body))
         else:
             prepared = endpoint.count(msg.body, headers)
-        response = await lease.client.post(prepared.url, content=prepared.content, headers=prepared.headers)
+        response = await lease.client.request(
+            "POST", prepared.url, content=prepared.content, headers=prepared.headers
+        )
         if response.status_code != 200:
             return CountResult(failure=_failure(lease, response, response.content))
         try:
