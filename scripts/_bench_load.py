@@ -2,40 +2,40 @@
 
 One *run* is one path at one concurrency: ``run_load`` opens N streams, lets each send
 ``warmup`` requests, waits for all of them (a barrier), then each sends ``requests`` measured
-requests one after the other. The paths:
+requests one after the other (with pacing, stream n of N first waits n/N of one pacing
+interval, so that the streams' events do not all land in the same instant, as independent
+clients' would not). The paths, each stream on a connection of its own (the lean clients of
+``_bench_wire``, so the load generator's own cost per event stays small next to the
+gateway's):
 
-- ``direct``: ``POST /v1/messages`` (SSE) to the emulator, through the caller's pooled
-  ``httpx.AsyncClient``s (stream n of N uses client ``n * len(clients) // N``: the caller
-  shards the streams over several clients at high concurrency, see bench.py);
-- ``gateway``: the gateway's WebSocket door, one connection per stream (session
-  ``bench-<n>``), one ``query`` at a time;
+- ``direct``: ``POST /v1/messages`` (SSE) to the emulator, on a keep-alive connection;
+- ``gateway``: the gateway's WebSocket door (session ``bench-<n>``), one ``query`` at a time;
 - ``http``: the gateway's HTTP door, ``POST /v1/messages`` (SSE) exactly as on the direct
-  path (same client sharding, same SSE reader), with ``x-switchboard-session:
-  bench-http-<n>`` so each stream is charged to a session of its own, as on the WebSocket
-  door.
- Every
-measured request becomes a ``Sample``; the run's wall time is from the start barrier to the
-last stream's last answer, and the ``on_start``/``on_end`` hooks fire at those two instants
-(the caller reads the processes' CPU there).
+  path (same body, same reader), with ``x-switchboard-session: bench-http-<n>`` so each
+  stream is charged to a session of its own, as on the WebSocket door.
 
-Times are ``time.perf_counter()`` in the load generator, taken when a complete event is in
-hand: on the direct and http paths when the SSE chunk holding its terminating blank line
-arrived, on the gateway path when its ``event`` frame was received. Both start when the request is sent.
+Every measured request becomes a ``Sample``; the run's wall time is from the start barrier
+to the last stream's last answer, and the ``on_start``/``on_end`` hooks fire at those two
+instants (the caller reads the processes' CPU there).
+
+Times are ``time.perf_counter()`` in the load generator, taken when the read that completed
+an event returned: on the direct and http paths the read holding the event's terminating
+blank line, on the gateway path the read holding its ``event`` frame. Both start when the
+request is sent.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Final
 
-import httpx
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
+from _bench_wire import HttpConnection, WebSocketConnection, WireError
 
 API_VERSION: Final = "2023-06-01"
 # The emulator accepts any key; a recognisable one makes its logs easy to read.
@@ -145,49 +145,29 @@ def direct_headers(session: str | None = None) -> dict[str, str]:
     return headers
 
 
-def _is_comment(block: bytes) -> bool:
-    """An SSE block of comment lines only (``: ...``): no event, SSE readers skip it (the
-    gateway's HTTP door ends its streams with one, ``: switchboard cost_usd=...``)."""
-    return all(line.startswith(b":") for line in block.strip().split(b"\n"))
-
-
 async def direct_request(
-    client: httpx.AsyncClient, url: str, body: bytes, expected: int, headers: Mapping[str, str] | None = None
+    connection: HttpConnection, path: str, body: bytes, expected: int, headers: dict[str, str]
 ) -> Sample:
-    """POST one streaming request and time its events (a minimal SSE reader: events end at a
-    blank line ``\\n\\n``, as the API and the emulator send them; comment-only blocks are
-    not events). Used for the direct path
-    and, with the gateway's HTTP URL, for the http path."""
+    """POST one streaming request on ``connection`` and time its events (see
+    ``_bench_wire.SSECounter``: comment-only blocks, such as the HTTP door's closing
+    ``: switchboard cost_usd=...``, are not events). Used for the direct path and, on a
+    connection to the gateway's HTTP door, for the http path."""
     sample = Sample()
-    times: list[float] = []
     start = time.perf_counter()
     try:
-        async with client.stream("POST", url, content=body, headers=headers or direct_headers()) as response:
-            if response.status_code != 200:
-                await response.aread()
-                sample.error = f"HTTP {response.status_code}"
-                return _finish(sample, start, times)
-            pending = b""
-            last = b""
-            async for chunk in response.aiter_raw():
-                pending += chunk
-                if b"\n\n" not in pending:
-                    continue
-                *blocks, pending = pending.split(b"\n\n")
-                now = time.perf_counter()
-                for block in blocks:
-                    if not block.strip() or _is_comment(block):
-                        continue
-                    if sample.ttfe is None:
-                        sample.ttfe = now - start
-                    times.append(now)
-                    last = block
-                    if block.startswith(b"event: error"):
-                        sample.error = "event: error in the stream"
-            if sample.error is None and not last.startswith(b"event: message_stop"):
-                sample.error = "stream ended without message_stop"
-    except httpx.HTTPError as exc:
+        result = await connection.post_stream(path, body, headers)
+    except (WireError, OSError) as exc:
         sample.error = f"{type(exc).__name__}: {exc}"
+        return _finish(sample, start, [])
+    times = result.times
+    if times:
+        sample.ttfe = times[0] - start
+    if result.status != 200:
+        sample.error = f"HTTP {result.status}"
+    elif result.sse.error:
+        sample.error = "event: error in the stream"
+    elif not result.sse.last.startswith(b"event: message_stop"):
+        sample.error = "stream ended without message_stop"
     _finish(sample, start, times)
     if sample.error is None and sample.events != expected:
         sample.error = f"{sample.events} events, expected {expected}"
@@ -218,23 +198,23 @@ _HEAD: Final = msgspec.json.Decoder(_Head)
 _FAILED: Final = msgspec.json.Decoder(_Failed)
 
 
-def query_frame(query_id: str, workload: Workload) -> str:
-    """A ``query`` frame as text (the protocol wants text frames; bytes would go binary)."""
-    return msgspec.json.encode({"type": "query", "id": query_id, "request": workload.request()}).decode()
+def query_frame(query_id: str, workload: Workload) -> bytes:
+    """A ``query`` frame's JSON (sent as a text message)."""
+    return msgspec.json.encode({"type": "query", "id": query_id, "request": workload.request()})
 
 
-async def gateway_request(ws: WebSocketConnection, query_id: str, frame: str, expected: int) -> Sample:
+async def gateway_request(ws: WebSocketConnection, query_id: str, frame: bytes, expected: int) -> Sample:
     """Send one query and time its ``event`` frames until its terminal frame.
 
-    Raises trio_websocket.ConnectionClosed when the connection ends first.
+    Raises _bench_wire.WireError (``Closed`` included) when the connection ends first.
     """
     sample = Sample()
     times: list[float] = []
     start = time.perf_counter()
-    await ws.send_message(frame)
+    await ws.send_text(frame)
     while True:
-        raw = await ws.get_message()
-        now = time.perf_counter()
+        raw = await ws.receive()
+        now = ws.read_at
         head = _HEAD.decode(raw)
         if head.id != query_id:
             continue
@@ -286,13 +266,10 @@ async def run_load(
     deadline: float,
     on_start: Callable[[], None],
     on_end: Callable[[], None],
-    clients: Sequence[httpx.AsyncClient] = (),
 ) -> RunOutcome:
     """Run ``spec`` (see the module docstring); give up at ``deadline`` (trio clock).
 
-    The direct and http paths need ``clients`` (one or more; the streams are spread over
-    them in contiguous groups). Never raises for a failed request or stream: failures
-    are samples or ``stream_failures``, and requests not measured by the deadline are
+    Never raises for a failed request or stream: failures are samples or ``stream_failures``, and requests not measured by the deadline are
     ``missing``.
     """
     outcome = RunOutcome()
@@ -327,27 +304,34 @@ async def run_load(
             arrived_start = True
             start.arrive()
             await start.wait()
+            if spec.workload.pace_ms:
+                # Independent clients do not tick in step: spread the streams' phases over
+                # one pacing interval, or every stream's event lands in the same instant.
+                await trio.sleep(spec.workload.pace_ms / 1000 * n / spec.concurrency)
             for i in range(spec.requests):
                 outcome.samples.append(await send(i))
             arrived_end = True
             end.arrive()
 
+        host, _, port = spec.url.split("://", 1)[1].rpartition(":")
         try:
             if spec.path in ("direct", "http"):
-                assert clients, "the direct and http paths need an HTTP client"
-                client = clients[n * len(clients) // spec.concurrency]
-                url = spec.url + "/v1/messages"
+                connection = HttpConnection(host, int(port))
                 body = spec.workload.upstream_body()
                 expected = spec.workload.expected_events
                 headers = direct_headers(f"bench-http-{n}" if spec.path == "http" else None)
 
                 async def send_direct(_: int) -> Sample:
-                    return await direct_request(client, url, body, expected, headers)
+                    return await direct_request(connection, "/v1/messages", body, expected, headers)
 
-                await measured(send_direct)
+                try:
+                    await measured(send_direct)
+                finally:
+                    await connection.aclose()
             else:
-                async with open_websocket_url(f"{spec.url}/v1/sessions/bench-{n}") as ws:
-                    head = _HEAD.decode(await ws.get_message())
+                ws = await WebSocketConnection.connect(host, int(port), f"/v1/sessions/bench-{n}")
+                try:
+                    head = _HEAD.decode(await ws.receive())
                     if head.type != "ready":
                         raise _NotReady(f"first frame was {head.type!r}, not 'ready'")
 
@@ -357,10 +341,10 @@ async def run_load(
                         return await gateway_request(ws, query_id, frame, spec.workload.expected_events)
 
                     await measured(send_query)
-        except (ConnectionClosed, HandshakeError, OSError, _NotReady) as exc:
-            # trio-websocket raises a bare HandshakeError for a failed connect: say its cause.
-            why = exc.__cause__ if isinstance(exc, HandshakeError) and exc.__cause__ else exc
-            outcome.stream_failures[f"{type(why).__name__}: {why}"] += 1
+                finally:
+                    await ws.aclose()
+        except (WireError, OSError, _NotReady) as exc:
+            outcome.stream_failures[f"{type(exc).__name__}: {exc}"] += 1
         finally:
             # A failed stream still arrives, so the others are not held at a barrier forever;
             # past the deadline nobody waits any more, and a release would start the clock.

@@ -26,19 +26,20 @@ What it does:
 3. For each level, ``--repeat`` times, runs each path of ``--paths`` (default all three,
    in this order, interleaved per repeat):
 
-   - ``direct``: pooled ``httpx.AsyncClient``s POST ``/v1/messages`` with ``stream: true``
-     (the body the gateway would send) to the emulator and read the SSE;
-   - ``gateway`` (``--paths ws``): the gateway's WebSocket door, one connection per stream
-     (session ``bench-<n>``, clock started after its ``ready``), one ``query`` at a time;
+   - ``direct``: POST ``/v1/messages`` with ``stream: true`` (the body the gateway would
+     send) to the emulator and read the SSE;
+   - ``gateway`` (``--paths ws``): the gateway's WebSocket door (session ``bench-<n>``,
+     clock started after its ``ready``), one ``query`` at a time;
    - ``http``: the gateway's HTTP door, measured exactly like the direct path (same body,
-     same client set-up, same SSE reader and event count) but POSTed to the gateway's
-     ``/v1/messages``, with ``x-switchboard-session: bench-http-<n>``.
+     same SSE reader and event count) but POSTed to the gateway's ``/v1/messages``, with
+     ``x-switchboard-session: bench-http-<n>``.
 
-   Up to 64 streams, the direct and http paths each use one client. Above 64, each uses one
-   ``httpx.AsyncClient`` per 32 streams (sharding): httpcore 1.0.9's pool
-   (``_assign_requests_to_connections``) rescans every connection for every connection on
-   each request, work quadratic in the pool's size, so one client for 512 streams would make
-   this load generator, not the gateway, the bottleneck. Each path has its own clients.
+   Every stream has a connection of its own (kept alive between its requests), spoken by
+   the lean clients of ``scripts/_bench_wire.py`` rather than httpx and trio-websocket:
+   the load generator shares its core with the emulator, and with the libraries' per-event
+   work the client side, not the gateway, set the measured times at a few thousand events
+   per second. The preflight (step 2) uses httpx and trio-websocket, so the real clients
+   still check that the paths agree.
 
    Each of the N concurrent streams sends ``--warmup`` unmeasured requests, waits for
    every stream to finish warming up, then sends ``--requests`` measured ones back to back.
@@ -121,14 +122,12 @@ kept (and named on stderr) when something failed.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -174,9 +173,6 @@ _GATEWAY_ENV_DROP: Final = (
     "ANTHROPIC_LOG",
 )
 PREFLIGHT_TIMEOUT: Final = 30.0
-# Client sharding of the direct and http paths (see the module docstring).
-SHARD_ABOVE: Final = 64
-STREAMS_PER_CLIENT: Final = 32
 # How often the gateway's VmRSS is sampled while a run's streams are open.
 RSS_INTERVAL: Final = 0.05
 # --paths names: "ws" is the gateway path (the WebSocket door).
@@ -251,7 +247,6 @@ async def measure(
     *,
     emulator: Child,
     gateway: Child,
-    clients: list[httpx.AsyncClient],
     time_limit: float,
 ) -> RunMetrics:
     """Run ``spec`` once (at most ``time_limit`` s), reading CPU at the measured phase's two
@@ -285,7 +280,7 @@ async def measure(
         if on_gateway:
             nursery.start_soon(watch_rss)
         outcome = await run_load(
-            spec, deadline=trio.current_time() + time_limit, on_start=mark, on_end=mark, clients=clients
+            spec, deadline=trio.current_time() + time_limit, on_start=mark, on_end=mark
         )
         nursery.cancel_scope.cancel()
     if len(marks) == 2:
@@ -318,23 +313,6 @@ def _ms(value: float | None) -> str:
 
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def client_shards(level: int) -> int:
-    """How many HTTP clients the direct and http paths use at ``level`` streams."""
-    return 1 if level <= SHARD_ABOVE else math.ceil(level / STREAMS_PER_CLIENT)
-
-
-async def _open_clients(stack: AsyncExitStack, level: int) -> list[httpx.AsyncClient]:
-    """``client_shards(level)`` clients, each with room for its streams' connections, kept
-    alive between requests and runs (closed with ``stack``)."""
-    count = client_shards(level)
-    room = math.ceil(level / count) + 8
-    limits = httpx.Limits(max_connections=room, max_keepalive_connections=room)
-    return [
-        await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)))
-        for _ in range(count)
-    ]
 
 
 _EMULATOR_ARGS: Final = ("emulator", "--host", "127.0.0.1", "--port", "0")
@@ -371,29 +349,23 @@ async def bench(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> li
     ):
         _progress(f"emulator at {emulator.url} (pid {emulator.pid}); logs in {log_dir}")
         for index, level in enumerate(levels):
-            async with (
-                open_child(
-                    "gateway",
-                    list(_GATEWAY_ARGS),
-                    env=_gateway_env(emulator),
-                    cpus=pinning.gateway,
-                    log_path=log_dir / f"gateway-x{level}.log",
-                    url_prefix="ws://",
-                    http_url=True,
-                ) as gateway,
-                AsyncExitStack() as stack,
-            ):
+            async with open_child(
+                "gateway",
+                list(_GATEWAY_ARGS),
+                env=_gateway_env(emulator),
+                cpus=pinning.gateway,
+                log_path=log_dir / f"gateway-x{level}.log",
+                url_prefix="ws://",
+                http_url=True,
+            ) as gateway:
                 assert gateway.http_url is not None
                 _progress(
-                    f"level {level}: gateway at {gateway.url} and {gateway.http_url} (pid {gateway.pid}); "
-                    f"{client_shards(level)} HTTP client(s) per HTTP path"
+                    f"level {level}: gateway at {gateway.url} and {gateway.http_url} (pid {gateway.pid})"
                 )
                 if index == 0:
                     await preflight(preflight_client, emulator.url, gateway.url, gateway.http_url, workload)
                     _progress(f"preflight: {workload.expected_events} events on every path")
                 urls = {"direct": emulator.url, "gateway": gateway.url, "http": gateway.http_url}
-                # Separate clients per HTTP path: each pool holds one path's connections only.
-                clients = {path: await _open_clients(stack, level) for path in paths if path != "gateway"}
                 runs: dict[str, list[RunMetrics]] = {path: [] for path in paths}
                 for repeat in range(args.repeat):
                     # Interleaved, so a slow drift of the machine affects every path alike.
@@ -404,7 +376,6 @@ async def bench(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> li
                             repeat,
                             emulator=emulator,
                             gateway=gateway,
-                            clients=clients.get(path, []),
                             time_limit=args.timeout,
                         )
                         runs[path].append(metrics)
@@ -556,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             f"pinning: {pinning.describe()}; load average at start {load_average:.2f} "
             f"on {os.cpu_count()} CPU(s)",
             "paths: direct = the emulator; gateway = the gateway's WebSocket door; http = its HTTP door "
-            f"(HTTP clients: 1, or 1 per {STREAMS_PER_CLIENT} streams above {SHARD_ABOVE})",
+            "(one connection per stream)",
             "times in ms; +ttfe, +gap: door minus direct; cpu/req: process CPU ms per measured request; "
             "gw rss: VmRSS while the streams are open; gw hwm: VmHWM over the run",
             "",
