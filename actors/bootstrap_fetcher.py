@@ -38,7 +38,7 @@ import httpx
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer
+from actors._util import CLEANUP_TIMEOUT, answer, inbox_messages
 from actors.config import FIRST_PARTY, Config, Secret
 from protocol.bootstrap import (
     BOOTSTRAP_PATH,
@@ -153,7 +153,7 @@ class BootstrapFetcher:
                 with inbox:
                     task_status.started(address)
                     nursery.start_soon(self._startup_task)
-                    async for msg in inbox:
+                    async for msg in inbox_messages(inbox):
                         match msg:
                             case GetBootstrap():
                                 if msg.settled and not self._state.settled:

@@ -39,7 +39,7 @@ import httpx
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer
+from actors._util import CLEANUP_TIMEOUT, answer, inbox_messages
 from actors.config import FIRST_PARTY, Config
 from actors.credentials import Credential, CredentialError, load_credential
 from actors.providers import Endpoint, endpoint_for
@@ -189,7 +189,7 @@ class ClientPool:
                 with inbox:
                     await self._load(self._slot(None))
                     task_status.started(address)
-                    async for msg in inbox:
+                    async for msg in inbox_messages(inbox):
                         self._handle(msg, nursery)
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):

@@ -40,7 +40,7 @@ from typing import TypeAlias, assert_never, final
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer, ask
+from actors._util import CLEANUP_TIMEOUT, answer, ask, inbox_messages
 from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
@@ -165,7 +165,7 @@ class RetrySupervisor:
             async with trio.open_nursery() as nursery:
                 with inbox:
                     task_status.started(address)
-                    async for msg in inbox:
+                    async for msg in inbox_messages(inbox):
                         match msg:
                             case RunQuery():
                                 nursery.start_soon(self._query_task, msg)

@@ -36,7 +36,7 @@ import httpx
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer, ask
+from actors._util import CLEANUP_TIMEOUT, answer, ask, inbox_messages
 from actors.client_pool import Acquire, ClientPoolAddress, Lease
 from actors.cost_ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.metrics import Metrics
@@ -228,7 +228,7 @@ class StreamRelay:
             async with trio.open_nursery() as nursery:
                 with inbox:
                     task_status.started(address)
-                    async for msg in inbox:
+                    async for msg in inbox_messages(inbox):
                         match msg:
                             case RunAttempt():
                                 nursery.start_soon(self._attempt_task, msg)
