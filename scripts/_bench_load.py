@@ -2,9 +2,9 @@
 
 One *run* is one path at one concurrency: ``run_load`` opens N streams, lets each send
 ``warmup`` requests, waits for all of them (a barrier), then each sends ``requests`` measured
-requests one after the other (with pacing, stream n of N first waits n/N of one pacing
-interval, so that the streams' events do not all land in the same instant, as independent
-clients' would not). The paths, each stream on a connection of its own (the lean clients of
+requests one after the other (with pacing, stream n of N first waits n/N of one answer's
+duration, so that the streams' requests and events do not all land in the same instant, as
+independent clients' would not). The paths, each stream on a connection of its own (the lean clients of
 ``_bench_wire``, so the load generator's own cost per event stays small next to the
 gateway's):
 
@@ -58,6 +58,11 @@ class Workload:
         # message_start, content_block_start, ping, the deltas, content_block_stop,
         # message_delta, message_stop.
         return self.deltas + 6
+
+    @property
+    def answer_seconds(self) -> float:
+        """How long the emulator takes to pace out one answer (0 without pacing)."""
+        return self.expected_events * self.pace_ms / 1000
 
     def prompt(self) -> str:
         options = f"deltas={self.deltas}" + (f",pace_ms={self.pace_ms}" if self.pace_ms else "")
@@ -305,9 +310,10 @@ async def run_load(
             start.arrive()
             await start.wait()
             if spec.workload.pace_ms:
-                # Independent clients do not tick in step: spread the streams' phases over
-                # one pacing interval, or every stream's event lands in the same instant.
-                await trio.sleep(spec.workload.pace_ms / 1000 * n / spec.concurrency)
+                # Independent clients do not start in step: spread the streams' starts over
+                # one answer's duration, or every stream's request (and each of its events)
+                # lands in the same instant, every answer long.
+                await trio.sleep(spec.workload.answer_seconds * n / spec.concurrency)
             for i in range(spec.requests):
                 outcome.samples.append(await send(i))
             arrived_end = True
