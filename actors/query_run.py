@@ -1,0 +1,389 @@
+"""One query's run for the RetrySupervisor: attempts through the StreamRelay, one terminal frame.
+
+The supervisor makes one ``QueryRun`` per ``RunQuery`` and runs it in a task of its nursery;
+its module docstring gives the contract (the frames, the abort, the timers). A run owns its
+query: the ``RunQuery`` (it closes the query's outbound clone) and the ``QueryTotals``. The
+rest it shares with the supervisor's other tasks, with no lock since every change happens
+between checkpoints: the ``SharedRetryState``, the ``SessionStates``, the ``ProviderBuilds``,
+the metrics, and the addresses of the StreamRelay, the ClientPool and the CostLedger (the
+supervisor closes them).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from typing import TYPE_CHECKING, assert_never, final
+
+import msgspec
+import trio
+
+from actors._util import CLEANUP_TIMEOUT, ask
+from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
+from actors.config import Config
+from actors.cost_ledger import CostLedgerAddress, RecordDuration
+from actors.metrics import Metrics
+from actors.provider_builds import ProviderBuilds
+from actors.query_channel import (
+    HEARTBEAT_INTERVAL,
+    ClientGone,
+    QueryTotals,
+    deliver,
+    epoch_ms,
+    heartbeat,
+    send,
+    wait_with_heartbeats,
+)
+from actors.retry_shared import SharedRetryState
+from actors.session_state import SessionRequestState, SessionStates
+from actors.stream_relay import AttemptOutcome, RunAttempt, StreamRelayAddress
+from protocol.assembly import usage_json
+from protocol.betas import split_beta_header, with_beta_header
+from protocol.caching import CacheBreak, PromptSnapshot, tracking_key
+from protocol.frames import Aborted, Done, ErrorFrame, Fallback, FastMode, RetryFrame, Tombstone
+from protocol.pricing import usd
+from protocol.providers import metrics_label
+from protocol.recovery import Recovery, can_recover, combined, hit_output_limit, next_step
+from protocol.request import strip_thinking, thinking_budget
+from protocol.request_builder import build_request
+from protocol.retry import (
+    Context,
+    Failure,
+    GiveUp,
+    Retry,
+    RetryPolicy,
+    RetryState,
+    SwitchModel,
+    decide,
+    is_auth_failure,
+)
+from protocol.wire import JsonObject
+
+if TYPE_CHECKING:
+    # Only a type here: the supervisor's module imports this one.
+    from actors.retry_supervisor import RunQuery
+
+# The supervisor's logger: the runs are its work.
+log = logging.getLogger("switchboard.supervisor")
+
+
+@final
+class QueryRun:
+    """One query's attempt loop with the reference client's retry rules (see the module
+    docstring). Use once: ``run``."""
+
+    __slots__ = (
+        "_builds", "_config", "_metrics", "_msg", "_rng", "_sessions", "_shared",
+        "_to_ledger", "_to_pool", "_to_relay", "_totals",
+    )
+
+    def __init__(
+        self,
+        msg: RunQuery,
+        *,
+        config: Config,
+        shared: SharedRetryState,
+        sessions: SessionStates,
+        builds: ProviderBuilds,
+        metrics: Metrics,
+        rng: random.Random,
+        to_relay: StreamRelayAddress,
+        to_ledger: CostLedgerAddress,
+        to_pool: ClientPoolAddress,
+    ) -> None:
+        self._msg = msg
+        self._totals = QueryTotals()
+        self._config = config
+        self._shared = shared
+        self._sessions = sessions
+        self._builds = builds
+        self._metrics = metrics
+        self._rng = rng
+        self._to_relay = to_relay
+        self._to_ledger = to_ledger
+        self._to_pool = to_pool
+
+    async def run(self) -> None:
+        """Run the query to its end, then close its outbound clone. Sends exactly one
+        terminal frame unless the client went away; counts the query in the metrics and in
+        its session's activity."""
+        msg = self._msg
+        totals = self._totals
+        started = trio.current_time()
+        self._metrics.query_started()
+        self._sessions.started(msg.session_id)
+        try:
+            with msg.outbound:
+                terminal_sent = False
+                with msg.scope:
+                    try:
+                        terminal_sent = await self._run()
+                    except ClientGone:
+                        pass
+                if not terminal_sent and msg.scope.cancelled_caught:
+                    frame = Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
+                    with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                        await deliver(msg.outbound, frame)
+        finally:
+            self._sessions.finished(msg.session_id, trio.current_time())
+            requested_model = str(msg.query.request.get("model"))
+            self._metrics.query_finished(
+                self._builds.api_model(requested_model),
+                metrics_label(self._builds.settings(requested_model).provider),
+                totals.outcome,
+                trio.current_time() - started,
+                error_type=totals.error_type,
+            )
+
+    def _policy(self) -> RetryPolicy:
+        config = self._config
+        query = self._msg.query
+        persistent = config.unattended_retry or (bool(query.persistent) and config.allow_persistent_queries)
+        return RetryPolicy(
+            max_retries=query.max_retries if query.max_retries is not None else config.max_retries,
+            source=query.source,
+            fallback_model=self._builds.api_model(query.fallback_model) if query.fallback_model else None,
+            persistent=persistent,
+            fallback_for_all_models=config.fallback_for_all_models,
+            nonstreaming_fallback=config.nonstreaming_fallback,
+        )
+
+    async def _run(self) -> bool:
+        """The attempt loop. Returns True once the terminal frame is delivered.
+
+        Raises:
+            ClientGone: the client went away; the query just stops.
+        """
+        msg = self._msg
+        shared = self._shared
+        query = msg.query
+        policy = self._policy()
+        request = query.request
+        fast_requested = bool(query.fast_mode) and not shared.fast_mode_disabled
+        session = self._sessions.get(msg.session_id)
+        base_headers, client_betas = split_beta_header(msg.headers)
+        # The model as sent upstream (aliases and [1m] resolved): gates, prices and the
+        # frames all name it.
+        state = RetryState(model=self._builds.api_model(str(request["model"])), fast_mode=fast_requested)
+        # What the client named each model as: the builder needs the [1m] marker back.
+        requested = {state.model: str(request["model"])}
+        if query.fallback_model and policy.fallback_model:
+            requested.setdefault(policy.fallback_model, query.fallback_model)
+        started = trio.current_time()
+        cooldown_announced = False
+        recovery = Recovery()
+        while True:
+            state = state.next_attempt()
+            probe = await shared.wait_turn(
+                state.model, functools.partial(heartbeat, msg.outbound, query.id, state.attempt), HEARTBEAT_INTERVAL
+            )
+            cooldown = shared.fast_cooldown_until(state.model) if state.fast_mode else None
+            fast_active = state.fast_mode and cooldown is None and not shared.fast_mode_disabled
+            if state.fast_mode and not fast_active and not cooldown_announced:
+                cooldown_announced = True
+                await send(msg.outbound, FastMode(id=query.id, active=False, reason="cooldown", until_ms=epoch_ms(cooldown)))
+            # The fast-mode beta is latched for the session once asked for (reference 7.4:
+            # toggling it would break the prompt cache); only the body's speed field follows
+            # cooldowns.
+            client_model = requested.get(state.model, state.model)
+            built, session.latch = build_request(
+                request,
+                settings=self._builds.settings(client_model),
+                latch=session.latch,
+                source=query.source,
+                model=client_model,
+                max_tokens=state.max_tokens_override,
+                fast=fast_active,
+                fast_requested=fast_requested,
+                client_betas=client_betas,
+            )
+            for note in built.notes if state.attempt == 1 else ():
+                log.info("query %s: %s", query.id, note)
+            body = built.body
+            headers = with_beta_header(base_headers, built.betas)
+            outcome: AttemptOutcome | None = None
+            decision: Retry | SwitchModel | GiveUp | None = None
+            withhold = bool(query.recover) and can_recover(recovery, request)
+            try:
+                outcome = await self._attempt(state, body, headers, withhold, recovery, started)
+                if outcome.failure is not None:
+                    decision = await self._decide(policy, state, outcome.failure, fast_active, request, outcome)
+            finally:
+                # Whatever happened (an abort included), the model's gate learns of it.
+                shared.report(state.model, probe=probe, outcome=outcome, decision=decision)
+            failure = outcome.failure
+            if failure is None:
+                if outcome.message is None:
+                    # Cancelled without our scope being cancelled: the client went away.
+                    raise ClientGone
+                if withhold and hit_output_limit(outcome.message):
+                    step, recovery, request = next_step(recovery, request, outcome.message)
+                    log.info("query %s hit the output limit; recovering (%s)", query.id, step)
+                    if step == "escalate" and outcome.relayed:
+                        await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
+                    state = msgspec.structs.replace(state, loop_attempt=0)
+                    continue
+                message = combined(recovery, outcome.message)
+                cache_break = self._check_cache(session, query.source, built.snapshot, outcome)
+                return await self._done(state, msgspec.structs.replace(outcome, message=message), started, cache_break)
+            assert decision is not None
+            if outcome.relayed:
+                await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
+            match decision:
+                case GiveUp():
+                    log.info("query %s gives up after attempt %d: %s", query.id, state.attempt, decision.error.type)
+                    self._totals.outcome, self._totals.error_type = "error", decision.error.type
+                    return await deliver(msg.outbound, ErrorFrame(id=query.id, error=decision.error))
+                case SwitchModel():
+                    log.warning("query %s: %s overloaded, falling back to %s", query.id, state.model, decision.to_model)
+                    self._metrics.fallback(state.model, decision.to_model)
+                    await send(
+                        msg.outbound,
+                        Fallback(id=query.id, from_model=state.model, to_model=decision.to_model, reason=decision.reason),
+                    )
+                    request = strip_thinking(request)
+                    state = decision.state
+                case Retry():
+                    if decision.fast_mode_off is not None:
+                        await self._fast_mode_off(state.model, decision)
+                    log.info(
+                        "query %s attempt %d failed (%s %s); retrying in %.3fs",
+                        query.id, state.attempt, failure.status, failure.error_type, decision.delay,
+                    )
+                    retry = RetryFrame(
+                        id=query.id,
+                        attempt=state.attempt,
+                        max_retries=policy.max_retries,
+                        delay_ms=round(decision.delay * 1000),
+                        error=failure.info(),
+                    )
+                    self._metrics.retried(failure.error_type)
+                    await send(msg.outbound, retry)
+                    await wait_with_heartbeats(msg.outbound, query.id, state.attempt, decision.delay)
+                    state = decision.state
+                case _:
+                    assert_never(decision)
+
+    async def _decide(
+        self, policy: RetryPolicy, state: RetryState, failure: Failure, fast_active: bool,
+        request: JsonObject, outcome: AttemptOutcome,
+    ) -> Retry | SwitchModel | GiveUp:
+        """Tell the pool what it must know, then ask the pure rules."""
+        refreshed: bool | None = None
+        if is_auth_failure(failure):
+            result: RefreshResult = await ask(
+                self._to_pool, lambda reply: Refresh(generation=outcome.generation, reply=reply)
+            )
+            refreshed = result.changed
+        if failure.stale:
+            await self._to_pool.send(ReportBroken())
+        ctx = Context(
+            now=self._shared.wall_now(),
+            rand=self._rng.random(),
+            fast_mode_active=fast_active,
+            credential_refreshed=refreshed,
+            thinking_budget=thinking_budget(request),
+        )
+        return decide(policy, state, failure, ctx)
+
+    async def _fast_mode_off(self, model: str, decision: Retry) -> None:
+        if decision.cooldown_until is not None:
+            self._shared.start_fast_cooldown(model, decision.cooldown_until)
+        if decision.fast_mode_permanent:
+            log.warning("fast mode switched off for good: %s", decision.fast_mode_off)
+            self._shared.fast_mode_disabled = True
+        msg = self._msg
+        frame = FastMode(
+            id=msg.query.id, active=False, reason=decision.fast_mode_off or "", until_ms=epoch_ms(decision.cooldown_until)
+        )
+        await send(msg.outbound, frame)
+
+    def _check_cache(
+        self, session: SessionRequestState, source: str, snapshot: PromptSnapshot, outcome: AttemptOutcome
+    ) -> CacheBreak | None:
+        """reference 7.5 phase 2 on the answer's cache reads; a break is logged. Diagnostics only."""
+        found = session.check_response(
+            tracking_key(source), snapshot, cache_read=outcome.usage.cache_read_input_tokens, now=self._shared.wall_now()
+        )
+        if found is not None:
+            log.info(
+                "[PROMPT CACHE BREAK] %s [source=%s, cache read: %d → %d]",
+                found.reason, source, found.cache_read_before, found.cache_read_after,
+            )
+        return found
+
+    async def _done(
+        self, state: RetryState, outcome: AttemptOutcome, started: float, cache_break: CacheBreak | None = None
+    ) -> bool:
+        assert outcome.message is not None
+        msg = self._msg
+        totals = self._totals
+        duration = trio.current_time() - started
+        await self._to_ledger.send(
+            RecordDuration(
+                session_id=msg.session_id,
+                duration_ms=round(duration * 1000),
+                duration_without_retries_ms=round(outcome.duration * 1000),
+            )
+        )
+        stop_reason = outcome.message.get("stop_reason")
+        done = Done(
+            id=msg.query.id,
+            model=state.model,
+            stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+            message=outcome.message,
+            usage=usage_json(totals.usage),
+            cost_usd=usd(totals.cost_pico),
+            session_cost_usd=usd(totals.session_cost_pico or 0),
+            attempts=state.attempt,
+            duration_ms=round(duration * 1000),
+            duration_without_retries_ms=round(outcome.duration * 1000),
+            cache_break=cache_break,
+        )
+        totals.outcome = "done"
+        return await deliver(msg.outbound, done)
+
+    async def _attempt(
+        self, state: RetryState, body: JsonObject, headers: tuple[tuple[str, str], ...], withhold: bool,
+        recovery: Recovery, started: float,
+    ) -> AttemptOutcome:
+        """Run one attempt in the relay; on cancel, cancel it and still collect its usage."""
+        msg = self._msg
+        totals = self._totals
+        scope = trio.CancelScope()
+        send, receive = trio.open_memory_channel[AttemptOutcome](1)
+        with receive:
+            await self._to_relay.send(
+                RunAttempt(
+                    session_id=msg.session_id,
+                    query_id=msg.query.id,
+                    attempt=state.attempt,
+                    model=state.model,
+                    body=body,
+                    headers=headers,
+                    streaming=state.streaming,
+                    withhold_output_limit=withhold,
+                    index_offset=recovery.index_offset,
+                    continuation=bool(recovery.content),
+                    query_started=started,
+                    measure_first_token=not totals.content_seen,
+                    outbound=msg.outbound,
+                    scope=scope,
+                    reply=send,
+                )
+            )
+            try:
+                outcome = await receive.receive()
+            except trio.EndOfChannel:
+                return AttemptOutcome(model=state.model, aborted=True)
+            except trio.Cancelled:
+                scope.cancel(reason="query aborted")
+                with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                    try:
+                        totals.add(await receive.receive())
+                    except trio.EndOfChannel:
+                        pass
+                raise
+            totals.add(outcome)
+            return outcome
