@@ -6,8 +6,9 @@ Start one in a nursery and point any client at the URL it returns::
     url = await nursery.start(emu.run)          # "http://127.0.0.1:PORT"
     emu.script("429:retry_after=2", "overloaded_midstream:after=4")
 
-See ``emulator.server`` for the endpoints, ``emulator.faults`` for the fault specs,
-``emulator.tokens`` and ``emulator.responses`` for the deterministic content and usage.
+See ``emulator.router`` for the endpoints, ``emulator.server`` for serving them,
+``emulator.faults`` for the fault specs, ``emulator.tokens`` and ``emulator.responses`` for
+the deterministic content and usage.
 """
 
 from .faults import Fault as Fault

@@ -1,26 +1,11 @@
 """The Emulator: a first-party Messages API on loopback, with scripted faults.
 
 Role:
-    Serve ``/v1/messages`` (streaming and not), ``/v1/messages/count_tokens`` and
-    ``/v1/models`` the way api.anthropic.com does (wire.md 1-4, 6), with deterministic
-    content and usage (``responses``, ``tokens``), and fail on request in every way the
-    real service does (``faults``). Also serve ``/_emulator/*`` so any HTTP client can
-    script an outage and read the log: ``POST /_emulator/faults`` (a JSON list of specs),
-    ``GET /_emulator/requests``, ``POST /_emulator/reset``. And serve the bootstrap API,
-    ``GET /api/claude_cli/bootstrap`` (reference-client.md 4): ``bootstrap_body`` (one
-    additional model option by default), after the credential check alone, with faults
-    from its own queue (``script_bootstrap``, so a gateway's startup fetch never takes a
-    fault meant for a Messages request) or the ``x-emulator-fault`` header.
-    issue 6: the cloud providers' wire formats on the same server, each checking its own
-    credential and then answered (faults included) by the same code: Bedrock
-    ``/model/{id}/...`` (``emulator/bedrock.py``, SigV4 verified), Vertex
-    ``/v1/projects/.../models/{model}:rawPredict`` and its OAuth ``/token``
-    (``emulator/vertex.py``), Foundry ``/anthropic/v1/...`` and a managed-identity
-    ``/msi/token`` (``emulator/foundry.py``).
-Request checks (in order; a failing request consumes no queued fault):
-    credential (``x-api-key`` or ``authorization: Bearer``; must be in ``api_keys`` when
-    given), ``anthropic-version``, ``anthropic-beta``, the body (``validation``), the fault
-    spec of the header or directive.
+    The trio shell around ``Router`` (``emulator/router.py``: the endpoints, the request
+    checks and every answer, decided without I/O): listen, read each request, log it
+    (``requests``, a ``RecordedRequest`` each), write its answer (``delivery``). Also the
+    test-facing controls: ``script`` / ``script_bootstrap`` / ``outage`` queue faults,
+    ``wait_for_request`` waits for the log, ``reset`` and ``revoke_*_tokens`` forget state.
 Lifecycle:
     ``await nursery.start(emu.run)`` returns the base URL once the socket listens; ``run``
     serves until cancelled. One task per connection (HTTP/1.1 keep-alive, any number of
@@ -39,143 +24,31 @@ Timers:
 from __future__ import annotations
 
 import contextlib
-import copy
-import itertools
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, final
-from urllib.parse import urlsplit
 
 import msgspec
 import trio
 
-from . import bedrock, foundry, vertex
-from .api import (
-    DEFAULT_BOOTSTRAP,
-    bootstrap_answer,
-    count_tokens_answer,
-    error_answer,
-    json_answer,
-    messages_answer,
-)
 from .connection import HttpConnection, MalformedRequest, Request
-from .delivery import Answer, deliver
-from .errors import ErrorResponse, api_error
-from .faults import Fault, FaultSpecError
-from .responses import last_user_text, model_json, models_page
-from .script import FaultScript
-from .tokens import PromptCache
-from .validation import check_body, check_headers, credential, parse_body
+from .delivery import deliver
+from .faults import Fault
+from .record import RecordedRequest as RecordedRequest
+from .router import Router
 
 logger: Final = logging.getLogger("emulator")
 
-# Queued faults apply to these two endpoints only.
-_MESSAGES: Final = "/v1/messages"
-_COUNT_TOKENS: Final = "/v1/messages/count_tokens"
-_BOOTSTRAP: Final = "/api/claude_cli/bootstrap"
-# The methods each known path answers; any other method gets 405.
-_ROUTES: Final = {
-    _MESSAGES: "POST",
-    _COUNT_TOKENS: "POST",
-    "/v1/models": "GET",
-    "/_emulator/faults": "POST",
-    "/_emulator/requests": "GET",
-    "/_emulator/reset": "POST",
-    _BOOTSTRAP: "GET",
-}
-
-
-@dataclass(eq=False)
-class RecordedRequest:
-    """One request as the emulator saw it, updated while its response is written.
-
-    ``headers`` have lower-cased names (the last of repeated names wins); ``json`` is the
-    decoded body or None; ``fault`` the fault applied; ``status`` the status line sent;
-    ``events_sent`` the SSE events fully written; ``completed`` the whole response
-    written; ``disconnected`` the client left before that; ``finished`` is set once
-    handling ended, whichever way. ``request_id`` is the ``request-id`` header sent.
-    """
-
-    index: int
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    json: object | None
-    fault: Fault | None = None
-    status: int | None = None
-    events_sent: int = 0
-    completed: bool = False
-    disconnected: bool = False
-    finished: trio.Event = field(default_factory=trio.Event)
-    request_id: str = ""
-
-    def summary(self) -> dict[str, object]:
-        """The JSON-able line ``GET /_emulator/requests`` shows for this request."""
-        return {
-            "index": self.index,
-            "method": self.method,
-            "path": self.path,
-            "request_id": self.request_id,
-            "status": self.status,
-            "fault": None if self.fault is None else self.fault.spec,
-            "events_sent": self.events_sent,
-            "completed": self.completed,
-            "disconnected": self.disconnected,
-        }
-
 
 @final
-class Emulator:
+class Emulator(Router):
     """An Anthropic Messages API on loopback (see the module docstring).
 
-    ``api_keys``: the credentials accepted; None accepts any non-empty one. State (fault
-    queue, request log, prompt cache) lives on the instance, so tests can script and
-    inspect it while ``run`` serves.
+    Constructed as ``Router`` is (``api_keys``: the credentials accepted; None accepts any
+    non-empty one; the cloud providers' credentials as keywords). State (fault queue,
+    request log, prompt cache) lives on the instance, so tests can script and inspect it
+    while ``run`` serves; ``reset`` (from ``Router``) forgets it.
     """
-
-    def __init__(
-        self,
-        api_keys: frozenset[str] | None = None,
-        *,
-        aws_keys: Mapping[str, str] | None = None,
-        bedrock_tokens: frozenset[str] | None = None,
-        vertex_auth: bool = False,
-        google_token_lifetime: int = 3600,
-        foundry_keys: frozenset[str] | None = None,
-        identity_secret: str | None = None,
-        entra_token_lifetime: int = 3600,
-    ) -> None:
-        self.api_keys = api_keys
-        # issue 6: Bedrock's credentials: access key id -> secret (SigV4 is verified), and
-        # the API keys accepted as Bearer. Both None: any Bedrock request passes.
-        self.aws_keys = aws_keys
-        self.bedrock_tokens = bedrock_tokens
-        # issue 6: Vertex. With ``vertex_auth`` a Vertex request needs a token issued by
-        # ``POST /token`` that has not expired (trio time) nor been revoked.
-        self.vertex_auth = vertex_auth
-        self.google_token_lifetime = google_token_lifetime
-        self.google_tokens: dict[str, float] = {}
-        self.token_issuers: list[str] = []
-        # issue 6: Foundry. API keys accepted (None: any), and Entra ID tokens issued by the
-        # managed-identity endpoint ``GET /msi/token`` (which needs ``identity_secret``).
-        self.foundry_keys = foundry_keys
-        self.identity_secret = identity_secret
-        self.entra_token_lifetime = entra_token_lifetime
-        self.entra_tokens: dict[str, float] = {}
-        self._entra_issued = 0
-        self.requests: list[RecordedRequest] = []
-        self.url: str | None = None
-        self._script = FaultScript()
-        self._cache = PromptCache()
-        self._arrived = trio.Event()
-        # Ids keep counting across reset() so a message id is never seen twice.
-        self._sequence = itertools.count(1)
-        # What GET /api/claude_cli/bootstrap answers; tests may replace it.
-        self.bootstrap_body: dict[str, object] = copy.deepcopy(dict(DEFAULT_BOOTSTRAP))
-        self._bootstrap_script = FaultScript()
 
     def script_bootstrap(self, *faults: Fault | str) -> None:
         """Queue faults for the bootstrap endpoint, one per request (its own queue).
@@ -201,12 +74,13 @@ class Emulator:
         """The queued faults not yet applied, next first."""
         return self._script.pending
 
-    def reset(self) -> None:
-        """Forget queued faults, directive counts, the prompt cache and the request log."""
-        self._script.clear()
-        self._bootstrap_script.clear()
-        self._cache.clear()
-        self.requests = []
+    def revoke_entra_tokens(self) -> None:
+        """Every Entra ID token issued so far stops working."""
+        self.entra_tokens.clear()
+
+    def revoke_google_tokens(self) -> None:
+        """Every token issued so far stops working (a rotated key, a revoked grant)."""
+        self.google_tokens.clear()
 
     async def wait_for_request(self, n: int) -> RecordedRequest:
         """Wait until request ``n`` (0-based, since the last reset) arrived; return it.
@@ -303,206 +177,6 @@ class Emulator:
         if not record.completed:
             record.disconnected = True
         scope.cancel()
-
-    def _answer(self, request: Request, record: RecordedRequest, sequence: int) -> Answer:
-        """Decide the whole response to ``request`` (state changes happen here)."""
-        path = urlsplit(request.target).path
-        request_id = record.request_id
-        if request.too_large:
-            # The rest of the body is unread, so this connection cannot carry another request.
-            answer = error_answer(api_error(413), request_id, [(b"connection", b"close")])
-            answer.keep_alive = False
-            return answer
-        if path.startswith("/v1/models/") and request.method == "GET":
-            return self._models(request, path.removeprefix("/v1/models/"), request_id)
-        bedrock_route = bedrock.route(path)
-        if bedrock_route is not None and request.method == "POST":
-            return self._bedrock(request, record, sequence, *bedrock_route)
-        vertex_route = vertex.route(path)
-        if vertex_route is not None and request.method == "POST":
-            return self._vertex(request, record, sequence, vertex_route)
-        if path == vertex.TOKEN_PATH and request.method == "POST":
-            return self._google_token(request, record)
-        if path.startswith(foundry.PREFIX + "/v1/messages") and request.method == "POST":
-            # issue 6: Foundry's own credential check, then the first-party API as usual.
-            if not foundry.authorized(request.headers, self.foundry_keys, self.entra_tokens, trio.current_time()):
-                return error_answer(api_error(401), request_id)
-            inner = path.removeprefix(foundry.PREFIX)
-            return self._messages(request, record, sequence, counting=inner == _COUNT_TOKENS, check_credential=False)
-        if path == foundry.IDENTITY_PATH and request.method == "GET":
-            return self._entra_token(request)
-        allowed = _ROUTES.get(path)
-        if allowed is None:
-            return error_answer(api_error(404), request_id)
-        if request.method != allowed:
-            error = api_error(405, f"Method {request.method} not allowed for {path}")
-            return error_answer(error, request_id, [(b"allow", allowed.encode())])
-        if path.startswith("/_emulator/"):
-            return self._admin(path, request, request_id)
-        if path == "/v1/models":
-            return self._models(request, None, request_id)
-        if path == _BOOTSTRAP:
-            return self._bootstrap(request, record)
-        return self._messages(request, record, sequence, counting=path == _COUNT_TOKENS)
-
-    def _messages(
-        self, request: Request, record: RecordedRequest, sequence: int, *, counting: bool,
-        check_credential: bool = True,
-    ) -> Answer:
-        request_id = record.request_id
-        # issue 6: Foundry checks its credential itself (Entra tokens are not API keys).
-        problem = check_headers(
-            request.headers if check_credential else {**request.headers, "x-api-key": "checked"},
-            self.api_keys if check_credential else None,
-        )
-        if problem is not None:
-            return error_answer(problem, request_id)
-        # The log already decoded the body; decode again only to word a parse error.
-        needs_max_tokens = not counting
-        body = (
-            check_body(record.json, needs_max_tokens=needs_max_tokens)
-            if record.json is not None
-            else parse_body(request.body, needs_max_tokens=needs_max_tokens)
-        )
-        if isinstance(body, ErrorResponse):
-            return error_answer(body, request_id)
-        try:
-            directions = self._script.select(
-                request.headers, None if counting else last_user_text(body), trio.current_time()
-            )
-        except FaultSpecError as exc:
-            return error_answer(api_error(400, f"emulator fault spec: {exc}"), request_id)
-        record.fault = directions.fault
-        if counting:
-            return count_tokens_answer(body, directions, request_id=request_id)
-        return messages_answer(
-            body, directions, cache=self._cache, sequence=sequence, request_id=request_id
-        )
-
-    def _bedrock(
-        self, request: Request, record: RecordedRequest, sequence: int, model: str, action: str
-    ) -> Answer:
-        """issue 6: a Bedrock InvokeModel / CountTokens request (``emulator/bedrock.py``)."""
-        request_id = record.request_id
-        denied = bedrock.check_auth(
-            request.method, request.target, request.headers, request.body,
-            self.aws_keys, self.bedrock_tokens, request_id,
-        )
-        if denied is not None:
-            return denied
-        body = bedrock.first_party_body(request.body, model, action)
-        if isinstance(body, str):
-            return bedrock.rest_error(400, body, request_id)
-        counting = action == "count-tokens"
-        answer = self._first_party(request, record, sequence, body, counting=counting)
-        if isinstance(answer, ErrorResponse):
-            return bedrock.rest_error(answer.status, answer.message, request_id)
-        return bedrock.bedrock_answer(answer, request_id, counting=counting)
-
-    def _first_party(
-        self, request: Request, record: RecordedRequest, sequence: int, body: dict[str, object], *, counting: bool
-    ) -> Answer | ErrorResponse:
-        """issue 6: a cloud request's first-party body, answered as ``/v1/messages`` would
-        (scripted faults included), or the error for the caller to put in its own shape."""
-        checked = check_body(body, needs_max_tokens=not counting)
-        if isinstance(checked, ErrorResponse):
-            return checked
-        try:
-            directions = self._script.select(
-                request.headers, None if counting else last_user_text(checked), trio.current_time()
-            )
-        except FaultSpecError as exc:
-            return api_error(400, f"emulator fault spec: {exc}")
-        record.fault = directions.fault
-        if counting:
-            return count_tokens_answer(checked, directions, request_id=record.request_id)
-        return messages_answer(
-            checked, directions, cache=self._cache, sequence=sequence, request_id=record.request_id
-        )
-
-    def revoke_entra_tokens(self) -> None:
-        """Every Entra ID token issued so far stops working."""
-        self.entra_tokens.clear()
-
-    def _entra_token(self, request: Request) -> Answer:
-        if self.identity_secret is None or not foundry.identity_request_ok(
-            request.target, request.headers, self.identity_secret
-        ):
-            return foundry.identity_error()
-        self._entra_issued += 1
-        token = f"eyJ0eXAiOiJKV1QifQ.emulator-{self._entra_issued}"
-        self.entra_tokens[token] = trio.current_time() + self.entra_token_lifetime
-        return foundry.identity_answer(token, self.entra_token_lifetime)
-
-    def revoke_google_tokens(self) -> None:
-        """Every token issued so far stops working (a rotated key, a revoked grant)."""
-        self.google_tokens.clear()
-
-    def _google_token(self, request: Request, record: RecordedRequest) -> Answer:
-        issuer = vertex.assertion_issuer(request.body)
-        if issuer is None:
-            return vertex.oauth_error(record.request_id)
-        self.token_issuers.append(issuer)
-        token = f"ya29.emulator-{len(self.token_issuers)}"
-        self.google_tokens[token] = trio.current_time() + self.google_token_lifetime
-        return vertex.token_answer(token, self.google_token_lifetime)
-
-    def _vertex(self, request: Request, record: RecordedRequest, sequence: int, found: vertex.VertexRoute) -> Answer:
-        """issue 6: a Vertex rawPredict / streamRawPredict request (``emulator/vertex.py``)."""
-        request_id = record.request_id
-        if self.vertex_auth:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            expiry = self.google_tokens.get(token.strip()) if scheme.lower() == "bearer" else None
-            if expiry is None or trio.current_time() >= expiry:
-                return vertex.rpc_error(401, vertex.UNAUTHENTICATED, request_id)
-        body = vertex.first_party_body(request.body, found)
-        if isinstance(body, str):
-            return vertex.rpc_error(400, body, request_id)
-        answer = self._first_party(request, record, sequence, body, counting=found.model == "count-tokens")
-        if isinstance(answer, ErrorResponse):
-            return error_answer(answer, request_id)
-        return vertex.vertex_answer(answer, request_id)
-
-    def _bootstrap(self, request: Request, record: RecordedRequest) -> Answer:
-        # The reference client sends no anthropic-version here: only the credential counts.
-        presented = credential(request.headers)
-        if presented is None or (self.api_keys is not None and presented not in self.api_keys):
-            return error_answer(api_error(401), record.request_id)
-        try:
-            directions = self._bootstrap_script.select(request.headers, None)
-        except FaultSpecError as exc:
-            return error_answer(api_error(400, f"emulator fault spec: {exc}"), record.request_id)
-        record.fault = directions.fault
-        return bootstrap_answer(self.bootstrap_body, directions.fault, request_id=record.request_id)
-
-    def _models(self, request: Request, model_id: str | None, request_id: str) -> Answer:
-        problem = check_headers(request.headers, self.api_keys)
-        if problem is not None:
-            return error_answer(problem, request_id)
-        id_header = [(b"request-id", request_id.encode())]
-        if model_id is None:
-            return json_answer(200, models_page(), id_header)
-        model = model_json(model_id)
-        if model is None:
-            return error_answer(api_error(404, f"model: {model_id}"), request_id)
-        return json_answer(200, msgspec.json.encode(model), id_header)
-
-    def _admin(self, path: str, request: Request, request_id: str) -> Answer:
-        id_header = [(b"request-id", request_id.encode())]
-        if path == "/_emulator/requests":
-            summaries = [record.summary() for record in self.requests]
-            return json_answer(200, msgspec.json.encode(summaries), id_header)
-        if path == "/_emulator/reset":
-            self.reset()
-            return json_answer(200, b'{"reset":true}', id_header)
-        try:
-            specs = msgspec.json.decode(request.body, type=list[str])
-            queued = self._script.extend(specs)
-        except (msgspec.DecodeError, msgspec.ValidationError, FaultSpecError) as exc:
-            message = f"body must be a JSON list of fault spec strings: {exc}"
-            return error_answer(api_error(400, message), request_id)
-        payload = {"queued": [fault.spec for fault in queued], "pending": len(self._script.pending)}
-        return json_answer(200, msgspec.json.encode(payload), id_header)
 
 
 async def serve_emulator(
