@@ -88,17 +88,22 @@ Reading the numbers:
   holds all 56 events at once (its TTFE is the time to the whole answer, its gaps are 0)
   while the gateway relays them one frame each. ``--pace-ms`` gives streams that trickle,
   as the API's do, and a fairer TTFE comparison.
-- The direct path is an httpx client. httpcore's connection pool rescans all of its
-  connections, for each connection, on every request (work grows with the square of the
-  connections; httpcore 1.0.9), so at 100 streams the direct rows
-  can be bound by this load generator (``load %cpu`` near 100) and show a *negative* added
-  TTFE. The gateway's upstream client is httpx too and pays the same cost in ``gw cpu/req``.
+- Paced streams start spread over one answer's duration (as independent clients would),
+  then run back to back; ``+ttfe`` and ``+gap`` at a level where neither the gateway's core
+  (``gw %cpu``) nor the other one (``load %cpu``) is near 100 are what the gateway adds.
 - Paced streams at high concurrency load the emulator and this load generator with
-  N * 1000 / pace events per second (512 streams at 20 ms: 25,600/s) on their core; a
-  Python emulator and httpx reader cannot keep that pace on one core, so the direct row
-  falls behind the pace itself (``load %cpu`` near 100, ``gap p99`` well above the pace)
-  and the doors' ``+gap``/``+ttfe`` are then relative to a saturated baseline. The
-  ``errors``/``dropped`` columns still say whether every frame was relayed.
+  N * 1000 / pace events per second (512 streams at 20 ms: 25,600/s) on their core, and the
+  gateway with as many on its own. Where ``load %cpu`` nears 100 the direct row falls behind
+  the pace itself (``gap p99`` well above the pace) and the doors' ``+gap``/``+ttfe`` are
+  relative to a saturated baseline; where ``gw %cpu`` nears 100 the gateway is the
+  bottleneck and its gaps and first events queue. The ``errors``/``dropped`` columns still
+  say whether every frame was relayed.
+- The HTTP door holds an answer's content-free first events (``message_start``,
+  ``content_block_start``, ``ping``) until its first content, so that a retry before any
+  content stays invisible to an SSE client (actors/http_answer.py). With ``--pace-ms`` the
+  emulator paces those too, so the http rows' first event comes about three pacing
+  intervals after the direct one's: that is the hold, not the gateway's speed. Without
+  pacing they arrive together and ``+ttfe`` is the door's own cost.
 - The HTTP path's SSE reader skips comment-only blocks (``: ...``, no event for an SSE
   client): the gateway's HTTP door ends each stream with ``: switchboard cost_usd=...``
   after ``message_stop``; it is not counted among the events.
