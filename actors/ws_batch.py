@@ -34,12 +34,20 @@ async def send_text_batch(ws: WebSocketConnection, payloads: list[bytes]) -> Non
     if ws._close_reason is not None:
         raise ConnectionClosed(ws._close_reason)
     data = b"".join([text_frame(payload) for payload in payloads])
-    async with ws._stream_lock:
-        try:
-            await ws._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await ws._abort_web_socket()
-            raise ConnectionClosed(ws._close_reason) from None
+    lock = ws._stream_lock
+    # Uncontended (the usual case: only pongs and the close frame share it), take the lock
+    # without the scheduler round ``async with lock`` costs; the write is the checkpoint.
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    try:
+        await ws._stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        await ws._abort_web_socket()
+        raise ConnectionClosed(ws._close_reason) from None
+    finally:
+        lock.release()
 
 
 async def abort(ws: WebSocketConnection) -> None:
