@@ -2,15 +2,23 @@
 
 ``Config`` is built once from CLI flags and the reference client's environment variables
 (``config_from_env``) and handed to everything else. Secrets are kept in ``Secret`` wrappers
-whose ``repr`` never shows the value, and registered with the log redactor.
+whose ``repr`` never shows the value, and registered with the log redactor. Here too: the
+cloud providers' variables, and where the cost ledger and the bootstrap cache live.
 
-Environment variables read (first party):
+``config_from_env`` is handed the environment and passes it on to two helpers, which never
+read ``os.environ`` themselves: ``actors.env_values`` (truthy/falsy switches, integers,
+custom headers, proxies) and ``actors.request_config`` (issue 5's ``build_settings_from_env``).
+Their public names are re-exported here, so ``actors.config`` stays the one import.
+
+Environment variables read (the main ones):
 
 - ``ANTHROPIC_API_KEY`` (sent as ``x-api-key``), ``ANTHROPIC_AUTH_TOKEN`` (sent as
   ``Authorization: Bearer``); both are sent when both are set, as the SDK does (wire.md 1.1).
 - ``ANTHROPIC_BASE_URL`` (default ``https://api.anthropic.com``).
 - ``ANTHROPIC_CUSTOM_HEADERS``: lines of ``Name: Value``, split on the first colon, lines
   without a colon skipped (reference-client.md 5.1).
+- ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY`` (lower-case names win): the
+  upstream proxies (``environment_proxies`` in ``actors.env_values``).
 - ``API_TIMEOUT_MS``: the upstream request timeout (default 600 000 ms, reference-client.md 5.1).
 - ``CLAUDE_CODE_MAX_RETRIES``: retries after the first attempt (default 10, reference 1.1).
 - ``ANTHROPIC_LOG=debug``: debug logging, as ``--debug``.
@@ -25,9 +33,10 @@ Environment variables read (first party):
   ``ANTHROPIC_VERTEX_BASE_URL``, ``CLAUDE_CODE_SKIP_VERTEX_AUTH``; Foundry
   ``ANTHROPIC_FOUNDRY_RESOURCE`` / ``_BASE_URL`` / ``_API_KEY``, ``CLAUDE_CODE_SKIP_FOUNDRY_AUTH``;
   and ``SWITCHBOARD_PROVIDER_ROUTES`` (``prefix=provider,...``): models routed to other providers.
-- issue 5, request construction (``build_settings_from_env``, the README's table): models
-  (``ANTHROPIC_MODEL``, ``ANTHROPIC_DEFAULT_*_MODEL``, ``ANTHROPIC_SMALL_FAST_MODEL``, ...),
-  betas (``ANTHROPIC_BETAS``, ...), ``CLAUDE_CODE_EXTRA_BODY``, prompt caching.
+- issue 5, request construction (``build_settings_from_env`` in ``actors.request_config``,
+  the README's table): models (``ANTHROPIC_MODEL``, ``ANTHROPIC_DEFAULT_*_MODEL``,
+  ``ANTHROPIC_SMALL_FAST_MODEL``, ...), betas (``ANTHROPIC_BETAS``, ...),
+  ``CLAUDE_CODE_EXTRA_BODY``, prompt caching.
 - ``XDG_STATE_HOME`` (default ``~/.local/state``): where the cost ledger lives when
   ``--ledger`` is not given (``default_ledger_path``).
 """
@@ -35,7 +44,6 @@ Environment variables read (first party):
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 from collections.abc import Mapping
 from typing import Final
@@ -43,8 +51,13 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from actors.env_values import environment_proxies as environment_proxies
+from actors.env_values import int_env, is_secret_header
+from actors.env_values import is_falsy as is_falsy
+from actors.env_values import is_truthy as is_truthy
+from actors.env_values import parse_custom_headers as parse_custom_headers
+from actors.request_config import build_settings_from_env as build_settings_from_env
 from protocol.errors import ConfigError
-from protocol.models_catalog import ModelSettings
 from protocol.providers import parse_routes
 from protocol.request_builder import BuildSettings
 
@@ -150,64 +163,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # wins; a model no route matches goes to ``provider``.
     provider_routes: tuple[tuple[str, str], ...] = ()
     # issue 5: request construction (models, betas, extra body, prompt caching), read once
-    # by ``build_settings_from_env``; see protocol/request_builder.py.
+    # by ``build_settings_from_env`` (actors/request_config.py); see protocol/request_builder.py.
     build: BuildSettings = BuildSettings()
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redactor."""
         found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens) if s]
         found += [s.reveal() for s in (self.bedrock_bearer, self.foundry_api_key) if s]
-        found += [value for name, value in self.custom_headers if _is_secret_header(name)]
+        found += [value for name, value in self.custom_headers if is_secret_header(name)]
         found += [urlsplit(url).password or "" for _, url in self.proxies]
         return [s for s in found if s]
-
-
-def environment_proxies(env: Mapping[str, str]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
-    """The proxy URL per scheme (``http``, ``https``) and the ``NO_PROXY`` entries, read as
-    curl and httpx read them: lower-case names win over upper-case ones, ``ALL_PROXY``
-    covers a scheme without its own."""
-
-    def value(name: str) -> str:
-        return (env.get(name.lower()) or env.get(name.upper()) or "").strip()
-
-    every = value("all_proxy")
-    proxies = tuple((scheme, url) for scheme in ("http", "https") if (url := value(f"{scheme}_proxy") or every))
-    no_proxy = tuple(entry.strip().lower() for entry in value("no_proxy").split(",") if entry.strip())
-    return proxies, no_proxy
-
-
-def _is_secret_header(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in ("auth", "key", "token", "secret", "cookie"))
-
-
-def parse_custom_headers(raw: str) -> tuple[tuple[str, str], ...]:
-    """``ANTHROPIC_CUSTOM_HEADERS``: ``Name: Value`` per line, split on the first colon."""
-    headers: list[tuple[str, str]] = []
-    for line in raw.replace("\r\n", "\n").split("\n"):
-        name, sep, value = line.partition(":")
-        if sep and name.strip():
-            headers.append((name.strip(), value.strip()))
-    return tuple(headers)
-
-
-def is_truthy(value: str | None) -> bool:
-    """The reference's ``isEnvTruthy``: 1, true, yes, on (any case, trimmed)."""
-    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def is_falsy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in ("0", "false", "no", "off")
-
-
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
 def default_ledger_path(env: Mapping[str, str]) -> str:
@@ -346,14 +311,14 @@ def config_from_env(
             f"refusing to listen on {host} without access tokens: set SWITCHBOARD_ACCESS_TOKENS "
             "or pass --allow-no-auth"
         )
-    timeout_ms = _int_env(env, "API_TIMEOUT_MS", int(DEFAULT_API_TIMEOUT * 1000))
-    max_retries = _int_env(env, "CLAUDE_CODE_MAX_RETRIES", 10)
+    timeout_ms = int_env(env, "API_TIMEOUT_MS", int(DEFAULT_API_TIMEOUT * 1000))
+    max_retries = int_env(env, "CLAUDE_CODE_MAX_RETRIES", 10)
     if timeout_ms <= 0 or max_retries < 0:
         raise ConfigError("API_TIMEOUT_MS must be > 0 and CLAUDE_CODE_MAX_RETRIES >= 0")
     helper = env.get("SWITCHBOARD_API_KEY_HELPER", "").strip() or None
     token_file = env.get("SWITCHBOARD_OAUTH_TOKEN_FILE", "").strip() or None
-    helper_ttl_ms = _int_env(env, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS", int(DEFAULT_KEY_HELPER_TTL * 1000))
-    idle_ms = _int_env(env, "CLAUDE_STREAM_IDLE_TIMEOUT_MS", int(DEFAULT_STREAM_IDLE_TIMEOUT * 1000))
+    helper_ttl_ms = int_env(env, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS", int(DEFAULT_KEY_HELPER_TTL * 1000))
+    idle_ms = int_env(env, "CLAUDE_STREAM_IDLE_TIMEOUT_MS", int(DEFAULT_STREAM_IDLE_TIMEOUT * 1000))
     watchdog_off = is_falsy(env.get("CLAUDE_ENABLE_STREAM_WATCHDOG"))
     proxies, no_proxy = environment_proxies(env)
     config = Config(
@@ -389,78 +354,3 @@ def config_from_env(
     config = _with_providers(config, env)
     # issue 5: request construction's settings, for the provider just chosen.
     return msgspec.structs.replace(config, build=build_settings_from_env(env, config.provider))
-
-
-# --- issue 5: request construction ------------------------------------------------------------
-
-
-def _extra_body(raw: str) -> dict[str, object]:
-    """``CLAUDE_CODE_EXTRA_BODY``: only a JSON object counts; anything else is logged and
-    ignored (the reference's behaviour), so a typo cannot take the gateway down."""
-    if not raw.strip():
-        return {}
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        logging.getLogger("switchboard.config").warning("CLAUDE_CODE_EXTRA_BODY ignored: not JSON (%s)", exc)
-        return {}
-    if not isinstance(value, dict):
-        logging.getLogger("switchboard.config").warning(
-            "CLAUDE_CODE_EXTRA_BODY ignored: a JSON object is required, got %s", type(value).__name__
-        )
-        return {}
-    return value
-
-
-def build_settings_from_env(env: Mapping[str, str], provider: str = FIRST_PARTY) -> BuildSettings:
-    """The request-construction settings (protocol/request_builder.py), read once.
-
-    Raises:
-        ConfigError: ``CLAUDE_CODE_MAX_OUTPUT_TOKENS`` is not an integer.
-    """
-
-    def get(name: str) -> str | None:
-        return env.get(name, "").strip() or None
-
-    max_output = _int_env(env, "CLAUDE_CODE_MAX_OUTPUT_TOKENS", 0)
-    one_hour = is_truthy(env.get("ENABLE_PROMPT_CACHING_1H")) or (
-        provider == "bedrock" and is_truthy(env.get("ENABLE_PROMPT_CACHING_1H_BEDROCK"))
-    )
-    advisor = get("SWITCHBOARD_ADVISOR_MODEL")
-    return BuildSettings(
-        provider=provider,
-        models=ModelSettings(
-            default_opus=get("ANTHROPIC_DEFAULT_OPUS_MODEL"),
-            default_sonnet=get("ANTHROPIC_DEFAULT_SONNET_MODEL"),
-            default_haiku=get("ANTHROPIC_DEFAULT_HAIKU_MODEL"),
-            small_fast=get("ANTHROPIC_SMALL_FAST_MODEL"),
-            main_model=get("ANTHROPIC_MODEL"),
-            disable_legacy_remap=is_truthy(env.get("CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP")),
-            disable_1m=is_truthy(env.get("CLAUDE_CODE_DISABLE_1M_CONTEXT")),
-        ),
-        extra_betas=tuple(b.strip() for b in env.get("ANTHROPIC_BETAS", "").split(",") if b.strip()),
-        disable_experimental_betas=is_truthy(env.get("CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS")),
-        disable_interleaved_thinking=is_truthy(env.get("DISABLE_INTERLEAVED_THINKING")),
-        extra_body=_extra_body(env.get("CLAUDE_CODE_EXTRA_BODY", "")),
-        disable_prompt_caching=is_truthy(env.get("DISABLE_PROMPT_CACHING")),
-        disable_prompt_caching_haiku=is_truthy(env.get("DISABLE_PROMPT_CACHING_HAIKU")),
-        disable_prompt_caching_sonnet=is_truthy(env.get("DISABLE_PROMPT_CACHING_SONNET")),
-        disable_prompt_caching_opus=is_truthy(env.get("DISABLE_PROMPT_CACHING_OPUS")),
-        prompt_caching_1h=one_hour,
-        force_prompt_caching_5m=is_truthy(env.get("FORCE_PROMPT_CACHING_5M")),
-        max_output_tokens=max_output if max_output > 0 else None,
-        disable_thinking=is_truthy(env.get("CLAUDE_CODE_DISABLE_THINKING")),
-        advisor_model=None if is_truthy(env.get("CLAUDE_CODE_DISABLE_ADVISOR_TOOL")) else advisor,
-        tool_search=_tool_search(env),
-    )
-
-
-def _tool_search(env: Mapping[str, str]) -> bool:
-    """reference-client.md 8, ``ENABLE_TOOL_SEARCH``: ``false``/``auto:100`` off, any other
-    value on; unset, on unless ``ANTHROPIC_BASE_URL`` points at a host other than the API's
-    (a proxy may not know ``defer_loading``)."""
-    raw = env.get("ENABLE_TOOL_SEARCH", "").strip().lower()
-    if raw:
-        return raw not in ("false", "0", "auto:100")
-    base_url = env.get("ANTHROPIC_BASE_URL", "").strip()
-    return not base_url or urlsplit(base_url).hostname == "api.anthropic.com"
