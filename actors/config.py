@@ -73,9 +73,10 @@ DEFAULT_STREAM_IDLE_TIMEOUT: Final = 300.0
 # reference-client.md 2.3: the non-streaming fallback's own timeout (300 s, under the API's
 # 10-minute non-streaming limit), unless API_TIMEOUT_MS says otherwise.
 DEFAULT_NONSTREAMING_TIMEOUT: Final = 300.0
-# A WebSocket client that takes no data for this long while frames wait is disconnected
-# and its queries aborted (and charged): shorter than the upstream idle watchdog, so a
-# stuck reader never turns into upstream timeouts and retries.
+# A client that takes no data for this long while frames wait has its queries aborted (and
+# charged), through either door; a WebSocket connection is then closed (4408). Shorter than
+# the upstream idle watchdog, which waits meanwhile: a stuck reader never turns into
+# upstream timeouts and retries.
 DEFAULT_SLOW_READER_TIMEOUT: Final = 60.0
 # A session runs its queries concurrently; past this many, new ones are rejected so one
 # client cannot take every upstream connection.

@@ -264,6 +264,7 @@ async def run_gateway(
             to_ledger=to_ledger.clone(),
             idle_timeout=config.stream_idle_timeout,
             nonstreaming_timeout=config.nonstreaming_timeout,
+            slow_reader_timeout=config.slow_reader_timeout,
             metrics=metrics,
         )
         to_relay = await nursery.start(relay.run)

@@ -19,6 +19,8 @@ channel hop to the client writer and its payload kept as bytes (``msgspec.Raw``)
 
 from __future__ import annotations
 
+import logging
+import math
 import uuid
 from typing import TYPE_CHECKING, Final, Protocol, final
 
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from actors.stream_relay import RunAttempt
 
 # The provider label of the first party's metrics (a cloud lease's endpoint has its own).
+log = logging.getLogger("switchboard.relay")
+
 PROVIDER: Final = "anthropic"
 _BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
 
@@ -112,7 +116,7 @@ class Progress:
 
     __slots__ = (
         "assembler", "completed", "failure", "first_token_seen", "generation", "long_context",
-        "record_id", "relayed", "withheld",
+        "record_id", "relayed", "watchdog", "withheld",
     )
 
     def __init__(self, msg: RunAttempt) -> None:
@@ -128,6 +132,8 @@ class Progress:
         )
         self.failure: Failure | None = None
         self.completed = False
+        # The stream's idle watchdog, while one runs (``AttemptStreamer.stream``).
+        self.watchdog: trio.CancelScope | None = None
 
 
 @final
@@ -145,6 +151,7 @@ class AttemptStreamer:
         to_ledger: CostLedgerAddress,
         idle_timeout: float | None,
         nonstreaming_timeout: float,
+        slow_reader_timeout: float,
         metrics: Metrics,
     ) -> None:
         self._metrics = metrics
@@ -152,6 +159,7 @@ class AttemptStreamer:
         self._to_ledger = to_ledger
         self._idle_timeout = idle_timeout
         self._nonstreaming_timeout = nonstreaming_timeout
+        self._slow_reader_timeout = slow_reader_timeout
 
     async def stream(self, msg: RunAttempt, progress: Progress) -> Failure | None:
         """Run the attempt; return its failure, or None when the message completed.
@@ -182,6 +190,7 @@ class AttemptStreamer:
                 idle = self._idle_timeout
                 # The idle watchdog: a deadline pushed forward by every chunk (reference 2.2).
                 with trio.CancelScope() as watchdog:
+                    progress.watchdog = watchdog
                     if idle is not None:
                         watchdog.deadline = trio.current_time() + idle
                     async for chunk in response.aiter_bytes():
@@ -253,10 +262,7 @@ class AttemptStreamer:
                 # and the writer finds them queued together.
                 msg.outbound.send_nowait(frame)
             except trio.WouldBlock:
-                try:
-                    await msg.outbound.send(frame)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise ClientGone from exc
+                await self._wait_for_client(msg, progress, frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ClientGone from exc
             progress.relayed += 1
@@ -266,6 +272,34 @@ class AttemptStreamer:
         if name == "message_start":
             await self.record(msg, progress, final=False)
         return None
+
+    async def _wait_for_client(self, msg: RunAttempt, progress: Progress, frame: EventFrame) -> None:
+        """Send ``frame`` once the client has room for it (a checkpoint).
+
+        Meanwhile the upstream is not read, so its silence is ours: the idle watchdog waits
+        (its deadline starts afresh after), and the wait is bounded by the slow-reader limit
+        instead. A client that takes nothing for that long is treated as gone, whichever door
+        it came through: the attempt is cancelled, its usage recorded, nothing retried.
+
+        Raises:
+            ClientGone: the client went away, or took nothing for ``slow_reader_timeout``.
+        """
+        watchdog = progress.watchdog
+        if watchdog is not None:
+            watchdog.deadline = math.inf
+        with trio.move_on_after(self._slow_reader_timeout) as stalled:
+            try:
+                await msg.outbound.send(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientGone from exc
+        if stalled.cancelled_caught:
+            log.warning(
+                "query %s: the client took nothing for %g s; aborting it",
+                msg.query_id, self._slow_reader_timeout,
+            )
+            raise ClientGone
+        if watchdog is not None and self._idle_timeout is not None:
+            watchdog.deadline = trio.current_time() + self._idle_timeout
 
     async def record(self, msg: RunAttempt, progress: Progress, *, final: bool) -> UsageRecorded:
         """Record the message's usage so far under its record id. A checkpoint.

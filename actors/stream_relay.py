@@ -25,11 +25,14 @@ Failure policy:
     supervisor to judge. Cancellation (abort, disconnect, shutdown) arrives through the
     attempt's ``scope``; the upstream response is closed at once, and the usage seen so far
     is still recorded, in a shielded cleanup with a deadline. A client that went away (its
-    outbound channel is broken) cancels the attempt the same way.
+    outbound channel is broken) cancels the attempt the same way, and so does one that took
+    nothing for ``slow_reader_timeout`` while the channel was full (through either door;
+    never retried, since the upstream was not silent: the relay stopped reading it).
 Timers:
-    The HTTP client's timeouts (ClientPool); the stream idle watchdog (``idle_timeout``) and
-    the non-streaming fallback's ``nonstreaming_timeout`` (both in actors.relay_attempt); the
-    cleanup deadline ``CLEANUP_TIMEOUT``.
+    The HTTP client's timeouts (ClientPool); the stream idle watchdog (``idle_timeout``),
+    which waits while the relay waits on the client, the slow-reader limit
+    (``slow_reader_timeout``) and the non-streaming fallback's ``nonstreaming_timeout`` (all
+    in actors.relay_attempt); the cleanup deadline ``CLEANUP_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, ask, inbox_messages
 from actors.client_pool import Acquire, ClientPoolAddress, Lease
+from actors.config import DEFAULT_SLOW_READER_TIMEOUT
 from actors.cost_ledger import CostLedgerAddress, UsageRecorded
 from actors.metrics import Metrics
 from actors.providers import Prepared
@@ -133,6 +137,7 @@ class StreamRelay:
         to_ledger: CostLedgerAddress,
         idle_timeout: float | None = None,
         nonstreaming_timeout: float = 300.0,
+        slow_reader_timeout: float = DEFAULT_SLOW_READER_TIMEOUT,
         metrics: Metrics | None = None,
     ) -> None:
         self._to_pool = to_pool
@@ -142,6 +147,7 @@ class StreamRelay:
             to_ledger=to_ledger,
             idle_timeout=idle_timeout,
             nonstreaming_timeout=nonstreaming_timeout,
+            slow_reader_timeout=slow_reader_timeout,
             metrics=metrics if metrics is not None else Metrics(),
         )
 
