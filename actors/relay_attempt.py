@@ -278,8 +278,10 @@ class AttemptStreamer:
 
         Meanwhile the upstream is not read, so its silence is ours: the idle watchdog waits
         (its deadline starts afresh after), and the wait is bounded by the slow-reader limit
-        instead. A client that takes nothing for that long is treated as gone, whichever door
-        it came through: the attempt is cancelled, its usage recorded, nothing retried.
+        instead. A client that takes none of the query's events for that long is treated as
+        gone, whichever door it came through: the attempt is cancelled, its usage recorded,
+        nothing retried. (Through the WebSocket door the connection's own slow-reader
+        watchdog, which times single writes, normally acts first.)
 
         Raises:
             ClientGone: the client went away, or took nothing for ``slow_reader_timeout``.
@@ -294,7 +296,7 @@ class AttemptStreamer:
                 raise ClientGone from exc
         if stalled.cancelled_caught:
             log.warning(
-                "query %s: the client took nothing for %g s; aborting it",
+                "query %s: the client took none of its events for %g s; aborting it",
                 msg.query_id, self._slow_reader_timeout,
             )
             raise ClientGone
