@@ -203,7 +203,6 @@ class _Connection:
         self._writing_since: float | None = None
         # Where the watchdog waits while no write runs (no timer pending then).
         self._write_begun = trio.lowlevel.ParkingLot()
-        self._cut_off = False
 
     def supersede(self) -> None:
         """Another connection took the session: abort our queries, then close with 4409."""
@@ -271,7 +270,7 @@ class _Connection:
                     self._writing_since = None
                     return
                 self._writing_since = None
-                if self._cut_off:
+                if self._close_code == SLOW_READER:
                     # A slow reader's last write completed: nothing more is sent but the
                     # close frame (closing ``receive`` stops the senders, as above).
                     return
@@ -298,7 +297,6 @@ class _Connection:
         log.warning(
             "session %s: client read nothing for %g s; aborting its queries", self._session_id, timeout
         )
-        self._cut_off = True
         self._close_code = SLOW_READER
         self._close_reason = f"slow reader: read nothing for {timeout:g} s"
         self._reader_scope.cancel(reason="slow reader")
