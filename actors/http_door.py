@@ -234,7 +234,7 @@ class HttpDoor:
             (name, head.headers[name]) for name in FORWARDED_HEADERS if head.headers.get(name)
         )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(watch_disconnect, receive, exchange, nursery.cancel_scope)
             try:
                 if route == "count_tokens":
                     await self._count_tokens(request, forwarded, exchange, request_id)

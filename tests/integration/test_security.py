@@ -7,15 +7,18 @@ import functools
 from pathlib import Path
 from typing import Final
 
+import h11
 import httpx
 import msgspec
 import pytest
 import trio
+import trio.testing
 from harness import chat, connect
 from test_door import rejected_status
 
 from actors.cli import main
 from actors.config import Config, Secret
+from actors.http_door import KEEP_ALIVE_TIMEOUT
 from actors.server import Server, run_server
 from protocol.frames import Done
 
@@ -56,3 +59,62 @@ async def test_a_session_without_an_owner_is_refused_once_tokens_are_configured(
     reported = msgspec.json.decode(capsys.readouterr().out)
     assert reported["session_id"] == ORPHAN
     assert reported["total_cost_usd"] == pytest.approx(done.cost_usd)
+
+
+async def _raw_http(server: Server, request: h11.Request, body: bytes) -> tuple[int, float]:
+    """One request over a fresh loopback connection, spoken with h11: its status, and how
+    long after the response ended the server closed the connection."""
+    assert server.http_url is not None
+    host, _, port = server.http_url.removeprefix("http://").rpartition(":")
+    conn = h11.Connection(h11.CLIENT)
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+        status = 0
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some())
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        ended = trio.current_time()
+        assert await stream.receive_some() == b"", "the server sent more than one response"
+        return status, trio.current_time() - ended
+
+
+def _request(method: str, target: str, body: bytes, *, close: bool) -> h11.Request:
+    headers = [("host", "gateway"), ("content-length", str(len(body)))]
+    if body:
+        headers.append(("content-type", "application/json"))
+    if close:
+        headers.append(("connection", "close"))
+    return h11.Request(method=method, target=target, headers=headers)
+
+
+_EXCHANGES: Final = {
+    "GET /healthz": ("GET", "/healthz", b""),
+    "POST /v1/messages": ("POST", "/v1/messages", msgspec.json.encode(chat())),
+    "POST /v1/messages, streaming": ("POST", "/v1/messages", msgspec.json.encode({**chat(), "stream": True})),
+    "POST /v1/messages/count_tokens": (
+        "POST", "/v1/messages/count_tokens", msgspec.json.encode({"model": "claude-sonnet-4-6", "messages": chat()["messages"]})
+    ),
+    "POST, refused": ("POST", "/v1/messages", b"[]"),
+}
+
+
+@pytest.mark.parametrize("exchange", list(_EXCHANGES))
+async def test_the_http_door_closes_connections_after_connection_close_and_when_idle(
+    nursery: trio.Nursery, config: Config, autojump_clock: trio.testing.MockClock, exchange: str
+) -> None:
+    server: Server = await nursery.start(
+        functools.partial(run_server, msgspec.structs.replace(config, http_port=0))
+    )
+    method, target, body = _EXCHANGES[exchange]
+    with trio.fail_after(1):
+        status, after = await _raw_http(server, _request(method, target, body, close=True), body)
+    assert status in (200, 400) and after == 0
+    # Kept alive, the connection is closed once idle for the keep-alive timeout (virtual time).
+    with trio.fail_after(KEEP_ALIVE_TIMEOUT + 1):
+        status, after = await _raw_http(server, _request(method, target, body, close=False), body)
+    assert status in (200, 400) and after == pytest.approx(KEEP_ALIVE_TIMEOUT)
