@@ -13,8 +13,10 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+import wsproto.events
 from harness import chat, connect
 from test_door import rejected_status
+from wsproto import ConnectionType, WSConnection
 
 from actors.cli import main
 from actors.config import Config, Secret
@@ -118,3 +120,68 @@ async def test_the_http_door_closes_connections_after_connection_close_and_when_
     with trio.fail_after(KEEP_ALIVE_TIMEOUT + 1):
         status, after = await _raw_http(server, _request(method, target, body, close=False), body)
     assert status in (200, 400) and after == pytest.approx(KEEP_ALIVE_TIMEOUT)
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked client frame (RFC 6455 5.2), built by hand: wsproto refuses to send
+    a text frame that is not UTF-8."""
+    mask = b"\x37\xfa\x21\x3d"
+    assert len(payload) < 126
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+class _RawWebSocket:
+    """A WebSocket client on wsproto over a loopback socket, sending hand-made frames."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.pending: list[wsproto.events.Event] = []
+
+    async def next_event(self) -> wsproto.events.Event | None:
+        """The next event, or None when the server closed the TCP connection."""
+        while not self.pending:
+            data = await self.stream.receive_some()
+            if not data:
+                return None
+            self.ws.receive_data(data)
+            self.pending.extend(self.ws.events())
+        return self.pending.pop(0)
+
+    async def next_frame(self) -> dict[str, object]:
+        event = await self.next_event()
+        assert isinstance(event, wsproto.events.TextMessage), event
+        decoded: dict[str, object] = msgspec.json.decode(event.data)
+        return decoded
+
+
+async def _open_raw(server: Server, session: str) -> _RawWebSocket:
+    host, _, port = server.ws_url.removeprefix("ws://").rpartition(":")
+    client = _RawWebSocket(await trio.open_tcp_stream(host, int(port)))
+    await client.stream.send_all(client.ws.send(wsproto.events.Request(host=host, target=f"/v1/sessions/{session}")))
+    assert isinstance(await client.next_event(), wsproto.events.AcceptConnection)
+    assert (await client.next_frame())["type"] == "ready"
+    return client
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007(server: Server) -> None:
+    client = await _open_raw(server, "bytes")
+    async with client.stream:
+        await client.stream.send_all(_client_frame(0x1, b'{"type":"get_cost","x":"\xff"}'))
+        closed = await client.next_event()
+        assert isinstance(closed, wsproto.events.CloseConnection) and closed.code == 1007
+        assert await client.next_event() is None
+
+
+async def test_a_binary_frame_is_read_as_utf8_json(server: Server) -> None:
+    client = await _open_raw(server, "bytes")
+    async with client.stream:
+        await client.stream.send_all(_client_frame(0x2, b'{"type":"get_cost"}'))
+        assert (await client.next_frame())["type"] == "cost"
+        # Not UTF-8: refused like any frame that is not JSON; the connection stays open.
+        await client.stream.send_all(_client_frame(0x2, b'{"type":"get_cost","x":"\xff"}'))
+        refused = await client.next_frame()
+        assert refused["type"] == "rejected" and refused["error"]["type"] == "bad_frame"  # type: ignore[index]
+        await client.stream.send_all(_client_frame(0x1, b'{"type":"get_cost"}'))
+        assert (await client.next_frame())["type"] == "cost"
