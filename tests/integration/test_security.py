@@ -14,15 +14,18 @@ import pytest
 import trio
 import trio.testing
 import wsproto.events
+from conftest import TEST_KEY
 from harness import chat, connect
 from test_door import rejected_status
 from wsproto import ConnectionType, WSConnection
 
 from actors.cli import main
-from actors.config import Config, Secret
+from actors.config import Config, Secret, config_from_env
 from actors.http_door import KEEP_ALIVE_TIMEOUT
+from actors.log import Redactor
 from actors.server import Server, run_server
-from protocol.frames import Done
+from emulator import Emulator
+from protocol.frames import Done, ErrorFrame, RetryFrame, encode_frame
 
 ORPHAN: Final = "orphan"
 
@@ -185,3 +188,85 @@ async def test_a_binary_frame_is_read_as_utf8_json(server: Server) -> None:
         assert refused["type"] == "rejected" and refused["error"]["type"] == "bad_frame"  # type: ignore[index]
         await client.stream.send_all(_client_frame(0x1, b'{"type":"get_cost"}'))
         assert (await client.next_frame())["type"] == "cost"
+
+
+PROXY_PASSWORD: Final = "pr0xy-pw"
+URL_PASSWORD: Final = "ba5e-pw"
+# An upstream error text that echoes the gateway's key, a proxy's and the base URL's password.
+ECHO: Final = f"echo {TEST_KEY} {PROXY_PASSWORD} {URL_PASSWORD}"
+REDACTED: Final = "echo *** *** ***"
+
+
+@pytest.fixture
+def leaky_config(config: Config) -> Config:
+    """The gateway with a proxy password and a base-URL password registered (the proxy is for
+    https only, so the emulator is reached directly)."""
+    return msgspec.structs.replace(
+        config,
+        base_url=config.base_url.replace("http://", f"http://user:{URL_PASSWORD}@"),
+        proxies=(("https", f"http://me:{PROXY_PASSWORD}@127.0.0.1:9"),),
+        http_port=0,
+    )
+
+
+def _no_secret(text: str | bytes) -> None:
+    text = text if isinstance(text, str) else text.decode()
+    for secret in (TEST_KEY, PROXY_PASSWORD, URL_PASSWORD):
+        assert secret not in text
+    assert REDACTED in text
+
+
+async def test_upstream_error_text_is_redacted_on_the_websocket_door(
+    nursery: trio.Nursery, leaky_config: Config, emulator: Emulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    server: Server = await nursery.start(functools.partial(run_server, leaky_config))
+    emulator.script(f"529:message={ECHO}", f"400:message={ECHO}", f"400:message={ECHO}")
+    async with connect(server) as client:
+        await client.receive()
+        await client.send(type="query", id="q", request=chat())
+        retry, error = await client.until_terminal("q")
+        await client.send(type="count_tokens", id="c", request={"model": "claude-sonnet-4-6", "messages": chat()["messages"]})
+        counted = await client.receive()
+    assert isinstance(retry, RetryFrame) and isinstance(error, ErrorFrame) and isinstance(counted, ErrorFrame)
+    for frame in (retry, error, counted):
+        assert frame.error.message == REDACTED, frame
+        _no_secret(encode_frame(frame))
+
+
+async def test_upstream_error_text_is_redacted_on_the_http_door(
+    nursery: trio.Nursery, leaky_config: Config, emulator: Emulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    server: Server = await nursery.start(functools.partial(run_server, leaky_config))
+    emulator.script(
+        f"400:message={ECHO}",
+        f"error_midstream:after=4,type=overloaded_error,message={ECHO}",
+        f"400:message={ECHO}",
+    )
+    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+        plain = await http.post("/v1/messages", json=chat())
+        streamed = await http.post("/v1/messages", json={**chat(), "stream": True})
+        counted = await http.post(
+            "/v1/messages/count_tokens", json={"model": "claude-sonnet-4-6", "messages": chat()["messages"]}
+        )
+    assert plain.status_code == 400 and msgspec.json.decode(plain.content)["error"]["message"] == REDACTED
+    assert streamed.status_code == 200 and b"event: error\n" in streamed.content
+    assert counted.status_code == 400
+    for response in (plain, streamed, counted):
+        _no_secret(response.content)
+
+
+def test_every_configured_url_password_is_a_secret_and_urls_are_redacted_by_shape() -> None:
+    config = config_from_env(
+        {
+            "ANTHROPIC_BASE_URL": "http://user:p%40ss-1@gateway.example",
+            "ANTHROPIC_BEDROCK_BASE_URL": "https://u:bedrock-pw@bedrock.example",
+            "ANTHROPIC_VERTEX_BASE_URL": "https://u:vertex-pw@vertex.example/v1",
+            "ANTHROPIC_FOUNDRY_BASE_URL": "https://u:foundry-pw@foundry.example/anthropic",
+            "HTTPS_PROXY": "http://me:proxy-pw@proxy.example:3128",
+        }
+    )
+    assert {"p%40ss-1", "p@ss-1", "bedrock-pw", "vertex-pw", "foundry-pw", "proxy-pw"} <= set(config.secrets())
+    redact = Redactor().redact
+    assert redact("GET http://user:s3cret@127.0.0.1:80/x") == "GET http://user:***@127.0.0.1:80/x"
+    assert redact("socks5://:s3cret@proxy:1 and http://bearer:s3cret@h") == "socks5://:***@proxy:1 and http://bearer:***@h"
+    assert redact("https://user@host/path?q=a:b@c") == "https://user@host/path?q=a:b@c"
