@@ -4,6 +4,7 @@ limits of the HTTP door, and what the WebSocket door does with bytes that are no
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Final
 
@@ -14,9 +15,10 @@ import pytest
 import trio
 import trio.testing
 import wsproto.events
-from conftest import TEST_KEY
-from harness import chat, connect
+from conftest import TEST_KEY, Upstream
+from harness import chat, clean_env, connect, serve_process
 from test_door import rejected_status
+from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
 
 from actors.cli import main
@@ -270,3 +272,67 @@ def test_every_configured_url_password_is_a_secret_and_urls_are_redacted_by_shap
     assert redact("GET http://user:s3cret@127.0.0.1:80/x") == "GET http://user:***@127.0.0.1:80/x"
     assert redact("socks5://:s3cret@proxy:1 and http://bearer:s3cret@h") == "socks5://:***@proxy:1 and http://bearer:***@h"
     assert redact("https://user@host/path?q=a:b@c") == "https://user@host/path?q=a:b@c"
+
+
+URL_SECRET: Final = "s3cret-in-url"
+PROXY_SECRET: Final = "s3cret-of-proxy"
+
+
+async def test_a_password_in_the_base_url_or_a_proxy_url_never_reaches_a_log(
+    nursery: trio.Nursery, config: Config, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in (None, "httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    port = httpx.URL(upstream.url).port
+    config = msgspec.structs.replace(
+        config,
+        base_url=upstream.url.replace("http://", f"http://user:{URL_SECRET}@"),
+        # The emulator serves absolute-form requests too: it is the Messages requests' proxy.
+        proxies=(("http", upstream.url.replace("http://", f"http://me:{PROXY_SECRET}@")),),
+        disable_nonessential_traffic=False,  # the bootstrap fetch, through httpx's client
+        http_port=0,
+    )
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    assert (await server.gateway.bootstrap(settled=True)).settled
+    async with connect(server) as client:
+        await client.receive()
+        await client.send(type="query", id="q", request=chat())
+        assert isinstance((await client.until_terminal("q"))[-1], Done)
+    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+        assert (await http.post("/v1/messages", json=chat())).status_code == 200
+    lines = [record.getMessage() for record in caplog.records]
+    for secret in (URL_SECRET, PROXY_SECRET):
+        assert secret not in caplog.text and not any(secret in line for line in lines)
+    # Not vacuous: the Messages requests went through the proxy, and the HTTP client logged
+    # the bootstrap request and its connections.
+    proxied = [r for r in upstream.emulator.requests if r.path.startswith("http://")]
+    assert len(proxied) == 2 and all(r.headers["proxy-authorization"].startswith("Basic ") for r in proxied)
+    assert any(f"127.0.0.1:{port}/api/claude_cli/bootstrap" in line for line in lines)
+    assert sum(f"port={port}" in line for line in lines if line.startswith("connect_tcp.started")) >= 2
+
+
+async def test_a_password_in_the_base_url_never_reaches_the_stderr_of_serve(
+    upstream: Upstream, emulator: Emulator
+) -> None:
+    port = httpx.URL(upstream.url).port
+    env = clean_env(
+        ANTHROPIC_API_KEY=TEST_KEY,
+        ANTHROPIC_BASE_URL=upstream.url.replace("http://", f"http://user:{URL_SECRET}@"),
+        ANTHROPIC_LOG="debug",
+    )
+    async with serve_process(env) as served:
+        url = await served.read_line()
+        bootstrap = await emulator.wait_for_request(0)
+        assert bootstrap.path == "/api/claude_cli/bootstrap"
+        await bootstrap.finished.wait()
+        async with open_websocket_url(url + "/v1/sessions/logged") as ws:
+            assert msgspec.json.decode(await ws.get_message())["type"] == "ready"
+            await ws.send_message(msgspec.json.encode({"type": "query", "id": "q", "request": chat()}).decode())
+            while msgspec.json.decode(await ws.get_message())["type"] != "done":
+                pass
+    stderr = bytes(served.stderr).decode()
+    assert URL_SECRET not in stderr
+    # Not vacuous: the bootstrap request (answered before the query began) and the query's
+    # upstream connection were logged.
+    assert f"HTTP Request: GET http://127.0.0.1:{port}/api/claude_cli/bootstrap" in stderr
+    assert f"connect_tcp.started host='127.0.0.1' port={port}" in stderr
