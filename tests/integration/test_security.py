@@ -15,7 +15,6 @@ import pytest
 import trio
 import trio.testing
 import wsproto.events
-from conftest import TEST_KEY, Upstream
 from harness import chat, clean_env, connect, serve_process
 from test_door import rejected_status
 from trio_websocket import open_websocket_url
@@ -30,6 +29,16 @@ from emulator import Emulator
 from protocol.frames import Done, ErrorFrame, RetryFrame, encode_frame
 
 ORPHAN: Final = "orphan"
+# The gateway's API key in tests/conftest.py's ``config``.
+TEST_KEY: Final = "sk-ant-test-key-0123456789"
+PROXY_PASSWORD: Final = "pr0xy-pw"
+URL_PASSWORD: Final = "ba5e-pw"
+# An upstream error text that echoes the gateway's key, a proxy's and the base URL's password.
+ECHO: Final = f"echo {TEST_KEY} {PROXY_PASSWORD} {URL_PASSWORD}"
+REDACTED: Final = "echo *** *** ***"
+# Passwords in the URLs of the logging tests.
+URL_SECRET: Final = "s3cret-in-url"
+PROXY_SECRET: Final = "s3cret-of-proxy"
 
 
 async def test_a_session_without_an_owner_is_refused_once_tokens_are_configured(
@@ -187,16 +196,10 @@ async def test_a_binary_frame_is_read_as_utf8_json(server: Server) -> None:
         # Not UTF-8: refused like any frame that is not JSON; the connection stays open.
         await client.stream.send_all(_client_frame(0x2, b'{"type":"get_cost","x":"\xff"}'))
         refused = await client.next_frame()
-        assert refused["type"] == "rejected" and refused["error"]["type"] == "bad_frame"  # type: ignore[index]
+        error = refused["error"]
+        assert refused["type"] == "rejected" and isinstance(error, dict) and error["type"] == "bad_frame"
         await client.stream.send_all(_client_frame(0x1, b'{"type":"get_cost"}'))
         assert (await client.next_frame())["type"] == "cost"
-
-
-PROXY_PASSWORD: Final = "pr0xy-pw"
-URL_PASSWORD: Final = "ba5e-pw"
-# An upstream error text that echoes the gateway's key, a proxy's and the base URL's password.
-ECHO: Final = f"echo {TEST_KEY} {PROXY_PASSWORD} {URL_PASSWORD}"
-REDACTED: Final = "echo *** *** ***"
 
 
 @pytest.fixture
@@ -274,21 +277,17 @@ def test_every_configured_url_password_is_a_secret_and_urls_are_redacted_by_shap
     assert redact("https://user@host/path?q=a:b@c") == "https://user@host/path?q=a:b@c"
 
 
-URL_SECRET: Final = "s3cret-in-url"
-PROXY_SECRET: Final = "s3cret-of-proxy"
-
-
 async def test_a_password_in_the_base_url_or_a_proxy_url_never_reaches_a_log(
-    nursery: trio.Nursery, config: Config, upstream: Upstream, caplog: pytest.LogCaptureFixture
+    nursery: trio.Nursery, config: Config, emulator: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     for name in (None, "httpx", "httpcore"):
         caplog.set_level(logging.DEBUG, logger=name)
-    port = httpx.URL(upstream.url).port
+    port = httpx.URL(config.base_url).port
     config = msgspec.structs.replace(
         config,
-        base_url=upstream.url.replace("http://", f"http://user:{URL_SECRET}@"),
+        base_url=config.base_url.replace("http://", f"http://user:{URL_SECRET}@"),
         # The emulator serves absolute-form requests too: it is the Messages requests' proxy.
-        proxies=(("http", upstream.url.replace("http://", f"http://me:{PROXY_SECRET}@")),),
+        proxies=(("http", config.base_url.replace("http://", f"http://me:{PROXY_SECRET}@")),),
         disable_nonessential_traffic=False,  # the bootstrap fetch, through httpx's client
         http_port=0,
     )
@@ -305,19 +304,19 @@ async def test_a_password_in_the_base_url_or_a_proxy_url_never_reaches_a_log(
         assert secret not in caplog.text and not any(secret in line for line in lines)
     # Not vacuous: the Messages requests went through the proxy, and the HTTP client logged
     # the bootstrap request and its connections.
-    proxied = [r for r in upstream.emulator.requests if r.path.startswith("http://")]
+    proxied = [r for r in emulator.requests if r.path.startswith("http://")]
     assert len(proxied) == 2 and all(r.headers["proxy-authorization"].startswith("Basic ") for r in proxied)
     assert any(f"127.0.0.1:{port}/api/claude_cli/bootstrap" in line for line in lines)
     assert sum(f"port={port}" in line for line in lines if line.startswith("connect_tcp.started")) >= 2
 
 
 async def test_a_password_in_the_base_url_never_reaches_the_stderr_of_serve(
-    upstream: Upstream, emulator: Emulator
+    config: Config, emulator: Emulator
 ) -> None:
-    port = httpx.URL(upstream.url).port
+    port = httpx.URL(config.base_url).port
     env = clean_env(
         ANTHROPIC_API_KEY=TEST_KEY,
-        ANTHROPIC_BASE_URL=upstream.url.replace("http://", f"http://user:{URL_SECRET}@"),
+        ANTHROPIC_BASE_URL=config.base_url.replace("http://", f"http://user:{URL_SECRET}@"),
         ANTHROPIC_LOG="debug",
     )
     async with serve_process(env) as served:
