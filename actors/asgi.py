@@ -21,7 +21,7 @@ from typing import Final, final
 
 import msgspec
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -36,6 +36,10 @@ class BodyTooLarge(Exception):
 
 class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
+
+
+class BodyStalled(Exception):
+    """The request body stopped arriving (no part of it for the idle timeout)."""
 
 
 class RequestHead(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,12 +63,15 @@ def request_head(scope: HTTPScope) -> RequestHead:
     )
 
 
-async def read_body(receive: ASGIReceiveCallable, head: RequestHead, limit: int) -> bytes:
+async def read_body(
+    receive: ASGIReceiveCallable, head: RequestHead, limit: int, *, idle_timeout: float
+) -> bytes:
     """The whole request body. A checkpoint.
 
     Raises:
         BodyTooLarge: ``content-length`` or the bytes received exceed ``limit``.
         ClientGone: the client disconnected first.
+        BodyStalled: no part of the body came for ``idle_timeout`` seconds.
     """
     declared = head.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -72,7 +79,11 @@ async def read_body(receive: ASGIReceiveCallable, head: RequestHead, limit: int)
     chunks: list[bytes] = []
     size = 0
     while True:
-        event = await receive()
+        event: ASGIReceiveEvent | None = None
+        with trio.move_on_after(idle_timeout):
+            event = await receive()
+        if event is None:
+            raise BodyStalled(f"no part of the request body came for {idle_timeout:g} s")
         if event["type"] == "http.disconnect":
             raise ClientGone("client disconnected while sending the request body")
         if event["type"] != "http.request":

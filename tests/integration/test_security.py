@@ -22,7 +22,7 @@ from wsproto import ConnectionType, WSConnection
 
 from actors.cli import main
 from actors.config import Config, Secret, config_from_env
-from actors.http_door import KEEP_ALIVE_TIMEOUT
+from actors.http_door import BODY_IDLE_TIMEOUT, KEEP_ALIVE_TIMEOUT
 from actors.log import Redactor
 from actors.server import Server, run_server
 from emulator import Emulator
@@ -335,3 +335,31 @@ async def test_a_password_in_the_base_url_never_reaches_the_stderr_of_serve(
     # upstream connection were logged.
     assert f"HTTP Request: GET http://127.0.0.1:{port}/api/claude_cli/bootstrap" in stderr
     assert f"connect_tcp.started host='127.0.0.1' port={port}" in stderr
+
+
+async def test_a_request_body_that_stops_arriving_gets_408_and_the_connection_closed(
+    nursery: trio.Nursery, config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    server: Server = await nursery.start(
+        functools.partial(run_server, msgspec.structs.replace(config, http_port=0))
+    )
+    assert server.http_url is not None
+    host, _, port = server.http_url.removeprefix("http://").rpartition(":")
+    conn = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="POST", target="/v1/messages", headers=[("host", "gateway"), ("content-length", "1000")]
+    )
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(conn.send(request) + conn.send(h11.Data(data=b'{"model": ')))
+        sent = trio.current_time()
+        with trio.fail_after(BODY_IDLE_TIMEOUT + 1):
+            answer = b""
+            while chunk := await stream.receive_some():
+                answer += chunk
+        assert trio.current_time() - sent == pytest.approx(BODY_IDLE_TIMEOUT)
+    conn.receive_data(answer)
+    response = conn.next_event()
+    assert isinstance(response, h11.Response) and response.status_code == 408
+    body = conn.next_event()
+    assert isinstance(body, h11.Data)
+    assert msgspec.json.decode(body.data)["error"]["type"] == "timeout_error"
