@@ -179,12 +179,23 @@ async def _open_raw(server: Server, session: str) -> _RawWebSocket:
     return client
 
 
-async def test_invalid_utf8_in_a_text_frame_closes_with_1007(server: Server) -> None:
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (_client_frame(0x1, b'{"type":"get_cost","x":"\xff"}'), 1007),
+        # A client frame without a mask breaks the framing rules (RFC 6455 5.1).
+        (bytes([0x81, 19]) + b'{"type":"get_cost"}', 1002),
+    ],
+    ids=["invalid UTF-8", "unmasked"],
+)
+async def test_a_text_frame_that_breaks_the_protocol_closes_with_its_code(
+    server: Server, frame: bytes, code: int
+) -> None:
     client = await _open_raw(server, "bytes")
     async with client.stream:
-        await client.stream.send_all(_client_frame(0x1, b'{"type":"get_cost","x":"\xff"}'))
+        await client.stream.send_all(frame)
         closed = await client.next_event()
-        assert isinstance(closed, wsproto.events.CloseConnection) and closed.code == 1007
+        assert isinstance(closed, wsproto.events.CloseConnection) and closed.code == code
         assert await client.next_event() is None
 
 
