@@ -2,12 +2,16 @@
 
 ``request_head`` reads a request's method, path, query and headers; ``read_body`` its body,
 up to a limit; ``Exchange`` sends one response, whole or streamed, and remembers its status;
-``watch_disconnect`` turns the server's ``http.disconnect`` into a cancelled scope;
-``serve_lifespan`` answers the lifespan protocol. Header names are lower-cased; values are
+``watch_disconnect`` turns the server's ``http.disconnect`` before the response is complete
+into a cancelled scope; ``serve_lifespan`` answers the lifespan protocol. Header names are lower-cased; values are
 decoded as latin-1, as HTTP defines them; a repeated header's values are joined with ``,``.
 
 A send after the client went away is a silent no-op in hypercorn: ``watch_disconnect`` is how
-a handler learns of it.
+a handler learns of it. hypercorn also sends ``http.disconnect`` from inside the app's own
+last ``send`` (the response is complete), and then, still in the app's task, either closes
+the connection (``Connection: close``) or starts its keep-alive timer: cancelling the handler
+then would cut that short and leave the connection open for good, so a disconnect after the
+response is complete cancels nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Final, final
 
 import msgspec
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -32,6 +36,10 @@ class BodyTooLarge(Exception):
 
 class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
+
+
+class BodyStalled(Exception):
+    """The request body stopped arriving (no part of it for the idle timeout)."""
 
 
 class RequestHead(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,12 +63,15 @@ def request_head(scope: HTTPScope) -> RequestHead:
     )
 
 
-async def read_body(receive: ASGIReceiveCallable, head: RequestHead, limit: int) -> bytes:
+async def read_body(
+    receive: ASGIReceiveCallable, head: RequestHead, limit: int, *, idle_timeout: float
+) -> bytes:
     """The whole request body. A checkpoint.
 
     Raises:
         BodyTooLarge: ``content-length`` or the bytes received exceed ``limit``.
         ClientGone: the client disconnected first.
+        BodyStalled: no part of the body came for ``idle_timeout`` seconds.
     """
     declared = head.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -68,7 +79,11 @@ async def read_body(receive: ASGIReceiveCallable, head: RequestHead, limit: int)
     chunks: list[bytes] = []
     size = 0
     while True:
-        event = await receive()
+        event: ASGIReceiveEvent | None = None
+        with trio.move_on_after(idle_timeout):
+            event = await receive()
+        if event is None:
+            raise BodyStalled(f"no part of the request body came for {idle_timeout:g} s")
         if event["type"] == "http.disconnect":
             raise ClientGone("client disconnected while sending the request body")
         if event["type"] != "http.request":
@@ -81,12 +96,16 @@ async def read_body(receive: ASGIReceiveCallable, head: RequestHead, limit: int)
             return b"".join(chunks)
 
 
-async def watch_disconnect(receive: ASGIReceiveCallable, scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` when the client disconnects. Call once the body is read."""
+async def watch_disconnect(
+    receive: ASGIReceiveCallable, exchange: Exchange, scope: trio.CancelScope
+) -> None:
+    """Cancel ``scope`` when the client disconnects before ``exchange`` has sent its whole
+    response. Call once the body is read."""
     while True:
         event = await receive()
         if event["type"] == "http.disconnect":
-            scope.cancel(reason="client disconnected")
+            if not exchange.complete:
+                scope.cancel(reason="client disconnected")
             return
 
 
@@ -106,7 +125,8 @@ class Exchange:
     """One response: sent whole (``respond``) or streamed (``start``, ``write``, ``end``).
 
     ``status`` is what was sent (``CLIENT_CLOSED`` until then); ``base_headers`` go on every
-    response of the exchange.
+    response of the exchange; ``complete`` is set as the response's last part is handed to
+    the server.
     """
 
     def __init__(
@@ -116,6 +136,7 @@ class Exchange:
         self.base_headers = list(base_headers)
         self.status = CLIENT_CLOSED
         self.started = False
+        self.complete = False
 
     async def respond(
         self, status: int, body: bytes, content_type: bytes, headers: Headers = ()
@@ -129,7 +150,7 @@ class Exchange:
                 *headers,
             ],
         )
-        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+        await self.end(body)
 
     async def start(self, status: int, headers: Headers) -> None:
         """Send the status line and headers; the body follows with ``write`` and ``end``."""
@@ -149,4 +170,5 @@ class Exchange:
             await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def end(self, chunk: bytes = b"") -> None:
+        self.complete = True
         await self._send({"type": "http.response.body", "body": chunk, "more_body": False})

@@ -40,6 +40,7 @@ import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, inbox_messages
 from actors.config import FIRST_PARTY, Config, Secret
+from actors.upstream import without_userinfo
 from protocol.bootstrap import (
     BOOTSTRAP_PATH,
     BootstrapAnswer,
@@ -201,7 +202,8 @@ class BootstrapFetcher:
                     await client.aclose()
 
     async def _get(self, client: httpx.AsyncClient) -> BootstrapAnswer | None:
-        url = self._config.base_url + BOOTSTRAP_PATH
+        # No userinfo: httpx's client would log the URL whole, password included.
+        url = without_userinfo(self._config.base_url) + BOOTSTRAP_PATH
         credentials = self._credentials
         for attempt in (1, 2):
             headers = _headers(credentials)

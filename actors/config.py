@@ -47,7 +47,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -168,11 +168,19 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     build: BuildSettings = BuildSettings()
 
     def secrets(self) -> list[str]:
-        """Every secret value, for the log redactor."""
+        """Every secret value, for the redactor of logs and of upstream error text
+        (``actors.log.Redactor``): credentials, secret custom headers, and the password of
+        every configured URL (the base URLs, the proxies)."""
         found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens) if s]
         found += [s.reveal() for s in (self.bedrock_bearer, self.foundry_api_key) if s]
         found += [value for name, value in self.custom_headers if is_secret_header(name)]
-        found += [urlsplit(url).password or "" for _, url in self.proxies]
+        urls = [self.base_url, self.bedrock_base_url, self.vertex_base_url, self.foundry_base_url]
+        urls += [url for _, url in self.proxies]
+        for url in urls:
+            # A password in any configured URL, as written and percent-decoded.
+            password = urlsplit(url).password if url else None
+            if password:
+                found += [password, unquote(password)]
         return [s for s in found if s]
 
 

@@ -282,7 +282,9 @@ class CostLedger:
                     session = self._create(msg.session_id, msg.owner)
                     opened = SessionOpened(resumed=False, owner_ok=True, cost=session.totals.summary(msg.session_id))
                 else:
-                    owner_ok = session.owner is None or session.owner == msg.owner
+                    # A session created without a token (none were configured) belongs to
+                    # nobody once tokens are: no token may take it (docs/protocol.md 1).
+                    owner_ok = session.owner == msg.owner
                     opened = SessionOpened(resumed=True, owner_ok=owner_ok, cost=session.totals.summary(msg.session_id))
                 return functools.partial(answer, msg.reply, opened)
             case RecordUsage():

@@ -7,7 +7,8 @@ Role:
     aborted, then close code 4409), and translates frames: client commands in, gateway
     frames out.
 Close codes:
-    1000 normal; 1009 a frame over the size limit; 4408 a slow reader cut off (see Timers);
+    1000 normal; 1007 a text frame that is not UTF-8 (1002 another protocol violation);
+    1009 a frame over the size limit; 4408 a slow reader cut off (see Timers);
     4409 superseded by a newer connection to the session; 1006 (no close frame: the TCP
     connection dropped) when a write was cut short, since half a frame may be on the wire.
 Per connection:
@@ -24,8 +25,10 @@ Lifecycle:
 Failure policy:
     A refused frame (bad JSON, unknown type, bad fields, duplicate or unknown id, too many
     queries) is answered with ``rejected`` and disturbs nothing else. A frame over the size
-    limit closes the connection with 1009 (trio-websocket does it). A disconnect, an
-    oversize frame or a takeover aborts the connection's queries; their usage is recorded.
+    limit closes the connection with 1009 (trio-websocket does it), a text frame that is not
+    UTF-8 with 1007 (``actors.ws_server``); a binary frame is read like a text one. A
+    disconnect, an oversize frame or a takeover aborts the connection's queries; their usage
+    is recorded.
     One connection's failure never reaches another: handler errors are logged, not raised.
 Timers:
     ``CLEANUP_TIMEOUT`` bounds the teardown (aborted frames flushed, close frame sent). A
@@ -50,13 +53,14 @@ import secrets
 from typing import Final, final
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from actors._util import CLEANUP_TIMEOUT
 from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
 from actors.ws_batch import abort, send_text_batch
+from actors.ws_server import serve_websocket
 from protocol.errors import ActorUnavailable, RemoteProtocolError
 from protocol.frames import (
     SESSION_ID,
@@ -125,7 +129,6 @@ class FrontDoor:
             self._handle,
             self._config.host,
             self._config.port,
-            None,
             max_message_size=self._config.max_frame_bytes,
             receive_buffer_size=RECEIVE_BUFFER,
         )

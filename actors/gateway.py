@@ -44,6 +44,7 @@ from actors.bootstrap_fetcher import (
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
 from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
+from actors.log import Redactor
 from actors.metrics import Metrics
 from actors.retry_supervisor import (
     RetrySupervisor,
@@ -266,6 +267,7 @@ async def run_gateway(
             nonstreaming_timeout=config.nonstreaming_timeout,
             slow_reader_timeout=config.slow_reader_timeout,
             metrics=metrics,
+            redact=Redactor(config.secrets()).redact,
         )
         to_relay = await nursery.start(relay.run)
         rng = random.Random(config.retry_seed)

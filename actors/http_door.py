@@ -8,7 +8,8 @@ Role:
     retries, fallbacks and cost tracking apply; what the client gets is what the API sends.
     An ASGI app (``__call__``) served by hypercorn's trio worker in the gateway's own trio run.
 Per request:
-    Auth, then the body (at most ``Config.max_frame_bytes``: 413 beyond), then one nursery:
+    Auth, then the body (at most ``Config.max_frame_bytes``: 413 beyond; 408 when it stops
+    arriving for ``BODY_IDLE_TIMEOUT``), then one nursery:
     the handler, and a watcher awaiting ``http.disconnect``. A client that goes away cancels
     the handler, which leaves ``gateway.query`` and so aborts the query at once: the upstream
     request is closed and what it used is still recorded.
@@ -32,7 +33,8 @@ Failure policy:
     One request's failure never reaches another: hypercorn logs a handler's exception and
     answers 500 when nothing was sent yet.
 Timers:
-    None of its own; hypercorn's keep-alive timeout closes idle connections.
+    ``BODY_IDLE_TIMEOUT`` for a request body that stops arriving; between requests,
+    hypercorn's keep-alive timeout (``KEEP_ALIVE_TIMEOUT``) closes idle connections.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
 from actors.asgi import (
+    BodyStalled,
     BodyTooLarge,
     ClientGone,
     Exchange,
@@ -96,6 +99,11 @@ FALLBACK_HEADER: Final = "x-switchboard-fallback-model"
 # Idle keep-alive connections: longer than hypercorn's 5 s default, so an SDK's pooled
 # connection between two turns of a conversation is usually still open.
 KEEP_ALIVE_TIMEOUT: Final = 75.0
+# A request body that stops arriving for this long is answered 408 and its connection closed:
+# hypercorn's keep-alive timer runs only between requests, so without it a client could hold
+# a connection (a file descriptor) for good by never finishing a body. As long as the
+# keep-alive timeout: idle within a request is allowed what idle between requests is.
+BODY_IDLE_TIMEOUT: Final = KEEP_ALIVE_TIMEOUT
 # The listen backlog: hypercorn's default of 100 overflowed when 512 clients connected at
 # once (scripts/bench.py --levels 512: connections reset, kernel ListenOverflows rising);
 # 4096 is Linux's usual somaxconn and what trio gives the WebSocket door.
@@ -221,9 +229,16 @@ class HttpDoor:
         token: str | None,
     ) -> None:
         try:
-            request = parse_body(await read_body(receive, head, self._config.max_frame_bytes))
+            request = parse_body(
+                await read_body(
+                    receive, head, self._config.max_frame_bytes, idle_timeout=BODY_IDLE_TIMEOUT
+                )
+            )
         except BodyTooLarge as exc:
             await send_error(exchange, 413, "request_too_large", str(exc), request_id)
+            return
+        except BodyStalled as exc:
+            await send_error(exchange, 408, "timeout_error", str(exc), request_id)
             return
         except ClientGone:
             return
@@ -234,7 +249,7 @@ class HttpDoor:
             (name, head.headers[name]) for name in FORWARDED_HEADERS if head.headers.get(name)
         )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(watch_disconnect, receive, exchange, nursery.cancel_scope)
             try:
                 if route == "count_tokens":
                     await self._count_tokens(request, forwarded, exchange, request_id)

@@ -1,9 +1,11 @@
 """Structured logging to stderr, with every known secret redacted.
 
-One line per record: ``ts level logger message key=value ...``. ``RedactingFilter`` replaces
-each registered secret and anything shaped like an API key or a bearer token with ``***``,
-in the message and in its arguments, before any handler sees it; it is installed on the
-handler so that library loggers (httpx, httpcore) are covered too.
+One line per record: ``ts level logger message key=value ...``. ``Redactor`` replaces each
+registered secret (``Config.secrets()``) and anything shaped like an API key, a bearer
+token or the password of a URL (``scheme://user:password@host``) with ``***``.
+``RedactingFilter`` applies it to a record's message and arguments; it is installed on the
+handler so that library loggers (httpx, httpcore) are covered too. The gateway applies the
+same ``Redactor`` to upstream error text before a client sees it (``actors.stream_relay``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,24 @@ from collections.abc import Iterable
 from typing import Final
 
 # Shapes of credentials that must never reach a log even when not registered: Anthropic keys,
-# bearer tokens in header dumps, x-api-key header values.
+# bearer tokens in header dumps, x-api-key header values, the password in a URL's userinfo.
 _PATTERNS: Final = re.compile(
     r"sk-ant-[A-Za-z0-9_\-]+|(?i:bearer\s+)[A-Za-z0-9._~+/=\-]+|(?i:x-api-key['\"]?\s*[:=,]\s*['\"]?)[^'\"\s,)]+"
+    r"|(?<=://)(?P<user>[^/?#@\s:]*):[^/?#@\s]+@"
 )
+
+
+class Redactor:
+    """Replaces registered secrets (values shorter than 4 characters are not: they would mask
+    ordinary text) and the known shapes of credentials with ``***``."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return _PATTERNS.sub(_mask, text)
 
 
 class RedactingFilter(logging.Filter):
@@ -26,12 +42,7 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _PATTERNS.sub(_mask, text)
+        self.redact = Redactor(secrets).redact
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redact(record.getMessage())
@@ -40,6 +51,10 @@ class RedactingFilter(logging.Filter):
 
 
 def _mask(match: re.Match[str]) -> str:
+    user = match.group("user")
+    if user is not None:
+        # A URL's userinfo: the user name stays, the password goes.
+        return user + ":***@"
     text = match.group(0)
     lowered = text.lower()
     if lowered.startswith("bearer"):

@@ -28,6 +28,9 @@ Failure policy:
     outbound channel is broken) cancels the attempt the same way, and so does one that took
     nothing for ``slow_reader_timeout`` while the channel was full (through either door;
     never retried, since the upstream was not silent: the relay stopped reading it).
+    A failure's message (upstream text, which a client will see) has been through
+    ``redact`` (the log redactor, ``actors.log.Redactor``): an upstream that echoes the
+    gateway's key or a proxy password does not hand it to clients.
 Timers:
     The HTTP client's timeouts (ClientPool); the stream idle watchdog (``idle_timeout``),
     which waits while the relay waits on the client, the slow-reader limit
@@ -38,6 +41,7 @@ Timers:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TypeAlias, assert_never, final
 
 import httpx
@@ -48,6 +52,7 @@ from actors._util import CLEANUP_TIMEOUT, answer, ask, inbox_messages
 from actors.client_pool import Acquire, ClientPoolAddress, Lease
 from actors.config import DEFAULT_SLOW_READER_TIMEOUT
 from actors.cost_ledger import CostLedgerAddress, UsageRecorded
+from actors.log import Redactor
 from actors.metrics import Metrics
 from actors.providers import Prepared
 from actors.relay_attempt import LONG_CONTEXT_BETA as LONG_CONTEXT_BETA
@@ -139,8 +144,11 @@ class StreamRelay:
         nonstreaming_timeout: float = 300.0,
         slow_reader_timeout: float = DEFAULT_SLOW_READER_TIMEOUT,
         metrics: Metrics | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self._to_pool = to_pool
+        # Without registered secrets, the known shapes of credentials are still redacted.
+        self._redact = redact if redact is not None else Redactor().redact
         self._to_ledger = to_ledger
         self._streamer = AttemptStreamer(
             to_pool=to_pool,
@@ -202,7 +210,7 @@ class StreamRelay:
         return AttemptOutcome(
             model=msg.model,
             message=assembler.message() if succeeded else None,
-            failure=progress.failure,
+            failure=self._redacted(progress.failure),
             usage=assembler.usage,
             cost_pico=recorded.cost_pico if recorded else 0,
             session_cost_pico=recorded.session_cost_pico if recorded else None,
@@ -221,7 +229,12 @@ class StreamRelay:
                 if failure is None:
                     raise
                 result = CountResult(failure=failure)
-            answer(msg.reply, result)
+            answer(msg.reply, msgspec.structs.replace(result, failure=self._redacted(result.failure)))
+
+    def _redacted(self, failure: Failure | None) -> Failure | None:
+        if failure is None:
+            return None
+        return msgspec.structs.replace(failure, message=self._redact(failure.message))
 
     async def _count(self, msg: RunCount) -> CountResult:
         model = msg.body.get("model")

@@ -15,6 +15,12 @@ upstream host.
 ``failure_from_exception`` turns an httpx (or trio) exception into a ``Failure``;
 ``failure_from_response`` turns a non-2xx response and its body into one. Nothing else in
 the gateway inspects httpx exception types.
+
+A password in a configured URL never reaches a log: the transport API sends no userinfo
+and logs no URL (httpcore's debug lines name the host and port only), httpx's proxy
+support moves a proxy's userinfo into ``Proxy-Authorization``, and a URL handed to
+``httpx.AsyncClient`` (whose ``HTTP Request: GET URL`` line would show it whole) goes
+through ``without_userinfo`` first.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -76,6 +83,14 @@ def failure_from_response(response: httpx.Response, body: bytes) -> Failure:
         ratelimit_reset=headers.get("anthropic-ratelimit-unified-reset"),
         overage_disabled_reason=headers.get("anthropic-ratelimit-unified-overage-disabled-reason"),
     )
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without its ``user:password@`` part (the Messages requests send none either)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def bypasses_proxy(host: str, port: int | None, no_proxy: tuple[str, ...]) -> bool:
