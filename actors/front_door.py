@@ -8,9 +8,9 @@ Role:
     frames out.
 Close codes:
     1000 normal; 1009 a frame over the size limit; 4408 a slow reader cut off (see Timers);
-    4409 superseded by a newer connection to the session; 1001 the gateway is
-    shutting down (see Shutdown); 1006 (no close frame: the TCP
-    connection dropped) when a write was cut short, since half a frame may be on the wire.
+    4409 superseded by a newer connection to the session; 1001 the gateway is shutting down
+    (see Shutdown); 1006 (no close frame: the TCP connection dropped) when a write was cut
+    short, since half a frame may be on the wire.
 Per connection:
     One nursery: a reader loop (this task), one writer task and its watchdog for slow
     readers. Every frame for the client, from any query, goes through one bounded outbound
