@@ -10,6 +10,11 @@ reference client's format or as PROTOCOL.md cost summaries.
 
 ``serve`` owns its process, so it also sets the garbage collector's policy (``tune_gc``); a
 program that embeds the gateway (``actors.gateway.open_gateway``) keeps its own.
+
+On SIGTERM or SIGINT ``serve`` shuts down gracefully (``Gateway.shutdown``, PROTOCOL.md 3):
+no new work, the queries in flight get ``--shutdown-grace`` seconds, then those left end
+with ``shutting_down``; the actors stop, the ledger last, and the process exits 0. A second
+signal ends the grace at once (usage is still recorded).
 """
 
 from __future__ import annotations
@@ -19,13 +24,16 @@ import functools
 import gc
 import logging
 import os
+import signal
 import sys
+from collections.abc import AsyncIterator
 
 import msgspec
 import trio
 
 from actors.config import config_from_env, default_ledger_path
 from actors.cost_store import read_sessions
+from actors.gateway import Gateway
 from actors.log import configure_logging
 from actors.server import Server, run_server
 from protocol.cost_report import format_report
@@ -74,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--debug", action="store_true", help="debug logs of the actors and the HTTP client")
     serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long queries in flight may run on "
+        "(default $SWITCHBOARD_SHUTDOWN_GRACE_S, else 30)",
+    )
+    serve.add_argument(
         "--allow-no-auth",
         action="store_true",
         help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
@@ -98,17 +114,50 @@ async def _serve(config_args: argparse.Namespace) -> None:
         debug=config_args.debug,
         allow_no_auth=config_args.allow_no_auth,
         http_port=config_args.http_port,
+        shutdown_grace=config_args.shutdown_grace,
     )
     configure_logging(debug=config.debug, secrets=config.secrets())
+    # Opened first: a signal that arrives during start-up waits here, and SIGINT no longer
+    # raises KeyboardInterrupt.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(functools.partial(run_server, config))
+            tune_gc()
+            print(server.ws_url, flush=True)
+            if server.http_url is not None:
+                print(server.http_url, flush=True)
+            log.info("switchboard listening on %s (sessions at %s/v1/sessions/{id})", server.ws_url, server.ws_url)
+            if server.http_url is not None:
+                log.info("Anthropic-compatible HTTP door on %s (base_url for the SDKs)", server.http_url)
+            await shut_down_on_signals(signals, server.gateway)
+            # Drained: stop the actors; the ledger drains last (actors/gateway.py).
+            nursery.cancel_scope.cancel(reason="shut down")
+    log.info("switchboard stopped")
+
+
+async def shut_down_on_signals(signals: AsyncIterator[int], gateway: Gateway) -> None:
+    """Wait for a signal, then shut the gateway down gracefully (``Gateway.shutdown``, with
+    ``Config.shutdown_grace``); a further signal meanwhile ends the grace at once. Returns
+    once the shutdown is done."""
+    async for signum in signals:
+        log.info(
+            "%s: shutting down; queries in flight get %g s",
+            signal.Signals(signum).name,
+            gateway.config.shutdown_grace,
+        )
+        break
+    else:
+        return
     async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(functools.partial(run_server, config))
-        tune_gc()
-        print(server.ws_url, flush=True)
-        if server.http_url is not None:
-            print(server.http_url, flush=True)
-        log.info("switchboard listening on %s (sessions at %s/v1/sessions/{id})", server.ws_url, server.ws_url)
-        if server.http_url is not None:
-            log.info("Anthropic-compatible HTTP door on %s (base_url for the SDKs)", server.http_url)
+
+        async def end_grace_on_signal() -> None:
+            async for signum in signals:
+                log.warning("%s again: ending the grace now", signal.Signals(signum).name)
+                await gateway.shutdown(0.0)
+
+        nursery.start_soon(end_grace_on_signal)
+        await gateway.shutdown()
+        nursery.cancel_scope.cancel(reason="shut down")
 
 
 def _cost(args: argparse.Namespace) -> None:

@@ -37,6 +37,8 @@ Environment variables read (the main ones):
   the README's table): models (``ANTHROPIC_MODEL``, ``ANTHROPIC_DEFAULT_*_MODEL``,
   ``ANTHROPIC_SMALL_FAST_MODEL``, ...), betas (``ANTHROPIC_BETAS``, ...),
   ``CLAUDE_CODE_EXTRA_BODY``, prompt caching.
+- ``SWITCHBOARD_SHUTDOWN_GRACE_S``: seconds the queries in flight get to finish after
+  SIGTERM/SIGINT (``Config.shutdown_grace``, default 30; ``--shutdown-grace`` wins).
 - ``XDG_STATE_HOME`` (default ``~/.local/state``): where the cost ledger lives when
   ``--ledger`` is not given (``default_ledger_path``).
 """
@@ -78,6 +80,10 @@ DEFAULT_NONSTREAMING_TIMEOUT: Final = 300.0
 # the upstream idle watchdog, which waits meanwhile: a stuck reader never turns into
 # upstream timeouts and retries.
 DEFAULT_SLOW_READER_TIMEOUT: Final = 60.0
+# A graceful shutdown lets queries in flight run this long before it ends them with
+# ``shutting_down`` (docs/protocol.md 3): most answers finish well within it, and it stays
+# under the 30-60 s a load balancer or an orchestrator usually allows before SIGKILL.
+DEFAULT_SHUTDOWN_GRACE: Final = 30.0
 # A session runs its queries concurrently; past this many, new ones are rejected so one
 # client cannot take every upstream connection.
 DEFAULT_MAX_QUERIES_PER_SESSION: Final = 32
@@ -123,6 +129,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_queries_per_session: int = DEFAULT_MAX_QUERIES_PER_SESSION
     slow_reader_timeout: float = DEFAULT_SLOW_READER_TIMEOUT
+    # Seconds the queries in flight get to finish once a graceful shutdown begins
+    # (``Gateway.shutdown``; SIGTERM/SIGINT for ``switchboard serve``).
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     retry_seed: int | None = None
     # issue 7: the Anthropic-compatible HTTP door (None: off; 0: any free port). Its request
     # body limit is ``max_frame_bytes``, the API's own 32 MiB.
@@ -294,6 +303,17 @@ def _with_providers(config: Config, env: Mapping[str, str]) -> Config:
     )
 
 
+def _shutdown_grace(env: Mapping[str, str]) -> float:
+    """``SWITCHBOARD_SHUTDOWN_GRACE_S`` in seconds (a decimal number), the default when unset."""
+    raw = env.get("SWITCHBOARD_SHUTDOWN_GRACE_S", "").strip()
+    if not raw:
+        return DEFAULT_SHUTDOWN_GRACE
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"SWITCHBOARD_SHUTDOWN_GRACE_S must be a number of seconds, got {raw!r}") from exc
+
+
 def config_from_env(
     env: Mapping[str, str],
     *,
@@ -303,8 +323,11 @@ def config_from_env(
     debug: bool = False,
     allow_no_auth: bool = False,
     http_port: int | None = None,
+    shutdown_grace: float | None = None,
 ) -> Config:
     """Build the Config from CLI values and the environment.
+
+    ``shutdown_grace`` (``--shutdown-grace``) wins over ``SWITCHBOARD_SHUTDOWN_GRACE_S``.
 
     Raises:
         ConfigError: a malformed value, or a non-loopback host without access tokens.
@@ -330,6 +353,9 @@ def config_from_env(
     idle_ms = int_env(env, "CLAUDE_STREAM_IDLE_TIMEOUT_MS", int(DEFAULT_STREAM_IDLE_TIMEOUT * 1000))
     watchdog_off = is_falsy(env.get("CLAUDE_ENABLE_STREAM_WATCHDOG"))
     proxies, no_proxy = environment_proxies(env)
+    grace = _shutdown_grace(env) if shutdown_grace is None else shutdown_grace
+    if not grace >= 0:  # also NaN
+        raise ConfigError(f"the shutdown grace must be >= 0 seconds, got {grace:g}")
     config = Config(
         host=host,
         port=port,
@@ -346,6 +372,7 @@ def config_from_env(
         access_tokens=tokens,
         allow_no_auth=allow_no_auth,
         http_port=http_port,
+        shutdown_grace=grace,
         # No credential and no base URL: nothing real to talk to, so use the built-in emulator.
         use_emulator=not (api_key or auth_token or base_url or helper or token_file),
         api_key_helper=helper,

@@ -7,10 +7,11 @@ Role:
     aborted, then close code 4409), and translates frames: client commands in, gateway
     frames out.
 Close codes:
-    1000 normal; 1007 a text frame that is not UTF-8 (1002 another protocol violation);
-    1009 a frame over the size limit; 4408 a slow reader cut off (see Timers);
-    4409 superseded by a newer connection to the session; 1006 (no close frame: the TCP
-    connection dropped) when a write was cut short, since half a frame may be on the wire.
+    1000 normal; 1001 the gateway is shutting down (see Shutdown); 1007 a text frame that is
+    not UTF-8 (1002 another protocol violation); 1009 a frame over the size limit; 4408 a slow
+    reader cut off (see Timers); 4409 superseded by a newer connection to the session; 1006
+    (no close frame: the TCP connection dropped) when a write was cut short, since half a frame
+    may be on the wire.
 Per connection:
     One nursery: a reader loop (this task), one writer task and its watchdog for slow
     readers. Every frame for the client, from any query, goes through one bounded outbound
@@ -21,7 +22,14 @@ Inbox:
     None of its own: it calls the ``Gateway`` handle (RetrySupervisor, CostLedger).
 Lifecycle:
     ``run`` binds the listener and calls ``task_status.started(port)``; it serves until
-    cancelled.
+    cancelled, or until a graceful shutdown (``Gateway.shutdown``) has ended every query
+    and its connections have closed: then it closes the listener and returns.
+Shutdown (``actors.drain``):
+    Once the shutdown begins, a new handshake is rejected with HTTP 503, a ``query`` frame
+    gets ``rejected`` ``shutting_down``, and a connection closes with 1001 ("going away")
+    as soon as it has no query in flight: an idle one at once, a busy one after the
+    terminal frame of its last query (``done``, or ``error`` ``shutting_down`` when the
+    grace ran out) is written. ``run`` holds the drain until its connections are closed.
 Failure policy:
     A refused frame (bad JSON, unknown type, bad fields, duplicate or unknown id, too many
     queries) is answered with ``rejected`` and disturbs nothing else. A frame over the size
@@ -61,7 +69,7 @@ from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
 from actors.ws_batch import abort, send_text_batch
 from actors.ws_server import serve_websocket
-from protocol.errors import ActorUnavailable, RemoteProtocolError
+from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
 from protocol.frames import (
     SESSION_ID,
     TERMINAL_FRAMES,
@@ -85,6 +93,9 @@ log = logging.getLogger("switchboard.frontdoor")
 SESSIONS_PATH: Final = "/v1/sessions"
 # PROTOCOL.md 1: the close code a superseded connection receives.
 SUPERSEDED: Final = 4409
+# RFC 6455 "going away": the gateway is shutting down (docs/protocol.md 3); the client may
+# reconnect, to another instance.
+GOING_AWAY: Final = 1001
 # The close code of a client cut off for reading nothing for ``Config.slow_reader_timeout``
 # (408 Request Timeout, in the application range next to SUPERSEDED).
 SLOW_READER: Final = 4408
@@ -121,6 +132,11 @@ class FrontDoor:
         self._gateway = gateway
         self._config = config
         self._live: dict[str, _Connection] = {}
+        # Every connection being served (``_live`` has only each session's newest), for the
+        # shutdown, and an event set while there is none.
+        self._connections: set[_Connection] = set()
+        self._no_connections = trio.Event()
+        self._no_connections.set()
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve WebSocket connections until cancelled. Startable: ``started()`` gets the port."""
@@ -132,9 +148,19 @@ class FrontDoor:
             max_message_size=self._config.max_frame_bytes,
             receive_buffer_size=RECEIVE_BUFFER,
         )
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve)
-            task_status.started(server.port)
+        drain = self._gateway.drain
+        with drain.hold():
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(serve)
+                task_status.started(server.port)
+                await drain.begun.wait()
+                for connection in list(self._connections):
+                    connection.go_away()
+                await drain.queries_ended.wait()
+                # Each connection closes once its last terminal frame is written.
+                with trio.move_on_after(CLEANUP_TIMEOUT):
+                    await self._no_connections.wait()
+                nursery.cancel_scope.cancel(reason="the gateway has shut down")
 
     def _authenticate(self, request: WebSocketRequest) -> tuple[bool, str | None]:
         """``(allowed, token)``; with no tokens configured everyone is allowed."""
@@ -153,6 +179,9 @@ class FrontDoor:
         return ok, presented if ok else None
 
     async def _handle(self, request: WebSocketRequest) -> None:
+        if self._gateway.drain.begun.is_set():
+            await request.reject(503, body=b"the gateway is shutting down")
+            return
         status, session_id = parse_session_path(request.path)
         if session_id is None:
             await request.reject(status)
@@ -178,6 +207,7 @@ class FrontDoor:
             cost=opened.cost,
             models=list(self._gateway.models),
         )
+        self._connection_opened(connection)
         try:
             with self._gateway.session_in_use(session_id):
                 await connection.serve(ready)
@@ -186,6 +216,19 @@ class FrontDoor:
         finally:
             if self._live.get(session_id) is connection:
                 del self._live[session_id]
+            self._connection_closed(connection)
+
+    def _connection_opened(self, connection: _Connection) -> None:
+        if not self._connections:
+            self._no_connections = trio.Event()
+        self._connections.add(connection)
+        if self._gateway.drain.begun.is_set():
+            connection.go_away()  # accepted while the shutdown began
+
+    def _connection_closed(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
+        if not self._connections:
+            self._no_connections.set()
 
 
 class _Connection:
@@ -200,6 +243,8 @@ class _Connection:
         self._reader_scope = trio.CancelScope()
         self._close_code = 1000
         self._close_reason = "bye"
+        # The gateway is shutting down: no new query; close with 1001 once none is in flight.
+        self._going_away = False
         self._outbound: trio.MemorySendChannel[GatewayFrame] | None = None
         # The trio time the writer's current socket write began (None: no write running).
         # Left set by a cancelled write: the stream may then end in half a frame.
@@ -213,8 +258,21 @@ class _Connection:
         self._close_reason = "superseded"
         self._reader_scope.cancel(reason="superseded")
 
+    def go_away(self) -> None:
+        """The gateway is shutting down: refuse new queries, and close with 1001 once none is
+        in flight (at once when idle). The queries in flight run on."""
+        self._going_away = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if self._going_away and not self._queries and self._close_code == 1000:
+            self._close_code = GOING_AWAY
+            self._close_reason = "the gateway is shutting down"
+            self._reader_scope.cancel(reason="the gateway is shutting down")
+
     async def serve(self, ready: Ready) -> None:
-        """Run the connection until the client leaves or is superseded. Aborts its queries."""
+        """Run the connection until the client leaves, it is superseded or cut off, or the
+        gateway shuts down (``go_away``). Aborts the queries still in flight."""
         send, receive = trio.open_memory_channel[GatewayFrame](SESSION_BUFFER)
         self._outbound = send
         watchdog = trio.CancelScope()
@@ -262,6 +320,8 @@ class _Connection:
                     if isinstance(queued, TERMINAL_FRAMES):
                         self._queries.pop(queued.id, None)
                     payloads.append(encode_frame(queued))
+                # Shutting down: the close frame follows this write once no query is left.
+                self._close_if_idle()
                 self._writing_since = trio.current_time()
                 if self._write_begun:
                     self._write_begun.unpark_all()
@@ -336,6 +396,9 @@ class _Connection:
                 nursery.start_soon(self._send_cost)
 
     async def _start_query(self, query: Query) -> None:
+        if self._going_away:
+            await self._reject(query.id, "shutting_down", "the gateway is shutting down")
+            return
         if query.id in self._queries:
             await self._reject(query.id, "duplicate_query", f"query {query.id!r} is already in flight")
             return
@@ -354,6 +417,11 @@ class _Connection:
         except RemoteProtocolError as exc:
             del self._queries[query.id]
             await self._reject(query.id, exc.error_type, str(exc))
+        except ShuttingDown as exc:
+            # The shutdown began while this query was being handed over.
+            del self._queries[query.id]
+            await self._reject(query.id, "shutting_down", str(exc))
+            self._close_if_idle()
 
     async def _count_tokens(self, command: CountTokens) -> None:
         try:

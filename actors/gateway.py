@@ -16,6 +16,12 @@ Embedding (no socket of ours in between)::
 
 With ``Config.use_emulator`` the built-in emulator is started first, on loopback, and the
 gateway talks to it.
+
+Graceful shutdown (``actors.drain``; what ``switchboard serve`` does on SIGTERM/SIGINT)::
+
+    await gateway.shutdown()   # no new query; those in flight get Config.shutdown_grace,
+                               # then end with error shutting_down; returns once drained
+    # then leave open_gateway (or cancel run_gateway): the actors stop, the ledger last
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from actors.bootstrap_fetcher import (
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
 from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
+from actors.drain import Drain
 from actors.log import Redactor
 from actors.metrics import Metrics
 from actors.retry_supervisor import (
@@ -55,7 +62,7 @@ from actors.retry_supervisor import (
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
 from protocol.bootstrap import merge_model_options
-from protocol.errors import ActorUnavailable, RemoteProtocolError
+from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
 from protocol.frames import CostSummary, GatewayFrame, ModelOption, Query
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
@@ -87,8 +94,11 @@ class Gateway:
         bootstrap: BootstrapFetcher | None = None,
         to_bootstrap: BootstrapFetcherAddress | None = None,
         request_sessions: SessionStates | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.config = config
+        # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
+        self.drain = drain if drain is not None else Drain()
         # issue 5: the RetrySupervisor's per-session request state, read here only.
         self._request_sessions = request_sessions if request_sessions is not None else SessionStates()
         self._bootstrap = bootstrap
@@ -158,7 +168,8 @@ class Gateway:
 
         Raises:
             RemoteProtocolError: the request body cannot be sent (``bad_frame``).
-            ActorUnavailable: the gateway is shutting down.
+            ShuttingDown: a graceful shutdown has begun (``shutdown``).
+            ActorUnavailable: the gateway is stopping.
         """
         try:
             validate_request(query.request, frame_id=query.id)
@@ -167,18 +178,41 @@ class Gateway:
             raise
         scope = scope if scope is not None else trio.CancelScope()
         try:
+            # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
+            self.drain.query_started(scope)
+        except ShuttingDown:
+            outbound.close()
+            raise
+        try:
             await self._to_supervisor.send(
                 RunQuery(
                     session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers
                 )
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.drain.query_ended(scope)
             outbound.close()
             raise ActorUnavailable("the gateway is shutting down") from exc
         except BaseException:
+            self.drain.query_ended(scope)
             outbound.close()
             raise
         return scope
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Drain gracefully: take no new query (``start_query`` raises ``ShuttingDown``; the
+        doors answer new work with ``shutting_down``, ``/healthz`` with 503 and close idle
+        WebSocket connections with 1001), let the queries in flight run for ``grace``
+        seconds (default ``Config.shutdown_grace``), end those still running with an
+        ``error`` frame of type ``shutting_down`` (their usage is recorded), and wait for the
+        doors to write their last frames and close. Returns then; the actors keep running
+        until the gateway's nursery is cancelled, so the ledger still takes the last usage.
+
+        Calling it again while it runs brings the end of the grace forward to at most
+        ``grace`` from now (a second signal: ``shutdown(0)``) and returns when the first
+        call does. A checkpoint.
+        """
+        await self.drain.shutdown(self.config.shutdown_grace if grace is None else grace)
 
     @asynccontextmanager
     async def query(
@@ -271,6 +305,7 @@ async def run_gateway(
         )
         to_relay = await nursery.start(relay.run)
         rng = random.Random(config.retry_seed)
+        drain = Drain()
         supervisor = RetrySupervisor(
             config=config,
             to_relay=to_relay.clone(),
@@ -278,6 +313,7 @@ async def run_gateway(
             to_pool=to_pool.clone(),
             rng=rng,
             metrics=metrics,
+            drain=drain,
         )
         to_supervisor = await nursery.start(supervisor.run)
         to_relay.close()
@@ -290,6 +326,7 @@ async def run_gateway(
             bootstrap=fetcher,
             to_bootstrap=to_bootstrap,
             request_sessions=supervisor.sessions,
+            drain=drain,
         )
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.

@@ -15,7 +15,9 @@ carries the query's cost (``: switchboard cost_usd=... session_cost_usd=...``).
 cost in ``x-switchboard-cost-usd`` and ``x-switchboard-session-cost-usd``.
 
 A query's error response carries ``x-should-retry: false``: the gateway has retried as far
-as its rules allow, so an SDK must not multiply that with its own retries.
+as its rules allow, so an SDK must not multiply that with its own retries. But for
+``shutting_down`` (a graceful shutdown cut the query off before its stream began): that 503
+is worth a retry on another instance, so it carries ``connection: close`` instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Final
 import trio
 
 from actors.asgi import Exchange
+from actors.drain import SHUTTING_DOWN
 from protocol.frames import (
     Aborted,
     Done,
@@ -59,6 +62,8 @@ log = logging.getLogger("switchboard.httpdoor")
 MAX_HELD: Final = 16
 SSE_HEADERS: Final = ((b"content-type", SSE_CONTENT_TYPE), (b"cache-control", b"no-cache"))
 NO_RETRY: Final = (b"x-should-retry", b"false")
+# A response after which the client must not reuse the connection (the gateway is stopping).
+CONNECTION_CLOSE: Final = (b"connection", b"close")
 # A query that ends without a terminal frame (never, by PROTOCOL.md) or is aborted under the
 # door (the gateway shutting down) is still answered, never left as a silent 200.
 _ABORTED: Final = ("api_error", "the query was aborted by the gateway")
@@ -93,8 +98,12 @@ async def send_error(
 
 async def _query_error(exchange: Exchange, info: ErrorInfo, request_id: str) -> None:
     status, error_type = http_error(info)
+    retry: bool | None = False
+    if info.type == SHUTTING_DOWN:
+        exchange.base_headers.append(CONNECTION_CLOSE)
+        retry = None
     await send_error(
-        exchange, status, error_type, info.message, info.request_id or request_id, retry=False
+        exchange, status, error_type, info.message, info.request_id or request_id, retry=retry
     )
 
 

@@ -28,7 +28,16 @@ Auth and sessions:
     otherwise); without it, one default session per token (``protocol.http_api``).
 Lifecycle:
     ``run`` binds ``(Config.host, Config.http_port)``, calls ``task_status.started(port)``
-    and serves until cancelled.
+    and serves until cancelled, or until a graceful shutdown (``Gateway.shutdown``) has
+    ended every query: then hypercorn closes the listener and the idle connections, lets
+    the responses in flight finish (``CLEANUP_TIMEOUT``) and ``run`` returns.
+Shutdown (``actors.drain``):
+    Once the shutdown begins, ``GET /healthz`` answers 503 ``{"status":"shutting_down"}``
+    (a load balancer stops sending), and a new request (but ``/metrics``) gets 503
+    ``api_error`` "the gateway is shutting down" with ``connection: close``, which the SDKs
+    retry, on a new connection. A query in flight runs on through the grace; one the grace
+    cuts off ends as any ``shutting_down`` error: 503 before its stream began, the API's
+    ``error`` event after.
 Failure policy:
     One request's failure never reaches another: hypercorn logs a handler's exception and
     answers 500 when nothing was sent yet.
@@ -50,6 +59,7 @@ import hypercorn.trio
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
+from actors._util import CLEANUP_TIMEOUT
 from actors.asgi import (
     BodyStalled,
     BodyTooLarge,
@@ -64,7 +74,7 @@ from actors.asgi import (
 from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
-from actors.http_answer import answer_json, answer_stream, send_error
+from actors.http_answer import CONNECTION_CLOSE, answer_json, answer_stream, send_error
 from protocol.errors import ActorUnavailable, RemoteProtocolError
 from protocol.frames import SESSION_ID
 from protocol.http_api import (
@@ -108,6 +118,10 @@ BODY_IDLE_TIMEOUT: Final = KEEP_ALIVE_TIMEOUT
 # once (scripts/bench.py --levels 512: connections reset, kernel ListenOverflows rising);
 # 4096 is Linux's usual somaxconn and what trio gives the WebSocket door.
 LISTEN_BACKLOG: Final = 4096
+# PROTOCOL.md 3: what a load balancer's health check sees once a shutdown has begun.
+HEALTH_SHUTTING_DOWN: Final = b'{"status":"shutting_down"}'
+# Routes still answered while shutting down: the health check (with 503) and the metrics.
+_DRAINING_ROUTES: Final = frozenset({"healthz", "metrics"})
 
 
 @final
@@ -132,11 +146,16 @@ class HttpDoor:
         server.include_server_header = False
         server.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
         server.backlog = LISTEN_BACKLOG
-        async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(
-                functools.partial(hypercorn.trio.serve, self, server, mode="asgi")
-            )
-            task_status.started(int(binds[0].rpartition(":")[2]))
+        # After a shutdown's queries ended: how long the responses in flight get to finish.
+        server.graceful_timeout = CLEANUP_TIMEOUT
+        drain = self._gateway.drain
+        serve = functools.partial(
+            hypercorn.trio.serve, self, server, mode="asgi", shutdown_trigger=drain.queries_ended.wait
+        )
+        with drain.hold():
+            async with trio.open_nursery() as nursery:
+                binds: list[str] = await nursery.start(serve)
+                task_status.started(int(binds[0].rpartition(":")[2]))
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -178,8 +197,15 @@ class HttpDoor:
                 request_id,
             )
             return route
+        draining = self._gateway.drain.begun.is_set()
         if route == "healthz":
-            await exchange.respond(200, b'{"status":"ok"}', JSON_CONTENT_TYPE)
+            if draining:
+                await exchange.respond(503, HEALTH_SHUTTING_DOWN, JSON_CONTENT_TYPE)
+            else:
+                await exchange.respond(200, b'{"status":"ok"}', JSON_CONTENT_TYPE)
+            return route
+        if draining and route not in _DRAINING_ROUTES:
+            await _shutting_down(exchange, request_id)
             return route
         allowed, token = self._authenticate(head)
         if not allowed:
@@ -258,9 +284,7 @@ class HttpDoor:
             except RemoteProtocolError as exc:
                 await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
             except ActorUnavailable:
-                await send_error(
-                    exchange, 503, "api_error", "the gateway is shutting down", request_id
-                )
+                await _shutting_down(exchange, request_id)
             nursery.cancel_scope.cancel()
 
     async def _count_tokens(
@@ -315,3 +339,10 @@ class HttpDoor:
                     await answer_stream(frames, exchange, request_id)
                 else:
                     await answer_json(frames, exchange, request_id)
+
+
+async def _shutting_down(exchange: Exchange, request_id: str) -> None:
+    """503 ``api_error``: the gateway takes no new work. Worth a retry, on a new connection:
+    on another instance behind a load balancer."""
+    exchange.base_headers.append(CONNECTION_CLOSE)
+    await send_error(exchange, 503, "api_error", "the gateway is shutting down", request_id)

@@ -23,6 +23,7 @@ from actors._util import CLEANUP_TIMEOUT, ask
 from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
+from actors.drain import SHUTTING_DOWN, SHUTTING_DOWN_ERROR, Drain
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import (
@@ -74,7 +75,7 @@ class QueryRun:
     docstring). Use once: ``run``."""
 
     __slots__ = (
-        "_builds", "_config", "_metrics", "_msg", "_rng", "_sessions", "_shared",
+        "_builds", "_config", "_drain", "_metrics", "_msg", "_rng", "_sessions", "_shared",
         "_to_ledger", "_to_pool", "_to_relay", "_totals",
     )
 
@@ -91,8 +92,10 @@ class QueryRun:
         to_relay: StreamRelayAddress,
         to_ledger: CostLedgerAddress,
         to_pool: ClientPoolAddress,
+        drain: Drain | None = None,
     ) -> None:
         self._msg = msg
+        self._drain = drain
         self._totals = QueryTotals()
         self._config = config
         self._shared = shared
@@ -122,10 +125,11 @@ class QueryRun:
                     except ClientGone:
                         pass
                 if not terminal_sent and msg.scope.cancelled_caught:
-                    frame = Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
                     with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                        await deliver(msg.outbound, frame)
+                        await deliver(msg.outbound, self._cancelled_frame())
         finally:
+            if self._drain is not None:
+                self._drain.query_ended(msg.scope)
             self._sessions.finished(msg.session_id, trio.current_time())
             requested_model = str(msg.query.request.get("model"))
             self._metrics.query_finished(
@@ -135,6 +139,16 @@ class QueryRun:
                 trio.current_time() - started,
                 error_type=totals.error_type,
             )
+
+    def _cancelled_frame(self) -> Aborted | ErrorFrame:
+        """The terminal frame of a query whose scope was cancelled: ``aborted`` with its
+        usage so far, or ``error`` ``shutting_down`` when the shutdown's cut-off ended it."""
+        msg = self._msg
+        totals = self._totals
+        if self._drain is not None and self._drain.ended_by_shutdown(msg.scope):
+            totals.outcome, totals.error_type = "error", SHUTTING_DOWN
+            return ErrorFrame(id=msg.query.id, error=SHUTTING_DOWN_ERROR)
+        return Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
 
     def _policy(self) -> RetryPolicy:
         config = self._config

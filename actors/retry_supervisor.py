@@ -28,7 +28,9 @@ Lifecycle:
 Failure policy:
     The query's ``scope`` is its abort signal (abort, disconnect, takeover, shutdown): the
     attempt in flight is cancelled, its usage collected (shielded, with a deadline) and an
-    ``aborted`` frame sent with the usage and cost so far. A client that went away only
+    ``aborted`` frame sent with the usage and cost so far; when the graceful shutdown's
+    cut-off cancelled it (``Drain.ended_by_shutdown``), an ``error`` frame of type
+    ``shutting_down`` instead. A client that went away only
     means frames go nowhere; usage is still recorded.
 Timers:
     Backoff sleeps and gate waits on trio's clock (a MockClock drives them), with a
@@ -47,6 +49,7 @@ from actors._util import answer, inbox_messages
 from actors.client_pool import ClientPoolAddress
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress
+from actors.drain import Drain
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_run import QueryRun
@@ -94,8 +97,11 @@ class RetrySupervisor:
         to_pool: ClientPoolAddress,
         rng: random.Random,
         metrics: Metrics | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self._config = config
+        # The graceful shutdown: each query run reports its end to it (actors/drain.py).
+        self._drain = drain
         self._metrics = metrics if metrics is not None else Metrics()
         self._to_relay = to_relay
         self._to_ledger = to_ledger
@@ -136,6 +142,7 @@ class RetrySupervisor:
             to_relay=self._to_relay,
             to_ledger=self._to_ledger,
             to_pool=self._to_pool,
+            drain=self._drain,
         )
 
     async def _count_task(self, msg: RunCountTokens) -> None:

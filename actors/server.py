@@ -31,7 +31,11 @@ async def run_server(
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the gateway and its doors until cancelled. Startable: gets the Server once every
-    door accepts connections."""
+    door accepts connections.
+
+    A graceful shutdown is ``server.gateway.shutdown()`` (docs/protocol.md 3): the doors
+    refuse new work, close their connections once their queries ended, and return; when it
+    returns, cancel this to stop the actors (the ledger drains last)."""
     async with trio.open_nursery() as nursery:
         gateway: Gateway = await nursery.start(functools.partial(run_gateway, config, transport=transport))
         port: int = await nursery.start(FrontDoor(gateway, config).run)

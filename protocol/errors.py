@@ -12,6 +12,7 @@
     │   ├── UpstreamUnavailable     connect/read/write errors, a dropped connection
     │   └── UpstreamStatusError     a non-2xx answer or an in-stream ``error`` event; .status, .error
     └── ActorUnavailable            an actor's inbox is closed or its reply channel ended
+        └── ShuttingDown            a graceful shutdown has begun: no new query is taken
 
 Rules: httpx exceptions are mapped at one boundary; exception groups propagate and are
 never unwrapped by hand; trio's own ``Cancelled``/``ClosedResourceError``/``EndOfChannel``
@@ -76,3 +77,8 @@ class UpstreamStatusError(UpstreamError):
 
 class ActorUnavailable(SwitchboardError):
     """An actor is gone: its inbox is closed, or it dropped a reply channel."""
+
+
+class ShuttingDown(ActorUnavailable):
+    """A graceful shutdown has begun (``Gateway.shutdown``): the gateway takes no new query.
+    A client sees the error type ``shutting_down`` (docs/protocol.md)."""

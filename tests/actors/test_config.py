@@ -73,3 +73,13 @@ def test_redaction_of_registered_secrets_and_known_shapes() -> None:
     assert record.getMessage() == "key *** and ***"
     assert redactor.redact("Authorization: Bearer abc.def-123") == "Authorization: Bearer ***"
     assert "s3cr3t" not in redactor.redact("{'x-api-key': 's3cr3t'}")
+
+
+def test_shutdown_grace_from_the_environment_or_the_flag() -> None:
+    assert config_from_env({}).shutdown_grace == 30.0
+    assert config_from_env({"SWITCHBOARD_SHUTDOWN_GRACE_S": " 12.5 "}).shutdown_grace == 12.5
+    # --shutdown-grace wins over the environment; 0 cuts the queries off at once.
+    assert config_from_env({"SWITCHBOARD_SHUTDOWN_GRACE_S": "12"}, shutdown_grace=0.0).shutdown_grace == 0.0
+    for bad in ("soon", "-1", "nan"):
+        with pytest.raises(ConfigError, match=r"shutdown grace|SHUTDOWN_GRACE"):
+            config_from_env({"SWITCHBOARD_SHUTDOWN_GRACE_S": bad})
