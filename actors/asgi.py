@@ -106,7 +106,7 @@ class Exchange:
     """One response: sent whole (``respond``) or streamed (``start``, ``write``, ``end``).
 
     ``status`` is what was sent (``CLIENT_CLOSED`` until then); ``base_headers`` go on every
-    response of the exchange.
+    response of the exchange; ``finished``: the body is complete (nothing more may be sent).
     """
 
     def __init__(
@@ -116,6 +116,7 @@ class Exchange:
         self.base_headers = list(base_headers)
         self.status = CLIENT_CLOSED
         self.started = False
+        self.finished = False
 
     async def respond(
         self, status: int, body: bytes, content_type: bytes, headers: Headers = ()
@@ -129,6 +130,7 @@ class Exchange:
                 *headers,
             ],
         )
+        self.finished = True
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def start(self, status: int, headers: Headers) -> None:
@@ -149,4 +151,5 @@ class Exchange:
             await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def end(self, chunk: bytes = b"") -> None:
+        self.finished = True
         await self._send({"type": "http.response.body", "body": chunk, "more_body": False})
