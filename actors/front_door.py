@@ -180,7 +180,15 @@ class FrontDoor:
         if not allowed:
             await request.reject(401)
             return
-        opened = await self._gateway.open_session(session_id, owner=owner_digest(token))
+        try:
+            opened = await self._gateway.open_session(session_id, owner=owner_digest(token))
+        except ActorUnavailable:
+            await request.reject(503)
+            return
+        except Exception:
+            # The handshake is answered; the boundary (_handle_contained) reports the failure.
+            await request.reject(500)
+            raise
         if not opened.owner_ok:
             await request.reject(403)
             return

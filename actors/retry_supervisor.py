@@ -199,19 +199,29 @@ class RetrySupervisor:
 
     async def _count_task(self, msg: RunCountTokens) -> None:
         with msg.reply:
-            send, receive = trio.open_memory_channel[CountResult](1)
-            headers, client_betas = split_beta_header(msg.headers)
-            settings = self._builds.settings(str(msg.request.get("model")))
-            built = count_tokens_request(msg.request, settings=settings, client_betas=client_betas)
-            with receive:
-                await self._to_relay.send(
-                    RunCount(body=built.body, headers=with_beta_header(headers, built.betas), reply=send)
-                )
-                try:
-                    result = await receive_reply(receive)
-                except trio.EndOfChannel:
-                    return
-            answer(msg.reply, result)
+            try:
+                result = await self._count(msg)
+            except Exception:
+                # Answered before the channel closes; ``contained`` reports it.
+                fail(msg.reply, "RetrySupervisor")
+                raise
+            if result is not None:
+                answer(msg.reply, result)
+
+    async def _count(self, msg: RunCountTokens) -> CountResult | None:
+        """The relay's count; None when the relay dropped the request (shutting down)."""
+        send, receive = trio.open_memory_channel[CountResult](1)
+        headers, client_betas = split_beta_header(msg.headers)
+        settings = self._builds.settings(str(msg.request.get("model")))
+        built = count_tokens_request(msg.request, settings=settings, client_betas=client_betas)
+        with receive:
+            await self._to_relay.send(
+                RunCount(body=built.body, headers=with_beta_header(headers, built.betas), reply=send)
+            )
+            try:
+                return await receive_reply(receive)
+            except trio.EndOfChannel:
+                return None
 
 
 def _what(msg: RetrySupervisorMsg) -> str:

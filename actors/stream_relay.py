@@ -280,8 +280,13 @@ class StreamRelay:
             except (httpx.HTTPError, trio.BrokenResourceError) as exc:
                 failure = failure_from_exception(exc)
                 if failure is None:
+                    fail(msg.reply, "StreamRelay")
                     raise
                 result = CountResult(failure=failure)
+            except Exception:
+                # Answered before the channel closes; ``contained`` reports it.
+                fail(msg.reply, "StreamRelay")
+                raise
             answer(msg.reply, result)
 
     async def _count(self, msg: RunCount) -> CountResult:
