@@ -319,7 +319,7 @@ async def _internal_error(exchange: Exchange, request_id: str) -> None:
     if exchange.finished:
         return
     try:
-        await send_error(exchange, 500, "api_error", INTERNAL_MESSAGE, request_id)
+        await send_error(exchange, 500, "api_error", INTERNAL_MESSAGE, request_id, retry=False)
     except Exception:
         # The client's connection is unusable too; the failure is logged already.
         log.debug("request %s: the internal error could not be sent", request_id, exc_info=True)

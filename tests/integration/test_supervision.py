@@ -211,6 +211,7 @@ async def test_a_failing_http_request_gets_a_500_envelope_and_the_door_goes_on(
         assert body["type"] == "error" and body["error"]["type"] == "api_error"
         assert "internal error" in body["error"]["message"]
         assert body["request_id"] == response.headers["request-id"]
+        assert response.headers["x-should-retry"] == "false"
         good = await http.post("/v1/messages", json=chat("the next request"))
         assert good.status_code == 200 and good.json()["type"] == "message"
     assert internal_errors(server) == {"http_request": 1}
