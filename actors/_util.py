@@ -102,12 +102,19 @@ def report_internal(
     and ``switchboard_internal_errors_total{where}``. An ``InternalError`` was reported
     where it happened: only a line says what it ended here. ``what`` names the query,
     request or message (its id), never its content."""
-    if isinstance(exc, InternalError):
+    if _reported(exc):
         log.error("%s ended: %s", what, exc)
         return
     log.error("internal error in %s", what, exc_info=exc)
     if metrics is not None:
         metrics.internal_error(where)
+
+
+def _reported(exc: BaseException) -> bool:
+    """An ``InternalError``, or a group of nothing else (a nursery wraps what it carries)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(InternalError)[1] is None
+    return isinstance(exc, InternalError)
 
 
 def internal_error_info(exc: BaseException) -> ErrorInfo:

@@ -373,7 +373,8 @@ class _Connection:
         try:
             await self._command(command, nursery)
         except Exception as exc:
-            report_internal(log, self._gateway.metrics, "ws_reader", f"{type(command).__name__} {_command_id(command)} of session {self._session_id}", exc)
+            what = f"{type(command).__name__} {_command_id(command)} of session {self._session_id}"
+            report_internal(log, self._gateway.metrics, "ws_reader", what, exc)
             info = internal_error_info(exc)
             if isinstance(command, Query) and self._queries.pop(command.id, None) is not None:
                 # Registered, never started: the frame is the query's one terminal frame.

@@ -341,3 +341,14 @@ async def test_a_handshake_that_fails_is_answered_500_and_the_door_goes_on(
         assert await rejected_status(server.ws_url + "/v1/sessions/" + POISON) == 500
     assert internal_errors(server) == {"actor:CostLedger": 1}
     await next_query_is_served(server)
+
+
+async def test_an_actor_failure_under_the_http_door_is_counted_once(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison(monkeypatch, CostLedger, "_apply")  # the request's session cannot be opened
+    async with httpx.AsyncClient(base_url=str(server.http_url)) as http:
+        response = await http.post("/v1/messages", json=chat(), headers={"x-switchboard-session": POISON})
+        assert response.status_code == 500 and response.json()["error"]["type"] == "api_error"
+        assert (await http.post("/v1/messages", json=chat())).status_code == 200
+    assert internal_errors(server) == {"actor:CostLedger": 1}
