@@ -201,7 +201,8 @@ class ClientPool:
                         try:
                             self._handle(msg, nursery)
                         except Exception as exc:
-                            report_internal(log, self._metrics, "actor:ClientPool", f"message {type(msg).__name__}", exc)
+                            what = f"message {type(msg).__name__}"
+                            report_internal(log, self._metrics, "actor:ClientPool", what, exc)
                             if not isinstance(msg, ReportBroken):
                                 fail(msg.reply, "ClientPool")
         finally:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from typing import TypeAlias, assert_never, final
+from typing import Final, TypeAlias, assert_never, final
 
 import msgspec
 import trio
@@ -100,6 +100,8 @@ RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens
 RetrySupervisorAddress: TypeAlias = trio.MemorySendChannel[RetrySupervisorMsg]
 
 log = logging.getLogger("switchboard.supervisor")
+# The error of a query whose run failed outside its own boundary (the backstop's answer).
+_RUN_FAILED: Final = internal_error_info(ActorFailed("the query's run failed"))
 
 
 @final
@@ -154,9 +156,7 @@ class RetrySupervisor:
                     metrics=self._metrics,
                     where="query",
                     what=_what(msg),
-                    on_failure=functools.partial(
-                        self._refuse, msg, internal_error_info(ActorFailed("the query's run failed")), nursery
-                    ),
+                    on_failure=functools.partial(self._refuse, msg, _RUN_FAILED, nursery),
                 )
             case RunCountTokens():
                 task = functools.partial(

@@ -26,7 +26,8 @@ Failure policy:
     unexpected exception is logged with the query id and counted (``where="relay"``), the
     usage seen so far is still recorded, and the reply says ``internal_error`` (the
     supervisor ends the query with it). A ``RunCount`` whose handling fails is answered
-    with ``fail`` (the asker gets ``ActorFailed``); the relay serves its next message. Cancellation (abort, disconnect, shutdown) arrives through the
+    with ``fail`` (the asker gets ``ActorFailed``); the relay serves its next message.
+    Cancellation (abort, disconnect, shutdown) arrives through the
     attempt's ``scope``; the upstream response is closed at once, and the usage seen so far
     is still recorded, in a shielded cleanup with a deadline. A client that went away (its
     outbound channel is broken) cancels the attempt the same way, and so does one that took
@@ -180,7 +181,8 @@ class StreamRelay:
                         try:
                             self._handle(msg, nursery)
                         except Exception as exc:
-                            report_internal(log, self._metrics, "actor:StreamRelay", f"message {type(msg).__name__}", exc)
+                            what = f"message {type(msg).__name__}"
+                            report_internal(log, self._metrics, "actor:StreamRelay", what, exc)
                             fail(msg.reply, "StreamRelay")
 
     def _handle(self, msg: StreamRelayMsg, nursery: trio.Nursery) -> None:
@@ -230,7 +232,8 @@ class StreamRelay:
         what = f"query {msg.query_id} attempt {msg.attempt}"
         report_internal(log, self._metrics, "relay", what, exc)
         if progress.internal_error is None:
-            progress.internal_error = str(exc) if isinstance(exc, InternalError) else f"{type(exc).__name__} in the relay"
+            internal = isinstance(exc, InternalError)
+            progress.internal_error = str(exc) if internal else f"{type(exc).__name__} in the relay"
 
     async def _finish(self, msg: RunAttempt, progress: Progress, started: float) -> AttemptOutcome:
         try:

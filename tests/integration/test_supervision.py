@@ -315,7 +315,10 @@ async def test_a_door_that_stops_serving_ends_the_server(config: Config, monkeyp
 @pytest.mark.parametrize(
     ("raised", "line"),
     [
-        (ServiceFailed("the WebSocket door failed: OSError('lost')"), "switchboard: the WebSocket door failed: OSError('lost')"),
+        (
+            ServiceFailed("the WebSocket door failed: OSError('lost')"),
+            "switchboard: the WebSocket door failed: OSError('lost')",
+        ),
         (RuntimeError("a bug"), "switchboard: internal error: RuntimeError('a bug')"),
     ],
 )
@@ -352,3 +355,24 @@ async def test_an_actor_failure_under_the_http_door_is_counted_once(
         assert response.status_code == 500 and response.json()["error"]["type"] == "api_error"
         assert (await http.post("/v1/messages", json=chat())).status_code == 200
     assert internal_errors(server) == {"actor:CostLedger": 1}
+
+
+async def test_a_deeply_nested_document_ends_only_its_own_request(
+    server: Server, mock_clock: trio.testing.MockClock
+) -> None:
+    # Real input, no injection: today's decoders raise RecursionError on it. Whatever refuses
+    # it (the boundary, or a bounded decoder), only its own request ends.
+    messages = "[" * 200_000 + "]" * 200_000
+    body = '{"model":"claude-sonnet-4-6","max_tokens":5,"messages":' + messages + "}"
+    async with healthy_session(server, mock_clock):
+        async with connect(server) as client:
+            await client.receive()
+            await client.ws.send_message('{"type":"query","id":"deep","request":' + body + "}")
+            assert isinstance(await client.receive(), Rejected)
+            await client.send(type="query", id="next", request=chat("the connection goes on"))
+            assert isinstance(only_terminal(await client.until_terminal("next")), Done)
+        async with httpx.AsyncClient(base_url=str(server.http_url)) as http:
+            response = await http.post("/v1/messages", content=body)
+            assert response.status_code in (400, 500)
+            assert response.json()["type"] == "error"
+            assert (await http.post("/v1/messages", json=chat())).status_code == 200
