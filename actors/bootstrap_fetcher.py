@@ -21,7 +21,9 @@ Failure policy:
     is set, the provider is not the first party, or there is no credential. A 401 gets one
     retry after a credential refresh (the ``refresh`` hook). A timeout, a connection
     error, another status or an answer that fails the schema is logged and ignored: the
-    cached answer, if any, stays. The cache is written only when the answer changed.
+    cached answer, if any, stays. The cache is written only when the answer changed. An
+    unexpected exception in the startup fetch or in serving a message is logged and counted
+    (``actor:BootstrapFetcher``, docs/supervision.md); a request it hit gets ``fail``.
 Timers:
     ``BOOTSTRAP_TIMEOUT`` per request (the reference's axios timeout), on trio's clock.
 """
@@ -29,6 +31,7 @@ Timers:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -38,8 +41,9 @@ import httpx
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer, inbox_messages
+from actors._util import CLEANUP_TIMEOUT, answer, contained, fail, inbox_messages, report_internal
 from actors.config import FIRST_PARTY, Config, Secret
+from actors.metrics import Metrics
 from actors.upstream import without_userinfo
 from protocol.bootstrap import (
     BOOTSTRAP_PATH,
@@ -126,7 +130,9 @@ class BootstrapFetcher:
         credentials: Credentials | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         refresh: RefreshCredentials = no_refresh,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._config = config
         self._cache_path = cache_path
         self._credentials = credentials or Credentials(api_key=config.api_key, auth_token=config.auth_token)
@@ -153,20 +159,36 @@ class BootstrapFetcher:
             async with trio.open_nursery() as nursery:
                 with inbox:
                     task_status.started(address)
-                    nursery.start_soon(self._startup_task)
+                    nursery.start_soon(
+                        functools.partial(
+                            contained,
+                            self._startup_task,
+                            log=log,
+                            metrics=self._metrics,
+                            where="actor:BootstrapFetcher",
+                            what="the bootstrap fetch",
+                        )
+                    )
                     async for msg in inbox_messages(inbox):
-                        match msg:
-                            case GetBootstrap():
-                                if msg.settled and not self._state.settled:
-                                    self._waiting.append(msg.reply)
-                                else:
-                                    answer(msg.reply, self._state)
-                            case _:
-                                assert_never(msg)
+                        try:
+                            self._handle(msg)
+                        except Exception as exc:
+                            report_internal(log, self._metrics, "actor:BootstrapFetcher", "message GetBootstrap", exc)
+                            fail(msg.reply, "BootstrapFetcher")
                 nursery.cancel_scope.cancel(reason="bootstrap fetcher closed")
         finally:
             for reply in self._waiting:
                 reply.close()
+
+    def _handle(self, msg: BootstrapFetcherMsg) -> None:
+        match msg:
+            case GetBootstrap():
+                if msg.settled and not self._state.settled:
+                    self._waiting.append(msg.reply)
+                else:
+                    answer(msg.reply, self._state)
+            case _:
+                assert_never(msg)
 
     async def _startup_task(self) -> None:
         try:

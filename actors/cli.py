@@ -15,6 +15,12 @@ On SIGTERM or SIGINT ``serve`` shuts down gracefully (``Gateway.shutdown``, PROT
 no new work, the queries in flight get ``--shutdown-grace`` seconds, then those left end
 with ``shutting_down``; the actors stop, the ledger last, and the process exits 0. A second
 signal ends the grace at once (usage is still recorded).
+
+Exit codes (docs/supervision.md): 0 after Ctrl-C or SIGTERM's KeyboardInterrupt; 2 for a
+configuration that cannot work (``ConfigError``, also a ledger that cannot be opened); 1 when
+the service became unusable (``ServiceFailed``: a door's listener lost) or an unexpected
+exception escaped every boundary. Each ends with one line on stderr,
+``switchboard: <what>`` (an unexpected exception's traceback is logged before it).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from actors.gateway import Gateway
 from actors.log import configure_logging
 from actors.server import Server, run_server
 from protocol.cost_report import format_report
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, ServiceFailed
 
 log = logging.getLogger("switchboard")
 
@@ -187,7 +193,9 @@ async def _emulator(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     # except*: a ConfigError raised inside the actors (the ledger file cannot be opened)
-    # arrives wrapped in the nurseries' exception groups.
+    # arrives wrapped in the nurseries' exception groups. The exit code is decided after,
+    # since a SystemExit raised in an except* clause would be wrapped in a group too.
+    code = 0
     try:
         if args.command == "serve":
             trio.run(_serve, args)
@@ -197,12 +205,21 @@ def main(argv: list[str] | None = None) -> None:
             trio.run(_emulator, args)
     except* ConfigError as group:
         print(f"switchboard: {_first(group)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        code = code or 2
+    except* ServiceFailed as group:
+        print(f"switchboard: {_first(group)}", file=sys.stderr)
+        code = code or 1
     except* KeyboardInterrupt:
         pass
+    except* Exception as group:
+        log.critical("switchboard stopped on an internal error", exc_info=group)
+        print(f"switchboard: internal error: {_first(group)!r}", file=sys.stderr)
+        code = code or 1
+    if code:
+        raise SystemExit(code)
 
 
-def _first(group: BaseExceptionGroup[ConfigError]) -> BaseException:
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first error of a (nested) group, for a one-line message."""
     first = group.exceptions[0]
     return _first(first) if isinstance(first, BaseExceptionGroup) else first

@@ -23,7 +23,9 @@ Failure policy:
     A credential source that fails (helper exits non-zero, token file unreadable) is logged;
     requests then go without that credential and the upstream's 401 ends them clearly.
     Loading happens in a task: an Acquire never waits behind another's slow refresh unless
-    the credential it would get has expired.
+    the credential it would get has expired. A message whose handling fails unexpectedly
+    is answered with ``fail`` (the asker gets ``ActorFailed``), logged and counted
+    (``actor:ClientPool``, docs/supervision.md); the pool serves its next message.
 Timers:
     The client's timeouts (``Config.api_timeout``; 5 s to connect, wire.md 5.1); the key
     helper's TTL and the OAuth token's expiry, checked at each Acquire.
@@ -31,17 +33,20 @@ Timers:
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Final, TypeAlias, assert_never, final
 
 import httpx
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer, inbox_messages
+from actors._util import CLEANUP_TIMEOUT, answer, contained, fail, inbox_messages, report_internal
 from actors.config import FIRST_PARTY, Config
 from actors.credentials import Credential, CredentialError, load_credential
+from actors.metrics import Metrics
 from actors.providers import Endpoint, endpoint_for
 from actors.upstream import UpstreamClient
 from protocol.providers import route_provider
@@ -156,9 +161,12 @@ class _Slot:
 class ClientPool:
     """The upstream client and the providers' credentials (see the module docstring)."""
 
-    def __init__(self, config: Config, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, config: Config, *, transport: httpx.AsyncBaseTransport | None = None, metrics: Metrics | None = None
+    ) -> None:
         self._config = config
         self._transport = transport
+        self._metrics = metrics
         self._clients: list[UpstreamClient] = []
         self._shards: list[UpstreamClient] = []
         self._tls: ssl.SSLContext | None = None
@@ -190,7 +198,13 @@ class ClientPool:
                     await self._load(self._slot(None))
                     task_status.started(address)
                     async for msg in inbox_messages(inbox):
-                        self._handle(msg, nursery)
+                        try:
+                            self._handle(msg, nursery)
+                        except Exception as exc:
+                            what = f"message {type(msg).__name__}"
+                            report_internal(log, self._metrics, "actor:ClientPool", what, exc)
+                            if not isinstance(msg, ReportBroken):
+                                fail(msg.reply, "ClientPool")
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 for client in self._clients:
@@ -206,7 +220,7 @@ class ClientPool:
                 )
                 if expired or (slot.loading is not None and not slot.early):
                     self._begin_load(slot, nursery)
-                    nursery.start_soon(self._answer_after_load, slot, msg)
+                    self._start(nursery, functools.partial(self._answer_after_load, slot, msg), msg.reply)
                 else:
                     # issue 6 (peers.md): ahead of expiry, refresh in the background and
                     # serve the credential still in hand meanwhile.
@@ -224,7 +238,7 @@ class ClientPool:
                     answer(msg.reply, RefreshResult(changed=True))
                     return
                 self._begin_load(slot, nursery)
-                nursery.start_soon(self._answer_refresh, slot, msg)
+                self._start(nursery, functools.partial(self._answer_refresh, slot, msg), msg.reply)
             case ReportBroken():
                 if self._keep_alive:
                     log.warning("upstream connection reset: keep-alive is off from now on")
@@ -240,7 +254,26 @@ class ClientPool:
         once, so whoever waits on it from now on waits for this load."""
         if slot.loading is None:
             slot.loading = trio.Event()
-            nursery.start_soon(self._load, slot)
+            self._start(nursery, functools.partial(self._load, slot))
+
+    def _start(
+        self,
+        nursery: trio.Nursery,
+        task: Callable[[], Awaitable[object]],
+        reply: trio.MemorySendChannel[Lease] | trio.MemorySendChannel[RefreshResult] | None = None,
+    ) -> None:
+        """Run ``task`` as a boundary: a failure is reported and ``reply`` gets ``fail``."""
+        nursery.start_soon(
+            functools.partial(
+                contained,
+                task,
+                log=log,
+                metrics=self._metrics,
+                where="actor:ClientPool",
+                what="a credential load or lease",
+                on_failure=None if reply is None else functools.partial(fail, reply, "ClientPool"),
+            )
+        )
 
     async def _load(self, slot: _Slot) -> None:
         """Load the credential; a new value is a new generation. A checkpoint."""

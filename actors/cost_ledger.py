@@ -34,6 +34,10 @@ Failure policy:
     A store that cannot be opened is fatal at start (``ConfigError``). A failed write is
     logged as an error, kept and retried with the next batch; replies still go out (the
     totals in memory are right), so a sick disk degrades durability, never the service.
+    A message whose handling fails unexpectedly is answered with ``fail`` (the asker gets
+    ``ActorFailed``), a batch that fails otherwise is refused (its askers see
+    ``ActorUnavailable``); either is logged and counted (``actor:CostLedger``,
+    docs/supervision.md), and the ledger serves its next message.
 Timers:
     None of its own; ``CLEANUP_TIMEOUT`` bounds closing the store at shutdown.
 """
@@ -53,7 +57,7 @@ from typing import Final, TypeAlias, TypeVar, assert_never, final
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer
+from actors._util import CLEANUP_TIMEOUT, answer, fail, report_internal
 from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow
 from actors.metrics import Metrics
 from protocol.frames import CostSummary
@@ -211,7 +215,11 @@ class CostLedger:
                                 batch.append(inbox.receive_nowait())
                             except (trio.WouldBlock, trio.EndOfChannel):
                                 break
-                        await self._serve_batch(batch)
+                        try:
+                            await self._serve_batch(batch)
+                        except Exception as exc:
+                            # _serve_batch closed every reply: the askers are not left waiting.
+                            report_internal(log, self._metrics, "actor:CostLedger", f"a batch of {len(batch)}", exc)
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 await self._call(store.close)
@@ -249,7 +257,7 @@ class CostLedger:
                 log.exception("cost ledger read failed; requests of sessions not in memory refused")
                 served = [msg for msg in batch if msg.session_id in self._hot]
             for msg in served:
-                reply = self._apply(msg)
+                reply = self._apply_contained(msg)
                 if reply is not None:
                     replies.append(reply)
             await self._commit()
@@ -272,6 +280,14 @@ class CostLedger:
         for session_id, stored in loaded.items():
             session = self._hot[session_id] = _Session(stored.owner, stored.created_at, stored.totals)
             session.provisional = stored.provisional
+
+    def _apply_contained(self, msg: CostLedgerMsg) -> Callable[[], None] | None:
+        """``_apply``, a boundary per message: a failure is reported and answered ``fail``."""
+        try:
+            return self._apply(msg)
+        except Exception as exc:
+            report_internal(log, self._metrics, "actor:CostLedger", f"message {type(msg).__name__}", exc)
+            return None if isinstance(msg, RecordDuration) else functools.partial(fail, msg.reply, "CostLedger")
 
     def _apply(self, msg: CostLedgerMsg) -> Callable[[], None] | None:
         """Change the state for one message; return its reply, to send after the commit."""

@@ -8,10 +8,10 @@ Role:
     frames out.
 Close codes:
     1000 normal; 1001 the gateway is shutting down (see Shutdown); 1007 a text frame that is
-    not UTF-8 (1002 another protocol violation); 1009 a frame over the size limit; 4408 a slow
-    reader cut off (see Timers); 4409 superseded by a newer connection to the session; 1006
-    (no close frame: the TCP connection dropped) when a write was cut short, since half a frame
-    may be on the wire.
+    not UTF-8 (1002 another protocol violation); 1009 a frame over the size limit; 1011 an
+    internal error ended the connection (docs/supervision.md); 4408 a slow reader cut off (see
+    Timers); 4409 superseded by a newer connection to the session; 1006 (no close frame: the
+    TCP connection dropped) when a write was cut short, since half a frame may be on the wire.
 Per connection:
     One nursery: a reader loop (this task), one writer task and its watchdog for slow
     readers. Every frame for the client, from any query, goes through one bounded outbound
@@ -37,7 +37,14 @@ Failure policy:
     UTF-8 with 1007 (``actors.ws_server``); a binary frame is read like a text one. A
     disconnect, an oversize frame or a takeover aborts the connection's queries; their usage
     is recorded.
-    One connection's failure never reaches another: handler errors are logged, not raised.
+    One connection's failure never reaches another (docs/supervision.md): an unexpected
+    exception in handling one frame answers that frame (a query: its terminal ``error``
+    frame of type ``internal_error``; anything else: ``rejected`` with that type), and the
+    connection goes on; one in the reader loop or the writer ends the connection as a
+    disconnect does (its queries aborted and charged) with close code 1011 when a close frame
+    can still be sent. Each is logged once and counted in
+    ``switchboard_internal_errors_total{where}`` (``ws_reader``, ``ws_writer``, and
+    ``ws_connection`` for the handshake and teardown).
 Timers:
     ``CLEANUP_TIMEOUT`` bounds the teardown (aborted frames flushed, close frame sent). A
     write that the teardown deadline cuts may leave half a frame on the wire, so no close
@@ -63,17 +70,19 @@ from typing import Final, final
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from actors._util import CLEANUP_TIMEOUT
+from actors._util import CLEANUP_TIMEOUT, internal_error_info, report_internal
 from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
+from actors.metrics import Where
 from actors.ws_batch import abort, send_text_batch
 from actors.ws_server import serve_websocket
-from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
+from protocol.errors import INTERNAL_ERROR, ActorUnavailable, RemoteProtocolError, ShuttingDown
 from protocol.frames import (
     SESSION_ID,
     TERMINAL_FRAMES,
     Abort,
+    ClientCommand,
     CostFrame,
     CountTokens,
     ErrorFrame,
@@ -99,6 +108,9 @@ GOING_AWAY: Final = 1001
 # The close code of a client cut off for reading nothing for ``Config.slow_reader_timeout``
 # (408 Request Timeout, in the application range next to SUPERSEDED).
 SLOW_READER: Final = 4408
+# The standard close code of a connection ended by an unexpected failure on our side
+# (RFC 6455 7.4.1 "internal error"; docs/supervision.md).
+INTERNAL_ERROR_CLOSE: Final = 1011
 # Frames queued for one connection's writer: enough to absorb a burst from several queries,
 # small enough that a client that stops reading stalls its upstream streams quickly.
 SESSION_BUFFER: Final = 64
@@ -142,7 +154,7 @@ class FrontDoor:
         """Serve WebSocket connections until cancelled. Startable: ``started()`` gets the port."""
         serve = functools.partial(
             serve_websocket,
-            self._handle,
+            self._handle_contained,
             self._config.host,
             self._config.port,
             max_message_size=self._config.max_frame_bytes,
@@ -178,6 +190,15 @@ class FrontDoor:
         ok = any(hmac.compare_digest(presented.encode(), t.reveal().encode()) for t in tokens)
         return ok, presented if ok else None
 
+    async def _handle_contained(self, request: WebSocketRequest) -> None:
+        """One connection, a supervision boundary: nothing it raises (but cancellation)
+        reaches the listener, which serves every other connection."""
+        try:
+            await self._handle(request)
+        except Exception as exc:
+            path = request.path.split("?", 1)[0]
+            report_internal(log, self._gateway.metrics, "ws_connection", f"the connection to {path}", exc)
+
     async def _handle(self, request: WebSocketRequest) -> None:
         if self._gateway.drain.begun.is_set():
             await request.reject(503, body=b"the gateway is shutting down")
@@ -190,7 +211,15 @@ class FrontDoor:
         if not allowed:
             await request.reject(401)
             return
-        opened = await self._gateway.open_session(session_id, owner=owner_digest(token))
+        try:
+            opened = await self._gateway.open_session(session_id, owner=owner_digest(token))
+        except ActorUnavailable:
+            await request.reject(503)
+            return
+        except Exception:
+            # The handshake is answered; the boundary (_handle_contained) reports the failure.
+            await request.reject(500)
+            raise
         if not opened.owner_ok:
             await request.reject(403)
             return
@@ -277,7 +306,7 @@ class _Connection:
         self._outbound = send
         watchdog = trio.CancelScope()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer, receive)
+            nursery.start_soon(self._writer_contained, receive)
             nursery.start_soon(self._watch_writes, watchdog)
             with send:
                 await self._emit(ready)
@@ -288,6 +317,8 @@ class _Connection:
                             await self._dispatch(text, nursery)
                     except ConnectionClosed:
                         pass
+                    except Exception as exc:
+                        self._failed("ws_reader", exc)
                 # The teardown deadline below bounds every write from now on.
                 watchdog.cancel()
                 for scope in self._queries.values():
@@ -304,6 +335,21 @@ class _Connection:
                     self._session_id,
                 )
                 await abort(self._ws)
+
+    def _failed(self, where: Where, exc: Exception) -> None:
+        """The reader or the writer failed: end the connection as on a disconnect, with 1011."""
+        report_internal(log, self._gateway.metrics, where, f"session {self._session_id}'s connection", exc)
+        self._close_code = INTERNAL_ERROR_CLOSE
+        self._close_reason = "internal error"
+        self._reader_scope.cancel(reason="internal error")
+
+    async def _writer_contained(self, receive: trio.MemoryReceiveChannel[GatewayFrame]) -> None:
+        """The writer, a boundary: its failure ends the connection, not the process. Closing
+        ``receive`` (the writer does, also on failure) stops every query's relaying."""
+        try:
+            await self._writer(receive)
+        except Exception as exc:
+            self._failed("ws_writer", exc)
 
     async def _writer(self, receive: trio.MemoryReceiveChannel[GatewayFrame]) -> None:
         """Send the connection's frames in order; whatever is queued goes in one write."""
@@ -376,11 +422,29 @@ class _Connection:
         await self._emit(Rejected(id=frame_id, error=ErrorInfo(type=error_type, message=message, status=None, request_id=None)))
 
     async def _dispatch(self, text: str | bytes, nursery: trio.Nursery) -> None:
+        """Handle one client frame; a boundary: an unexpected failure answers that frame."""
         try:
             command = decode_command(text)
         except RemoteProtocolError as exc:
             await self._reject(exc.frame_id, exc.error_type, str(exc))
             return
+        except Exception as exc:
+            report_internal(log, self._gateway.metrics, "ws_reader", f"a frame of session {self._session_id}", exc)
+            await self._reject(None, INTERNAL_ERROR, internal_error_info(exc).message)
+            return
+        try:
+            await self._command(command, nursery)
+        except Exception as exc:
+            what = f"{type(command).__name__} {_command_id(command)} of session {self._session_id}"
+            report_internal(log, self._gateway.metrics, "ws_reader", what, exc)
+            info = internal_error_info(exc)
+            if isinstance(command, Query) and self._queries.pop(command.id, None) is not None:
+                # Registered, never started: the frame is the query's one terminal frame.
+                await self._emit(ErrorFrame(id=command.id, error=info))
+            else:
+                await self._reject(_command_id(command), INTERNAL_ERROR, info.message)
+
+    async def _command(self, command: ClientCommand, nursery: trio.Nursery) -> None:
         match command:
             case Query():
                 await self._start_query(command)
@@ -429,10 +493,24 @@ class _Connection:
         except RemoteProtocolError as exc:
             await self._reject(command.id, exc.error_type, str(exc))
             return
+        except Exception as exc:
+            report_internal(log, self._gateway.metrics, "ws_reader", f"count_tokens {command.id}", exc)
+            await self._emit(ErrorFrame(id=command.id, error=internal_error_info(exc)))
+            return
         if result.failure is not None:
             await self._emit(ErrorFrame(id=command.id, error=result.failure.info()))
         else:
             await self._emit(TokenCount(id=command.id, input_tokens=result.input_tokens or 0))
 
     async def _send_cost(self) -> None:
-        await self._emit(CostFrame(cost=await self._gateway.cost(self._session_id)))
+        try:
+            cost = await self._gateway.cost(self._session_id)
+        except Exception as exc:
+            report_internal(log, self._gateway.metrics, "ws_reader", f"get_cost of session {self._session_id}", exc)
+            await self._reject(None, INTERNAL_ERROR, internal_error_info(exc).message)
+            return
+        await self._emit(CostFrame(cost=cost))
+
+
+def _command_id(command: ClientCommand) -> str | None:
+    return None if isinstance(command, GetCost) else command.id

@@ -282,7 +282,7 @@ async def run_gateway(
             log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
             config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
         to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
-        to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport).run)
+        to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It uses
         # the pool's credential (whatever its source) and the pool's refresh after a 401.
         credentials, refresh = await _pool_credentials(to_pool)
@@ -292,6 +292,7 @@ async def run_gateway(
             transport=transport,
             credentials=credentials,
             refresh=refresh,
+            metrics=metrics,
         )
         to_bootstrap: BootstrapFetcherAddress = await nursery.start(fetcher.run)
         relay = StreamRelay(

@@ -39,8 +39,12 @@ Shutdown (``actors.drain``):
     cuts off ends as any ``shutting_down`` error: 503 before its stream began, the API's
     ``error`` event after.
 Failure policy:
-    One request's failure never reaches another: hypercorn logs a handler's exception and
-    answers 500 when nothing was sent yet.
+    One request's failure never reaches another: each request is a supervision boundary
+    (docs/supervision.md). An unexpected exception is logged once with the request id,
+    counted (``switchboard_internal_errors_total{where="http_request"}``) and answered with
+    a 500 in the API's error envelope (``api_error``), or, once an SSE stream has begun, by
+    ending it with the API's ``error`` event; leaving the query aborts it, and its usage is
+    recorded. A query the gateway ended with ``internal_error`` gets the same 500.
 Timers:
     ``BODY_IDLE_TIMEOUT`` for a request body that stops arriving; between requests,
     hypercorn's keep-alive timeout (``KEEP_ALIVE_TIMEOUT``) closes idle connections.
@@ -59,7 +63,7 @@ import hypercorn.trio
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-from actors._util import CLEANUP_TIMEOUT
+from actors._util import CLEANUP_TIMEOUT, report_internal
 from actors.asgi import (
     BodyStalled,
     BodyTooLarge,
@@ -103,6 +107,9 @@ _MODEL_PREFIX: Final = "/v1/models/"
 # betas. Its credential never does.
 FORWARDED_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 SESSION_HEADER: Final = "x-switchboard-session"
+# What a client is told of an unexpected failure (docs/supervision.md): that it happened,
+# not what (the details are in the gateway's log under the request id).
+INTERNAL_MESSAGE: Final = "internal error in the gateway; it is logged"
 # The model to continue on after repeated overload (PROTOCOL.md 1 ``query.fallback_model``):
 # an HTTP request has no other place to say it.
 FALLBACK_HEADER: Final = "x-switchboard-fallback-model"
@@ -174,6 +181,9 @@ class HttpDoor:
         route = "unknown"
         try:
             route = await self._route(head, receive, exchange, request_id)
+        except Exception as exc:
+            report_internal(log, self._gateway.metrics, "http_request", f"request {request_id}", exc)
+            await _internal_error(exchange, request_id)
         finally:
             self._gateway.metrics.http_request(route, exchange.status)
             log.debug("%s %s -> %d", head.method, head.path, exchange.status)
@@ -346,3 +356,15 @@ async def _shutting_down(exchange: Exchange, request_id: str) -> None:
     on another instance behind a load balancer."""
     exchange.base_headers.append(CONNECTION_CLOSE)
     await send_error(exchange, 503, "api_error", "the gateway is shutting down", request_id)
+
+
+async def _internal_error(exchange: Exchange, request_id: str) -> None:
+    """Answer a request that failed unexpectedly: a 500 ``api_error`` in the API's envelope,
+    or the end of a stream already begun; nothing once the answer is complete."""
+    if exchange.complete:
+        return
+    try:
+        await send_error(exchange, 500, "api_error", INTERNAL_MESSAGE, request_id, retry=False)
+    except Exception:
+        # The client's connection is unusable too; the failure is logged already.
+        log.debug("request %s: the internal error could not be sent", request_id, exc_info=True)

@@ -5,6 +5,7 @@ Role:
     text format for ``GET /metrics``. It is not an actor: every method is synchronous, never
     blocks and never fails, so any task may call it (prometheus-client locks internally).
 Who calls what:
+    ``internal_error``: whichever supervision boundary contained an unexpected exception.
     ``session_opened``/``session_closed``: the Gateway, when a session gains its first user
     (a WebSocket connection, an HTTP request) or loses its last. ``http_request``: the
     HttpDoor, once per response. Query outcomes, retries, fallbacks and overload state: the
@@ -32,6 +33,8 @@ Metrics (every name, type and label; README has the same table):
     switchboard_overloaded{model}                        gauge: 1 while the model is in an
         overload cooldown
     switchboard_http_requests_total{route,status}        counter: HTTP door responses
+    switchboard_internal_errors_total{where}             counter: unexpected exceptions
+        contained at a supervision boundary (docs/supervision.md), by boundary: ``Where``
 Bounded labels:
     Model names and error types come from clients and the upstream: each label keeps at most
     ``MAX_LABEL_VALUES`` distinct values, later ones are counted as ``other``, so a client
@@ -79,6 +82,21 @@ QUERY_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.
 
 Outcome = Literal["done", "error", "aborted"]
 TokenType = Literal["input", "output", "cache_read", "cache_write_5m", "cache_write_1h"]
+# The supervision boundaries (docs/supervision.md): the label set of
+# switchboard_internal_errors_total, fixed here so that it stays bounded.
+Where = Literal[
+    "query",
+    "relay",
+    "ws_reader",
+    "ws_writer",
+    "ws_connection",
+    "http_request",
+    "actor:RetrySupervisor",
+    "actor:StreamRelay",
+    "actor:ClientPool",
+    "actor:CostLedger",
+    "actor:BootstrapFetcher",
+]
 
 
 @final
@@ -171,6 +189,13 @@ class Metrics:
             registry=registry,
         )
 
+        self._internal = Counter(
+            "switchboard_internal_errors",
+            "Unexpected exceptions contained at a supervision boundary, by boundary.",
+            ["where"],
+            registry=registry,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (``content_type`` names the format)."""
         return generate_latest(self.registry)
@@ -195,6 +220,11 @@ class Metrics:
     def http_request(self, route: str, status: int) -> None:
         """One HTTP door response. ``route`` is one of the door's fixed route names."""
         self._http.labels(route=route, status=str(status)).inc()
+
+    def internal_error(self, where: Where) -> None:
+        """A supervision boundary contained an unexpected exception (counted once, where it
+        was caught first)."""
+        self._internal.labels(where=where).inc()
 
     # --- queries (RetrySupervisor) --------------------------------------------------------
 

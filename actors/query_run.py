@@ -7,6 +7,11 @@ rest it shares with the supervisor's other tasks, with no lock since every chang
 between checkpoints: the ``SharedRetryState``, the ``SessionStates``, the ``ProviderBuilds``,
 the metrics, and the addresses of the StreamRelay, the ClientPool and the CostLedger (the
 supervisor closes them).
+
+A run is the query's supervision boundary (docs/supervision.md): an unexpected exception in
+it, or an attempt the StreamRelay reports as ``internal_error``, ends the query with an
+``error`` frame of that type (after a ``tombstone`` when the attempt had relayed events),
+logged once with the query id and counted in ``switchboard_internal_errors_total``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, assert_never, final
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, ask
+from actors._util import CLEANUP_TIMEOUT, ask, internal_error_info, receive_reply, report_internal
 from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
@@ -42,6 +47,7 @@ from actors.stream_relay import AttemptOutcome, RunAttempt, StreamRelayAddress
 from protocol.assembly import usage_json
 from protocol.betas import split_beta_header, with_beta_header
 from protocol.caching import CacheBreak, PromptSnapshot, tracking_key
+from protocol.errors import INTERNAL_ERROR, InternalError
 from protocol.frames import Aborted, Done, ErrorFrame, Fallback, FastMode, RetryFrame, Tombstone
 from protocol.pricing import usd
 from protocol.providers import metrics_label
@@ -124,6 +130,8 @@ class QueryRun:
                         terminal_sent = await self._run()
                     except ClientGone:
                         pass
+                    except Exception as exc:
+                        terminal_sent = await self._internal_error(exc)
                 if not terminal_sent and msg.scope.cancelled_caught:
                     with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                         await deliver(msg.outbound, self._cancelled_frame())
@@ -149,6 +157,13 @@ class QueryRun:
             totals.outcome, totals.error_type = "error", SHUTTING_DOWN
             return ErrorFrame(id=msg.query.id, error=SHUTTING_DOWN_ERROR)
         return Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
+
+    async def _internal_error(self, exc: Exception) -> bool:
+        """End the query with ``internal_error``: the boundary of docs/supervision.md."""
+        msg = self._msg
+        report_internal(log, self._metrics, "query", f"query {msg.query.id}", exc)
+        self._totals.outcome, self._totals.error_type = "error", INTERNAL_ERROR
+        return await deliver(msg.outbound, ErrorFrame(id=msg.query.id, error=internal_error_info(exc)))
 
     def _policy(self) -> RetryPolicy:
         config = self._config
@@ -226,6 +241,11 @@ class QueryRun:
             finally:
                 # Whatever happened (an abort included), the model's gate learns of it.
                 shared.report(state.model, probe=probe, outcome=outcome, decision=decision)
+            if outcome.internal_error is not None:
+                # The relay logged and counted it; the query ends with it.
+                if outcome.relayed:
+                    await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
+                raise InternalError(outcome.internal_error)
             failure = outcome.failure
             if failure is None:
                 if outcome.message is None:
@@ -388,15 +408,15 @@ class QueryRun:
                 )
             )
             try:
-                outcome = await receive.receive()
+                outcome = await receive_reply(receive)
             except trio.EndOfChannel:
                 return AttemptOutcome(model=state.model, aborted=True)
             except trio.Cancelled:
                 scope.cancel(reason="query aborted")
                 with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                     try:
-                        totals.add(await receive.receive())
-                    except trio.EndOfChannel:
+                        totals.add(await receive_reply(receive))
+                    except (trio.EndOfChannel, InternalError):
                         pass
                 raise
             totals.add(outcome)

@@ -115,8 +115,8 @@ class Progress:
     """What an attempt got done, kept outside the attempt's scope for its cleanup."""
 
     __slots__ = (
-        "assembler", "completed", "failure", "first_token_seen", "generation", "long_context",
-        "record_id", "relayed", "watchdog", "withheld",
+        "assembler", "completed", "failure", "first_token_seen", "generation", "internal_error",
+        "long_context", "record_id", "relayed", "watchdog", "withheld",
     )
 
     def __init__(self, msg: RunAttempt) -> None:
@@ -132,6 +132,8 @@ class Progress:
         )
         self.failure: Failure | None = None
         self.completed = False
+        # What failed unexpectedly, for the client (docs/supervision.md); None: nothing did.
+        self.internal_error: str | None = None
         # The stream's idle watchdog, while one runs (``AttemptStreamer.stream``).
         self.watchdog: trio.CancelScope | None = None
 

@@ -26,6 +26,12 @@ Lifecycle:
     ends it lets the queries in flight finish, then closes its addresses of the StreamRelay,
     the CostLedger and the ClientPool, and returns.
 Failure policy:
+    Each query's run is a supervision boundary (docs/supervision.md): an unexpected
+    exception ends that query alone with an ``error`` frame of type ``internal_error`` (the
+    usage of its attempts is recorded by the StreamRelay as always), is logged once with the
+    query id and counted (``where="query"``). A message whose handling fails is answered
+    so (a ``RunQuery`` with that ``error`` frame, a ``RunCountTokens`` with ``fail``),
+    counted as ``actor:RetrySupervisor``, and the next message is served.
     The query's ``scope`` is its abort signal (abort, disconnect, takeover, shutdown): the
     attempt in flight is cancelled, its usage collected (shielded, with a deadline) and an
     ``aborted`` frame sent with the usage and cost so far; when the graceful shutdown's
@@ -39,25 +45,38 @@ Timers:
 
 from __future__ import annotations
 
+import functools
+import logging
 import random
-from typing import TypeAlias, assert_never, final
+from typing import Final, TypeAlias, assert_never, final
 
 import msgspec
 import trio
 
-from actors._util import answer, inbox_messages
+from actors._util import (
+    CLEANUP_TIMEOUT,
+    answer,
+    contained,
+    fail,
+    inbox_messages,
+    internal_error_info,
+    receive_reply,
+    report_internal,
+)
 from actors.client_pool import ClientPoolAddress
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress
 from actors.drain import Drain
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
+from actors.query_channel import deliver
 from actors.query_run import QueryRun
 from actors.retry_shared import SharedRetryState
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
 from protocol.betas import split_beta_header, with_beta_header
-from protocol.frames import GatewayFrame, Query
+from protocol.errors import ActorFailed
+from protocol.frames import ErrorFrame, ErrorInfo, GatewayFrame, Query
 from protocol.request_builder import count_tokens_request
 from protocol.wire import JsonObject
 
@@ -82,6 +101,10 @@ class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
 
 RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens
 RetrySupervisorAddress: TypeAlias = trio.MemorySendChannel[RetrySupervisorMsg]
+
+log = logging.getLogger("switchboard.supervisor")
+# The error of a query whose run failed outside its own boundary (the backstop's answer).
+_RUN_FAILED: Final = internal_error_info(ActorFailed("the query's run failed"))
 
 
 @final
@@ -122,13 +145,49 @@ class RetrySupervisor:
                 with inbox:
                     task_status.started(address)
                     async for msg in inbox_messages(inbox):
-                        match msg:
-                            case RunQuery():
-                                nursery.start_soon(self._query_run(msg, shared).run)
-                            case RunCountTokens():
-                                nursery.start_soon(self._count_task, msg)
-                            case _:
-                                assert_never(msg)
+                        try:
+                            self._handle(msg, shared, nursery)
+                        except Exception as exc:
+                            report_internal(log, self._metrics, "actor:RetrySupervisor", _what(msg), exc)
+                            self._refuse(msg, internal_error_info(exc), nursery)
+
+    def _handle(self, msg: RetrySupervisorMsg, shared: SharedRetryState, nursery: trio.Nursery) -> None:
+        match msg:
+            case RunQuery():
+                # The run is the query's boundary; this backstop catches what escapes it.
+                task = functools.partial(
+                    contained,
+                    self._query_run(msg, shared).run,
+                    log=log,
+                    metrics=self._metrics,
+                    where="query",
+                    what=_what(msg),
+                    on_failure=functools.partial(self._refuse, msg, _RUN_FAILED, nursery),
+                )
+            case RunCountTokens():
+                task = functools.partial(
+                    contained,
+                    functools.partial(self._count_task, msg),
+                    log=log,
+                    metrics=self._metrics,
+                    where="actor:RetrySupervisor",
+                    what=_what(msg),
+                    on_failure=functools.partial(fail, msg.reply, "RetrySupervisor"),
+                )
+            case _:
+                assert_never(msg)
+        nursery.start_soon(task)
+
+    def _refuse(self, msg: RetrySupervisorMsg, info: ErrorInfo, nursery: trio.Nursery) -> None:
+        """Answer a message that could not be served: a query gets its terminal ``error``
+        frame (unless its run closed its channel already), a count request ``fail``."""
+        match msg:
+            case RunQuery():
+                nursery.start_soon(_end_query, msg, info)
+            case RunCountTokens():
+                fail(msg.reply, "RetrySupervisor")
+            case _:
+                assert_never(msg)
 
     def _query_run(self, msg: RunQuery, shared: SharedRetryState) -> QueryRun:
         return QueryRun(
@@ -147,16 +206,43 @@ class RetrySupervisor:
 
     async def _count_task(self, msg: RunCountTokens) -> None:
         with msg.reply:
-            send, receive = trio.open_memory_channel[CountResult](1)
-            headers, client_betas = split_beta_header(msg.headers)
-            settings = self._builds.settings(str(msg.request.get("model")))
-            built = count_tokens_request(msg.request, settings=settings, client_betas=client_betas)
-            with receive:
-                await self._to_relay.send(
-                    RunCount(body=built.body, headers=with_beta_header(headers, built.betas), reply=send)
-                )
-                try:
-                    result = await receive.receive()
-                except trio.EndOfChannel:
-                    return
-            answer(msg.reply, result)
+            try:
+                result = await self._count(msg)
+            except Exception:
+                # Answered before the channel closes; ``contained`` reports it.
+                fail(msg.reply, "RetrySupervisor")
+                raise
+            if result is not None:
+                answer(msg.reply, result)
+
+    async def _count(self, msg: RunCountTokens) -> CountResult | None:
+        """The relay's count; None when the relay dropped the request (shutting down)."""
+        send, receive = trio.open_memory_channel[CountResult](1)
+        headers, client_betas = split_beta_header(msg.headers)
+        settings = self._builds.settings(str(msg.request.get("model")))
+        built = count_tokens_request(msg.request, settings=settings, client_betas=client_betas)
+        with receive:
+            await self._to_relay.send(
+                RunCount(body=built.body, headers=with_beta_header(headers, built.betas), reply=send)
+            )
+            try:
+                return await receive_reply(receive)
+            except trio.EndOfChannel:
+                return None
+
+
+def _what(msg: RetrySupervisorMsg) -> str:
+    match msg:
+        case RunQuery():
+            return f"query {msg.query.id}"
+        case RunCountTokens():
+            return f"count_tokens {msg.query_id}"
+        case _:
+            assert_never(msg)
+
+
+async def _end_query(msg: RunQuery, info: ErrorInfo) -> None:
+    """The terminal ``error`` frame of a query whose run could not start or failed outside
+    its own boundary; nothing when its channel is closed already (its run sent its end)."""
+    with msg.outbound, trio.move_on_after(CLEANUP_TIMEOUT):
+        await deliver(msg.outbound, ErrorFrame(id=msg.query.id, error=info))

@@ -22,7 +22,12 @@ Lifecycle:
     inbox ends it waits for the attempts in flight, then returns.
 Failure policy:
     An upstream failure is never raised: it becomes ``AttemptOutcome.failure`` for the
-    supervisor to judge. Cancellation (abort, disconnect, shutdown) arrives through the
+    supervisor to judge. Each attempt is a supervision boundary (docs/supervision.md): an
+    unexpected exception is logged with the query id and counted (``where="relay"``), the
+    usage seen so far is still recorded, and the reply says ``internal_error`` (the
+    supervisor ends the query with it). A ``RunCount`` whose handling fails is answered
+    with ``fail`` (the asker gets ``ActorFailed``); the relay serves its next message.
+    Cancellation (abort, disconnect, shutdown) arrives through the
     attempt's ``scope``; the upstream response is closed at once, and the usage seen so far
     is still recorded, in a shielded cleanup with a deadline. A client that went away (its
     outbound channel is broken) cancels the attempt the same way, and so does one that took
@@ -40,6 +45,7 @@ Timers:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TypeAlias, assert_never, final
@@ -48,7 +54,15 @@ import httpx
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer, ask, inbox_messages
+from actors._util import (
+    CLEANUP_TIMEOUT,
+    answer,
+    ask,
+    contained,
+    fail,
+    inbox_messages,
+    report_internal,
+)
 from actors.client_pool import Acquire, ClientPoolAddress, Lease
 from actors.config import DEFAULT_SLOW_READER_TIMEOUT
 from actors.cost_ledger import CostLedgerAddress, UsageRecorded
@@ -59,7 +73,7 @@ from actors.relay_attempt import LONG_CONTEXT_BETA as LONG_CONTEXT_BETA
 from actors.relay_attempt import PROVIDER as PROVIDER
 from actors.relay_attempt import AttemptStreamer, ClientGone, Progress, upstream_failure
 from actors.upstream import failure_from_exception
-from protocol.errors import ActorUnavailable
+from protocol.errors import ActorUnavailable, InternalError
 from protocol.frames import GatewayFrame
 from protocol.request import merge_headers
 from protocol.retry import Failure
@@ -74,7 +88,8 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
     ``usage``/``cost_pico`` are what this attempt's upstream message used (recorded already);
     ``relayed`` counts the event frames the client received; ``aborted`` means the attempt
-    was cancelled.
+    was cancelled. ``internal_error``: the attempt failed unexpectedly (the relay logged and
+    counted it); says what, for the client's ``internal_error``.
     """
 
     model: str
@@ -87,6 +102,7 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     duration: float = 0.0
     aborted: bool = False
     generation: int = 0
+    internal_error: str | None = None
 
 
 class RunAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,13 +166,14 @@ class StreamRelay:
         # Without registered secrets, the known shapes of credentials are still redacted.
         self._redact = redact if redact is not None else Redactor().redact
         self._to_ledger = to_ledger
+        self._metrics = metrics if metrics is not None else Metrics()
         self._streamer = AttemptStreamer(
             to_pool=to_pool,
             to_ledger=to_ledger,
             idle_timeout=idle_timeout,
             nonstreaming_timeout=nonstreaming_timeout,
             slow_reader_timeout=slow_reader_timeout,
-            metrics=metrics if metrics is not None else Metrics(),
+            metrics=self._metrics,
         )
 
     async def run(
@@ -169,15 +186,38 @@ class StreamRelay:
                 with inbox:
                     task_status.started(address)
                     async for msg in inbox_messages(inbox):
-                        match msg:
-                            case RunAttempt():
-                                nursery.start_soon(self._attempt_task, msg)
-                            case RunCount():
-                                nursery.start_soon(self._count_task, msg)
-                            case _:
-                                assert_never(msg)
+                        try:
+                            self._handle(msg, nursery)
+                        except Exception as exc:
+                            what = f"message {type(msg).__name__}"
+                            report_internal(log, self._metrics, "actor:StreamRelay", what, exc)
+                            fail(msg.reply, "StreamRelay")
+
+    def _handle(self, msg: StreamRelayMsg, nursery: trio.Nursery) -> None:
+        match msg:
+            case RunAttempt():
+                # The attempt is its own boundary; this backstop answers if even it fails.
+                task = functools.partial(self._attempt_task, msg)
+                what = f"query {msg.query_id} attempt {msg.attempt}"
+            case RunCount():
+                task = functools.partial(self._count_task, msg)
+                what = "a count_tokens request"
+            case _:
+                assert_never(msg)
+        nursery.start_soon(
+            functools.partial(
+                contained,
+                task,
+                log=log,
+                metrics=self._metrics,
+                where="actor:StreamRelay",
+                what=what,
+                on_failure=functools.partial(fail, msg.reply, "StreamRelay"),
+            )
+        )
 
     async def _attempt_task(self, msg: RunAttempt) -> None:
+        """One attempt, a supervision boundary: whatever happens, one reply with the usage."""
         progress = Progress(msg)
         started = trio.current_time()
         with msg.reply:
@@ -189,12 +229,35 @@ class StreamRelay:
                     except ClientGone:
                         msg.scope.cancel(reason="client went away")
                         await trio.lowlevel.checkpoint()
+            except Exception as exc:
+                self._internal(msg, progress, exc)
             finally:
                 # Shielded: an aborted attempt still records what the upstream billed.
                 with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                     answer(msg.reply, await self._finish(msg, progress, started))
 
+    def _internal(self, msg: RunAttempt, progress: Progress, exc: Exception) -> None:
+        what = f"query {msg.query_id} attempt {msg.attempt}"
+        report_internal(log, self._metrics, "relay", what, exc)
+        if progress.internal_error is None:
+            internal = isinstance(exc, InternalError)
+            progress.internal_error = str(exc) if internal else f"{type(exc).__name__} in the relay"
+
     async def _finish(self, msg: RunAttempt, progress: Progress, started: float) -> AttemptOutcome:
+        try:
+            return await self._outcome(msg, progress, started)
+        except Exception as exc:
+            self._internal(msg, progress, exc)
+            return AttemptOutcome(
+                model=msg.model,
+                relayed=progress.relayed,
+                duration=trio.current_time() - started,
+                aborted=True,
+                internal_error=progress.internal_error,
+            )
+
+    async def _outcome(self, msg: RunAttempt, progress: Progress, started: float) -> AttemptOutcome:
+        """Record the attempt's final usage; its ``AttemptOutcome``."""
         assembler = progress.assembler
         recorded: UsageRecorded | None = None
         if assembler.started:
@@ -206,7 +269,7 @@ class StreamRelay:
                     "usage of query %s attempt %d not recorded (ledger gone): %s",
                     msg.query_id, msg.attempt, assembler.usage,
                 )
-        succeeded = progress.completed and progress.failure is None
+        succeeded = progress.completed and progress.failure is None and progress.internal_error is None
         return AttemptOutcome(
             model=msg.model,
             message=assembler.message() if succeeded else None,
@@ -218,6 +281,7 @@ class StreamRelay:
             duration=trio.current_time() - started,
             aborted=not progress.completed,
             generation=progress.generation,
+            internal_error=progress.internal_error,
         )
 
     async def _count_task(self, msg: RunCount) -> None:
@@ -227,8 +291,13 @@ class StreamRelay:
             except (httpx.HTTPError, trio.BrokenResourceError) as exc:
                 failure = failure_from_exception(exc)
                 if failure is None:
+                    fail(msg.reply, "StreamRelay")
                     raise
                 result = CountResult(failure=failure)
+            except Exception:
+                # Answered before the channel closes; ``contained`` reports it.
+                fail(msg.reply, "StreamRelay")
+                raise
             answer(msg.reply, msgspec.structs.replace(result, failure=self._redacted(result.failure)))
 
     def _redacted(self, failure: Failure | None) -> Failure | None:

@@ -11,15 +11,34 @@
     │   ├── UpstreamTimeout         connect/read/write/pool timeout, or the stream idle watchdog
     │   ├── UpstreamUnavailable     connect/read/write errors, a dropped connection
     │   └── UpstreamStatusError     a non-2xx answer or an in-stream ``error`` event; .status, .error
-    └── ActorUnavailable            an actor's inbox is closed or its reply channel ended
-        └── ShuttingDown            a graceful shutdown has begun: no new query is taken
+    ├── ActorUnavailable            an actor's inbox is closed or its reply channel ended
+    │   └── ShuttingDown            a graceful shutdown has begun: no new query is taken
+    ├── InternalError               an unexpected exception, contained at a supervision
+    │   │                           boundary and already logged and counted there
+    │   └── ActorFailed             an actor's handler failed on a request (``ask`` raises it)
+    └── ServiceFailed               the whole service is unusable (a listener lost): the
+                                    process ends with one line on stderr, exit code 1
 
 Rules: httpx exceptions are mapped at one boundary; exception groups propagate and are
 never unwrapped by hand; trio's own ``Cancelled``/``ClosedResourceError``/``EndOfChannel``
 keep their meanings inside actors.
+
+Supervision (docs/supervision.md): any other ``Exception`` is contained at the nearest
+boundary (a query, a WebSocket connection's reader or writer, an HTTP request, one message
+of an actor), which logs its traceback once, counts it in
+``switchboard_internal_errors_total{where}`` and ends only what it belongs to, with the
+error type ``INTERNAL_ERROR``. ``InternalError`` carries such a failure past the boundary
+that reported it, so the boundaries above it neither log nor count it again.
+``BaseException`` (``trio.Cancelled``, ``KeyboardInterrupt``) is never contained.
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+# The error type a client sees for a failure contained at a supervision boundary
+# (docs/protocol.md; the HTTP door answers it as a 500 ``api_error``).
+INTERNAL_ERROR: Final = "internal_error"
 
 
 class SwitchboardError(Exception):
@@ -82,3 +101,18 @@ class ActorUnavailable(SwitchboardError):
 class ShuttingDown(ActorUnavailable):
     """A graceful shutdown has begun (``Gateway.shutdown``): the gateway takes no new query.
     A client sees the error type ``shutting_down`` (docs/protocol.md)."""
+
+
+class InternalError(SwitchboardError):
+    """An unexpected exception was contained at a supervision boundary, which logged and
+    counted it; raised only to end what the failure belongs to (a query, a request) with
+    ``INTERNAL_ERROR``, never to be logged or counted again."""
+
+
+class ActorFailed(InternalError):
+    """An actor's handler failed on this request: it answered with a failure instead of a
+    reply (``actors._util.ask`` raises this). The actor serves its next message."""
+
+
+class ServiceFailed(SwitchboardError):
+    """The service as a whole cannot go on (a door's listener is lost): the process ends."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from typing import Any
 
 import msgspec
 import trio
+import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from actors.server import Server
@@ -117,3 +120,72 @@ async def serve_process(env: dict[str, str], *args: str) -> AsyncIterator[ServeP
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 await pipe.aclose()
+
+
+# --- supervision (docs/supervision.md) -----------------------------------------------------
+
+POISON = "POISON"
+
+
+def poison(monkeypatch: Any, target: Any, name: str, exc: type[Exception] = RuntimeError, marker: str = POISON) -> None:
+    """Make ``target.name`` raise ``exc`` whenever ``marker`` appears in its arguments' reprs
+    (an injected bug that one input triggers); every other call goes through."""
+    real = getattr(target, name)
+
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if marker in repr(args) or marker in repr(kwargs):
+            raise exc(f"injected failure in {name}")
+
+    if inspect.iscoroutinefunction(real):
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            check(args, kwargs)
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, async_wrapper)
+    else:
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            check(args, kwargs)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, wrapper)
+
+
+def internal_errors(server: Server) -> dict[str, float]:
+    """``switchboard_internal_errors_total`` by ``where``."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(server.gateway.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == "switchboard_internal_errors_total":
+                found[sample.labels["where"]] = sample.value
+    return found
+
+
+# A query that streams three events, then waits (on the trio clock) until the test moves the
+# clock on: on the ``mock_clock``, it is in flight for as long as the test needs.
+HELD = "<<emulator:stall:after=3,seconds=60>> a healthy session goes on"
+
+
+@asynccontextmanager
+async def healthy_session(server: Server, clock: trio.testing.MockClock) -> AsyncIterator[None]:
+    """A query streaming on another connection (session ``healthy``) throughout the block;
+    on leaving, the clock moves on and the query must end with ``done``, undisturbed."""
+    frames: list[GatewayFrame] = []
+    streaming = trio.Event()
+
+    async def run() -> None:
+        async with connect(server, "healthy") as client:
+            await client.receive()
+            await client.send(type="query", id="h", request=chat(HELD))
+            while not frames or not isinstance(frames[-1], TERMINAL_FRAMES):
+                frames.append(await client.receive())
+                streaming.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await streaming.wait()
+        yield
+        clock.jump(60)
+    assert type(frames[-1]).__name__ == "Done", frames[-1]
+    assert [f for f in frames if isinstance(f, TERMINAL_FRAMES)] == frames[-1:]
