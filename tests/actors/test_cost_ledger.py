@@ -38,7 +38,7 @@ from actors.cost_store import read_sessions
 from protocol.errors import ActorUnavailable
 from protocol.frames import CostSummary, ModelUsageSummary
 from protocol.pricing import cost_of, usd
-from protocol.usage import Usage, UsageIteration
+from protocol.usage import MAX_TOKEN_COUNT, Usage, UsageIteration
 
 DAY = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 SONNET = "claude-sonnet-4-6"
@@ -159,6 +159,28 @@ async def test_usage_is_keyed_by_the_model_as_sent_and_advisors_count_at_their_o
     assert summary.model_usage["claude-haiku-4-5"].cost_usd == pytest.approx(0.0025, abs=1e-15)
     assert summary.total_cost_usd == pytest.approx(0.046, abs=1e-15)
     assert summary.unknown_model_cost
+
+
+async def test_a_malformed_usage_is_priced_flagged_unknown_and_logged_with_its_query(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "ledger.sqlite3")
+    # What merge_usage makes of {"output_tokens": 2**64}: clamped to the bound and flagged.
+    usage = Usage(input_tokens=10, output_tokens=MAX_TOKEN_COUNT, malformed=True)
+    with caplog.at_level(logging.WARNING, logger="switchboard.ledger"):
+        async with running(path) as (_, ledger):
+            await open_session(ledger)
+            provisional = await record(ledger, usage, record_id="q:1:a", final=False)
+            assert "usage counts" not in caplog.text  # warned once, for the final version
+            recorded = await record(ledger, usage, record_id="q:1:a")
+            summary = await cost(ledger)
+    assert provisional.unknown_model and recorded.unknown_model
+    assert recorded.cost_pico == 10 * 3_000_000 + MAX_TOKEN_COUNT * 15_000_000
+    assert summary.unknown_model_cost and summary.total_cost_usd == pytest.approx(15_000.00003)
+    assert caplog.text.count("usage counts") == 1 and "query q attempt 1" in caplog.text
+    # The flag is durable: the session resumes with it.
+    async with running(path) as (_, ledger):
+        assert (await open_session(ledger)).cost.unknown_model_cost
 
 
 async def test_every_session_resumes_after_a_restart_with_its_full_summary(tmp_path: Path) -> None:
