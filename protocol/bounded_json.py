@@ -76,7 +76,9 @@ def json_depth(raw: bytes) -> int:
     return max(itertools.accumulate(steps, initial=0))
 
 
-def check_bounds(raw: bytes | str | memoryview, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> None:
+def check_bounds(
+    raw: bytes | str | memoryview, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES
+) -> None:
     """Raise ``JsonLimitError`` when ``raw`` is larger than ``max_bytes`` or nests deeper
     than ``max_depth``. Cheap unless ``raw`` holds more than ``max_depth`` opening brackets."""
     if len(raw) > max_bytes:
@@ -105,15 +107,25 @@ class BoundedDecoder(Generic[T]):
 
     @overload
     def __init__(
-        self: BoundedDecoder[T], type: type[T], *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES
+        self: BoundedDecoder[T],
+        type: type[T],
+        *,
+        max_depth: int = MAX_DEPTH,
+        max_bytes: int = MAX_BYTES,
     ) -> None: ...
 
     @overload
     def __init__(
-        self: BoundedDecoder[Any], type: Any, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES
+        self: BoundedDecoder[Any],
+        type: Any,
+        *,
+        max_depth: int = MAX_DEPTH,
+        max_bytes: int = MAX_BYTES,
     ) -> None: ...
 
-    def __init__(self, type: Any = Any, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self, type: Any = Any, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES
+    ) -> None:
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(type)
         self.max_depth = max_depth
         self.max_bytes = max_bytes

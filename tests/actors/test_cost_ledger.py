@@ -285,6 +285,25 @@ async def test_a_failed_read_refuses_only_the_sessions_not_in_memory(
         assert (await cost(address, "cold")).total_cost_usd == pytest.approx(0.026625, abs=1e-15)
 
 
+@pytest.mark.parametrize(("column", "value"), [("output_tokens", "lots"), ("cost_pico", 1.5)])
+async def test_a_row_that_is_not_integers_is_a_failed_read_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, column: str, value: object
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    async with running(str(path)) as (_, address):
+        await record(address, FINAL, session="cold")
+        await record(address, START, session="cold", record_id="open", final=False)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute(f"UPDATE usage SET {column} = ?", (value,))  # a file damaged by hand
+    other.close()
+    async with running(str(path)) as (_, address):
+        await open_session(address, "hot")
+        with caplog.at_level(logging.ERROR, logger="switchboard.ledger"), pytest.raises(ActorUnavailable):
+            await cost(address, "cold")
+        assert "read failed" in caplog.text and "not an integer" in caplog.text
+        assert (await cost(address, "hot")).session_id == "hot"
+
+
 async def test_sessions_pushed_out_of_memory_are_reloaded_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(actors.cost_ledger, "MAX_HOT_SESSIONS", 2)
     async with running() as (ledger, address):

@@ -20,9 +20,15 @@ from protocol.bounded_json import (
 )
 
 # Strings full of the characters the scan must see through: quotes, backslashes, brackets.
-_TEXT: st.SearchStrategy[str] = st.text(alphabet=st.sampled_from('ab"\\[]{}:,\n\u00e9\U0001f600'), max_size=12)
+_TEXT: st.SearchStrategy[str] = st.text(
+    alphabet=st.sampled_from('ab"\\[]{}:,\n\u00e9\U0001f600'), max_size=12
+)
 _SCALARS: st.SearchStrategy[Any] = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _TEXT
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT
 )
 _JSON: st.SearchStrategy[Any] = st.recursive(
     _SCALARS,
@@ -42,7 +48,7 @@ def reference_depth(value: Any) -> int:
 def nest(depth: int, leaf: Any = 1) -> Any:
     value = leaf
     for level in range(depth):
-        value = [value] if level % 2 else {"k\\\"[": value}
+        value = [value] if level % 2 else {'k\\"[': value}
     return value
 
 
@@ -61,13 +67,18 @@ def test_within_the_limit_decodes_exactly_as_msgspec_does(value: Any) -> None:
     assert decode(raw.decode()) == msgspec.json.decode(raw)
 
 
-@given(st.integers(min_value=MAX_DEPTH + 1, max_value=5000), st.sampled_from(["list", "mixed", "padded"]))
+@given(
+    st.integers(min_value=MAX_DEPTH + 1, max_value=5000),
+    st.sampled_from(["list", "mixed", "padded"]),
+)
 def test_any_nesting_over_the_limit_is_refused_cleanly(depth: int, shape: str) -> None:
     if shape == "list":
         raw = b"[" * depth + b"]" * depth
     elif shape == "mixed":
         opens = b"".join(b"[" if level % 2 else b'{"k\\\\\\"[":' for level in range(depth))
-        raw = opens + b"1" + b"".join(b"]" if level % 2 else b"}" for level in reversed(range(depth)))
+        raw = (
+            opens + b"1" + b"".join(b"]" if level % 2 else b"}" for level in reversed(range(depth)))
+        )
     else:
         # Deep inside an otherwise ordinary object, after strings that look like closers.
         raw = b'{"a":"]]]}}}","b":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
