@@ -63,7 +63,7 @@ from actors.metrics import Metrics
 from protocol.frames import CostSummary
 from protocol.ledger import RecordPart, SessionTotals, record_parts
 from protocol.pricing import usd
-from protocol.usage import Usage
+from protocol.usage import MAX_TOKEN_COUNT, Usage
 
 log = logging.getLogger("switchboard.ledger")
 
@@ -333,6 +333,12 @@ class CostLedger:
         parts = record_parts(msg.usage, msg.model, on=day, long_context=msg.long_context)
         cost = sum(part.cost_pico for part in parts)
         unknown = any(part.unknown_model for part in parts)
+        if msg.usage.malformed and msg.final:
+            log.warning(
+                "session %s query %s attempt %s: the upstream reported usage counts that are not "
+                "integers in [0, %d]; priced as repaired, cost marked unknown",
+                msg.session_id, msg.query_id, msg.attempt, MAX_TOKEN_COUNT,
+            )
         record_id = msg.record_id or uuid.uuid4().hex
         if record_id in session.finals:
             log.warning("session %s: usage record %s is final already; repeat ignored", msg.session_id, record_id)

@@ -209,7 +209,7 @@ class LedgerStore:
             totals = _totals(self._db, "WHERE session_id = ?", (session_id,)).get(
                 session_id, SessionTotals()
             )
-            totals.api_duration_ms, totals.api_duration_without_retries_ms = row[2], row[3]
+            totals.api_duration_ms, totals.api_duration_without_retries_ms = _ints(row[2:4])
             found[session_id] = LoadedSession(
                 owner=row[0], created_at=row[1], totals=totals, provisional=self._provisional(session_id)
             )
@@ -222,7 +222,7 @@ class LedgerStore:
             "FROM usage WHERE session_id = ? AND final = 0 ORDER BY record_id, part",
             (session_id,),
         ):
-            counts = dict(zip(_COUNTS, row[3:11], strict=True))
+            counts = dict(zip(_COUNTS, _ints(row[3:11]), strict=True))
             part = RecordPart(model=row[1], canonical=row[2], unknown_model=bool(row[11]), **counts)
             parts.setdefault(row[0], []).append(part)
         return {record_id: tuple(p) for record_id, p in parts.items()}
@@ -284,6 +284,15 @@ def _part_values(record: RecordWrite) -> list[tuple[object, ...]]:
     ]
 
 
+def _ints(values: Sequence[object]) -> list[int]:
+    """Counts read back from the file, checked: a value that is not an integer (a file edited
+    or damaged by hand) is a read failure, ``sqlite3.DataError``, never a crash later."""
+    ints = [value for value in values if type(value) is int]
+    if len(ints) != len(values):
+        raise sqlite3.DataError("ledger row holds a count that is not an integer")
+    return ints
+
+
 def _totals(
     db: sqlite3.Connection, where: str, params: tuple[object, ...]
 ) -> dict[str, SessionTotals]:
@@ -295,7 +304,7 @@ def _totals(
     )
     for row in db.execute(query, params):
         totals = sessions.setdefault(row[0], SessionTotals())
-        model = ModelTotals(**dict(zip(_COUNTS, row[2:10], strict=True)))
+        model = ModelTotals(**dict(zip(_COUNTS, _ints(row[2:10]), strict=True)))
         totals.models[row[1]] = model
         totals.total_pico += model.cost_pico
         totals.unknown_model_cost = totals.unknown_model_cost or bool(row[10])

@@ -26,6 +26,7 @@ import msgspec
 import trio
 
 from actors.config import FIRST_PARTY, Config
+from protocol.bounded_json import BoundedDecoder
 from protocol.errors import SwitchboardError
 
 OAUTH_BETA: Final = "oauth-2025-04-20"
@@ -126,6 +127,10 @@ async def _run_helper(command: str, ttl: float) -> Credential:
     return Credential(api_key=key, valid_until=trio.current_time() + ttl)
 
 
+_WRAPPED_TOKEN_FILE: Final = BoundedDecoder(_WrappedTokenFile)
+_TOKEN_FILE: Final = BoundedDecoder(_TokenFile)
+
+
 async def _read_token_file(path: str) -> Credential:
     try:
         raw = await trio.Path(path).read_bytes()
@@ -133,10 +138,10 @@ async def _read_token_file(path: str) -> Credential:
         raise CredentialError(f"OAuth token file unreadable: {type(exc).__name__}") from exc
     token: _TokenFile
     try:
-        token = msgspec.json.decode(raw, type=_WrappedTokenFile).claudeAiOauth
+        token = _WRAPPED_TOKEN_FILE.decode(raw).claudeAiOauth
     except msgspec.DecodeError:
         try:
-            token = msgspec.json.decode(raw, type=_TokenFile)
+            token = _TOKEN_FILE.decode(raw)
         except msgspec.DecodeError as exc:
             raise CredentialError("OAuth token file has no accessToken") from exc
     valid_until = None

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from actors.env_values import int_env, is_truthy
+from protocol import bounded_json
 from protocol.models_catalog import FIRST_PARTY, ModelSettings
 from protocol.request_builder import BuildSettings
 
@@ -28,7 +29,7 @@ def _extra_body(raw: str) -> dict[str, object]:
     if not raw.strip():
         return {}
     try:
-        value = msgspec.json.decode(raw)
+        value = bounded_json.decode(raw)
     except msgspec.DecodeError as exc:
         logging.getLogger("switchboard.config").warning("CLAUDE_CODE_EXTRA_BODY ignored: not JSON (%s)", exc)
         return {}

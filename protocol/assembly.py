@@ -175,7 +175,7 @@ class MessageAssembler:
             except msgspec.DecodeError as exc:
                 if strict:
                     raise RemoteProtocolError(
-                        "tool input is not a JSON object", error_type="api_error"
+                        f"tool input is not a JSON object: {exc}", error_type="api_error"
                     ) from exc
                 block.block["input"] = {}
         else:

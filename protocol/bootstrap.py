@@ -14,6 +14,7 @@ from typing import Final
 
 import msgspec
 
+from protocol.bounded_json import BoundedDecoder
 from protocol.errors import RemoteProtocolError
 from protocol.frames import ModelOption
 from protocol.wire import JsonObject
@@ -43,7 +44,7 @@ class BootstrapAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
         )
 
 
-_DECODER: Final = msgspec.json.Decoder(BootstrapAnswer)
+_DECODER: Final = BoundedDecoder(BootstrapAnswer)
 _ENCODER: Final = msgspec.json.Encoder()
 
 

@@ -26,6 +26,7 @@ from typing import Final
 
 import msgspec
 
+from protocol.bounded_json import BoundedDecoder
 from protocol.errors import RemoteProtocolError
 
 _PRELUDE: Final = struct.Struct(">III")
@@ -193,10 +194,10 @@ class _ExceptionBody(msgspec.Struct):
     message: str = ""
 
 
-_CHUNK: Final = msgspec.json.Decoder(_Chunk)
-_TYPE: Final = msgspec.json.Decoder(_Type)
-_EXCEPTION: Final = msgspec.json.Decoder(_ExceptionBody)
-_OBJECT: Final = msgspec.json.Decoder(dict[str, object])
+_CHUNK: Final = BoundedDecoder(_Chunk)
+_TYPE: Final = BoundedDecoder(_Type)
+_EXCEPTION: Final = BoundedDecoder(_ExceptionBody)
+_OBJECT: Final = BoundedDecoder(dict[str, object])
 _ENCODER: Final = msgspec.json.Encoder()
 
 

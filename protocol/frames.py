@@ -13,10 +13,12 @@ renamed. Client commands forbid unknown fields so a misspelt option is refused, 
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, Final, TypeAlias, cast
 
 import msgspec
 
+from protocol.bounded_json import BoundedDecoder
 from protocol.caching import CacheBreak
 from protocol.errors import RemoteProtocolError
 from protocol.wire import JsonObject
@@ -223,10 +225,19 @@ GatewayFrame: TypeAlias = (
 # The frames that end a query (PROTOCOL.md 1: exactly one per query, nothing after it).
 TERMINAL_FRAMES: Final = (Done, Aborted, ErrorFrame)
 
-_COMMAND: Final = msgspec.json.Decoder(ClientCommand)
-_ANY: Final = msgspec.json.Decoder(Any)
+_COMMAND: Final = BoundedDecoder(ClientCommand)
+
+
+class _FrameId(msgspec.Struct):
+    id: Any = None
+
+
+# Only the ``id`` of a refused frame, so that its ``rejected`` answer names it even when the
+# frame was refused for its depth: msgspec skips the rest without building it (a frame
+# nested near msgspec's recursion limit still ends as a decode error, with no id).
+_ID: Final = BoundedDecoder(_FrameId, max_depth=sys.maxsize)
 _FRAME_ENCODER: Final = msgspec.json.Encoder()
-_FRAME_DECODER: Final = msgspec.json.Decoder(GatewayFrame)
+_FRAME_DECODER: Final = BoundedDecoder(GatewayFrame)
 
 
 def decode_command(raw: bytes | str) -> ClientCommand:
@@ -234,7 +245,8 @@ def decode_command(raw: bytes | str) -> ClientCommand:
 
     Raises:
         RemoteProtocolError: not JSON, not an object, unknown ``type``, a missing, unknown or
-            mistyped field. ``.frame_id`` holds the frame's ``id`` when it was a string.
+            mistyped field, over a limit of ``protocol.bounded_json`` (nested too deep).
+            ``.frame_id`` holds the frame's ``id`` when it was a string.
     """
     try:
         return cast(ClientCommand, _COMMAND.decode(raw))
@@ -244,14 +256,10 @@ def decode_command(raw: bytes | str) -> ClientCommand:
 
 def _frame_id(raw: bytes | str) -> str | None:
     try:
-        value = _ANY.decode(raw)
+        frame_id = _ID.decode(raw).id
     except msgspec.DecodeError:
         return None
-    if isinstance(value, dict):
-        frame_id = value.get("id")
-        if isinstance(frame_id, str):
-            return frame_id
-    return None
+    return frame_id if isinstance(frame_id, str) else None
 
 
 def encode_frame(frame: GatewayFrame) -> bytes:

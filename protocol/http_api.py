@@ -20,6 +20,7 @@ from typing import Final
 
 import msgspec
 
+from protocol.bounded_json import BoundedDecoder
 from protocol.errors import RemoteProtocolError
 from protocol.frames import ErrorInfo, ModelOption
 from protocol.wire import JSON, JSON_OBJECT, STATUS_OF_ERROR_TYPE, JsonObject
@@ -59,7 +60,7 @@ class _EventType(msgspec.Struct):
     type: str
 
 
-_EVENT_TYPE: Final = msgspec.json.Decoder(_EventType)
+_EVENT_TYPE: Final = BoundedDecoder(_EventType)
 
 
 def event_name(data: bytes | memoryview) -> str | None:

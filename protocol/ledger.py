@@ -47,6 +47,8 @@ def record_parts(
     """Price one message's usage (``model`` as sent upstream), split per model.
 
     The parts' ``cost_pico`` add up to ``cost_of(usage, model, on=on, ...).total_pico``.
+    A ``malformed`` usage (counts repaired, ``protocol.usage``) marks every part
+    ``unknown_model``: its cost is not known, and the session's summary says so.
     Raises ``ValueError`` only for a malformed ``on`` (an ISO date).
     """
     return tuple(
@@ -61,7 +63,7 @@ def record_parts(
             web_search_requests=part.web_search_requests,
             web_fetch_requests=part.web_fetch_requests,
             cost_pico=cost.total_pico,
-            unknown_model=cost.unknown_model,
+            unknown_model=cost.unknown_model or usage.malformed,
         )
         for part_model, part, cost in cost_by_model(usage, model, on=on, long_context=long_context)
     )

@@ -3,18 +3,19 @@
 The gateway relays stream events as the bytes the upstream sent (DESIGN principle 6); it
 decodes only what it must read: ``message_start`` (id, model, usage), block starts and
 deltas (to assemble the final message), ``message_delta`` (stop reason, usage) and
-``error``. Decoders are built once, here. Request bodies are plain JSON objects
-(``JsonObject``): everything the gateway does not need to understand passes through
-untouched (see ``protocol.request``).
+``error``. Decoders are built once, here, and bounded (``protocol.bounded_json``). Request
+bodies are plain JSON objects (``JsonObject``): everything the gateway does not need to
+understand passes through untouched (see ``protocol.request``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, TypeAlias
+from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
 
-from protocol.usage import WireUsage
+from protocol.bounded_json import BoundedDecoder
+from protocol.usage import MAX_TOKEN_COUNT, WireUsage
 
 # A JSON object as decoded by msgspec: the request body and content blocks are kept generic
 # so that fields the gateway does not know pass through unchanged.
@@ -88,7 +89,8 @@ class StreamError(msgspec.Struct, kw_only=True):
 
 
 class CountTokensResult(msgspec.Struct, kw_only=True):
-    input_tokens: int
+    # A count out of range is a malformed answer (protocol.usage.MAX_TOKEN_COUNT says why).
+    input_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKEN_COUNT)]
 
 
 # wire.md 3.2: the status each API error type comes with.
@@ -112,15 +114,15 @@ ERROR_TYPE_OF_STATUS: Final[dict[int, str]] = {
     408: "timeout_error",
 }
 
-MESSAGE_START: Final = msgspec.json.Decoder(MessageStart)
-BLOCK_START: Final = msgspec.json.Decoder(BlockStart)
-BLOCK_DELTA: Final = msgspec.json.Decoder(BlockDelta)
-BLOCK_STOP: Final = msgspec.json.Decoder(BlockStop)
-MESSAGE_DELTA: Final = msgspec.json.Decoder(MessageDelta)
-STREAM_ERROR: Final = msgspec.json.Decoder(StreamError)
-ERROR_ENVELOPE: Final = msgspec.json.Decoder(ErrorEnvelope)
-JSON_OBJECT: Final = msgspec.json.Decoder(JsonObject)
-COUNT_TOKENS_RESULT: Final = msgspec.json.Decoder(CountTokensResult)
+MESSAGE_START: Final = BoundedDecoder(MessageStart)
+BLOCK_START: Final = BoundedDecoder(BlockStart)
+BLOCK_DELTA: Final = BoundedDecoder(BlockDelta)
+BLOCK_STOP: Final = BoundedDecoder(BlockStop)
+MESSAGE_DELTA: Final = BoundedDecoder(MessageDelta)
+STREAM_ERROR: Final = BoundedDecoder(StreamError)
+ERROR_ENVELOPE: Final = BoundedDecoder(ErrorEnvelope)
+JSON_OBJECT: Final = BoundedDecoder(JsonObject)
+COUNT_TOKENS_RESULT: Final = BoundedDecoder(CountTokensResult)
 JSON: Final = msgspec.json.Encoder()
 
 

@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import base64
-from typing import Final
+from typing import Annotated, Final
 from urllib.parse import quote
 
 import msgspec
 
+from protocol.bounded_json import BoundedDecoder
 from protocol.providers import ProviderRequest, split_betas
+from protocol.usage import MAX_TOKEN_COUNT
 from protocol.wire import JsonObject
 
 ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
@@ -84,10 +86,11 @@ def count_tokens_request(body: JsonObject, headers: tuple[tuple[str, str], ...])
 
 
 class _CountAnswer(msgspec.Struct):
-    inputTokens: int
+    # Out of range is another shape (protocol.usage.MAX_TOKEN_COUNT says why).
+    inputTokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKEN_COUNT)]
 
 
-_COUNT_ANSWER: Final = msgspec.json.Decoder(_CountAnswer)
+_COUNT_ANSWER: Final = BoundedDecoder(_CountAnswer)
 
 
 def count_tokens_result(raw: bytes) -> int:
@@ -104,7 +107,7 @@ class _ErrorBody(msgspec.Struct):
     Message: str = ""
 
 
-_ERROR_BODY: Final = msgspec.json.Decoder(_ErrorBody)
+_ERROR_BODY: Final = BoundedDecoder(_ErrorBody)
 
 
 def error_message(raw: bytes) -> str | None:

@@ -20,6 +20,7 @@ from typing import Final
 
 import msgspec
 
+from protocol.bounded_json import BoundedDecoder
 from protocol.providers import ProviderRequest, split_betas
 from protocol.wire import JsonObject
 
@@ -103,7 +104,7 @@ class _RpcEnvelope(msgspec.Struct):
     error: _RpcError
 
 
-_ENVELOPE: Final = msgspec.json.Decoder(_RpcEnvelope | list[_RpcEnvelope])
+_ENVELOPE: Final = BoundedDecoder(_RpcEnvelope | list[_RpcEnvelope])
 # Google RPC status -> the API error type a client of the gateway sees.
 _TYPE_FOR_RPC_STATUS: Final = {
     "RESOURCE_EXHAUSTED": "rate_limit_error",

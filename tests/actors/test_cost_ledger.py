@@ -38,7 +38,7 @@ from actors.cost_store import read_sessions
 from protocol.errors import ActorUnavailable
 from protocol.frames import CostSummary, ModelUsageSummary
 from protocol.pricing import cost_of, usd
-from protocol.usage import Usage, UsageIteration
+from protocol.usage import MAX_TOKEN_COUNT, Usage, UsageIteration
 
 DAY = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 SONNET = "claude-sonnet-4-6"
@@ -161,6 +161,28 @@ async def test_usage_is_keyed_by_the_model_as_sent_and_advisors_count_at_their_o
     assert summary.unknown_model_cost
 
 
+async def test_a_malformed_usage_is_priced_flagged_unknown_and_logged_with_its_query(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "ledger.sqlite3")
+    # What merge_usage makes of {"output_tokens": 2**64}: clamped to the bound and flagged.
+    usage = Usage(input_tokens=10, output_tokens=MAX_TOKEN_COUNT, malformed=True)
+    with caplog.at_level(logging.WARNING, logger="switchboard.ledger"):
+        async with running(path) as (_, ledger):
+            await open_session(ledger)
+            provisional = await record(ledger, usage, record_id="q:1:a", final=False)
+            assert "usage counts" not in caplog.text  # warned once, for the final version
+            recorded = await record(ledger, usage, record_id="q:1:a")
+            summary = await cost(ledger)
+    assert provisional.unknown_model and recorded.unknown_model
+    assert recorded.cost_pico == 10 * 3_000_000 + MAX_TOKEN_COUNT * 15_000_000
+    assert summary.unknown_model_cost and summary.total_cost_usd == pytest.approx(15_000.00003)
+    assert caplog.text.count("usage counts") == 1 and "query q attempt 1" in caplog.text
+    # The flag is durable: the session resumes with it.
+    async with running(path) as (_, ledger):
+        assert (await open_session(ledger)).cost.unknown_model_cost
+
+
 async def test_every_session_resumes_after_a_restart_with_its_full_summary(tmp_path: Path) -> None:
     path = str(tmp_path / "ledger.sqlite3")
     alice = owner_digest("token-of-alice")
@@ -261,6 +283,25 @@ async def test_a_failed_read_refuses_only_the_sessions_not_in_memory(
         other.execute("ALTER TABLE elsewhere RENAME TO sessions")
         other.close()
         assert (await cost(address, "cold")).total_cost_usd == pytest.approx(0.026625, abs=1e-15)
+
+
+@pytest.mark.parametrize(("column", "value"), [("output_tokens", "lots"), ("cost_pico", 1.5)])
+async def test_a_row_that_is_not_integers_is_a_failed_read_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, column: str, value: object
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    async with running(str(path)) as (_, address):
+        await record(address, FINAL, session="cold")
+        await record(address, START, session="cold", record_id="open", final=False)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute(f"UPDATE usage SET {column} = ?", (value,))  # a file damaged by hand
+    other.close()
+    async with running(str(path)) as (_, address):
+        await open_session(address, "hot")
+        with caplog.at_level(logging.ERROR, logger="switchboard.ledger"), pytest.raises(ActorUnavailable):
+            await cost(address, "cold")
+        assert "read failed" in caplog.text and "not an integer" in caplog.text
+        assert (await cost(address, "hot")).session_id == "hot"
 
 
 async def test_sessions_pushed_out_of_memory_are_reloaded_whole(monkeypatch: pytest.MonkeyPatch) -> None:

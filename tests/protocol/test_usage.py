@@ -6,13 +6,17 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol.assembly import MessageAssembler
+from protocol.ledger import record_parts
 from protocol.usage import (
     EMPTY_USAGE,
+    MAX_TOKEN_COUNT,
     Usage,
     UsageIteration,
     WireCacheCreation,
     WireServerToolUse,
     WireUsage,
+    WireUsageIteration,
     add_usage,
     merge_usage,
 )
@@ -116,7 +120,7 @@ def test_server_tool_use_counters_are_cumulative() -> None:
 
 
 def test_service_tier_from_the_start_speed_and_iterations_from_the_latest() -> None:
-    advisor = UsageIteration(type="advisor_message", model="claude-opus-4-6", input_tokens=7)
+    advisor = WireUsageIteration(type="advisor_message", model="claude-opus-4-6", input_tokens=7)
     usage = merge_all(
         MESSAGE_START,
         WireUsage(output_tokens=3, service_tier="priority", speed="fast", iterations=[advisor]),
@@ -124,7 +128,8 @@ def test_service_tier_from_the_start_speed_and_iterations_from_the_latest() -> N
     )
     assert usage.service_tier == "standard"
     assert usage.speed == "fast"
-    assert usage.iterations == (advisor,)
+    assert usage.iterations == (UsageIteration(type="advisor_message", model="claude-opus-4-6", input_tokens=7),)
+    assert not usage.malformed
 
 
 def test_unknown_wire_fields_are_ignored() -> None:
@@ -284,3 +289,111 @@ def test_session_totals_never_negative(messages: list[list[WireUsage]]) -> None:
     for frames in messages:
         total = add_usage(total, merge_all(*frames))
     assert all(n >= 0 for n in counts(total))
+
+
+# --- validity: any JSON value in a count field ----------------------------------------------
+
+ANY_VALUE = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63 - 5, max_value=2**70)
+    | st.floats()
+    | st.text(max_size=5)
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
+
+
+def valid(value: object) -> bool:
+    return value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT
+    )
+
+
+@given(st.lists(st.tuples(*[ANY_VALUE] * 8), min_size=1, max_size=4))
+def test_any_value_in_any_count_merges_bounded_and_flags_the_invalid(parts: list[tuple[object, ...]]) -> None:
+    usage = EMPTY_USAGE
+    for values in parts:
+        usage = merge_usage(
+            usage,
+            WireUsage(
+                input_tokens=values[0],
+                output_tokens=values[1],
+                cache_creation_input_tokens=values[2],
+                cache_read_input_tokens=values[3],
+                cache_creation=WireCacheCreation(ephemeral_5m_input_tokens=values[4], ephemeral_1h_input_tokens=values[5]),
+                server_tool_use=WireServerToolUse(web_search_requests=values[6], web_fetch_requests=values[7]),
+                iterations=[WireUsageIteration(type="advisor_message", model="m", input_tokens=values[0], output_tokens=values[7])],
+            ),
+        )
+    assert all(0 <= n <= MAX_TOKEN_COUNT for n in counts(usage))
+    for iteration in usage.iterations:
+        assert all(
+            n is None or 0 <= n <= MAX_TOKEN_COUNT
+            for n in (iteration.input_tokens, iteration.output_tokens)
+        )
+    assert usage.malformed == (not all(valid(v) for values in parts for v in values))
+
+
+def test_each_kind_of_bad_count_is_repaired_and_flagged() -> None:
+    start = wire('{"input_tokens": 100, "output_tokens": 1, "cache_read_input_tokens": 50}')
+    cases = [
+        ('{"output_tokens": 18446744073709551616}', {"output_tokens": MAX_TOKEN_COUNT}),
+        ('{"input_tokens": 1e30}', {"input_tokens": MAX_TOKEN_COUNT}),
+        ('{"output_tokens": -7}', {"output_tokens": 0}),
+        ('{"input_tokens": -7}', {"input_tokens": 100}),
+        ('{"output_tokens": 12.9}', {"output_tokens": 12}),
+        ('{"output_tokens": "12"}', {"output_tokens": 1}),
+        ('{"cache_read_input_tokens": true}', {"cache_read_input_tokens": 50}),
+        ('{"output_tokens": [5]}', {"output_tokens": 1}),
+        ('{"server_tool_use": {"web_search_requests": 1e400}}', None),
+    ]
+    for text, expected in cases:
+        try:
+            part = wire(text)
+        except msgspec.DecodeError:
+            assert expected is None  # not JSON msgspec accepts: a malformed event, elsewhere
+            continue
+        usage = merge_all(start, part)
+        assert usage.malformed, text
+        assert expected is not None
+        for name, value in expected.items():
+            assert getattr(usage, name) == value, text
+    assert not merge_all(start, wire('{"output_tokens": 1000000000}')).malformed
+
+
+def test_malformed_survives_later_merges_and_sums() -> None:
+    bad = merge_all(wire('{"input_tokens": -1}'), wire('{"output_tokens": 5}'))
+    assert bad.malformed and bad.output_tokens == 5
+    assert add_usage(EMPTY_USAGE, bad).malformed and add_usage(bad, EMPTY_USAGE).malformed
+    assert not add_usage(EMPTY_USAGE, EMPTY_USAGE).malformed
+
+
+def test_a_malformed_usage_is_priced_as_repaired_and_marked_unknown_cost() -> None:
+    usage = merge_all(wire('{"input_tokens": 5, "output_tokens": 99999999999999999999999}'))
+    parts = record_parts(usage, "claude-sonnet-4-6", on="2026-12-01")
+    assert all(part.unknown_model for part in parts)
+    # 10**9 output tokens at $15/Mtok: priced, never free; and within an SQLite integer.
+    assert parts[0].output_tokens == MAX_TOKEN_COUNT
+    assert parts[0].cost_pico == 5 * 3_000_000 + MAX_TOKEN_COUNT * 15_000_000 < 2**63
+    sound = record_parts(merge_all(wire('{"input_tokens": 5}')), "claude-sonnet-4-6", on="2026-12-01")
+    assert not any(part.unknown_model for part in sound)
+
+
+def test_bad_counts_in_a_stream_never_break_the_assembler() -> None:
+    assembler = MessageAssembler()
+    assembler.feed(
+        "message_start",
+        b'{"type":"message_start","message":{"id":"m","model":"claude-sonnet-4-6",'
+        b'"usage":{"input_tokens":"many","cache_read_input_tokens":-3,"output_tokens":1.5,'
+        b'"iterations":[{"type":"advisor_message","model":"claude-opus-4-6","input_tokens":1e300}]}}}',
+    )
+    assembler.feed(
+        "message_delta",
+        b'{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9223372036854775808}}',
+    )
+    usage = assembler.usage
+    assert usage.malformed and usage.output_tokens == MAX_TOKEN_COUNT and usage.input_tokens == 0
+    assert usage.iterations[0].input_tokens == MAX_TOKEN_COUNT
+    assert assembler.message()["usage"]["output_tokens"] == MAX_TOKEN_COUNT
