@@ -15,7 +15,9 @@ Inbox (``CostLedgerMsg``):
     ``RecordDuration`` (RetrySupervisor, once per query).
     ``GetCost`` (FrontDoor, Gateway): the session's cost summary.
 Outputs:
-    None; it only answers, each request after its batch is committed.
+    None; it only answers, each request after its batch is committed. Its health
+    (``health``, ``refusal``) is read by the Gateway (new queries) and the HTTP door
+    (``/healthz``); the metrics get its state (``switchboard_ledger_*``).
 Group commit:
     Having taken one message, the ledger also takes every message already waiting
     (``receive_nowait``, up to ``MAX_BATCH``), applies them in order in memory, writes them in
@@ -31,11 +33,23 @@ Lifecycle:
     grace deadline the composition root sets with ``drain_within``. Closes the store last.
 Failure policy:
     Pricing never fails: an unknown model is priced at the documented default and flagged.
-    A store that cannot be opened is fatal at start (``ConfigError``). A failed write is
-    logged as an error, kept and retried with the next batch; replies still go out (the
-    totals in memory are right), so a sick disk degrades durability, never the service.
+    A store that cannot be opened (another gateway holds it, unwritable, corrupt) is fatal
+    at start (``ConfigError``). Nothing is ever reported as recorded that is not committed:
+    ``UsageRecorded.recorded`` is True only when a commit that held the record succeeded.
+    A failed commit (full disk, I/O error, corrupt page) degrades the ledger: what it held
+    stays pending in memory, replies still go out (the totals in memory are right) saying
+    ``recorded=False``, batches stop trying to commit, and one task retries the commit with
+    backoff until it succeeds, which commits everything pending and makes the ledger healthy
+    again. Meanwhile ``refusal`` tells the Gateway to refuse new queries
+    (``ledger_unavailable``), unless ``fail_open`` (then only past ``MAX_PENDING_RECORDS``).
+    A failed read of a session (a corrupt page) fails that session's requests only (its
+    ``OpenSession``/``GetCost`` replies are dropped: the asker sees ``ActorUnavailable``; its
+    usage is answered ``recorded=False``) and degrades health until a read of it succeeds.
+    A process that stops while records are pending logs how many were lost.
 Timers:
-    None of its own; ``CLEANUP_TIMEOUT`` bounds closing the store at shutdown.
+    The commit retry's backoff (``RETRY_INITIAL_INTERVAL`` doubling to
+    ``RETRY_MAX_INTERVAL``, on trio's clock); ``CLEANUP_TIMEOUT`` bounds the last commit and
+    closing the store at shutdown.
 """
 
 from __future__ import annotations
@@ -54,7 +68,7 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer
-from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow
+from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow, Store
 from actors.metrics import Metrics
 from protocol.frames import CostSummary
 from protocol.ledger import RecordPart, SessionTotals, record_parts
@@ -68,6 +82,14 @@ log = logging.getLogger("switchboard.ledger")
 MAX_BATCH: Final = 512
 # Sessions kept in memory; older ones are reloaded from the store when used again.
 MAX_HOT_SESSIONS: Final = 4096
+# A failed commit is retried after 0.5 s, then twice as long each time up to 15 s: a disk
+# freed by hand is noticed within 15 s, and a dead disk costs one failing write per 15 s.
+RETRY_INITIAL_INTERVAL: Final = 0.5
+RETRY_MAX_INTERVAL: Final = 15.0
+# Usage record versions kept in memory while the ledger cannot commit (two per upstream
+# message, ~1 KiB each): failing open, past this many new queries are refused all the same,
+# so a ledger down for days cannot take the process's memory with it.
+MAX_PENDING_RECORDS: Final = 100_000
 
 T = TypeVar("T")
 
@@ -87,11 +109,14 @@ class OpenSession(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
-    """``cost_pico``: this version of the record (the whole message so far), not a delta."""
+    """``cost_pico``: this version of the record (the whole message so far), not a delta.
+    ``recorded``: committed to the store (False: counted in memory only, or not at all for
+    a session the store cannot read; a crash before the ledger recovers loses it)."""
 
     cost_pico: int
     session_cost_pico: int
     unknown_model: bool
+    recorded: bool
 
 
 class RecordUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,6 +165,18 @@ class LedgerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     hot_sessions: int
 
 
+class LedgerHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """The ledger's health, for ``/healthz`` and the Gateway. ``committing`` False: commits
+    fail (new queries are refused unless failing open); ``reason`` says what is wrong (no
+    file path: ``/healthz`` needs no token); ``pending_records``: usage record versions
+    waiting for a commit."""
+
+    healthy: bool
+    committing: bool
+    reason: str | None = None
+    pending_records: int = 0
+
+
 def owner_digest(token: str | None) -> str | None:
     """What the ledger keeps of an access token: a digest, never the token itself."""
     return None if token is None else hashlib.sha256(token.encode()).hexdigest()
@@ -168,7 +205,9 @@ class CostLedger:
     ``path``: the SQLite file, or ``":memory:"`` for none. ``offload``: run store calls on a
     worker thread (default: for a file; an in-memory store never waits on a disk, and
     staying on the event loop keeps it deterministic under a test's virtual clock).
-    ``now``: the wall clock, for price dates and timestamps.
+    ``now``: the wall clock, for price dates and timestamps. ``fail_open``: keep serving new
+    queries while commits fail (``Config.ledger_fail_open``). ``open_store``: how the store
+    is opened (tests wrap ``LedgerStore.open`` to inject faults).
     """
 
     def __init__(
@@ -178,13 +217,25 @@ class CostLedger:
         offload: bool | None = None,
         now: Callable[[], datetime.datetime] = _utc_now,
         metrics: Metrics | None = None,
+        fail_open: bool = False,
+        open_store: Callable[[str], Store] = LedgerStore.open,
     ) -> None:
         self._path = path
         self._metrics = metrics
+        self._fail_open = fail_open
+        self._open_store = open_store
         self._offload = path != MEMORY if offload is None else offload
         self._now = now
         self._limiter = trio.CapacityLimiter(1)
-        self._store: LedgerStore | None = None
+        self._store: Store | None = None
+        # One commit at a time: the inbox's and the retry task's.
+        self._commit_lock = trio.Lock()
+        # Why commits fail / why sessions cannot be read (None: they do not); the sessions
+        # whose stored state could not be read; set when either error appears.
+        self._write_error: str | None = None
+        self._read_error: str | None = None
+        self._unreadable: set[str] = set()
+        self._degraded = trio.Event()
         self._hot: OrderedDict[str, _Session] = OrderedDict()
         self._dirty: set[str] = set()
         self._records: list[RecordWrite] = []
@@ -198,27 +249,59 @@ class CostLedger:
 
         Startable. Raises ``ConfigError`` (before ``started``) when the store cannot be opened.
         """
-        store = self._store = await self._call(functools.partial(LedgerStore.open, self._path))
+        store = self._store = await self._call(functools.partial(self._open_store, self._path))
+        self._report_health()
         try:
             address, inbox = trio.open_memory_channel[CostLedgerMsg](0)
-            with inbox:
-                task_status.started(address)
-                with self._drain_scope:
-                    async for msg in inbox:
-                        batch = [msg]
-                        while len(batch) < MAX_BATCH:
-                            try:
-                                batch.append(inbox.receive_nowait())
-                            except (trio.WouldBlock, trio.EndOfChannel):
-                                break
-                        await self._serve_batch(batch)
+            async with trio.open_nursery() as recovery:
+                recovery.start_soon(self._recover)
+                with inbox:
+                    task_status.started(address)
+                    with self._drain_scope:
+                        async for msg in inbox:
+                            batch = [msg]
+                            while len(batch) < MAX_BATCH:
+                                try:
+                                    batch.append(inbox.receive_nowait())
+                                except (trio.WouldBlock, trio.EndOfChannel):
+                                    break
+                            await self._serve_batch(batch)
+                recovery.cancel_scope.cancel()
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                await self._last_commit()
                 await self._call(store.close)
 
     def drain_within(self, grace: float) -> None:
         """Shutdown backstop: stop serving ``grace`` seconds from now even if senders remain."""
         self._drain_scope.deadline = min(self._drain_scope.deadline, trio.current_time() + grace)
+
+    @property
+    def health(self) -> LedgerHealth:
+        """The ledger's health now. Not a checkpoint."""
+        reasons = []
+        if self._write_error is not None:
+            reasons.append(f"cost ledger cannot commit: {self._write_error}")
+        if self._read_error is not None:
+            reasons.append(f"cost ledger cannot read {len(self._unreadable)} session(s): {self._read_error}")
+        return LedgerHealth(
+            healthy=not reasons,
+            committing=self._write_error is None,
+            reason="; ".join(reasons) or None,
+            pending_records=len(self._records),
+        )
+
+    def refusal(self) -> str | None:
+        """Why a new query must be refused now (commits fail and the ledger does not fail
+        open, or holds ``MAX_PENDING_RECORDS`` already), else None. Not a checkpoint."""
+        if self._write_error is None:
+            return None
+        if self._fail_open and len(self._records) < MAX_PENDING_RECORDS:
+            return None
+        return (
+            f"the cost ledger cannot record usage ({self._write_error}); new queries are refused "
+            "until it recovers (SWITCHBOARD_LEDGER_FAIL_OPEN=1 serves them unrecorded)"
+        )
 
     def statistics(self) -> LedgerStatistics:
         return LedgerStatistics(
@@ -235,46 +318,78 @@ class CostLedger:
         return fn()
 
     async def _serve_batch(self, batch: list[CostLedgerMsg]) -> None:
-        """Apply a batch in memory, commit it, then reply to each request in it."""
+        """Apply a batch in memory, commit it (unless commits fail: the retry task owns them
+        then), then reply to each request in it, saying whether its usage is committed."""
         self._batches += 1
         self._messages += len(batch)
-        replies: list[Callable[[], None]] = []
-        served = batch
+        replies: list[Callable[[bool], None]] = []
         try:
-            try:
-                await self._load({msg.session_id for msg in batch})
-            except sqlite3.Error:
-                # Unknown whether those sessions exist: refuse their requests (the askers
-                # see ActorUnavailable) rather than start them afresh over stored totals.
-                log.exception("cost ledger read failed; requests of sessions not in memory refused")
-                served = [msg for msg in batch if msg.session_id in self._hot]
-            for msg in served:
+            unreadable = await self._load({msg.session_id for msg in batch})
+            for msg in batch:
+                if msg.session_id in unreadable:
+                    # Unknown whether the session exists: never start it afresh over stored
+                    # totals. Its other requests are refused (their replies dropped).
+                    if isinstance(msg, RecordUsage):
+                        answer(msg.reply, self._unrecorded(msg))
+                    continue
                 reply = self._apply(msg)
                 if reply is not None:
                     replies.append(reply)
-            await self._commit()
+            committed = self._write_error is None and await self._commit()
             for reply in replies:
-                reply()
+                reply(committed)
+            if self._write_error is not None:
+                self._report_health()  # what is pending grew
         finally:
             # A request not answered (cancelled mid-batch) must not leave its asker waiting.
             for msg in batch:
                 if not isinstance(msg, RecordDuration):
                     msg.reply.close()
 
-    async def _load(self, session_ids: set[str]) -> None:
+    async def _load(self, session_ids: set[str]) -> set[str]:
+        """Bring the stored sessions among ``session_ids`` into memory; returns those whose
+        stored state could not be read (the read error degrades health)."""
         for session_id in session_ids & self._hot.keys():
             self._hot.move_to_end(session_id)
         cold = session_ids - self._hot.keys()
         if not cold:
-            return
+            return set()
         assert self._store is not None
-        loaded = await self._call(functools.partial(self._store.load, cold))
+        store = self._store
+        unreadable: set[str] = set()
+        try:
+            loaded = await self._call(functools.partial(store.load, cold))
+        except sqlite3.Error:
+            # One session at a time, to fail only those on a bad page.
+            loaded = {}
+            for session_id in cold:
+                try:
+                    loaded.update(await self._call(functools.partial(store.load, (session_id,))))
+                except sqlite3.Error as exc:
+                    unreadable.add(session_id)
+                    self._read_failed(session_id, exc)
         for session_id, stored in loaded.items():
             session = self._hot[session_id] = _Session(stored.owner, stored.created_at, stored.totals)
             session.provisional = stored.provisional
+        self._read_ok(cold - unreadable)
+        return unreadable
 
-    def _apply(self, msg: CostLedgerMsg) -> Callable[[], None] | None:
-        """Change the state for one message; return its reply, to send after the commit."""
+    def _unrecorded(self, msg: RecordUsage) -> UsageRecorded:
+        """The answer to a usage record of a session that cannot be read: priced, said to be
+        unrecorded, and logged so that a person can reconcile it."""
+        parts = record_parts(msg.usage, msg.model, on=self._now().date().isoformat(), long_context=msg.long_context)
+        cost = sum(part.cost_pico for part in parts)
+        log.error(
+            "session %s: usage of query %s attempt %s not recorded (the session cannot be read "
+            "from the ledger): %s, $%.6f", msg.session_id, msg.query_id, msg.attempt, msg.usage, usd(cost),
+        )
+        return UsageRecorded(
+            cost_pico=cost, session_cost_pico=cost, unknown_model=any(p.unknown_model for p in parts), recorded=False
+        )
+
+    def _apply(self, msg: CostLedgerMsg) -> Callable[[bool], None] | None:
+        """Change the state for one message; return its reply, to send after the commit with
+        whether the commit succeeded."""
         match msg:
             case OpenSession():
                 session = self._hot.get(msg.session_id)
@@ -284,9 +399,10 @@ class CostLedger:
                 else:
                     owner_ok = session.owner is None or session.owner == msg.owner
                     opened = SessionOpened(resumed=True, owner_ok=owner_ok, cost=session.totals.summary(msg.session_id))
-                return functools.partial(answer, msg.reply, opened)
+                return lambda _committed: answer(msg.reply, opened)
             case RecordUsage():
-                return functools.partial(answer, msg.reply, self._record(msg))
+                recorded = self._record(msg)
+                return lambda committed: answer(msg.reply, msgspec.structs.replace(recorded, recorded=committed))
             case RecordDuration():
                 session = self._session(msg.session_id)
                 session.totals.add_duration(msg.duration_ms, msg.duration_without_retries_ms)
@@ -295,7 +411,8 @@ class CostLedger:
             case GetCost():
                 found = self._hot.get(msg.session_id)
                 totals = found.totals if found is not None else SessionTotals()
-                return functools.partial(answer, msg.reply, totals.summary(msg.session_id))
+                summary = totals.summary(msg.session_id)
+                return lambda _committed: answer(msg.reply, summary)
             case _:
                 assert_never(msg)
 
@@ -318,7 +435,9 @@ class CostLedger:
         record_id = msg.record_id or uuid.uuid4().hex
         if record_id in session.finals:
             log.warning("session %s: usage record %s is final already; repeat ignored", msg.session_id, record_id)
-            return UsageRecorded(cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown)
+            return UsageRecorded(
+                cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown, recorded=True
+            )
         older = session.provisional.pop(record_id, None)
         if older is not None:
             session.totals.remove(older)
@@ -346,30 +465,108 @@ class CostLedger:
                 replaces=older is not None,
             )
         )
-        return UsageRecorded(cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown)
+        # Its ``recorded`` is the commit's outcome, set by the reply (``_apply``).
+        return UsageRecorded(
+            cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown, recorded=False
+        )
 
-    async def _commit(self) -> None:
-        """Write what changed since the last good commit, in one transaction."""
+    async def _commit(self) -> bool:
+        """Write everything pending in one transaction; True when it is all committed. A
+        failure keeps it pending, ahead of what arrives meanwhile, and degrades the ledger."""
+        async with self._commit_lock:
+            if not self._dirty and not self._records and self._write_error is None:
+                return True
+            assert self._store is not None
+            now = self._now().isoformat()
+            dirty, records = self._dirty, self._records
+            # Taken out, so that what is applied during the write joins the next commit.
+            self._dirty, self._records = set(), []
+            sessions = [self._row(session_id, now) for session_id in dirty]
+            try:
+                await self._call(functools.partial(self._store.write, sessions, records))
+            except sqlite3.Error as exc:
+                self._failed += 1
+                self._dirty |= dirty
+                self._records = records + self._records
+                self._write_failed(exc, len(sessions))
+                return False
+            self._commits += 1
+            if self._write_error is not None:
+                log.warning(
+                    "cost ledger commits again: %d usage record(s) kept in memory are committed",
+                    len(records),
+                )
+                self._write_error = None
+            # Only with nothing pending: a session reloaded from the store must be whole.
+            if not self._dirty and not self._records:
+                while len(self._hot) > MAX_HOT_SESSIONS:
+                    self._hot.popitem(last=False)
+            self._report_health()
+            return not self._dirty and not self._records
+
+    async def _recover(self) -> None:
+        """While the ledger is degraded, retry its commit and its failed reads with backoff
+        on trio's clock. Runs until cancelled."""
+        while True:
+            await self._degraded.wait()
+            interval = RETRY_INITIAL_INTERVAL
+            while self._write_error is not None or self._read_error is not None:
+                await trio.sleep(interval)
+                interval = min(2 * interval, RETRY_MAX_INTERVAL)
+                if self._write_error is not None:
+                    await self._commit()
+                if self._read_error is not None:
+                    await self._load(set(self._unreadable))
+            self._degraded = trio.Event()
+
+    async def _last_commit(self) -> None:
+        """At shutdown: one more try for what is pending; says loudly what is lost."""
         if not self._dirty and not self._records:
             return
-        assert self._store is not None
-        now = self._now().isoformat()
-        sessions = [self._row(session_id, now) for session_id in self._dirty]
-        records = self._records
-        try:
-            await self._call(functools.partial(self._store.write, sessions, records))
-        except sqlite3.Error:
-            self._failed += 1
-            log.exception(
-                "cost ledger write failed; %d session(s) and %d usage record(s) kept in memory, "
-                "retried with the next batch", len(sessions), len(records),
-            )
+        if await self._commit():
             return
-        self._commits += 1
-        self._dirty.clear()
-        self._records = []
-        while len(self._hot) > MAX_HOT_SESSIONS:
-            self._hot.popitem(last=False)
+        log.error(
+            "cost ledger stopped with %d usage record(s) not committed (%s); they were reported "
+            "as not recorded and are lost", len(self._records), self._write_error,
+        )
+
+    def _write_failed(self, exc: sqlite3.Error, sessions: int) -> None:
+        if self._metrics is not None:
+            self._metrics.ledger_commit_failed()
+        if self._write_error is None:
+            log.error(
+                "cost ledger commit failed (%s); %d session(s) and %d usage record(s) kept in "
+                "memory, the commit retried with backoff%s", exc, sessions, len(self._records),
+                "" if self._fail_open else "; new queries are refused meanwhile",
+            )
+        else:
+            log.debug("cost ledger commit failed again: %s", exc)
+        self._write_error = str(exc)
+        self._degraded.set()
+        self._report_health()
+
+    def _read_failed(self, session_id: str, exc: sqlite3.Error) -> None:
+        log.error("cost ledger cannot read session %s (%s); its requests are refused", session_id, exc)
+        if self._metrics is not None:
+            self._metrics.ledger_read_failed()
+        self._unreadable.add(session_id)
+        self._read_error = str(exc)
+        self._degraded.set()
+        self._report_health()
+
+    def _read_ok(self, session_ids: set[str]) -> None:
+        if not self._unreadable & session_ids:
+            return
+        self._unreadable -= session_ids
+        if not self._unreadable:
+            log.warning("cost ledger reads again")
+            self._read_error = None
+        self._report_health()
+
+    def _report_health(self) -> None:
+        if self._metrics is not None:
+            health = self.health
+            self._metrics.ledger_health(healthy=health.healthy, pending_records=health.pending_records)
 
     def _row(self, session_id: str, now: str) -> SessionRow:
         session = self._hot[session_id]

@@ -43,7 +43,14 @@ from actors.bootstrap_fetcher import (
 )
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
-from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
+from actors.cost_ledger import (
+    CostLedger,
+    CostLedgerAddress,
+    GetCost,
+    LedgerHealth,
+    OpenSession,
+    SessionOpened,
+)
 from actors.metrics import Metrics
 from actors.retry_supervisor import (
     RetrySupervisor,
@@ -55,7 +62,7 @@ from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
 from protocol.bootstrap import merge_model_options
 from protocol.errors import ActorUnavailable, RemoteProtocolError
-from protocol.frames import CostSummary, GatewayFrame, ModelOption, Query
+from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, ModelOption, Query
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
 from protocol.wire import JsonObject
@@ -86,8 +93,10 @@ class Gateway:
         bootstrap: BootstrapFetcher | None = None,
         to_bootstrap: BootstrapFetcherAddress | None = None,
         request_sessions: SessionStates | None = None,
+        ledger: CostLedger | None = None,
     ) -> None:
         self.config = config
+        self._ledger = ledger
         # issue 5: the RetrySupervisor's per-session request state, read here only.
         self._request_sessions = request_sessions if request_sessions is not None else SessionStates()
         self._bootstrap = bootstrap
@@ -111,6 +120,13 @@ class Gateway:
             if self._session_users[session_id] == 0:
                 del self._session_users[session_id]
                 self.metrics.session_closed()
+
+    @property
+    def ledger_health(self) -> LedgerHealth:
+        """The cost ledger's health (``/healthz``). Not a checkpoint."""
+        if self._ledger is None:
+            return LedgerHealth(healthy=True, committing=True)
+        return self._ledger.health
 
     def active_sessions(self) -> list[str]:
         """Sessions with an upstream request in flight (reference-client.md 8, session activity)."""
@@ -155,6 +171,9 @@ class Gateway:
         one): cancel it to abort. ``headers`` are extra upstream headers for this query
         (lower-case names; they override the defaults). A checkpoint.
 
+        While the cost ledger cannot commit (and does not fail open), the query ends at once
+        with an ``error`` frame of type ``ledger_unavailable`` (status 503).
+
         Raises:
             RemoteProtocolError: the request body cannot be sent (``bad_frame``).
             ActorUnavailable: the gateway is shutting down.
@@ -165,6 +184,16 @@ class Gateway:
             outbound.close()
             raise
         scope = scope if scope is not None else trio.CancelScope()
+        refusal = self._ledger.refusal() if self._ledger is not None else None
+        if refusal is not None:
+            self.metrics.ledger_refused()
+            error = ErrorInfo(type="ledger_unavailable", message=refusal, status=503, request_id=None)
+            with outbound:
+                try:
+                    await outbound.send(ErrorFrame(id=query.id, error=error))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            return scope
         try:
             await self._to_supervisor.send(
                 RunQuery(
@@ -239,7 +268,7 @@ async def run_gateway(
     """
     async with trio.open_nursery() as nursery:
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
-        ledger = CostLedger(ledger_file(config), metrics=metrics)
+        ledger = CostLedger(ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open)
         if config.use_emulator:
             from emulator import Emulator  # only a gateway without credentials needs it
 
@@ -288,6 +317,7 @@ async def run_gateway(
             bootstrap=fetcher,
             to_bootstrap=to_bootstrap,
             request_sessions=supervisor.sessions,
+            ledger=ledger,
         )
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.

@@ -171,7 +171,12 @@ class HttpDoor:
             )
             return route
         if route == "healthz":
-            await exchange.respond(200, b'{"status":"ok"}', JSON_CONTENT_TYPE)
+            health = self._gateway.ledger_health
+            if health.healthy:
+                await exchange.respond(200, b'{"status":"ok"}', JSON_CONTENT_TYPE)
+            else:
+                body = JSON.encode({"status": "degraded", "reason": health.reason})
+                await exchange.respond(503, body, JSON_CONTENT_TYPE)
             return route
         allowed, token = self._authenticate(head)
         if not allowed:

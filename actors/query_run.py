@@ -122,7 +122,12 @@ class QueryRun:
                     except ClientGone:
                         pass
                 if not terminal_sent and msg.scope.cancelled_caught:
-                    frame = Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
+                    frame = Aborted(
+                        id=msg.query.id,
+                        usage=usage_json(totals.usage),
+                        cost_usd=usd(totals.cost_pico),
+                        cost_recorded=totals.cost_recorded,
+                    )
                     with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                         await deliver(msg.outbound, frame)
         finally:
@@ -340,6 +345,7 @@ class QueryRun:
             duration_ms=round(duration * 1000),
             duration_without_retries_ms=round(outcome.duration * 1000),
             cache_break=cache_break,
+            cost_recorded=totals.cost_recorded,
         )
         totals.outcome = "done"
         return await deliver(msg.outbound, done)

@@ -46,6 +46,7 @@ _GATEWAY_ERRORS: Final[dict[str, tuple[int, str]]] = {
     "too_many_queries": (429, "rate_limit_error"),
     "aborted_by_takeover": (409, "api_error"),
     "shutting_down": (503, "api_error"),
+    "ledger_unavailable": (503, "api_error"),
 }
 
 

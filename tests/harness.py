@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
@@ -117,3 +120,43 @@ async def serve_process(env: dict[str, str], *args: str) -> AsyncIterator[ServeP
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 await pipe.aclose()
+
+
+@contextmanager
+def tmpfs(directory: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``) mounted on ``directory`` for the block, read-only
+    if asked; skips the test, saying why, where mounting is not permitted (not root)."""
+    directory.mkdir(exist_ok=True)
+    options = f"size={size},mode=0700" + (",ro" if read_only else "")
+    try:
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], capture_output=True, check=False
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount command: cannot test on a real small or read-only filesystem")
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {result.stderr.decode().strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
+
+
+def remount_read_only(directory: Path) -> None:
+    """Make a ``tmpfs`` mount read-only in place (root ignores permission bits, not this)."""
+    subprocess.run(["mount", "-o", "remount,ro", str(directory)], capture_output=True, check=True)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write a file in ``directory`` until its filesystem is full (ENOSPC); returns it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return filler
