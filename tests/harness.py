@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
+from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow
 from actors.server import Server
 from protocol.frames import TERMINAL_FRAMES, GatewayFrame, decode_frame
 
@@ -160,3 +162,56 @@ def fill_disk(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+# What SQLite says on a full disk, an I/O error, a corrupt page.
+DISK_FULL = "database or disk is full"
+IO_ERROR = "disk I/O error"
+MALFORMED = "database disk image is malformed"
+
+
+class FaultyStore:
+    """A real store that fails on demand: every write while ``write_error`` is set, every
+    load that touches ``bad_sessions``. Records when each write was tried (trio time)."""
+
+    def __init__(self, inner: LedgerStore) -> None:
+        self.inner = inner
+        self.write_error: str | None = None
+        self.bad_sessions: set[str] = set()
+        self.write_times: list[float] = []
+
+    def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
+        if self.bad_sessions & set(session_ids):
+            raise sqlite3.DatabaseError(MALFORMED)
+        return self.inner.load(session_ids)
+
+    def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
+        self.write_times.append(trio.current_time())
+        if self.write_error is not None:
+            raise sqlite3.OperationalError(self.write_error)
+        self.inner.write(sessions, records)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def corrupt_ledger(path: Path) -> None:
+    """A valid ledger of many pages, then pages in its middle overwritten (header intact)."""
+    store = LedgerStore.open(str(path))
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    for n in range(400):
+        db.execute(
+            "INSERT INTO sessions VALUES (?, NULL, '2026-01-01', '2026-01-01', 0, 0)", (f"session-{n:04}-" + "x" * 200,)
+        )
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    page = 4096
+    data = bytearray(path.read_bytes())
+    pages = len(data) // page
+    assert pages >= 10, pages
+    for number in range(pages // 3, pages // 3 + 4):
+        data[number * page : (number + 1) * page] = bytes([0xA5]) * page
+    path.write_bytes(bytes(data))

@@ -10,58 +10,38 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from harness import fill_disk, remount_read_only, tmpfs
+from harness import (
+    DISK_FULL,
+    IO_ERROR,
+    MALFORMED,
+    FaultyStore,
+    corrupt_ledger,
+    fill_disk,
+    remount_read_only,
+    tmpfs,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from test_cost_ledger import DAY, FINAL, FINAL_PICO, START, START_PICO, cost, open_session, record
 
 import actors.cost_ledger
 import actors.cost_store
+from actors.config import config_from_env
 from actors.cost_ledger import (
     RETRY_INITIAL_INTERVAL,
     RETRY_MAX_INTERVAL,
     CostLedger,
     CostLedgerAddress,
 )
-from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow, read_sessions
+from actors.cost_store import LedgerStore, read_sessions
 from actors.metrics import Metrics
 from protocol.errors import ActorUnavailable, ConfigError
-
-DISK_FULL = "database or disk is full"
-IO_ERROR = "disk I/O error"
-MALFORMED = "database disk image is malformed"
-
-
-class FaultyStore:
-    """A real store that fails on demand: every write while ``write_error`` is set, every
-    load that touches ``bad_sessions``. Records when each write was tried (trio time)."""
-
-    def __init__(self, inner: LedgerStore) -> None:
-        self.inner = inner
-        self.write_error: str | None = None
-        self.bad_sessions: set[str] = set()
-        self.write_times: list[float] = []
-
-    def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
-        if self.bad_sessions & set(session_ids):
-            raise sqlite3.DatabaseError(MALFORMED)
-        return self.inner.load(session_ids)
-
-    def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
-        self.write_times.append(trio.current_time())
-        if self.write_error is not None:
-            raise sqlite3.OperationalError(self.write_error)
-        self.inner.write(sessions, records)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @asynccontextmanager
@@ -253,23 +233,7 @@ def test_a_read_only_directory_or_file_is_refused_at_open(tmp_path: Path) -> Non
             LedgerStore.open(str(directory / "ledger.sqlite3"))
 
 
-def corrupt_ledger(path: Path) -> None:
-    """A valid ledger of many pages, then pages in its middle overwritten (header intact)."""
-    store = LedgerStore.open(str(path))
-    store.close()
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("BEGIN")
-    for n in range(400):
-        db.execute(
-            "INSERT INTO sessions VALUES (?, NULL, '2026-01-01', '2026-01-01', 0, 0)", (f"session-{n:04}-" + "x" * 200,)
-        )
-    db.execute("COMMIT")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    page = 4096
-    data = bytearray(path.read_bytes())
-    pages = len(data) // page
-    assert pages >= 10, pages
-    for number in range(pages // 3, pages // 3 + 4):
-        data[number * page : (number + 1) * page] = bytes([0xA5]) * page
-    path.write_bytes(bytes(data))
+def test_failing_open_is_set_by_the_environment_or_the_flag() -> None:
+    assert not config_from_env({}).ledger_fail_open
+    assert config_from_env({"SWITCHBOARD_LEDGER_FAIL_OPEN": "1"}).ledger_fail_open
+    assert config_from_env({}, ledger_fail_open=True).ledger_fail_open
