@@ -42,13 +42,14 @@ Failure policy:
     backoff until it succeeds, which commits everything pending and makes the ledger healthy
     again. Meanwhile ``refusal`` tells the Gateway to refuse new queries
     (``ledger_unavailable``), unless ``fail_open`` (then only past ``MAX_PENDING_RECORDS``).
+    The health state itself is ``actors.ledger_health.LedgerCondition``.
     A failed read of a session (a corrupt page) fails that session's requests only (its
     ``OpenSession``/``GetCost`` replies are dropped: the asker sees ``ActorUnavailable``; its
     usage is answered ``recorded=False``) and degrades health until a read of it succeeds.
     A process that stops while records are pending logs how many were lost.
 Timers:
-    The commit retry's backoff (``RETRY_INITIAL_INTERVAL`` doubling to
-    ``RETRY_MAX_INTERVAL``, on trio's clock); ``CLEANUP_TIMEOUT`` bounds the last commit and
+    The commit retry's backoff (``actors.ledger_health.backoff``: 0.5 s doubling to
+    15 s, on trio's clock); ``CLEANUP_TIMEOUT`` bounds the last commit and
     closing the store at shutdown.
 """
 
@@ -61,7 +62,8 @@ import logging
 import sqlite3
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Final, TypeAlias, TypeVar, assert_never, final
 
 import msgspec
@@ -69,6 +71,7 @@ import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer
 from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow, Store
+from actors.ledger_health import LedgerCondition, LedgerHealth, backoff
 from actors.metrics import Metrics
 from protocol.frames import CostSummary
 from protocol.ledger import RecordPart, SessionTotals, record_parts
@@ -82,14 +85,6 @@ log = logging.getLogger("switchboard.ledger")
 MAX_BATCH: Final = 512
 # Sessions kept in memory; older ones are reloaded from the store when used again.
 MAX_HOT_SESSIONS: Final = 4096
-# A failed commit is retried after 0.5 s, then twice as long each time up to 15 s: a disk
-# freed by hand is noticed within 15 s, and a dead disk costs one failing write per 15 s.
-RETRY_INITIAL_INTERVAL: Final = 0.5
-RETRY_MAX_INTERVAL: Final = 15.0
-# Usage record versions kept in memory while the ledger cannot commit (two per upstream
-# message, ~1 KiB each): failing open, past this many new queries are refused all the same,
-# so a ledger down for days cannot take the process's memory with it.
-MAX_PENDING_RECORDS: Final = 100_000
 
 T = TypeVar("T")
 
@@ -165,18 +160,6 @@ class LedgerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     hot_sessions: int
 
 
-class LedgerHealth(msgspec.Struct, frozen=True, kw_only=True):
-    """The ledger's health, for ``/healthz`` and the Gateway. ``committing`` False: commits
-    fail (new queries are refused unless failing open); ``reason`` says what is wrong (no
-    file path: ``/healthz`` needs no token); ``pending_records``: usage record versions
-    waiting for a commit."""
-
-    healthy: bool
-    committing: bool
-    reason: str | None = None
-    pending_records: int = 0
-
-
 def owner_digest(token: str | None) -> str | None:
     """What the ledger keeps of an access token: a digest, never the token itself."""
     return None if token is None else hashlib.sha256(token.encode()).hexdigest()
@@ -222,7 +205,6 @@ class CostLedger:
     ) -> None:
         self._path = path
         self._metrics = metrics
-        self._fail_open = fail_open
         self._open_store = open_store
         self._offload = path != MEMORY if offload is None else offload
         self._now = now
@@ -230,12 +212,7 @@ class CostLedger:
         self._store: Store | None = None
         # One commit at a time: the inbox's and the retry task's.
         self._commit_lock = trio.Lock()
-        # Why commits fail / why sessions cannot be read (None: they do not); the sessions
-        # whose stored state could not be read; set when either error appears.
-        self._write_error: str | None = None
-        self._read_error: str | None = None
-        self._unreadable: set[str] = set()
-        self._degraded = trio.Event()
+        self._condition = LedgerCondition(pending=lambda: len(self._records), metrics=metrics, fail_open=fail_open)
         self._hot: OrderedDict[str, _Session] = OrderedDict()
         self._dirty: set[str] = set()
         self._records: list[RecordWrite] = []
@@ -250,27 +227,35 @@ class CostLedger:
         Startable. Raises ``ConfigError`` (before ``started``) when the store cannot be opened.
         """
         store = self._store = await self._call(functools.partial(self._open_store, self._path))
-        self._report_health()
+        self._condition.report()
         try:
             address, inbox = trio.open_memory_channel[CostLedgerMsg](0)
-            async with trio.open_nursery() as recovery:
-                recovery.start_soon(self._recover)
-                with inbox:
-                    task_status.started(address)
-                    with self._drain_scope:
-                        async for msg in inbox:
-                            batch = [msg]
-                            while len(batch) < MAX_BATCH:
-                                try:
-                                    batch.append(inbox.receive_nowait())
-                                except (trio.WouldBlock, trio.EndOfChannel):
-                                    break
-                            await self._serve_batch(batch)
-                recovery.cancel_scope.cancel()
+            async with self._recovering(inbox):
+                task_status.started(address)
+                with self._drain_scope:
+                    async for msg in inbox:
+                        batch = [msg]
+                        while len(batch) < MAX_BATCH:
+                            try:
+                                batch.append(inbox.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                        await self._serve_batch(batch)
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 await self._last_commit()
                 await self._call(store.close)
+
+    @asynccontextmanager
+    async def _recovering(self, inbox: trio.MemoryReceiveChannel[CostLedgerMsg]) -> AsyncIterator[None]:
+        """Own ``inbox`` and run the retry task (``_recover``) for the block."""
+        with inbox:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._recover)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
 
     def drain_within(self, grace: float) -> None:
         """Shutdown backstop: stop serving ``grace`` seconds from now even if senders remain."""
@@ -279,29 +264,12 @@ class CostLedger:
     @property
     def health(self) -> LedgerHealth:
         """The ledger's health now. Not a checkpoint."""
-        reasons = []
-        if self._write_error is not None:
-            reasons.append(f"cost ledger cannot commit: {self._write_error}")
-        if self._read_error is not None:
-            reasons.append(f"cost ledger cannot read {len(self._unreadable)} session(s): {self._read_error}")
-        return LedgerHealth(
-            healthy=not reasons,
-            committing=self._write_error is None,
-            reason="; ".join(reasons) or None,
-            pending_records=len(self._records),
-        )
+        return self._condition.health()
 
     def refusal(self) -> str | None:
-        """Why a new query must be refused now (commits fail and the ledger does not fail
-        open, or holds ``MAX_PENDING_RECORDS`` already), else None. Not a checkpoint."""
-        if self._write_error is None:
-            return None
-        if self._fail_open and len(self._records) < MAX_PENDING_RECORDS:
-            return None
-        return (
-            f"the cost ledger cannot record usage ({self._write_error}); new queries are refused "
-            "until it recovers (SWITCHBOARD_LEDGER_FAIL_OPEN=1 serves them unrecorded)"
-        )
+        """Why a new query must be refused now (``LedgerCondition.refusal``), else None.
+        Not a checkpoint."""
+        return self._condition.refusal()
 
     def statistics(self) -> LedgerStatistics:
         return LedgerStatistics(
@@ -335,11 +303,11 @@ class CostLedger:
                 reply = self._apply(msg)
                 if reply is not None:
                     replies.append(reply)
-            committed = self._write_error is None and await self._commit()
+            committed = self._condition.write_error is None and await self._commit()
             for reply in replies:
                 reply(committed)
-            if self._write_error is not None:
-                self._report_health()  # what is pending grew
+            if self._condition.write_error is not None:
+                self._condition.report()  # what is pending grew
         finally:
             # A request not answered (cancelled mid-batch) must not leave its asker waiting.
             for msg in batch:
@@ -367,11 +335,13 @@ class CostLedger:
                     loaded.update(await self._call(functools.partial(store.load, (session_id,))))
                 except sqlite3.Error as exc:
                     unreadable.add(session_id)
-                    self._read_failed(session_id, exc)
+                    self._condition.read_failed(session_id, exc)
         for session_id, stored in loaded.items():
+            if session_id in self._hot:
+                continue  # loaded meanwhile by the other task (inbox, retry), maybe changed since
             session = self._hot[session_id] = _Session(stored.owner, stored.created_at, stored.totals)
             session.provisional = stored.provisional
-        self._read_ok(cold - unreadable)
+        self._condition.read_ok(cold - unreadable)
         return unreadable
 
     def _unrecorded(self, msg: RecordUsage) -> UsageRecorded:
@@ -474,7 +444,7 @@ class CostLedger:
         """Write everything pending in one transaction; True when it is all committed. A
         failure keeps it pending, ahead of what arrives meanwhile, and degrades the ledger."""
         async with self._commit_lock:
-            if not self._dirty and not self._records and self._write_error is None:
+            if not self._dirty and not self._records and self._condition.write_error is None:
                 return True
             assert self._store is not None
             now = self._now().isoformat()
@@ -488,36 +458,30 @@ class CostLedger:
                 self._failed += 1
                 self._dirty |= dirty
                 self._records = records + self._records
-                self._write_failed(exc, len(sessions))
+                self._condition.commit_failed(exc, sessions=len(sessions))
                 return False
             self._commits += 1
-            if self._write_error is not None:
-                log.warning(
-                    "cost ledger commits again: %d usage record(s) kept in memory are committed",
-                    len(records),
-                )
-                self._write_error = None
             # Only with nothing pending: a session reloaded from the store must be whole.
             if not self._dirty and not self._records:
                 while len(self._hot) > MAX_HOT_SESSIONS:
                     self._hot.popitem(last=False)
-            self._report_health()
+            self._condition.committed(len(records))
             return not self._dirty and not self._records
 
     async def _recover(self) -> None:
         """While the ledger is degraded, retry its commit and its failed reads with backoff
         on trio's clock. Runs until cancelled."""
+        condition = self._condition
         while True:
-            await self._degraded.wait()
-            interval = RETRY_INITIAL_INTERVAL
-            while self._write_error is not None or self._read_error is not None:
-                await trio.sleep(interval)
-                interval = min(2 * interval, RETRY_MAX_INTERVAL)
-                if self._write_error is not None:
+            await condition.degraded.wait()
+            waits = backoff()
+            while not condition.healthy:
+                await trio.sleep(next(waits))
+                if condition.write_error is not None:
                     await self._commit()
-                if self._read_error is not None:
-                    await self._load(set(self._unreadable))
-            self._degraded = trio.Event()
+                if condition.read_error is not None:
+                    await self._load(set(condition.unreadable))
+            condition.recovered()
 
     async def _last_commit(self) -> None:
         """At shutdown: one more try for what is pending; says loudly what is lost."""
@@ -527,46 +491,8 @@ class CostLedger:
             return
         log.error(
             "cost ledger stopped with %d usage record(s) not committed (%s); they were reported "
-            "as not recorded and are lost", len(self._records), self._write_error,
+            "as not recorded and are lost", len(self._records), self._condition.write_error,
         )
-
-    def _write_failed(self, exc: sqlite3.Error, sessions: int) -> None:
-        if self._metrics is not None:
-            self._metrics.ledger_commit_failed()
-        if self._write_error is None:
-            log.error(
-                "cost ledger commit failed (%s); %d session(s) and %d usage record(s) kept in "
-                "memory, the commit retried with backoff%s", exc, sessions, len(self._records),
-                "" if self._fail_open else "; new queries are refused meanwhile",
-            )
-        else:
-            log.debug("cost ledger commit failed again: %s", exc)
-        self._write_error = str(exc)
-        self._degraded.set()
-        self._report_health()
-
-    def _read_failed(self, session_id: str, exc: sqlite3.Error) -> None:
-        log.error("cost ledger cannot read session %s (%s); its requests are refused", session_id, exc)
-        if self._metrics is not None:
-            self._metrics.ledger_read_failed()
-        self._unreadable.add(session_id)
-        self._read_error = str(exc)
-        self._degraded.set()
-        self._report_health()
-
-    def _read_ok(self, session_ids: set[str]) -> None:
-        if not self._unreadable & session_ids:
-            return
-        self._unreadable -= session_ids
-        if not self._unreadable:
-            log.warning("cost ledger reads again")
-            self._read_error = None
-        self._report_health()
-
-    def _report_health(self) -> None:
-        if self._metrics is not None:
-            health = self.health
-            self._metrics.ledger_health(healthy=health.healthy, pending_records=health.pending_records)
 
     def _row(self, session_id: str, now: str) -> SessionRow:
         session = self._hot[session_id]

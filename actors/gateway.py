@@ -43,14 +43,8 @@ from actors.bootstrap_fetcher import (
 )
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
-from actors.cost_ledger import (
-    CostLedger,
-    CostLedgerAddress,
-    GetCost,
-    LedgerHealth,
-    OpenSession,
-    SessionOpened,
-)
+from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
+from actors.ledger_health import LedgerHealth
 from actors.metrics import Metrics
 from actors.retry_supervisor import (
     RetrySupervisor,

@@ -30,16 +30,12 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from test_cost_ledger import DAY, FINAL, FINAL_PICO, START, START_PICO, cost, open_session, record
 
-import actors.cost_ledger
 import actors.cost_store
+import actors.ledger_health
 from actors.config import config_from_env
-from actors.cost_ledger import (
-    RETRY_INITIAL_INTERVAL,
-    RETRY_MAX_INTERVAL,
-    CostLedger,
-    CostLedgerAddress,
-)
+from actors.cost_ledger import CostLedger, CostLedgerAddress
 from actors.cost_store import LedgerStore, read_sessions
+from actors.ledger_health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
 from actors.metrics import Metrics
 from protocol.errors import ActorUnavailable, ConfigError
 
@@ -118,7 +114,7 @@ async def test_a_failing_commit_is_told_buffered_retried_with_backoff_and_commit
 async def test_failing_open_serves_until_too_much_is_pending(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(actors.cost_ledger, "MAX_PENDING_RECORDS", 2)
+    monkeypatch.setattr(actors.ledger_health, "MAX_PENDING_RECORDS", 2)
     async with faulty(tmp_path / "ledger.sqlite3", fail_open=True) as (ledger, address, store):
         store.write_error = DISK_FULL
         assert not (await record(address, FINAL, record_id="a")).recorded

@@ -33,8 +33,9 @@ from test_door import rejected_status
 
 import actors.gateway
 from actors.config import Config
-from actors.cost_ledger import RETRY_INITIAL_INTERVAL, CostLedger
+from actors.cost_ledger import CostLedger
 from actors.cost_store import LedgerStore, read_sessions
+from actors.ledger_health import RETRY_INITIAL_INTERVAL
 from actors.server import Server, run_server
 from protocol.frames import Done, ErrorFrame
 
