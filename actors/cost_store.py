@@ -284,6 +284,10 @@ class LedgerStore:
         Raises sqlite3.Error after rolling back.
         """
         db = self._db
+        if db.in_transaction:
+            # A rollback that failed with the disk left the last transaction open; without
+            # this every later commit would fail, the disk recovered or not.
+            db.execute("ROLLBACK")
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(_UPSERT_SESSION, [_session_values(s) for s in sessions])

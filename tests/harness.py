@@ -171,12 +171,16 @@ MALFORMED = "database disk image is malformed"
 
 
 class FaultyStore:
-    """A real store that fails on demand: every write while ``write_error`` is set, every
-    load that touches ``bad_sessions``. Records when each write was tried (trio time)."""
+    """A real store that fails on demand: every write while ``write_error`` is set (with
+    ``only_final``, those holding a final record), every load that touches ``bad_sessions``.
+    Records when each write was tried (trio time)."""
 
     def __init__(self, inner: LedgerStore) -> None:
         self.inner = inner
         self.write_error: str | None = None
+        # Only writes holding a final usage record fail (a query's last commit), so a query
+        # starts, commits its provisional record, then meets the fault.
+        self.only_final = False
         self.bad_sessions: set[str] = set()
         self.write_times: list[float] = []
 
@@ -187,7 +191,7 @@ class FaultyStore:
 
     def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
         self.write_times.append(trio.current_time())
-        if self.write_error is not None:
+        if self.write_error is not None and (not self.only_final or any(r.final for r in records)):
             raise sqlite3.OperationalError(self.write_error)
         self.inner.write(sessions, records)
 

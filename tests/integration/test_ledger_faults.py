@@ -37,7 +37,7 @@ from actors.cost_ledger import CostLedger
 from actors.cost_store import LedgerStore, read_sessions
 from actors.ledger_health import RETRY_INITIAL_INTERVAL
 from actors.server import Server, run_server
-from protocol.frames import Done, ErrorFrame
+from protocol.frames import Aborted, Done, ErrorFrame
 
 CLI = [sys.executable, "-c", "from actors.cli import main; main()"]
 WAIT = 30  # seconds: a generous bound for a process start on a slow machine
@@ -82,11 +82,12 @@ async def test_while_commits_fail_answers_say_so_health_is_503_new_queries_are_r
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         async with connect(server, "s1") as client:
             await client.receive()  # ready
-            # A query in flight when the disk fills: its done says its cost is not recorded.
+            # A query in flight when the disk fills (its provisional record is committed, its
+            # final one is not): its done says its cost is not recorded.
+            store.write_error, store.only_final = DISK_FULL, True
             await client.send(type="query", id="q1", request=chat("first"))
-            await client.receive()  # message_start: its provisional record is committed
-            store.write_error = DISK_FULL
             q1 = (await client.until_terminal("q1"))[-1]
+            assert store.write_times and (await http.get("/healthz")).status_code == 503
             assert isinstance(q1, Done) and q1.cost_usd > 0 and q1.cost_recorded is False
             health = await http.get("/healthz")
             assert health.status_code == 503
@@ -132,7 +133,12 @@ async def test_failing_open_serves_every_answer_flagged(
             await client.receive()
             await client.send(type="query", id="q1", request=chat())
             done = (await client.until_terminal("q1"))[-1]
+            await client.send(type="query", id="q2", request=chat("<<emulator:stall:after=1,times=all>>"))
+            await client.receive()  # message_start: the query is in flight
+            await client.send(type="abort", id="q2")
+            aborted = (await client.until_terminal("q2"))[-1]
         assert isinstance(done, Done) and done.cost_usd > 0 and not done.cost_recorded
+        assert isinstance(aborted, Aborted) and aborted.cost_usd > 0 and not aborted.cost_recorded
         answered = await http.post("/v1/messages", json=chat())
         assert answered.status_code == 200 and answered.headers["x-switchboard-cost-recorded"] == "false"
         streamed = await http.post("/v1/messages", json={**chat(), "stream": True})
