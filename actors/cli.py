@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         help="cost ledger file (SQLite; default $XDG_STATE_HOME/switchboard/ledger.sqlite3, "
         "in memory with the built-in emulator; ':memory:' keeps no file)",
     )
+    serve.add_argument(
+        "--ledger-fail-open",
+        action="store_true",
+        help="keep serving queries while the ledger cannot commit, each answer flagged "
+        "cost_recorded false (default: refuse them; also SWITCHBOARD_LEDGER_FAIL_OPEN=1)",
+    )
     serve.add_argument("--debug", action="store_true", help="debug logs of the actors and the HTTP client")
     serve.add_argument(
         "--shutdown-grace",
@@ -121,6 +127,7 @@ async def _serve(config_args: argparse.Namespace) -> None:
         allow_no_auth=config_args.allow_no_auth,
         http_port=config_args.http_port,
         shutdown_grace=config_args.shutdown_grace,
+        ledger_fail_open=config_args.ledger_fail_open,
     )
     configure_logging(debug=config.debug, secrets=config.secrets())
     # Opened first: a signal that arrives during start-up waits here, and SIGINT no longer
@@ -192,9 +199,10 @@ async def _emulator(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    # except*: a ConfigError raised inside the actors (the ledger file cannot be opened)
-    # arrives wrapped in the nurseries' exception groups. The exit code is decided after,
-    # since a SystemExit raised in an except* clause would be wrapped in a group too.
+    # except*: a ConfigError raised inside the actors (the ledger file cannot be opened, is
+    # corrupt or in use by another gateway) arrives wrapped in the nurseries' exception groups.
+    # The exit code is decided after, since a SystemExit raised in an except* clause would be
+    # wrapped in a group too.
     code = 0
     try:
         if args.command == "serve":

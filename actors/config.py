@@ -41,6 +41,8 @@ Environment variables read (the main ones):
   SIGTERM/SIGINT (``Config.shutdown_grace``, default 30; ``--shutdown-grace`` wins).
 - ``XDG_STATE_HOME`` (default ``~/.local/state``): where the cost ledger lives when
   ``--ledger`` is not given (``default_ledger_path``).
+- ``SWITCHBOARD_LEDGER_FAIL_OPEN`` (truthy), as ``--ledger-fail-open``: keep serving new
+  queries while the cost ledger cannot commit (their ``done`` says ``cost_recorded: false``).
 """
 
 from __future__ import annotations
@@ -175,6 +177,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # issue 5: request construction (models, betas, extra body, prompt caching), read once
     # by ``build_settings_from_env`` (actors/request_config.py); see protocol/request_builder.py.
     build: BuildSettings = BuildSettings()
+    # While the cost ledger cannot commit (a full disk, an I/O error), new queries are refused
+    # (``ledger_unavailable``) unless this is set: then they are served, each answer saying
+    # its cost is not recorded (docs/protocol.md).
+    ledger_fail_open: bool = False
 
     def secrets(self) -> list[str]:
         """Every secret value, for the redactor of logs and of upstream error text
@@ -324,6 +330,7 @@ def config_from_env(
     allow_no_auth: bool = False,
     http_port: int | None = None,
     shutdown_grace: float | None = None,
+    ledger_fail_open: bool = False,
 ) -> Config:
     """Build the Config from CLI values and the environment.
 
@@ -386,6 +393,7 @@ def config_from_env(
         fallback_for_all_models=bool(env.get("FALLBACK_FOR_ALL_PRIMARY_MODELS", "").strip()),
         disable_fast_mode=is_truthy(env.get("CLAUDE_CODE_DISABLE_FAST_MODE")),
         disable_nonessential_traffic=bool(env.get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "").strip()),
+        ledger_fail_open=ledger_fail_open or is_truthy(env.get("SWITCHBOARD_LEDGER_FAIL_OPEN")),
     )
     config = _with_providers(config, env)
     # issue 5: request construction's settings, for the provider just chosen.

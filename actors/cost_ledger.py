@@ -15,7 +15,9 @@ Inbox (``CostLedgerMsg``):
     ``RecordDuration`` (RetrySupervisor, once per query).
     ``GetCost`` (FrontDoor, Gateway): the session's cost summary.
 Outputs:
-    None; it only answers, each request after its batch is committed.
+    None; it only answers, each request after its batch is committed. Its health
+    (``health``, ``refusal``) is read by the Gateway (new queries) and the HTTP door
+    (``/healthz``); the metrics get its state (``switchboard_ledger_*``).
 Group commit:
     Having taken one message, the ledger also takes every message already waiting
     (``receive_nowait``, up to ``MAX_BATCH``), applies them in order in memory, writes them in
@@ -31,15 +33,28 @@ Lifecycle:
     grace deadline the composition root sets with ``drain_within``. Closes the store last.
 Failure policy:
     Pricing never fails: an unknown model is priced at the documented default and flagged.
-    A store that cannot be opened is fatal at start (``ConfigError``). A failed write is
-    logged as an error, kept and retried with the next batch; replies still go out (the
-    totals in memory are right), so a sick disk degrades durability, never the service.
+    A store that cannot be opened (another gateway holds it, unwritable, corrupt) is fatal
+    at start (``ConfigError``). Nothing is ever reported as recorded that is not committed:
+    ``UsageRecorded.recorded`` is True only when a commit that held the record succeeded.
+    A failed commit (full disk, I/O error, corrupt page) degrades the ledger: what it held
+    stays pending in memory, replies still go out (the totals in memory are right) saying
+    ``recorded=False``, batches stop trying to commit, and one task retries the commit with
+    backoff until it succeeds, which commits everything pending and makes the ledger healthy
+    again. Meanwhile ``refusal`` tells the Gateway to refuse new queries
+    (``ledger_unavailable``), unless ``fail_open`` (then only past ``MAX_PENDING_RECORDS``).
+    The health state itself is ``actors.ledger_health.LedgerCondition``.
+    A failed read of a session (a corrupt page) fails that session's requests only (its
+    ``OpenSession``/``GetCost`` replies are dropped: the asker sees ``ActorUnavailable``; its
+    usage is answered ``recorded=False``) and degrades health until a read of it succeeds.
+    A process that stops while records are pending logs how many were lost.
     A message whose handling fails unexpectedly is answered with ``fail`` (the asker gets
     ``ActorFailed``), a batch that fails otherwise is refused (its askers see
     ``ActorUnavailable``); either is logged and counted (``actor:CostLedger``,
     docs/supervision.md), and the ledger serves its next message.
 Timers:
-    None of its own; ``CLEANUP_TIMEOUT`` bounds closing the store at shutdown.
+    The commit retry's backoff (``actors.ledger_health.backoff``: 0.5 s doubling to
+    15 s, on trio's clock); ``CLEANUP_TIMEOUT`` bounds the last commit and
+    closing the store at shutdown.
 """
 
 from __future__ import annotations
@@ -51,14 +66,16 @@ import logging
 import sqlite3
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Final, TypeAlias, TypeVar, assert_never, final
 
 import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, fail, report_internal
-from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow
+from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow, Store
+from actors.ledger_health import LedgerCondition, LedgerHealth, backoff
 from actors.metrics import Metrics
 from protocol.frames import CostSummary
 from protocol.ledger import RecordPart, SessionTotals, record_parts
@@ -91,11 +108,14 @@ class OpenSession(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
-    """``cost_pico``: this version of the record (the whole message so far), not a delta."""
+    """``cost_pico``: this version of the record (the whole message so far), not a delta.
+    ``recorded``: committed to the store (False: counted in memory only, or not at all for
+    a session the store cannot read; a crash before the ledger recovers loses it)."""
 
     cost_pico: int
     session_cost_pico: int
     unknown_model: bool
+    recorded: bool
 
 
 class RecordUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,7 +192,9 @@ class CostLedger:
     ``path``: the SQLite file, or ``":memory:"`` for none. ``offload``: run store calls on a
     worker thread (default: for a file; an in-memory store never waits on a disk, and
     staying on the event loop keeps it deterministic under a test's virtual clock).
-    ``now``: the wall clock, for price dates and timestamps.
+    ``now``: the wall clock, for price dates and timestamps. ``fail_open``: keep serving new
+    queries while commits fail (``Config.ledger_fail_open``). ``open_store``: how the store
+    is opened (tests wrap ``LedgerStore.open`` to inject faults).
     """
 
     def __init__(
@@ -182,13 +204,19 @@ class CostLedger:
         offload: bool | None = None,
         now: Callable[[], datetime.datetime] = _utc_now,
         metrics: Metrics | None = None,
+        fail_open: bool = False,
+        open_store: Callable[[str], Store] = LedgerStore.open,
     ) -> None:
         self._path = path
         self._metrics = metrics
+        self._open_store = open_store
         self._offload = path != MEMORY if offload is None else offload
         self._now = now
         self._limiter = trio.CapacityLimiter(1)
-        self._store: LedgerStore | None = None
+        self._store: Store | None = None
+        # One commit at a time: the inbox's and the retry task's.
+        self._commit_lock = trio.Lock()
+        self._condition = LedgerCondition(pending=lambda: len(self._records), metrics=metrics, fail_open=fail_open)
         self._hot: OrderedDict[str, _Session] = OrderedDict()
         self._dirty: set[str] = set()
         self._records: list[RecordWrite] = []
@@ -202,10 +230,11 @@ class CostLedger:
 
         Startable. Raises ``ConfigError`` (before ``started``) when the store cannot be opened.
         """
-        store = self._store = await self._call(functools.partial(LedgerStore.open, self._path))
+        store = self._store = await self._call(functools.partial(self._open_store, self._path))
+        self._condition.report()
         try:
             address, inbox = trio.open_memory_channel[CostLedgerMsg](0)
-            with inbox:
+            async with self._recovering(inbox):
                 task_status.started(address)
                 with self._drain_scope:
                     async for msg in inbox:
@@ -222,11 +251,33 @@ class CostLedger:
                             report_internal(log, self._metrics, "actor:CostLedger", f"a batch of {len(batch)}", exc)
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                await self._last_commit()
                 await self._call(store.close)
+
+    @asynccontextmanager
+    async def _recovering(self, inbox: trio.MemoryReceiveChannel[CostLedgerMsg]) -> AsyncIterator[None]:
+        """Own ``inbox`` and run the retry task (``_recover``) for the block."""
+        with inbox:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._recover)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
 
     def drain_within(self, grace: float) -> None:
         """Shutdown backstop: stop serving ``grace`` seconds from now even if senders remain."""
         self._drain_scope.deadline = min(self._drain_scope.deadline, trio.current_time() + grace)
+
+    @property
+    def health(self) -> LedgerHealth:
+        """The ledger's health now. Not a checkpoint."""
+        return self._condition.health()
+
+    def refusal(self) -> str | None:
+        """Why a new query must be refused now (``LedgerCondition.refusal``), else None.
+        Not a checkpoint."""
+        return self._condition.refusal()
 
     def statistics(self) -> LedgerStatistics:
         return LedgerStatistics(
@@ -243,54 +294,91 @@ class CostLedger:
         return fn()
 
     async def _serve_batch(self, batch: list[CostLedgerMsg]) -> None:
-        """Apply a batch in memory, commit it, then reply to each request in it."""
+        """Apply a batch in memory, commit it (unless commits fail: the retry task owns them
+        then), then reply to each request in it, saying whether its usage is committed."""
         self._batches += 1
         self._messages += len(batch)
-        replies: list[Callable[[], None]] = []
-        served = batch
+        replies: list[Callable[[bool], None]] = []
         try:
-            try:
-                await self._load({msg.session_id for msg in batch})
-            except sqlite3.Error:
-                # Unknown whether those sessions exist: refuse their requests (the askers
-                # see ActorUnavailable) rather than start them afresh over stored totals.
-                log.exception("cost ledger read failed; requests of sessions not in memory refused")
-                served = [msg for msg in batch if msg.session_id in self._hot]
-            for msg in served:
+            unreadable = await self._load({msg.session_id for msg in batch})
+            for msg in batch:
+                if msg.session_id in unreadable:
+                    # Unknown whether the session exists: never start it afresh over stored
+                    # totals. Its other requests are refused (their replies dropped).
+                    if isinstance(msg, RecordUsage):
+                        answer(msg.reply, self._unrecorded(msg))
+                    continue
                 reply = self._apply_contained(msg)
                 if reply is not None:
                     replies.append(reply)
-            await self._commit()
+            committed = self._condition.write_error is None and await self._commit()
             for reply in replies:
-                reply()
+                reply(committed)
+            if self._condition.write_error is not None:
+                self._condition.report()  # what is pending grew
         finally:
             # A request not answered (cancelled mid-batch) must not leave its asker waiting.
             for msg in batch:
                 if not isinstance(msg, RecordDuration):
                     msg.reply.close()
 
-    async def _load(self, session_ids: set[str]) -> None:
+    async def _load(self, session_ids: set[str]) -> set[str]:
+        """Bring the stored sessions among ``session_ids`` into memory; returns those whose
+        stored state could not be read (the read error degrades health)."""
         for session_id in session_ids & self._hot.keys():
             self._hot.move_to_end(session_id)
         cold = session_ids - self._hot.keys()
         if not cold:
-            return
+            return set()
         assert self._store is not None
-        loaded = await self._call(functools.partial(self._store.load, cold))
+        store = self._store
+        unreadable: set[str] = set()
+        try:
+            loaded = await self._call(functools.partial(store.load, cold))
+        except sqlite3.Error:
+            # One session at a time, to fail only those on a bad page.
+            loaded = {}
+            for session_id in cold:
+                try:
+                    loaded.update(await self._call(functools.partial(store.load, (session_id,))))
+                except sqlite3.Error as exc:
+                    unreadable.add(session_id)
+                    self._condition.read_failed(session_id, exc)
         for session_id, stored in loaded.items():
+            if session_id in self._hot:
+                continue  # loaded meanwhile by the other task (inbox, retry), maybe changed since
             session = self._hot[session_id] = _Session(stored.owner, stored.created_at, stored.totals)
             session.provisional = stored.provisional
+        self._condition.read_ok(cold - unreadable)
+        return unreadable
 
-    def _apply_contained(self, msg: CostLedgerMsg) -> Callable[[], None] | None:
+    def _apply_contained(self, msg: CostLedgerMsg) -> Callable[[bool], None] | None:
         """``_apply``, a boundary per message: a failure is reported and answered ``fail``."""
         try:
             return self._apply(msg)
         except Exception as exc:
             report_internal(log, self._metrics, "actor:CostLedger", f"message {type(msg).__name__}", exc)
-            return None if isinstance(msg, RecordDuration) else functools.partial(fail, msg.reply, "CostLedger")
+            if isinstance(msg, RecordDuration):
+                return None
+            reply = msg.reply
+            return lambda _committed: fail(reply, "CostLedger")
 
-    def _apply(self, msg: CostLedgerMsg) -> Callable[[], None] | None:
-        """Change the state for one message; return its reply, to send after the commit."""
+    def _unrecorded(self, msg: RecordUsage) -> UsageRecorded:
+        """The answer to a usage record of a session that cannot be read: priced, said to be
+        unrecorded, and logged so that a person can reconcile it."""
+        parts = record_parts(msg.usage, msg.model, on=self._now().date().isoformat(), long_context=msg.long_context)
+        cost = sum(part.cost_pico for part in parts)
+        log.error(
+            "session %s: usage of query %s attempt %s not recorded (the session cannot be read "
+            "from the ledger): %s, $%.6f", msg.session_id, msg.query_id, msg.attempt, msg.usage, usd(cost),
+        )
+        return UsageRecorded(
+            cost_pico=cost, session_cost_pico=cost, unknown_model=any(p.unknown_model for p in parts), recorded=False
+        )
+
+    def _apply(self, msg: CostLedgerMsg) -> Callable[[bool], None] | None:
+        """Change the state for one message; return its reply, to send after the commit with
+        whether the commit succeeded."""
         match msg:
             case OpenSession():
                 session = self._hot.get(msg.session_id)
@@ -302,9 +390,10 @@ class CostLedger:
                     # nobody once tokens are: no token may take it (docs/protocol.md 1).
                     owner_ok = session.owner == msg.owner
                     opened = SessionOpened(resumed=True, owner_ok=owner_ok, cost=session.totals.summary(msg.session_id))
-                return functools.partial(answer, msg.reply, opened)
+                return lambda _committed: answer(msg.reply, opened)
             case RecordUsage():
-                return functools.partial(answer, msg.reply, self._record(msg))
+                recorded = self._record(msg)
+                return lambda committed: answer(msg.reply, msgspec.structs.replace(recorded, recorded=committed))
             case RecordDuration():
                 session = self._session(msg.session_id)
                 session.totals.add_duration(msg.duration_ms, msg.duration_without_retries_ms)
@@ -313,7 +402,8 @@ class CostLedger:
             case GetCost():
                 found = self._hot.get(msg.session_id)
                 totals = found.totals if found is not None else SessionTotals()
-                return functools.partial(answer, msg.reply, totals.summary(msg.session_id))
+                summary = totals.summary(msg.session_id)
+                return lambda _committed: answer(msg.reply, summary)
             case _:
                 assert_never(msg)
 
@@ -342,7 +432,9 @@ class CostLedger:
         record_id = msg.record_id or uuid.uuid4().hex
         if record_id in session.finals:
             log.warning("session %s: usage record %s is final already; repeat ignored", msg.session_id, record_id)
-            return UsageRecorded(cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown)
+            return UsageRecorded(
+                cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown, recorded=True
+            )
         older = session.provisional.pop(record_id, None)
         if older is not None:
             session.totals.remove(older)
@@ -370,30 +462,64 @@ class CostLedger:
                 replaces=older is not None,
             )
         )
-        return UsageRecorded(cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown)
+        # Its ``recorded`` is the commit's outcome, set by the reply (``_apply``).
+        return UsageRecorded(
+            cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown, recorded=False
+        )
 
-    async def _commit(self) -> None:
-        """Write what changed since the last good commit, in one transaction."""
+    async def _commit(self) -> bool:
+        """Write everything pending in one transaction; True when it is all committed. A
+        failure keeps it pending, ahead of what arrives meanwhile, and degrades the ledger."""
+        async with self._commit_lock:
+            if not self._dirty and not self._records and self._condition.write_error is None:
+                return True
+            assert self._store is not None
+            now = self._now().isoformat()
+            dirty, records = self._dirty, self._records
+            # Taken out, so that what is applied during the write joins the next commit.
+            self._dirty, self._records = set(), []
+            sessions = [self._row(session_id, now) for session_id in dirty]
+            try:
+                await self._call(functools.partial(self._store.write, sessions, records))
+            except sqlite3.Error as exc:
+                self._failed += 1
+                self._dirty |= dirty
+                self._records = records + self._records
+                self._condition.commit_failed(exc, sessions=len(sessions))
+                return False
+            self._commits += 1
+            # Only with nothing pending: a session reloaded from the store must be whole.
+            if not self._dirty and not self._records:
+                while len(self._hot) > MAX_HOT_SESSIONS:
+                    self._hot.popitem(last=False)
+            self._condition.committed(len(records))
+            return not self._dirty and not self._records
+
+    async def _recover(self) -> None:
+        """While the ledger is degraded, retry its commit and its failed reads with backoff
+        on trio's clock. Runs until cancelled."""
+        condition = self._condition
+        while True:
+            await condition.degraded.wait()
+            waits = backoff()
+            while not condition.healthy:
+                await trio.sleep(next(waits))
+                if condition.write_error is not None:
+                    await self._commit()
+                if condition.read_error is not None:
+                    await self._load(set(condition.unreadable))
+            condition.recovered()
+
+    async def _last_commit(self) -> None:
+        """At shutdown: one more try for what is pending; says loudly what is lost."""
         if not self._dirty and not self._records:
             return
-        assert self._store is not None
-        now = self._now().isoformat()
-        sessions = [self._row(session_id, now) for session_id in self._dirty]
-        records = self._records
-        try:
-            await self._call(functools.partial(self._store.write, sessions, records))
-        except sqlite3.Error:
-            self._failed += 1
-            log.exception(
-                "cost ledger write failed; %d session(s) and %d usage record(s) kept in memory, "
-                "retried with the next batch", len(sessions), len(records),
-            )
+        if await self._commit():
             return
-        self._commits += 1
-        self._dirty.clear()
-        self._records = []
-        while len(self._hot) > MAX_HOT_SESSIONS:
-            self._hot.popitem(last=False)
+        log.error(
+            "cost ledger stopped with %d usage record(s) not committed (%s); they were reported "
+            "as not recorded and are lost", len(self._records), self._condition.write_error,
+        )
 
     def _row(self, session_id: str, now: str) -> SessionRow:
         session = self._hot[session_id]

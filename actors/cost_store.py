@@ -5,6 +5,13 @@ thread (``trio.to_thread.run_sync``), one call at a time, so the event loop neve
 the disk. ``read_sessions`` opens a file read-only for ``switchboard cost``, also while a
 gateway is writing it.
 
+Opening a file (``LedgerStore.open``) refuses, with a ``ConfigError`` that says why, a
+ledger that another gateway process is using (an exclusive ``flock`` on ``<ledger>.lock``
+beside it, held until ``close``: sharing a ledger among processes is the scale-out work's
+mode, on PostgreSQL, not supported on SQLite), a file or directory it cannot write, and a
+corrupt file (``PRAGMA quick_check``, bounded by ``INTEGRITY_CHECK_BUDGET``; a check that
+runs out of time is logged and skipped, never fatal). ``switchboard cost`` takes no lock.
+
 Durability: WAL journal with ``synchronous=NORMAL`` (``SYNCHRONOUS``): a committed batch is
 in the WAL file before the commit returns, so it survives a process kill (``kill -9``); only
 a power cut or an OS crash can lose the last commits before a checkpoint. The ledger replies
@@ -27,11 +34,15 @@ replaced as a whole (all its parts) by its next version.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
 import os
 import pathlib
 import sqlite3
+import time
 from collections.abc import Collection, Sequence
-from typing import Final, final
+from typing import Final, Protocol, final
 
 import msgspec
 
@@ -47,6 +58,17 @@ SYNCHRONOUS: Final = "NORMAL"
 # A second process holding the write lock (a `switchboard cost` read never does) is waited
 # for this long before a write fails and is retried with the next batch.
 BUSY_TIMEOUT_MS: Final = 5000
+# The integrity check at start reads every page: well under a second for a ledger of a
+# year's sessions, while a huge one must not hold the gateway's start for minutes. Past the
+# budget the check is abandoned (logged); corruption met later still fails only what it touches.
+INTEGRITY_CHECK_BUDGET: Final = 2.0
+# SQLite virtual-machine steps between two looks at the integrity check's clock.
+INTEGRITY_CHECK_STEPS: Final = 10_000
+# Problems quoted from the check's report: the first says what is wrong.
+INTEGRITY_PROBLEMS_SHOWN: Final = 3
+LOCK_SUFFIX: Final = ".lock"
+
+log = logging.getLogger("switchboard.ledger")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -147,53 +169,82 @@ class LoadedSession(msgspec.Struct, kw_only=True):
     provisional: dict[str, tuple[RecordPart, ...]]
 
 
+class Store(Protocol):
+    """What the CostLedger needs of a store (``LedgerStore``; tests wrap it to inject faults).
+
+    Every method may raise ``sqlite3.Error``: ``OperationalError`` for a full disk or an I/O
+    error, ``DatabaseError`` for a corrupt page.
+    """
+
+    def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]: ...
+
+    def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @final
 class LedgerStore:
     """One SQLite connection, used by one thread at a time (the CostLedger's worker)."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, lock: int | None = None) -> None:
         self._db = connection
+        self._lock = lock
 
     @classmethod
-    def open(cls, path: str) -> LedgerStore:
+    def open(cls, path: str, *, integrity_budget: float = INTEGRITY_CHECK_BUDGET) -> LedgerStore:
         """Open (creating if needed) the ledger at ``path``; ``":memory:"`` keeps no file.
 
-        A new file and its directory are private to the user (0600, 0700).
+        A new file and its directory are private to the user (0600, 0700). A file is locked
+        for this process until ``close`` and checked for corruption first (within
+        ``integrity_budget`` seconds).
         Raises:
-            ConfigError: the file cannot be opened or has a newer schema.
+            ConfigError: another process uses the ledger; the file or its directory cannot be
+                created or written; the file is corrupt or has a newer schema.
         """
+        lock = None if path == MEMORY else _lock(path)
         try:
-            if path != MEMORY:
-                directory = os.path.dirname(os.path.abspath(path))
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the cost ledger {path!r}: {exc}") from exc
-        try:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if path != MEMORY:
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the cost ledger {path!r} has schema {version}; this switchboard knows "
-                    f"{SCHEMA_VERSION} (upgrade switchboard)"
-                )
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            db.close()
-            raise ConfigError(f"cannot use the cost ledger {path!r}: {exc}") from exc
+            try:
+                if path != MEMORY:
+                    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+                db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(f"cannot open the cost ledger {path!r} for writing: {_reason(exc)}") from exc
+            try:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if path != MEMORY:
+                    _check_integrity(db, path, integrity_budget)
+                    db.execute("PRAGMA journal_mode = WAL")
+                    db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"the cost ledger {path!r} has schema {version}; this switchboard knows "
+                        f"{SCHEMA_VERSION} (upgrade switchboard)"
+                    )
+                db.executescript(_SCHEMA)
+                # Also the write probe: a read-only file or directory fails here, at start.
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except sqlite3.Error as exc:
+                db.close()
+                raise ConfigError(f"cannot use the cost ledger {path!r}: {_reason(exc)}") from exc
+            except ConfigError:
+                db.close()
+                raise
         except ConfigError:
-            db.close()
+            if lock is not None:
+                os.close(lock)
             raise
-        return cls(db)
+        return cls(db, lock)
 
     def close(self) -> None:
-        """Close the connection (checkpoints the WAL)."""
-        self._db.close()
+        """Close the connection (checkpoints the WAL), then release the lock."""
+        try:
+            self._db.close()
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
 
     def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
         """The stored sessions among ``session_ids`` (absent ones are left out)."""
@@ -233,6 +284,10 @@ class LedgerStore:
         Raises sqlite3.Error after rolling back.
         """
         db = self._db
+        if db.in_transaction:
+            # A rollback that failed with the disk left the last transaction open; without
+            # this every later commit would fail, the disk recovered or not.
+            db.execute("ROLLBACK")
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(_UPSERT_SESSION, [_session_values(s) for s in sessions])
@@ -248,6 +303,77 @@ class LedgerStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS or SQLite error in words, with a hint where the cause is usual."""
+    if isinstance(exc, OSError):
+        text = f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{text}: the ledger's directory and file must be writable"
+        return text
+    text = str(exc)
+    if "readonly" in text or "unable to open" in text:
+        return f"{text}: the ledger's directory and file must be writable"
+    return text
+
+
+def _lock(path: str) -> int:
+    """Create the ledger's directory if needed and take the exclusive lock beside the file.
+
+    Raises:
+        ConfigError: the directory or lock file cannot be created, or another process
+            holds the lock.
+    """
+    lock_path = path + LOCK_SUFFIX
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the cost ledger {path!r} for writing: {_reason(exc)}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"the cost ledger {path!r} is in use by another switchboard process (it holds "
+            f"{lock_path!r}); a SQLite ledger serves one gateway: give this one its own --ledger"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise ConfigError(f"cannot lock the cost ledger {path!r}: {_reason(exc)}") from exc
+    return fd
+
+
+def _check_integrity(db: sqlite3.Connection, path: str, budget: float) -> None:
+    """``PRAGMA quick_check`` within ``budget`` seconds (skipped, with a warning, past it).
+
+    Raises:
+        ConfigError: the file is corrupt (or not a database at all).
+    """
+    deadline = time.monotonic() + budget
+    db.set_progress_handler(lambda: int(time.monotonic() > deadline), INTEGRITY_CHECK_STEPS)
+    try:
+        rows = db.execute(f"PRAGMA quick_check({INTEGRITY_PROBLEMS_SHOWN})").fetchall()
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
+            log.warning(
+                "the cost ledger's integrity check did not finish within %g s; starting "
+                "without it (corruption met later fails only the requests it touches)", budget,
+            )
+            return
+        rows = [(str(exc),)]
+    finally:
+        db.set_progress_handler(None, 0)
+    # quick_check reports "ok", or lines of problems under a "*** in database main ***" heading.
+    problems = [
+        line for row in rows if row[0] != "ok" for line in str(row[0]).splitlines() if not line.startswith("***")
+    ]
+    if problems:
+        raise ConfigError(
+            f"the cost ledger {path!r} is corrupt ({'; '.join(problems)}); move it aside "
+            "(sqlite3's .recover may save its data) and start on a new file"
+        )
 
 
 def _session_values(row: SessionRow) -> tuple[object, ...]:

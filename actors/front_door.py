@@ -214,6 +214,9 @@ class FrontDoor:
         try:
             opened = await self._gateway.open_session(session_id, owner=owner_digest(token))
         except ActorUnavailable:
+            # The ledger cannot read the session (or the gateway is shutting down): this
+            # session fails, never the door.
+            log.error("session %s cannot be opened now; handshake refused with 503", session_id)
             await request.reject(503)
             return
         except Exception:

@@ -51,6 +51,7 @@ from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Re
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
 from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
 from actors.drain import Drain
+from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
 from actors.metrics import Metrics
 from actors.retry_supervisor import (
@@ -63,7 +64,7 @@ from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
 from protocol.bootstrap import merge_model_options
 from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
-from protocol.frames import CostSummary, GatewayFrame, ModelOption, Query
+from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, ModelOption, Query
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
 from protocol.wire import JsonObject
@@ -95,8 +96,10 @@ class Gateway:
         to_bootstrap: BootstrapFetcherAddress | None = None,
         request_sessions: SessionStates | None = None,
         drain: Drain | None = None,
+        ledger: CostLedger | None = None,
     ) -> None:
         self.config = config
+        self._ledger = ledger
         # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
         self.drain = drain if drain is not None else Drain()
         # issue 5: the RetrySupervisor's per-session request state, read here only.
@@ -122,6 +125,13 @@ class Gateway:
             if self._session_users[session_id] == 0:
                 del self._session_users[session_id]
                 self.metrics.session_closed()
+
+    @property
+    def ledger_health(self) -> LedgerHealth:
+        """The cost ledger's health (``/healthz``). Not a checkpoint."""
+        if self._ledger is None:
+            return LedgerHealth(healthy=True, committing=True)
+        return self._ledger.health
 
     def active_sessions(self) -> list[str]:
         """Sessions with an upstream request in flight (reference-client.md 8, session activity)."""
@@ -166,6 +176,9 @@ class Gateway:
         one): cancel it to abort. ``headers`` are extra upstream headers for this query
         (lower-case names; they override the defaults). A checkpoint.
 
+        While the cost ledger cannot commit (and does not fail open), the query ends at once
+        with an ``error`` frame of type ``ledger_unavailable`` (status 503).
+
         Raises:
             RemoteProtocolError: the request body cannot be sent (``bad_frame``).
             ShuttingDown: a graceful shutdown has begun (``shutdown``).
@@ -177,6 +190,16 @@ class Gateway:
             outbound.close()
             raise
         scope = scope if scope is not None else trio.CancelScope()
+        refusal = self._ledger.refusal() if self._ledger is not None else None
+        if refusal is not None:
+            self.metrics.ledger_refused()
+            error = ErrorInfo(type="ledger_unavailable", message=refusal, status=503, request_id=None)
+            with outbound:
+                try:
+                    await outbound.send(ErrorFrame(id=query.id, error=error))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            return scope
         try:
             # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
             self.drain.query_started(scope)
@@ -274,7 +297,7 @@ async def run_gateway(
     """
     async with trio.open_nursery() as nursery:
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
-        ledger = CostLedger(ledger_file(config), metrics=metrics)
+        ledger = CostLedger(ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open)
         if config.use_emulator:
             from emulator import Emulator  # only a gateway without credentials needs it
 
@@ -328,6 +351,7 @@ async def run_gateway(
             to_bootstrap=to_bootstrap,
             request_sessions=supervisor.sessions,
             drain=drain,
+            ledger=ledger,
         )
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.

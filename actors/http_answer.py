@@ -12,7 +12,9 @@ written: nothing in the API's stream could carry them. After ``message_stop``, a
 carries the query's cost (``: switchboard cost_usd=... session_cost_usd=...``).
 
 ``answer_json``: the ``done`` frame's assembled message as the API's JSON body, with the
-cost in ``x-switchboard-cost-usd`` and ``x-switchboard-session-cost-usd``.
+cost in ``x-switchboard-cost-usd`` and ``x-switchboard-session-cost-usd``, and whether the
+ledger committed it in ``x-switchboard-cost-recorded`` (``true``/``false``); a stream's
+cost comment ends with ``cost_recorded=false`` when it did not.
 
 A query's error response carries ``x-should-retry: false``: the gateway has retried as far
 as its rules allow, so an SDK must not multiply that with its own retries. But for
@@ -111,6 +113,7 @@ def _cost_headers(done: Done) -> list[tuple[bytes, bytes]]:
     return [
         (b"x-switchboard-cost-usd", format_usd(done.cost_usd).encode()),
         (b"x-switchboard-session-cost-usd", format_usd(done.session_cost_usd).encode()),
+        (b"x-switchboard-cost-recorded", b"true" if done.cost_recorded else b"false"),
     ]
 
 
@@ -186,6 +189,7 @@ async def answer_stream(
                 comment = sse_comment(
                     f"switchboard cost_usd={format_usd(frame.cost_usd)} "
                     f"session_cost_usd={format_usd(frame.session_cost_usd)}"
+                    + ("" if frame.cost_recorded else " cost_recorded=false")
                 )
                 if not exchange.started:
                     # The answer came without events (a non-streaming upstream request).

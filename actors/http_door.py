@@ -211,8 +211,13 @@ class HttpDoor:
         if route == "healthz":
             if draining:
                 await exchange.respond(503, HEALTH_SHUTTING_DOWN, JSON_CONTENT_TYPE)
-            else:
+                return route
+            health = self._gateway.ledger_health
+            if health.healthy:
                 await exchange.respond(200, b'{"status":"ok"}', JSON_CONTENT_TYPE)
+            else:
+                body = JSON.encode({"status": "degraded", "reason": health.reason})
+                await exchange.respond(503, body, JSON_CONTENT_TYPE)
             return route
         if draining and route not in _DRAINING_ROUTES:
             await _shutting_down(exchange, request_id)

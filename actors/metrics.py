@@ -10,7 +10,8 @@ Who calls what:
     (a WebSocket connection, an HTTP request) or loses its last. ``http_request``: the
     HttpDoor, once per response. Query outcomes, retries, fallbacks and overload state: the
     RetrySupervisor. Upstream latency and time to first token: the StreamRelay. Tokens and
-    cost: the CostLedger, once per recorded upstream message.
+    cost: the CostLedger, once per recorded upstream message; its health too. Queries refused
+    for the ledger: the Gateway.
 Metrics (every name, type and label; README has the same table):
     switchboard_queries_total{model,provider,outcome}    counter: finished queries;
         outcome is done, error or aborted
@@ -35,6 +36,16 @@ Metrics (every name, type and label; README has the same table):
     switchboard_http_requests_total{route,status}        counter: HTTP door responses
     switchboard_internal_errors_total{where}             counter: unexpected exceptions
         contained at a supervision boundary (docs/supervision.md), by boundary: ``Where``
+    switchboard_ledger_healthy                           gauge: 1 while the cost ledger commits
+        and reads, 0 while it is degraded (``/healthz`` answers 503 then)
+    switchboard_ledger_pending_records                   gauge: usage record versions
+        waiting in memory for a commit (0 while healthy)
+    switchboard_ledger_commit_failures_total             counter: failed ledger commits
+        (retries included)
+    switchboard_ledger_read_failures_total               counter: sessions whose stored
+        state could not be read
+    switchboard_ledger_refused_queries_total             counter: queries refused because
+        the ledger could not commit (``ledger_unavailable``)
 Bounded labels:
     Model names and error types come from clients and the upstream: each label keeps at most
     ``MAX_LABEL_VALUES`` distinct values, later ones are counted as ``other``, so a client
@@ -188,6 +199,32 @@ class Metrics:
             ["route", "status"],
             registry=registry,
         )
+        self._ledger_healthy = Gauge(
+            "switchboard_ledger_healthy",
+            "1 while the cost ledger commits and reads, 0 while it is degraded.",
+            registry=registry,
+        )
+        self._ledger_healthy.set(1)
+        self._ledger_pending = Gauge(
+            "switchboard_ledger_pending_records",
+            "Usage record versions waiting in memory for a ledger commit.",
+            registry=registry,
+        )
+        self._ledger_commit_failures = Counter(
+            "switchboard_ledger_commit_failures",
+            "Failed cost ledger commits, retries included.",
+            registry=registry,
+        )
+        self._ledger_read_failures = Counter(
+            "switchboard_ledger_read_failures",
+            "Sessions whose stored state the cost ledger could not read.",
+            registry=registry,
+        )
+        self._ledger_refused = Counter(
+            "switchboard_ledger_refused_queries",
+            "Queries refused because the cost ledger could not commit (ledger_unavailable).",
+            registry=registry,
+        )
 
         self._internal = Counter(
             "switchboard_internal_errors",
@@ -294,3 +331,19 @@ class Metrics:
         self.tokens(model, "cache_write_5m", five_minute)
         self.tokens(model, "cache_write_1h", usage.cache_creation_1h_input_tokens)
         self.cost(model, usd)
+
+    # --- the cost ledger's health (CostLedger, Gateway) -----------------------------------
+
+    def ledger_health(self, *, healthy: bool, pending_records: int) -> None:
+        self._ledger_healthy.set(1 if healthy else 0)
+        self._ledger_pending.set(pending_records)
+
+    def ledger_commit_failed(self) -> None:
+        self._ledger_commit_failures.inc()
+
+    def ledger_read_failed(self) -> None:
+        self._ledger_read_failures.inc()
+
+    def ledger_refused(self) -> None:
+        """A query was refused with ``ledger_unavailable``."""
+        self._ledger_refused.inc()

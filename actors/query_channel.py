@@ -27,15 +27,18 @@ class ClientGone(Exception):
 
 
 class QueryTotals:
-    """A query's running usage and cost, across attempts (aborted ones included), and how
-    it ended (for the metrics)."""
+    """A query's running usage and cost, across attempts (aborted ones included), whether the
+    ledger committed all of it, and how it ended (for the metrics)."""
 
-    __slots__ = ("content_seen", "cost_pico", "error_type", "outcome", "session_cost_pico", "usage")
+    __slots__ = (
+        "content_seen", "cost_pico", "cost_recorded", "error_type", "outcome", "session_cost_pico", "usage",
+    )
 
     def __init__(self) -> None:
         self.usage: Usage = EMPTY_USAGE
         self.cost_pico = 0
         self.session_cost_pico: int | None = None
+        self.cost_recorded = True
         self.outcome: Outcome = "aborted"
         self.error_type: str | None = None
         # Until an attempt relays content, the next one measures the time to first token.
@@ -44,6 +47,7 @@ class QueryTotals:
     def add(self, outcome: AttemptOutcome) -> None:
         self.usage = add_usage(self.usage, outcome.usage)
         self.cost_pico += outcome.cost_pico
+        self.cost_recorded = self.cost_recorded and outcome.cost_recorded
         self.content_seen = self.content_seen or outcome.relayed > 0
         if outcome.session_cost_pico is not None:
             self.session_cost_pico = outcome.session_cost_pico

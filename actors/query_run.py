@@ -156,7 +156,12 @@ class QueryRun:
         if self._drain is not None and self._drain.ended_by_shutdown(msg.scope):
             totals.outcome, totals.error_type = "error", SHUTTING_DOWN
             return ErrorFrame(id=msg.query.id, error=SHUTTING_DOWN_ERROR)
-        return Aborted(id=msg.query.id, usage=usage_json(totals.usage), cost_usd=usd(totals.cost_pico))
+        return Aborted(
+            id=msg.query.id,
+            usage=usage_json(totals.usage),
+            cost_usd=usd(totals.cost_pico),
+            cost_recorded=totals.cost_recorded,
+        )
 
     async def _internal_error(self, exc: Exception) -> bool:
         """End the query with ``internal_error``: the boundary of docs/supervision.md."""
@@ -374,6 +379,7 @@ class QueryRun:
             duration_ms=round(duration * 1000),
             duration_without_retries_ms=round(outcome.duration * 1000),
             cache_break=cache_break,
+            cost_recorded=totals.cost_recorded,
         )
         totals.outcome = "done"
         return await deliver(msg.outbound, done)

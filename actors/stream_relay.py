@@ -87,6 +87,7 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """How one attempt ended. ``failure`` None: ``message`` is the complete answer.
 
     ``usage``/``cost_pico`` are what this attempt's upstream message used (recorded already);
+    ``cost_recorded`` False: the ledger did not commit it (``UsageRecorded.recorded``);
     ``relayed`` counts the event frames the client received; ``aborted`` means the attempt
     was cancelled. ``internal_error``: the attempt failed unexpectedly (the relay logged and
     counted it); says what, for the client's ``internal_error``.
@@ -98,6 +99,7 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     usage: Usage = EMPTY_USAGE
     cost_pico: int = 0
     session_cost_pico: int | None = None
+    cost_recorded: bool = True
     relayed: int = 0
     duration: float = 0.0
     aborted: bool = False
@@ -277,6 +279,7 @@ class StreamRelay:
             usage=assembler.usage,
             cost_pico=recorded.cost_pico if recorded else 0,
             session_cost_pico=recorded.session_cost_pico if recorded else None,
+            cost_recorded=recorded.recorded if recorded else not assembler.started,
             relayed=progress.relayed,
             duration=trio.current_time() - started,
             aborted=not progress.completed,

@@ -179,12 +179,16 @@ class Done(_Frame, tag="done"):
     # issue 5: the prompt cache's reads fell since the session's previous request
     # (reference-client.md 7.5); diagnostics only.
     cache_break: CacheBreak | None = None
+    # False: the cost ledger could not commit this query's usage (a full disk, an I/O error):
+    # it is counted in memory only, lost if the process dies before the ledger recovers.
+    cost_recorded: bool = True
 
 
 class Aborted(_Frame, tag="aborted"):
     id: str
     usage: JsonObject
     cost_usd: float
+    cost_recorded: bool = True  # as ``Done.cost_recorded``
 
 
 class ErrorFrame(_Frame, tag="error"):

@@ -48,6 +48,7 @@ _GATEWAY_ERRORS: Final[dict[str, tuple[int, str]]] = {
     "aborted_by_takeover": (409, "api_error"),
     "shutting_down": (503, "api_error"),
     "internal_error": (500, "api_error"),
+    "ledger_unavailable": (503, "api_error"),
 }
 
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
+import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
+from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow
 from actors.server import Server
 from protocol.frames import TERMINAL_FRAMES, GatewayFrame, decode_frame
 
@@ -189,3 +194,102 @@ async def healthy_session(server: Server, clock: trio.testing.MockClock) -> Asyn
         clock.jump(60)
     assert type(frames[-1]).__name__ == "Done", frames[-1]
     assert [f for f in frames if isinstance(f, TERMINAL_FRAMES)] == frames[-1:]
+
+
+# --- ledger faults ---------------------------------------------------------------------------
+
+@contextmanager
+def tmpfs(directory: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``) mounted on ``directory`` for the block, read-only
+    if asked; skips the test, saying why, where mounting is not permitted (not root)."""
+    directory.mkdir(exist_ok=True)
+    options = f"size={size},mode=0700" + (",ro" if read_only else "")
+    try:
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], capture_output=True, check=False
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount command: cannot test on a real small or read-only filesystem")
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {result.stderr.decode().strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
+
+
+def remount_read_only(directory: Path) -> None:
+    """Make a ``tmpfs`` mount read-only in place (root ignores permission bits, not this)."""
+    subprocess.run(["mount", "-o", "remount,ro", str(directory)], capture_output=True, check=True)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write a file in ``directory`` until its filesystem is full (ENOSPC); returns it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return filler
+
+
+# What SQLite says on a full disk, an I/O error, a corrupt page.
+DISK_FULL = "database or disk is full"
+IO_ERROR = "disk I/O error"
+MALFORMED = "database disk image is malformed"
+
+
+class FaultyStore:
+    """A real store that fails on demand: every write while ``write_error`` is set (with
+    ``only_final``, those holding a final record), every load that touches ``bad_sessions``.
+    Records when each write was tried (trio time)."""
+
+    def __init__(self, inner: LedgerStore) -> None:
+        self.inner = inner
+        self.write_error: str | None = None
+        # Only writes holding a final usage record fail (a query's last commit), so a query
+        # starts, commits its provisional record, then meets the fault.
+        self.only_final = False
+        self.bad_sessions: set[str] = set()
+        self.write_times: list[float] = []
+
+    def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
+        if self.bad_sessions & set(session_ids):
+            raise sqlite3.DatabaseError(MALFORMED)
+        return self.inner.load(session_ids)
+
+    def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
+        self.write_times.append(trio.current_time())
+        if self.write_error is not None and (not self.only_final or any(r.final for r in records)):
+            raise sqlite3.OperationalError(self.write_error)
+        self.inner.write(sessions, records)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def corrupt_ledger(path: Path) -> None:
+    """A valid ledger of many pages, then pages in its middle overwritten (header intact)."""
+    store = LedgerStore.open(str(path))
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    for n in range(400):
+        db.execute(
+            "INSERT INTO sessions VALUES (?, NULL, '2026-01-01', '2026-01-01', 0, 0)", (f"session-{n:04}-" + "x" * 200,)
+        )
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    page = 4096
+    data = bytearray(path.read_bytes())
+    pages = len(data) // page
+    assert pages >= 10, pages
+    for number in range(pages // 3, pages // 3 + 4):
+        data[number * page : (number + 1) * page] = bytes([0xA5]) * page
+    path.write_bytes(bytes(data))

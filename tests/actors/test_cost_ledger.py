@@ -244,45 +244,26 @@ async def test_concurrent_writers_share_commits(tmp_path: Path) -> None:
     assert all(s.total_cost_usd == pytest.approx(16 * FINAL_PICO / 1e12, abs=1e-15) for s in summaries)
 
 
-async def test_a_failed_write_is_logged_answered_and_retried_with_the_next_batch(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "ledger.sqlite3"
-    async with running(str(path)) as (ledger, address):
-        await open_session(address)
-        other = sqlite3.connect(path, isolation_level=None)
-        schema = other.execute("SELECT sql FROM sqlite_master WHERE name = 'usage'").fetchone()[0]
-        other.execute("DROP TABLE usage")
-        with caplog.at_level(logging.ERROR, logger="switchboard.ledger"):
-            lost = await record(address, FINAL, record_id="kept")
-        assert lost.session_cost_pico == FINAL_PICO  # the reply still goes out
-        assert ledger.statistics().failed_commits == 1
-        assert "retried with the next batch" in caplog.text
-        other.execute(schema)
-        other.close()
-        await record(address, START, record_id="next")
-        assert ledger.statistics().commits >= 2
-    stored = dict(read_sessions(str(path)))
-    assert stored["s"].total_pico == FINAL_PICO + START_PICO
-
-
 async def test_a_failed_read_refuses_only_the_sessions_not_in_memory(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "ledger.sqlite3"
     async with running(str(path)) as (_, address):
         await record(address, FINAL, session="cold")
-    async with running(str(path)) as (_, address):
+    async with running(str(path)) as (ledger, address):
         await open_session(address, "hot")
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("ALTER TABLE sessions RENAME TO elsewhere")
         with caplog.at_level(logging.ERROR, logger="switchboard.ledger"), pytest.raises(ActorUnavailable):
             await cost(address, "cold")
-        assert "read failed" in caplog.text
+        assert "cannot read session cold" in caplog.text
+        assert ledger.health.reason == "cost ledger cannot read 1 session(s): no such table: sessions"
+        assert ledger.refusal() is None  # commits still work: other sessions are served
         assert (await cost(address, "hot")).session_id == "hot"
         other.execute("ALTER TABLE elsewhere RENAME TO sessions")
         other.close()
         assert (await cost(address, "cold")).total_cost_usd == pytest.approx(0.026625, abs=1e-15)
+        assert ledger.health.healthy
 
 
 @pytest.mark.parametrize(("column", "value"), [("output_tokens", "lots"), ("cost_pico", 1.5)])
@@ -300,7 +281,7 @@ async def test_a_row_that_is_not_integers_is_a_failed_read_not_a_crash(
         await open_session(address, "hot")
         with caplog.at_level(logging.ERROR, logger="switchboard.ledger"), pytest.raises(ActorUnavailable):
             await cost(address, "cold")
-        assert "read failed" in caplog.text and "not an integer" in caplog.text
+        assert "cannot read session cold" in caplog.text and "not an integer" in caplog.text
         assert (await cost(address, "hot")).session_id == "hot"
 
 
