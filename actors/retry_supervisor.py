@@ -38,6 +38,7 @@ Timers:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TypeAlias, assert_never, final
 
 import msgspec
@@ -54,6 +55,7 @@ from actors.retry_shared import SharedRetryState
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
 from protocol.betas import split_beta_header, with_beta_header
+from protocol.catalog import BUILTIN, Catalog
 from protocol.frames import GatewayFrame, Query
 from protocol.request_builder import count_tokens_request
 from protocol.wire import JsonObject
@@ -94,6 +96,7 @@ class RetrySupervisor:
         to_pool: ClientPoolAddress,
         rng: random.Random,
         metrics: Metrics | None = None,
+        catalog: Callable[[], Catalog] = lambda: BUILTIN,
     ) -> None:
         self._config = config
         self._metrics = metrics if metrics is not None else Metrics()
@@ -103,7 +106,8 @@ class RetrySupervisor:
         self._rng = rng
         # issue 5: request-construction latches, cache-break baselines and activity per session.
         self.sessions = SessionStates()
-        self._builds = ProviderBuilds(config)
+        # The model catalog in force (the ModelsFetcher's, once it has merged the upstream's).
+        self._builds = ProviderBuilds(config, catalog)
 
     async def run(
         self, *, task_status: trio.TaskStatus[RetrySupervisorAddress] = trio.TASK_STATUS_IGNORED

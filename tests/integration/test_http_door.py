@@ -180,8 +180,8 @@ async def test_count_tokens_and_models(
     assert len(api_calls(emulator, "/v1/messages/count_tokens")) == 1
     page = await call(sdk.models.list)
     assert [model.id for model in page.data] == [option.value for option in server.gateway.models]
-    one = await call(lambda: sdk.models.retrieve("claude-opus-4-6"))
-    assert (one.id, one.display_name) == ("claude-opus-4-6", "Opus 4.6")
+    one = await call(lambda: sdk.models.retrieve("claude-opus-4-8"))
+    assert (one.id, one.display_name) == ("claude-opus-4-8", "Opus 4.8")
     with pytest.raises(anthropic.NotFoundError):
         await call(lambda: sdk.models.retrieve("claude-nonexistent"))
 
