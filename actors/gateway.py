@@ -24,7 +24,7 @@ import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Final, final
 
@@ -54,6 +54,7 @@ from actors.retry_supervisor import (
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
 from protocol.bootstrap import merge_model_options
+from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorUnavailable, RemoteProtocolError
 from protocol.frames import CostSummary, GatewayFrame, ModelOption, Query
 from protocol.models import DEFAULT_MODEL_OPTIONS
@@ -86,8 +87,10 @@ class Gateway:
         bootstrap: BootstrapFetcher | None = None,
         to_bootstrap: BootstrapFetcherAddress | None = None,
         request_sessions: SessionStates | None = None,
+        catalog: Callable[[], Catalog] = lambda: BUILTIN,
     ) -> None:
         self.config = config
+        self._catalog = catalog
         # issue 5: the RetrySupervisor's per-session request state, read here only.
         self._request_sessions = request_sessions if request_sessions is not None else SessionStates()
         self._bootstrap = bootstrap
@@ -120,6 +123,13 @@ class Gateway:
         """Known sessions with nothing in flight, each with the trio time its last request
         ended (None: none has ended yet), for idle timeouts."""
         return self._request_sessions.idle()
+
+    @property
+    def catalog(self) -> Catalog:
+        """The model catalog in force: the built-in one, merged with the upstream's
+        ``GET /v1/models`` once the ModelsFetcher has it (an immutable snapshot). Not a
+        checkpoint."""
+        return self._catalog()
 
     @property
     def models(self) -> tuple[ModelOption, ...]:
