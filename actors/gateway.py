@@ -1,7 +1,7 @@
 """The composition root and the embedding API.
 
 ``run_gateway(config, *, task_status)`` starts every actor in dependency order inside its own
-nursery (CostLedger, BootstrapFetcher, ClientPool, StreamRelay, RetrySupervisor, then the
+nursery (CostLedger, ClientPool, BootstrapFetcher, ModelsFetcher, StreamRelay, RetrySupervisor, then the
 FrontDoor when a port is configured), hands each its own clone of the addresses it talks to, and reports a
 ``Gateway`` handle through ``task_status.started``; it runs until cancelled.
 ``open_gateway(config)`` is the same as an async context manager that owns its nursery.
@@ -24,7 +24,7 @@ import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Final, final
 
@@ -45,6 +45,7 @@ from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Re
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
 from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
 from actors.metrics import Metrics
+from actors.models_fetcher import ModelsFetcher
 from actors.retry_supervisor import (
     RetrySupervisor,
     RetrySupervisorAddress,
@@ -87,10 +88,10 @@ class Gateway:
         bootstrap: BootstrapFetcher | None = None,
         to_bootstrap: BootstrapFetcherAddress | None = None,
         request_sessions: SessionStates | None = None,
-        catalog: Callable[[], Catalog] = lambda: BUILTIN,
+        models_fetcher: ModelsFetcher | None = None,
     ) -> None:
         self.config = config
-        self._catalog = catalog
+        self._models_fetcher = models_fetcher
         # issue 5: the RetrySupervisor's per-session request state, read here only.
         self._request_sessions = request_sessions if request_sessions is not None else SessionStates()
         self._bootstrap = bootstrap
@@ -129,7 +130,14 @@ class Gateway:
         """The model catalog in force: the built-in one, merged with the upstream's
         ``GET /v1/models`` once the ModelsFetcher has it (an immutable snapshot). Not a
         checkpoint."""
-        return self._catalog()
+        return self._models_fetcher.catalog if self._models_fetcher is not None else BUILTIN
+
+    async def settled_catalog(self) -> Catalog:
+        """The catalog once the startup ``GET /v1/models`` has ended (fetched, failed or
+        skipped). A checkpoint."""
+        if self._models_fetcher is not None:
+            await self._models_fetcher.settled.wait()
+        return self.catalog
 
     @property
     def models(self) -> tuple[ModelOption, ...]:
@@ -269,6 +277,10 @@ async def run_gateway(
             refresh=refresh,
         )
         to_bootstrap: BootstrapFetcherAddress = await nursery.start(fetcher.run)
+        # Also at once and in the background: the upstream's GET /v1/models, merged into the
+        # model catalog that request building and the HTTP door's /v1/models read.
+        models = ModelsFetcher(config, to_pool.clone())
+        await nursery.start(models.run)
         relay = StreamRelay(
             to_pool=to_pool.clone(),
             to_ledger=to_ledger.clone(),
@@ -286,6 +298,7 @@ async def run_gateway(
             to_pool=to_pool.clone(),
             rng=rng,
             metrics=metrics,
+            catalog=lambda: models.catalog,
         )
         to_supervisor = await nursery.start(supervisor.run)
         to_relay.close()
@@ -298,6 +311,7 @@ async def run_gateway(
             bootstrap=fetcher,
             to_bootstrap=to_bootstrap,
             request_sessions=supervisor.sessions,
+            models_fetcher=models,
         )
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.
