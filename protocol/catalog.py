@@ -19,6 +19,8 @@ What the catalog answers, every rule by data and none by a model's name:
 - ``bedrock_geo(region)``: the inference-profile geo prefix for an AWS region;
 - ``listing()``: the models with a first-party id, newest first (``GET /v1/models``).
 
+The types (``ModelSpec``, ``PriceEntry``, capability names) are in ``protocol/model_spec.py``
+and the upstream answer's in ``protocol/catalog_upstream.py``; this module re-exports them.
 Reading the file is the only I/O, once at import, from the package's own data
 (``importlib.resources``); the rest is pure.
 """
@@ -29,120 +31,65 @@ import importlib.resources
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Final, Literal, final
+from typing import Final, final
 
 import msgspec
 
-from protocol.errors import RemoteProtocolError
-
-PICO_PER_USD: Final = 10**12
-# $/Mtok -> picodollars per token: USD * 1e12 / 1e6.
-_PICO_PER_TOKEN_PER_USD_MTOK: Final = 10**6
-# The four providers (reference-client.md 5.2).
-FIRST_PARTY: Final = "firstParty"
-BEDROCK: Final = "bedrock"
-VERTEX: Final = "vertex"
-FOUNDRY: Final = "foundry"
-PROVIDERS: Final = (FIRST_PARTY, BEDROCK, VERTEX, FOUNDRY)
-
-# Capability names (the data file's [capability_names] describes each).
-EFFORT: Final = "effort"
-XHIGH: Final = "xhigh"
-ADAPTIVE_THINKING: Final = "adaptive_thinking"
-THINKING_OFF: Final = "thinking_off"
-MID_CONVERSATION_SYSTEM: Final = "mid_conversation_system"
-FAST_MODE: Final = "fast_mode"
-ADVISOR: Final = "advisor"
-INTERLEAVED_THINKING_3P: Final = "interleaved_thinking_3p"
-CAPABILITIES: Final = frozenset(
-    {EFFORT, XHIGH, ADAPTIVE_THINKING, THINKING_OFF, MID_CONVERSATION_SYSTEM, FAST_MODE, ADVISOR, INTERLEAVED_THINKING_3P}
+from protocol.catalog_upstream import UpstreamModel, UpstreamPage, decode_models_page
+from protocol.model_spec import (
+    ADAPTIVE_THINKING,
+    ADVISOR,
+    BEDROCK,
+    CAPABILITIES,
+    EFFORT,
+    EPOCH,
+    FAMILIES,
+    FAST_MODE,
+    FIRST_PARTY,
+    FOUNDRY,
+    INTERLEAVED_THINKING_3P,
+    MID_CONVERSATION_SYSTEM,
+    PICO_PER_TOKEN_PER_USD_MTOK,
+    PICO_PER_USD,
+    PROVIDERS,
+    THINKING_OFF,
+    VERTEX,
+    XHIGH,
+    Context1M,
+    ModelSpec,
+    PriceEntry,
+    Rates,
 )
-# The API's model lines (anthropic-sdk-python types/model_line.py): an upstream ``line`` names
-# the family of a model the catalog does not know.
-FAMILIES: Final = frozenset({"haiku", "sonnet", "opus", "fable", "mythos"})
-# ``created_at`` of a model whose release date is unknown: the API itself uses the epoch then.
-EPOCH: Final = "1970-01-01T00:00:00Z"
 
-Context1M = Literal["native", "beta", "none"]
-
-
-class Rates(msgspec.Struct, frozen=True, kw_only=True):
-    """One price set, picodollars per token."""
-
-    input: int
-    cache_write_5m: int
-    cache_write_1h: int
-    cache_read: int
-    output: int
-
-
-class PriceEntry(msgspec.Struct, frozen=True):
-    """The prices of one model (its catalog key) from ``effective`` until its next entry.
-
-    ``long_context`` applies to the whole request when its total input (uncached + cache
-    writes + cache reads) exceeds ``long_context_threshold``; with
-    ``long_context_needs_beta`` only when the request used the 1M-context beta, otherwise
-    always. ``fast`` applies when the upstream reports ``usage.speed == "fast"``;
-    ``fast_long_context`` when both apply.
-    """
-
-    model: str
-    effective: str
-    standard: Rates
-    long_context: Rates | None = None
-    fast: Rates | None = None
-    fast_long_context: Rates | None = None
-    long_context_threshold: int = 200_000
-    long_context_needs_beta: bool = True
-    web_search: int = 10_000_000_000
-
-
-class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """One model. ``None`` limits are unknown: the gateway never clamps on them.
-
-    ``origin``: ``"catalog"`` (the data file) or ``"upstream"`` (learnt from ``/v1/models``).
-    """
-
-    key: str
-    display_name: str
-    family: str | None = None
-    generation: int | None = None
-    released: str | None = None
-    first_party: str | None = None
-    aliases: tuple[str, ...] = ()
-    bedrock: str | None = None
-    vertex: str | None = None
-    foundry: str | None = None
-    context_window: int | None = None
-    context_1m: Context1M = "none"
-    max_output_default: int | None = None
-    max_output: int | None = None
-    capabilities: frozenset[str] = frozenset()
-    legacy_remap: bool = False
-    origin: str = "catalog"
-
-    def id_for(self, provider: str) -> str | None:
-        """This model's id on ``provider``, or None when the provider does not offer it."""
-        if provider == BEDROCK:
-            return self.bedrock
-        if provider == VERTEX:
-            return self.vertex
-        if provider == FOUNDRY:
-            return self.foundry
-        return self.first_party
-
-    def has(self, capability: str) -> bool:
-        return capability in self.capabilities
-
-    @property
-    def claude_3(self) -> bool:
-        """A Claude 3 model: the betas of reference 6 that say "non-claude-3" skip it."""
-        return self.generation == 3
-
-    def created_at(self) -> str:
-        """RFC 3339 release time for ``GET /v1/models`` (the epoch when unknown, as the API)."""
-        return f"{self.released}T00:00:00Z" if self.released else EPOCH
-
+__all__ = [
+    "ADAPTIVE_THINKING",
+    "ADVISOR",
+    "BEDROCK",
+    "BUILTIN",
+    "CAPABILITIES",
+    "EFFORT",
+    "EPOCH",
+    "FAMILIES",
+    "FAST_MODE",
+    "FIRST_PARTY",
+    "FOUNDRY",
+    "INTERLEAVED_THINKING_3P",
+    "MID_CONVERSATION_SYSTEM",
+    "PICO_PER_USD",
+    "PROVIDERS",
+    "THINKING_OFF",
+    "VERTEX",
+    "XHIGH",
+    "Catalog",
+    "ModelOptionRow",
+    "ModelSpec",
+    "PriceEntry",
+    "Rates",
+    "UpstreamModel",
+    "UpstreamPage",
+    "decode_models_page",
+    "load_catalog",
+]
 
 class ModelOptionRow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     value: str
@@ -203,7 +150,7 @@ _ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 def _pico(usd_per_mtok: str) -> int:
     try:
-        exact = Decimal(usd_per_mtok.strip()) * _PICO_PER_TOKEN_PER_USD_MTOK
+        exact = Decimal(usd_per_mtok.strip()) * PICO_PER_TOKEN_PER_USD_MTOK
     except InvalidOperation:
         raise ValueError(f"not a price: {usd_per_mtok!r}") from None
     if exact != exact.to_integral_value() or exact < 0:
@@ -234,7 +181,7 @@ def load_catalog(raw: bytes | str) -> Catalog:
         data = msgspec.toml.decode(raw, type=_CatalogFile)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValueError(f"model catalog: {exc}") from exc
-    web_search = _pico(data.web_search_usd) * _PICO_PER_TOKEN_PER_USD_MTOK
+    web_search = _pico(data.web_search_usd) * PICO_PER_TOKEN_PER_USD_MTOK
     models: list[ModelSpec] = []
     prices: list[PriceEntry] = []
     for row in data.models:
@@ -524,103 +471,6 @@ class Catalog:
             model_options=self.model_options,
             unknown_price_model=self.unknown_price_model,
         )
-
-
-# --- an upstream GET /v1/models answer (anthropic-sdk-python types/model_info.py) -------------
-
-# A model id longer than this is not an id: such an entry is skipped.
-MAX_MODEL_ID: Final = 256
-
-
-class _Support(msgspec.Struct, frozen=True):
-    supported: bool = False
-
-
-class _Effort(msgspec.Struct, frozen=True):
-    supported: bool = False
-    xhigh: _Support | None = None
-
-
-class _ThinkingTypes(msgspec.Struct, frozen=True):
-    adaptive: _Support | None = None
-    disabled: _Support | None = None
-
-
-class _Thinking(msgspec.Struct, frozen=True):
-    supported: bool = False
-    types: _ThinkingTypes | None = None
-
-
-class _Capabilities(msgspec.Struct, frozen=True):
-    effort: _Effort | None = None
-    thinking: _Thinking | None = None
-
-
-class UpstreamModel(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of the upstream's ``GET /v1/models`` (unknown fields ignored)."""
-
-    id: str
-    display_name: str | None = None
-    created_at: str | None = None
-    max_input_tokens: int | None = None
-    max_tokens: int | None = None
-    line: str | None = None
-    capabilities: _Capabilities | None = None
-
-    def released(self) -> str | None:
-        day = (self.created_at or "")[:10]
-        return day if _ISO_DATE.fullmatch(day) and not day.startswith("1970") else None
-
-    def spec(self, assumed: frozenset[str]) -> ModelSpec:
-        """A catalog entry for a model the catalog does not know."""
-        capabilities = set(assumed) | {THINKING_OFF}
-        caps = self.capabilities
-        if caps is not None and caps.effort is not None and caps.effort.supported:
-            capabilities.add(EFFORT)
-            if caps.effort.xhigh is not None and caps.effort.xhigh.supported:
-                capabilities.add(XHIGH)
-        types = caps.thinking.types if caps is not None and caps.thinking is not None else None
-        if types is not None:
-            if types.adaptive is not None and types.adaptive.supported:
-                capabilities.add(ADAPTIVE_THINKING)
-            if types.disabled is not None and not types.disabled.supported:
-                capabilities.discard(THINKING_OFF)
-        positive = [n for n in (self.max_input_tokens, self.max_tokens) if n is not None and n > 0]
-        return ModelSpec(
-            key=self.id.strip().lower(),
-            display_name=self.display_name or self.id,
-            family=self.line if self.line in FAMILIES else None,
-            released=self.released(),
-            first_party=self.id.strip(),
-            context_window=self.max_input_tokens if self.max_input_tokens in positive else None,
-            max_output=self.max_tokens if self.max_tokens in positive else None,
-            capabilities=frozenset(capabilities),
-            origin="upstream",
-        )
-
-
-class UpstreamPage(msgspec.Struct, frozen=True, kw_only=True):
-    data: tuple[UpstreamModel, ...] = ()
-    has_more: bool = False
-    last_id: str | None = None
-
-
-_PAGE: Final = msgspec.json.Decoder(UpstreamPage)
-
-
-def decode_models_page(raw: bytes) -> UpstreamPage:
-    """An upstream ``GET /v1/models`` body (the caller bounds its size); entries with an
-    implausible id are dropped.
-
-    Raises:
-        RemoteProtocolError: not the API's list shape.
-    """
-    try:
-        page = _PAGE.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RemoteProtocolError(f"GET /v1/models answer: {exc}") from exc
-    kept = tuple(m for m in page.data if 0 < len(m.id.strip()) <= MAX_MODEL_ID)
-    return msgspec.structs.replace(page, data=kept)
 
 
 def _builtin() -> Catalog:

@@ -7,8 +7,9 @@ Billing rules (wire.md 10, reference-client.md 3.1), applied by ``cost_of``:
 
 - Uncached input, output, cache reads: each at its own price.
 - Cache writes: ``cache_creation_1h_input_tokens`` at the 1-hour price (2x input), the rest of
-  ``cache_creation_input_tokens`` at the 5-minute price (1.25x). The reference client bills
-  every write at 1.25x; the API does not, and neither do we.
+  ``cache_creation_input_tokens`` at the 5-minute price (1.25x), as the API bills and
+  Claude Code 2.1.197 prices them (reference-client-now.md 2; 2.1.88 billed every write at
+  1.25x).
 - Web search: per request ($0.01). Web fetch is free (counted, never priced).
 - Fast mode: ``usage.speed == "fast"`` uses the model's fast prices when it has them, else the
   standard prices (the upstream said fast, but no fast price is known).
