@@ -169,7 +169,8 @@ def resolve_model(requested: str, settings: ModelSettings, provider: str = FIRST
         model = catalog.first_party_model(base)
         if model is not None and model.legacy_remap and provider == FIRST_PARTY and not settings.disable_legacy_remap:
             base = default_opus(settings, provider)
-        elif model is not None:
+        elif model is not None and provider != FIRST_PARTY:
+            # The first party takes its own ids and aliases as given; a cloud needs its own id.
             base = _provider_id(base, settings, provider)
     # An alias or override may itself carry [1m] (ANTHROPIC_DEFAULT_SONNET_MODEL=claude-sonnet-4-6[1m]).
     one_m = one_m or (bool(_ONE_M.search(base)) and not settings.disable_1m)

@@ -165,8 +165,12 @@ async def test_through_the_gateway_a_new_model_is_listed_and_sent_unclamped(nurs
         async with gateway.query(request) as frames:
             last = [frame async for frame in frames][-1]
         summary = await gateway.cost("default")
+        # The request builder reads the merged catalog: the new Opus's own limit applies.
+        over = {"model": "claude-opus-9", "max_tokens": 300_000, "messages": [{"role": "user", "content": "Hi"}]}
+        async with gateway.query(over, session_id="other") as frames:
+            assert isinstance([frame async for frame in frames][-1], Done)
     assert isinstance(last, Done) and last.model == "claude-nimbus-1"
     sent = [r for r in emulator.requests if r.path.startswith("/v1/messages")]
-    assert sent[-1].json["max_tokens"] == 500_000  # type: ignore[index]
+    assert [r.json["max_tokens"] for r in sent] == [500_000, 256_000]  # type: ignore[index]
     assert last.cost_usd > 0  # priced at the unknown-model price, and flagged
     assert summary.unknown_model_cost

@@ -204,6 +204,9 @@ def test_the_default_model_of_the_first_party_is_opus_4_8_with_1m() -> None:
         ("vertex", "claude-haiku-4-5", "claude-haiku-4-5@20251001"),
         ("vertex", "claude-3-5-sonnet-20241022", "claude-3-5-sonnet-v2@20241022"),
         ("foundry", "claude-opus-4-1-20250805", "claude-opus-4-1"),
+        # The first party takes its own ids and the API's aliases as given.
+        ("firstParty", "claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("firstParty", "claude-3-5-haiku-latest", "claude-3-5-haiku-latest"),
         # A provider's own id, or a model the provider does not offer, goes as given.
         ("bedrock", "eu.anthropic.claude-opus-4-6-v1", "eu.anthropic.claude-opus-4-6-v1"),
         ("bedrock", "claude-mythos-5", "claude-mythos-5"),
