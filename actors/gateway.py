@@ -1,7 +1,7 @@
 """The composition root and the embedding API.
 
 ``run_gateway(config, *, task_status)`` starts every actor in dependency order inside its own
-nursery (CostLedger, BootstrapFetcher, ClientPool, StreamRelay, RetrySupervisor, then the
+nursery (CostLedger, ClientPool, BootstrapFetcher, ModelsFetcher, StreamRelay, RetrySupervisor, then the
 FrontDoor when a port is configured), hands each its own clone of the addresses it talks to, and reports a
 ``Gateway`` handle through ``task_status.started``; it runs until cancelled.
 ``open_gateway(config)`` is the same as an async context manager that owns its nursery.
@@ -54,6 +54,7 @@ from actors.drain import Drain
 from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
 from actors.metrics import Metrics
+from actors.models_fetcher import ModelsFetcher
 from actors.retry_supervisor import (
     RetrySupervisor,
     RetrySupervisorAddress,
@@ -63,6 +64,7 @@ from actors.retry_supervisor import (
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
 from protocol.bootstrap import merge_model_options
+from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
 from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, ModelOption, Query
 from protocol.models import DEFAULT_MODEL_OPTIONS
@@ -97,9 +99,11 @@ class Gateway:
         request_sessions: SessionStates | None = None,
         drain: Drain | None = None,
         ledger: CostLedger | None = None,
+        models_fetcher: ModelsFetcher | None = None,
     ) -> None:
         self.config = config
         self._ledger = ledger
+        self._models_fetcher = models_fetcher
         # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
         self.drain = drain if drain is not None else Drain()
         # issue 5: the RetrySupervisor's per-session request state, read here only.
@@ -141,6 +145,20 @@ class Gateway:
         """Known sessions with nothing in flight, each with the trio time its last request
         ended (None: none has ended yet), for idle timeouts."""
         return self._request_sessions.idle()
+
+    @property
+    def catalog(self) -> Catalog:
+        """The model catalog in force: the built-in one, merged with the upstream's
+        ``GET /v1/models`` once the ModelsFetcher has it (an immutable snapshot). Not a
+        checkpoint."""
+        return self._models_fetcher.catalog if self._models_fetcher is not None else BUILTIN
+
+    async def settled_catalog(self) -> Catalog:
+        """The catalog once the startup ``GET /v1/models`` has ended (fetched, failed or
+        skipped). A checkpoint."""
+        if self._models_fetcher is not None:
+            await self._models_fetcher.settled.wait()
+        return self.catalog
 
     @property
     def models(self) -> tuple[ModelOption, ...]:
@@ -318,6 +336,10 @@ async def run_gateway(
             metrics=metrics,
         )
         to_bootstrap: BootstrapFetcherAddress = await nursery.start(fetcher.run)
+        # Also at once and in the background: the upstream's GET /v1/models, merged into the
+        # model catalog that request building and the HTTP door's /v1/models read.
+        models = ModelsFetcher(config, to_pool.clone())
+        await nursery.start(models.run)
         relay = StreamRelay(
             to_pool=to_pool.clone(),
             to_ledger=to_ledger.clone(),
@@ -338,6 +360,7 @@ async def run_gateway(
             rng=rng,
             metrics=metrics,
             drain=drain,
+            catalog=lambda: models.catalog,
         )
         to_supervisor = await nursery.start(supervisor.run)
         to_relay.close()
@@ -352,6 +375,7 @@ async def run_gateway(
             request_sessions=supervisor.sessions,
             drain=drain,
             ledger=ledger,
+            models_fetcher=models,
         )
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.

@@ -85,10 +85,9 @@ from protocol.http_api import (
     JSON_CONTENT_TYPE,
     default_session,
     http_error,
-    model_object,
-    models_page,
     parse_body,
 )
+from protocol.model_list import find_model, model_entries, models_answer
 from protocol.wire import JSON, JsonObject
 
 log = logging.getLogger("switchboard.httpdoor")
@@ -230,7 +229,7 @@ class HttpDoor:
             metrics = self._gateway.metrics
             await exchange.respond(200, metrics.render(), metrics.content_type.encode())
         elif route == "models":
-            await exchange.respond(200, models_page(self._gateway.models), JSON_CONTENT_TYPE)
+            await self._models(head.query, exchange, request_id)
         elif route == "model":
             await self._model(head.path.removeprefix(_MODEL_PREFIX), exchange, request_id)
         else:
@@ -253,12 +252,22 @@ class HttpDoor:
                 return True, candidate
         return False, None
 
+    async def _models(self, query: str, exchange: Exchange, request_id: str) -> None:
+        """``GET /v1/models``: the catalog's models, paged as the API pages (protocol/model_list.py)."""
+        entries = model_entries(self._gateway.catalog, self._gateway.models)
+        try:
+            body = models_answer(entries, query)
+        except RemoteProtocolError as exc:
+            await send_error(exchange, 400, exc.error_type, str(exc), request_id)
+            return
+        await exchange.respond(200, body, JSON_CONTENT_TYPE)
+
     async def _model(self, model_id: str, exchange: Exchange, request_id: str) -> None:
-        for option in self._gateway.models:
-            if option.value == model_id:
-                await exchange.respond(200, JSON.encode(model_object(option)), JSON_CONTENT_TYPE)
-                return
-        await send_error(exchange, 404, "not_found_error", f"model: {model_id}", request_id)
+        found = find_model(model_entries(self._gateway.catalog, self._gateway.models), model_id)
+        if found is None:
+            await send_error(exchange, 404, "not_found_error", f"model: {model_id}", request_id)
+            return
+        await exchange.respond(200, JSON.encode(found), JSON_CONTENT_TYPE)
 
     async def _post(
         self,

@@ -181,6 +181,7 @@ class QueryRun:
             persistent=persistent,
             fallback_for_all_models=config.fallback_for_all_models,
             nonstreaming_fallback=config.nonstreaming_fallback,
+            catalog=self._builds.catalog,
         )
 
     async def _run(self) -> bool:

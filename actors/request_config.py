@@ -62,10 +62,13 @@ def build_settings_from_env(env: Mapping[str, str], provider: str = FIRST_PARTY)
             default_opus=get("ANTHROPIC_DEFAULT_OPUS_MODEL"),
             default_sonnet=get("ANTHROPIC_DEFAULT_SONNET_MODEL"),
             default_haiku=get("ANTHROPIC_DEFAULT_HAIKU_MODEL"),
+            default_fable=get("ANTHROPIC_DEFAULT_FABLE_MODEL"),
             small_fast=get("ANTHROPIC_SMALL_FAST_MODEL"),
             main_model=get("ANTHROPIC_MODEL"),
             disable_legacy_remap=is_truthy(env.get("CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP")),
             disable_1m=is_truthy(env.get("CLAUDE_CODE_DISABLE_1M_CONTEXT")),
+            # reference-client-now.md 1: Bedrock ids take the region's geo prefix.
+            bedrock_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
         ),
         extra_betas=tuple(b.strip() for b in env.get("ANTHROPIC_BETAS", "").split(",") if b.strip()),
         disable_experimental_betas=is_truthy(env.get("CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS")),

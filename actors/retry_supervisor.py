@@ -48,6 +48,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+from collections.abc import Callable
 from typing import Final, TypeAlias, assert_never, final
 
 import msgspec
@@ -75,6 +76,7 @@ from actors.retry_shared import SharedRetryState
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
 from protocol.betas import split_beta_header, with_beta_header
+from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorFailed
 from protocol.frames import ErrorFrame, ErrorInfo, GatewayFrame, Query
 from protocol.request_builder import count_tokens_request
@@ -121,6 +123,7 @@ class RetrySupervisor:
         rng: random.Random,
         metrics: Metrics | None = None,
         drain: Drain | None = None,
+        catalog: Callable[[], Catalog] = lambda: BUILTIN,
     ) -> None:
         self._config = config
         # The graceful shutdown: each query run reports its end to it (actors/drain.py).
@@ -132,7 +135,8 @@ class RetrySupervisor:
         self._rng = rng
         # issue 5: request-construction latches, cache-break baselines and activity per session.
         self.sessions = SessionStates()
-        self._builds = ProviderBuilds(config)
+        # The model catalog in force (the ModelsFetcher's, once it has merged the upstream's).
+        self._builds = ProviderBuilds(config, catalog)
 
     async def run(
         self, *, task_status: trio.TaskStatus[RetrySupervisorAddress] = trio.TASK_STATUS_IGNORED

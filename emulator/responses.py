@@ -347,32 +347,76 @@ def error_event(error_type: str, message: str) -> bytes:
     return b"event: error\ndata: %s\n\n" % json.dumps(payload).encode()
 
 
-# The catalogue GET /v1/models serves, newest first like the API.
-MODELS: Final = (
-    ("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05T00:00:00Z"),
-    ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17T00:00:00Z"),
-    ("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24T00:00:00Z"),
-    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
-    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
+def _support(value: bool) -> JSON:
+    return {"supported": value}
+
+
+def _model(
+    model_id: str, display_name: str, created_at: str, line: str, max_input: int, max_tokens: int,
+    *, effort: bool, xhigh: bool = False, adaptive: bool = False, thinking_off: bool = True,
+) -> JSON:
+    """One model object with the fields of anthropic-sdk-python's ``ModelInfo`` the gateway
+    reads: limits, line, and the effort and thinking parts of ``capabilities``."""
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": display_name,
+        "created_at": created_at,
+        "max_input_tokens": max_input,
+        "max_tokens": max_tokens,
+        "line": line,
+        "capabilities": {
+            "effort": {
+                "supported": effort,
+                **{level: _support(effort) for level in ("low", "medium", "high", "max")},
+                "xhigh": _support(xhigh),
+            },
+            "thinking": {
+                "supported": True,
+                "types": {
+                    "enabled": _support(True),
+                    "adaptive": _support(adaptive),
+                    "disabled": _support(thinking_off),
+                },
+            },
+        },
+    }
+
+
+# The catalogue GET /v1/models serves, newest first like the API (limits and capabilities as
+# reference-client-now.md 1 gives them). The Router keeps a copy that tests may replace.
+MODELS: Final[tuple[JSON, ...]] = (
+    _model("claude-sonnet-5", "Claude Sonnet 5", "2026-06-30T00:00:00Z", "sonnet", 1_000_000, 128_000,
+           effort=True, xhigh=True, adaptive=True),
+    _model("claude-fable-5", "Claude Fable 5", "2026-06-09T00:00:00Z", "fable", 1_000_000, 128_000,
+           effort=True, xhigh=True, adaptive=True, thinking_off=False),
+    _model("claude-opus-4-8", "Claude Opus 4.8", "2026-05-28T00:00:00Z", "opus", 1_000_000, 128_000,
+           effort=True, xhigh=True, adaptive=True),
+    _model("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17T00:00:00Z", "sonnet", 200_000, 128_000,
+           effort=True, adaptive=True),
+    _model("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05T00:00:00Z", "opus", 200_000, 128_000,
+           effort=True, adaptive=True),
+    _model("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24T00:00:00Z", "opus", 200_000, 64_000,
+           effort=True),
+    _model("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15T00:00:00Z", "haiku", 200_000, 64_000,
+           effort=False),
+    _model("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z", "sonnet", 200_000, 64_000,
+           effort=False),
 )
 
 
-def model_json(model_id: str) -> JSON | None:
+def model_json(model_id: str, models: Sequence[JSON] = MODELS) -> JSON | None:
     """One ``/v1/models/{id}`` object, or None for an unknown id."""
-    for known, display_name, created_at in MODELS:
-        if known == model_id:
-            return {
-                "type": "model",
-                "id": known,
-                "display_name": display_name,
-                "created_at": created_at,
-            }
-    return None
+    return next((model for model in models if model["id"] == model_id), None)
 
 
-def models_page() -> bytes:
+def models_page(models: Sequence[JSON] = MODELS) -> bytes:
     """The ``GET /v1/models`` body: every model on one page."""
-    data = [model_json(model_id) for model_id, _, _ in MODELS]
     return _encode(
-        {"data": data, "has_more": False, "first_id": MODELS[0][0], "last_id": MODELS[-1][0]}
+        {
+            "data": list(models),
+            "has_more": False,
+            "first_id": models[0]["id"] if models else None,
+            "last_id": models[-1]["id"] if models else None,
+        }
     )

@@ -54,7 +54,7 @@ from .delivery import Answer
 from .errors import ErrorResponse, api_error
 from .faults import FaultSpecError
 from .record import RecordedRequest
-from .responses import last_user_text, model_json, models_page
+from .responses import JSON, MODELS, last_user_text, model_json, models_page
 from .script import FaultScript
 from .tokens import PromptCache
 from .validation import check_body, check_headers, credential, parse_body
@@ -125,6 +125,8 @@ class Router:
         # What GET /api/claude_cli/bootstrap answers; tests may replace it.
         self.bootstrap_body: dict[str, object] = copy.deepcopy(dict(DEFAULT_BOOTSTRAP))
         self._bootstrap_script = FaultScript()
+        # What GET /v1/models lists, newest first; tests may replace it.
+        self.models: list[JSON] = copy.deepcopy(list(MODELS))
 
     def reset(self) -> None:
         """Forget queued faults, directive counts, the prompt cache and the request log."""
@@ -302,8 +304,8 @@ class Router:
             return error_answer(problem, request_id)
         id_header = [(b"request-id", request_id.encode())]
         if model_id is None:
-            return json_answer(200, models_page(), id_header)
-        model = model_json(model_id)
+            return json_answer(200, models_page(self.models), id_header)
+        model = model_json(model_id, self.models)
         if model is None:
             return error_answer(api_error(404, f"model: {model_id}"), request_id)
         return json_answer(200, msgspec.json.encode(model), id_header)

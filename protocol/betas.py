@@ -10,16 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from protocol.models_catalog import (
-    BEDROCK,
-    FIRST_PARTY,
-    FOUNDRY,
-    VERTEX,
-    ResolvedModel,
-    is_claude_3,
-    is_claude_4_plus,
-    is_haiku,
-)
+from protocol import catalog as C
+from protocol.catalog import BUILTIN, Catalog, ModelSpec
+from protocol.models_catalog import BEDROCK, FIRST_PARTY, FOUNDRY, VERTEX, ResolvedModel
 
 # reference-client.md 6: the beta values.
 CLAUDE_CODE: Final = "claude-code-20250219"
@@ -41,10 +34,6 @@ ADVISOR: Final = "advisor-tool-2026-03-01"
 BEDROCK_BODY_BETAS: Final = frozenset({INTERLEAVED_THINKING, CONTEXT_1M, TOOL_SEARCH_3P})
 # reference 6: Vertex count_tokens accepts only these; any other gives a 400.
 VERTEX_COUNT_TOKENS_BETAS: Final = frozenset({CLAUDE_CODE, INTERLEAVED_THINKING, CONTEXT_MANAGEMENT})
-# reference 6: models with structured outputs (strict tools).
-_STRUCTURED_OUTPUT_MODELS: Final = ("sonnet-4-5", "sonnet-4-6", "opus-4-1", "opus-4-5", "opus-4-6", "haiku-4-5")
-# Models that take ``output_config.effort``.
-_EFFORT_MODELS: Final = ("opus-4-5", "opus-4-6", "sonnet-4-6")
 # reference 8 (advisor): the query sources that count as agentic.
 _AGENTIC_PREFIXES: Final = ("repl_main_thread", "agent:", "sdk", "hook_agent", "verification_agent")
 
@@ -58,21 +47,28 @@ def first_party_only_allowed(provider: str, disable_experimental: bool) -> bool:
     return provider in (FIRST_PARTY, FOUNDRY) and not disable_experimental
 
 
-def supports_interleaved_thinking(canonical: str, provider: str) -> bool:
-    """reference 6 ``modelSupportsISP``."""
+def is_claude_3(spec: ModelSpec | None) -> bool:
+    """A Claude 3 model (the catalog's generation); an unknown model is a current one."""
+    return spec is not None and spec.claude_3
+
+
+def supports_interleaved_thinking(spec: ModelSpec | None, provider: str, unknown: frozenset[str] = frozenset()) -> bool:
+    """reference-client-now.md 4: non-claude-3; on Bedrock and Vertex not Haiku 4.5 (the
+    catalog's ``interleaved_thinking_3p``; ``unknown``: what an unknown model is assumed to
+    support). Foundry: always (reference 6 ``modelSupportsISP``)."""
     if provider == FOUNDRY:
         return True
+    if is_claude_3(spec):
+        return False
     if provider == FIRST_PARTY:
-        return not is_claude_3(canonical)
-    return "opus-4" in canonical or "sonnet-4" in canonical
+        return True
+    capabilities = spec.capabilities if spec is not None else unknown
+    return C.INTERLEAVED_THINKING_3P in capabilities
 
 
-def supports_structured_outputs(canonical: str) -> bool:
-    return any(name in canonical for name in _STRUCTURED_OUTPUT_MODELS)
-
-
-def supports_effort(canonical: str) -> bool:
-    return any(name in canonical for name in _EFFORT_MODELS)
+def supports_effort(spec: ModelSpec | None) -> bool:
+    """The model takes ``output_config.effort`` (the catalog's ``effort``); unknown: no."""
+    return spec is not None and spec.has(C.EFFORT)
 
 
 def tool_search_beta(provider: str) -> str:
@@ -91,28 +87,32 @@ def request_betas(
     structured_output: bool,
     task_budget: bool,
     advisor: bool,
+    catalog: Catalog = BUILTIN,
 ) -> list[str]:
-    """The betas of reference 6 for one request, in the reference's order (no latches)."""
-    canonical = model.canonical
+    """The betas of reference 6 for one request, in the reference's order (no latches).
+
+    Model rules come from the catalog entry (``model.spec``); an unknown model is a current
+    one with the catalog's ``unknown_capabilities``."""
+    spec = model.spec
     first_party_only = first_party_only_allowed(provider, disable_experimental)
     betas: list[str] = []
-    if not is_haiku(canonical) or is_agentic(source):
+    if not catalog.is_small_fast(spec) or is_agentic(source):
         betas.append(CLAUDE_CODE)
     if model.one_m:
         betas.append(CONTEXT_1M)
-    if supports_interleaved_thinking(canonical, provider) and not disable_interleaved_thinking:
+    if supports_interleaved_thinking(spec, provider, catalog.unknown_capabilities) and not disable_interleaved_thinking:
         betas.append(INTERLEAVED_THINKING)
-    if first_party_only and is_claude_4_plus(canonical):
+    if first_party_only and not is_claude_3(spec):
         betas.append(CONTEXT_MANAGEMENT)
     if structured_output and (provider in (FIRST_PARTY, FOUNDRY)):
         betas.append(STRUCTURED_OUTPUTS)
-    if (provider == VERTEX and is_claude_4_plus(canonical)) or provider == FOUNDRY:
+    if (provider == VERTEX and not is_claude_3(spec)) or provider == FOUNDRY:
         betas.append(WEB_SEARCH)
     if first_party_only:
         betas.append(PROMPT_CACHING_SCOPE)
     if tool_search:
         betas.append(tool_search_beta(provider))
-    if supports_effort(canonical) and not disable_experimental:
+    if supports_effort(spec) and not disable_experimental:
         betas.append(EFFORT)
     if task_budget and provider in (FIRST_PARTY, FOUNDRY):
         betas.append(TASK_BUDGETS)

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
+from protocol.catalog import BUILTIN
 from protocol.wire import JsonObject
 
 # The API's limit of cache_control blocks per request (more gives a 400).
@@ -204,9 +205,9 @@ def check_break(
     now: float,
 ) -> CacheBreak | None:
     """reference 7.5 phase 2: a break when reads fell by more than 5% and at least 2 000
-    tokens since the tracking key's previous answer. Skipped for Haiku models and on the
-    first call. ``now``: the time this answer finished (seconds, any fixed origin)."""
-    if previous is None or previous.cache_read is None or "haiku" in current.model:
+    tokens since the tracking key's previous answer. Skipped for Haiku models (the catalog's
+    family) and on the first call. ``now``: the time this answer finished (seconds, any fixed origin)."""
+    if previous is None or previous.cache_read is None or BUILTIN.is_small_fast(BUILTIN.model(current.model)):
         return None
     before = previous.cache_read
     if not (cache_read < BREAK_RATIO * before and before - cache_read >= MIN_CACHE_MISS_TOKENS):

@@ -8,21 +8,19 @@
   upstream's own where there was one, else the gateway's types mapped onto the API's.
 - ``is_prelude``: the events the door may hold back until output really begins, so a retry
   before the first content is invisible (see ``actors.http_door``).
-- ``models_page`` / ``model_object``: ``GET /v1/models`` in the API's list shape.
 - ``parse_body``, ``default_session``, ``format_usd``: request body, session and header helpers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Final
 
 import msgspec
 
 from protocol.bounded_json import BoundedDecoder
 from protocol.errors import RemoteProtocolError
-from protocol.frames import ErrorInfo, ModelOption
+from protocol.frames import ErrorInfo
 from protocol.wire import JSON, JSON_OBJECT, STATUS_OF_ERROR_TYPE, JsonObject
 
 SSE_CONTENT_TYPE: Final = b"text/event-stream; charset=utf-8"
@@ -52,9 +50,6 @@ _GATEWAY_ERRORS: Final[dict[str, tuple[int, str]]] = {
 }
 
 
-# The API does not say when a model was created through the gateway's options; the epoch
-# says "unknown" in the field's own format instead of inventing a date.
-UNKNOWN_CREATED_AT: Final = "1970-01-01T00:00:00Z"
 
 
 class _EventType(msgspec.Struct):
@@ -177,29 +172,6 @@ def message_as_sse(message: JsonObject) -> bytes:
 def is_prelude(name: str) -> bool:
     """True for events that carry no content (see ``PRELUDE_EVENTS``)."""
     return name in PRELUDE_EVENTS
-
-
-def model_object(option: ModelOption) -> JsonObject:
-    """One ``/v1/models`` entry: ``{"type": "model", "id", "display_name", "created_at"}``."""
-    return {
-        "type": "model",
-        "id": option.value,
-        "display_name": option.label,
-        "created_at": UNKNOWN_CREATED_AT,
-    }
-
-
-def models_page(options: Sequence[ModelOption]) -> bytes:
-    """The ``GET /v1/models`` body: every option on one page, in order."""
-    data = [model_object(option) for option in options]
-    return JSON.encode(
-        {
-            "data": data,
-            "has_more": False,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        }
-    )
 
 
 def parse_body(body: bytes) -> JsonObject:

@@ -1,14 +1,15 @@
 """Pricing: canonical model names, exact costs in picodollars, and the display formats.
 
 Pure: no clock (the caller passes the ISO date a price is looked up for), no environment.
-The table itself is data in ``protocol/prices.py``.
+The table itself is data in ``protocol/catalog.toml``.
 
 Billing rules (wire.md 10, reference-client.md 3.1), applied by ``cost_of``:
 
 - Uncached input, output, cache reads: each at its own price.
 - Cache writes: ``cache_creation_1h_input_tokens`` at the 1-hour price (2x input), the rest of
-  ``cache_creation_input_tokens`` at the 5-minute price (1.25x). The reference client bills
-  every write at 1.25x; the API does not, and neither do we.
+  ``cache_creation_input_tokens`` at the 5-minute price (1.25x), as the API bills and
+  Claude Code 2.1.197 prices them (reference-client-now.md 2; 2.1.88 billed every write at
+  1.25x).
 - Web search: per request ($0.01). Web fetch is free (counted, never priced).
 - Fast mode: ``usage.speed == "fast"`` uses the model's fast prices when it has them, else the
   standard prices (the upstream said fast, but no fast price is known).
@@ -17,8 +18,9 @@ Billing rules (wire.md 10, reference-client.md 3.1), applied by ``cost_of``:
   every part including output, is billed at the long-context prices. For Sonnet 4/4.5 and
   Opus 4.6 this needs the 1M-context beta (``long_context=True``); Haiku 5.5's 100K tier
   applies to every request. The reference client has no such tier; the API does.
-- Unknown model: priced at ``DEFAULT_PRICE`` (Sonnet 4.6, the reference's ``COST_TIER_3_15``,
-  $3 / $15) and flagged ``unknown_model``: never dropped, never free.
+- Unknown model: priced at ``DEFAULT_PRICE`` (the catalog's ``unknown_price_model``, Sonnet
+  4.6, $3 / $15) and flagged ``unknown_model``: never dropped, never free. A model learnt from
+  the upstream's ``/v1/models`` has no price, so it is flagged too.
 - Advisor: each ``usage.iterations`` entry with ``type == "advisor_message"`` and a model is
   priced at its own model's prices (all its cache writes at the 5-minute price: iterations
   carry no TTL split; no fast mode, no 1M beta) and added as ``advisor_pico``; an unknown
@@ -35,6 +37,7 @@ from typing import Final
 
 import msgspec
 
+from protocol.catalog import BUILTIN
 from protocol.prices import PICO_PER_USD, PRICE_TABLE, PriceEntry, Rates
 from protocol.usage import Usage, UsageIteration
 
@@ -55,15 +58,13 @@ __all__ = [
     "usd",
 ]
 
-_BY_MODEL: Final[dict[str, tuple[PriceEntry, ...]]] = {
-    model: tuple(sorted((e for e in PRICE_TABLE if e.model == model), key=lambda e: e.effective))
-    for model in {e.model for e in PRICE_TABLE}
-}
+_BY_MODEL: Final[dict[str, tuple[PriceEntry, ...]]] = {key: BUILTIN.prices(key) for key in BUILTIN.priced_keys()}
 
-# The unknown-model price. reference-client.md 3.1 uses the default main-loop model's tier
-# (for most users Sonnet, COST_TIER_3_15), else 5/25; a gateway has no main-loop model, so we
-# fix it to Sonnet 4.6's list price ($3 / $15, cache 3.75 / 6 / 0.30), standard rates only.
-DEFAULT_PRICE: Final[PriceEntry] = _BY_MODEL["claude-sonnet-4-6"][0]
+# The unknown-model price. reference-client-now.md 2 uses the bootstrap's
+# additional_model_costs, else the default model's tier, else 5/25; a gateway has no main-loop
+# model, so the catalog names one (``unknown_price_model``: Sonnet 4.6, $3 / $15, cache
+# 3.75 / 6 / 0.30), standard rates only.
+DEFAULT_PRICE: Final[PriceEntry] = _BY_MODEL[BUILTIN.unknown_price_model][0]
 
 _ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ADVISOR_TYPE: Final = "advisor_message"
@@ -103,43 +104,17 @@ def known_models() -> frozenset[str]:
 
 
 # --- canonical names -------------------------------------------------------------------------
-#
-# Provider forms of one model, normalised in this order (reference-client.md 3.1, 5.3;
-# wire.md 7.7, 8, 9):
-#   "claude-opus-4-6[1m]"                           client-side 1M marker, any case
-#   "arn:aws:bedrock:...:inference-profile/<id>"    Bedrock ARN: keep what follows the last "/"
-#   "us.anthropic.<id>" / "anthropic.<id>"          Bedrock geo prefix (us. eu. apac. jp. au.
-#                                                   us-gov. global. ...) and provider prefix
-#   "<id>@20250929" / "<id>@default"                Vertex version
-#   "<id>-v1:0" / "<id>-v2:0" / "<id>-v1"           Bedrock version ("-v2" is also in Vertex's
-#                                                   claude-3-5-sonnet-v2@20241022)
-#   "<id>-20250929"                                 snapshot date
-#   "<id>-latest" / "claude-opus-4-0"               aliases
-# Foundry uses plain names. Whatever remains must be a model in the price table.
-
-_MARKER: Final = re.compile(r"\[\d+m\]$")
-_BEDROCK_PREFIX: Final = re.compile(r"^(?:[a-z][a-z0-9-]*\.)?anthropic\.")
-_VERTEX_VERSION: Final = re.compile(r"@[^@]*$")
-_BEDROCK_VERSION: Final = re.compile(r"-v\d+(?::[0-9a-z]+)*$")
-_SNAPSHOT_DATE: Final = re.compile(r"-\d{8}$")
-_ALIAS_SUFFIX: Final = re.compile(r"-(?:latest|0)$")
 
 
 def canonical_model(model_id: str) -> str | None:
-    """The canonical name of any provider's id for a model, or None when the model is unknown.
+    """The catalog key of any provider's id for a priced model, or None when it is unknown.
 
     ``canonical_model("us.anthropic.claude-opus-4-6-v1") == "claude-opus-4-6"``, as do the
-    Vertex, Foundry, ARN and ``[1m]`` forms. Idempotent: a canonical name maps to itself.
+    Vertex, Foundry, ARN and ``[1m]`` forms (``Catalog.model``). Idempotent: a key maps to
+    itself.
     """
-    name = _MARKER.sub("", model_id.strip().lower())
-    if name.startswith("arn:"):
-        name = name.rsplit("/", 1)[-1]
-    name = _BEDROCK_PREFIX.sub("", name)
-    name = _VERTEX_VERSION.sub("", name)
-    name = _BEDROCK_VERSION.sub("", name)
-    name = _SNAPSHOT_DATE.sub("", name)
-    name = _ALIAS_SUFFIX.sub("", name)
-    return name if name in _BY_MODEL else None
+    model = BUILTIN.model(model_id)
+    return model.key if model is not None and model.key in _BY_MODEL else None
 
 
 # --- price lookup ----------------------------------------------------------------------------

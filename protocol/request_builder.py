@@ -21,6 +21,7 @@ import msgspec
 
 from protocol import betas as B
 from protocol.caching import PromptSnapshot, add_breakpoints, snapshot
+from protocol.catalog import ADVISOR, EFFORT, XHIGH
 from protocol.message_repair import limit_media, repair_tool_pairing
 from protocol.models_catalog import (
     FIRST_PARTY,
@@ -29,8 +30,6 @@ from protocol.models_catalog import (
     ResolvedModel,
     default_opus,
     default_sonnet,
-    is_haiku,
-    output_limits,
     resolve_model,
     small_fast_model,
 )
@@ -41,8 +40,6 @@ from protocol.wire import JsonObject
 LATCHED_BETAS: Final = frozenset(
     {B.FAST_MODE, B.TOOL_SEARCH_1P, B.TOOL_SEARCH_3P, B.STRUCTURED_OUTPUTS, B.TASK_BUDGETS, B.ADVISOR}
 )
-# reference 8 (advisor): both models must be one of these.
-_ADVISOR_MODELS: Final = ("opus-4-6", "sonnet-4-6")
 _ADVISOR_TOOL_TYPE: Final = "advisor_20260301"
 _encode: Final = msgspec.json.Encoder()
 _decode: Final = msgspec.json.Decoder()
@@ -128,13 +125,33 @@ def _task_budget(body: JsonObject) -> bool:
 
 
 def _advisor_on(model: ResolvedModel, settings: BuildSettings) -> bool:
+    """reference 8 (advisor): both models must have the catalog's ``advisor`` capability."""
     advisor = settings.advisor_model
+    if advisor is None or settings.provider not in (FIRST_PARTY, FOUNDRY):
+        return False
+    advisor_spec = settings.models.catalog.model(advisor)
     return (
-        advisor is not None
-        and settings.provider in (FIRST_PARTY, FOUNDRY)
-        and any(m in model.canonical for m in _ADVISOR_MODELS)
-        and any(m in advisor for m in _ADVISOR_MODELS)
+        model.spec is not None
+        and model.spec.has(ADVISOR)
+        and advisor_spec is not None
+        and advisor_spec.has(ADVISOR)
     )
+
+
+def _lower_effort(body: JsonObject, model: ResolvedModel, notes: list[str]) -> None:
+    """reference-client-now.md 5: ``xhigh`` is lowered to ``high`` on a model the catalog
+    knows to take effort but not ``xhigh``. An unknown model gets what the client sent."""
+    output_config = body.get("output_config")
+    spec = model.spec
+    if (
+        isinstance(output_config, dict)
+        and output_config.get("effort") == XHIGH
+        and spec is not None
+        and spec.has(EFFORT)
+        and not spec.has(XHIGH)
+    ):
+        body["output_config"] = {**output_config, "effort": "high"}
+        notes.append(f"effort xhigh lowered to high ({model.api_id} has no xhigh)")
 
 
 def build_request(
@@ -187,7 +204,7 @@ def build_request(
         deferred
         and settings.tool_search
         and not settings.disable_experimental_betas
-        and not is_haiku(resolved.canonical)
+        and not settings.models.catalog.is_small_fast(resolved.spec)
     )
     if deferred and not tool_search and isinstance(tools, list):
         body["tools"] = [{k: v for k, v in t.items() if k != "defer_loading"} if isinstance(t, dict) else t for t in tools]
@@ -204,13 +221,19 @@ def build_request(
         # reference 6: temperature is sent only when thinking is off.
         body.pop("temperature", None)
 
+    _lower_effort(body, resolved, notes)
+
     if not count_only:
-        _, limit = output_limits(resolved.canonical)
-        cap = min(limit, settings.max_output_tokens) if settings.max_output_tokens else limit
+        # Only a limit the gateway knows for certain clamps: the catalog's (or the upstream's
+        # /v1/models) and CLAUDE_CODE_MAX_OUTPUT_TOKENS. An unknown model is never clamped.
+        limit = resolved.spec.max_output if resolved.spec is not None else None
+        caps = [n for n in (limit, settings.max_output_tokens) if n]
         asked = body.get("max_tokens")
-        if isinstance(asked, int) and asked > cap:
+        if caps and isinstance(asked, int) and asked > min(caps):
+            cap = min(caps)
             body["max_tokens"] = cap
-            notes.append(f"max_tokens {asked} clamped to {cap} ({resolved.api_id} limit)")
+            why = "CLAUDE_CODE_MAX_OUTPUT_TOKENS" if cap == settings.max_output_tokens else f"{resolved.api_id} limit"
+            notes.append(f"max_tokens {asked} clamped to {cap} ({why})")
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         thinking = body.get("thinking")
@@ -239,6 +262,7 @@ def build_request(
         structured_output=_structured_output(body),
         task_budget=_task_budget(body),
         advisor=advisor,
+        catalog=settings.models.catalog,
     )
     if fast_requested:
         rule_betas.append(B.FAST_MODE)

@@ -32,6 +32,7 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
+from protocol.catalog import BUILTIN, Catalog
 from protocol.frames import ErrorInfo
 
 # reference-client.md 1.1.
@@ -68,27 +69,6 @@ FOREGROUND_529_SOURCES: Final = frozenset(
         "verification_agent",
         "side_question",
         "auto_mode",
-    }
-)
-
-# reference-client.md 1.5 ``isNonCustomOpusModel``: the provider model strings of Opus
-# 4.0/4.1/4.5/4.6, matched exactly (a ``[1m]`` suffix or a custom id does not count).
-NON_CUSTOM_OPUS_MODELS: Final = frozenset(
-    {
-        "claude-opus-4-20250514",
-        "claude-opus-4-1-20250805",
-        "claude-opus-4-5-20251101",
-        "claude-opus-4-6",
-        "us.anthropic.claude-opus-4-20250514-v1:0",
-        "us.anthropic.claude-opus-4-1-20250805-v1:0",
-        "us.anthropic.claude-opus-4-5-20251101-v1:0",
-        "us.anthropic.claude-opus-4-6-v1",
-        "claude-opus-4@20250514",
-        "claude-opus-4-1@20250805",
-        "claude-opus-4-5@20251101",
-        "claude-opus-4",
-        "claude-opus-4-1",
-        "claude-opus-4-5",
     }
 )
 
@@ -151,6 +131,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     persistent: bool = False
     fallback_for_all_models: bool = False
     nonstreaming_fallback: bool = True
+    # The catalog whose families decide which models count consecutive 529s
+    # (reference-client-now.md 3): the built-in one, or it merged with the upstream's models.
+    catalog: Catalog = BUILTIN
 
 
 class RetryState(msgspec.Struct, frozen=True, kw_only=True):
@@ -375,7 +358,7 @@ def decide(policy: RetryPolicy, state: RetryState, failure: Failure, ctx: Contex
     # d. Consecutive overloads: fall back to another model, or stop (1.5). Never reset by
     # other errors in between, as in the reference.
     consecutive = state.consecutive_529
-    if overloaded and (policy.fallback_for_all_models or state.model in NON_CUSTOM_OPUS_MODELS):
+    if overloaded and (policy.fallback_for_all_models or policy.catalog.counts_repeated_overload(state.model)):
         consecutive += 1
         if consecutive >= MAX_529_RETRIES:
             if policy.fallback_model is not None and policy.fallback_model != state.model:

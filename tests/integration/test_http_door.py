@@ -178,10 +178,20 @@ async def test_count_tokens_and_models(
     usage = (await call(lambda: sdk.messages.create(**chat()))).usage
     assert counted.input_tokens == usage.input_tokens > 0
     assert len(api_calls(emulator, "/v1/messages/count_tokens")) == 1
-    page = await call(sdk.models.list)
-    assert [model.id for model in page.data] == [option.value for option in server.gateway.models]
-    one = await call(lambda: sdk.models.retrieve("claude-opus-4-6"))
-    assert (one.id, one.display_name) == ("claude-opus-4-6", "Opus 4.6")
+    # The catalog's models, newest first, paged as the API pages; the SDK's auto-paging walks
+    # every page with after_id.
+    every = [spec.first_party for spec in server.gateway.catalog.listing()]
+    page = await call(lambda: sdk.models.list(limit=1000))
+    assert [model.id for model in page.data] == every and not page.has_more
+    walked = await call(lambda: [model.id for model in sdk.models.list(limit=7)])
+    assert walked == every
+    first = await call(sdk.models.list)
+    assert len(first.data) == 20 and first.has_more
+    one = await call(lambda: sdk.models.retrieve("claude-opus-4-8"))
+    assert (one.id, one.display_name, one.max_tokens) == ("claude-opus-4-8", "Claude Opus 4.8", 128_000)
+    assert one.created_at.isoformat().startswith("2026-05-28")
+    with pytest.raises(anthropic.BadRequestError):
+        await call(lambda: sdk.models.list(limit=5000))
     with pytest.raises(anthropic.NotFoundError):
         await call(lambda: sdk.models.retrieve("claude-nonexistent"))
 

@@ -59,9 +59,9 @@ async def test_a_session_of_realistic_requests(nursery: trio.Nursery, config: Co
         # 1. Plain chat through an alias, with a system prompt.
         frames = await ask(client, "q1", {"model": "sonnet", "max_tokens": 512, "system": "Be terse.",
                                           "messages": [{"role": "user", "content": "Hi"}]})
-        assert isinstance(frames[-1], Done) and frames[-1].model == "claude-sonnet-4-6"
+        assert isinstance(frames[-1], Done) and frames[-1].model == "claude-sonnet-5"
         assert sent(emulator, 0) == ("/v1/messages", [*BASE, "files-api-2025-04-14"], {
-            "model": "claude-sonnet-4-6",
+            "model": "claude-sonnet-5",
             "max_tokens": 512,
             "system": [{"type": "text", "text": "Be terse.", "cache_control": EPHEMERAL}],
             "messages": [user("Hi", cache_control=EPHEMERAL)],
@@ -85,12 +85,12 @@ async def test_a_session_of_realistic_requests(nursery: trio.Nursery, config: Co
                    "thinking": {"type": "enabled", "budget_tokens": 4096},
                    "messages": [{"role": "user", "content": "Think."}]}
         frames = await ask(client, "q3", request, fast_mode=True)
-        assert isinstance(frames[-1], Done) and frames[-1].model == "claude-opus-4-6"
+        assert isinstance(frames[-1], Done) and frames[-1].model == "claude-opus-4-8"
         assert sent(emulator, 2) == ("/v1/messages", [
             B.CLAUDE_CODE, B.CONTEXT_1M, B.INTERLEAVED_THINKING, B.CONTEXT_MANAGEMENT, B.PROMPT_CACHING_SCOPE,
             B.EFFORT, B.FAST_MODE, B.TOOL_SEARCH_1P, "files-api-2025-04-14",
         ], {
-            "model": "claude-opus-4-6",
+            "model": "claude-opus-4-8",
             "max_tokens": 128_000,
             "thinking": {"type": "enabled", "budget_tokens": 4096},
             "messages": [user("Think.", cache_control=EPHEMERAL)],
@@ -140,7 +140,7 @@ async def test_count_tokens_goes_through_the_same_construction(
     path, betas, body = sent(emulator, 0)
     assert path.startswith("/v1/messages/count_tokens")
     assert betas == [B.CLAUDE_CODE, B.CONTEXT_1M, *BASE[1:]]
-    assert body == {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}]}
+    assert body == {"model": "claude-sonnet-5", "messages": [{"role": "user", "content": "x"}]}
 
 
 async def test_a_cache_break_is_named_in_the_done_frame(nursery: trio.Nursery, config: Config, emulator: Emulator) -> None:

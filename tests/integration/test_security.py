@@ -315,7 +315,7 @@ async def test_a_password_in_the_base_url_or_a_proxy_url_never_reaches_a_log(
         assert secret not in caplog.text and not any(secret in line for line in lines)
     # Not vacuous: the Messages requests went through the proxy, and the HTTP client logged
     # the bootstrap request and its connections.
-    proxied = [r for r in emulator.requests if r.path.startswith("http://")]
+    proxied = [r for r in emulator.requests if r.path.startswith("http://") and "/v1/messages" in r.path]
     assert len(proxied) == 2 and all(r.headers["proxy-authorization"].startswith("Basic ") for r in proxied)
     assert any(f"127.0.0.1:{port}/api/claude_cli/bootstrap" in line for line in lines)
     assert sum(f"port={port}" in line for line in lines if line.startswith("connect_tcp.started")) >= 2

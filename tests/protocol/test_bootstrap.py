@@ -72,7 +72,7 @@ def test_oauth_is_preferred_over_the_api_key_and_no_credential_means_no_request(
 
 def test_only_new_values_join_the_defaults_in_order() -> None:
     learnt = (
-        ModelOption(value="claude-sonnet-4-6", label="Other label"),
+        ModelOption(value=DEFAULT_MODEL_OPTIONS[1].value, label="Other label"),
         ModelOption(value="claude-new", label="New"),
         ModelOption(value="claude-new", label="Twice"),
     )

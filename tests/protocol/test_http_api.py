@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from protocol.assembly import MessageAssembler, usage_json
 from protocol.errors import RemoteProtocolError
-from protocol.frames import ErrorInfo, ModelOption
+from protocol.frames import ErrorInfo
 from protocol.http_api import (
     default_session,
     error_body,
@@ -19,7 +19,6 @@ from protocol.http_api import (
     format_usd,
     http_error,
     message_as_sse,
-    models_page,
     parse_body,
     sse_comment,
     sse_error_event,
@@ -132,24 +131,6 @@ def test_error_body_is_the_api_envelope() -> None:
         "error": {"type": "not_found_error", "message": "nope"},
         "request_id": "req_1",
     }
-
-
-def test_models_page_has_the_api_list_shape() -> None:
-    page = msgspec.json.decode(
-        models_page([ModelOption(value="a", label="A"), ModelOption(value="b", label="B")])
-    )
-    assert (
-        [m["id"] for m in page["data"]] == ["a", "b"]
-        and page["first_id"] == "a"
-        and page["last_id"] == "b"
-    )
-    assert page["data"][0] == {
-        "type": "model",
-        "id": "a",
-        "display_name": "A",
-        "created_at": "1970-01-01T00:00:00Z",
-    }
-    assert page["has_more"] is False
 
 
 def test_parse_body_refuses_what_is_not_a_json_object() -> None:

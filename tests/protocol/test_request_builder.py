@@ -58,14 +58,18 @@ def test_plain_chat_golden() -> None:
 @pytest.mark.parametrize(
     ("requested", "api_id", "one_m"),
     [
-        ("sonnet", "claude-sonnet-4-6", False),
-        ("opus", "claude-opus-4-6", False),
-        ("best", "claude-opus-4-6", False),
+        # reference-client-now.md 1: the first party's aliases.
+        ("sonnet", "claude-sonnet-5", False),
+        ("opus", "claude-opus-4-8", False),
+        ("best", "claude-fable-5", False),
+        ("fable", "claude-fable-5", False),
         ("haiku", "claude-haiku-4-5-20251001", False),
-        ("sonnet[1m]", "claude-sonnet-4-6", True),
-        ("opus[1M]", "claude-opus-4-6", True),
-        ("claude-opus-4-1-20250805", "claude-opus-4-6", False),
-        ("claude-opus-4-0", "claude-opus-4-6", False),
+        ("opusplan", "claude-sonnet-5", False),
+        ("default", "claude-opus-4-8", True),
+        ("sonnet[1m]", "claude-sonnet-5", True),
+        ("opus[1M]", "claude-opus-4-8", True),
+        ("claude-opus-4-1-20250805", "claude-opus-4-8", False),
+        ("claude-opus-4-0", "claude-opus-4-8", False),
         ("My-Custom-Deployment", "My-Custom-Deployment", False),
     ],
 )
@@ -300,7 +304,7 @@ def test_advisor_tool_is_added_for_agentic_queries_on_supported_models() -> None
 
 def test_count_tokens_goes_through_the_same_construction() -> None:
     built = count_tokens_request(chat(model="sonnet[1m]"), settings=FIRST)
-    assert built.body == {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "Hello"}]}
+    assert built.body == {"model": "claude-sonnet-5", "messages": [{"role": "user", "content": "Hello"}]}
     assert B.CONTEXT_1M in built.betas
     vertex = count_tokens_request(
         chat(model="opus"), settings=BuildSettings(provider="vertex"), client_betas=("files-api-2025-04-14",)
