@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.resources
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from protocol.betas import request_betas
@@ -30,6 +31,10 @@ TIER_10_50 = ("10", "50", "12.50", "20", "1")
 TIER_30_150 = ("30", "150", "37.50", "60", "3")
 HAIKU_3_5 = ("0.8", "4", "1", "1.6", "0.08")
 HAIKU_4_5 = ("1", "5", "1.25", "2", "0.10")
+
+# Where the gateway charges what the API bills rather than what Claude Code shows: Claude Code
+# 2.1.197 prices Sonnet 5 like Sonnet 4.6, but its model page says $2 / $10 (wire.md 10.2).
+API_PRICE: dict[str, tuple[str, ...]] = {"claude-sonnet-5": ("2", "10", "2.50", "4", "0.20")}
 
 # reference-client-now.md 1: every model Claude Code offers, by its first-party wire id, with
 # its standard tier and (where it has one) its fast tier.
@@ -83,6 +88,11 @@ def claude_code_price_pico(usage: Usage, tier: tuple[str, ...]) -> int:
 def test_price_equals_claude_codes_for_every_model_it_offers(
     model: str, standard: tuple[str, ...], fast: tuple[str, ...] | None
 ) -> None:
+    if model in API_PRICE:
+        # The one documented departure: for tokens, Claude Code shows 1.5x the API's bill.
+        tokens = msgspec.structs.replace(USAGE, web_search_requests=0)
+        assert claude_code_price_pico(tokens, standard) * 2 == claude_code_price_pico(tokens, API_PRICE[model]) * 3
+        standard = API_PRICE[model]
     for form in (model, f"{model}[1m]"):
         cost = cost_of(USAGE, form, on=ON)
         assert not cost.unknown_model
@@ -96,6 +106,7 @@ def test_price_equals_claude_codes_for_every_model_it_offers(
 def test_provider_ids_price_like_the_first_party(
     model: str, standard: tuple[str, ...], fast: tuple[str, ...] | None
 ) -> None:
+    standard = API_PRICE.get(model, standard)
     spec = BUILTIN.first_party_model(model)
     assert spec is not None
     for provider_id in (spec.bedrock, spec.vertex, spec.foundry):
