@@ -6,7 +6,10 @@ accepts connections, then, with ``--http-port``, the HTTP door's URL as the seco
 
 ``switchboard cost [SESSION] [--ledger PATH] [--json]`` prints the costs kept in a ledger
 file (read-only, also while a gateway writes it): one session's or every session's, in the
-reference client's format or as PROTOCOL.md cost summaries.
+reference client's format or as PROTOCOL.md cost summaries. Estimated figures (streams cut
+short, protocol/estimate.py) are marked: ``(of which $X estimated)`` after the total,
+``(~N estimated)`` after a model's output; ``estimated_cost_usd`` and
+``estimated_output_tokens`` in the JSON.
 
 ``serve`` owns its process, so it also sets the garbage collector's policy (``tune_gc``); a
 program that embeds the gateway (``actors.gateway.open_gateway``) keeps its own.

@@ -12,6 +12,9 @@ Inbox (``CostLedgerMsg``):
     usage record. A record is counted once: a newer version with the same ``record_id``
     (provisional at ``message_start``, final at the end) replaces the older one, and a
     provisional version nobody replaced (the process was killed mid-stream) stays counted.
+    A record whose ``usage.estimated`` (a stream cut short, protocol/estimate.py) is counted
+    like any other and kept marked (the store's ``estimated`` column; the summaries'
+    ``estimated_cost_usd``, ``estimated_output_tokens``).
     ``RecordDuration`` (RetrySupervisor, once per query).
     ``GetCost`` (FrontDoor, Gateway): the session's cost summary.
 Outputs:

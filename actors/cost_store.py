@@ -17,7 +17,7 @@ in the WAL file before the commit returns, so it survives a process kill (``kill
 a power cut or an OS crash can lose the last commits before a checkpoint. The ledger replies
 only after the commit.
 
-Schema (version 1, ``PRAGMA user_version``)::
+Schema (version 2, ``PRAGMA user_version``)::
 
     sessions(session_id PK, owner, created_at, updated_at,
              api_duration_ms, api_duration_without_retries_ms)
@@ -25,11 +25,17 @@ Schema (version 1, ``PRAGMA user_version``)::
           input_tokens, output_tokens, cache_creation_input_tokens,
           cache_creation_1h_input_tokens, cache_read_input_tokens, web_search_requests,
           web_fetch_requests, cost_pico, unknown_model, speed, service_tier, long_context,
-          priced_on, recorded_at;  PK (session_id, record_id, part))
+          priced_on, recorded_at, estimated;  PK (session_id, record_id, part))
 
 ``owner`` is a digest of the access token, never the token. One usage row per record part
 (part 0: the message, 1..: its advisor sub-messages); ``final`` 0 marks a provisional record,
-replaced as a whole (all its parts) by its next version.
+replaced as a whole (all its parts) by its next version. ``estimated`` 1: the part's
+``output_tokens`` is the gateway's estimate (a stream cut short, protocol/estimate.py).
+
+Migrations (``_MIGRATIONS``, run by ``LedgerStore.open`` in one transaction on a file of
+an older version): 1 -> 2 adds ``usage.estimated`` (default 0: every older record holds
+the upstream's own counts). ``read_sessions`` reads an older file as it is (read-only):
+without the column, nothing is estimated.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from protocol.errors import ConfigError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # WAL + NORMAL survives any crash of the process; FULL would add an fsync to every commit
 # (6.4 ms on the development machine against 0.01 ms), paid by every query's done frame and,
 # with the provisional record, by its first events.
@@ -102,6 +108,7 @@ CREATE TABLE IF NOT EXISTS usage (
     long_context INTEGER NOT NULL,
     priced_on TEXT NOT NULL,
     recorded_at TEXT NOT NULL,
+    estimated INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (session_id, record_id, part)
 );
 CREATE INDEX IF NOT EXISTS usage_provisional ON usage (session_id) WHERE final = 0;
@@ -118,11 +125,20 @@ _COUNTS: Final = (
     "cost_pico",
 )
 _SUMS: Final = ", ".join(f"SUM({column})" for column in _COUNTS)
+# Schema 2's column (see the module docstring, "Migrations").
+_ESTIMATED: Final = "estimated"
+# What a session's estimated figures sum (protocol.ledger.ModelTotals), given the
+# expression that reads the flag: the column, or 0 on a file from before it.
+_ESTIMATED_SUMS: Final = "SUM(output_tokens * {flag}), SUM(cost_pico * {flag})"
 _INSERT_PART: Final = (
     "INSERT OR REPLACE INTO usage (session_id, record_id, part, query_id, attempt, final, "
     "model, canonical, " + ", ".join(_COUNTS) + ", unknown_model, speed, service_tier, "
-    "long_context, priced_on, recorded_at) VALUES (" + ", ".join("?" * 22) + ")"
+    "long_context, priced_on, recorded_at, estimated) VALUES (" + ", ".join("?" * 23) + ")"
 )
+# Schema migrations: the statements that take a file from version ``n - 1`` to ``n``.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    2: (f"ALTER TABLE usage ADD COLUMN {_ESTIMATED} INTEGER NOT NULL DEFAULT 0",),
+}
 _UPSERT_SESSION: Final = (
     "INSERT INTO sessions (session_id, owner, created_at, updated_at, api_duration_ms, "
     "api_duration_without_retries_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO "
@@ -222,6 +238,7 @@ class LedgerStore:
                         f"the cost ledger {path!r} has schema {version}; this switchboard knows "
                         f"{SCHEMA_VERSION} (upgrade switchboard)"
                     )
+                _migrate(db, version)
                 db.executescript(_SCHEMA)
                 # Also the write probe: a read-only file or directory fails here, at start.
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -257,7 +274,7 @@ class LedgerStore:
             ).fetchone()
             if row is None:
                 continue
-            totals = _totals(self._db, "WHERE session_id = ?", (session_id,)).get(
+            totals = _totals(self._db, "WHERE session_id = ?", (session_id,), estimated=_ESTIMATED).get(
                 session_id, SessionTotals()
             )
             totals.api_duration_ms, totals.api_duration_without_retries_ms = _ints(row[2:4])
@@ -269,12 +286,14 @@ class LedgerStore:
     def _provisional(self, session_id: str) -> dict[str, tuple[RecordPart, ...]]:
         parts: dict[str, list[RecordPart]] = {}
         for row in self._db.execute(
-            "SELECT record_id, model, canonical, " + ", ".join(_COUNTS) + ", unknown_model "
-            "FROM usage WHERE session_id = ? AND final = 0 ORDER BY record_id, part",
+            "SELECT record_id, model, canonical, " + ", ".join(_COUNTS) + ", unknown_model, "
+            f"{_ESTIMATED} FROM usage WHERE session_id = ? AND final = 0 ORDER BY record_id, part",
             (session_id,),
         ):
             counts = dict(zip(_COUNTS, _ints(row[3:11]), strict=True))
-            part = RecordPart(model=row[1], canonical=row[2], unknown_model=bool(row[11]), **counts)
+            part = RecordPart(
+                model=row[1], canonical=row[2], unknown_model=bool(row[11]), estimated=bool(row[12]), **counts
+            )
             parts.setdefault(row[0], []).append(part)
         return {record_id: tuple(p) for record_id, p in parts.items()}
 
@@ -405,6 +424,7 @@ def _part_values(record: RecordWrite) -> list[tuple[object, ...]]:
             int(record.long_context),
             record.priced_on,
             record.recorded_at,
+            int(part.estimated),
         )
         for index, part in enumerate(record.parts)
     ]
@@ -419,18 +439,47 @@ def _ints(values: Sequence[object]) -> list[int]:
     return ints
 
 
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Take a ledger of schema ``version`` (0: a new file) to ``SCHEMA_VERSION``, in one
+    transaction. A new file gets the whole schema from ``_SCHEMA`` instead.
+
+    Raises sqlite3.Error after rolling back.
+    """
+    if version == 0 or version >= SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[step]:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    log.info("cost ledger schema migrated from version %d to %d", version, SCHEMA_VERSION)
+
+
+def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
+
+
 def _totals(
-    db: sqlite3.Connection, where: str, params: tuple[object, ...]
+    db: sqlite3.Connection, where: str, params: tuple[object, ...], *, estimated: str
 ) -> dict[str, SessionTotals]:
-    """Per-session totals of the usage rows matching ``where`` (durations not included)."""
+    """Per-session totals of the usage rows matching ``where`` (durations not included).
+    ``estimated``: the SQL expression of a row's estimated flag (``_ESTIMATED``, or ``0``)."""
     sessions: dict[str, SessionTotals] = {}
     query = (
-        f"SELECT session_id, model, {_SUMS}, MAX(unknown_model) FROM usage {where} "
+        f"SELECT session_id, model, {_SUMS}, MAX(unknown_model), "
+        f"{_ESTIMATED_SUMS.format(flag=estimated)} FROM usage {where} "
         "GROUP BY session_id, model ORDER BY session_id, MIN(rowid)"
     )
     for row in db.execute(query, params):
         totals = sessions.setdefault(row[0], SessionTotals())
         model = ModelTotals(**dict(zip(_COUNTS, _ints(row[2:10]), strict=True)))
+        model.estimated_output_tokens, model.estimated_cost_pico = _ints(row[11:13])
         totals.models[row[1]] = model
         totals.total_pico += model.cost_pico
         totals.unknown_model_cost = totals.unknown_model_cost or bool(row[10])
@@ -455,7 +504,9 @@ def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, S
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
         db.execute("BEGIN")  # one snapshot for both queries
-        usage = _totals(db, where, params)
+        # A file from before schema 2 is read as it is: nothing in it was estimated.
+        flag = _ESTIMATED if _has_column(db, "usage", _ESTIMATED) else "0"
+        usage = _totals(db, where, params, estimated=flag)
         rows = db.execute(
             "SELECT session_id, api_duration_ms, api_duration_without_retries_ms "
             f"FROM sessions {where} ORDER BY rowid",

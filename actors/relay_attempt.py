@@ -43,6 +43,7 @@ from protocol.recovery import OUTPUT_LIMIT_STOPS
 from protocol.request import merge_headers
 from protocol.retry import Failure
 from protocol.sse import SSEDecoder
+from protocol.usage import Usage
 from protocol.wire import JSON, JSON_OBJECT, JsonObject
 
 if TYPE_CHECKING:
@@ -305,13 +306,17 @@ class AttemptStreamer:
         if watchdog is not None and self._idle_timeout is not None:
             watchdog.deadline = trio.current_time() + self._idle_timeout
 
-    async def record(self, msg: RunAttempt, progress: Progress, *, final: bool) -> UsageRecorded:
-        """Record the message's usage so far under its record id. A checkpoint.
+    async def record(
+        self, msg: RunAttempt, progress: Progress, *, final: bool, usage: Usage | None = None
+    ) -> UsageRecorded:
+        """Record the message's usage so far under its record id (``usage``: the final
+        version's, settled by the caller; default the assembler's). A checkpoint.
 
         Raises:
             ActorUnavailable: the ledger is gone.
         """
-        usage = progress.assembler.usage
+        if usage is None:
+            usage = progress.assembler.usage
         return await ask(
             self._to_ledger,
             lambda reply: RecordUsage(

@@ -29,8 +29,10 @@ Failure policy:
     with ``fail`` (the asker gets ``ActorFailed``); the relay serves its next message.
     Cancellation (abort, disconnect, shutdown) arrives through the
     attempt's ``scope``; the upstream response is closed at once, and the usage seen so far
-    is still recorded, in a shielded cleanup with a deadline. A client that went away (its
-    outbound channel is broken) cancels the attempt the same way, and so does one that took
+    is still recorded, in a shielded cleanup with a deadline, its output tokens estimated
+    from the content relayed (the upstream's final count never came; protocol/estimate.py).
+    A client that went away (its outbound channel is broken) cancels the attempt the same
+    way, and so does one that took
     nothing for ``slow_reader_timeout`` while the channel was full (through either door;
     never retried, since the upstream was not silent: the relay stopped reading it).
     A failure's message (upstream text, which a client will see) has been through
@@ -86,7 +88,9 @@ log = logging.getLogger("switchboard.relay")
 class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """How one attempt ended. ``failure`` None: ``message`` is the complete answer.
 
-    ``usage``/``cost_pico`` are what this attempt's upstream message used (recorded already);
+    ``usage``/``cost_pico`` are what this attempt's upstream message used (recorded already;
+    its output estimated, ``usage.estimated``, when the stream was cut short before the
+    upstream's final count, protocol/estimate.py);
     ``cost_recorded`` False: the ledger did not commit it (``UsageRecorded.recorded``);
     ``relayed`` counts the event frames the client received; ``aborted`` means the attempt
     was cancelled. ``internal_error``: the attempt failed unexpectedly (the relay logged and
@@ -261,22 +265,25 @@ class StreamRelay:
     async def _outcome(self, msg: RunAttempt, progress: Progress, started: float) -> AttemptOutcome:
         """Record the attempt's final usage; its ``AttemptOutcome``."""
         assembler = progress.assembler
+        # A stream cut short before its final output count is billed an estimate
+        # (protocol/estimate.py); a complete one, the upstream's own count.
+        usage = assembler.settled_usage()
         recorded: UsageRecorded | None = None
         if assembler.started:
             try:
-                recorded = await self._streamer.record(msg, progress, final=True)
+                recorded = await self._streamer.record(msg, progress, final=True, usage=usage)
             except ActorUnavailable:
                 # Only past the shutdown grace deadline: say loudly what could not be kept.
                 log.error(
                     "usage of query %s attempt %d not recorded (ledger gone): %s",
-                    msg.query_id, msg.attempt, assembler.usage,
+                    msg.query_id, msg.attempt, usage,
                 )
         succeeded = progress.completed and progress.failure is None and progress.internal_error is None
         return AttemptOutcome(
             model=msg.model,
             message=assembler.message() if succeeded else None,
             failure=self._redacted(progress.failure),
-            usage=assembler.usage,
+            usage=usage,
             cost_pico=recorded.cost_pico if recorded else 0,
             session_cost_pico=recorded.session_cost_pico if recorded else None,
             cost_recorded=recorded.recorded if recorded else not assembler.started,

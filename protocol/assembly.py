@@ -6,6 +6,10 @@ with its deltas applied, ``message_delta`` fields) and the message's merged usag
 (``protocol.usage.merge_usage``: cumulative counts, never summed). Deltas are accumulated as
 lists of string pieces and joined once, when a block stops, so a long answer costs O(n).
 
+It also counts the output it was fed (``relayed``: a few integer additions per delta), so
+that a stream cut short before the upstream's final output count is billed an estimate of
+it (``settled_usage``, ``protocol.estimate``).
+
 Errors: ``RemoteProtocolError`` (error_type ``api_error``) for an event stream that
 contradicts itself: a delta for a block that was never started, a delta of the wrong type
 for its block, a tool input that is not JSON when its block stops, undecodable JSON. An
@@ -19,7 +23,8 @@ from typing import Any, Final
 import msgspec
 
 from protocol.errors import RemoteProtocolError
-from protocol.usage import EMPTY_USAGE, Usage, WireUsage, merge_usage
+from protocol.estimate import RelayedContent, settle
+from protocol.usage import EMPTY_USAGE, Usage, WireUsage, merge_usage, reports_output
 from protocol.wire import (
     BLOCK_DELTA,
     BLOCK_START,
@@ -53,7 +58,10 @@ class _Block:
 class MessageAssembler:
     """Builds the complete assistant message of one upstream stream."""
 
-    __slots__ = ("_blocks", "_message", "error", "started", "stopped", "usage")
+    __slots__ = (
+        "_blocks", "_message", "_opaque_chars", "_other_deltas", "_text_bytes", "error",
+        "output_reported", "started", "stopped", "usage",
+    )
 
     def __init__(self) -> None:
         self._message: JsonObject | None = None
@@ -62,6 +70,12 @@ class MessageAssembler:
         self.started = False
         self.stopped = False
         self.error: ErrorObject | None = None
+        # A message_delta carried the upstream's output count: ``usage`` is what it billed.
+        self.output_reported = False
+        # The output fed so far, for ``relayed`` (protocol.estimate.RelayedContent).
+        self._text_bytes = 0
+        self._opaque_chars = 0
+        self._other_deltas = 0
 
     @property
     def model(self) -> str | None:
@@ -77,6 +91,24 @@ class MessageAssembler:
             return None
         reason = self._message.get("stop_reason")
         return reason if isinstance(reason, str) else None
+
+    def relayed(self) -> RelayedContent:
+        """What the stream delivered of the message's output so far."""
+        return RelayedContent(
+            text_bytes=self._text_bytes,
+            opaque_chars=self._opaque_chars,
+            blocks=len(self._blocks),
+            other_deltas=self._other_deltas,
+        )
+
+    def settled_usage(self) -> Usage:
+        """The usage to bill for the message as it stands: ``usage`` once the upstream
+        reported its output count, else ``usage`` with the output estimated from what was
+        relayed (``protocol.estimate.settle``, flagged ``estimated``). Before
+        ``message_start``: ``usage`` (nothing was billed)."""
+        if self.output_reported or not self.started:
+            return self.usage
+        return settle(self.usage, self.relayed())
 
     @property
     def has_output(self) -> bool:
@@ -96,7 +128,10 @@ class MessageAssembler:
                 self._start(data)
             elif name == "content_block_start":
                 start = BLOCK_START.decode(data)
-                self._blocks[start.index] = _Block(dict(start.content_block))
+                block = self._blocks[start.index] = _Block(dict(start.content_block))
+                if block.block.get("type") == "redacted_thinking":
+                    redacted = block.block.get("data")
+                    self._opaque_chars += len(redacted) if isinstance(redacted, str) else 0
             elif name == "content_block_stop":
                 self._close_block(self._block(BLOCK_STOP.decode(data).index))
             elif name == "message_delta":
@@ -155,13 +190,18 @@ class MessageAssembler:
             block.field = target[0]
             if piece:
                 block.pieces.append(piece)
+                # UTF-8 bytes (protocol.estimate); isascii() is O(1), so ASCII costs a len().
+                self._text_bytes += len(piece) if piece.isascii() else len(piece.encode())
         elif kind == "signature_delta":
-            block.block["signature"] = delta.signature or ""
-        elif kind == "citations_delta" and delta.citation is not None:
-            citations = block.block.get("citations")
-            if not isinstance(citations, list):
-                citations = block.block["citations"] = []
-            citations.append(delta.citation)
+            signature = block.block["signature"] = delta.signature or ""
+            self._opaque_chars += len(signature)
+        else:
+            self._other_deltas += 1
+            if kind == "citations_delta" and delta.citation is not None:
+                citations = block.block.get("citations")
+                if not isinstance(citations, list):
+                    citations = block.block["citations"] = []
+                citations.append(delta.citation)
 
     def _close_block(self, block: _Block, *, strict: bool = True) -> None:
         block.open = False
@@ -188,6 +228,7 @@ class MessageAssembler:
             raise RemoteProtocolError("message_delta before message_start", error_type="api_error")
         self._message.update(event.delta)
         self.usage = merge_usage(self.usage, event.usage)
+        self.output_reported = self.output_reported or reports_output(event.usage)
 
 
 def usage_json(usage: Usage) -> JsonObject:
@@ -203,6 +244,9 @@ def usage_json(usage: Usage) -> JsonObject:
         },
         "output_tokens": usage.output_tokens,
     }
+    if usage.estimated:
+        # docs/protocol.md "Cost of a stream cut short": the output count is the gateway's estimate.
+        out["estimated"] = True
     if usage.web_search_requests or usage.web_fetch_requests:
         out["server_tool_use"] = {
             "web_search_requests": usage.web_search_requests,

@@ -11,6 +11,12 @@ characters::
 
 With no usage the last two lines are one ``Usage:`` line with zeros. The reference also
 prints the wall duration and code changes; a gateway knows neither, so they are left out.
+
+Estimated figures (streams cut short before the upstream's final output count,
+protocol/estimate.py) are marked, and only then does the text differ from the reference's::
+
+    Total cost:            $0.0480 (of which $0.0031 estimated)
+        claude-sonnet-4-6:  12.3k input, 1.0k output (~200 estimated), 0 cache read, ...
 """
 
 from __future__ import annotations
@@ -56,10 +62,15 @@ def _usage_line(name: str, totals: ModelTotals) -> str:
         if totals.web_search_requests > 0
         else ""
     )
+    estimated = (
+        f" (~{format_number(totals.estimated_output_tokens)} estimated)"
+        if totals.estimated_output_tokens > 0
+        else ""
+    )
     return (
         f"{name + ':':>{_MODEL_WIDTH}}"
         f"  {format_number(totals.input_tokens)} input,"
-        f" {format_number(totals.output_tokens)} output,"
+        f" {format_number(totals.output_tokens)} output{estimated},"
         f" {format_number(totals.cache_read_input_tokens)} cache read,"
         f" {format_number(totals.cache_creation_input_tokens)} cache write"
         f"{web_search} ({format_cost(usd(totals.cost_pico))})"
@@ -69,6 +80,8 @@ def _usage_line(name: str, totals: ModelTotals) -> str:
 def format_totals(totals: SessionTotals) -> str:
     """One session's (or a sum of sessions') block, lines joined by newlines, no final one."""
     cost = format_cost(usd(totals.total_pico))
+    if totals.estimated_pico > 0:
+        cost += f" (of which {format_cost(usd(totals.estimated_pico))} estimated)"
     if totals.unknown_model_cost:
         cost += UNKNOWN_MODEL_NOTE
     lines = [

@@ -55,10 +55,16 @@ class ModelUsageSummary(msgspec.Struct, kw_only=True):
     cache_creation_input_tokens: int = 0
     web_search_requests: int = 0
     cost_usd: float = 0.0
+    # Of output_tokens, those from streams cut short: the gateway's estimate (protocol/estimate.py).
+    estimated_output_tokens: int = 0
 
 
 class CostSummary(msgspec.Struct, kw_only=True):
-    """A session's cost summary (PROTOCOL.md 1), keyed by the model id as sent upstream."""
+    """A session's cost summary (PROTOCOL.md 1), keyed by the model id as sent upstream.
+
+    ``estimated_cost_usd``: the part of ``total_cost_usd`` from usage records whose output
+    count is the gateway's estimate (docs/protocol.md "Cost of a stream cut short").
+    """
 
     session_id: str
     total_cost_usd: float = 0.0
@@ -66,6 +72,7 @@ class CostSummary(msgspec.Struct, kw_only=True):
     api_duration_without_retries_ms: int = 0
     model_usage: dict[str, ModelUsageSummary] = msgspec.field(default_factory=dict)
     unknown_model_cost: bool = False
+    estimated_cost_usd: float = 0.0
 
 
 class ModelOption(msgspec.Struct, kw_only=True, frozen=True):

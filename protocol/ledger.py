@@ -9,7 +9,8 @@ old parts, ``add`` the new ones, and the session counts the message exactly once
 A session's totals are what the reference client keeps (3.2, 3.3): the total cost, the API
 duration with and without retries, per-model usage keyed by the model id *as sent upstream*
 (input, output, cache read, cache creation, web search requests, cost) and the
-unknown-model flag. Everything is integer: costs in picodollars, so adding and removing
+unknown-model flag; and how much of it rests on estimated output counts (records of streams
+cut short, ``protocol.estimate``): their output tokens and their cost, per model. Everything is integer: costs in picodollars, so adding and removing
 parts in any order gives exactly the totals of the records that remain.
 """
 
@@ -26,6 +27,8 @@ class RecordPart(msgspec.Struct, frozen=True, kw_only=True):
     """One model's share of a usage record: its counts and its exact cost.
 
     ``canonical`` is the canonical model name, or the id itself for an unknown model.
+    ``estimated``: its ``output_tokens`` is the gateway's estimate (only the message's own
+    part: an advisor sub-message's counts are the upstream's).
     """
 
     model: str
@@ -39,6 +42,7 @@ class RecordPart(msgspec.Struct, frozen=True, kw_only=True):
     web_fetch_requests: int = 0
     cost_pico: int = 0
     unknown_model: bool = False
+    estimated: bool = False
 
 
 def record_parts(
@@ -48,7 +52,8 @@ def record_parts(
 
     The parts' ``cost_pico`` add up to ``cost_of(usage, model, on=on, ...).total_pico``.
     A ``malformed`` usage (counts repaired, ``protocol.usage``) marks every part
-    ``unknown_model``: its cost is not known, and the session's summary says so.
+    ``unknown_model``: its cost is not known, and the session's summary says so. An
+    ``estimated`` usage marks the message's own part (the first) ``estimated``.
     Raises ``ValueError`` only for a malformed ``on`` (an ISO date).
     """
     return tuple(
@@ -64,13 +69,21 @@ def record_parts(
             web_fetch_requests=part.web_fetch_requests,
             cost_pico=cost.total_pico,
             unknown_model=cost.unknown_model or usage.malformed,
+            estimated=usage.estimated and index == 0,
         )
-        for part_model, part, cost in cost_by_model(usage, model, on=on, long_context=long_context)
+        for index, (part_model, part, cost) in enumerate(
+            cost_by_model(usage, model, on=on, long_context=long_context)
+        )
     )
 
 
 class ModelTotals(msgspec.Struct, kw_only=True):
-    """One model's running totals within a session (mutable; owned by its SessionTotals)."""
+    """One model's running totals within a session (mutable; owned by its SessionTotals).
+
+    ``estimated_output_tokens`` / ``estimated_cost_pico``: the part of ``output_tokens`` /
+    ``cost_pico`` from records whose output count is an estimate (the whole cost of those
+    records, their input side included).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -80,6 +93,8 @@ class ModelTotals(msgspec.Struct, kw_only=True):
     web_search_requests: int = 0
     web_fetch_requests: int = 0
     cost_pico: int = 0
+    estimated_output_tokens: int = 0
+    estimated_cost_pico: int = 0
 
     def add(self, part: RecordPart, sign: int) -> None:
         """Add (``sign`` 1) or take away (``sign`` -1) one part's counts and cost."""
@@ -91,6 +106,9 @@ class ModelTotals(msgspec.Struct, kw_only=True):
         self.web_search_requests += sign * part.web_search_requests
         self.web_fetch_requests += sign * part.web_fetch_requests
         self.cost_pico += sign * part.cost_pico
+        if part.estimated:
+            self.estimated_output_tokens += sign * part.output_tokens
+            self.estimated_cost_pico += sign * part.cost_pico
 
     def merged(self, other: ModelTotals) -> ModelTotals:
         """A new total: this one plus ``other``."""
@@ -152,6 +170,11 @@ class SessionTotals(msgspec.Struct, kw_only=True):
             unknown_model_cost=self.unknown_model_cost or other.unknown_model_cost,
         )
 
+    @property
+    def estimated_pico(self) -> int:
+        """The part of ``total_pico`` from records whose output count is an estimate."""
+        return sum(totals.estimated_cost_pico for totals in self.models.values())
+
     def summary(self, session_id: str) -> CostSummary:
         """The PROTOCOL.md cost summary (dollars are for display: sums stay integers here)."""
         return CostSummary(
@@ -167,10 +190,12 @@ class SessionTotals(msgspec.Struct, kw_only=True):
                     cache_creation_input_tokens=t.cache_creation_input_tokens,
                     web_search_requests=t.web_search_requests,
                     cost_usd=usd(t.cost_pico),
+                    estimated_output_tokens=t.estimated_output_tokens,
                 )
                 for model, t in self.models.items()
             },
             unknown_model_cost=self.unknown_model_cost,
+            estimated_cost_usd=usd(self.estimated_pico),
         )
 
 

@@ -28,7 +28,7 @@ whole event malformed; ``merge_usage`` then repairs it and sets ``Usage.malforme
 
 A malformed usage is priced as repaired and its record is marked unknown-cost
 (``protocol.ledger.record_parts``: ``unknown_model``, so the session's
-``unknown_model_cost``), docs/protocol.md "Cost"; never silently free, never a crash.
+``unknown_model_cost``), docs/protocol.md (the cost summary); never silently free, never a crash.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     sub-message usage, priced at its own model (only meaningful on a single message).
     ``malformed``: some count the upstream sent was not a valid count and was repaired (see
     the module docstring, "Validity"); the cost of such a usage is not known.
+    ``estimated``: ``output_tokens`` is the gateway's estimate, not the upstream's count (a
+    stream cut short before its final usage, ``protocol.estimate``); of a sum: some part is.
     """
 
     input_tokens: int = 0
@@ -125,6 +127,7 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     speed: str | None = None
     iterations: tuple[UsageIteration, ...] = ()
     malformed: bool = False
+    estimated: bool = False
 
     @property
     def total_input_tokens(self) -> int:
@@ -227,7 +230,13 @@ def merge_usage(acc: Usage, part: WireUsage) -> Usage:
         speed=part.speed if part.speed is not None else acc.speed,
         iterations=iterations,
         malformed=acc.malformed or counts.malformed,
+        estimated=acc.estimated,
     )
+
+
+def reports_output(part: WireUsage) -> bool:
+    """True when ``part`` carries an output count ``merge_usage`` takes (valid or repaired)."""
+    return _Counts().read(part.output_tokens) is not None
 
 
 def add_usage(total: Usage, msg: Usage) -> Usage:
@@ -245,4 +254,5 @@ def add_usage(total: Usage, msg: Usage) -> Usage:
         service_tier=msg.service_tier if msg.service_tier is not None else total.service_tier,
         speed=msg.speed if msg.speed is not None else total.speed,
         malformed=total.malformed or msg.malformed,
+        estimated=total.estimated or msg.estimated,
     )

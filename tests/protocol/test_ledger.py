@@ -96,3 +96,23 @@ def test_merging_sessions_adds_every_counter() -> None:
     assert merged.total_pico == 21 and merged.models["m"].input_tokens == 15
     assert merged.models["m"].web_search_requests == 3 and merged.api_duration_ms == 10
     assert one.total_pico == 7  # the inputs are unchanged
+
+
+def test_an_estimated_usage_marks_only_the_messages_own_part() -> None:
+    advisor = UsageIteration(type="advisor_message", model="claude-opus-4-6", input_tokens=50, output_tokens=20)
+    usage = Usage(input_tokens=1000, output_tokens=300, iterations=(advisor,), estimated=True)
+    own, advised = record_parts(usage, "claude-sonnet-4-6", on=ON)
+    assert own.estimated and not advised.estimated
+    totals = SessionTotals()
+    totals.add((own, advised))
+    totals.add(record_parts(Usage(input_tokens=10, output_tokens=5), "claude-sonnet-4-6", on=ON))
+    summary = totals.summary("s")
+    assert summary.model_usage["claude-sonnet-4-6"].output_tokens == 305
+    assert summary.model_usage["claude-sonnet-4-6"].estimated_output_tokens == 300
+    assert summary.model_usage["claude-opus-4-6"].estimated_output_tokens == 0
+    assert summary.estimated_cost_usd == usd(own.cost_pico) < summary.total_cost_usd
+    # Merging sessions (the `switchboard cost` sums) keeps the estimated parts apart.
+    merged = totals.merged(totals)
+    assert merged.estimated_pico == 2 * own.cost_pico
+    totals.remove((own, advised))
+    assert totals.estimated_pico == 0 and totals.models["claude-sonnet-4-6"].estimated_output_tokens == 0

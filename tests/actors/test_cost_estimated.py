@@ -1,0 +1,139 @@
+"""Estimated usage records (streams cut short, protocol/estimate.py) in the CostLedger, its
+SQLite store and ``switchboard cost``; and a ledger file from before the ``estimated``
+column (schema 1), which opens, migrates and works."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import msgspec
+import pytest
+from test_cost_ledger import FINAL, FINAL_PICO, SONNET, START, START_PICO, cost, record, running
+
+from actors.cli import main
+from actors.cost_store import SCHEMA_VERSION, read_sessions
+from protocol.pricing import usd
+from protocol.usage import Usage
+
+ESTIMATED = msgspec.structs.replace(FINAL, estimated=True)
+HAIKU = "claude-haiku-4-5"
+
+
+async def test_an_estimated_record_is_counted_and_marked_live_after_a_restart_and_in_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "ledger.sqlite3")
+    async with running(path) as (_, ledger):
+        # A stream cut short: its provisional record, then its final, estimated, version.
+        await record(ledger, START, record_id="q:1:a", final=False)
+        recorded = await record(ledger, ESTIMATED, record_id="q:1:a")
+        # A complete one: the upstream's own counts.
+        await record(ledger, Usage(input_tokens=10, output_tokens=5), model=HAIKU)
+        live = await cost(ledger)
+    # Counted like any cost, and said to be an estimate.
+    assert recorded.cost_pico == FINAL_PICO and recorded.recorded
+    assert live.estimated_cost_usd == usd(FINAL_PICO)
+    assert live.total_cost_usd > live.estimated_cost_usd
+    assert live.model_usage[SONNET].output_tokens == 800
+    assert live.model_usage[SONNET].estimated_output_tokens == 800
+    assert live.model_usage[HAIKU].estimated_output_tokens == 0
+    async with running(path) as (_, ledger):
+        assert await cost(ledger) == live
+    assert dict(read_sessions(path))["s"].summary("s") == live
+
+    main(["cost", "--ledger", path])
+    assert capsys.readouterr().out == (
+        "Total cost:            $0.0267 (of which $0.0266 estimated)\n"
+        "Total duration (API):  0s\n"
+        "Usage by model:\n"
+        "   claude-sonnet-4-6:  1.0k input, 800 output (~800 estimated), 10.0k cache read, 2.0k cache write ($0.0266)\n"
+        "    claude-haiku-4-5:  10 input, 5 output, 0 cache read, 0 cache write ($0.0000)\n"
+    )
+    main(["cost", "s", "--json", "--ledger", path])
+    printed = msgspec.json.decode(capsys.readouterr().out)
+    assert printed["estimated_cost_usd"] == usd(FINAL_PICO)
+    assert printed["model_usage"][SONNET]["estimated_output_tokens"] == 800
+    assert printed == msgspec.to_builtins(live)
+
+
+async def test_replacing_an_estimated_version_takes_its_estimate_away() -> None:
+    async with running() as (_, ledger):
+        await record(ledger, START, record_id="r", final=False)
+        await record(ledger, msgspec.structs.replace(START, estimated=True), record_id="r", final=False)
+        assert (await cost(ledger)).estimated_cost_usd == usd(START_PICO)
+        await record(ledger, FINAL, record_id="r")
+        summary = await cost(ledger)
+    assert summary.estimated_cost_usd == 0 and summary.model_usage[SONNET].estimated_output_tokens == 0
+    assert summary.total_cost_usd == usd(FINAL_PICO)
+
+
+# The schema of version 1, as a gateway before the ``estimated`` column created it.
+SCHEMA_1 = """
+CREATE TABLE sessions (
+    session_id TEXT PRIMARY KEY, owner TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    api_duration_ms INTEGER NOT NULL DEFAULT 0, api_duration_without_retries_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE usage (
+    session_id TEXT NOT NULL, record_id TEXT NOT NULL, part INTEGER NOT NULL, query_id TEXT,
+    attempt INTEGER, final INTEGER NOT NULL, model TEXT NOT NULL, canonical TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+    cache_creation_input_tokens INTEGER NOT NULL, cache_creation_1h_input_tokens INTEGER NOT NULL,
+    cache_read_input_tokens INTEGER NOT NULL, web_search_requests INTEGER NOT NULL,
+    web_fetch_requests INTEGER NOT NULL, cost_pico INTEGER NOT NULL, unknown_model INTEGER NOT NULL,
+    speed TEXT, service_tier TEXT, long_context INTEGER NOT NULL, priced_on TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, record_id, part)
+);
+CREATE INDEX usage_provisional ON usage (session_id) WHERE final = 0;
+PRAGMA user_version = 1;
+"""
+_ROW = "INSERT INTO usage VALUES (?, ?, 0, 'q', 1, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, NULL, NULL, 0, '2026-11-26', '2026-11-26T12:00:00')"
+
+
+def _old_ledger(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1)
+    db.execute("INSERT INTO sessions VALUES ('old', NULL, '2026-11-25', '2026-11-25', 4000, 1500)")
+    final = (FINAL.input_tokens, 800, 2000, 500, 10_000, FINAL_PICO)
+    db.execute(_ROW, ("old", "q:1:done", 1, SONNET, SONNET, *final))
+    # A provisional record a killed gateway left behind.
+    start = (START.input_tokens, 1, 2000, 500, 10_000, START_PICO)
+    db.execute(_ROW, ("old", "q:2:cut", 0, SONNET, SONNET, *start))
+    db.commit()
+    db.close()
+
+
+def _columns(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [row[1] for row in db.execute("PRAGMA table_info(usage)")]
+    finally:
+        db.close()
+
+
+async def test_an_old_ledger_without_the_column_is_read_then_migrated_and_works(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    _old_ledger(path)
+    # `switchboard cost` reads it as it is (read-only: no migration): nothing estimated.
+    old = dict(read_sessions(str(path)))["old"]
+    assert old.total_pico == FINAL_PICO + START_PICO and old.estimated_pico == 0
+    assert "estimated" not in _columns(path)
+
+    async with running(str(path)) as (_, ledger):
+        resumed = await cost(ledger, "old")
+        assert resumed.total_cost_usd == usd(FINAL_PICO + START_PICO)
+        assert resumed.api_duration_ms == 4000 and resumed.estimated_cost_usd == 0
+        # The provisional record it left replaced by an estimated final version.
+        await record(ledger, ESTIMATED, session="old", record_id="q:2:cut")
+        migrated = await cost(ledger, "old")
+    assert migrated.total_cost_usd == usd(2 * FINAL_PICO)
+    assert migrated.estimated_cost_usd == usd(FINAL_PICO)
+    assert migrated.model_usage[SONNET].estimated_output_tokens == 800
+    assert "estimated" in _columns(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.close()
+    assert dict(read_sessions(str(path)))["old"].summary("old") == migrated
+    async with running(str(path)) as (_, ledger):
+        assert await cost(ledger, "old") == migrated
