@@ -34,6 +34,7 @@ from typing import Final
 import msgspec
 
 from .faults import strip_directives
+from .models import CATALOG
 from .tokens import InputUsage
 
 JSON = dict[str, object]
@@ -347,32 +348,9 @@ def error_event(error_type: str, message: str) -> bytes:
     return b"event: error\ndata: %s\n\n" % json.dumps(payload).encode()
 
 
-# The catalogue GET /v1/models serves, newest first like the API.
-MODELS: Final = (
-    ("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05T00:00:00Z"),
-    ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17T00:00:00Z"),
-    ("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24T00:00:00Z"),
-    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
-    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
-)
-
-
-def model_json(model_id: str) -> JSON | None:
-    """One ``/v1/models/{id}`` object, or None for an unknown id."""
-    for known, display_name, created_at in MODELS:
-        if known == model_id:
-            return {
-                "type": "model",
-                "id": known,
-                "display_name": display_name,
-                "created_at": created_at,
-            }
-    return None
-
-
 def models_page() -> bytes:
-    """The ``GET /v1/models`` body: every model on one page."""
-    data = [model_json(model_id) for model_id, _, _ in MODELS]
+    """The ``GET /v1/models`` body: every catalog model (``emulator/models.py``) on one page."""
+    data = [model.json() for model in CATALOG]
     return _encode(
-        {"data": data, "has_more": False, "first_id": MODELS[0][0], "last_id": MODELS[-1][0]}
+        {"data": data, "has_more": False, "first_id": CATALOG[0].id, "last_id": CATALOG[-1].id}
     )

@@ -86,10 +86,14 @@ class Emulator(Router):
         """Wait until request ``n`` (0-based, since the last reset) arrived; return it.
 
         A checkpoint only when it has to wait. Arrival means the whole request was read.
+        Raises LookupError when the bounded log already dropped it.
         """
-        while len(self.requests) <= n:
+        while self._logged <= n:
             await self._arrived.wait()
-        return self.requests[n]
+        position = n - (self._logged - len(self.requests))
+        if position < 0:
+            raise LookupError(f"request {n} was dropped from the log")
+        return self.requests[position]
 
     async def run(
         self,
@@ -136,7 +140,7 @@ class Emulator(Router):
         except msgspec.DecodeError:
             decoded = None
         record = RecordedRequest(
-            index=len(self.requests),
+            index=self._logged,
             method=request.method,
             path=request.target,
             headers=request.headers,
@@ -144,7 +148,7 @@ class Emulator(Router):
             json=decoded,
             request_id=f"req_emu_{sequence}",
         )
-        self.requests.append(record)
+        self._log(record)
         self._arrived.set()
         self._arrived = trio.Event()
         return record
