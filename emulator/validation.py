@@ -274,7 +274,13 @@ def _metadata(value: object) -> str | None:
     return f".user_id{problem}" if problem else None
 
 
-_SYSTEM: Final = _any_of(_string, _list_of(_typed("text")))
+def _system(value: object) -> str | None:
+    if isinstance(value, list):
+        return _list_of(_typed("text"))(value)
+    return _string(value)
+
+
+_SYSTEM: Final = _system
 _TOOL_CHOICE: Final = _typed("auto", "any", "tool", "none")
 _CACHE_CONTROL: Final = _nullable(_typed("ephemeral"))
 _OBJECT: Final = _nullable(_dictionary)
