@@ -23,7 +23,8 @@ SECRET_HEADERS: Final = frozenset(
         "set-cookie", "x-amz-security-token", "x-identity-header",
     }
 )  # fmt: skip
-# How much of a secret stays visible: a key's vendor prefix, not the key.
+# How much of a secret stays visible: a key's vendor prefix, not the key (and at most a
+# third of a short one).
 SECRET_PREFIX: Final = 6
 # A body that is not JSON is shown as text, at most this many characters.
 TEXT_BODY_LIMIT: Final = 65536
@@ -36,8 +37,12 @@ def mask_secret(name: str, value: str) -> str:
         return value
     scheme, space, rest = value.partition(" ")
     if space and name in ("authorization", "proxy-authorization"):
-        return f"{scheme} {rest[:SECRET_PREFIX]}…"
-    return f"{value[:SECRET_PREFIX]}…"
+        return f"{scheme} {_prefix(rest)}…"
+    return f"{_prefix(value)}…"
+
+
+def _prefix(secret: str) -> str:
+    return secret[: min(SECRET_PREFIX, len(secret) // 3)]
 
 
 @dataclass(eq=False)
