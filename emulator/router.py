@@ -60,7 +60,14 @@ from .record import RecordedRequest
 from .responses import last_user_text, models_page
 from .script import FaultScript
 from .tokens import PromptCache
-from .validation import DEFAULT_VERSION, check_body, check_headers, credential, parse_body
+from .validation import (
+    DEFAULT_VERSION,
+    check_body,
+    check_headers,
+    credential,
+    parse_body,
+    thinking_problem,
+)
 
 # Queued faults apply to these two endpoints only.
 _MESSAGES: Final = "/v1/messages"
@@ -222,6 +229,9 @@ class Router:
         model = str(body["model"])
         if not models.known(model, self.models):
             return error_answer(api_error(404, f"model: {model}"), request_id)
+        thinking = None if counting else thinking_problem(body, request.headers.get("anthropic-beta", ""))
+        if thinking is not None:
+            return error_answer(thinking, request_id)
         try:
             directions = self._script.select(
                 request.headers, None if counting else last_user_text(body), trio.current_time()
@@ -255,9 +265,11 @@ class Router:
             return bedrock.rest_error(400, body, request_id)
         counting = action == "count-tokens"
         # A CountTokens request wraps a whole InvokeModel body (max_tokens and all).
+        # Bedrock takes the betas in the body (wire.md 7.2).
+        listed = record.json.get("anthropic_beta") if isinstance(record.json, dict) else None
         answer = self._first_party(
             request, record, sequence, body, counting=counting, model=base or model,
-            prompt_only=False,
+            prompt_only=False, betas=",".join(map(str, listed)) if isinstance(listed, list) else "",
         )
         if isinstance(answer, ErrorResponse):
             return bedrock.rest_error(answer.status, bedrock.body_error(answer.message), request_id)
@@ -265,15 +277,21 @@ class Router:
 
     def _first_party(
         self, request: Request, record: RecordedRequest, sequence: int, body: dict[str, object], *,
-        counting: bool, model: str, prompt_only: bool | None = None,
+        counting: bool, model: str, prompt_only: bool | None = None, betas: str | None = None,
     ) -> Answer | ErrorResponse:
         """issue 6: a cloud request's first-party body, answered as ``/v1/messages`` would
         (scripted faults included), or the error for the caller to put in its own shape.
         ``model`` is the first-party id the cloud's model id stands for (cache minimum);
-        ``prompt_only`` whether the body has count_tokens' fields (default: ``counting``)."""
+        ``prompt_only`` whether the body has count_tokens' fields (default: ``counting``);
+        ``betas`` the betas requested (default: the ``anthropic-beta`` header)."""
         checked = check_body(body, counting=counting if prompt_only is None else prompt_only)
         if isinstance(checked, ErrorResponse):
             return checked
+        if betas is None:
+            betas = request.headers.get("anthropic-beta", "")
+        thinking = None if counting else thinking_problem(checked, betas)
+        if thinking is not None:
+            return thinking
         try:
             directions = self._script.select(
                 request.headers, None if counting else last_user_text(checked), trio.current_time()

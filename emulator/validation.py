@@ -90,6 +90,29 @@ def check_headers(
     return None
 
 
+# With interleaved thinking the budget spans a turn's thinking blocks and may exceed
+# ``max_tokens``; without it the API refuses a budget that does not fit.
+INTERLEAVED_THINKING: Final = "interleaved-thinking-2025-05-14"
+THINKING_OVER_MAX_TOKENS: Final = (
+    "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size"
+)
+
+
+def thinking_problem(body: Mapping[str, object], betas: str) -> ErrorResponse | None:
+    """The API's 400 for an enabled thinking budget >= ``max_tokens`` (a checked Messages
+    body; ``betas`` the ``anthropic-beta`` header), unless interleaved thinking is on."""
+    thinking, max_tokens = body.get("thinking"), body.get("max_tokens")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled" or not isinstance(max_tokens, int):
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < max_tokens:
+        return None
+    if INTERLEAVED_THINKING in (beta.strip() for beta in betas.split(",")):
+        return None
+    return api_error(400, THINKING_OVER_MAX_TOKENS)
+
+
 def parse_body(
     raw: bytes, *, counting: bool = False, version: str = DEFAULT_VERSION
 ) -> dict[str, object] | ErrorResponse:

@@ -41,7 +41,7 @@ async def test_stream_and_message_agree(client: httpx.AsyncClient) -> None:
             {"type": "text", "text": CACHEABLE_TEXT, "cache_control": {"type": "ephemeral"}}
         ],
     }
-    request = body("call get_weather please", **extra)
+    request = {**body("call get_weather please", **extra), "max_tokens": 4096}
     message = (await client.post("/v1/messages", json=request)).json()
     streamed = assemble(
         parse_sse((await client.post("/v1/messages", json={**request, "stream": True})).text)

@@ -344,3 +344,23 @@ async def test_request_log_is_bounded(
         await emu.wait_for_request(0)
     log = (await client.get("/_emulator/requests")).json()
     assert [entry["index"] for entry in log] == [3, 4, 5]
+
+
+# --- thinking budget against max_tokens ------------------------------------------------
+
+
+async def test_thinking_budget_must_fit_under_max_tokens(client: httpx.AsyncClient) -> None:
+    request = body(max_tokens=2000, thinking={"type": "enabled", "budget_tokens": 2000})
+    status, kind, message = _error(await client.post("/v1/messages", json=request))
+    assert (status, kind) == (400, "invalid_request_error")
+    assert message.startswith("`max_tokens` must be greater than `thinking.budget_tokens`.")
+    # Interleaved thinking lets the budget span the turn, past max_tokens.
+    interleaved = {"anthropic-beta": "interleaved-thinking-2025-05-14"}
+    assert (await client.post("/v1/messages", json=request, headers=interleaved)).status_code == 200
+    fits = body(max_tokens=2001, thinking={"type": "enabled", "budget_tokens": 2000})
+    assert (await client.post("/v1/messages", json=fits)).status_code == 200
+    bedrock = {**BEDROCK_BODY, "max_tokens": 1024, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    refused = await client.post(BEDROCK, json=bedrock)
+    assert refused.status_code == 400 and "thinking.budget_tokens" in refused.json()["message"]
+    with_beta = {**bedrock, "anthropic_beta": ["interleaved-thinking-2025-05-14"]}
+    assert (await client.post(BEDROCK, json=with_beta)).status_code == 200
