@@ -45,7 +45,8 @@ class Emulator(Router):
     """An Anthropic Messages API on loopback (see the module docstring).
 
     Constructed as ``Router`` is (``api_keys``: the credentials accepted; None accepts any
-    non-empty one; the cloud providers' credentials as keywords). State (fault queue,
+    non-empty one; the cloud providers' credentials as keywords; ``models``: ids accepted
+    besides the catalog's). State (fault queue,
     request log, prompt cache) lives on the instance, so tests can script and inspect it
     while ``run`` serves; ``reset`` (from ``Router``) forgets it.
     """
