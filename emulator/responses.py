@@ -34,6 +34,7 @@ from typing import Final
 import msgspec
 
 from .faults import strip_directives
+from .models import CATALOG
 from .tokens import InputUsage
 
 JSON = dict[str, object]
@@ -383,9 +384,9 @@ def _model(
     }
 
 
-# The catalogue GET /v1/models serves, newest first like the API (limits and capabilities as
-# reference-client-now.md 1 gives them). The Router keeps a copy that tests may replace.
-MODELS: Final[tuple[JSON, ...]] = (
+# The limits and capabilities of the models that reference-client-now.md 1 describes, as the
+# API's ``/v1/models`` objects carry them; the other catalog models are listed without.
+_DETAILED: Final[tuple[JSON, ...]] = (
     _model("claude-sonnet-5", "Claude Sonnet 5", "2026-06-30T00:00:00Z", "sonnet", 1_000_000, 128_000,
            effort=True, xhigh=True, adaptive=True),
     _model("claude-fable-5", "Claude Fable 5", "2026-06-09T00:00:00Z", "fable", 1_000_000, 128_000,
@@ -403,6 +404,13 @@ MODELS: Final[tuple[JSON, ...]] = (
     _model("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z", "sonnet", 200_000, 64_000,
            effort=False),
 )
+
+
+_DETAILS: Final[dict[str, JSON]] = {str(model["id"]): model for model in _DETAILED}
+
+# The catalogue GET /v1/models serves (every model of ``emulator/models.py``, newest first like
+# the API). The Router keeps a copy that tests may replace.
+MODELS: Final[tuple[JSON, ...]] = tuple(_DETAILS.get(model.id, model.json()) for model in CATALOG)
 
 
 def model_json(model_id: str, models: Sequence[JSON] = MODELS) -> JSON | None:
