@@ -329,6 +329,7 @@ async def test_a_password_in_the_base_url_never_reaches_the_stderr_of_serve(
         ANTHROPIC_API_KEY=TEST_KEY,
         ANTHROPIC_BASE_URL=config.base_url.replace("http://", f"http://user:{URL_SECRET}@"),
         ANTHROPIC_LOG="debug",
+        SWITCHBOARD_DEBUG_HTTP="1",  # the HTTP client's own lines too: they are the ones that leaked
     )
     async with serve_process(env) as served:
         url = await served.read_line()
