@@ -158,7 +158,9 @@ class Run:
         return decoded
 
     def __str__(self) -> str:
-        return f"exit {self.returncode}\nstdout: {self.stdout[-3000:]}\nstderr: {self.stderr[-3000:]}"
+        return (
+            f"exit {self.returncode}\nstdout: {self.stdout[-3000:]}\nstderr: {self.stderr[-3000:]}"
+        )
 
 
 async def run_claude(
@@ -167,10 +169,10 @@ async def run_claude(
     env: Mapping[str, str],
     *,
     cwd: Path,
-    timeout: float = RUN_TIMEOUT,
+    safety_timeout: float = RUN_TIMEOUT,
 ) -> Run:
-    """Run ``claude ARGS`` to its end; fails (AssertionError) if it outlives ``timeout``."""
-    with trio.move_on_after(timeout):
+    """Run ``claude ARGS`` to its end; fails (AssertionError) if it outlives ``safety_timeout``."""
+    with trio.move_on_after(safety_timeout):
         done = await trio.run_process(
             [str(claude), *args],
             env=dict(env),
@@ -181,4 +183,4 @@ async def run_claude(
             check=False,
         )
         return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
-    raise AssertionError(f"claude {' '.join(args)!r} still running after {timeout} s")
+    raise AssertionError(f"claude {' '.join(args)!r} still running after {safety_timeout} s")

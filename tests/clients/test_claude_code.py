@@ -98,7 +98,9 @@ async def door_requests(door: Door) -> dict[tuple[str, str], float]:
     headers = {"x-api-key": GATEWAY_TOKEN}
     async with httpx.AsyncClient(base_url=door.url, headers=headers) as http:
         text = (await http.get("/metrics")).text
-    (family,) = (f for f in text_string_to_metric_families(text) if f.name == "switchboard_http_requests")
+    (family,) = (
+        f for f in text_string_to_metric_families(text) if f.name == "switchboard_http_requests"
+    )
     return {
         (s.labels["route"], s.labels["status"]): s.value
         for s in family.samples
