@@ -93,6 +93,17 @@ def blocks(request: RecordedRequest, kind: str) -> list[dict[str, Any]]:
     ]
 
 
+async def ledger_summary(door: Door) -> dict[str, Any]:
+    """The session's cost summary as ``switchboard cost --json`` reads it from the ledger."""
+    command = [sys.executable, "-c", "from actors.cli import main; main()"]
+    shown = await trio.run_process(
+        [*command, "cost", SESSION, "--json", "--ledger", str(door.ledger)], capture_stdout=True
+    )
+    summary = msgspec.json.decode(shown.stdout)
+    assert isinstance(summary, dict)
+    return summary
+
+
 async def door_requests(door: Door) -> dict[tuple[str, str], float]:
     """``switchboard_http_requests_total`` by (route, status)."""
     headers = {"x-api-key": GATEWAY_TOKEN}
@@ -154,21 +165,21 @@ async def test_tool_round_trip(
     assert marker in json.dumps(tool_result["content"])
     assert not tool_result.get("is_error")
     assert run.result["result"] == "Hello from the Switchboard emulator."
+    # Two requests, the second reading the first's cache: still the same cost on both sides.
+    ledger = await ledger_summary(door)
+    assert ledger["total_cost_usd"] == pytest.approx(run.result["total_cost_usd"], rel=1e-9)
 
 
+@pytest.mark.parametrize("model", ["claude-opus-4-8", "claude-sonnet-5"])
 async def test_total_cost_equals_the_gateway_ledger(
-    claude_code: Path, door: Door, trap: ProxyTrap, home: Path, emulator: Emulator
+    claude_code: Path, door: Door, trap: ProxyTrap, home: Path, emulator: Emulator, model: str
 ) -> None:
     run = await claude_p(
-        claude_code, door, trap, home, "Say hello", "--model", "claude-sonnet-5",
+        claude_code, door, trap, home, "Say hello", "--model", model,
         "--max-turns", MAX_TURNS,
     )  # fmt: skip
     assert run.returncode == 0, run
-    command = [sys.executable, "-c", "from actors.cli import main; main()"]
-    shown = await trio.run_process(
-        [*command, "cost", SESSION, "--json", "--ledger", str(door.ledger)], capture_stdout=True
-    )
-    ledger = msgspec.json.decode(shown.stdout)
+    ledger = await ledger_summary(door)
     assert set(ledger["model_usage"]) == set(run.result["modelUsage"])
     assert ledger["total_cost_usd"] == pytest.approx(run.result["total_cost_usd"], rel=1e-9)
 
