@@ -17,6 +17,13 @@ Scenarios (the emulator's faults, README "The emulator"):
     429 retry-after   one 429 with ``retry-after: 2``, then answers
     outage ends       every request 529 for OUTAGE_SECONDS, then answers
 
+What 2.1.332 does (measured 2026-12-07): it obeys ``x-should-retry: false`` even on a 529
+(a 529 with it ends the run after one attempt; without it, ten retries), and every one of its
+retries is a fresh request with ``x-stainless-retry-count: 0``. The gateway's answer after its
+own retries carries that header, so through the gateway Claude Code makes one request and the
+gateway alone retries: the same attempts as direct, not their product. An answer that should
+let the client retry (a 529 the gateway did not retry itself) must leave the header out.
+
 Everything stays on loopback: the emulator and the gateway run in this process, and Claude
 Code gets the sealed environment of the tests (its proxy trap must stay empty).
 """
