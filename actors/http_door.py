@@ -39,6 +39,9 @@ Shutdown (``actors.drain``):
     cuts off ends as any ``shutting_down`` error: 503 before its stream began, the API's
     ``error`` event after.
 Failure policy:
+    The gateway's own refusals (400, 401, 403, 404, 405, 413) carry ``x-should-retry:
+    false``: the same request gets the same answer, and Claude Code otherwise retries a 401
+    ten times (docs/protocol.md 2). A 408 and a 503 while shutting down stay retryable.
     One request's failure never reaches another: each request is a supervision boundary
     (docs/supervision.md). An unexpected exception is logged once with the request id,
     counted (``switchboard_internal_errors_total{where="http_request"}``) and answered with
@@ -195,7 +198,9 @@ class HttpDoor:
             head.path, ("GET", "model") if head.path.startswith(_MODEL_PREFIX) else ("", "unknown")
         )
         if route == "unknown":
-            await send_error(exchange, 404, "not_found_error", f"no route {head.path}", request_id)
+            await send_error(
+                exchange, 404, "not_found_error", f"no route {head.path}", request_id, retry=False
+            )
             return route
         if head.method != method:
             await send_error(
@@ -204,6 +209,7 @@ class HttpDoor:
                 "invalid_request_error",
                 f"method {head.method} not allowed on {head.path}",
                 request_id,
+                retry=False,
             )
             return route
         draining = self._gateway.drain.begun.is_set()
@@ -223,7 +229,9 @@ class HttpDoor:
             return route
         allowed, token = self._authenticate(head)
         if not allowed:
-            await send_error(exchange, 401, "authentication_error", "invalid x-api-key", request_id)
+            await send_error(
+                exchange, 401, "authentication_error", "invalid x-api-key", request_id, retry=False
+            )
             return route
         if route == "metrics":
             metrics = self._gateway.metrics
@@ -265,7 +273,7 @@ class HttpDoor:
     async def _model(self, model_id: str, exchange: Exchange, request_id: str) -> None:
         found = find_model(model_entries(self._gateway.catalog, self._gateway.models), model_id)
         if found is None:
-            await send_error(exchange, 404, "not_found_error", f"model: {model_id}", request_id)
+            await send_error(exchange, 404, "not_found_error", f"model: {model_id}", request_id, retry=False)
             return
         await exchange.respond(200, JSON.encode(found), JSON_CONTENT_TYPE)
 
@@ -285,7 +293,7 @@ class HttpDoor:
                 )
             )
         except BodyTooLarge as exc:
-            await send_error(exchange, 413, "request_too_large", str(exc), request_id)
+            await send_error(exchange, 413, "request_too_large", str(exc), request_id, retry=False)
             return
         except BodyStalled as exc:
             await send_error(exchange, 408, "timeout_error", str(exc), request_id)
@@ -293,7 +301,9 @@ class HttpDoor:
         except ClientGone:
             return
         except RemoteProtocolError as exc:
-            await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
+            await send_error(
+                exchange, 400, "invalid_request_error", str(exc), request_id, retry=False
+            )
             return
         forwarded = tuple(
             (name, head.headers[name]) for name in FORWARDED_HEADERS if head.headers.get(name)
@@ -306,7 +316,9 @@ class HttpDoor:
                 else:
                     await self._messages(request, head, forwarded, exchange, request_id, token)
             except RemoteProtocolError as exc:
-                await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
+                await send_error(
+                    exchange, 400, "invalid_request_error", str(exc), request_id, retry=False
+                )
             except ActorUnavailable:
                 await _shutting_down(exchange, request_id)
             nursery.cancel_scope.cancel()
@@ -343,12 +355,14 @@ class HttpDoor:
         session_id = head.headers.get(SESSION_HEADER) or default_session(owner)
         if not SESSION_ID.fullmatch(session_id):
             message = f"{SESSION_HEADER}: must be 1 to 128 characters of [A-Za-z0-9._-]"
-            await send_error(exchange, 400, "invalid_request_error", message, request_id)
+            await send_error(
+                exchange, 400, "invalid_request_error", message, request_id, retry=False
+            )
             return
         opened = await self._gateway.open_session(session_id, owner=owner)
         if not opened.owner_ok:
             message = f"session {session_id} belongs to another access token"
-            await send_error(exchange, 403, "permission_error", message, request_id)
+            await send_error(exchange, 403, "permission_error", message, request_id, retry=False)
             return
         exchange.base_headers.append((SESSION_HEADER.encode(), session_id.encode()))
         with self._gateway.session_in_use(session_id):
