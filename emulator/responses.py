@@ -137,6 +137,11 @@ def example_input(schema: object) -> JSON:
     return {name: _example_value(properties.get(name)) for name in names}
 
 
+# Claude Code's system reminders, which it puts in the user message for some models: they
+# list every tool, so a tool named there was not asked for by the user.
+_REMINDERS: Final = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+
+
 def _chosen_tool(body: Mapping[str, object], text: str) -> tuple[Mapping[str, object] | None, bool]:
     """The custom tool the reply calls (or None) and whether tool_choice forced it."""
     tools = body.get("tools")
@@ -156,7 +161,8 @@ def _chosen_tool(body: Mapping[str, object], text: str) -> tuple[Mapping[str, ob
         return (named[0] if named else None), True
     if choice_type == "any":
         return custom[0], True
-    return next((tool for tool in custom if str(tool["name"]) in text), None), False
+    said = _REMINDERS.sub("", text)
+    return next((tool for tool in custom if str(tool["name"]) in said), None), False
 
 
 def plan_reply(

@@ -23,7 +23,8 @@ DEFAULT_VERSION: Final = "2023-06-01"
 
 # The anthropic-beta names the API accepts: wire.md 11 (SDK literals, other strings and
 # the feature table), names seen in Claude Code traffic, and the Literal list of the
-# installed anthropic SDK 2.14 (types/anthropic_beta_param.py), which is newer than wire.md.
+# installed anthropic SDK 2.14 (types/anthropic_beta_param.py), which is newer than wire.md,
+# and what Claude Code 2.1.332 sends (tests/clients: per-turn-control on its alias models).
 KNOWN_BETAS: Final = frozenset(
     """
     message-batches-2024-09-24 prompt-caching-2024-07-31 computer-use-2024-10-22
@@ -53,7 +54,7 @@ KNOWN_BETAS: Final = frozenset(
     message-threads-2026-08-12 analytics-usage-cost-2026-08-24
     experimental-claude-tag-2026-10-21 ce-user-management-2026-07-13
     ce-claude-code-managed-settings-2026-10-06 efs-2026-10-01
-    google-managed-data-controls-2026-09-01
+    google-managed-data-controls-2026-09-01 per-turn-control-2026-07-01
     """.split()
 )
 

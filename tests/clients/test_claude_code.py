@@ -28,7 +28,7 @@ from protocol.http_api import default_session
 pytestmark = pytest.mark.claude_code
 
 # Turns a run may take: one is enough for an answer, two for a tool round trip. A bound, so a
-# client that keeps calling tools (see the xfails below) ends instead of looping until the
+# client that keeps calling tools ends instead of looping until the
 # safety timeout.
 MAX_TURNS = "3"
 # A spending bound for the same reason: --max-turns does not count the turns that background
@@ -38,29 +38,9 @@ MAX_BUDGET_USD = "0.15"
 # the gateway's default per-token session.
 SESSION = default_session(owner_digest(GATEWAY_TOKEN))
 
-_STALE_ALIAS = (
-    "Claude Code 2.1.332 resolves this alias to a model newer than the emulator and the "
-    "gateway's catalog know (claude-opus-5-5 / claude-sonnet-5-5 / claude-haiku-5-5) and "
-    "sends the beta per-turn-control-2026-07-01, which the emulator refuses with 400"
-)
-_TOOL_NAMED_IN_REMINDERS = (
-    "for Haiku 4.5 Claude Code puts its system reminders (which list every tool) in the user "
-    "message, and the emulator answers a user text that names a tool with a tool_use "
-    "(emulator/responses.py), so each turn starts another Agent: the run never ends"
-)
-
-
 def _models() -> list[Any]:
-    stale = pytest.mark.xfail(reason=_STALE_ALIAS, strict=True)
-    reminders = pytest.mark.xfail(reason=_TOOL_NAMED_IN_REMINDERS, strict=True)
-    return [
-        "claude-opus-4-8",
-        "claude-sonnet-5",
-        pytest.param("claude-haiku-4-5-20251001", marks=reminders),
-        pytest.param("opus", marks=stale),
-        pytest.param("sonnet", marks=stale),
-        pytest.param("haiku", marks=stale),
-    ]
+    # The current models by id, and the aliases, which 2.1.332 resolves to the 5.5 models.
+    return ["claude-opus-4-8", "claude-sonnet-5", "claude-haiku-4-5-20251001", "opus", "sonnet", "haiku"]
 
 
 async def claude_p(
