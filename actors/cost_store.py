@@ -333,14 +333,14 @@ def open_store(location: str) -> Store:
             not installed for a PostgreSQL URL.
     """
     if is_postgres_url(location):
-        _require_psycopg()
+        require_psycopg()
         from actors.pg_store import PgStore
 
         return PgStore.open(location)
     return LedgerStore.open(location)
 
 
-def _require_psycopg() -> None:
+def require_psycopg() -> None:
     """Raises ConfigError when the ``postgres`` extra is not installed."""
     missing = [name for name in ("psycopg", "psycopg_pool") if importlib.util.find_spec(name) is None]
     if missing:
@@ -490,7 +490,7 @@ def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, S
         ConfigError: no ledger at ``path``, or it cannot be read.
     """
     if is_postgres_url(path):
-        _require_psycopg()
+        require_psycopg()
         from actors.pg_store import read_pg_sessions
 
         return read_pg_sessions(path, session_id)

@@ -106,7 +106,7 @@ _TYPES: Final = (
     + ("bigint",) * len(COUNTS)
     + ("bool", "text", "text", "bool", "date", "timestamptz")
 )
-_UPSERT_USAGE: Final = (
+UPSERT_USAGE: Final = (
     f"INSERT INTO switchboard.usage ({_COLUMNS}) SELECT * FROM unnest("
     + ", ".join(f"%s::{kind}[]" for kind in _TYPES)
     + ") ON CONFLICT (session_id, record_id, part) DO UPDATE SET "
@@ -114,7 +114,7 @@ _UPSERT_USAGE: Final = (
     # A final row is never replaced: a repeat, or a late older version, changes nothing.
     + " WHERE NOT usage.final"
 )
-_DROP_STALE_PARTS: Final = (
+DROP_STALE_PARTS: Final = (
     "DELETE FROM switchboard.usage u USING unnest(%s::text[], %s::text[], %s::int[]) "
     "AS d(session_id, record_id, parts) WHERE u.session_id = d.session_id "
     "AND u.record_id = d.record_id AND u.part >= d.parts AND NOT u.final"
@@ -322,11 +322,11 @@ class PgStore:
                     self._write_sessions(conn, sessions)
                 if stale:
                     conn.execute(
-                        _DROP_STALE_PARTS,
+                        DROP_STALE_PARTS,
                         ([r.session_id for r in stale], [r.record_id for r in stale], [len(r.parts) for r in stale]),
                     )
                 if latest:
-                    conn.execute(_UPSERT_USAGE, _usage_columns(latest, self.instance_id))
+                    conn.execute(UPSERT_USAGE, usage_columns(latest, self.instance_id))
                 conn.execute(
                     "UPDATE switchboard.instances SET last_seen_at = now() WHERE instance_id = %s",
                     (self.instance_id,),
@@ -385,7 +385,7 @@ def _coalesce(records: Sequence[RecordWrite]) -> tuple[list[RecordWrite], list[R
     return list(latest.values()), [latest[key] for key in replacing]
 
 
-def _usage_columns(records: Iterable[RecordWrite], instance_id: str) -> list[list[object]]:
+def usage_columns(records: Iterable[RecordWrite], instance_id: str) -> list[list[object]]:
     """The usage upsert's parameters: one array per column, one element per record part."""
     columns: list[list[object]] = [[] for _ in _TYPES]
     for record in records:
