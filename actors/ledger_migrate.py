@@ -108,12 +108,14 @@ def _chunks(db: sqlite3.Connection) -> Iterator[tuple[list[SessionRow], list[Rec
         for usage in db.execute(
             "SELECT session_id, record_id, query_id, attempt, final, model, canonical, "
             + ", ".join(COUNTS)
-            + ", unknown_model, speed, service_tier, long_context, priced_on, recorded_at "
-            f"FROM usage WHERE session_id IN ({marks}) ORDER BY session_id, record_id, part",
+            + ", unknown_model, speed, service_tier, long_context, priced_on, recorded_at, part "
+            # In the order they were written: PostgreSQL numbers them in the same order, so
+            # each session's models come out in the same order (first used, first listed).
+            f"FROM usage WHERE session_id IN ({marks}) ORDER BY rowid",
             ids,
         ):
             parts.setdefault((usage[0], usage[1]), []).append(usage)
-        yield rows, [_record(found) for found in parts.values()]
+        yield rows, [_record(sorted(found, key=lambda row: int(str(row[-1])))) for found in parts.values()]
 
 
 def _record(rows: list[tuple[object, ...]]) -> RecordWrite:
