@@ -14,7 +14,7 @@ other applications. Design for several processes (README.md, "Deployment"):
 
 - ``usage``: one row per usage record part, keyed ``(session_id, record_id, part)``; the
   record id names the query, its attempt and the upstream message
-  (``{query_id}:{attempt}:{uuid}``, ``actors.stream_relay``), so a retried write finds its
+  (``{query_id}:{attempt}:{uuid}``, ``actors.relay_attempt``), so a retried write finds its
   own row and never adds a second one. ``instance_id`` says which process wrote it.
   Totals are DERIVED from these rows (``SUM``), never kept as a running figure: two
   processes recording to one session each add their own rows, and the sums are right
