@@ -40,7 +40,10 @@ Environment variables read (the main ones):
 - ``SWITCHBOARD_SHUTDOWN_GRACE_S``: seconds the queries in flight get to finish after
   SIGTERM/SIGINT (``Config.shutdown_grace``, default 30; ``--shutdown-grace`` wins).
 - ``XDG_STATE_HOME`` (default ``~/.local/state``): where the cost ledger lives when
-  ``--ledger`` is not given (``default_ledger_path``).
+  neither ``--ledger`` nor ``SWITCHBOARD_LEDGER`` is given (``default_ledger_path``).
+- ``SWITCHBOARD_LEDGER``, as ``--ledger`` (the flag wins): the cost ledger, an SQLite file or a
+  PostgreSQL URL (``postgresql://...`` or ``postgres://...``, ``is_postgres_url``; README.md
+  "Deployment").
 - ``SWITCHBOARD_LEDGER_FAIL_OPEN`` (truthy), as ``--ledger-fail-open``: keep serving new
   queries while the cost ledger cannot commit (their ``done`` says ``cost_recorded: false``).
 """
@@ -93,6 +96,8 @@ DEFAULT_MAX_QUERIES_PER_SESSION: Final = 32
 # and the ledger path that keeps no file.
 FIRST_PARTY: Final = "firstParty"
 MEMORY_LEDGER: Final = ":memory:"
+# The URL schemes libpq takes: a ledger given so lives in PostgreSQL (actors/pg_store.py).
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
 
 class Secret(msgspec.Struct, frozen=True):
@@ -190,6 +195,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         found += [s.reveal() for s in (self.bedrock_bearer, self.foundry_api_key) if s]
         found += [value for name, value in self.custom_headers if is_secret_header(name)]
         urls = [self.base_url, self.bedrock_base_url, self.vertex_base_url, self.foundry_base_url]
+        urls += [self.ledger_path] if self.ledger_path and is_postgres_url(self.ledger_path) else []
         urls += [url for _, url in self.proxies]
         for url in urls:
             # A password in any configured URL, as written and percent-decoded.
@@ -209,6 +215,23 @@ def default_ledger_path(env: Mapping[str, str]) -> str:
     return os.path.join(state, "switchboard", "ledger.sqlite3")
 
 
+def is_postgres_url(location: str) -> bool:
+    """Whether a ledger location names a PostgreSQL database rather than an SQLite file."""
+    return location.lower().startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(location: str) -> str:
+    """A ledger location fit for a message: a URL's password replaced by ``***``."""
+    if not is_postgres_url(location):
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{netloc[2]}").geturl()
+
+
 def ledger_file(config: Config) -> str:
     """The cost ledger's file: ``ledger_path`` when set (``":memory:"``: no file), else in
     memory for the built-in emulator (its made-up usage must not mix with real costs),
@@ -219,11 +242,14 @@ def ledger_file(config: Config) -> str:
 
 
 def bootstrap_cache_file(config: Config) -> str | None:
-    """Where the last good bootstrap answer is kept: ``bootstrap.json`` next to the ledger;
-    None (no cache) with an in-memory ledger."""
+    """Where the last good bootstrap answer is kept: ``bootstrap.json`` next to the ledger
+    (with a PostgreSQL ledger, in the directory of the default ledger file); None (no cache)
+    with an in-memory ledger."""
     ledger = ledger_file(config)
     if ledger == MEMORY_LEDGER:
         return None
+    if is_postgres_url(ledger):
+        ledger = default_ledger_path(os.environ)
     return os.path.join(os.path.dirname(os.path.abspath(ledger)), "bootstrap.json")
 
 
@@ -334,7 +360,8 @@ def config_from_env(
 ) -> Config:
     """Build the Config from CLI values and the environment.
 
-    ``shutdown_grace`` (``--shutdown-grace``) wins over ``SWITCHBOARD_SHUTDOWN_GRACE_S``.
+    ``shutdown_grace`` (``--shutdown-grace``) wins over ``SWITCHBOARD_SHUTDOWN_GRACE_S``,
+    ``ledger_path`` (``--ledger``) over ``SWITCHBOARD_LEDGER``.
 
     Raises:
         ConfigError: a malformed value, or a non-loopback host without access tokens.
@@ -366,7 +393,7 @@ def config_from_env(
     config = Config(
         host=host,
         port=port,
-        ledger_path=ledger_path,
+        ledger_path=ledger_path or env.get("SWITCHBOARD_LEDGER", "").strip() or None,
         debug=debug or env.get("ANTHROPIC_LOG", "").strip().lower() == "debug",
         base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
         api_key=Secret(api_key) if api_key else None,

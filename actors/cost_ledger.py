@@ -3,9 +3,10 @@
 Role:
     The one owner of sessions' cost state: total cost, API durations, per-model usage (keyed
     by the model id as sent upstream, as the reference client does), the unknown-model flag,
-    and which access token owns the session (a digest). Every change is written to an
-    SQLite store (``actors.cost_store``) before it is acknowledged, so a ``done`` frame
-    never reports a cost a crash could lose, and any session resumes after a restart.
+    and which access token owns the session (a digest). Every change is written to its
+    store (SQLite, ``actors.cost_store``, or PostgreSQL, ``actors.pg_store``) before it is
+    acknowledged, so a ``done`` frame never reports a cost a crash could lose, and any
+    session resumes after a restart.
 Inbox (``CostLedgerMsg``):
     ``OpenSession`` (FrontDoor, Gateway): create or resume a session, check its owner.
     ``RecordUsage`` (StreamRelay, per upstream message): price and count one version of a
@@ -66,7 +67,6 @@ import datetime
 import functools
 import hashlib
 import logging
-import sqlite3
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -77,7 +77,7 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, fail, report_internal
-from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow, Store
+from actors.cost_store import MEMORY, STORE_ERRORS, RecordWrite, SessionRow, Store, open_store
 from actors.ledger_health import LedgerCondition, LedgerHealth, backoff
 from actors.metrics import Metrics
 from protocol.frames import CostSummary
@@ -192,12 +192,12 @@ class _Session:
 class CostLedger:
     """Prices, totals and the durable store per session (see the module docstring).
 
-    ``path``: the SQLite file, or ``":memory:"`` for none. ``offload``: run store calls on a
+    ``path``: the SQLite file, ``":memory:"`` for none, or a PostgreSQL URL. ``offload``: run store calls on a
     worker thread (default: for a file; an in-memory store never waits on a disk, and
     staying on the event loop keeps it deterministic under a test's virtual clock).
     ``now``: the wall clock, for price dates and timestamps. ``fail_open``: keep serving new
     queries while commits fail (``Config.ledger_fail_open``). ``open_store``: how the store
-    is opened (tests wrap ``LedgerStore.open`` to inject faults).
+    is opened (``actors.cost_store.open_store``; tests wrap it to inject faults).
     """
 
     def __init__(
@@ -208,7 +208,7 @@ class CostLedger:
         now: Callable[[], datetime.datetime] = _utc_now,
         metrics: Metrics | None = None,
         fail_open: bool = False,
-        open_store: Callable[[str], Store] = LedgerStore.open,
+        open_store: Callable[[str], Store] = open_store,
     ) -> None:
         self._path = path
         self._metrics = metrics
@@ -338,13 +338,13 @@ class CostLedger:
         unreadable: set[str] = set()
         try:
             loaded = await self._call(functools.partial(store.load, cold))
-        except sqlite3.Error:
+        except STORE_ERRORS:
             # One session at a time, to fail only those on a bad page.
             loaded = {}
             for session_id in cold:
                 try:
                     loaded.update(await self._call(functools.partial(store.load, (session_id,))))
-                except sqlite3.Error as exc:
+                except STORE_ERRORS as exc:
                     unreadable.add(session_id)
                     self._condition.read_failed(session_id, exc)
         for session_id, stored in loaded.items():
@@ -484,7 +484,7 @@ class CostLedger:
             sessions = [self._row(session_id, now) for session_id in dirty]
             try:
                 await self._call(functools.partial(self._store.write, sessions, records))
-            except sqlite3.Error as exc:
+            except STORE_ERRORS as exc:
                 self._failed += 1
                 self._dirty |= dirty
                 self._records = records + self._records

@@ -1,4 +1,6 @@
-"""The CostLedger's SQLite store: schema, batched writes, lazy session loads, the report reader.
+"""The CostLedger's SQLite store: schema, batched writes, lazy session loads, the report reader;
+and the ``Store`` protocol every store follows (``open_store`` picks SQLite or PostgreSQL,
+``actors.pg_store``, by the ledger's location).
 
 Synchronous on purpose: the CostLedger owns one ``LedgerStore`` and calls it from a worker
 thread (``trio.to_thread.run_sync``), one call at a time, so the event loop never waits on
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib.util
 import logging
 import os
 import pathlib
@@ -52,6 +55,7 @@ from typing import Final, Protocol, final
 
 import msgspec
 
+from actors.config import is_postgres_url
 from protocol.errors import ConfigError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
@@ -185,11 +189,25 @@ class LoadedSession(msgspec.Struct, kw_only=True):
     provisional: dict[str, tuple[RecordPart, ...]]
 
 
-class Store(Protocol):
-    """What the CostLedger needs of a store (``LedgerStore``; tests wrap it to inject faults).
+class StoreError(Exception):
+    """A store other than SQLite could not do what was asked (``actors.pg_store``: the server
+    unreachable, a lost connection, a statement that failed). The message says why, with no
+    password in it."""
 
-    Every method may raise ``sqlite3.Error``: ``OperationalError`` for a full disk or an I/O
-    error, ``DatabaseError`` for a corrupt page.
+
+# What a store call may raise when the store, not the program, is at fault: the CostLedger
+# degrades on these (docs/protocol.md, "Cost ledger faults") and lets anything else through.
+STORE_ERRORS: Final = (sqlite3.Error, StoreError)
+
+
+class Store(Protocol):
+    """What the CostLedger needs of a store (``LedgerStore``, ``actors.pg_store.PgStore``;
+    tests wrap them to inject faults). Called from one thread at a time.
+
+    Every method may raise one of ``STORE_ERRORS``: SQLite's ``OperationalError`` for a full
+    disk or an I/O error, ``DatabaseError`` for a corrupt page; ``StoreError`` for the rest.
+    ``write`` is idempotent: writing a batch again (a retry after a failure, even one whose
+    commit did happen) counts nothing twice, and a final record version is never replaced.
     """
 
     def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]: ...
@@ -322,6 +340,32 @@ class LedgerStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+
+def open_store(location: str) -> Store:
+    """The store at ``location``: a PostgreSQL URL (``postgresql://``, ``postgres://``) opens
+    ``actors.pg_store.PgStore`` (imported only then: the optional ``postgres`` extra), anything
+    else the SQLite ``LedgerStore``.
+
+    Raises:
+        ConfigError: the store cannot be opened (see each store's ``open``), or psycopg is
+            not installed for a PostgreSQL URL.
+    """
+    if is_postgres_url(location):
+        require_psycopg()
+        from actors.pg_store import PgStore
+
+        return PgStore.open(location)
+    return LedgerStore.open(location)
+
+
+def require_psycopg() -> None:
+    """Raises ConfigError when the ``postgres`` extra is not installed."""
+    missing = [name for name in ("psycopg", "psycopg_pool") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"a PostgreSQL cost ledger needs {' and '.join(missing)}: pip install 'switchboard[postgres]'"
+        )
 
 
 def _reason(exc: BaseException) -> str:
@@ -488,11 +532,17 @@ def _totals(
 
 def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, SessionTotals]]:
     """Every session's totals (or only ``session_id``'s), oldest first, from a ledger file
-    opened read-only. An unknown ``session_id`` gives an empty list.
+    opened read-only (or a PostgreSQL ledger, read in one read-only snapshot). An unknown
+    ``session_id`` gives an empty list.
 
     Raises:
         ConfigError: no ledger at ``path``, or it cannot be read.
     """
+    if is_postgres_url(path):
+        require_psycopg()
+        from actors.pg_store import read_pg_sessions
+
+        return read_pg_sessions(path, session_id)
     if path == MEMORY or not os.path.isfile(path):
         raise ConfigError(f"no cost ledger at {path!r}")
     uri = pathlib.Path(path).resolve().as_uri() + "?mode=ro"

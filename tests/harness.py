@@ -20,7 +20,7 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow
+from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow, Store, StoreError
 from actors.server import Server
 from protocol.frames import TERMINAL_FRAMES, GatewayFrame, decode_frame
 
@@ -247,10 +247,12 @@ MALFORMED = "database disk image is malformed"
 class FaultyStore:
     """A real store that fails on demand: every write while ``write_error`` is set (with
     ``only_final``, those holding a final record), every load that touches ``bad_sessions``.
-    Records when each write was tried (trio time)."""
+    Records when each write was tried (trio time). It raises what the inner store raises:
+    SQLite's errors for an SQLite store, ``StoreError`` for another."""
 
-    def __init__(self, inner: LedgerStore) -> None:
+    def __init__(self, inner: Store) -> None:
         self.inner = inner
+        self.sqlite = isinstance(inner, LedgerStore)
         self.write_error: str | None = None
         # Only writes holding a final usage record fail (a query's last commit), so a query
         # starts, commits its provisional record, then meets the fault.
@@ -260,13 +262,13 @@ class FaultyStore:
 
     def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
         if self.bad_sessions & set(session_ids):
-            raise sqlite3.DatabaseError(MALFORMED)
+            raise sqlite3.DatabaseError(MALFORMED) if self.sqlite else StoreError(MALFORMED)
         return self.inner.load(session_ids)
 
     def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
         self.write_times.append(trio.current_time())
         if self.write_error is not None and (not self.only_final or any(r.final for r in records)):
-            raise sqlite3.OperationalError(self.write_error)
+            raise sqlite3.OperationalError(self.write_error) if self.sqlite else StoreError(self.write_error)
         self.inner.write(sessions, records)
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """The CostLedger on a sick disk: told honestly, refused or served as configured, recovered.
 
-Faults are injected at the store (``FaultyStore`` wraps a real ``LedgerStore`` on a file and
-raises what SQLite raises on a full disk, an I/O error or a corrupt page), and once for real
-on a tiny tmpfs filled to the last byte. The store runs on the event loop (``offload=False``)
+Faults are injected at the store (``FaultyStore`` wraps a real store, an SQLite file or a
+PostgreSQL database: the store-generic tests run on both, ``ledger_location``, and raises
+what the store raises on a full disk, an I/O error or a corrupt page), and once for real on
+a tiny tmpfs filled to the last byte (the PostgreSQL server's own faults: tests/store). The store runs on the event loop (``offload=False``)
 so the commit retry's backoff is asserted exactly on the autojump clock.
 """
 
@@ -42,12 +43,13 @@ from protocol.errors import ActorUnavailable, ConfigError
 
 @asynccontextmanager
 async def faulty(
-    path: Path, *, fail_open: bool = False, metrics: Metrics | None = None
+    path: Path | str, *, fail_open: bool = False, metrics: Metrics | None = None
 ) -> AsyncIterator[tuple[CostLedger, CostLedgerAddress, FaultyStore]]:
+    """A ledger on the store at ``path`` (an SQLite file or a PostgreSQL URL), faults on demand."""
     stores: list[FaultyStore] = []
 
-    def open_store(file: str) -> FaultyStore:
-        stores.append(FaultyStore(LedgerStore.open(file)))
+    def open_store(location: str) -> FaultyStore:
+        stores.append(FaultyStore(actors.cost_store.open_store(location)))
         return stores[0]
 
     ledger = CostLedger(
@@ -69,9 +71,9 @@ def sample(metrics: Metrics, name: str) -> float:
 
 @pytest.mark.parametrize("error", [DISK_FULL, IO_ERROR])
 async def test_a_failing_commit_is_told_buffered_retried_with_backoff_and_committed_exactly_on_recovery(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, error: str
+    ledger_location: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, error: str
 ) -> None:
-    path = tmp_path / "ledger.sqlite3"
+    path = ledger_location
     metrics = Metrics()
     async with faulty(path, metrics=metrics) as (ledger, address, store):
         assert (await record(address, FINAL, record_id="before")).recorded
@@ -112,10 +114,10 @@ async def test_a_failing_commit_is_told_buffered_retried_with_backoff_and_commit
 
 
 async def test_failing_open_serves_until_too_much_is_pending(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    ledger_location: str, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(actors.ledger_health, "MAX_PENDING_RECORDS", 2)
-    async with faulty(tmp_path / "ledger.sqlite3", fail_open=True) as (ledger, address, store):
+    async with faulty(ledger_location, fail_open=True) as (ledger, address, store):
         store.write_error = DISK_FULL
         assert not (await record(address, FINAL, record_id="a")).recorded
         assert not ledger.health.healthy and ledger.refusal() is None
@@ -126,19 +128,19 @@ async def test_failing_open_serves_until_too_much_is_pending(
 
 
 async def test_records_pending_at_shutdown_are_said_to_be_lost(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    ledger_location: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="switchboard.ledger"):
-        async with faulty(tmp_path / "ledger.sqlite3") as (_, address, store):
+        async with faulty(ledger_location) as (_, address, store):
             store.write_error = DISK_FULL
             assert not (await record(address, FINAL)).recorded
     assert "cost ledger stopped with 1 usage record(s) not committed" in caplog.text
 
 
 async def test_a_corrupt_session_fails_only_its_own_requests_and_degrades_health(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ledger_location: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    path = tmp_path / "ledger.sqlite3"
+    path = ledger_location
     async with faulty(path) as (_, address, _):
         await record(address, FINAL, session="bad")
         await record(address, FINAL, session="good")
