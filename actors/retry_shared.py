@@ -57,9 +57,26 @@ class SharedRetryState:
         if event is not None:
             event.set()
 
-    async def wait_turn(self, model: str, on_wait: Callable[[float], Awaitable[None]], beat_interval: float) -> bool:
+    def refusal(self, model: str) -> float | None:
+        """None when an attempt on ``model`` may go upstream now; else the seconds until the
+        gate's next probe is due (0 when it is due but a probe is still in flight). Takes
+        no turn (``wait_turn`` does)."""
+        gate = self.gate(model)
+        now = trio.current_time()
+        if overload.may_enter(gate, now):
+            return None
+        return max(gate.next_probe_at - now, 0.0)
+
+    async def wait_turn(
+        self,
+        model: str,
+        on_wait: Callable[[float], Awaitable[None]],
+        beat_interval: float,
+        deadline: float = math.inf,
+    ) -> bool | None:
         """Wait until an attempt on ``model`` may go upstream, then take the turn. Returns
-        True when the caller is the gate's probe (and must report how it went).
+        True when the caller is the gate's probe (and must report how it went), None when
+        ``deadline`` (trio time) came first: no turn was taken.
 
         ``on_wait(remaining)`` is awaited every ``beat_interval`` of waiting (the caller sends
         a heartbeat). A checkpoint only when the gate holds the caller back.
@@ -72,9 +89,11 @@ class SharedRetryState:
                 if gate.open:
                     self._set(model, overload.enter(gate))
                 return gate.open
+            if now >= deadline:
+                return None
             wake_at = math.inf if gate.probe_in_flight else gate.next_probe_at
             event = self._changed.setdefault(model, trio.Event())
-            with trio.move_on_at(min(wake_at, next_beat)):
+            with trio.move_on_at(min(wake_at, next_beat, deadline)):
                 await event.wait()
             now = trio.current_time()
             # Compared with the same expression that set the deadline: no float drift, so a
@@ -96,8 +115,11 @@ class SharedRetryState:
         if outcome is not None and outcome.failure is None and outcome.message is not None:
             self._set(model, overload.succeeded(gate))
         elif outcome is not None and outcome.failure is not None and is_overloaded(outcome.failure):
-            delay = decision.delay if isinstance(decision, Retry) else 0.0
-            told = retry_after_seconds(outcome.failure, 0.0) is not None
+            told_delay = retry_after_seconds(outcome.failure, self.wall_now())
+            told = told_delay is not None
+            # A query that does not retry (it gave up, or its client retries on its own): the
+            # server's wait, or the gate's own backoff, spaces the next probe.
+            delay = decision.delay if isinstance(decision, Retry) else (told_delay or 0.0)
             self._set(
                 model,
                 overload.overloaded(gate, trio.current_time(), delay, was_probe=probe, server_delay=told),

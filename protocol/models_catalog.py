@@ -118,6 +118,11 @@ def _provider_id(canonical: str, provider: str) -> str:
     return ids[PROVIDERS.index(provider)]
 
 
+def provider_model_id(model: str, provider: str) -> str:
+    """A first-party model id in ``provider``'s form; any other id unchanged."""
+    return _provider_id(model, provider)
+
+
 def default_opus(settings: ModelSettings, provider: str) -> str:
     return settings.default_opus or _provider_id(OPUS_4_6, provider)
 
