@@ -15,6 +15,7 @@ Used by ``actors.query_run``; reads and updates the session's latch only in the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import msgspec
@@ -115,9 +116,11 @@ async def run_attempt(
     withhold: bool,
     recovery: Recovery,
     started: float,
+    on_accepted: Callable[[], None] | None = None,
 ) -> AttemptOutcome:
     """Run one attempt of the query in the relay and add its usage to ``totals``; on cancel,
-    cancel it and still collect its usage (shielded, with a deadline), then re-raise."""
+    cancel it and still collect its usage (shielded, with a deadline), then re-raise.
+    ``on_accepted``: called when the upstream answers ``200`` (``RunAttempt``)."""
     scope = trio.CancelScope()
     if msg.options.heads is not None:
         # Until this attempt's response comes, the latest headers are none (not the last one's).
@@ -140,6 +143,7 @@ async def run_attempt(
                 continuation=bool(recovery.content),
                 query_started=started,
                 measure_first_token=not totals.content_seen,
+                on_accepted=on_accepted,
                 outbound=msg.outbound,
                 scope=scope,
                 reply=send,

@@ -127,7 +127,7 @@ class MessagesPost:
                     )
                     await _count_answer(result, exchange, request_id)
                 else:
-                    timeout = None if reply.client_retries else client_timeout(head.headers)
+                    timeout = client_timeout(head.headers)
                     options = QueryOptions(
                         transparent=transparent,
                         raw_body=raw,

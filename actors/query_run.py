@@ -43,7 +43,7 @@ from actors.query_channel import (
     send,
     wait_with_heartbeats,
 )
-from actors.retry_shared import SharedRetryState
+from actors.retry_shared import Refused, SharedRetryState
 from actors.session_state import SessionRequestState, SessionStates
 from actors.stream_relay import AttemptOutcome, StreamRelayAddress
 from protocol.assembly import usage_json
@@ -223,14 +223,19 @@ class QueryRun:
         recovery = Recovery()
         while True:
             state = state.next_attempt()
-            if options.client_retries and (wait := shared.refusal(state.model)) is not None:
-                return await self._turned_away(state, wait)
-            probe = await shared.wait_turn(
-                state.model,
-                functools.partial(heartbeat, msg.outbound, query.id, state.attempt),
-                HEARTBEAT_INTERVAL,
-                deadline,
-            )
+            if options.client_retries:
+                wait_until = min(deadline, started + self._config.api_timeout)
+                turn = await shared.client_turn(state.model, wait_until - trio.current_time())
+                if isinstance(turn, Refused):
+                    return await self._turned_away(state, turn.retry_after)
+                probe: bool | None = turn
+            else:
+                probe = await shared.wait_turn(
+                    state.model,
+                    functools.partial(heartbeat, msg.outbound, query.id, state.attempt),
+                    HEARTBEAT_INTERVAL,
+                    deadline,
+                )
             if probe is None:
                 return await self._out_of_time(state, last)
             cooldown = shared.fast_cooldown_until(state.model) if state.fast_mode else None
@@ -261,7 +266,8 @@ class QueryRun:
             withhold = bool(query.recover) and can_recover(recovery, request)
             try:
                 outcome = await run_attempt(
-                    self._to_relay, msg, self._totals, state, built, withhold=withhold, recovery=recovery, started=started
+                    self._to_relay, msg, self._totals, state, built, withhold=withhold, recovery=recovery, started=started,
+                    on_accepted=functools.partial(shared.accepted, state.model) if probe else None,
                 )
                 if outcome.failure is not None:
                     decision = await self._decide(policy, state, outcome.failure, fast_active, request, outcome)
@@ -328,13 +334,13 @@ class QueryRun:
                 case _:
                     assert_never(decision)
 
-    async def _turned_away(self, state: RetryState, wait: float) -> bool:
+    async def _turned_away(self, state: RetryState, wait: float | None) -> bool:
         """A client that retries on its own, at an overload gate it may not pass yet: a 529
         at once, with when the gate's next probe is due (docs/protocol.md 2, "Retries")."""
         error, headers = gate_refusal(state.model, wait)
         if self._msg.options.heads is not None:
             self._msg.options.heads.record(state.attempt, headers)
-        log.info("query %s turned away at the overload gate of %s (%.3f s)", self._msg.query.id, state.model, wait)
+        log.info("query %s answered by the overload gate of %s (wait %s)", self._msg.query.id, state.model, wait)
         return await self._fail(error)
 
     async def _out_of_time(self, state: RetryState, last: Failure | None) -> bool:

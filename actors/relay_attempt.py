@@ -103,9 +103,12 @@ def _prepare(
 
 
 def _note_heads(msg: RunAttempt, response: httpx.Response) -> None:
-    """Leave the response's headers, as a client may get them, for the HTTP door."""
+    """Leave the response's headers, as a client may get them, for the HTTP door; tell the
+    overload gate of a 200."""
     if msg.heads is not None:
         msg.heads.record(msg.attempt, client_headers(response.headers.multi_items()))
+    if response.status_code == 200 and msg.on_accepted is not None:
+        msg.on_accepted()
 
 
 def upstream_failure(lease: Lease, response: httpx.Response, body: bytes) -> Failure:

@@ -4,7 +4,11 @@ Owned by the RetrySupervisor's task tree alone (its query tasks run in its nurse
 lock is needed: every change happens between checkpoints.
 
 - One ``protocol.overload.Gate`` per model: a query waits at ``wait_turn`` while the model's
-  gate is open and another query holds the probe; each gate change wakes the waiters.
+  gate is open and another query holds the probe; each gate change wakes the waiters. A
+  query whose client retries on its own takes ``client_turn`` instead: it waits only for the
+  verdict of a probe in flight, and is ``Refused`` when that probe failed (or before the
+  upstream's own ``retry-after``). A probe's ``200`` closes the gate at once (``accepted``),
+  not at the end of its stream.
 - Fast mode: a cooldown per model (reference-client.md 1.6: "shared by every session for
   that model"), and a gateway-wide off switch once the API refused fast mode for good.
 """
@@ -15,6 +19,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import trio
 
 from actors.metrics import Metrics
@@ -22,6 +27,13 @@ from actors.stream_relay import AttemptOutcome
 from protocol import overload
 from protocol.overload import CLOSED, Gate
 from protocol.retry import GiveUp, Retry, SwitchModel, is_overloaded, retry_after_seconds
+
+
+class Refused(msgspec.Struct, frozen=True, kw_only=True):
+    """The gate answers for the upstream: a 529 now. ``retry_after``: seconds until the
+    upstream's own ``retry-after`` ends, or None (the client's own backoff applies)."""
+
+    retry_after: float | None
 
 
 class SharedRetryState:
@@ -57,15 +69,38 @@ class SharedRetryState:
         if event is not None:
             event.set()
 
-    def refusal(self, model: str) -> float | None:
-        """None when an attempt on ``model`` may go upstream now; else the seconds until the
-        gate's next probe is due (0 when it is due but a probe is still in flight). Takes
-        no turn (``wait_turn`` does)."""
-        gate = self.gate(model)
-        now = trio.current_time()
-        if overload.may_enter(gate, now):
-            return None
-        return max(gate.next_probe_at - now, 0.0)
+    async def client_turn(self, model: str, max_wait: float) -> bool | Refused:
+        """The turn of an attempt whose client retries on its own (docs/protocol.md 2): True
+        when it goes as the gate's probe (report how it went), False when the gate is closed,
+        ``Refused`` when the gate answers for the upstream. Waits only while a probe is in
+        flight, for its verdict, at most ``max_wait`` seconds (then ``Refused``). A
+        checkpoint only when it waits."""
+        deadline = trio.current_time() + max_wait
+        seen: int | None = None  # the gate's failures when this began waiting on a probe
+        while True:
+            gate = self.gate(model)
+            now = trio.current_time()
+            if seen is not None and gate.open and not gate.probe_in_flight and gate.failures > seen:
+                # The probe it waited for failed: the upstream's answer is this one's too.
+                return Refused(retry_after=gate.next_probe_at - now if gate.server_told else None)
+            if overload.client_may_enter(gate, now):
+                if gate.open:
+                    self._set(model, overload.enter(gate))
+                return gate.open
+            if not gate.probe_in_flight:
+                return Refused(retry_after=gate.next_probe_at - now)
+            if now >= deadline:
+                return Refused(retry_after=0.0)
+            seen = gate.failures if seen is None else seen
+            event = self._changed.setdefault(model, trio.Event())
+            with trio.move_on_at(deadline):
+                await event.wait()
+
+    def accepted(self, model: str) -> None:
+        """A probe got its ``200``: the model is healthy again, everyone may go. Not a
+        checkpoint (the StreamRelay calls it as the response begins)."""
+        if self.gate(model).open:
+            self._set(model, overload.succeeded(self.gate(model)))
 
     async def wait_turn(
         self,

@@ -135,6 +135,9 @@ class RunAttempt(msgspec.Struct, frozen=True, kw_only=True):
     # set (the first party's format only), and where the response headers go.
     raw_body: bytes | None = None
     heads: UpstreamHeads | None = None
+    # Called (not awaited) as the upstream answers 200: the overload gate of the attempt's
+    # model learns of a probe's success at once (actors/retry_shared.py).
+    on_accepted: Callable[[], None] | None = None
     outbound: trio.MemorySendChannel[GatewayFrame]
     scope: trio.CancelScope
     reply: trio.MemorySendChannel[AttemptOutcome]

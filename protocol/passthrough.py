@@ -99,14 +99,18 @@ def gate_retry_after(seconds: float) -> tuple[str, str]:
     return str(max(1, math.ceil(wait))), str(max(1, math.ceil(wait * 1000)))
 
 
-def gate_refusal(model: str, wait: float) -> tuple[ErrorInfo, tuple[tuple[str, str], ...]]:
-    """The 529 ``overloaded_error`` for a request the overload gate of ``model`` turns away,
-    its next probe due in ``wait`` seconds, and the headers telling the client when to come
-    back (``gate_retry_after``; ``x-should-retry: true``: it is worth a retry)."""
-    retry_after, retry_after_ms = gate_retry_after(wait)
-    message = f"Overloaded: the gateway holds {model} back until its next probe, in {retry_after} s"
-    error = ErrorInfo(type="overloaded_error", message=message, status=529, request_id=None)
-    return error, (("retry-after", retry_after), ("retry-after-ms", retry_after_ms), ("x-should-retry", "true"))
+def gate_refusal(model: str, wait: float | None) -> tuple[ErrorInfo, tuple[tuple[str, str], ...]]:
+    """The 529 ``overloaded_error`` for a request the overload gate of ``model`` answers for
+    the upstream, and its headers: ``x-should-retry: true`` (it is worth a retry) and, when
+    ``wait`` is known, when to come back (``gate_retry_after``)."""
+    if wait is None:
+        message = f"Overloaded: {model} is overloaded (the gateway's probe of it just failed)"
+        headers: tuple[tuple[str, str], ...] = (("x-should-retry", "true"),)
+    else:
+        retry_after, retry_after_ms = gate_retry_after(wait)
+        message = f"Overloaded: the gateway holds {model} back for {retry_after} s, as the upstream asked"
+        headers = (("retry-after", retry_after), ("retry-after-ms", retry_after_ms), ("x-should-retry", "true"))
+    return ErrorInfo(type="overloaded_error", message=message, status=529, request_id=None), headers
 
 
 def out_of_time(model: str) -> ErrorInfo:
