@@ -197,13 +197,14 @@ def among(candidate: str, tokens: tuple[Secret, ...]) -> bool:
 
 
 async def _count_answer(result: CountResult, exchange: Exchange, request_id: str) -> None:
-    """The count_tokens answer, with the upstream's response headers."""
+    """The count_tokens answer, with the upstream's response headers (``x-should-retry`` as
+    the upstream said: the gateway makes one attempt of a count)."""
     adopt(exchange, result.headers)
     if result.failure is not None:
         info = result.failure.info()
         status, error_type = http_error(info)
         await send_error(
-            exchange, status, error_type, info.message, info.request_id or request_id, retry=False
+            exchange, status, error_type, info.message, info.request_id or request_id
         )
         return
     await exchange.respond(

@@ -174,3 +174,44 @@ async def test_a_client_that_retries_takes_no_longer_and_no_more_attempts_throug
         # Per request, and so per client.
         for one, other in zip(alone, gated, strict=True):
             assert other.elapsed <= one.elapsed + BOUND, (one, other)
+
+
+async def test_a_client_waits_at_most_one_upstream_response_for_a_probe_in_flight(
+    nursery: trio.Nursery, config: Config, upstream: Upstream, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The README's BOUND where an upstream answer takes time: client B arrives while A's
+    probe waits 2 s for its answer; through the gateway B waits for that probe's 200 (no
+    attempt meanwhile) and then goes, at most one upstream response time later than directly."""
+    slow = 2.0
+
+    def scenario(emulator: Emulator) -> None:
+        emulator.script("529", f"slow_first_byte:seconds={slow:g}", "ok")
+
+    async def clients(url: str) -> Run:
+        upstream.emulator.reset()
+        scenario(upstream.emulator)
+        outcomes: list[list[Outcome]] = [[], []]
+        async with httpx.AsyncClient(base_url=url, timeout=None) as http:
+
+            async def one(i: int, start: float) -> None:
+                await trio.sleep(start)
+                outcomes[i].append(await claude_code(http, SONNET, random.Random(0), text=f"client {i}"))
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(one, 0, 0.0)
+                inner.start_soon(one, 1, 1.0)  # A's probe (at ~0.5 s) is still waiting then
+        return Run(outcomes, upstream_attempts(upstream.emulator))
+
+    direct = await clients(upstream.url)
+    server: Server = await nursery.start(
+        functools.partial(run_server, msgspec.structs.replace(config, http_port=0))
+    )
+    assert server.http_url is not None
+    through = await clients(server.http_url)
+    assert through.attempts <= direct.attempts == 3
+    (a_direct,), (b_direct,) = direct.outcomes
+    (a_through,), (b_through,) = through.outcomes
+    assert [a_through.status, b_through.status] == [a_direct.status, b_direct.status] == [200, 200]
+    assert a_through.elapsed <= a_direct.elapsed + BOUND
+    assert b_direct.elapsed == 0.0 and 0 < b_through.elapsed <= b_direct.elapsed + slow
+    assert b_through.attempts == 1
