@@ -194,3 +194,17 @@ async def test_the_gateway_gives_up_before_the_clients_own_timeout(
     assert response.status_code == 529 and response.headers["x-should-retry"] == "false"
     assert 15.5 <= elapsed < 19.0
     assert len(messages_calls(emulator)) == 6
+
+
+async def test_a_final_429_after_the_gateways_retries_keeps_the_upstreams_retry_after(
+    nursery: trio.Nursery, config: Config, emulator: Emulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await serve(nursery, config, http_retries="gateway", max_retries=1)
+    emulator.script("429:retry_after=2", "429:retry_after=9")
+    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None, headers=API_VERSION) as http:
+        response = await http.post("/v1/messages", json=chat())
+    assert response.status_code == 429 and response.json()["error"]["type"] == "rate_limit_error"
+    # The last attempt's headers, and the gateway's word that retrying again is pointless.
+    assert response.headers["retry-after"] == "9" and response.headers["x-should-retry"] == "false"
+    assert response.headers["request-id"] == messages_calls(emulator)[-1].request_id
+    assert "anthropic-ratelimit-requests-limit" in response.headers
