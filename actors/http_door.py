@@ -104,6 +104,8 @@ _ROUTES: Final = {
     "/metrics": ("GET", "metrics"),
 }
 _MODEL_PREFIX: Final = "/v1/models/"
+# The API's own words for a path it does not serve (wire.md 3.1).
+NOT_FOUND_MESSAGE: Final = "The requested resource could not be found."
 # What a client is told of an unexpected failure (docs/supervision.md): that it happened,
 # not what (the details are in the gateway's log under the request id).
 INTERNAL_MESSAGE: Final = "internal error in the gateway; it is logged"
@@ -193,7 +195,7 @@ class HttpDoor:
             head.path, ("GET", "model") if head.path.startswith(_MODEL_PREFIX) else ("", "unknown")
         )
         if route == "unknown":
-            await send_error(exchange, 404, "not_found_error", f"no route {head.path}", request_id)
+            await send_error(exchange, 404, "not_found_error", NOT_FOUND_MESSAGE, request_id)
             return route
         if head.method != method:
             await send_error(

@@ -338,6 +338,7 @@ class QueryRun:
         """A client that retries on its own, at an overload gate it may not pass yet: a 529
         at once, with when the gate's next probe is due (docs/protocol.md 2, "Retries")."""
         error, headers = gate_refusal(state.model, wait)
+        self._metrics.gate_answered(state.model)
         if self._msg.options.heads is not None:
             self._msg.options.heads.record(state.attempt, headers)
         log.info("query %s answered by the overload gate of %s (wait %s)", self._msg.query.id, state.model, wait)

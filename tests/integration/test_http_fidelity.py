@@ -147,6 +147,7 @@ async def test_the_gateways_own_refusals_say_not_to_retry(nursery: trio.Nursery,
     ):
         assert response.status_code == status and response.json()["error"]["type"] == error_type
         assert response.headers["x-should-retry"] == "false"
+    assert missing.json()["error"]["message"] == "The requested resource could not be found."
 
 
 async def test_a_retrying_client_gets_the_upstreams_status_and_headers_after_one_attempt(
@@ -208,3 +209,25 @@ async def test_a_final_429_after_the_gateways_retries_keeps_the_upstreams_retry_
     assert response.headers["retry-after"] == "9" and response.headers["x-should-retry"] == "false"
     assert response.headers["request-id"] == messages_calls(emulator)[-1].request_id
     assert "anthropic-ratelimit-requests-limit" in response.headers
+
+
+async def test_while_the_upstreams_retry_after_runs_the_gate_answers_retrying_clients(
+    nursery: trio.Nursery, config: Config, emulator: Emulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await serve(nursery, config)
+    emulator.script("529:retry_after=5")
+    retrying = {**API_VERSION, "x-stainless-retry-count": "0"}
+    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None, headers=retrying) as http:
+        first = await http.post("/v1/messages", json=chat())
+        await trio.sleep(1.5)
+        second = await http.post("/v1/messages", json=chat("another"))
+        assert len(messages_calls(emulator)) == 1  # the second never went upstream
+        await trio.sleep(3.5)
+        third = await http.post("/v1/messages", json=chat("later"))
+        metrics = (await http.get("/metrics")).text
+    assert first.status_code == 529 and first.headers["retry-after"] == "5"
+    assert second.status_code == 529 and second.json()["error"]["type"] == "overloaded_error"
+    assert second.headers["retry-after"] == "4" and second.headers["retry-after-ms"] == "3500"
+    assert second.headers["x-should-retry"] == "true"
+    assert third.status_code == 200 and len(messages_calls(emulator)) == 2
+    assert 'switchboard_gate_answers_total{model="claude-sonnet-4-6"} 1.0' in metrics
