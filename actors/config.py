@@ -46,6 +46,9 @@ Environment variables read (the main ones):
   "Deployment").
 - ``SWITCHBOARD_LEDGER_FAIL_OPEN`` (truthy), as ``--ledger-fail-open``: keep serving new
   queries while the cost ledger cannot commit (their ``done`` says ``cost_recorded: false``).
+- The HTTP door (docs/protocol.md 2): ``SWITCHBOARD_HTTP_RETRIES`` (``auto``, ``gateway``,
+  ``client``: who retries), ``SWITCHBOARD_CONSTRUCT_TOKENS`` (access tokens whose requests
+  get the reference construction instead of going upstream as sent).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from actors.env_values import is_truthy as is_truthy
 from actors.env_values import parse_custom_headers as parse_custom_headers
 from actors.request_config import build_settings_from_env as build_settings_from_env
 from protocol.errors import ConfigError
+from protocol.passthrough import RETRY_MODES, RetryMode
 from protocol.providers import parse_routes
 from protocol.request_builder import BuildSettings
 
@@ -186,12 +190,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # (``ledger_unavailable``) unless this is set: then they are served, each answer saying
     # its cost is not recorded (docs/protocol.md).
     ledger_fail_open: bool = False
+    # The HTTP door (docs/protocol.md 2): who retries a request by default (``auto``: the
+    # client, when it says it retries with ``x-stainless-retry-count``), and the tokens whose
+    # requests get the reference construction.
+    http_retries: RetryMode = "auto"
+    construct_tokens: tuple[Secret, ...] = ()
 
     def secrets(self) -> list[str]:
         """Every secret value, for the redactor of logs and of upstream error text
         (``actors.log.Redactor``): credentials, secret custom headers, and the password of
         every configured URL (the base URLs, the proxies)."""
-        found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens) if s]
+        found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens, *self.construct_tokens) if s]
         found += [s.reveal() for s in (self.bedrock_bearer, self.foundry_api_key) if s]
         found += [value for name, value in self.custom_headers if is_secret_header(name)]
         urls = [self.base_url, self.bedrock_base_url, self.vertex_base_url, self.foundry_base_url]
@@ -346,6 +355,15 @@ def _shutdown_grace(env: Mapping[str, str]) -> float:
         raise ConfigError(f"SWITCHBOARD_SHUTDOWN_GRACE_S must be a number of seconds, got {raw!r}") from exc
 
 
+def _with_http_door(config: Config, env: Mapping[str, str]) -> Config:
+    retries = env.get("SWITCHBOARD_HTTP_RETRIES", "").strip().lower() or "auto"
+    if retries not in RETRY_MODES:
+        raise ConfigError(f"SWITCHBOARD_HTTP_RETRIES must be one of {', '.join(RETRY_MODES)}, got {retries!r}")
+    raw = env.get("SWITCHBOARD_CONSTRUCT_TOKENS", "")
+    construct = tuple(Secret(t.strip()) for t in raw.split(",") if t.strip())
+    return msgspec.structs.replace(config, http_retries=retries, construct_tokens=construct)
+
+
 def config_from_env(
     env: Mapping[str, str],
     *,
@@ -422,6 +440,6 @@ def config_from_env(
         disable_nonessential_traffic=bool(env.get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "").strip()),
         ledger_fail_open=ledger_fail_open or is_truthy(env.get("SWITCHBOARD_LEDGER_FAIL_OPEN")),
     )
-    config = _with_providers(config, env)
+    config = _with_http_door(_with_providers(config, env), env)
     # issue 5: request construction's settings, for the provider just chosen.
     return msgspec.structs.replace(config, build=build_settings_from_env(env, config.provider))

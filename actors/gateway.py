@@ -55,6 +55,7 @@ from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
 from actors.metrics import Metrics
 from actors.models_fetcher import ModelsFetcher
+from actors.query_options import DEFAULT_OPTIONS, QueryOptions
 from actors.retry_supervisor import (
     RetrySupervisor,
     RetrySupervisorAddress,
@@ -188,11 +189,13 @@ class Gateway:
         scope: trio.CancelScope | None = None,
         *,
         headers: tuple[tuple[str, str], ...] = (),
+        options: QueryOptions = DEFAULT_OPTIONS,
     ) -> trio.CancelScope:
         """Start a query whose frames go to ``outbound`` (the query takes that end and closes
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
         one): cancel it to abort. ``headers`` are extra upstream headers for this query
-        (lower-case names; they override the defaults). A checkpoint.
+        (lower-case names; they override the defaults); ``options`` the HTTP door's
+        (actors/query_options.py). A checkpoint.
 
         While the cost ledger cannot commit (and does not fail open), the query ends at once
         with an ``error`` frame of type ``ledger_unavailable`` (status 503).
@@ -227,7 +230,8 @@ class Gateway:
         try:
             await self._to_supervisor.send(
                 RunQuery(
-                    session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers
+                    session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers,
+                    options=options,
                 )
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -266,6 +270,7 @@ class Gateway:
         fallback_model: str | None = None,
         max_retries: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        options: QueryOptions = DEFAULT_OPTIONS,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
         """Run one query; yields its frames, ending after the terminal one.
 
@@ -281,20 +286,28 @@ class Gateway:
         )
         send, receive = trio.open_memory_channel[GatewayFrame](QUERY_BUFFER)
         with receive:
-            scope = await self.start_query(session_id, query, send, headers=headers)
+            scope = await self.start_query(session_id, query, send, headers=headers, options=options)
             try:
                 yield receive
             finally:
                 scope.cancel(reason="caller left the query")
 
     async def count_tokens(
-        self, request: JsonObject, *, query_id: str = "count", headers: tuple[tuple[str, str], ...] = ()
+        self,
+        request: JsonObject,
+        *,
+        query_id: str = "count",
+        headers: tuple[tuple[str, str], ...] = (),
+        transparent: bool = False,
     ) -> CountResult:
-        """Count a request's input tokens upstream. A checkpoint."""
+        """Count a request's input tokens upstream; ``transparent``: the body and betas as
+        sent (``RunCountTokens``). A checkpoint."""
         validate_request(request, count_only=True, frame_id=query_id)
         return await ask(
             self._to_supervisor,
-            lambda reply: RunCountTokens(query_id=query_id, request=request, reply=reply, headers=headers),
+            lambda reply: RunCountTokens(
+                query_id=query_id, request=request, reply=reply, headers=headers, transparent=transparent
+            ),
         )
 
     async def cost(self, session_id: str) -> CostSummary:

@@ -23,6 +23,8 @@ Metrics (every name, type and label; README has the same table):
     switchboard_active_sessions                          gauge: sessions in use
     switchboard_retries_total{cause}                     counter: retries, by error type
     switchboard_fallbacks_total{from_model,to_model}     counter: switches to a fallback model
+    switchboard_gate_answers_total{model}                counter: requests of clients that retry
+        on their own answered by a model's overload gate, without an upstream attempt
     switchboard_upstream_latency_seconds{provider}       histogram: attempt sent to response
         headers
     switchboard_time_to_first_token_seconds{model}      histogram: query start to the first
@@ -161,6 +163,12 @@ class Metrics:
             ["from_model", "to_model"],
             registry=registry,
         )
+        self._gate_answers = Counter(
+            "switchboard_gate_answers",
+            "Requests of clients that retry on their own answered by an overload gate, without an attempt.",
+            ["model"],
+            registry=registry,
+        )
         self._latency = Histogram(
             "switchboard_upstream_latency_seconds",
             "From sending an attempt upstream to its response headers.",
@@ -297,6 +305,10 @@ class Metrics:
         self._fallbacks.labels(
             from_model=self._label("model", from_model), to_model=self._label("model", to_model)
         ).inc()
+
+    def gate_answered(self, model: str) -> None:
+        """An overload gate answered a request for the upstream (docs/protocol.md 2)."""
+        self._gate_answers.labels(model=self._label("model", model)).inc()
 
     def overloaded(self, model: str, active: bool) -> None:
         """The model entered (True) or left (False) an overload cooldown."""

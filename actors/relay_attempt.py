@@ -38,6 +38,7 @@ from protocol.assembly import MessageAssembler
 from protocol.errors import RemoteProtocolError
 from protocol.eventstream import BedrockStreamDecoder, BedrockStreamException
 from protocol.frames import EventFrame
+from protocol.http_api import client_headers
 from protocol.nonstreaming import events_from_message, nonstreaming_body
 from protocol.recovery import OUTPUT_LIMIT_STOPS
 from protocol.request import merge_headers
@@ -93,11 +94,24 @@ class _SSEEvents:
         self._sse.close()
 
 
-def _prepare(lease: Lease, body: JsonObject, headers: dict[str, str], *, streaming: bool) -> Prepared:
-    """issue 6: the request for the lease's provider (the first party: ``/v1/messages``)."""
+def _prepare(
+    lease: Lease, body: JsonObject, headers: dict[str, str], *, streaming: bool, raw: bytes | None = None
+) -> Prepared:
+    """issue 6: the request for the lease's provider (the first party: ``/v1/messages``,
+    with the client's own bytes ``raw`` when given)."""
     if lease.endpoint is None:
-        return Prepared(url=lease.base_url + "/v1/messages", headers=headers, content=JSON.encode(body))
+        content = raw if raw is not None else JSON.encode(body)
+        return Prepared(url=lease.base_url + "/v1/messages", headers=headers, content=content)
     return lease.endpoint.messages(body, headers, streaming=streaming)
+
+
+def _note_heads(msg: RunAttempt, response: httpx.Response) -> None:
+    """Leave the response's headers, as a client may get them, for the HTTP door; tell the
+    overload gate of a 200."""
+    if msg.heads is not None:
+        msg.heads.record(msg.attempt, client_headers(response.headers.multi_items()))
+    if response.status_code == 200 and msg.on_accepted is not None:
+        msg.on_accepted()
 
 
 def upstream_failure(lease: Lease, response: httpx.Response, body: bytes) -> Failure:
@@ -200,7 +214,7 @@ class AttemptStreamer:
             return await self._nonstreaming(msg, progress, lease, headers)
         assembler = progress.assembler
         in_body = False
-        prepared = _prepare(lease, msg.body, headers, streaming=True)
+        prepared = _prepare(lease, msg.body, headers, streaming=True, raw=msg.raw_body)
         sent_at = trio.current_time()
         try:
             async with lease.client.stream(
@@ -208,6 +222,7 @@ class AttemptStreamer:
             ) as response:
                 self._metrics.upstream_latency(_label(lease), trio.current_time() - sent_at)
                 log_attempt(msg, prepared, response.status_code, response.headers, sent_at)
+                _note_heads(msg, response)
                 if response.status_code != 200:
                     return upstream_failure(lease, response, await response.aread())
                 in_body = True
@@ -377,6 +392,7 @@ class AttemptStreamer:
             return failure
         log_attempt(msg, prepared, response.status_code, response.headers, sent_at)
         self._metrics.upstream_latency(_label(lease), trio.current_time() - sent_at)
+        _note_heads(msg, response)
         if response.status_code != 200:
             return upstream_failure(lease, response, response.content)
         try:

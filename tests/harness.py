@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import pytest
@@ -62,6 +62,10 @@ async def connect(server: Server, session: str = "s1", **kwargs: Any) -> AsyncIt
         finally:
             await ws.aclose()
             nursery.cancel_scope.cancel()
+
+
+# What every request to the HTTP door carries, as the SDKs send it (the API's 400 without it).
+API_VERSION: Final = {"anthropic-version": "2023-06-01"}
 
 
 def chat(text: str = "Hello there", *, model: str = "claude-sonnet-4-6", max_tokens: int = 256) -> dict[str, Any]:
