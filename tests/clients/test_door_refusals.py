@@ -15,7 +15,7 @@ import msgspec
 import pytest
 import trio
 from conftest import GATEWAY_TOKEN, Door
-from harness import chat
+from harness import API_VERSION, chat
 
 from actors.config import Config, Secret
 from actors.server import Server, run_server
@@ -24,7 +24,7 @@ from emulator import Emulator
 
 @pytest.fixture
 async def http(door: Door) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=door.url, timeout=None) as client:
+    async with httpx.AsyncClient(base_url=door.url, timeout=None, headers=API_VERSION) as client:
         yield client
 
 
@@ -67,7 +67,7 @@ async def test_too_large_and_foreign_session_say_do_not_retry(
         config, http_port=0, access_tokens=tokens, max_frame_bytes=4096
     )
     server: Server = await nursery.start(functools.partial(run_server, changed))
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None, headers=API_VERSION) as http:
         alice = {"x-api-key": "tok-alice", "x-switchboard-session": "alices"}
         assert (await http.post("/v1/messages", json=chat(), headers=alice)).status_code == 200
         bob = {"x-api-key": "tok-bob", "x-switchboard-session": "alices"}
