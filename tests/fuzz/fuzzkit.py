@@ -26,24 +26,28 @@ on two cores); ``SWITCHBOARD_FUZZ_SEED`` makes a run reproducible.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import h11
+import httpx
 import hypothesis
 import msgspec
 import trio
-from harness import Client, chat, connect
+from harness import Client, chat
+from harness import connect as harness_connect
 from hypothesis import HealthCheck, settings
 
 from actors.config import Config, Secret
 from actors.cost_store import read_sessions
 from actors.server import Server, run_server
 from protocol.frames import (
+    SESSION_ID,
     TERMINAL_FRAMES,
     Aborted,
     CostFrame,
@@ -52,6 +56,7 @@ from protocol.frames import (
     GatewayFrame,
     Ready,
     Rejected,
+    decode_frame,
 )
 from protocol.pricing import usd
 from protocol.request_builder import BuildSettings
@@ -82,6 +87,16 @@ HEALTHY_SESSION: Final = "bystander"
 # The largest response head the fake upstream reads, and its read size.
 MAX_REQUEST_HEAD: Final = 64 * 1024
 READ_SIZE: Final = 64 * 1024
+
+
+# The test clients take frames as large as the gateway may send (an upstream event of 33 MiB
+# is relayed whole); trio-websocket's default is 1 MiB.
+CLIENT_MAX_MESSAGE: Final = 128 * 1024 * 1024
+
+
+def connect(server: Server, session: str) -> AbstractAsyncContextManager[Client]:
+    """``harness.connect`` with room for the largest frames."""
+    return harness_connect(server, session, max_message_size=CLIENT_MAX_MESSAGE)
 
 
 # --- the upstream -----------------------------------------------------------------------------
@@ -346,13 +361,23 @@ def terminal_cost(frame: GatewayFrame) -> float | None:
     return None
 
 
+async def receive(client: Client) -> GatewayFrame:
+    """The next frame; a frame that is not valid JSON or no frame of docs/protocol.md fails
+    the example with its beginning."""
+    text = await client.ws.get_message()
+    try:
+        return decode_frame(text)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise AssertionError(f"the gateway sent a malformed frame ({exc}): {text[:300]!r}") from None
+
+
 async def barrier(client: Client) -> list[GatewayFrame]:
     """Ask for the session's cost and return every frame before the answer: the gateway
     handles a connection's frames in order, so whatever it answers to the frames sent
     before is in there (a query's later frames may follow)."""
     await client.send(type="get_cost")
     frames: list[GatewayFrame] = []
-    while not isinstance(frame := await client.receive(), CostFrame):
+    while not isinstance(frame := await receive(client), CostFrame):
         frames.append(frame)
     return frames
 
@@ -371,7 +396,7 @@ async def finish_query(
         if abort_after_events is not None and events >= abort_after_events and not aborted:
             await client.send(type="abort", id=query_id)
             aborted = True
-        frame = pending.pop(0) if pending else await client.receive()
+        frame = pending.pop(0) if pending else await receive(client)
         if getattr(frame, "id", None) == query_id:
             frames.append(frame)
             events += isinstance(frame, EventFrame)
@@ -380,6 +405,56 @@ async def finish_query(
     # frame of the query after its terminal frame breaks the contract.
     assert all(isinstance(f, Rejected) for f in after), (frames, after)
     return frames[-1]
+
+
+# --- the HTTP door's answers -------------------------------------------------------------
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def door_errors() -> Iterator[list[str]]:
+    """The HTTP door's errors while the block runs: hypercorn logs a handler's exception
+    there instead of raising it (a hostile case may well log warnings: those are fine)."""
+    handler = _Collect()
+    logger = logging.getLogger("switchboard.httpdoor")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def check_answer(stack: Stack, path: str, headers: dict[str, str], response: httpx.Response) -> None:
+    """One answer of the HTTP door, checked against the API's shapes."""
+    body = response.content
+    kind = response.headers.get("content-type", "")
+    assert kind.startswith(("application/json", "text/event-stream")), (response.status_code, kind, body[:300])
+    if kind.startswith("text/event-stream"):
+        assert response.status_code == 200
+        assert body.endswith(b"\n\n"), body[-300:]
+        assert b"event: message_stop" in body or b"event: error" in body, body[-300:]
+        return
+    decoded = msgspec.json.decode(body)
+    assert isinstance(decoded, dict), decoded
+    if response.status_code == 200:
+        if path.startswith("/v1/messages/count_tokens"):
+            assert isinstance(decoded.get("input_tokens"), int), decoded
+        else:
+            assert decoded.get("type") == "message", decoded
+            session = headers.get("x-switchboard-session") or ""
+            session = session if SESSION_ID.fullmatch(session) else response.headers["x-switchboard-session"]
+            stack.report(session, float(response.headers["x-switchboard-cost-usd"]))
+        return
+    assert decoded.get("type") == "error" and isinstance(decoded.get("error"), dict), decoded
+    assert isinstance(decoded["error"].get("type"), str) and isinstance(decoded["error"].get("message"), str)
 
 
 def hypothesis_note(text: str) -> None:

@@ -11,20 +11,14 @@ connection, and the ledger is consistent (``fuzzkit.run_case``).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Final
 
 import httpx
-import msgspec
 import trio
-from fuzzkit import FUZZ, Stack, run_case
+from fuzzkit import FUZZ, Stack, check_answer, door_errors, run_case
 from hostile import request
 from hypothesis import given
 from hypothesis import strategies as st
-
-from protocol.frames import SESSION_ID
 
 ANSWER_TIMEOUT: Final = 20.0
 # Only these header values can be written at all (h11 refuses control characters).
@@ -39,53 +33,6 @@ HEADERS: Final = st.dictionaries(
     st.one_of(HEADER_TEXT, st.sampled_from(["2023-06-01", "a" * 8000, ",,,", "gzip", "../etc", "bystander"])),
     max_size=4,
 )
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextmanager
-def door_errors() -> Iterator[list[str]]:
-    """The HTTP door's warnings and errors while the block runs (hypercorn logs a handler's
-    exception there instead of raising it)."""
-    handler = _Collect()
-    logger = logging.getLogger("switchboard.httpdoor")
-    logger.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        logger.removeHandler(handler)
-
-
-def check_answer(stack: Stack, path: str, headers: dict[str, str], response: httpx.Response) -> None:
-    """One answer of the HTTP door, checked against the API's shapes."""
-    body = response.content
-    kind = response.headers.get("content-type", "")
-    assert kind.startswith(("application/json", "text/event-stream")), (response.status_code, kind, body[:300])
-    if kind.startswith("text/event-stream"):
-        assert response.status_code == 200
-        assert body.endswith(b"\n\n"), body[-300:]
-        assert b"event: message_stop" in body or b"event: error" in body, body[-300:]
-        return
-    decoded = msgspec.json.decode(body)
-    assert isinstance(decoded, dict), decoded
-    if response.status_code == 200:
-        if path.startswith("/v1/messages/count_tokens"):
-            assert isinstance(decoded.get("input_tokens"), int), decoded
-        else:
-            assert decoded.get("type") == "message", decoded
-            session = headers.get("x-switchboard-session") or ""
-            session = session if SESSION_ID.fullmatch(session) else response.headers["x-switchboard-session"]
-            stack.report(session, float(response.headers["x-switchboard-cost-usd"]))
-        return
-    assert decoded.get("type") == "error" and isinstance(decoded.get("error"), dict), decoded
-    assert isinstance(decoded["error"].get("type"), str) and isinstance(decoded["error"].get("message"), str)
 
 
 async def post(stack: Stack, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:

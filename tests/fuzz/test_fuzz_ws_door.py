@@ -16,8 +16,8 @@ import struct
 from typing import Final
 
 import trio
-from fuzzkit import FUZZ, Stack, barrier, finish_query, hypothesis_note, run_case
-from harness import Client, connect
+from fuzzkit import FUZZ, Stack, barrier, connect, finish_query, hypothesis_note, receive, run_case
+from harness import Client
 from hostile import Frame, client_frame
 from hypothesis import given
 from hypothesis import strategies as st
@@ -43,7 +43,7 @@ async def expect_answer(client: Client, frame: Frame, stack: Stack) -> None:
         return
     if frame.kind == "count":
         if not mine:
-            mine = [await client.receive()]
+            mine = [await receive(client)]
         assert len(mine) == 1 and isinstance(mine[0], (TokenCount, ErrorFrame)), mine
         return
     end = await finish_query(client, "bad", before)
