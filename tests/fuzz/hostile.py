@@ -11,7 +11,6 @@ value instead of one. ``client_frame()``: a WebSocket door frame with hostile pa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Final
 
 from hypothesis import strategies as st
@@ -105,13 +104,16 @@ def request(draw: st.DrawFn) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-@dataclass(frozen=True)
 class Frame:
     """A hostile client frame: its text, and what it is (``query``, ``count``, ``abort``
-    with the id ``bad``, or ``other``: anything else, whose answer is ``rejected``)."""
+    with the id ``bad``, or ``other``: anything else, whose answer is ``rejected``). Not a
+    dataclass: hypothesis would print a failing example's 600 kB text whole."""
 
-    text: str
-    kind: str
+    __slots__ = ("kind", "text")
+
+    def __init__(self, text: str, kind: str) -> None:
+        self.text = text
+        self.kind = kind
 
     def __repr__(self) -> str:
         return f"Frame({self.kind}, {self.text[:120]!r}... {len(self.text)} chars)"
