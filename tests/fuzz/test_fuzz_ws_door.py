@@ -16,7 +16,17 @@ import struct
 from typing import Final
 
 import trio
-from fuzzkit import FUZZ, Stack, barrier, connect, finish_query, hypothesis_note, receive, run_case
+from fuzzkit import (
+    FUZZ,
+    Stack,
+    barrier,
+    connect,
+    finish_query,
+    hypothesis_note,
+    receive,
+    run_case,
+    terminal_cost,
+)
 from harness import Client
 from hostile import Frame, client_frame
 from hypothesis import given
@@ -51,9 +61,7 @@ async def expect_answer(client: Client, frame: Frame, stack: Stack) -> None:
         assert len(mine) == 1 and isinstance(mine[0], (TokenCount, ErrorFrame)), mine
         return
     end = await finish_query(client, "bad", before)
-    cost = getattr(end, "cost_usd", None)
-    if cost is not None and getattr(end, "cost_recorded", True):
-        stack.report("hostile", cost)
+    stack.report("hostile", terminal_cost(end))
 
 
 @FUZZ
