@@ -20,8 +20,10 @@ error"; "A frame the gateway refuses ... disturbs nothing else"):
   at least every cost a terminal frame or header reported as recorded.
 
 ``SWITCHBOARD_FUZZ_EXAMPLES`` sets the examples per test (default 25, so the suite stays fast
-on two cores; above 25 the huge-event test also sends 33 MiB events); pytest's
-``--hypothesis-seed=N`` makes a run reproducible.
+on two cores; above 25 the huge-event test also sends 33 MiB events);
+``SWITCHBOARD_FUZZ_SHRINK=1`` shrinks a failing example (slow); pytest's
+``--hypothesis-seed=N`` makes a run reproducible. Each test also runs a few explicit
+examples first (``@example``): the known crash paths, so they are checked on every run.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import msgspec
 import trio
 from harness import Client, chat
 from harness import connect as harness_connect
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from actors.config import Config, Secret
 from actors.cost_store import read_sessions
@@ -65,10 +67,14 @@ from protocol.request_builder import BuildSettings
 # Examples per test: modest by default (the suite runs on two shared cores); crank it up with
 # the environment for a long hunt.
 EXAMPLES: Final = int(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES", "25"))
+# Shrinking a failure re-runs whole gateways hundreds of times (minutes on two cores): off
+# unless asked for; every example's report is short anyway (reprs of hostile inputs are cut).
+SHRINK: Final = os.environ.get("SWITCHBOARD_FUZZ_SHRINK", "") not in ("", "0")
 FUZZ: Final = settings(
     max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    phases=tuple(Phase) if SHRINK else tuple(p for p in Phase if p is not Phase.shrink),
 )
 
 # Every case, setup to teardown, ends within this (a hang is a failure, not a stuck suite).

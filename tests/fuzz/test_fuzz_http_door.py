@@ -16,8 +16,8 @@ from typing import Final
 import httpx
 import trio
 from fuzzkit import FUZZ, Stack, check_answer, door_errors, run_case
-from hostile import request
-from hypothesis import given
+from hostile import deep, request
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 ANSWER_TIMEOUT: Final = 20.0
@@ -69,6 +69,9 @@ def bodies(draw: st.DrawFn) -> Body:
 
 @FUZZ
 @given(path=PATHS, body=bodies(), headers=HEADERS)
+@example("/v1/messages", Body(deep(100_000, "array").encode()), {})
+@example("/v1/messages", Body(b'{"model":"claude-sonnet-4-6","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}'),
+         {"anthropic-version": "\x80"})  # not ASCII: forwarded upstream
 def test_hostile_bodies_and_headers_get_an_answer_the_api_could_give(
     path: str, body: bytes, headers: dict[str, str]
 ) -> None:

@@ -41,7 +41,7 @@ from fuzzkit import (
 )
 from harness import chat
 from hostile import DEPTHS, deep
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from protocol.frames import ErrorFrame, Ready, TokenCount
@@ -313,18 +313,24 @@ def hostile_case(hostile: Hostile, door: str) -> None:
 
 @FUZZ
 @given(hostile=BROKEN, door=DOORS)
+@example(Hostile("truncated", (0.94,)), "http_sse")  # cut inside message_stop
+@example(Hostile("garbage", (b"\x00" * 64,)), "ws")
 def test_garbage_broken_http_and_cut_streams_end_the_query_once(hostile: Hostile, door: str) -> None:
     hostile_case(hostile, door)
 
 
 @FUZZ
 @given(hostile=NOT_THE_API, door=DOORS)
+@example(Hostile("framing", ("odd_lines",)), "ws")  # data lines that are not JSON
+@example(Hostile("html", (502,)), "http_json")
 def test_html_redirects_and_non_json_events_end_the_query_once(hostile: Hostile, door: str) -> None:
     hostile_case(hostile, door)
 
 
 @FUZZ
 @given(hostile=DEEP_EVENTS, door=DOORS)
+@example(Hostile("deep", ("input_json_delta", 5_000, "array")), "ws")
+@example(Hostile("deep", ("error_body", 100_000, "object")), "http_json")
 def test_deep_nesting_in_any_event_or_error_body_ends_the_query_once(hostile: Hostile, door: str) -> None:
     hostile_case(hostile, door)
 
@@ -337,6 +343,8 @@ def test_huge_events_end_the_query_once(hostile: Hostile, door: str) -> None:
 
 @FUZZ
 @given(hostile=ODD_USAGE, door=DOORS)
+@example(Hostile("usage", ((("input_tokens", "9223372036854775808"),),)), "ws")  # 2**63
+@example(Hostile("usage", ((("output_tokens", "-5"), ("cache_read_input_tokens", '"12"')),)), "http_sse")
 def test_huge_negative_fractional_or_mistyped_usage_ends_the_query_once(hostile: Hostile, door: str) -> None:
     hostile_case(hostile, door)
 

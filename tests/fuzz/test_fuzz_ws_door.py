@@ -28,8 +28,8 @@ from fuzzkit import (
     terminal_cost,
 )
 from harness import Client
-from hostile import Frame, client_frame
-from hypothesis import given
+from hostile import Frame, client_frame, deep
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from protocol.frames import CostFrame, ErrorFrame, Ready, Rejected, TokenCount, decode_frame
@@ -66,6 +66,10 @@ async def expect_answer(client: Client, frame: Frame, stack: Stack) -> None:
 
 @FUZZ
 @given(frames=st.lists(client_frame(), min_size=1, max_size=3), binary=st.lists(st.booleans(), min_size=3, max_size=3))
+@example([Frame(deep(100_000, "array"), "other")], [False, False, False])
+@example([Frame('{"type":"query","id":"bad","request":{"model":"claude-sonnet-4-6","max_tokens":64,'
+                '"messages":[{"role":"user","content":"hi"}],"metadata":' + deep(900, "object") + "}}", "query")],
+         [True, False, False])
 def test_hostile_frames_are_refused_or_end_their_query_once(frames: list[Frame], binary: list[bool]) -> None:
     async def case(stack: Stack) -> None:
         async with connect(stack.server, "hostile") as client:
