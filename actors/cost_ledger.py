@@ -17,6 +17,12 @@ Inbox (``CostLedgerMsg``):
     ``estimated_cost_usd``, ``estimated_output_tokens``).
     ``RecordDuration`` (RetrySupervisor, once per query).
     ``GetCost`` (FrontDoor, Gateway): the session's cost summary.
+    ``ReadSpend``, ``ReadTop`` (the dashboard, actors/dashboard.py): read-only aggregations
+    of the store (``Store.spend``, ``top_sessions``, ``top_owners``), run after the batch's
+    commit, so they see every usage committed before they were asked; usage pending while
+    the ledger is degraded is not in them. A read that fails (``sqlite3.Error``) is logged
+    and its reply dropped (the asker sees ``ActorUnavailable``); nothing else changes.
+    ``SessionOwners`` (the dashboard): the owners of the sessions in memory among those asked.
 Outputs:
     None; it only answers, each request after its batch is committed. Its health
     (``health``, ``refusal``) is read by the Gateway (new queries) and the HTTP door
@@ -80,6 +86,7 @@ from actors._util import CLEANUP_TIMEOUT, answer, fail, report_internal
 from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow, Store
 from actors.ledger_health import LedgerCondition, LedgerHealth, backoff
 from actors.metrics import Metrics
+from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.frames import CostSummary
 from protocol.ledger import RecordPart, SessionTotals, record_parts
 from protocol.pricing import usd
@@ -153,7 +160,32 @@ class GetCost(msgspec.Struct, frozen=True, kw_only=True):
     reply: trio.MemorySendChannel[CostSummary]
 
 
-CostLedgerMsg: TypeAlias = OpenSession | RecordUsage | RecordDuration | GetCost
+class ReadSpend(msgspec.Struct, frozen=True, kw_only=True):
+    since: str
+    bucket: Bucket
+    scope: Scope
+    reply: trio.MemorySendChannel[list[SpendRow]]
+
+
+class ReadTop(msgspec.Struct, frozen=True, kw_only=True):
+    """The top ``limit`` sessions and the top ``limit`` owners by cost since ``since``."""
+
+    since: str
+    scope: Scope
+    limit: int
+    reply: trio.MemorySendChannel[tuple[list[SessionSpend], list[OwnerSpend]]]
+
+
+class SessionOwners(msgspec.Struct, frozen=True, kw_only=True):
+    """The owner digest of each of ``session_ids`` held in memory (others are left out)."""
+
+    session_ids: tuple[str, ...]
+    reply: trio.MemorySendChannel[dict[str, str | None]]
+
+
+SessionMsg: TypeAlias = OpenSession | RecordUsage | RecordDuration | GetCost
+DashboardRead: TypeAlias = ReadSpend | ReadTop | SessionOwners
+CostLedgerMsg: TypeAlias = SessionMsg | DashboardRead
 CostLedgerAddress: TypeAlias = trio.MemorySendChannel[CostLedgerMsg]
 
 
@@ -302,9 +334,16 @@ class CostLedger:
         self._batches += 1
         self._messages += len(batch)
         replies: list[Callable[[bool], None]] = []
+        sessions: list[SessionMsg] = []
+        reads: list[DashboardRead] = []
+        for msg in batch:
+            if isinstance(msg, ReadSpend | ReadTop | SessionOwners):
+                reads.append(msg)
+            else:
+                sessions.append(msg)
         try:
-            unreadable = await self._load({msg.session_id for msg in batch})
-            for msg in batch:
+            unreadable = await self._load({msg.session_id for msg in sessions})
+            for msg in sessions:
                 if msg.session_id in unreadable:
                     # Unknown whether the session exists: never start it afresh over stored
                     # totals. Its other requests are refused (their replies dropped).
@@ -319,11 +358,34 @@ class CostLedger:
                 reply(committed)
             if self._condition.write_error is not None:
                 self._condition.report()  # what is pending grew
+            for read in reads:
+                await self._read(read)
         finally:
             # A request not answered (cancelled mid-batch) must not leave its asker waiting.
             for msg in batch:
                 if not isinstance(msg, RecordDuration):
                     msg.reply.close()
+
+    async def _read(self, msg: DashboardRead) -> None:
+        """Answer one dashboard read (see the module docstring, Inbox)."""
+        store = self._store
+        assert store is not None
+        try:
+            match msg:
+                case ReadSpend():
+                    rows = await self._call(functools.partial(store.spend, msg.since, msg.bucket, msg.scope))
+                    answer(msg.reply, rows)
+                case ReadTop():
+                    top = await self._call(functools.partial(store.top_sessions, msg.since, msg.scope, msg.limit))
+                    owners = await self._call(functools.partial(store.top_owners, msg.since, msg.scope, msg.limit))
+                    answer(msg.reply, (top, owners))
+                case SessionOwners():
+                    found = {sid: self._hot[sid].owner for sid in msg.session_ids if sid in self._hot}
+                    answer(msg.reply, found)
+                case _:
+                    assert_never(msg)
+        except sqlite3.Error as exc:
+            log.warning("a dashboard read of the cost ledger failed: %s", exc)
 
     async def _load(self, session_ids: set[str]) -> set[str]:
         """Bring the stored sessions among ``session_ids`` into memory; returns those whose
@@ -355,7 +417,7 @@ class CostLedger:
         self._condition.read_ok(cold - unreadable)
         return unreadable
 
-    def _apply_contained(self, msg: CostLedgerMsg) -> Callable[[bool], None] | None:
+    def _apply_contained(self, msg: SessionMsg) -> Callable[[bool], None] | None:
         """``_apply``, a boundary per message: a failure is reported and answered ``fail``."""
         try:
             return self._apply(msg)
@@ -379,7 +441,7 @@ class CostLedger:
             cost_pico=cost, session_cost_pico=cost, unknown_model=any(p.unknown_model for p in parts), recorded=False
         )
 
-    def _apply(self, msg: CostLedgerMsg) -> Callable[[bool], None] | None:
+    def _apply(self, msg: SessionMsg) -> Callable[[bool], None] | None:
         """Change the state for one message; return its reply, to send after the commit with
         whether the commit succeeded."""
         match msg:
