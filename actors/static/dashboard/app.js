@@ -27,7 +27,9 @@
     if (v === 0) return "$0";
     if (Math.abs(v) >= 100) return "$" + v.toFixed(2);
     if (Math.abs(v) >= 1) return "$" + v.toFixed(3);
-    return "$" + v.toFixed(4).replace(/0+$/, "").replace(/\.$/, "");
+    // Small amounts keep two significant digits (a cheap query costs a few millionths).
+    const decimals = Math.min(Math.max(4, 1 - Math.floor(Math.log10(Math.abs(v)))), 8);
+    return "$" + v.toFixed(decimals).replace(/0+$/, "").replace(/\.$/, "");
   }
   function count(n) {
     if (n === null || n === undefined) return "–";
@@ -111,6 +113,7 @@
     chart = new uPlot({
       width,
       height: 260,
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 0.01] } },
       axes: [
         { space: hourly ? 60 : 50 },
