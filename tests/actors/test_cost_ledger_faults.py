@@ -32,11 +32,13 @@ from test_cost_ledger import DAY, FINAL, FINAL_PICO, START, START_PICO, cost, op
 
 import actors.cost_store
 import actors.ledger_health
+from actors._util import ask
 from actors.config import config_from_env
-from actors.cost_ledger import CostLedger, CostLedgerAddress
+from actors.cost_ledger import CostLedger, CostLedgerAddress, ReadSpend
 from actors.cost_store import LedgerStore, read_sessions
 from actors.ledger_health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
 from actors.metrics import Metrics
+from protocol.dashboard import EVERYONE, SpendRow
 from protocol.errors import ActorUnavailable, ConfigError
 
 
@@ -233,3 +235,24 @@ def test_failing_open_is_set_by_the_environment_or_the_flag() -> None:
     assert not config_from_env({}).ledger_fail_open
     assert config_from_env({"SWITCHBOARD_LEDGER_FAIL_OPEN": "1"}).ledger_fail_open
     assert config_from_env({}, ledger_fail_open=True).ledger_fail_open
+
+
+async def test_a_failing_dashboard_read_fails_that_read_only(tmp_path: Path) -> None:
+    """docs/protocol.md "Dashboard": a read the store cannot answer is a 503 for that read;
+    the ledger keeps recording, and the next read answers."""
+    async with faulty(tmp_path / "ledger.sqlite3") as (ledger, address, store):
+        assert (await record(address, FINAL, record_id="one")).recorded
+
+        def spend(reply: trio.MemorySendChannel[list[SpendRow]]) -> ReadSpend:
+            return ReadSpend(since=DAY.date().isoformat(), bucket="day", scope=EVERYONE, reply=reply)
+
+        store.read_error = IO_ERROR
+        with pytest.raises(ActorUnavailable):
+            await ask(address, spend)
+        assert ledger.health.healthy
+        assert (await record(address, FINAL, record_id="two")).recorded
+        store.read_error = None
+        rows = await ask(address, spend)
+        assert [(r.bucket, r.cost_pico, r.messages) for r in rows] == [
+            (DAY.date().isoformat(), 2 * FINAL_PICO, 2)
+        ]
