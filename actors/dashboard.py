@@ -64,6 +64,8 @@ from protocol.errors import ActorUnavailable, RemoteProtocolError
 from protocol.http_api import JSON_CONTENT_TYPE
 from protocol.wire import JSON
 
+# The page under one path, the data under the API's own prefix, so that a proxy in front of
+# the door can route or protect the two apart (docs/protocol.md section 4).
 PAGE_PREFIX: Final = "/dashboard"
 API_PREFIX: Final = "/v1/switchboard/"
 # The page's files: URL name -> (package file, content type). A fixed list: no path from a
@@ -75,6 +77,7 @@ _ASSETS: Final[dict[str, tuple[str, bytes]]] = {
     "uPlot.iife.min.js": ("uPlot.iife.min.js", b"text/javascript; charset=utf-8"),
     "uPlot.min.css": ("uPlot.min.css", b"text/css; charset=utf-8"),
 }
+# Package data (pyproject.toml), so an installed gateway serves the page too.
 _STATIC_PACKAGE: Final = "actors.static.dashboard"
 # The page loads only its own files and calls only its own origin.
 _PAGE_HEADERS: Final = (
@@ -85,6 +88,7 @@ _PAGE_HEADERS: Final = (
     (b"cache-control", b"no-cache"),
     (b"x-content-type-options", b"nosniff"),
 )
+# Spend figures are per token: no cache in between may keep one token's answer for another.
 _API_HEADERS: Final = ((b"cache-control", b"no-store"),)
 # Live sessions listed at most (the count is always whole): a page, not a report.
 MAX_LIVE_LISTED: Final = 100

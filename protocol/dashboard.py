@@ -155,11 +155,14 @@ def _moment(text: str) -> datetime.datetime:
     """An ISO date or date-time; one without an offset is UTC."""
     try:
         moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
+        # In UTC here: an offset that moves the moment out of years 1..9999 is refused.
+        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)).astimezone(
+            datetime.UTC
+        )
+    except (ValueError, OverflowError):
         raise RemoteProtocolError(
             f"since: not an ISO 8601 date or date-time: {text[:40]!r}", error_type="invalid_request_error"
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 def _choice(params: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import urllib.parse
 
 import pytest
 from hypothesis import given
@@ -56,6 +57,21 @@ def test_defaults_and_buckets() -> None:
 def test_bad_spend_queries(query: str) -> None:
     with pytest.raises(RemoteProtocolError):
         parse_spend_query(query, NOW)
+
+
+@given(st.text(max_size=60), st.sampled_from(["day", "hour"]))
+def test_any_since_is_answered_or_refused_as_a_bad_request(since: str, bucket: str) -> None:
+    try:
+        query = parse_spend_query(urllib.parse.urlencode({"since": since, "bucket": bucket}), NOW)
+    except RemoteProtocolError:
+        return
+    assert 1 <= len(query.buckets) <= (MAX_HOUR_BUCKETS if bucket == "hour" else 366)
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00+01:00", "9999-12-31T23:59-23:59", "2026-13-01"])
+def test_edge_dates_are_bad_requests(since: str) -> None:
+    with pytest.raises(RemoteProtocolError):
+        parse_spend_query(urllib.parse.urlencode({"since": since}), NOW)
 
 
 @given(st.integers(min_value=0, max_value=MAX_HOUR_BUCKETS - 1))
