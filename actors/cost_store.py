@@ -206,7 +206,9 @@ class Store(Protocol):
     # "Dashboard"). ``since`` is a bucket key: a record counts when its ``recorded_at`` is not
     # before it as a string (ISO 8601 UTC, ``+00:00``, so string order is time order). Every
     # usage row counts, provisional ones too, as in a session's totals. Each answer is
-    # bounded by the caller: buckets x models x owners, or ``limit`` rows.
+    # bounded by the caller: buckets x models x owners, or ``limit`` rows. A store on a file
+    # must let them run on another thread while ``load`` or ``write`` runs (the SQLite store
+    # reads through its own read-only connection): the CostLedger runs them beside its inbox.
 
     def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
         """Usage summed per (bucket: ``recorded_at``'s first 10 or 13 characters, canonical
@@ -226,9 +228,13 @@ class Store(Protocol):
 class LedgerStore:
     """One SQLite connection, used by one thread at a time (the CostLedger's worker)."""
 
-    def __init__(self, connection: sqlite3.Connection, lock: int | None = None) -> None:
+    def __init__(self, connection: sqlite3.Connection, lock: int | None = None, path: str = MEMORY) -> None:
         self._db = connection
         self._lock = lock
+        self._path = path
+        # The dashboard's reads on a file: a read-only connection of their own, opened at the
+        # first read, so that they never share the writer's connection (another thread).
+        self._reader: sqlite3.Connection | None = None
 
     @classmethod
     def open(cls, path: str, *, integrity_budget: float = INTEGRITY_CHECK_BUDGET) -> LedgerStore:
@@ -275,11 +281,27 @@ class LedgerStore:
             if lock is not None:
                 os.close(lock)
             raise
-        return cls(db, lock)
+        return cls(db, lock, path)
+
+    def _reading(self) -> sqlite3.Connection:
+        """The connection of the dashboard's reads: the file's read-only one, or, in memory,
+        the one connection (the CostLedger then never reads beside a write)."""
+        if self._path == MEMORY:
+            return self._db
+        if self._reader is None:
+            uri = pathlib.Path(self._path).resolve().as_uri() + "?mode=ro"
+            reader = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._reader = reader
+        return self._reader
 
     def close(self) -> None:
-        """Close the connection (checkpoints the WAL), then release the lock."""
+        """Close the connections (the writer's last: it checkpoints the WAL), then release
+        the lock."""
         try:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             self._db.close()
         finally:
             if self._lock is not None:
@@ -323,7 +345,7 @@ class LedgerStore:
     def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
         chars = 10 if bucket == "day" else 13
         where, params = _scoped(since, scope)
-        rows = self._db.execute(
+        rows = self._reading().execute(
             f"SELECT substr(u.recorded_at, 1, {chars}) AS b, u.canonical, s.owner, "
             f"{_DASHBOARD_SUMS} FROM usage u JOIN sessions s USING (session_id) {where} "
             "GROUP BY b, u.canonical, s.owner ORDER BY b, u.canonical",
@@ -336,7 +358,7 @@ class LedgerStore:
 
     def top_sessions(self, since: str, scope: Scope, limit: int) -> list[SessionSpend]:
         where, params = _scoped(since, scope)
-        rows = self._db.execute(
+        rows = self._reading().execute(
             "SELECT u.session_id, s.owner, MIN(u.recorded_at), MAX(u.recorded_at), "
             f"{_DASHBOARD_SUMS} FROM usage u JOIN sessions s USING (session_id) {where} "
             "GROUP BY u.session_id ORDER BY SUM(u.cost_pico) DESC, u.session_id LIMIT ?",
@@ -351,7 +373,7 @@ class LedgerStore:
 
     def top_owners(self, since: str, scope: Scope, limit: int) -> list[OwnerSpend]:
         where, params = _scoped(since, scope)
-        rows = self._db.execute(
+        rows = self._reading().execute(
             "SELECT s.owner, COUNT(DISTINCT u.session_id), SUM(u.cost_pico), SUM(u.part = 0) "
             f"FROM usage u JOIN sessions s USING (session_id) {where} "
             "GROUP BY s.owner ORDER BY SUM(u.cost_pico) DESC, s.owner LIMIT ?",
