@@ -55,17 +55,17 @@ async function main() {
       await page.goto(config.url);
       let asked = false;
       if (view.token) {
-        await page.waitForSelector("#token-form:not([hidden])", { timeout: 15000 });
+        await page.waitForSelector("#token-form:not([hidden])", { timeout: 60000 });
         asked = true;
         await page.fill("#token-input", view.token);
         await page.click("#token-form button[type=submit]");
       }
-      await page.waitForSelector("body[data-refreshes]", { timeout: 15000 });
+      await page.waitForSelector("body[data-refreshes]", { timeout: 60000 });
       if (view.click) {
         for (const selector of view.click) {
           const before = Number(await page.getAttribute("body", "data-refreshes"));
           await page.click(selector);
-          await page.waitForFunction((n) => Number(document.body.dataset.refreshes) > n, before, { timeout: 15000 });
+          await page.waitForFunction((n) => Number(document.body.dataset.refreshes) > n, before, { timeout: 60000 });
         }
       }
       const shown = await readPage(page);
