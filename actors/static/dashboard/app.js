@@ -116,7 +116,12 @@
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 0.01] } },
       axes: [
-        { space: hourly ? 60 : 50 },
+        { space: hourly ? 60 : 50,
+          // UTC, 24-hour: "14:00", and the date ("12-07") at midnight and on daily charts.
+          values: (u, ticks) => ticks.map((t) => {
+            const iso = new Date(t * 1000).toISOString();
+            return hourly && iso.slice(11, 13) !== "00" ? iso.slice(11, 16) : iso.slice(5, 10);
+          }) },
         { size: 64, values: (u, ticks) => ticks.map(usd) },
       ],
       legend: { live: true },
