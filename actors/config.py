@@ -24,6 +24,10 @@ Environment variables read (the main ones):
 - ``ANTHROPIC_LOG=debug``: debug logging, as ``--debug``.
 - ``SWITCHBOARD_ACCESS_TOKENS``: comma-separated tokens clients must present (none: no auth,
   and then the gateway refuses to listen on a non-loopback address unless ``--allow-no-auth``).
+- ``SWITCHBOARD_ADMIN_TOKENS``: comma-separated tokens that see every session on the
+  dashboard's endpoints (``/v1/switchboard/...``, docs/protocol.md "Dashboard"); an access
+  token sees only its own sessions there. An admin token is accepted there only: to send
+  queries with it too, list it in ``SWITCHBOARD_ACCESS_TOKENS`` as well.
 - ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`` (any value): no bootstrap fetch at start
   (reference-client.md 4).
 - issue 6, the cloud providers: ``CLAUDE_CODE_USE_BEDROCK`` / ``_VERTEX`` / ``_FOUNDRY``;
@@ -135,6 +139,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     api_timeout: float = DEFAULT_API_TIMEOUT
     max_retries: int = 10
     access_tokens: tuple[Secret, ...] = ()
+    # The dashboard's admin tokens (``SWITCHBOARD_ADMIN_TOKENS``): they see every session.
+    admin_tokens: tuple[Secret, ...] = ()
     allow_no_auth: bool = False
     use_emulator: bool = False
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
@@ -200,7 +206,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         """Every secret value, for the redactor of logs and of upstream error text
         (``actors.log.Redactor``): credentials, secret custom headers, and the password of
         every configured URL (the base URLs, the proxies)."""
-        found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens, *self.construct_tokens) if s]
+        found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens, *self.construct_tokens, *self.admin_tokens) if s]
         found += [s.reveal() for s in (self.bedrock_bearer, self.foundry_api_key) if s]
         found += [value for name, value in self.custom_headers if is_secret_header(name)]
         urls = [self.base_url, self.bedrock_base_url, self.vertex_base_url, self.foundry_base_url]
@@ -390,6 +396,9 @@ def config_from_env(
     tokens = tuple(
         Secret(t.strip()) for t in env.get("SWITCHBOARD_ACCESS_TOKENS", "").split(",") if t.strip()
     )
+    admin_tokens = tuple(
+        Secret(t.strip()) for t in env.get("SWITCHBOARD_ADMIN_TOKENS", "").split(",") if t.strip()
+    )
     if not tokens and not allow_no_auth and not is_loopback(host):
         raise ConfigError(
             f"refusing to listen on {host} without access tokens: set SWITCHBOARD_ACCESS_TOKENS "
@@ -422,6 +431,7 @@ def config_from_env(
         api_timeout=timeout_ms / 1000,
         max_retries=max_retries,
         access_tokens=tokens,
+        admin_tokens=admin_tokens,
         allow_no_auth=allow_no_auth,
         http_port=http_port,
         shutdown_grace=grace,

@@ -30,9 +30,9 @@ import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Final, final
+from typing import Final, TypeVar, final
 
 import httpx
 import msgspec
@@ -49,7 +49,14 @@ from actors.bootstrap_fetcher import (
 )
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
-from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
+from actors.cost_ledger import (
+    CostLedger,
+    CostLedgerAddress,
+    CostLedgerMsg,
+    GetCost,
+    OpenSession,
+    SessionOpened,
+)
 from actors.drain import Drain
 from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
@@ -71,6 +78,8 @@ from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, Mo
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
 from protocol.wire import JsonObject
+
+T = TypeVar("T")
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -309,6 +318,14 @@ class Gateway:
                 query_id=query_id, request=request, reply=reply, headers=headers, transparent=transparent
             ),
         )
+
+    async def read_ledger(self, make: Callable[[trio.MemorySendChannel[T]], CostLedgerMsg]) -> T:
+        """Ask the cost ledger one read-only question (the dashboard's ``ReadSpend``,
+        ``ReadTop``, ``SessionOwners``) and wait for its answer. A checkpoint.
+
+        Raises ActorUnavailable when the ledger is gone or the read failed (it logged why).
+        """
+        return await ask(self._to_ledger, make)
 
     async def cost(self, session_id: str) -> CostSummary:
         """The session's cost summary. A checkpoint."""

@@ -4,7 +4,9 @@ Role:
     Serves the Messages API to programs that already speak it (the official SDKs, any tool
     that takes ``ANTHROPIC_BASE_URL``): ``POST /v1/messages`` (SSE or JSON, also
     ``?beta=true``), ``POST /v1/messages/count_tokens``, ``GET /v1/models[/{id}]``, and
-    ``GET /healthz`` and ``GET /metrics``. Every query goes through the ``Gateway`` handle, so
+    ``GET /healthz`` and ``GET /metrics``, and the dashboard (``GET /dashboard``, its JSON
+    endpoints ``GET /v1/switchboard/...``: ``actors.dashboard``, which authenticates them
+    itself). Every query goes through the ``Gateway`` handle, so
     retries, fallbacks and cost tracking apply; what the client gets is what the API sends.
     An ASGI app (``__call__``) served by hypercorn's trio worker in the gateway's own trio run.
 Per request:
@@ -81,6 +83,7 @@ from actors.asgi import (
     serve_lifespan,
 )
 from actors.config import Config
+from actors.dashboard import Dashboard, is_dashboard_path
 from actors.gateway import Gateway
 from actors.http_answer import Reply, send_error, shutting_down
 from actors.http_post import BODY_IDLE_TIMEOUT as BODY_IDLE_TIMEOUT
@@ -132,6 +135,7 @@ class HttpDoor:
         self._gateway = gateway
         self._config = config
         self._post = MessagesPost(gateway, config)
+        self._dashboard = Dashboard(gateway, config)
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled. Startable: ``started()`` gets the bound port."""
@@ -194,6 +198,11 @@ class HttpDoor:
         arrived: float,
     ) -> str:
         """Answer one request; returns its route name."""
+        if is_dashboard_path(head.path):
+            if self._gateway.drain.begun.is_set():
+                await shutting_down(exchange, request_id)
+                return "dashboard"
+            return await self._dashboard.handle(head, exchange, request_id)
         method, route = _ROUTES.get(
             head.path, ("GET", "model") if head.path.startswith(_MODEL_PREFIX) else ("", "unknown")
         )

@@ -22,6 +22,7 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow, Store, StoreError
 from actors.server import Server
+from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.frames import TERMINAL_FRAMES, GatewayFrame, decode_frame
 
 
@@ -263,6 +264,8 @@ class FaultyStore:
         self.only_final = False
         self.bad_sessions: set[str] = set()
         self.write_times: list[float] = []
+        # Every dashboard read (``spend``, ``top_sessions``, ``top_owners``) fails while set.
+        self.read_error: str | None = None
 
     def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
         if self.bad_sessions & set(session_ids):
@@ -277,6 +280,22 @@ class FaultyStore:
 
     def close(self) -> None:
         self.inner.close()
+
+    def _reading(self) -> None:
+        if self.read_error is not None:
+            raise sqlite3.OperationalError(self.read_error)
+
+    def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
+        self._reading()
+        return self.inner.spend(since, bucket, scope)
+
+    def top_sessions(self, since: str, scope: Scope, limit: int) -> list[SessionSpend]:
+        self._reading()
+        return self.inner.top_sessions(since, scope, limit)
+
+    def top_owners(self, since: str, scope: Scope, limit: int) -> list[OwnerSpend]:
+        self._reading()
+        return self.inner.top_owners(since, scope, limit)
 
 
 def corrupt_ledger(path: Path) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from harness import (
     DISK_FULL,
@@ -31,13 +33,16 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from test_cost_ledger import DAY, FINAL, FINAL_PICO, START, START_PICO, cost, open_session, record
 
+import actors.cost_ledger
 import actors.cost_store
 import actors.ledger_health
+from actors._util import ask
 from actors.config import config_from_env
-from actors.cost_ledger import CostLedger, CostLedgerAddress
+from actors.cost_ledger import CostLedger, CostLedgerAddress, ReadSpend
 from actors.cost_store import LedgerStore, read_sessions
 from actors.ledger_health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
 from actors.metrics import Metrics
+from protocol.dashboard import EVERYONE, Bucket, Scope, SpendRow
 from protocol.errors import ActorUnavailable, ConfigError
 
 
@@ -235,3 +240,69 @@ def test_failing_open_is_set_by_the_environment_or_the_flag() -> None:
     assert not config_from_env({}).ledger_fail_open
     assert config_from_env({"SWITCHBOARD_LEDGER_FAIL_OPEN": "1"}).ledger_fail_open
     assert config_from_env({}, ledger_fail_open=True).ledger_fail_open
+
+
+async def test_a_failing_dashboard_read_fails_that_read_only(tmp_path: Path) -> None:
+    """docs/protocol.md "Dashboard": a read the store cannot answer is a 503 for that read;
+    the ledger keeps recording, and the next read answers."""
+    async with faulty(tmp_path / "ledger.sqlite3") as (ledger, address, store):
+        assert (await record(address, FINAL, record_id="one")).recorded
+
+        def spend(reply: trio.MemorySendChannel[list[SpendRow]]) -> ReadSpend:
+            return ReadSpend(since=DAY.date().isoformat(), bucket="day", scope=EVERYONE, reply=reply)
+
+        store.read_error = IO_ERROR
+        with pytest.raises(ActorUnavailable):
+            await ask(address, spend)
+        assert ledger.health.healthy
+        assert (await record(address, FINAL, record_id="two")).recorded
+        store.read_error = None
+        rows = await ask(address, spend)
+        assert [(r.bucket, r.cost_pico, r.messages) for r in rows] == [
+            (DAY.date().isoformat(), 2 * FINAL_PICO, 2)
+        ]
+
+
+async def test_a_slow_dashboard_read_holds_neither_the_inbox_nor_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a file, reads run beside the inbox on their own thread and connection; past
+    MAX_PENDING_READS waiting, a read is refused (ActorUnavailable), not queued."""
+    monkeypatch.setattr(actors.cost_ledger, "MAX_PENDING_READS", 1)
+    release = threading.Event()
+    path = tmp_path / "ledger.sqlite3"
+
+    class SlowReads(LedgerStore):
+        def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
+            release.wait()
+            return super().spend(since, bucket, scope)
+
+    ledger = CostLedger(str(path), offload=True, now=lambda: DAY, open_store=SlowReads.open)
+
+    def spend(reply: trio.MemorySendChannel[list[SpendRow]]) -> ReadSpend:
+        return ReadSpend(since=DAY.date().isoformat(), bucket="day", scope=EVERYONE, reply=reply)
+
+    answers: list[list[SpendRow]] = []
+    answered = trio.Event()
+
+    async def slow_read() -> None:
+        answers.append(await ask(address, spend))
+        answered.set()
+
+    async with trio.open_nursery() as nursery:
+        address: CostLedgerAddress = await nursery.start(ledger.run)
+        with address:
+            assert (await record(address, FINAL, record_id="one")).recorded
+            nursery.start_soon(slow_read)
+            await trio.testing.wait_all_tasks_blocked()
+            # The read waits on its thread; usage is still recorded and committed meanwhile.
+            assert (await record(address, FINAL, record_id="two")).recorded
+            with pytest.raises(ActorUnavailable):
+                await ask(address, spend)  # one read waits already: refused
+            release.set()
+            while not answers:
+                await trio.lowlevel.checkpoint()
+            # Its query ran once released: after the second commit, which it sees.
+            assert [r.messages for r in answers[0]] == [2]
+            assert [r.messages for r in await ask(address, spend)] == [2]
+    assert sum(t.total_pico for _, t in read_sessions(str(path))) == 2 * FINAL_PICO

@@ -17,7 +17,6 @@ from protocol.passthrough import (
     passthrough_model,
 )
 
-
 MODELS = ModelSettings()
 
 
