@@ -4,7 +4,7 @@
 Synchronous on purpose, as the SQLite store: psycopg's async API runs only on asyncio, and
 the gateway runs on trio, so the CostLedger calls this store from a worker thread
 (``trio.to_thread.run_sync``), one call at a time; the event loop never waits on the
-network. The pool holds one connection (calls are serial), checks it before each use (one
+network. The pool holds two connections (the ledger's serial calls, and the dashboard's reads), checks it before each use (one
 empty round trip: a connection broken by a server restart is replaced, not failed on) and
 reconnects in the background after the server comes back.
 
@@ -48,9 +48,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from actors import pg_dashboard
 from actors.config import redact_url
 from actors.cost_store import LoadedSession, RecordWrite, SessionRow, StoreError
 from actors.pg_migrations import migrate
+from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.errors import ConfigError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
@@ -231,7 +233,9 @@ class PgStore:
             info,
             kwargs={"autocommit": True},
             min_size=1,
-            max_size=1,
+            # The ledger's worker writes on one; the dashboard's reads (another thread) on the
+            # other, so that a read never waits for a commit nor a commit for a read.
+            max_size=2,
             open=False,
             configure=_configure,
             check=ConnectionPool.check_connection,
@@ -249,6 +253,18 @@ class PgStore:
 
     def close(self) -> None:
         self._pool.close()
+
+    def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
+        with self._pool.connection() as conn:
+            return pg_dashboard.spend(conn, since, bucket, scope)
+
+    def top_sessions(self, since: str, scope: Scope, limit: int) -> list[SessionSpend]:
+        with self._pool.connection() as conn:
+            return pg_dashboard.top_sessions(conn, since, scope, limit)
+
+    def top_owners(self, since: str, scope: Scope, limit: int) -> list[OwnerSpend]:
+        with self._pool.connection() as conn:
+            return pg_dashboard.top_owners(conn, since, scope, limit)
 
     def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
         """The stored sessions among ``session_ids``, read in one snapshot.
