@@ -620,7 +620,8 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
     log.info("cost ledger schema migrated from version %d to %d", version, SCHEMA_VERSION)
 
 
-def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether the ledger file's ``table`` has ``column`` (a file of an older schema may not)."""
     return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
 
 
@@ -670,7 +671,7 @@ def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, S
         where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
         db.execute("BEGIN")  # one snapshot for both queries
         # A file from before schema 2 is read as it is: nothing in it was estimated.
-        flag = _ESTIMATED if _has_column(db, "usage", _ESTIMATED) else "0"
+        flag = _ESTIMATED if has_column(db, "usage", _ESTIMATED) else "0"
         usage = _totals(db, where, params, estimated=flag)
         rows = db.execute(
             "SELECT session_id, api_duration_ms, api_duration_without_retries_ms "

@@ -20,6 +20,9 @@ other applications. Design for several processes (README.md, "Deployment"):
   processes recording to one session each add their own rows, and the sums are right
   whatever the interleaving; a provisional row moves to final by ``ON CONFLICT DO UPDATE
   ... WHERE NOT final``, so a final row is never overwritten.
+  ``estimated`` (migration 2): the part's ``output_tokens`` is the gateway's estimate (a
+  stream cut short, protocol/estimate.py); a session's estimated figures are the sums over
+  those rows (``actors.pg_store``), as in the SQLite store.
 - ``session_durations``: each process's own share of a session's API durations, one row
   per (session, instance), written as an absolute value (a retry is harmless); a session's
   durations are the sum over its rows.
@@ -100,6 +103,13 @@ CREATE TABLE switchboard.usage (
 );
 CREATE INDEX usage_provisional ON switchboard.usage (session_id) WHERE NOT final;
 """,
+    ),
+    (
+        2,
+        "usage.estimated: the part's output count is the gateway's estimate",
+        # Every row before it holds the upstream's own counts. A constant default: PostgreSQL
+        # adds the column without rewriting the table.
+        "ALTER TABLE switchboard.usage ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT false",
     ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
