@@ -39,6 +39,7 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, ask
+from actors.admission import Admission, Ticket
 from actors.bootstrap_fetcher import (
     BootstrapFetcher,
     BootstrapFetcherAddress,
@@ -65,7 +66,7 @@ from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
 from protocol.bootstrap import merge_model_options
 from protocol.catalog import BUILTIN, Catalog
-from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
+from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError, ShuttingDown
 from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, ModelOption, Query
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
@@ -188,6 +189,7 @@ class Gateway:
         scope: trio.CancelScope | None = None,
         *,
         headers: tuple[tuple[str, str], ...] = (),
+        admission_timeout: float | None = None,
     ) -> trio.CancelScope:
         """Start a query whose frames go to ``outbound`` (the query takes that end and closes
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
@@ -197,9 +199,15 @@ class Gateway:
         While the cost ledger cannot commit (and does not fail open), the query ends at once
         with an ``error`` frame of type ``ledger_unavailable`` (status 503).
 
+        Admission (actors/admission.py): while ``Config.max_queries`` queries run, a new one
+        waits in line for a slot. Without ``admission_timeout`` this returns at once and the
+        query waits in its run (its first frames a ``queued``, then ``heartbeat``s); with it,
+        this waits here for at most that many seconds before handing the query over.
+
         Raises:
             RemoteProtocolError: the request body cannot be sent (``bad_frame``).
-            ShuttingDown: a graceful shutdown has begun (``shutdown``).
+            ShuttingDown: a graceful shutdown has begun (``shutdown``), also while it waited.
+            Overloaded: no slot freed within ``admission_timeout``.
             ActorUnavailable: the gateway is stopping.
         """
         try:
@@ -220,11 +228,13 @@ class Gateway:
             return scope
         try:
             # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
-            self.drain.query_started(scope)
+            ticket = self.drain.query_started(scope)
         except ShuttingDown:
             outbound.close()
             raise
         try:
+            if admission_timeout is not None and not ticket.admitted:
+                await self._admit_within(ticket, admission_timeout)
             await self._to_supervisor.send(
                 RunQuery(
                     session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers
@@ -239,6 +249,25 @@ class Gateway:
             outbound.close()
             raise
         return scope
+
+    async def _admit_within(self, ticket: Ticket, patience: float) -> None:
+        """Wait up to ``patience`` seconds for the ticket's slot (the caller gives the ticket back when
+        this raises). A checkpoint.
+
+        Raises:
+            Overloaded: the wait ran out; ``retry_after`` estimates when a slot would free.
+            ShuttingDown: a shutdown refused the waiting ticket.
+        """
+        admission = self.drain.admission
+        with trio.move_on_after(patience):
+            if not await ticket.wait():
+                raise ShuttingDown("the gateway is shutting down")
+            return
+        self.metrics.admission_rejected()
+        raise Overloaded(
+            f"the gateway is running its maximum of {admission.limit} queries; none ended within {patience:g} s",
+            retry_after=admission.retry_after(min(ticket.position, admission.queued)),
+        )
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Drain gracefully: take no new query (``start_query`` raises ``ShuttingDown``; the
@@ -266,11 +295,17 @@ class Gateway:
         fallback_model: str | None = None,
         max_retries: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        admission_timeout: float | None = None,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
         """Run one query; yields its frames, ending after the terminal one.
 
         Leaving the block before the terminal frame aborts the query (its usage is still
         recorded). Raises ``RemoteProtocolError`` for a request that cannot be sent.
+
+        While ``Config.max_queries`` queries run, the query waits in line for a slot: its
+        first frames are then a ``Queued`` and ``Heartbeat``s (attempt 0) every 30 s. With
+        ``admission_timeout`` it waits before the block is entered instead, and raises
+        ``Overloaded`` when no slot freed in time (``start_query``).
         """
         query = Query(
             id=query_id or secrets.token_hex(8),
@@ -281,7 +316,9 @@ class Gateway:
         )
         send, receive = trio.open_memory_channel[GatewayFrame](QUERY_BUFFER)
         with receive:
-            scope = await self.start_query(session_id, query, send, headers=headers)
+            scope = await self.start_query(
+                session_id, query, send, headers=headers, admission_timeout=admission_timeout
+            )
             try:
                 yield receive
             finally:
@@ -351,7 +388,7 @@ async def run_gateway(
         )
         to_relay = await nursery.start(relay.run)
         rng = random.Random(config.retry_seed)
-        drain = Drain()
+        drain = Drain(Admission(config.max_queries, metrics))
         supervisor = RetrySupervisor(
             config=config,
             to_relay=to_relay.clone(),

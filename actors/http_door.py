@@ -79,7 +79,7 @@ from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
 from actors.http_answer import CONNECTION_CLOSE, answer_json, answer_stream, send_error
-from protocol.errors import ActorUnavailable, RemoteProtocolError
+from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError
 from protocol.frames import SESSION_ID
 from protocol.http_api import (
     JSON_CONTENT_TYPE,
@@ -309,6 +309,8 @@ class HttpDoor:
                 await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
             except ActorUnavailable:
                 await _shutting_down(exchange, request_id)
+            except Overloaded as exc:
+                await _overloaded(exchange, request_id, exc)
             nursery.cancel_scope.cancel()
 
     async def _count_tokens(
@@ -358,6 +360,7 @@ class HttpDoor:
                 query_id=request_id,
                 fallback_model=head.headers.get(FALLBACK_HEADER) or None,
                 headers=forwarded,
+                admission_timeout=self._config.admission_wait,
             ) as frames:
                 if request.get("stream") is True:
                     await answer_stream(frames, exchange, request_id)
@@ -370,6 +373,16 @@ async def _shutting_down(exchange: Exchange, request_id: str) -> None:
     on another instance behind a load balancer."""
     exchange.base_headers.append(CONNECTION_CLOSE)
     await send_error(exchange, 503, "api_error", "the gateway is shutting down", request_id)
+
+
+async def _overloaded(exchange: Exchange, request_id: str, exc: Overloaded) -> None:
+    """529 ``overloaded_error``: every query slot stayed taken for ``Config.admission_wait``
+    (docs/protocol.md "Admission"). Worth a retry, after ``retry-after`` seconds."""
+    exchange.base_headers += [
+        (b"retry-after", str(exc.retry_after).encode()),
+        (b"x-should-retry", b"true"),
+    ]
+    await send_error(exchange, 529, "overloaded_error", str(exc), request_id)
 
 
 async def _internal_error(exchange: Exchange, request_id: str) -> None:
