@@ -10,7 +10,7 @@ clock and no I/O: the shell (``actors/admission.py``) keeps one, wakes the waite
 to, and sends the frames. ``retry_after`` and ``mean_hold`` are the arithmetic of the
 ``retry-after`` estimate a waiter refused after its bound is given.
 
-Invariants (tests/protocol/test_admission.py checks them over any sequence of arrivals,
+Invariants (tests/protocol/test_admission_rules.py checks them over any sequence of arrivals,
 finishes and departures): slots in use never exceed the limit; a slot is never held by
 nobody while someone waits; waiters are admitted in arrival order; once every query has
 finished or left, no slot is in use and nobody waits.
