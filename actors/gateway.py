@@ -14,6 +14,10 @@ Embedding (no socket of ours in between)::
             async for frame in frames:
                 ...   # EventFrame, RetryFrame, ..., then one Done | Aborted | ErrorFrame
 
+While ``Config.max_queries`` queries run, a new one waits in line (actors/admission.py): its
+first frames are then ``Queued`` and ``Heartbeat``s; ``gateway.query(..., admission_timeout=S)``
+waits at most ``S`` seconds before the block and raises ``Overloaded`` instead.
+
 With ``Config.use_emulator`` the built-in emulator is started first, on loopback, and the
 gateway talks to it.
 
