@@ -4,12 +4,15 @@
 accepts connections, then, with ``--http-port``, the HTTP door's URL as the second
 (PROTOCOL.md 3); logs go to stderr.
 
-``switchboard cost [SESSION] [--ledger PATH] [--json]`` prints the costs kept in a ledger
-file (read-only, also while a gateway writes it): one session's or every session's, in the
-reference client's format or as PROTOCOL.md cost summaries. Estimated figures (streams cut
-short, protocol/estimate.py) are marked: ``(of which $X estimated)`` after the total,
-``(~N estimated)`` after a model's output; ``estimated_cost_usd`` and
-``estimated_output_tokens`` in the JSON.
+``switchboard cost [SESSION] [--ledger PATH|URL] [--json]`` prints the costs kept in a
+ledger (an SQLite file read-only, also while a gateway writes it, or a PostgreSQL URL): one
+session's or every session's, in the reference client's format or as PROTOCOL.md cost
+summaries. Estimated figures (streams cut short, protocol/estimate.py) are marked: ``(of
+which $X estimated)`` after the total, ``(~N estimated)`` after a model's output;
+``estimated_cost_usd`` and ``estimated_output_tokens`` in the JSON.
+
+``switchboard ledger migrate --from PATH.sqlite3 --to postgresql://...`` copies an SQLite
+ledger into PostgreSQL (``actors.ledger_migrate``; idempotent).
 
 ``serve`` owns its process, so it also sets the garbage collector's policy (``tune_gc``); a
 program that embeds the gateway (``actors.gateway.open_gateway``) keeps its own.
@@ -40,8 +43,8 @@ from collections.abc import AsyncIterator
 import msgspec
 import trio
 
-from actors.config import config_from_env, default_ledger_path
-from actors.cost_store import read_sessions
+from actors.config import config_from_env, default_ledger_path, is_postgres_url, redact_url
+from actors.cost_store import read_sessions, require_psycopg
 from actors.gateway import Gateway
 from actors.log import configure_logging
 from actors.server import Server, run_server
@@ -85,9 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ledger",
         default=None,
-        metavar="PATH",
-        help="cost ledger file (SQLite; default $XDG_STATE_HOME/switchboard/ledger.sqlite3, "
-        "in memory with the built-in emulator; ':memory:' keeps no file)",
+        metavar="PATH|URL",
+        help="cost ledger: an SQLite file, or a PostgreSQL URL (postgresql://...); default "
+        "$SWITCHBOARD_LEDGER, else $XDG_STATE_HOME/switchboard/ledger.sqlite3, in memory with "
+        "the built-in emulator; ':memory:' keeps no file",
     )
     serve.add_argument(
         "--ledger-fail-open",
@@ -127,8 +131,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     cost = sub.add_parser("cost", help="print the costs kept in a ledger file")
     cost.add_argument("session", nargs="?", default=None, help="one session (default: all of them)")
-    cost.add_argument("--ledger", default=None, metavar="PATH", help="ledger file (default as for serve)")
+    cost.add_argument("--ledger", default=None, metavar="PATH|URL", help="ledger file or URL (default as for serve)")
     cost.add_argument("--json", action="store_true", help="PROTOCOL.md cost summaries (a list without SESSION)")
+    ledger = sub.add_parser("ledger", help="manage a cost ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    copy = ledger_sub.add_parser("migrate", help="copy an SQLite ledger into PostgreSQL (idempotent)")
+    copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL", help="the PostgreSQL ledger (postgresql://...)")
     emulator = sub.add_parser("emulator", help="run the upstream API emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8766, help="0 picks a free one (default 8766)")
@@ -195,10 +204,10 @@ async def shut_down_on_signals(signals: AsyncIterator[int], gateway: Gateway) ->
 
 
 def _cost(args: argparse.Namespace) -> None:
-    path = args.ledger or default_ledger_path(os.environ)
+    path = args.ledger or os.environ.get("SWITCHBOARD_LEDGER", "").strip() or default_ledger_path(os.environ)
     sessions = read_sessions(path, args.session)
     if args.session is not None and not sessions:
-        print(f"switchboard: no session {args.session!r} in {path}", file=sys.stderr)
+        print(f"switchboard: no session {args.session!r} in {redact_url(path)}", file=sys.stderr)
         raise SystemExit(1)
     if args.json:
         summaries = [totals.summary(session_id) for session_id, totals in sessions]
@@ -206,6 +215,19 @@ def _cost(args: argparse.Namespace) -> None:
         print(msgspec.json.format(encoded, indent=2).decode())
     else:
         sys.stdout.write(format_report(sessions))
+
+
+def _ledger(args: argparse.Namespace) -> None:
+    if not is_postgres_url(args.target):
+        raise ConfigError(f"--to must be a PostgreSQL URL (postgresql://...), got {redact_url(args.target)!r}")
+    require_psycopg()
+    from actors.ledger_migrate import migrate_ledger
+
+    report = migrate_ledger(args.source, args.target)
+    print(
+        f"copied {report.sessions} session(s) and {report.records} usage record(s) from "
+        f"{args.source} to {redact_url(args.target)} (what was there already is unchanged)"
+    )
 
 
 async def _emulator(args: argparse.Namespace) -> None:
@@ -230,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
             trio.run(_serve, args)
         elif args.command == "cost":
             _cost(args)
+        elif args.command == "ledger":
+            _ledger(args)
         else:
             trio.run(_emulator, args)
     except* ConfigError as group:

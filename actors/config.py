@@ -24,6 +24,10 @@ Environment variables read (the main ones):
 - ``ANTHROPIC_LOG=debug``: debug logging, as ``--debug``.
 - ``SWITCHBOARD_ACCESS_TOKENS``: comma-separated tokens clients must present (none: no auth,
   and then the gateway refuses to listen on a non-loopback address unless ``--allow-no-auth``).
+- ``SWITCHBOARD_ADMIN_TOKENS``: comma-separated tokens that see every session on the
+  dashboard's endpoints (``/v1/switchboard/...``, docs/protocol.md "Dashboard"); an access
+  token sees only its own sessions there. An admin token is accepted there only: to send
+  queries with it too, list it in ``SWITCHBOARD_ACCESS_TOKENS`` as well.
 - ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`` (any value): no bootstrap fetch at start
   (reference-client.md 4).
 - issue 6, the cloud providers: ``CLAUDE_CODE_USE_BEDROCK`` / ``_VERTEX`` / ``_FOUNDRY``;
@@ -44,9 +48,15 @@ Environment variables read (the main ones):
   ``SWITCHBOARD_ADMISSION_WAIT_S``: how long an HTTP request waits in that line before its
   529 (``Config.admission_wait``, default 10; ``--admission-wait`` wins).
 - ``XDG_STATE_HOME`` (default ``~/.local/state``): where the cost ledger lives when
-  ``--ledger`` is not given (``default_ledger_path``).
+  neither ``--ledger`` nor ``SWITCHBOARD_LEDGER`` is given (``default_ledger_path``).
+- ``SWITCHBOARD_LEDGER``, as ``--ledger`` (the flag wins): the cost ledger, an SQLite file or a
+  PostgreSQL URL (``postgresql://...`` or ``postgres://...``, ``is_postgres_url``; README.md
+  "Deployment").
 - ``SWITCHBOARD_LEDGER_FAIL_OPEN`` (truthy), as ``--ledger-fail-open``: keep serving new
   queries while the cost ledger cannot commit (their ``done`` says ``cost_recorded: false``).
+- The HTTP door (docs/protocol.md 2): ``SWITCHBOARD_HTTP_RETRIES`` (``auto``, ``gateway``,
+  ``client``: who retries), ``SWITCHBOARD_CONSTRUCT_TOKENS`` (access tokens whose requests
+  get the reference construction instead of going upstream as sent).
 """
 
 from __future__ import annotations
@@ -66,6 +76,7 @@ from actors.env_values import is_truthy as is_truthy
 from actors.env_values import parse_custom_headers as parse_custom_headers
 from actors.request_config import build_settings_from_env as build_settings_from_env
 from protocol.errors import ConfigError
+from protocol.passthrough import RETRY_MODES, RetryMode
 from protocol.providers import parse_routes
 from protocol.request_builder import BuildSettings
 
@@ -104,6 +115,8 @@ DEFAULT_MAX_QUERIES_PER_SESSION: Final = 32
 # and the ledger path that keeps no file.
 FIRST_PARTY: Final = "firstParty"
 MEMORY_LEDGER: Final = ":memory:"
+# The URL schemes libpq takes: a ledger given so lives in PostgreSQL (actors/pg_store.py).
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
 
 class Secret(msgspec.Struct, frozen=True):
@@ -137,6 +150,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     api_timeout: float = DEFAULT_API_TIMEOUT
     max_retries: int = 10
     access_tokens: tuple[Secret, ...] = ()
+    # The dashboard's admin tokens (``SWITCHBOARD_ADMIN_TOKENS``): they see every session.
+    admin_tokens: tuple[Secret, ...] = ()
     allow_no_auth: bool = False
     use_emulator: bool = False
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
@@ -195,15 +210,21 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # (``ledger_unavailable``) unless this is set: then they are served, each answer saying
     # its cost is not recorded (docs/protocol.md).
     ledger_fail_open: bool = False
+    # The HTTP door (docs/protocol.md 2): who retries a request by default (``auto``: the
+    # client, when it says it retries with ``x-stainless-retry-count``), and the tokens whose
+    # requests get the reference construction.
+    http_retries: RetryMode = "auto"
+    construct_tokens: tuple[Secret, ...] = ()
 
     def secrets(self) -> list[str]:
         """Every secret value, for the redactor of logs and of upstream error text
         (``actors.log.Redactor``): credentials, secret custom headers, and the password of
         every configured URL (the base URLs, the proxies)."""
-        found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens) if s]
+        found = [s.reveal() for s in (self.api_key, self.auth_token, *self.access_tokens, *self.construct_tokens, *self.admin_tokens) if s]
         found += [s.reveal() for s in (self.bedrock_bearer, self.foundry_api_key) if s]
         found += [value for name, value in self.custom_headers if is_secret_header(name)]
         urls = [self.base_url, self.bedrock_base_url, self.vertex_base_url, self.foundry_base_url]
+        urls += [self.ledger_path] if self.ledger_path and is_postgres_url(self.ledger_path) else []
         urls += [url for _, url in self.proxies]
         for url in urls:
             # A password in any configured URL, as written and percent-decoded.
@@ -223,6 +244,23 @@ def default_ledger_path(env: Mapping[str, str]) -> str:
     return os.path.join(state, "switchboard", "ledger.sqlite3")
 
 
+def is_postgres_url(location: str) -> bool:
+    """Whether a ledger location names a PostgreSQL database rather than an SQLite file."""
+    return location.lower().startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(location: str) -> str:
+    """A ledger location fit for a message: a URL's password replaced by ``***``."""
+    if not is_postgres_url(location):
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{netloc[2]}").geturl()
+
+
 def ledger_file(config: Config) -> str:
     """The cost ledger's file: ``ledger_path`` when set (``":memory:"``: no file), else in
     memory for the built-in emulator (its made-up usage must not mix with real costs),
@@ -233,11 +271,14 @@ def ledger_file(config: Config) -> str:
 
 
 def bootstrap_cache_file(config: Config) -> str | None:
-    """Where the last good bootstrap answer is kept: ``bootstrap.json`` next to the ledger;
-    None (no cache) with an in-memory ledger."""
+    """Where the last good bootstrap answer is kept: ``bootstrap.json`` next to the ledger
+    (with a PostgreSQL ledger, in the directory of the default ledger file); None (no cache)
+    with an in-memory ledger."""
     ledger = ledger_file(config)
     if ledger == MEMORY_LEDGER:
         return None
+    if is_postgres_url(ledger):
+        ledger = default_ledger_path(os.environ)
     return os.path.join(os.path.dirname(os.path.abspath(ledger)), "bootstrap.json")
 
 
@@ -352,6 +393,15 @@ def _admission(
     return limit, admission_wait
 
 
+def _with_http_door(config: Config, env: Mapping[str, str]) -> Config:
+    retries = env.get("SWITCHBOARD_HTTP_RETRIES", "").strip().lower() or "auto"
+    if retries not in RETRY_MODES:
+        raise ConfigError(f"SWITCHBOARD_HTTP_RETRIES must be one of {', '.join(RETRY_MODES)}, got {retries!r}")
+    raw = env.get("SWITCHBOARD_CONSTRUCT_TOKENS", "")
+    construct = tuple(Secret(t.strip()) for t in raw.split(",") if t.strip())
+    return msgspec.structs.replace(config, http_retries=retries, construct_tokens=construct)
+
+
 def config_from_env(
     env: Mapping[str, str],
     *,
@@ -369,6 +419,7 @@ def config_from_env(
     """Build the Config from CLI values and the environment.
 
     ``shutdown_grace`` (``--shutdown-grace``) wins over ``SWITCHBOARD_SHUTDOWN_GRACE_S``,
+    ``ledger_path`` (``--ledger``) over ``SWITCHBOARD_LEDGER``,
     ``max_queries`` over ``SWITCHBOARD_MAX_QUERIES``, ``admission_wait`` over
     ``SWITCHBOARD_ADMISSION_WAIT_S``.
 
@@ -380,6 +431,9 @@ def config_from_env(
     base_url = env.get("ANTHROPIC_BASE_URL", "").strip()
     tokens = tuple(
         Secret(t.strip()) for t in env.get("SWITCHBOARD_ACCESS_TOKENS", "").split(",") if t.strip()
+    )
+    admin_tokens = tuple(
+        Secret(t.strip()) for t in env.get("SWITCHBOARD_ADMIN_TOKENS", "").split(",") if t.strip()
     )
     if not tokens and not allow_no_auth and not is_loopback(host):
         raise ConfigError(
@@ -403,7 +457,7 @@ def config_from_env(
     config = Config(
         host=host,
         port=port,
-        ledger_path=ledger_path,
+        ledger_path=ledger_path or env.get("SWITCHBOARD_LEDGER", "").strip() or None,
         debug=debug or env.get("ANTHROPIC_LOG", "").strip().lower() == "debug",
         base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
         api_key=Secret(api_key) if api_key else None,
@@ -414,6 +468,7 @@ def config_from_env(
         api_timeout=timeout_ms / 1000,
         max_retries=max_retries,
         access_tokens=tokens,
+        admin_tokens=admin_tokens,
         allow_no_auth=allow_no_auth,
         http_port=http_port,
         shutdown_grace=grace,
@@ -434,6 +489,6 @@ def config_from_env(
         disable_nonessential_traffic=bool(env.get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "").strip()),
         ledger_fail_open=ledger_fail_open or is_truthy(env.get("SWITCHBOARD_LEDGER_FAIL_OPEN")),
     )
-    config = _with_providers(config, env)
+    config = _with_http_door(_with_providers(config, env), env)
     # issue 5: request construction's settings, for the provider just chosen.
     return msgspec.structs.replace(config, build=build_settings_from_env(env, config.provider))

@@ -3,9 +3,10 @@
 Role:
     The one owner of sessions' cost state: total cost, API durations, per-model usage (keyed
     by the model id as sent upstream, as the reference client does), the unknown-model flag,
-    and which access token owns the session (a digest). Every change is written to an
-    SQLite store (``actors.cost_store``) before it is acknowledged, so a ``done`` frame
-    never reports a cost a crash could lose, and any session resumes after a restart.
+    and which access token owns the session (a digest). Every change is written to its
+    store (SQLite, ``actors.cost_store``, or PostgreSQL, ``actors.pg_store``) before it is
+    acknowledged, so a ``done`` frame never reports a cost a crash could lose, and any
+    session resumes after a restart.
 Inbox (``CostLedgerMsg``):
     ``OpenSession`` (FrontDoor, Gateway): create or resume a session, check its owner.
     ``RecordUsage`` (StreamRelay, per upstream message): price and count one version of a
@@ -17,6 +18,15 @@ Inbox (``CostLedgerMsg``):
     ``estimated_cost_usd``, ``estimated_output_tokens``).
     ``RecordDuration`` (RetrySupervisor, once per query).
     ``GetCost`` (FrontDoor, Gateway): the session's cost summary.
+    ``ReadSpend``, ``ReadTop`` (the dashboard, actors/dashboard.py): read-only aggregations
+    of the store (``Store.spend``, ``top_sessions``, ``top_owners``), started after the
+    batch's commit, so they see every usage committed before they were asked; usage pending
+    while the ledger is degraded is not in them. On a file they run in a task of their own
+    (on their own worker thread and connection, one at a time, at most ``MAX_PENDING_READS``
+    waiting: more are refused), so a long read never holds the inbox or a commit; in memory
+    they run in turn in the batch. A read that fails (``sqlite3.Error``) or is refused is
+    logged and its reply dropped (the asker sees ``ActorUnavailable``); nothing else changes.
+    ``SessionOwners`` (the dashboard): the owners of the sessions in memory among those asked.
 Outputs:
     None; it only answers, each request after its batch is committed. Its health
     (``health``, ``refusal``) is read by the Gateway (new queries) and the HTTP door
@@ -66,7 +76,6 @@ import datetime
 import functools
 import hashlib
 import logging
-import sqlite3
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -77,9 +86,10 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, fail, report_internal
-from actors.cost_store import MEMORY, LedgerStore, RecordWrite, SessionRow, Store
+from actors.cost_store import MEMORY, STORE_ERRORS, RecordWrite, SessionRow, Store, open_store
 from actors.ledger_health import LedgerCondition, LedgerHealth, backoff
 from actors.metrics import Metrics
+from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.frames import CostSummary
 from protocol.ledger import RecordPart, SessionTotals, record_parts
 from protocol.pricing import usd
@@ -92,6 +102,10 @@ log = logging.getLogger("switchboard.ledger")
 MAX_BATCH: Final = 512
 # Sessions kept in memory; older ones are reloaded from the store when used again.
 MAX_HOT_SESSIONS: Final = 4096
+# Dashboard reads waiting for the reading thread at most: a page polls every 5 s with 3
+# reads, so this is a few pages at once; past it a read is refused (a 503 for that call)
+# rather than queueing without bound behind a slow store.
+MAX_PENDING_READS: Final = 16
 
 T = TypeVar("T")
 
@@ -153,7 +167,32 @@ class GetCost(msgspec.Struct, frozen=True, kw_only=True):
     reply: trio.MemorySendChannel[CostSummary]
 
 
-CostLedgerMsg: TypeAlias = OpenSession | RecordUsage | RecordDuration | GetCost
+class ReadSpend(msgspec.Struct, frozen=True, kw_only=True):
+    since: str
+    bucket: Bucket
+    scope: Scope
+    reply: trio.MemorySendChannel[list[SpendRow]]
+
+
+class ReadTop(msgspec.Struct, frozen=True, kw_only=True):
+    """The top ``limit`` sessions and the top ``limit`` owners by cost since ``since``."""
+
+    since: str
+    scope: Scope
+    limit: int
+    reply: trio.MemorySendChannel[tuple[list[SessionSpend], list[OwnerSpend]]]
+
+
+class SessionOwners(msgspec.Struct, frozen=True, kw_only=True):
+    """The owner digest of each of ``session_ids`` held in memory (others are left out)."""
+
+    session_ids: tuple[str, ...]
+    reply: trio.MemorySendChannel[dict[str, str | None]]
+
+
+SessionMsg: TypeAlias = OpenSession | RecordUsage | RecordDuration | GetCost
+DashboardRead: TypeAlias = ReadSpend | ReadTop | SessionOwners
+CostLedgerMsg: TypeAlias = SessionMsg | DashboardRead
 CostLedgerAddress: TypeAlias = trio.MemorySendChannel[CostLedgerMsg]
 
 
@@ -192,12 +231,12 @@ class _Session:
 class CostLedger:
     """Prices, totals and the durable store per session (see the module docstring).
 
-    ``path``: the SQLite file, or ``":memory:"`` for none. ``offload``: run store calls on a
+    ``path``: the SQLite file, ``":memory:"`` for none, or a PostgreSQL URL. ``offload``: run store calls on a
     worker thread (default: for a file; an in-memory store never waits on a disk, and
     staying on the event loop keeps it deterministic under a test's virtual clock).
     ``now``: the wall clock, for price dates and timestamps. ``fail_open``: keep serving new
     queries while commits fail (``Config.ledger_fail_open``). ``open_store``: how the store
-    is opened (tests wrap ``LedgerStore.open`` to inject faults).
+    is opened (``actors.cost_store.open_store``; tests wrap it to inject faults).
     """
 
     def __init__(
@@ -208,7 +247,7 @@ class CostLedger:
         now: Callable[[], datetime.datetime] = _utc_now,
         metrics: Metrics | None = None,
         fail_open: bool = False,
-        open_store: Callable[[str], Store] = LedgerStore.open,
+        open_store: Callable[[str], Store] = open_store,
     ) -> None:
         self._path = path
         self._metrics = metrics
@@ -216,6 +255,11 @@ class CostLedger:
         self._offload = path != MEMORY if offload is None else offload
         self._now = now
         self._limiter = trio.CapacityLimiter(1)
+        # The dashboard's reads: beside the inbox on a file, in turn in memory (module docstring).
+        self._reads_apart = self._offload and path != MEMORY
+        self._read_limiter = trio.CapacityLimiter(1)
+        self._pending_reads = 0
+        self._readers: trio.Nursery | None = None
         self._store: Store | None = None
         # One commit at a time: the inbox's and the retry task's.
         self._commit_lock = trio.Lock()
@@ -263,6 +307,7 @@ class CostLedger:
         with inbox:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._recover)
+                self._readers = nursery
                 try:
                     yield
                 finally:
@@ -296,15 +341,28 @@ class CostLedger:
             return await trio.to_thread.run_sync(fn, limiter=self._limiter)
         return fn()
 
+    async def _call_read(self, fn: Callable[[], T]) -> T:
+        if self._reads_apart:
+            return await trio.to_thread.run_sync(fn, limiter=self._read_limiter)
+        return await self._call(fn)
+
     async def _serve_batch(self, batch: list[CostLedgerMsg]) -> None:
         """Apply a batch in memory, commit it (unless commits fail: the retry task owns them
         then), then reply to each request in it, saying whether its usage is committed."""
         self._batches += 1
         self._messages += len(batch)
         replies: list[Callable[[bool], None]] = []
+        sessions: list[SessionMsg] = []
+        reads: list[DashboardRead] = []
+        handed: set[int] = set()
+        for msg in batch:
+            if isinstance(msg, ReadSpend | ReadTop | SessionOwners):
+                reads.append(msg)
+            else:
+                sessions.append(msg)
         try:
-            unreadable = await self._load({msg.session_id for msg in batch})
-            for msg in batch:
+            unreadable = await self._load({msg.session_id for msg in sessions})
+            for msg in sessions:
                 if msg.session_id in unreadable:
                     # Unknown whether the session exists: never start it afresh over stored
                     # totals. Its other requests are refused (their replies dropped).
@@ -319,11 +377,57 @@ class CostLedger:
                 reply(committed)
             if self._condition.write_error is not None:
                 self._condition.report()  # what is pending grew
+            for read in reads:
+                if not self._reads_apart:
+                    await self._read(read)
+                elif self._readers is not None and self._pending_reads < MAX_PENDING_READS:
+                    self._pending_reads += 1
+                    self._readers.start_soon(self._read_apart, read)
+                    handed.add(id(read))
+                else:
+                    log.warning("a dashboard read refused: %d reads wait already", self._pending_reads)
         finally:
             # A request not answered (cancelled mid-batch) must not leave its asker waiting.
+            # A read handed to its task is that task's to answer.
             for msg in batch:
-                if not isinstance(msg, RecordDuration):
+                if not isinstance(msg, RecordDuration) and id(msg) not in handed:
                     msg.reply.close()
+
+    async def _read_apart(self, msg: DashboardRead) -> None:
+        """``_read`` in a task of its own: a boundary (a failure is logged and counted, the
+        asker sees ``ActorUnavailable``), and the reply is closed whatever happens."""
+        try:
+            await self._read(msg)
+        except Exception as exc:
+            report_internal(log, self._metrics, "actor:CostLedger", f"read {type(msg).__name__}", exc)
+        finally:
+            self._pending_reads -= 1
+            msg.reply.close()
+
+    async def _read(self, msg: DashboardRead) -> None:
+        """Answer one dashboard read (see the module docstring, Inbox)."""
+        store = self._store
+        assert store is not None
+        try:
+            match msg:
+                case ReadSpend():
+                    rows = await self._call_read(functools.partial(store.spend, msg.since, msg.bucket, msg.scope))
+                    answer(msg.reply, rows)
+                case ReadTop():
+                    top = await self._call_read(
+                        functools.partial(store.top_sessions, msg.since, msg.scope, msg.limit)
+                    )
+                    owners = await self._call_read(
+                        functools.partial(store.top_owners, msg.since, msg.scope, msg.limit)
+                    )
+                    answer(msg.reply, (top, owners))
+                case SessionOwners():
+                    found = {sid: self._hot[sid].owner for sid in msg.session_ids if sid in self._hot}
+                    answer(msg.reply, found)
+                case _:
+                    assert_never(msg)
+        except STORE_ERRORS as exc:
+            log.warning("a dashboard read of the cost ledger failed: %s", exc)
 
     async def _load(self, session_ids: set[str]) -> set[str]:
         """Bring the stored sessions among ``session_ids`` into memory; returns those whose
@@ -338,13 +442,13 @@ class CostLedger:
         unreadable: set[str] = set()
         try:
             loaded = await self._call(functools.partial(store.load, cold))
-        except sqlite3.Error:
+        except STORE_ERRORS:
             # One session at a time, to fail only those on a bad page.
             loaded = {}
             for session_id in cold:
                 try:
                     loaded.update(await self._call(functools.partial(store.load, (session_id,))))
-                except sqlite3.Error as exc:
+                except STORE_ERRORS as exc:
                     unreadable.add(session_id)
                     self._condition.read_failed(session_id, exc)
         for session_id, stored in loaded.items():
@@ -355,7 +459,7 @@ class CostLedger:
         self._condition.read_ok(cold - unreadable)
         return unreadable
 
-    def _apply_contained(self, msg: CostLedgerMsg) -> Callable[[bool], None] | None:
+    def _apply_contained(self, msg: SessionMsg) -> Callable[[bool], None] | None:
         """``_apply``, a boundary per message: a failure is reported and answered ``fail``."""
         try:
             return self._apply(msg)
@@ -379,7 +483,7 @@ class CostLedger:
             cost_pico=cost, session_cost_pico=cost, unknown_model=any(p.unknown_model for p in parts), recorded=False
         )
 
-    def _apply(self, msg: CostLedgerMsg) -> Callable[[bool], None] | None:
+    def _apply(self, msg: SessionMsg) -> Callable[[bool], None] | None:
         """Change the state for one message; return its reply, to send after the commit with
         whether the commit succeeded."""
         match msg:
@@ -484,7 +588,7 @@ class CostLedger:
             sessions = [self._row(session_id, now) for session_id in dirty]
             try:
                 await self._call(functools.partial(self._store.write, sessions, records))
-            except sqlite3.Error as exc:
+            except STORE_ERRORS as exc:
                 self._failed += 1
                 self._dirty |= dirty
                 self._records = records + self._records

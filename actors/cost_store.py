@@ -1,4 +1,6 @@
-"""The CostLedger's SQLite store: schema, batched writes, lazy session loads, the report reader.
+"""The CostLedger's SQLite store: schema, batched writes, lazy session loads, the report reader;
+and the ``Store`` protocol every store follows (``open_store`` picks SQLite or PostgreSQL,
+``actors.pg_store``, by the ledger's location).
 
 Synchronous on purpose: the CostLedger owns one ``LedgerStore`` and calls it from a worker
 thread (``trio.to_thread.run_sync``), one call at a time, so the event loop never waits on
@@ -29,7 +31,9 @@ Schema (version 2, ``PRAGMA user_version``)::
 
 ``owner`` is a digest of the access token, never the token. One usage row per record part
 (part 0: the message, 1..: its advisor sub-messages); ``final`` 0 marks a provisional record,
-replaced as a whole (all its parts) by its next version. ``estimated`` 1: the part's
+replaced as a whole (all its parts) by its next version. ``usage_recorded_at`` indexes the
+dashboard's time-window reads (``spend``, ``top_sessions``, ``top_owners``); being an index,
+it is created on any file when opened, with no schema version of its own. ``estimated`` 1: the part's
 ``output_tokens`` is the gateway's estimate (a stream cut short, protocol/estimate.py).
 
 Migrations (``_MIGRATIONS``, run by ``LedgerStore.open`` in one transaction on a file of
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib.util
 import logging
 import os
 import pathlib
@@ -52,6 +57,8 @@ from typing import Final, Protocol, final
 
 import msgspec
 
+from actors.config import is_postgres_url
+from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.errors import ConfigError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
@@ -112,6 +119,7 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (session_id, record_id, part)
 );
 CREATE INDEX IF NOT EXISTS usage_provisional ON usage (session_id) WHERE final = 0;
+CREATE INDEX IF NOT EXISTS usage_recorded_at ON usage (recorded_at);
 """
 
 _COUNTS: Final = (
@@ -185,11 +193,25 @@ class LoadedSession(msgspec.Struct, kw_only=True):
     provisional: dict[str, tuple[RecordPart, ...]]
 
 
-class Store(Protocol):
-    """What the CostLedger needs of a store (``LedgerStore``; tests wrap it to inject faults).
+class StoreError(Exception):
+    """A store other than SQLite could not do what was asked (``actors.pg_store``: the server
+    unreachable, a lost connection, a statement that failed). The message says why, with no
+    password in it."""
 
-    Every method may raise ``sqlite3.Error``: ``OperationalError`` for a full disk or an I/O
-    error, ``DatabaseError`` for a corrupt page.
+
+# What a store call may raise when the store, not the program, is at fault: the CostLedger
+# degrades on these (docs/protocol.md, "Cost ledger faults") and lets anything else through.
+STORE_ERRORS: Final = (sqlite3.Error, StoreError)
+
+
+class Store(Protocol):
+    """What the CostLedger needs of a store (``LedgerStore``, ``actors.pg_store.PgStore``;
+    tests wrap them to inject faults). Called from one thread at a time.
+
+    Every method may raise one of ``STORE_ERRORS``: SQLite's ``OperationalError`` for a full
+    disk or an I/O error, ``DatabaseError`` for a corrupt page; ``StoreError`` for the rest.
+    ``write`` is idempotent: writing a batch again (a retry after a failure, even one whose
+    commit did happen) counts nothing twice, and a final record version is never replaced.
     """
 
     def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]: ...
@@ -198,14 +220,39 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    # The dashboard's read-only aggregations (protocol/dashboard.py; docs/protocol.md,
+    # "Dashboard"). ``since`` is a bucket key: a record counts when its ``recorded_at`` is not
+    # before it as a string (ISO 8601 UTC, ``+00:00``, so string order is time order). Every
+    # usage row counts, provisional ones too, as in a session's totals. Each answer is
+    # bounded by the caller: buckets x models x owners, or ``limit`` rows. A store on a file
+    # must let them run on another thread while ``load`` or ``write`` runs (the SQLite store
+    # reads through its own read-only connection): the CostLedger runs them beside its inbox.
+
+    def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
+        """Usage summed per (bucket: ``recorded_at``'s first 10 or 13 characters, canonical
+        model, session owner); ``messages`` counts part 0 of each record version."""
+        ...
+
+    def top_sessions(self, since: str, scope: Scope, limit: int) -> list[SessionSpend]:
+        """The ``limit`` sessions with the highest cost since ``since`` (ties: session id)."""
+        ...
+
+    def top_owners(self, since: str, scope: Scope, limit: int) -> list[OwnerSpend]:
+        """The ``limit`` owners (tokens) with the highest cost since ``since``."""
+        ...
+
 
 @final
 class LedgerStore:
     """One SQLite connection, used by one thread at a time (the CostLedger's worker)."""
 
-    def __init__(self, connection: sqlite3.Connection, lock: int | None = None) -> None:
+    def __init__(self, connection: sqlite3.Connection, lock: int | None = None, path: str = MEMORY) -> None:
         self._db = connection
         self._lock = lock
+        self._path = path
+        # The dashboard's reads on a file: a read-only connection of their own, opened at the
+        # first read, so that they never share the writer's connection (another thread).
+        self._reader: sqlite3.Connection | None = None
 
     @classmethod
     def open(cls, path: str, *, integrity_budget: float = INTEGRITY_CHECK_BUDGET) -> LedgerStore:
@@ -252,11 +299,27 @@ class LedgerStore:
             if lock is not None:
                 os.close(lock)
             raise
-        return cls(db, lock)
+        return cls(db, lock, path)
+
+    def _reading(self) -> sqlite3.Connection:
+        """The connection of the dashboard's reads: the file's read-only one, or, in memory,
+        the one connection (the CostLedger then never reads beside a write)."""
+        if self._path == MEMORY:
+            return self._db
+        if self._reader is None:
+            uri = pathlib.Path(self._path).resolve().as_uri() + "?mode=ro"
+            reader = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._reader = reader
+        return self._reader
 
     def close(self) -> None:
-        """Close the connection (checkpoints the WAL), then release the lock."""
+        """Close the connections (the writer's last: it checkpoints the WAL), then release
+        the lock."""
         try:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             self._db.close()
         finally:
             if self._lock is not None:
@@ -297,6 +360,48 @@ class LedgerStore:
             parts.setdefault(row[0], []).append(part)
         return {record_id: tuple(p) for record_id, p in parts.items()}
 
+    def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
+        chars = 10 if bucket == "day" else 13
+        where, params = _scoped(since, scope)
+        rows = self._reading().execute(
+            f"SELECT substr(u.recorded_at, 1, {chars}) AS b, u.canonical, s.owner, "
+            f"{_DASHBOARD_SUMS} FROM usage u JOIN sessions s USING (session_id) {where} "
+            "GROUP BY b, u.canonical, s.owner ORDER BY b, u.canonical",
+            params,
+        ).fetchall()
+        return [
+            SpendRow(bucket=r[0], canonical=r[1], owner=r[2], **_dashboard_counts(r[3:9]))
+            for r in rows
+        ]
+
+    def top_sessions(self, since: str, scope: Scope, limit: int) -> list[SessionSpend]:
+        where, params = _scoped(since, scope)
+        rows = self._reading().execute(
+            "SELECT u.session_id, s.owner, MIN(u.recorded_at), MAX(u.recorded_at), "
+            f"{_DASHBOARD_SUMS} FROM usage u JOIN sessions s USING (session_id) {where} "
+            "GROUP BY u.session_id ORDER BY SUM(u.cost_pico) DESC, u.session_id LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [
+            SessionSpend(
+                session_id=r[0], owner=r[1], first_at=r[2], last_at=r[3], **_dashboard_counts(r[4:10])
+            )
+            for r in rows
+        ]
+
+    def top_owners(self, since: str, scope: Scope, limit: int) -> list[OwnerSpend]:
+        where, params = _scoped(since, scope)
+        rows = self._reading().execute(
+            "SELECT s.owner, COUNT(DISTINCT u.session_id), SUM(u.cost_pico), SUM(u.part = 0) "
+            f"FROM usage u JOIN sessions s USING (session_id) {where} "
+            "GROUP BY s.owner ORDER BY SUM(u.cost_pico) DESC, s.owner LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [
+            OwnerSpend(owner=r[0], **dict(zip(("sessions", "cost_pico", "messages"), _ints(r[1:4]), strict=True)))
+            for r in rows
+        ]
+
     def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
         """Write one batch in one transaction (all or nothing), sessions first.
 
@@ -322,6 +427,60 @@ class LedgerStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+
+def open_store(location: str) -> Store:
+    """The store at ``location``: a PostgreSQL URL (``postgresql://``, ``postgres://``) opens
+    ``actors.pg_store.PgStore`` (imported only then: the optional ``postgres`` extra), anything
+    else the SQLite ``LedgerStore``.
+
+    Raises:
+        ConfigError: the store cannot be opened (see each store's ``open``), or psycopg is
+            not installed for a PostgreSQL URL.
+    """
+    if is_postgres_url(location):
+        require_psycopg()
+        from actors.pg_store import PgStore
+
+        return PgStore.open(location)
+    return LedgerStore.open(location)
+
+
+def require_psycopg() -> None:
+    """Raises ConfigError when the ``postgres`` extra is not installed."""
+    missing = [name for name in ("psycopg", "psycopg_pool") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"a PostgreSQL cost ledger needs {' and '.join(missing)}: pip install 'switchboard[postgres]'"
+        )
+
+
+# The dashboard's sums (``_dashboard_counts`` names them, in this order).
+_DASHBOARD_SUMS: Final = (
+    "SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_creation_input_tokens), "
+    "SUM(u.cache_read_input_tokens), SUM(u.cost_pico), SUM(u.part = 0)"
+)
+_DASHBOARD_COUNTS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cost_pico",
+    "messages",
+)
+
+
+def _dashboard_counts(values: Sequence[object]) -> dict[str, int]:
+    return dict(zip(_DASHBOARD_COUNTS, _ints(values), strict=True))
+
+
+def _scoped(since: str, scope: Scope) -> tuple[str, tuple[object, ...]]:
+    """The WHERE clause of a dashboard query: the window, and the owner unless everyone."""
+    if scope.everyone:
+        return "WHERE u.recorded_at >= ?", (since,)
+    if scope.owner is None:
+        return "WHERE u.recorded_at >= ? AND s.owner IS NULL", (since,)
+    return "WHERE u.recorded_at >= ? AND s.owner = ?", (since, scope.owner)
 
 
 def _reason(exc: BaseException) -> str:
@@ -461,7 +620,8 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
     log.info("cost ledger schema migrated from version %d to %d", version, SCHEMA_VERSION)
 
 
-def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether the ledger file's ``table`` has ``column`` (a file of an older schema may not)."""
     return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
 
 
@@ -488,11 +648,17 @@ def _totals(
 
 def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, SessionTotals]]:
     """Every session's totals (or only ``session_id``'s), oldest first, from a ledger file
-    opened read-only. An unknown ``session_id`` gives an empty list.
+    opened read-only (or a PostgreSQL ledger, read in one read-only snapshot). An unknown
+    ``session_id`` gives an empty list.
 
     Raises:
         ConfigError: no ledger at ``path``, or it cannot be read.
     """
+    if is_postgres_url(path):
+        require_psycopg()
+        from actors.pg_store import read_pg_sessions
+
+        return read_pg_sessions(path, session_id)
     if path == MEMORY or not os.path.isfile(path):
         raise ConfigError(f"no cost ledger at {path!r}")
     uri = pathlib.Path(path).resolve().as_uri() + "?mode=ro"
@@ -505,7 +671,7 @@ def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, S
         where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
         db.execute("BEGIN")  # one snapshot for both queries
         # A file from before schema 2 is read as it is: nothing in it was estimated.
-        flag = _ESTIMATED if _has_column(db, "usage", _ESTIMATED) else "0"
+        flag = _ESTIMATED if has_column(db, "usage", _ESTIMATED) else "0"
         usage = _totals(db, where, params, estimated=flag)
         rows = db.execute(
             "SELECT session_id, api_duration_ms, api_duration_without_retries_ms "

@@ -34,9 +34,9 @@ import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Final, final
+from typing import Final, TypeVar, final
 
 import httpx
 import msgspec
@@ -54,12 +54,20 @@ from actors.bootstrap_fetcher import (
 )
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
-from actors.cost_ledger import CostLedger, CostLedgerAddress, GetCost, OpenSession, SessionOpened
+from actors.cost_ledger import (
+    CostLedger,
+    CostLedgerAddress,
+    CostLedgerMsg,
+    GetCost,
+    OpenSession,
+    SessionOpened,
+)
 from actors.drain import Drain
 from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
 from actors.metrics import Metrics
 from actors.models_fetcher import ModelsFetcher
+from actors.query_options import DEFAULT_OPTIONS, QueryOptions
 from actors.retry_supervisor import (
     RetrySupervisor,
     RetrySupervisorAddress,
@@ -75,6 +83,8 @@ from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, Mo
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
 from protocol.wire import JsonObject
+
+T = TypeVar("T")
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -194,11 +204,13 @@ class Gateway:
         *,
         headers: tuple[tuple[str, str], ...] = (),
         admission_timeout: float | None = None,
+        options: QueryOptions = DEFAULT_OPTIONS,
     ) -> trio.CancelScope:
         """Start a query whose frames go to ``outbound`` (the query takes that end and closes
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
         one): cancel it to abort. ``headers`` are extra upstream headers for this query
-        (lower-case names; they override the defaults). A checkpoint.
+        (lower-case names; they override the defaults); ``options`` the HTTP door's
+        (actors/query_options.py). A checkpoint.
 
         While the cost ledger cannot commit (and does not fail open), the query ends at once
         with an ``error`` frame of type ``ledger_unavailable`` (status 503).
@@ -241,7 +253,8 @@ class Gateway:
                 await self._admit_within(ticket, admission_timeout)
             await self._to_supervisor.send(
                 RunQuery(
-                    session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers
+                    session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers,
+                    options=options,
                 )
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -300,6 +313,7 @@ class Gateway:
         max_retries: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         admission_timeout: float | None = None,
+        options: QueryOptions = DEFAULT_OPTIONS,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
         """Run one query; yields its frames, ending after the terminal one.
 
@@ -321,7 +335,7 @@ class Gateway:
         send, receive = trio.open_memory_channel[GatewayFrame](QUERY_BUFFER)
         with receive:
             scope = await self.start_query(
-                session_id, query, send, headers=headers, admission_timeout=admission_timeout
+                session_id, query, send, headers=headers, options=options, admission_timeout=admission_timeout
             )
             try:
                 yield receive
@@ -329,14 +343,30 @@ class Gateway:
                 scope.cancel(reason="caller left the query")
 
     async def count_tokens(
-        self, request: JsonObject, *, query_id: str = "count", headers: tuple[tuple[str, str], ...] = ()
+        self,
+        request: JsonObject,
+        *,
+        query_id: str = "count",
+        headers: tuple[tuple[str, str], ...] = (),
+        transparent: bool = False,
     ) -> CountResult:
-        """Count a request's input tokens upstream. A checkpoint."""
+        """Count a request's input tokens upstream; ``transparent``: the body and betas as
+        sent (``RunCountTokens``). A checkpoint."""
         validate_request(request, count_only=True, frame_id=query_id)
         return await ask(
             self._to_supervisor,
-            lambda reply: RunCountTokens(query_id=query_id, request=request, reply=reply, headers=headers),
+            lambda reply: RunCountTokens(
+                query_id=query_id, request=request, reply=reply, headers=headers, transparent=transparent
+            ),
         )
+
+    async def read_ledger(self, make: Callable[[trio.MemorySendChannel[T]], CostLedgerMsg]) -> T:
+        """Ask the cost ledger one read-only question (the dashboard's ``ReadSpend``,
+        ``ReadTop``, ``SessionOwners``) and wait for its answer. A checkpoint.
+
+        Raises ActorUnavailable when the ledger is gone or the read failed (it logged why).
+        """
+        return await ask(self._to_ledger, make)
 
     async def cost(self, session_id: str) -> CostSummary:
         """The session's cost summary. A checkpoint."""

@@ -4,7 +4,9 @@ Role:
     Serves the Messages API to programs that already speak it (the official SDKs, any tool
     that takes ``ANTHROPIC_BASE_URL``): ``POST /v1/messages`` (SSE or JSON, also
     ``?beta=true``), ``POST /v1/messages/count_tokens``, ``GET /v1/models[/{id}]``, and
-    ``GET /healthz`` and ``GET /metrics``. Every query goes through the ``Gateway`` handle, so
+    ``GET /healthz`` and ``GET /metrics``, and the dashboard (``GET /dashboard``, its JSON
+    endpoints ``GET /v1/switchboard/...``: ``actors.dashboard``, which authenticates them
+    itself). Every query goes through the ``Gateway`` handle, so
     retries, fallbacks and cost tracking apply; what the client gets is what the API sends.
     An ASGI app (``__call__``) served by hypercorn's trio worker in the gateway's own trio run.
 Per request:
@@ -23,9 +25,17 @@ Auth and sessions:
     With ``Config.access_tokens``, a token is required as ``x-api-key`` or ``Authorization:
     Bearer`` (401 ``authentication_error`` otherwise); the upstream credential is always the
     gateway's own, and of the client's headers only ``anthropic-version`` and
-    ``anthropic-beta`` go upstream. ``x-switchboard-session`` names the session charged
+    ``anthropic-beta`` go upstream (a missing or unknown ``anthropic-version`` gets the API's
+    400). ``x-switchboard-session`` names the session charged
     (validated like a WebSocket session id; owned by the token that created it: 403
     otherwise); without it, one default session per token (``protocol.http_api``).
+What goes upstream, and who retries (docs/protocol.md 2):
+    By default the client's body and betas as sent (``transparent``); the reference
+    construction with ``x-switchboard-construct: reference`` or a token in
+    ``Config.construct_tokens``. A client that retries on its own (``x-stainless-retry-count``,
+    or ``x-switchboard-retries`` / ``Config.http_retries``) gets one upstream attempt and the
+    upstream's answer; otherwise the gateway retries, within the client's own timeout
+    (``x-stainless-timeout``).
 Lifecycle:
     ``run`` binds ``(Config.host, Config.http_port)``, calls ``task_status.started(port)``
     and serves until cancelled, or until a graceful shutdown (``Gateway.shutdown``) has
@@ -39,6 +49,9 @@ Shutdown (``actors.drain``):
     cuts off ends as any ``shutting_down`` error: 503 before its stream began, the API's
     ``error`` event after.
 Failure policy:
+    The gateway's own refusals (400, 401, 403, 404, 405, 413) carry ``x-should-retry:
+    false``: the same request gets the same answer, and Claude Code otherwise retries a 401
+    ten times (docs/protocol.md 2). A 408 and a 503 while shutting down stay retryable.
     One request's failure never reaches another: each request is a supervision boundary
     (docs/supervision.md). An unexpected exception is logged once with the request id,
     counted (``switchboard_internal_errors_total{where="http_request"}``) and answered with
@@ -53,7 +66,6 @@ Timers:
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import secrets
 from typing import Final, final
@@ -65,30 +77,26 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, S
 
 from actors._util import CLEANUP_TIMEOUT, report_internal
 from actors.asgi import (
-    BodyStalled,
-    BodyTooLarge,
-    ClientGone,
     Exchange,
     RequestHead,
-    read_body,
     request_head,
     serve_lifespan,
-    watch_disconnect,
 )
 from actors.config import Config
-from actors.cost_ledger import owner_digest
+from actors.dashboard import Dashboard, is_dashboard_path
 from actors.gateway import Gateway
-from actors.http_answer import CONNECTION_CLOSE, answer_json, answer_stream, send_error
-from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError
-from protocol.frames import SESSION_ID
+from actors.http_answer import Reply, send_error, shutting_down
+from actors.http_post import BODY_IDLE_TIMEOUT as BODY_IDLE_TIMEOUT
+from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost, among, presented
+from actors.query_options import UpstreamHeads
+from protocol.errors import RemoteProtocolError
 from protocol.http_api import (
     JSON_CONTENT_TYPE,
-    default_session,
-    http_error,
-    parse_body,
+    version_error,
 )
 from protocol.model_list import find_model, model_entries, models_answer
-from protocol.wire import JSON, JsonObject
+from protocol.passthrough import client_retries
+from protocol.wire import JSON
 
 log = logging.getLogger("switchboard.httpdoor")
 
@@ -102,24 +110,13 @@ _ROUTES: Final = {
     "/metrics": ("GET", "metrics"),
 }
 _MODEL_PREFIX: Final = "/v1/models/"
-# Of the client's headers, only these reach the upstream (PROTOCOL.md 2): its API version and
-# betas. Its credential never does.
-FORWARDED_HEADERS: Final = ("anthropic-version", "anthropic-beta")
-SESSION_HEADER: Final = "x-switchboard-session"
+# The API's own words for a path it does not serve (wire.md 3.1).
+NOT_FOUND_MESSAGE: Final = "The requested resource could not be found."
 # What a client is told of an unexpected failure (docs/supervision.md): that it happened,
 # not what (the details are in the gateway's log under the request id).
 INTERNAL_MESSAGE: Final = "internal error in the gateway; it is logged"
-# The model to continue on after repeated overload (PROTOCOL.md 1 ``query.fallback_model``):
-# an HTTP request has no other place to say it.
-FALLBACK_HEADER: Final = "x-switchboard-fallback-model"
-# Idle keep-alive connections: longer than hypercorn's 5 s default, so an SDK's pooled
-# connection between two turns of a conversation is usually still open.
-KEEP_ALIVE_TIMEOUT: Final = 75.0
-# A request body that stops arriving for this long is answered 408 and its connection closed:
-# hypercorn's keep-alive timer runs only between requests, so without it a client could hold
-# a connection (a file descriptor) for good by never finishing a body. As long as the
-# keep-alive timeout: idle within a request is allowed what idle between requests is.
-BODY_IDLE_TIMEOUT: Final = KEEP_ALIVE_TIMEOUT
+# The gateway's own id of a request, beside the upstream's ``request-id`` (docs/protocol.md 2).
+REQUEST_ID_HEADER: Final = b"x-switchboard-request-id"
 # The listen backlog: hypercorn's default of 100 overflowed when 512 clients connected at
 # once (scripts/bench.py --levels 512: connections reset, kernel ListenOverflows rising);
 # 4096 is Linux's usual somaxconn and what trio gives the WebSocket door.
@@ -137,6 +134,8 @@ class HttpDoor:
     def __init__(self, gateway: Gateway, config: Config) -> None:
         self._gateway = gateway
         self._config = config
+        self._post = MessagesPost(gateway, config)
+        self._dashboard = Dashboard(gateway, config)
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled. Startable: ``started()`` gets the bound port."""
@@ -175,11 +174,14 @@ class HttpDoor:
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         head = request_head(scope)
+        arrived = trio.current_time()
         request_id = "req_sb_" + secrets.token_hex(12)
-        exchange = Exchange(send, [(b"request-id", request_id.encode())])
+        exchange = Exchange(
+            send, [(b"request-id", request_id.encode()), (REQUEST_ID_HEADER, request_id.encode())]
+        )
         route = "unknown"
         try:
-            route = await self._route(head, receive, exchange, request_id)
+            route = await self._route(head, receive, exchange, request_id, arrived)
         except Exception as exc:
             report_internal(log, self._gateway.metrics, "http_request", f"request {request_id}", exc)
             await _internal_error(exchange, request_id)
@@ -188,14 +190,24 @@ class HttpDoor:
             log.debug("%s %s -> %d", head.method, head.path, exchange.status)
 
     async def _route(
-        self, head: RequestHead, receive: ASGIReceiveCallable, exchange: Exchange, request_id: str
+        self,
+        head: RequestHead,
+        receive: ASGIReceiveCallable,
+        exchange: Exchange,
+        request_id: str,
+        arrived: float,
     ) -> str:
         """Answer one request; returns its route name."""
+        if is_dashboard_path(head.path):
+            if self._gateway.drain.begun.is_set():
+                await shutting_down(exchange, request_id)
+                return "dashboard"
+            return await self._dashboard.handle(head, exchange, request_id)
         method, route = _ROUTES.get(
             head.path, ("GET", "model") if head.path.startswith(_MODEL_PREFIX) else ("", "unknown")
         )
         if route == "unknown":
-            await send_error(exchange, 404, "not_found_error", f"no route {head.path}", request_id)
+            await send_error(exchange, 404, "not_found_error", NOT_FOUND_MESSAGE, request_id)
             return route
         if head.method != method:
             await send_error(
@@ -204,6 +216,7 @@ class HttpDoor:
                 "invalid_request_error",
                 f"method {head.method} not allowed on {head.path}",
                 request_id,
+                retry=False,
             )
             return route
         draining = self._gateway.drain.begun.is_set()
@@ -219,21 +232,37 @@ class HttpDoor:
                 await exchange.respond(503, body, JSON_CONTENT_TYPE)
             return route
         if draining and route not in _DRAINING_ROUTES:
-            await _shutting_down(exchange, request_id)
+            await shutting_down(exchange, request_id)
             return route
         allowed, token = self._authenticate(head)
         if not allowed:
-            await send_error(exchange, 401, "authentication_error", "invalid x-api-key", request_id)
+            await send_error(
+                exchange, 401, "authentication_error", "invalid x-api-key", request_id, retry=False
+            )
             return route
         if route == "metrics":
             metrics = self._gateway.metrics
             await exchange.respond(200, metrics.render(), metrics.content_type.encode())
+        elif (refused := version_error(head.headers.get("anthropic-version"))) is not None:
+            await send_error(exchange, 400, "invalid_request_error", refused, request_id)
         elif route == "models":
             await self._models(head.query, exchange, request_id)
         elif route == "model":
             await self._model(head.path.removeprefix(_MODEL_PREFIX), exchange, request_id)
         else:
-            await self._post(route, head, receive, exchange, request_id, token)
+            await self._post.post(
+                route,
+                head,
+                receive,
+                exchange,
+                Reply(
+                    request_id=request_id,
+                    heads=UpstreamHeads(),
+                    client_retries=client_retries(head.headers, self._config.http_retries),
+                ),
+                token,
+                arrived,
+            )
         return route
 
     def _authenticate(self, head: RequestHead) -> tuple[bool, str | None]:
@@ -241,14 +270,8 @@ class HttpDoor:
         tokens = self._config.access_tokens
         if not tokens:
             return True, None
-        scheme, _, bearer = head.headers.get("authorization", "").partition(" ")
-        presented = [head.headers.get("x-api-key", "")]
-        if scheme.lower() == "bearer":
-            presented.append(bearer.strip())
-        for candidate in presented:
-            if candidate and any(
-                hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens
-            ):
+        for candidate in presented(head):
+            if among(candidate, tokens):
                 return True, candidate
         return False, None
 
@@ -265,125 +288,9 @@ class HttpDoor:
     async def _model(self, model_id: str, exchange: Exchange, request_id: str) -> None:
         found = find_model(model_entries(self._gateway.catalog, self._gateway.models), model_id)
         if found is None:
-            await send_error(exchange, 404, "not_found_error", f"model: {model_id}", request_id)
+            await send_error(exchange, 404, "not_found_error", f"model: {model_id}", request_id, retry=False)
             return
         await exchange.respond(200, JSON.encode(found), JSON_CONTENT_TYPE)
-
-    async def _post(
-        self,
-        route: str,
-        head: RequestHead,
-        receive: ASGIReceiveCallable,
-        exchange: Exchange,
-        request_id: str,
-        token: str | None,
-    ) -> None:
-        try:
-            request = parse_body(
-                await read_body(
-                    receive, head, self._config.max_frame_bytes, idle_timeout=BODY_IDLE_TIMEOUT
-                )
-            )
-        except BodyTooLarge as exc:
-            await send_error(exchange, 413, "request_too_large", str(exc), request_id)
-            return
-        except BodyStalled as exc:
-            await send_error(exchange, 408, "timeout_error", str(exc), request_id)
-            return
-        except ClientGone:
-            return
-        except RemoteProtocolError as exc:
-            await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
-            return
-        forwarded = tuple(
-            (name, head.headers[name]) for name in FORWARDED_HEADERS if head.headers.get(name)
-        )
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_disconnect, receive, exchange, nursery.cancel_scope)
-            try:
-                if route == "count_tokens":
-                    await self._count_tokens(request, forwarded, exchange, request_id)
-                else:
-                    await self._messages(request, head, forwarded, exchange, request_id, token)
-            except RemoteProtocolError as exc:
-                await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
-            except ActorUnavailable:
-                await _shutting_down(exchange, request_id)
-            except Overloaded as exc:
-                await _overloaded(exchange, request_id, exc)
-            nursery.cancel_scope.cancel()
-
-    async def _count_tokens(
-        self,
-        request: JsonObject,
-        forwarded: tuple[tuple[str, str], ...],
-        exchange: Exchange,
-        request_id: str,
-    ) -> None:
-        result = await self._gateway.count_tokens(request, query_id=request_id, headers=forwarded)
-        if result.failure is not None:
-            info = result.failure.info()
-            status, error_type = http_error(info)
-            await send_error(
-                exchange, status, error_type, info.message, info.request_id or request_id
-            )
-            return
-        await exchange.respond(
-            200, JSON.encode({"input_tokens": result.input_tokens or 0}), JSON_CONTENT_TYPE
-        )
-
-    async def _messages(
-        self,
-        request: JsonObject,
-        head: RequestHead,
-        forwarded: tuple[tuple[str, str], ...],
-        exchange: Exchange,
-        request_id: str,
-        token: str | None,
-    ) -> None:
-        owner = owner_digest(token)
-        session_id = head.headers.get(SESSION_HEADER) or default_session(owner)
-        if not SESSION_ID.fullmatch(session_id):
-            message = f"{SESSION_HEADER}: must be 1 to 128 characters of [A-Za-z0-9._-]"
-            await send_error(exchange, 400, "invalid_request_error", message, request_id)
-            return
-        opened = await self._gateway.open_session(session_id, owner=owner)
-        if not opened.owner_ok:
-            message = f"session {session_id} belongs to another access token"
-            await send_error(exchange, 403, "permission_error", message, request_id)
-            return
-        exchange.base_headers.append((SESSION_HEADER.encode(), session_id.encode()))
-        with self._gateway.session_in_use(session_id):
-            async with self._gateway.query(
-                request,
-                session_id=session_id,
-                query_id=request_id,
-                fallback_model=head.headers.get(FALLBACK_HEADER) or None,
-                headers=forwarded,
-                admission_timeout=self._config.admission_wait,
-            ) as frames:
-                if request.get("stream") is True:
-                    await answer_stream(frames, exchange, request_id)
-                else:
-                    await answer_json(frames, exchange, request_id)
-
-
-async def _shutting_down(exchange: Exchange, request_id: str) -> None:
-    """503 ``api_error``: the gateway takes no new work. Worth a retry, on a new connection:
-    on another instance behind a load balancer."""
-    exchange.base_headers.append(CONNECTION_CLOSE)
-    await send_error(exchange, 503, "api_error", "the gateway is shutting down", request_id)
-
-
-async def _overloaded(exchange: Exchange, request_id: str, exc: Overloaded) -> None:
-    """529 ``overloaded_error``: every query slot stayed taken for ``Config.admission_wait``
-    (docs/protocol.md "Admission"). Worth a retry, after ``retry-after`` seconds."""
-    exchange.base_headers += [
-        (b"retry-after", str(exc.retry_after).encode()),
-        (b"x-should-retry", b"true"),
-    ]
-    await send_error(exchange, 529, "overloaded_error", str(exc), request_id)
-
 
 async def _internal_error(exchange: Exchange, request_id: str) -> None:
     """Answer a request that failed unexpectedly: a 500 ``api_error`` in the API's envelope,

@@ -11,9 +11,10 @@ same ``Redactor`` to upstream error text before a client sees it (``actors.strea
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 # Shapes of credentials that must never reach a log even when not registered: Anthropic keys,
@@ -65,8 +66,16 @@ def _mask(match: re.Match[str]) -> str:
     return "***"
 
 
-def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> None:
-    """Send log lines to stderr; debug turns on the actors' and the HTTP client's debug logs."""
+# The HTTP and WebSocket libraries' loggers: a line per header and frame, too much for
+# ``--debug`` alone (which logs one line per upstream attempt on ``switchboard.upstream``).
+HTTP_LOGGERS: Final = ("httpx", "httpcore", "hpack", "trio-websocket")
+
+
+def configure_logging(
+    *, debug: bool, secrets: Iterable[str] = (), environ: Mapping[str, str] = os.environ
+) -> None:
+    """Send log lines to stderr; debug turns on the actors' debug logs, and the HTTP
+    client's internals too when ``SWITCHBOARD_DEBUG_HTTP=1`` (README "Configuration")."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter(secrets))
     handler.setFormatter(
@@ -77,5 +86,6 @@ def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    for noisy in ("httpx", "httpcore", "hpack", "trio-websocket"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    http_debug = debug and environ.get("SWITCHBOARD_DEBUG_HTTP", "").strip() == "1"
+    for noisy in HTTP_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.DEBUG if http_debug else logging.WARNING)

@@ -24,6 +24,8 @@ Metrics (every name, type and label; README has the same table):
     switchboard_active_sessions                          gauge: sessions in use
     switchboard_retries_total{cause}                     counter: retries, by error type
     switchboard_fallbacks_total{from_model,to_model}     counter: switches to a fallback model
+    switchboard_gate_answers_total{model}                counter: requests of clients that retry
+        on their own answered by a model's overload gate, without an upstream attempt
     switchboard_upstream_latency_seconds{provider}       histogram: attempt sent to response
         headers
     switchboard_time_to_first_token_seconds{model}      histogram: query start to the first
@@ -51,6 +53,11 @@ Metrics (every name, type and label; README has the same table):
         state could not be read
     switchboard_ledger_refused_queries_total             counter: queries refused because
         the ledger could not commit (``ledger_unavailable``)
+The last hour (``recent``, for the dashboard's live panel, actors/dashboard.py):
+    Beside the counters, retries (by cause), fallbacks (``from -> to``), overload cooldowns
+    entered (by model) and finished queries (by outcome) are counted in minute slots over
+    the last hour (``protocol.dashboard.EventWindow``, on the ``clock`` given, monotonic),
+    and the models in an overload cooldown now are kept (``overloaded_now``).
 Bounded labels:
     Model names and error types come from clients and the upstream: each label keeps at most
     ``MAX_LABEL_VALUES`` distinct values, later ones are counted as ``other``, so a client
@@ -59,6 +66,8 @@ Bounded labels:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Final, Literal, final
 
 from prometheus_client import (
@@ -70,6 +79,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from protocol.dashboard import EventWindow
 from protocol.usage import Usage
 
 # Enough for every model and provider id in use at once, small enough that a scrape of a
@@ -121,10 +131,13 @@ class Metrics:
 
     content_type: Final = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self._seen: dict[str, set[str]] = {}
+        self._clock = clock
+        self._recent = EventWindow()
+        self._overloaded_now: set[str] = set()
         self._queries = Counter(
             "switchboard_queries",
             "Finished queries, by outcome (done, error, aborted).",
@@ -164,6 +177,12 @@ class Metrics:
             "switchboard_fallbacks",
             "Switches to a fallback model.",
             ["from_model", "to_model"],
+            registry=registry,
+        )
+        self._gate_answers = Counter(
+            "switchboard_gate_answers",
+            "Requests of clients that retry on their own answered by an overload gate, without an attempt.",
+            ["model"],
             registry=registry,
         )
         self._latency = Histogram(
@@ -252,6 +271,21 @@ class Metrics:
         """The Prometheus text exposition of every metric (``content_type`` names the format)."""
         return generate_latest(self.registry)
 
+    def recent(self) -> dict[str, dict[str, int]]:
+        """The last hour's events: ``{"retries"|"fallbacks"|"overloads"|"queries": {label: n}}``
+        (kinds with no event are absent)."""
+        return self._recent.counts(self._clock())
+
+    def overloaded_now(self) -> list[str]:
+        """The models in an overload cooldown now, sorted."""
+        return sorted(self._overloaded_now)
+
+    def active(self) -> tuple[int, int]:
+        """``(queries in flight, sessions in use)``: the two gauges' values now."""
+        queries = self.registry.get_sample_value("switchboard_active_queries") or 0.0
+        sessions = self.registry.get_sample_value("switchboard_active_sessions") or 0.0
+        return int(queries), int(sessions)
+
     def _label(self, kind: str, value: str) -> str:
         seen = self._seen.setdefault(kind, set())
         if value in seen:
@@ -307,6 +341,7 @@ class Metrics:
         provider = self._label("provider", provider)
         self._active_queries.dec()
         self._queries.labels(model=model, provider=provider, outcome=outcome).inc()
+        self._recent.add("queries", outcome, self._clock())
         self._duration.labels(model=model, provider=provider).observe(duration)
         if outcome == "error" and error_type is not None:
             error_type = self._label("error_type", error_type)
@@ -314,16 +349,28 @@ class Metrics:
 
     def retried(self, cause: str) -> None:
         """A retry was announced; ``cause`` is the failed attempt's error type."""
-        self._retries.labels(cause=self._label("cause", cause)).inc()
+        cause = self._label("cause", cause)
+        self._retries.labels(cause=cause).inc()
+        self._recent.add("retries", cause, self._clock())
 
     def fallback(self, from_model: str, to_model: str) -> None:
-        self._fallbacks.labels(
-            from_model=self._label("model", from_model), to_model=self._label("model", to_model)
-        ).inc()
+        from_model, to_model = self._label("model", from_model), self._label("model", to_model)
+        self._fallbacks.labels(from_model=from_model, to_model=to_model).inc()
+        self._recent.add("fallbacks", f"{from_model} -> {to_model}", self._clock())
+
+    def gate_answered(self, model: str) -> None:
+        """An overload gate answered a request for the upstream (docs/protocol.md 2)."""
+        self._gate_answers.labels(model=self._label("model", model)).inc()
 
     def overloaded(self, model: str, active: bool) -> None:
         """The model entered (True) or left (False) an overload cooldown."""
-        self._overloaded.labels(model=self._label("model", model)).set(1 if active else 0)
+        model = self._label("model", model)
+        self._overloaded.labels(model=model).set(1 if active else 0)
+        if active:
+            self._overloaded_now.add(model)
+            self._recent.add("overloads", model, self._clock())
+        else:
+            self._overloaded_now.discard(model)
 
     # --- attempts (StreamRelay) -----------------------------------------------------------
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 from typing import TYPE_CHECKING, assert_never, final
 
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, ask, internal_error_info, receive_reply, report_internal
+from actors._util import CLEANUP_TIMEOUT, ask, internal_error_info, report_internal
 from actors.admission import wait_for_slot
+from actors.attempt_build import attempt_request, run_attempt, upstream_model
 from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
@@ -42,19 +44,27 @@ from actors.query_channel import (
     send,
     wait_with_heartbeats,
 )
-from actors.retry_shared import SharedRetryState
+from actors.retry_shared import Refused, SharedRetryState
 from actors.session_state import SessionRequestState, SessionStates
-from actors.stream_relay import AttemptOutcome, RunAttempt, StreamRelayAddress
+from actors.stream_relay import AttemptOutcome, StreamRelayAddress
 from protocol.assembly import usage_json
-from protocol.betas import split_beta_header, with_beta_header
 from protocol.caching import CacheBreak, PromptSnapshot, tracking_key
 from protocol.errors import INTERNAL_ERROR, InternalError
-from protocol.frames import Aborted, Done, ErrorFrame, Fallback, FastMode, RetryFrame, Tombstone
+from protocol.frames import (
+    Aborted,
+    Done,
+    ErrorFrame,
+    ErrorInfo,
+    Fallback,
+    FastMode,
+    RetryFrame,
+    Tombstone,
+)
+from protocol.passthrough import gate_refusal, out_of_time
 from protocol.pricing import usd
 from protocol.providers import metrics_label
 from protocol.recovery import Recovery, can_recover, combined, hit_output_limit, next_step
 from protocol.request import strip_thinking, thinking_budget
-from protocol.request_builder import build_request
 from protocol.retry import (
     Context,
     Failure,
@@ -65,6 +75,7 @@ from protocol.retry import (
     SwitchModel,
     decide,
     is_auth_failure,
+    terminal_error,
 )
 from protocol.wire import JsonObject
 
@@ -196,6 +207,7 @@ class QueryRun:
             fallback_for_all_models=config.fallback_for_all_models,
             nonstreaming_fallback=config.nonstreaming_fallback,
             catalog=self._builds.catalog,
+            client_retries=self._msg.options.client_retries,
         )
 
     async def _run(self) -> bool:
@@ -207,26 +219,40 @@ class QueryRun:
         msg = self._msg
         shared = self._shared
         query = msg.query
+        options = msg.options
         policy = self._policy()
         request = query.request
         fast_requested = bool(query.fast_mode) and not shared.fast_mode_disabled
         session = self._sessions.get(msg.session_id)
-        base_headers, client_betas = split_beta_header(msg.headers)
         # The model as sent upstream (aliases and [1m] resolved): gates, prices and the
         # frames all name it.
-        state = RetryState(model=self._builds.api_model(str(request["model"])), fast_mode=fast_requested)
+        state = RetryState(model=upstream_model(self._builds, str(request["model"]), options), fast_mode=fast_requested)
         # What the client named each model as: the builder needs the [1m] marker back.
         requested = {state.model: str(request["model"])}
         if query.fallback_model and policy.fallback_model:
             requested.setdefault(policy.fallback_model, query.fallback_model)
         started = trio.current_time()
+        deadline = math.inf if options.deadline is None else options.deadline
+        last: Failure | None = None
         cooldown_announced = False
         recovery = Recovery()
         while True:
             state = state.next_attempt()
-            probe = await shared.wait_turn(
-                state.model, functools.partial(heartbeat, msg.outbound, query.id, state.attempt), HEARTBEAT_INTERVAL
-            )
+            if options.client_retries:
+                wait_until = min(deadline, started + self._config.api_timeout)
+                turn = await shared.client_turn(state.model, wait_until - trio.current_time())
+                if isinstance(turn, Refused):
+                    return await self._turned_away(state, turn.retry_after)
+                probe: bool | None = turn
+            else:
+                probe = await shared.wait_turn(
+                    state.model,
+                    functools.partial(heartbeat, msg.outbound, query.id, state.attempt),
+                    HEARTBEAT_INTERVAL,
+                    deadline,
+                )
+            if probe is None:
+                return await self._out_of_time(state, last)
             cooldown = shared.fast_cooldown_until(state.model) if state.fast_mode else None
             fast_active = state.fast_mode and cooldown is None and not shared.fast_mode_disabled
             if state.fast_mode and not fast_active and not cooldown_announced:
@@ -235,27 +261,29 @@ class QueryRun:
             # The fast-mode beta is latched for the session once asked for (reference 7.4:
             # toggling it would break the prompt cache); only the body's speed field follows
             # cooldowns.
-            client_model = requested.get(state.model, state.model)
-            built, session.latch = build_request(
+            built = attempt_request(
                 request,
-                settings=self._builds.settings(client_model),
-                latch=session.latch,
+                original=query.request,
+                options=options,
+                headers=msg.headers,
+                state=state,
+                client_model=requested.get(state.model, state.model),
                 source=query.source,
-                model=client_model,
-                max_tokens=state.max_tokens_override,
-                fast=fast_active,
+                session=session,
+                builds=self._builds,
+                fast_active=fast_active,
                 fast_requested=fast_requested,
-                client_betas=client_betas,
             )
             for note in built.notes if state.attempt == 1 else ():
                 log.info("query %s: %s", query.id, note)
-            body = built.body
-            headers = with_beta_header(base_headers, built.betas)
             outcome: AttemptOutcome | None = None
             decision: Retry | SwitchModel | GiveUp | None = None
             withhold = bool(query.recover) and can_recover(recovery, request)
             try:
-                outcome = await self._attempt(state, body, headers, withhold, recovery, started)
+                outcome = await run_attempt(
+                    self._to_relay, msg, self._totals, state, built, withhold=withhold, recovery=recovery, started=started,
+                    on_accepted=functools.partial(shared.accepted, state.model) if probe else None,
+                )
                 if outcome.failure is not None:
                     decision = await self._decide(policy, state, outcome.failure, fast_active, request, outcome)
             finally:
@@ -267,6 +295,7 @@ class QueryRun:
                     await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
                 raise InternalError(outcome.internal_error)
             failure = outcome.failure
+            last = failure or last
             if failure is None:
                 if outcome.message is None:
                     # Cancelled without our scope being cancelled: the client went away.
@@ -279,7 +308,7 @@ class QueryRun:
                     state = msgspec.structs.replace(state, loop_attempt=0)
                     continue
                 message = combined(recovery, outcome.message)
-                cache_break = self._check_cache(session, query.source, built.snapshot, outcome)
+                cache_break = self._check_cache(session, query.source, built.snapshot, outcome) if built.snapshot else None
                 return await self._done(state, msgspec.structs.replace(outcome, message=message), started, cache_break)
             assert decision is not None
             if outcome.relayed:
@@ -287,8 +316,7 @@ class QueryRun:
             match decision:
                 case GiveUp():
                     log.info("query %s gives up after attempt %d: %s", query.id, state.attempt, decision.error.type)
-                    self._totals.outcome, self._totals.error_type = "error", decision.error.type
-                    return await deliver(msg.outbound, ErrorFrame(id=query.id, error=decision.error))
+                    return await self._fail(decision.error)
                 case SwitchModel():
                     log.warning("query %s: %s overloaded, falling back to %s", query.id, state.model, decision.to_model)
                     self._metrics.fallback(state.model, decision.to_model)
@@ -299,6 +327,8 @@ class QueryRun:
                     request = strip_thinking(request)
                     state = decision.state
                 case Retry():
+                    if trio.current_time() + decision.delay >= deadline:
+                        return await self._out_of_time(state, failure)
                     if decision.fast_mode_off is not None:
                         await self._fast_mode_off(state.model, decision)
                     log.info(
@@ -318,6 +348,26 @@ class QueryRun:
                     state = decision.state
                 case _:
                     assert_never(decision)
+
+    async def _turned_away(self, state: RetryState, wait: float | None) -> bool:
+        """A client that retries on its own, at an overload gate it may not pass yet: a 529
+        at once, with when the gate's next probe is due (docs/protocol.md 2, "Retries")."""
+        error, headers = gate_refusal(state.model, wait)
+        self._metrics.gate_answered(state.model)
+        if self._msg.options.heads is not None:
+            self._msg.options.heads.record(state.attempt, headers)
+        log.info("query %s answered by the overload gate of %s (wait %s)", self._msg.query.id, state.model, wait)
+        return await self._fail(error)
+
+    async def _out_of_time(self, state: RetryState, last: Failure | None) -> bool:
+        """The client's own timeout is near (``QueryOptions.deadline``): end with the last
+        error rather than hold the client past it; before any attempt, with an overload."""
+        log.info("query %s gives up before its client's timeout (attempt %d)", self._msg.query.id, state.attempt)
+        return await self._fail(terminal_error(last) if last is not None else out_of_time(state.model))
+
+    async def _fail(self, error: ErrorInfo) -> bool:
+        self._totals.outcome, self._totals.error_type = "error", error.type
+        return await deliver(self._msg.outbound, ErrorFrame(id=self._msg.query.id, error=error))
 
     async def _decide(
         self, policy: RetryPolicy, state: RetryState, failure: Failure, fast_active: bool,
@@ -398,47 +448,3 @@ class QueryRun:
         )
         totals.outcome = "done"
         return await deliver(msg.outbound, done)
-
-    async def _attempt(
-        self, state: RetryState, body: JsonObject, headers: tuple[tuple[str, str], ...], withhold: bool,
-        recovery: Recovery, started: float,
-    ) -> AttemptOutcome:
-        """Run one attempt in the relay; on cancel, cancel it and still collect its usage."""
-        msg = self._msg
-        totals = self._totals
-        scope = trio.CancelScope()
-        send, receive = trio.open_memory_channel[AttemptOutcome](1)
-        with receive:
-            await self._to_relay.send(
-                RunAttempt(
-                    session_id=msg.session_id,
-                    query_id=msg.query.id,
-                    attempt=state.attempt,
-                    model=state.model,
-                    body=body,
-                    headers=headers,
-                    streaming=state.streaming,
-                    withhold_output_limit=withhold,
-                    index_offset=recovery.index_offset,
-                    continuation=bool(recovery.content),
-                    query_started=started,
-                    measure_first_token=not totals.content_seen,
-                    outbound=msg.outbound,
-                    scope=scope,
-                    reply=send,
-                )
-            )
-            try:
-                outcome = await receive_reply(receive)
-            except trio.EndOfChannel:
-                return AttemptOutcome(model=state.model, aborted=True)
-            except trio.Cancelled:
-                scope.cancel(reason="query aborted")
-                with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                    try:
-                        totals.add(await receive_reply(receive))
-                    except (trio.EndOfChannel, InternalError):
-                        pass
-                raise
-            totals.add(outcome)
-            return outcome

@@ -38,6 +38,7 @@ from protocol.assembly import MessageAssembler
 from protocol.errors import RemoteProtocolError
 from protocol.eventstream import BedrockStreamDecoder, BedrockStreamException
 from protocol.frames import EventFrame
+from protocol.http_api import client_headers
 from protocol.nonstreaming import events_from_message, nonstreaming_body
 from protocol.recovery import OUTPUT_LIMIT_STOPS
 from protocol.request import merge_headers
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
 # The provider label of the first party's metrics (a cloud lease's endpoint has its own).
 log = logging.getLogger("switchboard.relay")
+# One DEBUG line per upstream attempt (``--debug``; README "Configuration").
+upstream_log = logging.getLogger("switchboard.upstream")
 
 PROVIDER: Final = "anthropic"
 _BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
@@ -91,11 +94,24 @@ class _SSEEvents:
         self._sse.close()
 
 
-def _prepare(lease: Lease, body: JsonObject, headers: dict[str, str], *, streaming: bool) -> Prepared:
-    """issue 6: the request for the lease's provider (the first party: ``/v1/messages``)."""
+def _prepare(
+    lease: Lease, body: JsonObject, headers: dict[str, str], *, streaming: bool, raw: bytes | None = None
+) -> Prepared:
+    """issue 6: the request for the lease's provider (the first party: ``/v1/messages``,
+    with the client's own bytes ``raw`` when given)."""
     if lease.endpoint is None:
-        return Prepared(url=lease.base_url + "/v1/messages", headers=headers, content=JSON.encode(body))
+        content = raw if raw is not None else JSON.encode(body)
+        return Prepared(url=lease.base_url + "/v1/messages", headers=headers, content=content)
     return lease.endpoint.messages(body, headers, streaming=streaming)
+
+
+def _note_heads(msg: RunAttempt, response: httpx.Response) -> None:
+    """Leave the response's headers, as a client may get them, for the HTTP door; tell the
+    overload gate of a 200."""
+    if msg.heads is not None:
+        msg.heads.record(msg.attempt, client_headers(response.headers.multi_items()))
+    if response.status_code == 200 and msg.on_accepted is not None:
+        msg.on_accepted()
 
 
 def upstream_failure(lease: Lease, response: httpx.Response, body: bytes) -> Failure:
@@ -106,6 +122,26 @@ def upstream_failure(lease: Lease, response: httpx.Response, body: bytes) -> Fai
 
 def _label(lease: Lease) -> str:
     return PROVIDER if lease.endpoint is None else lease.endpoint.label
+
+
+def log_attempt(
+    msg: RunAttempt, prepared: Prepared, outcome: object, headers: httpx.Headers | None, sent_at: float
+) -> None:
+    """The attempt's DEBUG line on ``switchboard.upstream``: the URL without credentials or
+    query, the betas sent, the status (or the exception), the request-id (Bedrock's and
+    Vertex's own header for theirs) and the time to the response headers."""
+    if not upstream_log.isEnabledFor(logging.DEBUG):
+        return
+    url = httpx.URL(prepared.url)
+    request_id = None
+    if headers is not None:
+        request_id = headers.get("request-id") or headers.get("x-amzn-requestid") or headers.get("x-request-id")
+    upstream_log.debug(
+        "upstream attempt=%d POST %s model=%s betas=%s status=%s request_id=%s duration_ms=%.1f",
+        msg.attempt, url.copy_with(username=None, password=None, query=None), msg.model,
+        prepared.headers.get("anthropic-beta") or "-", outcome, request_id or "-",
+        (trio.current_time() - sent_at) * 1000,
+    )
 
 
 class ClientGone(Exception):
@@ -178,13 +214,15 @@ class AttemptStreamer:
             return await self._nonstreaming(msg, progress, lease, headers)
         assembler = progress.assembler
         in_body = False
-        prepared = _prepare(lease, msg.body, headers, streaming=True)
+        prepared = _prepare(lease, msg.body, headers, streaming=True, raw=msg.raw_body)
         sent_at = trio.current_time()
         try:
             async with lease.client.stream(
                 "POST", prepared.url, content=prepared.content, headers=prepared.headers
             ) as response:
                 self._metrics.upstream_latency(_label(lease), trio.current_time() - sent_at)
+                log_attempt(msg, prepared, response.status_code, response.headers, sent_at)
+                _note_heads(msg, response)
                 if response.status_code != 200:
                     return upstream_failure(lease, response, await response.aread())
                 in_body = True
@@ -230,6 +268,8 @@ class AttemptStreamer:
         except RemoteProtocolError as exc:
             return Failure(kind="protocol", error_type=exc.error_type, message=str(exc), mid_stream=True)
         except (httpx.HTTPError, trio.BrokenResourceError) as exc:
+            if not in_body:
+                log_attempt(msg, prepared, type(exc).__name__, None, sent_at)
             failure = failure_from_exception(exc, mid_stream=in_body)
             if failure is None:
                 raise
@@ -345,11 +385,14 @@ class AttemptStreamer:
                 "POST", prepared.url, content=prepared.content, headers=prepared.headers, request_timeout=timeout
             )
         except httpx.HTTPError as exc:
+            log_attempt(msg, prepared, type(exc).__name__, None, sent_at)
             failure = failure_from_exception(exc)
             if failure is None:
                 raise
             return failure
+        log_attempt(msg, prepared, response.status_code, response.headers, sent_at)
         self._metrics.upstream_latency(_label(lease), trio.current_time() - sent_at)
+        _note_heads(msg, response)
         if response.status_code != 200:
             return upstream_failure(lease, response, response.content)
         try:

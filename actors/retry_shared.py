@@ -4,7 +4,11 @@ Owned by the RetrySupervisor's task tree alone (its query tasks run in its nurse
 lock is needed: every change happens between checkpoints.
 
 - One ``protocol.overload.Gate`` per model: a query waits at ``wait_turn`` while the model's
-  gate is open and another query holds the probe; each gate change wakes the waiters.
+  gate is open and another query holds the probe; each gate change wakes the waiters. A
+  query whose client retries on its own takes ``client_turn`` instead: it waits only for the
+  verdict of a probe in flight, and is ``Refused`` when that probe failed (or before the
+  upstream's own ``retry-after``). A probe's ``200`` closes the gate at once (``accepted``),
+  not at the end of its stream.
 - Fast mode: a cooldown per model (reference-client.md 1.6: "shared by every session for
   that model"), and a gateway-wide off switch once the API refused fast mode for good.
 """
@@ -15,6 +19,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import trio
 
 from actors.metrics import Metrics
@@ -22,6 +27,13 @@ from actors.stream_relay import AttemptOutcome
 from protocol import overload
 from protocol.overload import CLOSED, Gate
 from protocol.retry import GiveUp, Retry, SwitchModel, is_overloaded, retry_after_seconds
+
+
+class Refused(msgspec.Struct, frozen=True, kw_only=True):
+    """The gate answers for the upstream: a 529 now. ``retry_after``: seconds until the
+    upstream's own ``retry-after`` ends, or None (the client's own backoff applies)."""
+
+    retry_after: float | None
 
 
 class SharedRetryState:
@@ -57,9 +69,49 @@ class SharedRetryState:
         if event is not None:
             event.set()
 
-    async def wait_turn(self, model: str, on_wait: Callable[[float], Awaitable[None]], beat_interval: float) -> bool:
+    async def client_turn(self, model: str, max_wait: float) -> bool | Refused:
+        """The turn of an attempt whose client retries on its own (docs/protocol.md 2): True
+        when it goes as the gate's probe (report how it went), False when the gate is closed,
+        ``Refused`` when the gate answers for the upstream. Waits only while a probe is in
+        flight, for its verdict, at most ``max_wait`` seconds (then ``Refused``). A
+        checkpoint only when it waits."""
+        deadline = trio.current_time() + max_wait
+        seen: int | None = None  # the gate's failures when this began waiting on a probe
+        while True:
+            gate = self.gate(model)
+            now = trio.current_time()
+            if seen is not None and gate.open and not gate.probe_in_flight and gate.failures > seen:
+                # The probe it waited for failed: the upstream's answer is this one's too.
+                return Refused(retry_after=gate.next_probe_at - now if gate.server_told else None)
+            if overload.client_may_enter(gate, now):
+                if gate.open:
+                    self._set(model, overload.enter(gate))
+                return gate.open
+            if not gate.probe_in_flight:
+                return Refused(retry_after=gate.next_probe_at - now)
+            if now >= deadline:
+                return Refused(retry_after=0.0)
+            seen = gate.failures if seen is None else seen
+            event = self._changed.setdefault(model, trio.Event())
+            with trio.move_on_at(deadline):
+                await event.wait()
+
+    def accepted(self, model: str) -> None:
+        """A probe got its ``200``: the model is healthy again, everyone may go. Not a
+        checkpoint (the StreamRelay calls it as the response begins)."""
+        if self.gate(model).open:
+            self._set(model, overload.succeeded(self.gate(model)))
+
+    async def wait_turn(
+        self,
+        model: str,
+        on_wait: Callable[[float], Awaitable[None]],
+        beat_interval: float,
+        deadline: float = math.inf,
+    ) -> bool | None:
         """Wait until an attempt on ``model`` may go upstream, then take the turn. Returns
-        True when the caller is the gate's probe (and must report how it went).
+        True when the caller is the gate's probe (and must report how it went), None when
+        ``deadline`` (trio time) came first: no turn was taken.
 
         ``on_wait(remaining)`` is awaited every ``beat_interval`` of waiting (the caller sends
         a heartbeat). A checkpoint only when the gate holds the caller back.
@@ -72,9 +124,11 @@ class SharedRetryState:
                 if gate.open:
                     self._set(model, overload.enter(gate))
                 return gate.open
+            if now >= deadline:
+                return None
             wake_at = math.inf if gate.probe_in_flight else gate.next_probe_at
             event = self._changed.setdefault(model, trio.Event())
-            with trio.move_on_at(min(wake_at, next_beat)):
+            with trio.move_on_at(min(wake_at, next_beat, deadline)):
                 await event.wait()
             now = trio.current_time()
             # Compared with the same expression that set the deadline: no float drift, so a
@@ -96,8 +150,11 @@ class SharedRetryState:
         if outcome is not None and outcome.failure is None and outcome.message is not None:
             self._set(model, overload.succeeded(gate))
         elif outcome is not None and outcome.failure is not None and is_overloaded(outcome.failure):
-            delay = decision.delay if isinstance(decision, Retry) else 0.0
-            told = retry_after_seconds(outcome.failure, 0.0) is not None
+            told_delay = retry_after_seconds(outcome.failure, self.wall_now())
+            told = told_delay is not None
+            # A query that does not retry (it gave up, or its client retries on its own): the
+            # server's wait, or the gate's own backoff, spaces the next probe.
+            delay = decision.delay if isinstance(decision, Retry) else (told_delay or 0.0)
             self._set(
                 model,
                 overload.overloaded(gate, trio.current_time(), delay, was_probe=probe, server_delay=told),

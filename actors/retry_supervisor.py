@@ -71,34 +71,42 @@ from actors.drain import Drain
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import deliver
+from actors.query_options import DEFAULT_OPTIONS, QueryOptions
 from actors.query_run import QueryRun
 from actors.retry_shared import SharedRetryState
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
-from protocol.betas import split_beta_header, with_beta_header
+from protocol.betas import count_tokens_betas, split_beta_header, with_beta_header
 from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorFailed
 from protocol.frames import ErrorFrame, ErrorInfo, GatewayFrame, Query
+from protocol.passthrough import passthrough_model
 from protocol.request_builder import count_tokens_request
 from protocol.wire import JsonObject
 
 
 class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
     """``headers``: extra upstream headers of this query (the HTTP door forwards the client's
-    ``anthropic-version`` and ``anthropic-beta``); they override the pool's defaults."""
+    ``anthropic-version`` and ``anthropic-beta``); they override the pool's defaults.
+    ``options``: the HTTP door's (actors/query_options.py); the defaults change nothing."""
 
     session_id: str
     query: Query
     scope: trio.CancelScope
     outbound: trio.MemorySendChannel[GatewayFrame]
     headers: tuple[tuple[str, str], ...] = ()
+    options: QueryOptions = DEFAULT_OPTIONS
 
 
 class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
+    """``transparent``: the body and betas as the client sent them (the model id in the
+    provider's form; Vertex keeps only its allow-list of betas)."""
+
     query_id: str
     request: JsonObject
     reply: trio.MemorySendChannel[CountResult]
     headers: tuple[tuple[str, str], ...] = ()
+    transparent: bool = False
 
 
 RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens
@@ -224,11 +232,15 @@ class RetrySupervisor:
         send, receive = trio.open_memory_channel[CountResult](1)
         headers, client_betas = split_beta_header(msg.headers)
         settings = self._builds.settings(str(msg.request.get("model")))
-        built = count_tokens_request(msg.request, settings=settings, client_betas=client_betas)
+        if msg.transparent:
+            model = passthrough_model(str(msg.request.get("model")), settings.models, settings.provider)
+            body: JsonObject = {**msg.request, "model": model}
+            betas = count_tokens_betas(client_betas, settings.provider)
+        else:
+            built = count_tokens_request(msg.request, settings=settings, client_betas=client_betas)
+            body, betas = built.body, built.betas
         with receive:
-            await self._to_relay.send(
-                RunCount(body=built.body, headers=with_beta_header(headers, built.betas), reply=send)
-            )
+            await self._to_relay.send(RunCount(body=body, headers=with_beta_header(headers, betas), reply=send))
             try:
                 return await receive_reply(receive)
             except trio.EndOfChannel:

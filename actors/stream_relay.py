@@ -71,12 +71,14 @@ from actors.cost_ledger import CostLedgerAddress, UsageRecorded
 from actors.log import Redactor
 from actors.metrics import Metrics
 from actors.providers import Prepared
+from actors.query_options import UpstreamHeads
 from actors.relay_attempt import LONG_CONTEXT_BETA as LONG_CONTEXT_BETA
 from actors.relay_attempt import PROVIDER as PROVIDER
 from actors.relay_attempt import AttemptStreamer, ClientGone, Progress, upstream_failure
 from actors.upstream import failure_from_exception
 from protocol.errors import ActorUnavailable, InternalError
 from protocol.frames import GatewayFrame
+from protocol.http_api import client_headers
 from protocol.request import merge_headers
 from protocol.retry import Failure
 from protocol.usage import EMPTY_USAGE, Usage
@@ -133,14 +135,24 @@ class RunAttempt(msgspec.Struct, frozen=True, kw_only=True):
     continuation: bool = False
     query_started: float = 0.0
     measure_first_token: bool = False
+    # The HTTP door's (actors/query_options.py): the client's bytes, sent as they are when
+    # set (the first party's format only), and where the response headers go.
+    raw_body: bytes | None = None
+    heads: UpstreamHeads | None = None
+    # Called (not awaited) as the upstream answers 200: the overload gate of the attempt's
+    # model learns of a probe's success at once (actors/retry_shared.py).
+    on_accepted: Callable[[], None] | None = None
     outbound: trio.MemorySendChannel[GatewayFrame]
     scope: trio.CancelScope
     reply: trio.MemorySendChannel[AttemptOutcome]
 
 
 class CountResult(msgspec.Struct, frozen=True, kw_only=True):
+    """``headers``: the upstream response's, as a client may get them (``client_headers``)."""
+
     input_tokens: int | None = None
     failure: Failure | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class RunCount(msgspec.Struct, frozen=True, kw_only=True):
@@ -329,12 +341,14 @@ class StreamRelay:
         response = await lease.client.request(
             "POST", prepared.url, content=prepared.content, headers=prepared.headers
         )
+        forwarded = client_headers(response.headers.multi_items())
         if response.status_code != 200:
-            return CountResult(failure=upstream_failure(lease, response, response.content))
+            return CountResult(failure=upstream_failure(lease, response, response.content), headers=forwarded)
         try:
             if endpoint is not None:
-                return CountResult(input_tokens=endpoint.count_result(response.content))
-            return CountResult(input_tokens=COUNT_TOKENS_RESULT.decode(response.content).input_tokens)
+                return CountResult(input_tokens=endpoint.count_result(response.content), headers=forwarded)
+            tokens = COUNT_TOKENS_RESULT.decode(response.content).input_tokens
+            return CountResult(input_tokens=tokens, headers=forwarded)
         except msgspec.DecodeError:
             return CountResult(
                 failure=Failure(kind="protocol", error_type="api_error", message="malformed count_tokens answer")

@@ -151,8 +151,12 @@ def messages_answer(
     cache: PromptCache,
     sequence: int,
     request_id: str,
+    cache_minimum: int = 0,
 ) -> Answer:
-    """The answer to a checked ``POST /v1/messages`` (its cache writes happen here)."""
+    """The answer to a checked ``POST /v1/messages`` (its cache writes happen here).
+
+    ``cache_minimum``: the model's minimum cacheable prompt length (``emulator/models.py``).
+    """
     streaming = body.get("stream") is True
     headers = ratelimit_headers()
     replaced = _fault_answer(
@@ -160,7 +164,7 @@ def messages_answer(
     )
     if replaced is not None:
         return replaced
-    usage = cache.usage(body, str(body["model"]))
+    usage = cache.usage(body, str(body["model"]), minimum=cache_minimum)
     plan_body = body
     if directions.fault is not None and directions.fault.kind == "max_tokens":
         limit = directions.fault.int_option("limit", 3)

@@ -28,6 +28,8 @@ from .sigv4 import parse_authorization, verify
 ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
 EVENTSTREAM: Final = b"application/vnd.amazon.eventstream"
 ACTIONS: Final = ("invoke", "invoke-with-response-stream", "count-tokens")
+# Bedrock's answer to a model id it does not serve (ValidationException, wire.md 7.5).
+INVALID_MODEL: Final = "The provided model identifier is invalid."
 INVALID_TOKEN: Final = "The security token included in the request is invalid."
 BAD_SIGNATURE: Final = (
     "The request signature we calculated does not match the signature you provided. "
@@ -118,13 +120,25 @@ def first_party_body(raw: bytes, model: str, action: str) -> dict[str, object] |
     for key in ("model", "stream"):
         if key in body:
             return f"Malformed input request: #: extraneous key [{key}] is not permitted, please reformat your input and try again."
-    if body.get("anthropic_version") != ANTHROPIC_VERSION:
-        return f"Malformed input request: anthropic_version must be {ANTHROPIC_VERSION!r}"
+    version = body.get("anthropic_version")
+    if version is None:
+        return "Malformed input request: #: required key [anthropic_version] not found, please reformat your input and try again."
+    if version != ANTHROPIC_VERSION:
+        return f"Malformed input request: #/anthropic_version: {version} is not a valid enum value, please reformat your input and try again."
     out = {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")}
     out["model"] = model
     if action == "invoke-with-response-stream":
         out["stream"] = True
     return out
+
+
+def body_error(message: str) -> str:
+    """A first-party body error (``field: Extra inputs are not permitted``) in Bedrock's
+    JSON-schema wording; other messages as they are."""
+    field, _, problem = message.partition(": ")
+    if problem == "Extra inputs are not permitted":
+        return f"Malformed input request: #: extraneous key [{field}] is not permitted, please reformat your input and try again."
+    return message
 
 
 def _sse_data(piece: bytes) -> bytes:

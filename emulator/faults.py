@@ -32,9 +32,9 @@ matching error status instead (overloaded -> 529).
 Every status kind (the numeric ones, ``status``, ``context_overflow``, ``prompt_too_long``)
 also takes the header options ``retry_after=S``, ``retry_after_ms=MS``,
 ``retry_after_date=S`` (an HTTP-date S seconds from now), ``should_retry=true|false``,
-``reset=EPOCH`` and ``overage_disabled_reason=R``. Every kind takes ``times=N|all`` (how
-many requests a body directive applies to) and the reply options ``deltas=N`` and
-``pace_ms=N``.
+``reset=EPOCH`` and ``overage_disabled_reason=R``. Every kind takes ``times=N|all`` (a body
+directive applies to the first N requests carrying that exact directive text; default
+``all``: every request carrying it) and the reply options ``deltas=N`` and ``pace_ms=N``.
 
 Values are percent-decoded, so a message may carry ``%2C`` for a comma; ``Fault.spec``
 percent-encodes what needs it, and ``parse_fault(f.spec) == f`` for every fault.
@@ -221,8 +221,9 @@ class Fault:
 
     @property
     def times(self) -> int | None:
-        """How many matching requests a directive applies to; None means all (default 1)."""
-        value = self.options.get("times", 1)
+        """How many requests carrying a directive it applies to; None (the default, and
+        ``times=all``) means every one."""
+        value = self.options.get("times", "all")
         return None if value == "all" else int(value)
 
 

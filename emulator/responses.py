@@ -34,6 +34,7 @@ from typing import Final
 import msgspec
 
 from .faults import strip_directives
+from .models import CATALOG
 from .tokens import InputUsage
 
 JSON = dict[str, object]
@@ -136,6 +137,11 @@ def example_input(schema: object) -> JSON:
     return {name: _example_value(properties.get(name)) for name in names}
 
 
+# Claude Code's system reminders, which it puts in the user message for some models: they
+# list every tool, so a tool named there was not asked for by the user.
+_REMINDERS: Final = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+
+
 def _chosen_tool(body: Mapping[str, object], text: str) -> tuple[Mapping[str, object] | None, bool]:
     """The custom tool the reply calls (or None) and whether tool_choice forced it."""
     tools = body.get("tools")
@@ -155,7 +161,8 @@ def _chosen_tool(body: Mapping[str, object], text: str) -> tuple[Mapping[str, ob
         return (named[0] if named else None), True
     if choice_type == "any":
         return custom[0], True
-    return next((tool for tool in custom if str(tool["name"]) in text), None), False
+    said = _REMINDERS.sub("", text)
+    return next((tool for tool in custom if str(tool["name"]) in said), None), False
 
 
 def plan_reply(
@@ -383,9 +390,9 @@ def _model(
     }
 
 
-# The catalogue GET /v1/models serves, newest first like the API (limits and capabilities as
-# reference-client-now.md 1 gives them). The Router keeps a copy that tests may replace.
-MODELS: Final[tuple[JSON, ...]] = (
+# The limits and capabilities of the models that reference-client-now.md 1 describes, as the
+# API's ``/v1/models`` objects carry them; the other catalog models are listed without.
+_DETAILED: Final[tuple[JSON, ...]] = (
     _model("claude-sonnet-5", "Claude Sonnet 5", "2026-06-30T00:00:00Z", "sonnet", 1_000_000, 128_000,
            effort=True, xhigh=True, adaptive=True),
     _model("claude-fable-5", "Claude Fable 5", "2026-06-09T00:00:00Z", "fable", 1_000_000, 128_000,
@@ -403,6 +410,13 @@ MODELS: Final[tuple[JSON, ...]] = (
     _model("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z", "sonnet", 200_000, 64_000,
            effort=False),
 )
+
+
+_DETAILS: Final[dict[str, JSON]] = {str(model["id"]): model for model in _DETAILED}
+
+# The catalogue GET /v1/models serves (every model of ``emulator/models.py``, newest first like
+# the API). The Router keeps a copy that tests may replace.
+MODELS: Final[tuple[JSON, ...]] = tuple(_DETAILS.get(model.id, model.json()) for model in CATALOG)
 
 
 def model_json(model_id: str, models: Sequence[JSON] = MODELS) -> JSON | None:

@@ -8,7 +8,8 @@ Role:
     1-4, 6), with deterministic content and usage (``responses``, ``tokens``) and every
     failure the real service has (``faults``); ``/_emulator/*`` so any HTTP client can
     script an outage and read the log: ``POST /_emulator/faults`` (a JSON list of specs),
-    ``GET /_emulator/requests``, ``POST /_emulator/reset``; the bootstrap API,
+    ``GET /_emulator/requests`` (the last ``REQUEST_LOG_LIMIT`` requests as received,
+    credentials masked; ``DELETE`` clears it), ``POST /_emulator/reset``; the bootstrap API,
     ``GET /api/claude_cli/bootstrap`` (reference-client.md 4): ``bootstrap_body`` (one
     additional model option by default), after the credential check alone, with faults
     from its own queue (``Emulator.script_bootstrap``, so a gateway's startup fetch never
@@ -21,8 +22,10 @@ Role:
     ``/msi/token`` (``emulator/foundry.py``).
 Request checks (in order; a failing request consumes no queued fault):
     credential (``x-api-key`` or ``authorization: Bearer``; must be in ``api_keys`` when
-    given), ``anthropic-version``, ``anthropic-beta``, the body (``validation``), the fault
-    spec of the header or directive.
+    given), ``anthropic-version`` (required, 400 otherwise), ``anthropic-beta``, the body
+    (``validation``: every top-level field known and typed), the model (``models``: 404
+    ``model: <id>`` when unknown), the fault spec of the header or directive. The cloud
+    paths check their own ``anthropic_version`` body field and model ids instead.
 State:
     All of it lives on the instance (credentials, issued tokens, fault queues, prompt
     cache, request log), so tests can script and inspect it while the server runs. Token
@@ -33,14 +36,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
 import msgspec
 import trio
 
-from . import bedrock, foundry, vertex
+from . import bedrock, foundry, models, vertex
 from .api import (
     DEFAULT_BOOTSTRAP,
     bootstrap_answer,
@@ -57,28 +60,39 @@ from .record import RecordedRequest
 from .responses import JSON, MODELS, last_user_text, model_json, models_page
 from .script import FaultScript
 from .tokens import PromptCache
-from .validation import check_body, check_headers, credential, parse_body
+from .validation import (
+    DEFAULT_VERSION,
+    check_body,
+    check_headers,
+    credential,
+    parse_body,
+    thinking_problem,
+)
 
 # Queued faults apply to these two endpoints only.
 _MESSAGES: Final = "/v1/messages"
 _COUNT_TOKENS: Final = "/v1/messages/count_tokens"
 _BOOTSTRAP: Final = "/api/claude_cli/bootstrap"
 # The methods each known path answers; any other method gets 405.
-_ROUTES: Final = {
-    _MESSAGES: "POST",
-    _COUNT_TOKENS: "POST",
-    "/v1/models": "GET",
-    "/_emulator/faults": "POST",
-    "/_emulator/requests": "GET",
-    "/_emulator/reset": "POST",
-    _BOOTSTRAP: "GET",
+_ROUTES: Final[Mapping[str, tuple[str, ...]]] = {
+    _MESSAGES: ("POST",),
+    _COUNT_TOKENS: ("POST",),
+    "/v1/models": ("GET",),
+    "/_emulator/faults": ("POST",),
+    "/_emulator/requests": ("GET", "DELETE"),
+    "/_emulator/reset": ("POST",),
+    _BOOTSTRAP: ("GET",),
 }
+# The request log keeps the most recent requests only, so a long-running emulator (a
+# benchmark, a day of manual testing) does not grow without bound.
+REQUEST_LOG_LIMIT: Final = 1000
 
 
 class Router:
     """The emulator's state and its answers to requests, without the sockets.
 
-    ``api_keys``: the credentials accepted; None accepts any non-empty one. ``Emulator``
+    ``api_keys``: the credentials accepted; None accepts any non-empty one. ``models``: ids
+    accepted besides the catalog's (``emulator/models.py``). ``Emulator``
     (``emulator/server.py``) is the one subclass: it serves these answers on loopback and
     adds the test-facing controls.
     """
@@ -94,6 +108,7 @@ class Router:
         foundry_keys: frozenset[str] | None = None,
         identity_secret: str | None = None,
         entra_token_lifetime: int = 3600,
+        models: Iterable[str] = (),
     ) -> None:
         self.api_keys = api_keys
         # issue 6: Bedrock's credentials: access key id -> secret (SigV4 is verified), and
@@ -113,7 +128,12 @@ class Router:
         self.entra_token_lifetime = entra_token_lifetime
         self.entra_tokens: dict[str, float] = {}
         self._entra_issued = 0
+        # The last ``REQUEST_LOG_LIMIT`` requests, oldest first; ``_logged`` counts every
+        # request since the last reset (so ``RecordedRequest.index`` keeps counting).
         self.requests: list[RecordedRequest] = []
+        self._logged = 0
+        # Ids accepted besides the catalog's and the listing's (``Emulator(models=...)``).
+        self.extra_models = frozenset(models)
         # The shell's: the base URL once ``Emulator.run`` listens, and the event set (and
         # replaced) each time a request is logged.
         self.url: str | None = None
@@ -128,12 +148,29 @@ class Router:
         # What GET /v1/models lists, newest first; tests may replace it.
         self.models: list[JSON] = copy.deepcopy(list(MODELS))
 
+    def _accepted(self) -> frozenset[str]:
+        """The ids a request may name besides the catalog's: the extra ones and those listed
+        (a test may list a model that is new to the catalog)."""
+        return self.extra_models | {str(model["id"]) for model in self.models}
+
     def reset(self) -> None:
         """Forget queued faults, directive counts, the prompt cache and the request log."""
         self._script.clear()
         self._bootstrap_script.clear()
         self._cache.clear()
+        self.clear_requests()
+
+    def clear_requests(self) -> None:
+        """Forget the request log (``DELETE /_emulator/requests``); indexes restart at 0."""
         self.requests = []
+        self._logged = 0
+
+    def _log(self, record: RecordedRequest) -> None:
+        """Append ``record`` to the log, dropping the oldest beyond ``REQUEST_LOG_LIMIT``."""
+        self.requests.append(record)
+        self._logged += 1
+        if len(self.requests) > REQUEST_LOG_LIMIT:
+            del self.requests[0]
 
     def _answer(self, request: Request, record: RecordedRequest, sequence: int) -> Answer:
         """Decide the whole response to ``request`` (state changes happen here)."""
@@ -165,9 +202,9 @@ class Router:
         allowed = _ROUTES.get(path)
         if allowed is None:
             return error_answer(api_error(404), request_id)
-        if request.method != allowed:
+        if request.method not in allowed:
             error = api_error(405, f"Method {request.method} not allowed for {path}")
-            return error_answer(error, request_id, [(b"allow", allowed.encode())])
+            return error_answer(error, request_id, [(b"allow", ", ".join(allowed).encode())])
         if path.startswith("/_emulator/"):
             return self._admin(path, request, request_id)
         if path == "/v1/models":
@@ -189,14 +226,20 @@ class Router:
         if problem is not None:
             return error_answer(problem, request_id)
         # The log already decoded the body; decode again only to word a parse error.
-        needs_max_tokens = not counting
+        version = request.headers.get("anthropic-version", DEFAULT_VERSION)
         body = (
-            check_body(record.json, needs_max_tokens=needs_max_tokens)
+            check_body(record.json, counting=counting, version=version)
             if record.json is not None
-            else parse_body(request.body, needs_max_tokens=needs_max_tokens)
+            else parse_body(request.body, counting=counting, version=version)
         )
         if isinstance(body, ErrorResponse):
             return error_answer(body, request_id)
+        model = str(body["model"])
+        if not models.known(model, self._accepted()):
+            return error_answer(api_error(404, f"model: {model}"), request_id)
+        thinking = None if counting else thinking_problem(body, request.headers.get("anthropic-beta", ""))
+        if thinking is not None:
+            return error_answer(thinking, request_id)
         try:
             directions = self._script.select(
                 request.headers, None if counting else last_user_text(body), trio.current_time()
@@ -207,7 +250,8 @@ class Router:
         if counting:
             return count_tokens_answer(body, directions, request_id=request_id)
         return messages_answer(
-            body, directions, cache=self._cache, sequence=sequence, request_id=request_id
+            body, directions, cache=self._cache, sequence=sequence, request_id=request_id,
+            cache_minimum=models.cache_minimum(model),
         )
 
     def _bedrock(
@@ -221,23 +265,41 @@ class Router:
         )
         if denied is not None:
             return denied
+        base = models.bedrock_base(model)
+        if base is not None and not models.known(base, self._accepted()) and model not in self._accepted():
+            return bedrock.rest_error(400, bedrock.INVALID_MODEL, request_id)
         body = bedrock.first_party_body(request.body, model, action)
         if isinstance(body, str):
             return bedrock.rest_error(400, body, request_id)
         counting = action == "count-tokens"
-        answer = self._first_party(request, record, sequence, body, counting=counting)
+        # A CountTokens request wraps a whole InvokeModel body (max_tokens and all).
+        # Bedrock takes the betas in the body (wire.md 7.2).
+        listed = record.json.get("anthropic_beta") if isinstance(record.json, dict) else None
+        answer = self._first_party(
+            request, record, sequence, body, counting=counting, model=base or model,
+            prompt_only=False, betas=",".join(map(str, listed)) if isinstance(listed, list) else "",
+        )
         if isinstance(answer, ErrorResponse):
-            return bedrock.rest_error(answer.status, answer.message, request_id)
+            return bedrock.rest_error(answer.status, bedrock.body_error(answer.message), request_id)
         return bedrock.bedrock_answer(answer, request_id, counting=counting)
 
     def _first_party(
-        self, request: Request, record: RecordedRequest, sequence: int, body: dict[str, object], *, counting: bool
+        self, request: Request, record: RecordedRequest, sequence: int, body: dict[str, object], *,
+        counting: bool, model: str, prompt_only: bool | None = None, betas: str | None = None,
     ) -> Answer | ErrorResponse:
         """issue 6: a cloud request's first-party body, answered as ``/v1/messages`` would
-        (scripted faults included), or the error for the caller to put in its own shape."""
-        checked = check_body(body, needs_max_tokens=not counting)
+        (scripted faults included), or the error for the caller to put in its own shape.
+        ``model`` is the first-party id the cloud's model id stands for (cache minimum);
+        ``prompt_only`` whether the body has count_tokens' fields (default: ``counting``);
+        ``betas`` the betas requested (default: the ``anthropic-beta`` header)."""
+        checked = check_body(body, counting=counting if prompt_only is None else prompt_only)
         if isinstance(checked, ErrorResponse):
             return checked
+        if betas is None:
+            betas = request.headers.get("anthropic-beta", "")
+        thinking = None if counting else thinking_problem(checked, betas)
+        if thinking is not None:
+            return thinking
         try:
             directions = self._script.select(
                 request.headers, None if counting else last_user_text(checked), trio.current_time()
@@ -248,7 +310,8 @@ class Router:
         if counting:
             return count_tokens_answer(checked, directions, request_id=record.request_id)
         return messages_answer(
-            checked, directions, cache=self._cache, sequence=sequence, request_id=record.request_id
+            checked, directions, cache=self._cache, sequence=sequence, request_id=record.request_id,
+            cache_minimum=models.cache_minimum(model),
         )
 
     def _entra_token(self, request: Request) -> Answer:
@@ -281,7 +344,14 @@ class Router:
         body = vertex.first_party_body(request.body, found)
         if isinstance(body, str):
             return vertex.rpc_error(400, body, request_id)
-        answer = self._first_party(request, record, sequence, body, counting=found.model == "count-tokens")
+        # The count-tokens body keeps its model; a predict body got the URL's.
+        wire_model = str(body.get("model", ""))
+        model = models.vertex_base(wire_model)
+        if not models.known(model, self._accepted()) and wire_model not in self._accepted():
+            return vertex.model_not_found(found, wire_model, request_id)
+        answer = self._first_party(
+            request, record, sequence, body, counting=found.model == "count-tokens", model=model
+        )
         if isinstance(answer, ErrorResponse):
             return error_answer(answer, request_id)
         return vertex.vertex_answer(answer, request_id)
@@ -312,6 +382,9 @@ class Router:
 
     def _admin(self, path: str, request: Request, request_id: str) -> Answer:
         id_header = [(b"request-id", request_id.encode())]
+        if path == "/_emulator/requests" and request.method == "DELETE":
+            self.clear_requests()
+            return json_answer(200, b'{"cleared":true}', id_header)
         if path == "/_emulator/requests":
             summaries = [record.summary() for record in self.requests]
             return json_answer(200, msgspec.json.encode(summaries), id_header)

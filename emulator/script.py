@@ -7,9 +7,9 @@ Sources, first match wins:
    fault for every request until a point in (trio) time;
 2. the ``x-emulator-fault: SPEC`` request header: applied to every request carrying it;
 3. a ``<<emulator:SPEC>>`` directive in the last user message (Messages requests only; the
-   first directive counts): applied to the first ``times=N`` requests carrying the same
-   directive text (default 1, ``times=all``: every one), counted per directive text, so a
-   retried request eventually goes through.
+   first directive counts): applied to every request carrying it, like the header, or with
+   ``times=N`` to the first N requests carrying that exact directive text (counted per
+   text since the last reset), so a retried request eventually goes through.
 
 Reply options: ``deltas`` and ``pace_ms`` come from the first of the applied fault, the
 header fault, the ``x-emulator-deltas`` / ``x-emulator-pace-ms`` headers and the directive
@@ -100,7 +100,9 @@ class FaultScript:
         applied = applied or header_fault
         if applied is None and directive is not None and directive_spec is not None:
             times = directive.times
-            if times is None or self._directive_uses[directive_spec] < times:
+            if times is None:
+                applied = directive
+            elif self._directive_uses[directive_spec] < times:
                 self._directive_uses[directive_spec] += 1
                 applied = directive
         # Tuple order is the precedence order of the option sources.

@@ -45,7 +45,8 @@ class Emulator(Router):
     """An Anthropic Messages API on loopback (see the module docstring).
 
     Constructed as ``Router`` is (``api_keys``: the credentials accepted; None accepts any
-    non-empty one; the cloud providers' credentials as keywords). State (fault queue,
+    non-empty one; the cloud providers' credentials as keywords; ``models``: ids accepted
+    besides the catalog's). State (fault queue,
     request log, prompt cache) lives on the instance, so tests can script and inspect it
     while ``run`` serves; ``reset`` (from ``Router``) forgets it.
     """
@@ -86,10 +87,14 @@ class Emulator(Router):
         """Wait until request ``n`` (0-based, since the last reset) arrived; return it.
 
         A checkpoint only when it has to wait. Arrival means the whole request was read.
+        Raises LookupError when the bounded log already dropped it.
         """
-        while len(self.requests) <= n:
+        while self._logged <= n:
             await self._arrived.wait()
-        return self.requests[n]
+        position = n - (self._logged - len(self.requests))
+        if position < 0:
+            raise LookupError(f"request {n} was dropped from the log")
+        return self.requests[position]
 
     async def run(
         self,
@@ -136,7 +141,7 @@ class Emulator(Router):
         except msgspec.DecodeError:
             decoded = None
         record = RecordedRequest(
-            index=len(self.requests),
+            index=self._logged,
             method=request.method,
             path=request.target,
             headers=request.headers,
@@ -144,7 +149,7 @@ class Emulator(Router):
             json=decoded,
             request_id=f"req_emu_{sequence}",
         )
-        self.requests.append(record)
+        self._log(record)
         self._arrived.set()
         self._arrived = trio.Event()
         return record

@@ -23,6 +23,9 @@ Formulas (so tests and benchmarks can assert costs exactly):
 - ``input_tokens = total - cache_read - cache_creation``; the trailing ``"assistant"`` item
   keeps it >= 1, so ``input + cache_creation + cache_read == total`` always.
 - With one breakpoint this is the plain rule "cached -> read it all, else write it all".
+- A breakpoint whose prefix is shorter than the model's minimum cacheable length
+  (``emulator/models.py``: 512 to 4096 tokens) is ignored, as the API ignores it: with no
+  breakpoint left, ``cache_creation_input_tokens`` and ``cache_read_input_tokens`` are 0.
 """
 
 from __future__ import annotations
@@ -148,17 +151,22 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def usage(self, body: Mapping[str, object], model: str) -> InputUsage:
+    def usage(self, body: Mapping[str, object], model: str, *, minimum: int = 0) -> InputUsage:
         """Compute the input usage of ``body`` and write its breakpoint prefixes.
 
-        The cache is updated: afterwards every breakpoint prefix of ``body`` is cached.
+        The cache is updated: afterwards every breakpoint prefix of ``body`` of at least
+        ``minimum`` tokens (the model's minimum cacheable length) is cached; shorter ones
+        are ignored, as the API ignores them (no write, no read, no error).
         """
         prompt = _flatten(body)
         total = prompt.total
-        if not prompt.breakpoints:
+        breakpoints = [
+            (index, ttl) for index, ttl in prompt.breakpoints if prompt.tokens_through(index) >= minimum
+        ]
+        if not breakpoints:
             return InputUsage(input_tokens=total)
-        last = prompt.breakpoints[-1][0]
-        wanted = {index for index, _ in prompt.breakpoints}
+        last = breakpoints[-1][0]
+        wanted = {index for index, _ in breakpoints}
         wanted.update(range(max(0, last - LOOKBACK_BLOCKS + 1), last + 1))
         digests = _prefix_digests(prompt.items, wanted)
         hit = max(
@@ -167,12 +175,12 @@ class PromptCache:
         read = prompt.tokens_through(hit)
         written = {"5m": 0, "1h": 0}
         previous = hit
-        for index, ttl in prompt.breakpoints:
+        for index, ttl in breakpoints:
             if index > previous:
                 stretch = prompt.tokens_through(index) - prompt.tokens_through(previous)
                 written["1h" if ttl == "1h" else "5m"] += stretch
                 previous = index
-        self._entries.update((model, digests[index]) for index, _ in prompt.breakpoints)
+        self._entries.update((model, digests[index]) for index, _ in breakpoints)
         creation = written["5m"] + written["1h"]
         return InputUsage(
             input_tokens=total - read - creation,

@@ -35,7 +35,10 @@ UNAUTHENTICATED: Final = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
     "other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
-_RPC_STATUS: Final = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}
+_RPC_STATUS: Final = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+}
 
 
 class VertexRoute(msgspec.Struct, frozen=True):
@@ -72,8 +75,10 @@ def first_party_body(raw: bytes, found: VertexRoute) -> dict[str, object] | str:
         return "Invalid JSON payload received."
     if not isinstance(body, dict):
         return "Invalid JSON payload received: expected an object"
-    if body.get("anthropic_version") != ANTHROPIC_VERSION:
-        return f"anthropic_version: must be {ANTHROPIC_VERSION!r}"
+    if "anthropic_version" not in body:
+        return "anthropic_version: Field required"
+    if body["anthropic_version"] != ANTHROPIC_VERSION:
+        return f"anthropic_version: Input should be '{ANTHROPIC_VERSION}'"
     counting = found.model == "count-tokens"
     if not counting and "model" in body:
         return "model: Extra inputs are not permitted"
@@ -83,6 +88,13 @@ def first_party_body(raw: bytes, found: VertexRoute) -> dict[str, object] | str:
         if (found.method == "streamRawPredict") != (out.get("stream") is True):
             return "stream must be true exactly for streamRawPredict"
     return out
+
+
+def model_not_found(found: VertexRoute, model: str, request_id: str) -> Answer:
+    """Vertex's 404 for a publisher model it does not serve (Google RPC shape, wire.md 8)."""
+    name = f"projects/{found.project}/locations/{found.region}/publishers/anthropic/models/{model}"
+    message = f"Publisher Model `{name}` not found."
+    return rpc_error(404, message, request_id)
 
 
 def vertex_answer(answer: Answer, request_id: str) -> Answer:

@@ -9,11 +9,14 @@
 - ``is_prelude``: the events the door may hold back until output really begins, so a retry
   before the first content is invisible (see ``actors.http_door``).
 - ``parse_body``, ``default_session``, ``format_usd``: request body, session and header helpers.
+- ``client_headers``: which upstream response headers a client gets (docs/protocol.md 2);
+  ``version_error``: the API's 400 for a missing or unsupported ``anthropic-version``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
@@ -49,6 +52,24 @@ _GATEWAY_ERRORS: Final[dict[str, tuple[int, str]]] = {
     "ledger_unavailable": (503, "api_error"),
 }
 
+
+# Upstream response headers a client never gets from the gateway: hop-by-hop ones (RFC 9110
+# 7.6.1), those describing the body's framing or encoding (the door frames and types its own
+# answer), cookies (the gateway keeps none), and those that would bind the gateway's origin
+# (alt-svc, HSTS). Everything else (request-id, retry-after, x-should-retry, every
+# anthropic-ratelimit-*) passes.
+_NOT_FORWARDED: Final = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "content-type",
+        "content-encoding", "cache-control", "date", "server", "set-cookie", "alt-svc",
+        "strict-transport-security",
+    }
+)  # fmt: skip
+# The gateway's own headers: an upstream cannot speak for it.
+_OWN_PREFIX: Final = "x-switchboard-"
+# The anthropic-version values the API accepts (wire.md 1.1, 1.3).
+API_VERSIONS: Final = frozenset({"2023-06-01", "2026-10-21"})
 
 
 
@@ -198,3 +219,24 @@ def format_usd(value: float) -> str:
     """A dollar amount for a header: fixed-point to the picodollar, trailing zeros cut."""
     text = f"{value:.12f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
+
+
+def client_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The upstream response headers a client of the door gets, names lower-cased, in order
+    (see ``_NOT_FORWARDED``)."""
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        key = name.lower()
+        if key not in _NOT_FORWARDED and not key.startswith(_OWN_PREFIX):
+            out.append((key, value))
+    return tuple(out)
+
+
+def version_error(version: str | None) -> str | None:
+    """The API's message for an ``anthropic-version`` it refuses (400
+    ``invalid_request_error``), or None when the version is one it accepts."""
+    if version is None or not version.strip():
+        return "anthropic-version: header is required"
+    if version.strip() not in API_VERSIONS:
+        return f"anthropic-version: {JSON.encode(version.strip()).decode()} is not a valid version"
+    return None

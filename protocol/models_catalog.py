@@ -128,6 +128,12 @@ def _alias_id(settings: ModelSettings, provider: str, alias: str) -> str:
     return _CONTEXT_SUFFIX.sub("", resolved).strip()
 
 
+def provider_model_id(model: str, settings: ModelSettings, provider: str) -> str:
+    """A first-party model id in ``provider``'s form (its catalog id, in the region's geography
+    on Bedrock); any other id unchanged."""
+    return _provider_id(model, settings, provider)
+
+
 def default_opus(settings: ModelSettings, provider: str) -> str:
     return _alias_id(settings, provider, "opus")
 

@@ -12,6 +12,11 @@ circuit breaker with one probe:
 - the probe succeeds: the gate closes and everyone goes; it fails with overload: the next
   probe is allowed after ``max(the failed query's own retry delay, backoff(failures))``.
 
+A client of the HTTP door that retries on its own (docs/protocol.md 2, "Retries") never waits
+for ``next_probe_at`` unless the upstream itself said when to come back (``server_told``):
+its own backoff spaces its arrivals, and each arrival while no probe is in flight is the next
+probe, so a recovered upstream is seen at the client's next retry.
+
 A single session sees exactly the reference behaviour: its next attempt is due at its own
 retry delay, which is either the server's ``retry-after`` (then the gate uses it as is) or
 the backoff, never shorter than the gate's backoff for the same count of failures (both
@@ -31,6 +36,8 @@ class Gate(msgspec.Struct, frozen=True, kw_only=True):
     failures: int = 0
     probe_in_flight: bool = False
     next_probe_at: float = 0.0
+    # ``next_probe_at`` is the upstream's own ``retry-after``, not the gate's backoff.
+    server_told: bool = False
 
 
 CLOSED = Gate()
@@ -68,6 +75,7 @@ def overloaded(
         failures=failures,
         probe_in_flight=gate.probe_in_flight and not was_probe,
         next_probe_at=max(gate.next_probe_at, now + spacing),
+        server_told=server_delay and now + spacing >= gate.next_probe_at,
     )
 
 
@@ -79,3 +87,12 @@ def succeeded(gate: Gate) -> Gate:
 def released(gate: Gate) -> Gate:
     """The probe ended some other way (another error, an abort): free the probe slot."""
     return msgspec.structs.replace(gate, probe_in_flight=False) if gate.open else gate
+
+
+def client_may_enter(gate: Gate, now: float) -> bool:
+    """Whether an attempt of a client that retries on its own may go upstream now: the gate
+    is closed, or no probe is in flight and the upstream's own ``retry-after`` (if it gave
+    one) has passed."""
+    if not gate.open:
+        return True
+    return not gate.probe_in_flight and (not gate.server_told or now >= gate.next_probe_at)

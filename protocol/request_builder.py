@@ -51,6 +51,10 @@ def _deep_copy(value: Any) -> Any:
     return _decode.decode(_encode.encode(value))
 
 
+# The smallest thinking budget the API accepts (wire.md 1.2: ``budget_tokens`` >= 1024).
+MIN_THINKING_BUDGET: Final = 1024
+
+
 class BuildSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything request construction reads from the environment, read once."""
 
@@ -240,8 +244,11 @@ def build_request(
         final_max = body.get("max_tokens")
         if isinstance(thinking, dict) and thinking.get("type") == "enabled" and isinstance(final_max, int):
             budget = thinking.get("budget_tokens")
-            if isinstance(budget, int) and budget >= final_max:
-                body["thinking"] = {**thinking, "budget_tokens": max(final_max - 1, 1)}
+            # Never below the API's minimum budget (1024; a smaller one is a 400 of its
+            # own): then the budget goes as sent, which the API takes with interleaved
+            # thinking and otherwise refuses naming the real problem.
+            if isinstance(budget, int) and budget >= final_max and final_max - 1 >= MIN_THINKING_BUDGET:
+                body["thinking"] = {**thinking, "budget_tokens": final_max - 1}
         body["stream"] = stream
         if fast:
             body["speed"] = "fast"

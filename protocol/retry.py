@@ -134,6 +134,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # The catalog whose families decide which models count consecutive 529s
     # (reference-client-now.md 3): the built-in one, or it merged with the upstream's models.
     catalog: Catalog = BUILTIN
+    # The client retries on its own (docs/protocol.md 2, "Retries"): one upstream attempt,
+    # again only after a credential refresh, which the client cannot do.
+    client_retries: bool = False
 
 
 class RetryState(msgspec.Struct, frozen=True, kw_only=True):
@@ -323,6 +326,10 @@ def _persistent_delay(state: RetryState, failure: Failure, ctx: Context) -> floa
 
 def decide(policy: RetryPolicy, state: RetryState, failure: Failure, ctx: Context) -> Decision:
     """What to do after ``failure`` ended the attempt described by ``state``."""
+    if policy.client_retries:
+        if is_auth_failure(failure) and ctx.credential_refreshed and state.loop_attempt <= policy.max_retries:
+            return Retry(delay=0.0, state=state)
+        return GiveUp(error=terminal_error(failure))
     overloaded = is_overloaded(failure)
     capacity = overloaded or failure.status == 429
     persistent = policy.persistent and capacity

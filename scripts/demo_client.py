@@ -15,7 +15,7 @@ Usage::
     # start a gateway for the demo (no credentials: it answers from its built-in emulator)
     python scripts/demo_client.py --start "hello"
     python scripts/demo_client.py --start "<<emulator:ok:deltas=20,pace_ms=50>> hello"
-    python scripts/demo_client.py --start "<<emulator:529>> retried once, then answered"
+    python scripts/demo_client.py --start "<<emulator:529:times=1>> retried once, then answered"
 
     ./dev demo --start "hello"
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 import trio
+from pg_testkit import ledger_location as ledger_location
+from pg_testkit import pg_admin as pg_admin
+from pg_testkit import pg_url as pg_url
 
 import actors.config
 from actors.config import Config, Secret

@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import pytest
@@ -20,8 +20,9 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow
+from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow, Store, StoreError
 from actors.server import Server
+from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.frames import TERMINAL_FRAMES, GatewayFrame, decode_frame
 
 
@@ -62,6 +63,10 @@ async def connect(server: Server, session: str = "s1", **kwargs: Any) -> AsyncIt
         finally:
             await ws.aclose()
             nursery.cancel_scope.cancel()
+
+
+# What every request to the HTTP door carries, as the SDKs send it (the API's 400 without it).
+API_VERSION: Final = {"anthropic-version": "2023-06-01"}
 
 
 def chat(text: str = "Hello there", *, model: str = "claude-sonnet-4-6", max_tokens: int = 256) -> dict[str, Any]:
@@ -247,30 +252,50 @@ MALFORMED = "database disk image is malformed"
 class FaultyStore:
     """A real store that fails on demand: every write while ``write_error`` is set (with
     ``only_final``, those holding a final record), every load that touches ``bad_sessions``.
-    Records when each write was tried (trio time)."""
+    Records when each write was tried (trio time). It raises what the inner store raises:
+    SQLite's errors for an SQLite store, ``StoreError`` for another."""
 
-    def __init__(self, inner: LedgerStore) -> None:
+    def __init__(self, inner: Store) -> None:
         self.inner = inner
+        self.sqlite = isinstance(inner, LedgerStore)
         self.write_error: str | None = None
         # Only writes holding a final usage record fail (a query's last commit), so a query
         # starts, commits its provisional record, then meets the fault.
         self.only_final = False
         self.bad_sessions: set[str] = set()
         self.write_times: list[float] = []
+        # Every dashboard read (``spend``, ``top_sessions``, ``top_owners``) fails while set.
+        self.read_error: str | None = None
 
     def load(self, session_ids: Collection[str]) -> dict[str, LoadedSession]:
         if self.bad_sessions & set(session_ids):
-            raise sqlite3.DatabaseError(MALFORMED)
+            raise sqlite3.DatabaseError(MALFORMED) if self.sqlite else StoreError(MALFORMED)
         return self.inner.load(session_ids)
 
     def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
         self.write_times.append(trio.current_time())
         if self.write_error is not None and (not self.only_final or any(r.final for r in records)):
-            raise sqlite3.OperationalError(self.write_error)
+            raise sqlite3.OperationalError(self.write_error) if self.sqlite else StoreError(self.write_error)
         self.inner.write(sessions, records)
 
     def close(self) -> None:
         self.inner.close()
+
+    def _reading(self) -> None:
+        if self.read_error is not None:
+            raise sqlite3.OperationalError(self.read_error)
+
+    def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
+        self._reading()
+        return self.inner.spend(since, bucket, scope)
+
+    def top_sessions(self, since: str, scope: Scope, limit: int) -> list[SessionSpend]:
+        self._reading()
+        return self.inner.top_sessions(since, scope, limit)
+
+    def top_owners(self, since: str, scope: Scope, limit: int) -> list[OwnerSpend]:
+        self._reading()
+        return self.inner.top_owners(since, scope, limit)
 
 
 def corrupt_ledger(path: Path) -> None:

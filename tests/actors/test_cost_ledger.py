@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg_testkit import clear_ledger, database_text
 
 import actors.cost_ledger
 from actors._util import ask
+from actors.config import is_postgres_url
 from actors.cost_ledger import (
     CostLedger,
     CostLedgerAddress,
@@ -162,9 +164,9 @@ async def test_usage_is_keyed_by_the_model_as_sent_and_advisors_count_at_their_o
 
 
 async def test_a_malformed_usage_is_priced_flagged_unknown_and_logged_with_its_query(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ledger_location: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = str(tmp_path / "ledger.sqlite3")
+    path = ledger_location
     # What merge_usage makes of {"output_tokens": 2**64}: clamped to the bound and flagged.
     usage = Usage(input_tokens=10, output_tokens=MAX_TOKEN_COUNT, malformed=True)
     with caplog.at_level(logging.WARNING, logger="switchboard.ledger"):
@@ -183,8 +185,8 @@ async def test_a_malformed_usage_is_priced_flagged_unknown_and_logged_with_its_q
         assert (await open_session(ledger)).cost.unknown_model_cost
 
 
-async def test_every_session_resumes_after_a_restart_with_its_full_summary(tmp_path: Path) -> None:
-    path = str(tmp_path / "ledger.sqlite3")
+async def test_every_session_resumes_after_a_restart_with_its_full_summary(tmp_path: Path, ledger_location: str) -> None:
+    path = ledger_location
     alice = owner_digest("token-of-alice")
     async with running(path) as (_, ledger):
         assert (await open_session(ledger, "a", alice)).resumed is False
@@ -209,13 +211,16 @@ async def test_every_session_resumes_after_a_restart_with_its_full_summary(tmp_p
     assert list(stored) == ["a", "b", "empty"]
     assert stored["a"].summary("a") == before["a"]
     assert stored["b"].total_pico == FINAL_PICO
-    # The owner is kept as a digest: the access token itself is in no file.
+    # The owner is kept as a digest: the access token itself is in no file, no table.
     for file in await trio.Path(tmp_path).iterdir():
         assert b"token-of-alice" not in await file.read_bytes()
+    if is_postgres_url(path):
+        assert alice is not None and alice in database_text(path)
+        assert "token-of-alice" not in database_text(path)
 
 
-async def test_a_provisional_record_nobody_replaced_stays_counted(tmp_path: Path) -> None:
-    path = str(tmp_path / "ledger.sqlite3")
+async def test_a_provisional_record_nobody_replaced_stays_counted(ledger_location: str) -> None:
+    path = ledger_location
     async with running(path) as (_, ledger):
         await record(ledger, START, record_id="q:1:lost", final=False)
     async with running(path) as (_, ledger):
@@ -224,9 +229,9 @@ async def test_a_provisional_record_nobody_replaced_stays_counted(tmp_path: Path
     assert summary.model_usage[SONNET].input_tokens == 1000
 
 
-async def test_concurrent_writers_share_commits(tmp_path: Path) -> None:
+async def test_concurrent_writers_share_commits(ledger_location: str) -> None:
     writers = 64
-    async with running(str(tmp_path / "ledger.sqlite3")) as (ledger, address):
+    async with running(ledger_location) as (ledger, address):
         results: list[UsageRecorded] = []
 
         async def one(n: int) -> None:
@@ -327,10 +332,10 @@ _OPS = st.lists(
 )
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_OPS)
 def test_totals_count_the_last_version_of_each_record_in_memory_and_after_a_restart(
-    ops: list[tuple[str, str, bool, int, int, int]],
+    ledger_location: str, ops: list[tuple[str, str, bool, int, int, int]],
 ) -> None:
     # The oracle: per session and record, the last version until a final one; priced alone.
     last: dict[tuple[str, str], Usage] = {}
@@ -359,5 +364,10 @@ def test_totals_count_the_last_version_of_each_record_in_memory_and_after_a_rest
             assert live[s].total_cost_usd == usd(expected[s])
             assert (stored[s].total_pico if s in stored else 0) == expected[s]
 
+    if is_postgres_url(ledger_location):
+        # One database for every example: each starts on an empty one.
+        clear_ledger(ledger_location)
+        trio.run(scenario, ledger_location)
+        return
     with tempfile.TemporaryDirectory() as directory:
         trio.run(scenario, os.path.join(directory, "ledger.sqlite3"))

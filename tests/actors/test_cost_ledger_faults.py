@@ -1,8 +1,9 @@
 """The CostLedger on a sick disk: told honestly, refused or served as configured, recovered.
 
-Faults are injected at the store (``FaultyStore`` wraps a real ``LedgerStore`` on a file and
-raises what SQLite raises on a full disk, an I/O error or a corrupt page), and once for real
-on a tiny tmpfs filled to the last byte. The store runs on the event loop (``offload=False``)
+Faults are injected at the store (``FaultyStore`` wraps a real store, an SQLite file or a
+PostgreSQL database: the store-generic tests run on both, ``ledger_location``, and raises
+what the store raises on a full disk, an I/O error or a corrupt page), and once for real on
+a tiny tmpfs filled to the last byte (the PostgreSQL server's own faults: tests/store). The store runs on the event loop (``offload=False``)
 so the commit retry's backoff is asserted exactly on the autojump clock.
 """
 
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from harness import (
     DISK_FULL,
@@ -30,24 +33,28 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from test_cost_ledger import DAY, FINAL, FINAL_PICO, START, START_PICO, cost, open_session, record
 
+import actors.cost_ledger
 import actors.cost_store
 import actors.ledger_health
+from actors._util import ask
 from actors.config import config_from_env
-from actors.cost_ledger import CostLedger, CostLedgerAddress
+from actors.cost_ledger import CostLedger, CostLedgerAddress, ReadSpend
 from actors.cost_store import LedgerStore, read_sessions
 from actors.ledger_health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
 from actors.metrics import Metrics
+from protocol.dashboard import EVERYONE, Bucket, Scope, SpendRow
 from protocol.errors import ActorUnavailable, ConfigError
 
 
 @asynccontextmanager
 async def faulty(
-    path: Path, *, fail_open: bool = False, metrics: Metrics | None = None
+    path: Path | str, *, fail_open: bool = False, metrics: Metrics | None = None
 ) -> AsyncIterator[tuple[CostLedger, CostLedgerAddress, FaultyStore]]:
+    """A ledger on the store at ``path`` (an SQLite file or a PostgreSQL URL), faults on demand."""
     stores: list[FaultyStore] = []
 
-    def open_store(file: str) -> FaultyStore:
-        stores.append(FaultyStore(LedgerStore.open(file)))
+    def open_store(location: str) -> FaultyStore:
+        stores.append(FaultyStore(actors.cost_store.open_store(location)))
         return stores[0]
 
     ledger = CostLedger(
@@ -69,9 +76,9 @@ def sample(metrics: Metrics, name: str) -> float:
 
 @pytest.mark.parametrize("error", [DISK_FULL, IO_ERROR])
 async def test_a_failing_commit_is_told_buffered_retried_with_backoff_and_committed_exactly_on_recovery(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, error: str
+    ledger_location: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, error: str
 ) -> None:
-    path = tmp_path / "ledger.sqlite3"
+    path = ledger_location
     metrics = Metrics()
     async with faulty(path, metrics=metrics) as (ledger, address, store):
         assert (await record(address, FINAL, record_id="before")).recorded
@@ -112,10 +119,10 @@ async def test_a_failing_commit_is_told_buffered_retried_with_backoff_and_commit
 
 
 async def test_failing_open_serves_until_too_much_is_pending(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    ledger_location: str, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(actors.ledger_health, "MAX_PENDING_RECORDS", 2)
-    async with faulty(tmp_path / "ledger.sqlite3", fail_open=True) as (ledger, address, store):
+    async with faulty(ledger_location, fail_open=True) as (ledger, address, store):
         store.write_error = DISK_FULL
         assert not (await record(address, FINAL, record_id="a")).recorded
         assert not ledger.health.healthy and ledger.refusal() is None
@@ -126,19 +133,19 @@ async def test_failing_open_serves_until_too_much_is_pending(
 
 
 async def test_records_pending_at_shutdown_are_said_to_be_lost(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    ledger_location: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="switchboard.ledger"):
-        async with faulty(tmp_path / "ledger.sqlite3") as (_, address, store):
+        async with faulty(ledger_location) as (_, address, store):
             store.write_error = DISK_FULL
             assert not (await record(address, FINAL)).recorded
     assert "cost ledger stopped with 1 usage record(s) not committed" in caplog.text
 
 
 async def test_a_corrupt_session_fails_only_its_own_requests_and_degrades_health(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    ledger_location: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    path = tmp_path / "ledger.sqlite3"
+    path = ledger_location
     async with faulty(path) as (_, address, _):
         await record(address, FINAL, session="bad")
         await record(address, FINAL, session="good")
@@ -233,3 +240,69 @@ def test_failing_open_is_set_by_the_environment_or_the_flag() -> None:
     assert not config_from_env({}).ledger_fail_open
     assert config_from_env({"SWITCHBOARD_LEDGER_FAIL_OPEN": "1"}).ledger_fail_open
     assert config_from_env({}, ledger_fail_open=True).ledger_fail_open
+
+
+async def test_a_failing_dashboard_read_fails_that_read_only(tmp_path: Path) -> None:
+    """docs/protocol.md "Dashboard": a read the store cannot answer is a 503 for that read;
+    the ledger keeps recording, and the next read answers."""
+    async with faulty(tmp_path / "ledger.sqlite3") as (ledger, address, store):
+        assert (await record(address, FINAL, record_id="one")).recorded
+
+        def spend(reply: trio.MemorySendChannel[list[SpendRow]]) -> ReadSpend:
+            return ReadSpend(since=DAY.date().isoformat(), bucket="day", scope=EVERYONE, reply=reply)
+
+        store.read_error = IO_ERROR
+        with pytest.raises(ActorUnavailable):
+            await ask(address, spend)
+        assert ledger.health.healthy
+        assert (await record(address, FINAL, record_id="two")).recorded
+        store.read_error = None
+        rows = await ask(address, spend)
+        assert [(r.bucket, r.cost_pico, r.messages) for r in rows] == [
+            (DAY.date().isoformat(), 2 * FINAL_PICO, 2)
+        ]
+
+
+async def test_a_slow_dashboard_read_holds_neither_the_inbox_nor_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a file, reads run beside the inbox on their own thread and connection; past
+    MAX_PENDING_READS waiting, a read is refused (ActorUnavailable), not queued."""
+    monkeypatch.setattr(actors.cost_ledger, "MAX_PENDING_READS", 1)
+    release = threading.Event()
+    path = tmp_path / "ledger.sqlite3"
+
+    class SlowReads(LedgerStore):
+        def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
+            release.wait()
+            return super().spend(since, bucket, scope)
+
+    ledger = CostLedger(str(path), offload=True, now=lambda: DAY, open_store=SlowReads.open)
+
+    def spend(reply: trio.MemorySendChannel[list[SpendRow]]) -> ReadSpend:
+        return ReadSpend(since=DAY.date().isoformat(), bucket="day", scope=EVERYONE, reply=reply)
+
+    answers: list[list[SpendRow]] = []
+    answered = trio.Event()
+
+    async def slow_read() -> None:
+        answers.append(await ask(address, spend))
+        answered.set()
+
+    async with trio.open_nursery() as nursery:
+        address: CostLedgerAddress = await nursery.start(ledger.run)
+        with address:
+            assert (await record(address, FINAL, record_id="one")).recorded
+            nursery.start_soon(slow_read)
+            await trio.testing.wait_all_tasks_blocked()
+            # The read waits on its thread; usage is still recorded and committed meanwhile.
+            assert (await record(address, FINAL, record_id="two")).recorded
+            with pytest.raises(ActorUnavailable):
+                await ask(address, spend)  # one read waits already: refused
+            release.set()
+            while not answers:
+                await trio.lowlevel.checkpoint()
+            # Its query ran once released: after the second commit, which it sees.
+            assert [r.messages for r in answers[0]] == [2]
+            assert [r.messages for r in await ask(address, spend)] == [2]
+    assert sum(t.total_pico for _, t in read_sessions(str(path))) == 2 * FINAL_PICO

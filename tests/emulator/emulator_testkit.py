@@ -7,6 +7,9 @@ from typing import Any, Final
 import msgspec
 
 API_HEADERS: Final = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+# A system text over the minimum cacheable length of claude-sonnet-4-6 (1024 tokens;
+# ``emulator/models.py``): 5400 bytes of JSON, about 1350 emulator tokens.
+CACHEABLE_TEXT: Final = "Context. " * 600
 
 WEATHER_TOOL: Final = {
     "name": "get_weather",
@@ -27,6 +30,11 @@ def body(text: str = "hello there world", **extra: Any) -> dict[str, Any]:
         "messages": [{"role": "user", "content": text}],
         **extra,
     }
+
+
+def prompt(text: str = "hello there world", **extra: Any) -> dict[str, Any]:
+    """A minimal valid count_tokens body (a Messages body without ``max_tokens``)."""
+    return {k: v for k, v in body(text, **extra).items() if k != "max_tokens"}
 
 
 def parse_sse(raw: str) -> list[tuple[str, Any]]:

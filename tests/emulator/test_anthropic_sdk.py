@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import anthropic
 import pytest
 import trio
-from emulator_testkit import WEATHER_TOOL
+from emulator_testkit import CACHEABLE_TEXT, WEATHER_TOOL
 
 from emulator import Emulator
 
@@ -110,7 +110,7 @@ async def test_forced_tool_choice(sdk: anthropic.Anthropic) -> None:
 
 async def test_count_tokens_matches_usage(sdk: anthropic.Anthropic) -> None:
     system: Any = [
-        {"type": "text", "text": "Be kind. " * 80, "cache_control": {"type": "ephemeral"}}
+        {"type": "text", "text": CACHEABLE_TEXT, "cache_control": {"type": "ephemeral"}}
     ]
     counted = await call(
         lambda: sdk.messages.count_tokens(

@@ -36,7 +36,7 @@ def test_values_are_percent_decoded_and_spaces_ignored() -> None:
 
 
 def test_times() -> None:
-    assert parse_fault("500").times == 1
+    assert parse_fault("500").times is None
     assert parse_fault("500:times=3").times == 3
     assert parse_fault("500:times=all").times is None
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from emulator_testkit import body, parse_sse
+from emulator_testkit import CACHEABLE_TEXT, body, parse_sse, prompt
 
 from emulator import Emulator, Fault, RecordedRequest, parse_fault
 
@@ -94,7 +94,7 @@ async def test_status_fault_headers(client: httpx.AsyncClient, emu: Emulator) ->
 
 
 async def test_context_overflow_text(client: httpx.AsyncClient, emu: Emulator) -> None:
-    counted = (await client.post("/v1/messages/count_tokens", json=body())).json()["input_tokens"]
+    counted = (await client.post("/v1/messages/count_tokens", json=prompt())).json()["input_tokens"]
     emu.script("context_overflow:input=188059,limit=200000", "context_overflow")
     response = await client.post("/v1/messages", json=body(max_tokens=20000))
     assert _envelope(response) == {
@@ -318,8 +318,8 @@ async def test_directive_times(client: httpx.AsyncClient, emu: Emulator) -> None
     retried = body("tell me <<emulator:529:times=2>>")
     statuses = [(await client.post("/v1/messages", json=retried)).status_code for _ in range(3)]
     assert statuses == [529, 529, 200]
-    # Counted per directive text: a different directive starts its own count (default 1).
-    other = body("again <<emulator:529>>")
+    # Counted per directive text: a different directive starts its own count.
+    other = body("again <<emulator:529:times=1>>")
     assert [(await client.post("/v1/messages", json=other)).status_code for _ in range(2)] == [
         529,
         200,
@@ -330,10 +330,24 @@ async def test_directive_times(client: httpx.AsyncClient, emu: Emulator) -> None
     ] == "Echo: again"
 
 
+async def test_directive_applies_to_every_request_carrying_it(
+    client: httpx.AsyncClient, emu: Emulator
+) -> None:
+    # Without times= a directive is like the header: every request carrying it, however
+    # many, from however many conversations, gets the fault; one without it does not.
+    request = body("<<emulator:529>> hi")
+    statuses = [(await client.post("/v1/messages", json=request)).status_code for _ in range(4)]
+    assert statuses == [529, 529, 529, 529]
+    other_conversation = body("<<emulator:529>> something else")
+    assert (await client.post("/v1/messages", json=other_conversation)).status_code == 529
+    assert (await client.post("/v1/messages", json=body("hi"))).status_code == 200
+    assert [record.fault for record in emu.requests] == [Fault("529")] * 5 + [None]
+
+
 async def test_directive_options_outlive_the_fault(
     client: httpx.AsyncClient, emu: Emulator
 ) -> None:
-    request = body("<<emulator:overloaded_midstream:after=1,deltas=3>>", stream=True)
+    request = body("<<emulator:overloaded_midstream:after=1,deltas=3,times=1>>", stream=True)
     first = parse_sse((await client.post("/v1/messages", json=request)).text)
     assert [name for name, _ in first] == ["message_start", "error"]
     second = parse_sse((await client.post("/v1/messages", json=request)).text)
@@ -376,12 +390,12 @@ async def test_requests_failing_checks_do_not_consume_faults(
 
 async def test_count_tokens_takes_queued_faults(client: httpx.AsyncClient, emu: Emulator) -> None:
     emu.script("429", "drop:after=0")
-    assert (await client.post("/v1/messages/count_tokens", json=body())).status_code == 429
+    assert (await client.post("/v1/messages/count_tokens", json=prompt())).status_code == 429
     with pytest.raises(httpx.RemoteProtocolError):
-        await client.post("/v1/messages/count_tokens", json=body())
+        await client.post("/v1/messages/count_tokens", json=prompt())
     # Directives are for Messages requests only.
     assert (
-        await client.post("/v1/messages/count_tokens", json=body("<<emulator:529>>"))
+        await client.post("/v1/messages/count_tokens", json=prompt("<<emulator:529>>"))
     ).status_code == 200
 
 
@@ -411,8 +425,9 @@ async def test_admin_endpoints(client: httpx.AsyncClient, emu: Emulator) -> None
 
 
 async def test_reset_clears_everything(client: httpx.AsyncClient, emu: Emulator) -> None:
-    system = [{"type": "text", "text": "x " * 100, "cache_control": {"type": "ephemeral"}}]
-    await client.post("/v1/messages", json=body(system=system))
+    system = [{"type": "text", "text": CACHEABLE_TEXT, "cache_control": {"type": "ephemeral"}}]
+    first = (await client.post("/v1/messages", json=body(system=system))).json()["usage"]
+    assert first["cache_creation_input_tokens"] > 0
     emu.script("500")
     emu.reset()
     usage = (await client.post("/v1/messages", json=body(system=system))).json()["usage"]

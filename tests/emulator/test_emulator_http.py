@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 import trio
-from emulator_testkit import API_HEADERS, WEATHER_TOOL, assemble, body, parse_sse
+from emulator_testkit import API_HEADERS, CACHEABLE_TEXT, WEATHER_TOOL, assemble, body, parse_sse
 
 import emulator.connection
 from emulator import Emulator, serve_emulator
@@ -38,10 +38,10 @@ async def test_stream_and_message_agree(client: httpx.AsyncClient) -> None:
         "thinking": {"type": "enabled", "budget_tokens": 2048},
         "tools": [WEATHER_TOOL],
         "system": [
-            {"type": "text", "text": "Be brief. " * 30, "cache_control": {"type": "ephemeral"}}
+            {"type": "text", "text": CACHEABLE_TEXT, "cache_control": {"type": "ephemeral"}}
         ],
     }
-    request = body("call get_weather please", **extra)
+    request = {**body("call get_weather please", **extra), "max_tokens": 4096}
     message = (await client.post("/v1/messages", json=request)).json()
     streamed = assemble(
         parse_sse((await client.post("/v1/messages", json={**request, "stream": True})).text)
@@ -87,7 +87,7 @@ async def test_cache_write_then_read_over_http(client: httpx.AsyncClient) -> Non
     system = [
         {
             "type": "text",
-            "text": "Context. " * 100,
+            "text": CACHEABLE_TEXT,
             "cache_control": {"type": "ephemeral", "ttl": "1h"},
         }
     ]
@@ -103,7 +103,7 @@ async def test_cache_write_then_read_over_http(client: httpx.AsyncClient) -> Non
 
 
 async def test_count_tokens_equals_total_input(client: httpx.AsyncClient) -> None:
-    system = [{"type": "text", "text": "Context. " * 100, "cache_control": {"type": "ephemeral"}}]
+    system = [{"type": "text", "text": CACHEABLE_TEXT, "cache_control": {"type": "ephemeral"}}]
     request = body("count me", system=system, tools=[WEATHER_TOOL])
     counted = await client.post(
         "/v1/messages/count_tokens", json={k: v for k, v in request.items() if k != "max_tokens"}
@@ -231,9 +231,12 @@ async def test_body_checks(client: httpx.AsyncClient, raw: bytes, complaint: str
 
 
 async def test_count_tokens_needs_no_max_tokens(client: httpx.AsyncClient) -> None:
-    request = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    request = {"model": "claude-opus-4-8", "messages": [{"role": "user", "content": "x"}]}
     assert (await client.post("/v1/messages/count_tokens", json=request)).status_code == 200
     assert _error(await client.post("/v1/messages/count_tokens", json={"model": "m"}))[0] == 400
+    # count_tokens takes the prompt only: max_tokens is an extra input there.
+    refused = await client.post("/v1/messages/count_tokens", json={**request, "max_tokens": 5})
+    assert _error(refused) == (400, "invalid_request_error", "max_tokens: Extra inputs are not permitted")
 
 
 async def test_unknown_path_and_wrong_method(client: httpx.AsyncClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 
+import httpx
 import msgspec
 import pytest
 import trio
@@ -267,3 +268,23 @@ async def test_side_by_side_models_are_routed_to_their_providers(
     bedrock_betas = emulator.requests[3].json.get("anthropic_beta", [])  # type: ignore[union-attr]
     assert "prompt-caching-scope-2026-01-05" not in bedrock_betas
     assert "prompt-caching-scope-2026-01-05" not in emulator.requests[3].headers.get("anthropic-beta", "")
+
+
+async def test_the_http_door_sends_a_first_party_request_to_bedrock_translated_only(
+    nursery: trio.Nursery, aws_env: pytest.MonkeyPatch
+) -> None:
+    emulator = Emulator(aws_keys={KEY_ID: SECRET})
+    server = await bedrock_gateway(nursery, emulator, http_port=0)
+    assert server.http_url is not None
+    request = {**chat("Hello there", model="claude-sonnet-4-5-20250929", max_tokens=64), "stream": True}
+    headers = {"anthropic-version": "2023-06-01", "anthropic-beta": "interleaved-thinking-2025-05-14"}
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=None, headers=headers) as http:
+        response = await http.post("/v1/messages", json=request)
+    assert response.status_code == 200 and "event: message_stop" in response.text
+    (sent,) = emulator.requests
+    # The first-party id in Bedrock's form, Bedrock's body shape; the client's beta, no other.
+    assert sent.path == f"/model/{MODEL}/invoke-with-response-stream"
+    body = sent.json
+    assert isinstance(body, dict) and body["anthropic_beta"] == ["interleaved-thinking-2025-05-14"]
+    assert body["messages"] == request["messages"] and body["max_tokens"] == 64
+    assert "system" not in body and "tools" not in body

@@ -65,7 +65,8 @@ async def test_a_deep_input_schema_through_the_http_door_is_a_400(
         tool_schema = {"type": "object", "properties": {"x": tool_schema}}
     body = {**chat(), "tools": [{"name": "t", "description": "d", "input_schema": tool_schema}]}
     raw = _deep_json(body)
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+    version = {"anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None, headers=version) as http:
         for path in ("/v1/messages", "/v1/messages/count_tokens"):
             response = await http.post(
                 path, content=raw, headers={"content-type": "application/json"}

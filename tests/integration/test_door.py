@@ -201,6 +201,6 @@ async def test_error_frame_for_count_tokens_failure(server: Server, emulator: Em
     emulator.script("401")
     async with connect(server) as client:
         await client.receive()
-        await client.send(type="count_tokens", id="c", request={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        await client.send(type="count_tokens", id="c", request={"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}]})
         frame = await client.receive()
     assert isinstance(frame, ErrorFrame) and frame.error.status == 401

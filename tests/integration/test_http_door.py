@@ -17,7 +17,7 @@ import httpx
 import msgspec
 import pytest
 import trio
-from harness import chat
+from harness import API_VERSION, chat
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import Config, Secret
@@ -45,6 +45,10 @@ async def call(fn: Callable[[], T]) -> T:
 
 
 async def start(nursery: trio.Nursery, config: Config, **changes: Any) -> Server:
+    # The SDK here runs with max_retries=0 yet sends x-stainless-retry-count: these tests are
+    # about the gateway's own retries, so it retries (tests/integration/test_client_retries.py
+    # is about the other mode).
+    changes.setdefault("http_retries", "gateway")
     config = msgspec.structs.replace(config, http_port=0, **changes)
     server: Server = await nursery.start(functools.partial(run_server, config))
     assert server.http_url is not None
@@ -78,7 +82,7 @@ def sdk(server: Server) -> Iterator[anthropic.Anthropic]:
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as client:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as client:
         yield client
 
 
@@ -283,7 +287,7 @@ async def test_access_tokens_sessions_and_owners(
 ) -> None:
     server = await start(nursery, config, access_tokens=(Secret("tok-alice"), Secret("tok-bob")))
     url = str(server.http_url)
-    async with httpx.AsyncClient(base_url=url, timeout=None) as http:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=url, timeout=None) as http:
         missing = await http.post("/v1/messages", json=chat())
         wrong = await http.post("/v1/messages", json=chat(), headers={"x-api-key": "nope"})
         by_key = await http.post(
@@ -335,7 +339,7 @@ async def test_streaming_ends_with_the_cost_comment(
 
 async def test_bad_requests_get_the_api_envelope(nursery: trio.Nursery, config: Config) -> None:
     server = await start(nursery, config, max_frame_bytes=64 * 1024)
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
         answers = [
             await http.post("/v1/messages", content=b"{not json"),
             await http.post("/v1/messages", content=b"[1, 2]"),

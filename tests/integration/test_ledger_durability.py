@@ -1,5 +1,6 @@
 """The durable ledger as the user meets it: ``switchboard serve --ledger FILE`` killed with
 ``kill -9``, restarted on the same file, the session resumed; ``switchboard cost`` reads it.
+The same with a PostgreSQL ledger (``ledger_location``: ``--ledger postgresql://...``).
 
 Real processes and real time (a subprocess cannot share a virtual clock); every wait is for
 a line, a frame or a process exit, bounded by ``fail_after``.
@@ -44,7 +45,7 @@ def gateway_env(upstream: str, state_home: Path) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def gateway(ledger: Path, env: dict[str, str]) -> AsyncIterator[tuple[str, trio.Process]]:
+async def gateway(ledger: Path | str, env: dict[str, str]) -> AsyncIterator[tuple[str, trio.Process]]:
     """``switchboard serve --port 0 --ledger FILE``: yields its URL and the process; kills it
     at the end if the test has not."""
     command = [*CLI, "serve", "--port", "0", "--ledger", str(ledger)]
@@ -99,18 +100,18 @@ async def kill_9(process: trio.Process) -> None:
         assert await process.wait() == -9
 
 
-async def switchboard_cost(ledger: Path, env: dict[str, str], *args: str) -> str:
+async def switchboard_cost(ledger: Path | str, env: dict[str, str], *args: str) -> str:
     with trio.fail_after(WAIT):
         result = await trio.run_process([*CLI, "cost", *args, "--ledger", str(ledger)], capture_stdout=True, env=env)
     return result.stdout.decode()
 
 
 async def test_costs_survive_kill_9_and_the_session_resumes_after_a_restart(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, ledger_location: str
 ) -> None:
     emulator = Emulator(api_keys=frozenset({KEY}))
     env = gateway_env(await nursery.start(emulator.run), tmp_path)
-    ledger = tmp_path / "ledger.sqlite3"
+    ledger = ledger_location
     async with gateway(ledger, env) as (url, process):
         async with open_websocket_url(f"{url}/v1/sessions/{SESSION}") as ws:
             assert (await frame(ws))["resumed"] is False
@@ -128,17 +129,19 @@ async def test_costs_survive_kill_9_and_the_session_resumes_after_a_restart(
         assert model == "claude-sonnet-4-6"
         assert usage["input_tokens"] == sum(d["usage"]["input_tokens"] for d in done)
         assert usage["output_tokens"] == sum(d["usage"]["output_tokens"] for d in done)
-        # `switchboard cost` opens the file read-only while the gateway has it open.
+        # `switchboard cost` reads the ledger while the gateway has it open.
         assert msgspec.json.decode(await switchboard_cost(ledger, env, SESSION, "--json")) == cost
         text = await switchboard_cost(ledger, env)
     assert text.splitlines()[0] == f"Total cost:            {format_cost(reported)}"
     assert "claude-sonnet-4-6:" in text.splitlines()[3]
 
 
-async def test_the_input_side_of_a_stream_in_flight_survives_kill_9(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_the_input_side_of_a_stream_in_flight_survives_kill_9(
+    nursery: trio.Nursery, tmp_path: Path, ledger_location: str
+) -> None:
     emulator = Emulator(api_keys=frozenset({KEY}))
     env = gateway_env(await nursery.start(emulator.run), tmp_path)
-    ledger = tmp_path / "ledger.sqlite3"
+    ledger = ledger_location
     async with gateway(ledger, env) as (url, process):
         async with open_session(url) as ws:
             await frame(ws)

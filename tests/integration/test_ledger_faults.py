@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 from harness import (
+    API_VERSION,
     DISK_FULL,
     MALFORMED,
     FaultyStore,
@@ -78,7 +79,7 @@ async def test_while_commits_fail_answers_say_so_health_is_503_new_queries_are_r
     ledger = tmp_path / "ledger.sqlite3"
     server = await start(nursery, config, ledger)
     [store] = stores
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         async with connect(server, "s1") as client:
             await client.receive()  # ready
@@ -128,7 +129,7 @@ async def test_failing_open_serves_every_answer_flagged(
 ) -> None:
     server = await start(nursery, config, tmp_path / "ledger.sqlite3", ledger_fail_open=True)
     stores[0].write_error = DISK_FULL
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
         async with connect(server, "s1") as client:
             await client.receive()
             await client.send(type="query", id="q1", request=chat())
@@ -157,7 +158,7 @@ async def test_a_session_on_a_bad_page_fails_alone(
     server = await start(nursery, config, ledger)
     stores[0].bad_sessions = {"bad"}
     assert await rejected_status(server.ws_url + "/v1/sessions/bad") == 503
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
         over_http = await http.post("/v1/messages", json=chat(), headers={"x-switchboard-session": "bad"})
         assert over_http.status_code == 503
         health = (await http.get("/healthz")).json()

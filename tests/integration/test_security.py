@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 import wsproto.events
-from harness import chat, clean_env, connect, serve_process
+from harness import API_VERSION, chat, clean_env, connect, serve_process
 from test_door import rejected_status
 from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
@@ -60,7 +60,7 @@ async def test_a_session_without_an_owner_is_refused_once_tokens_are_configured(
     async with trio.open_nursery() as nursery:
         server = await nursery.start(functools.partial(run_server, guarded))
         assert await rejected_status(f"{server.ws_url}/v1/sessions/{ORPHAN}", token="tok-alice") == 403
-        async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+        async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
             refused = await http.post(
                 "/v1/messages",
                 json=chat(),
@@ -100,7 +100,7 @@ async def _raw_http(server: Server, request: h11.Request, body: bytes) -> tuple[
 
 
 def _request(method: str, target: str, body: bytes, *, close: bool) -> h11.Request:
-    headers = [("host", "gateway"), ("content-length", str(len(body)))]
+    headers = [("host", "gateway"), ("content-length", str(len(body))), *API_VERSION.items()]
     if body:
         headers.append(("content-type", "application/json"))
     if close:
@@ -258,7 +258,7 @@ async def test_upstream_error_text_is_redacted_on_the_http_door(
         f"error_midstream:after=4,type=overloaded_error,message={ECHO}",
         f"400:message={ECHO}",
     )
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
         plain = await http.post("/v1/messages", json=chat())
         streamed = await http.post("/v1/messages", json={**chat(), "stream": True})
         counted = await http.post(
@@ -308,7 +308,7 @@ async def test_a_password_in_the_base_url_or_a_proxy_url_never_reaches_a_log(
         await client.receive()
         await client.send(type="query", id="q", request=chat())
         assert isinstance((await client.until_terminal("q"))[-1], Done)
-    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
         assert (await http.post("/v1/messages", json=chat())).status_code == 200
     lines = [record.getMessage() for record in caplog.records]
     for secret in (URL_SECRET, PROXY_SECRET):
@@ -329,6 +329,7 @@ async def test_a_password_in_the_base_url_never_reaches_the_stderr_of_serve(
         ANTHROPIC_API_KEY=TEST_KEY,
         ANTHROPIC_BASE_URL=config.base_url.replace("http://", f"http://user:{URL_SECRET}@"),
         ANTHROPIC_LOG="debug",
+        SWITCHBOARD_DEBUG_HTTP="1",  # the HTTP client's own lines too: they are the ones that leaked
     )
     async with serve_process(env) as served:
         url = await served.read_line()
@@ -358,7 +359,9 @@ async def test_a_request_body_that_stops_arriving_gets_408_and_the_connection_cl
     host, _, port = server.http_url.removeprefix("http://").rpartition(":")
     conn = h11.Connection(h11.CLIENT)
     request = h11.Request(
-        method="POST", target="/v1/messages", headers=[("host", "gateway"), ("content-length", "1000")]
+        method="POST",
+        target="/v1/messages",
+        headers=[("host", "gateway"), ("content-length", "1000"), *API_VERSION.items()],
     )
     async with await trio.open_tcp_stream(host, int(port)) as stream:
         await stream.send_all(conn.send(request) + conn.send(h11.Data(data=b'{"model": ')))

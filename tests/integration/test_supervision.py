@@ -19,13 +19,24 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-from harness import POISON, Client, chat, connect, healthy_session, internal_errors, poison
+from harness import (
+    API_VERSION,
+    POISON,
+    Client,
+    chat,
+    connect,
+    healthy_session,
+    internal_errors,
+    poison,
+)
 from test_door import rejected_status
 from trio_websocket import ConnectionClosed
 
+import actors.attempt_build
 import actors.cli
 import actors.front_door
 import actors.http_door
+import actors.http_post
 import actors.query_run
 from actors.config import Config
 from actors.cost_ledger import CostLedger
@@ -91,7 +102,7 @@ async def test_a_failing_query_run_ends_that_query_alone(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    poison(monkeypatch, actors.query_run, "build_request")
+    poison(monkeypatch, actors.attempt_build, "build_request")
     async with healthy_session(server, mock_clock), connect(server) as client:
         await client.receive()
         await client.send(type="query", id="bad", request=chat(POISON))
@@ -203,8 +214,8 @@ async def test_a_failing_writer_ends_its_connection_with_1011(
 async def test_a_failing_http_request_gets_a_500_envelope_and_the_door_goes_on(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, actors.http_door, "parse_body", RecursionError)
-    async with healthy_session(server, mock_clock), httpx.AsyncClient(base_url=str(server.http_url)) as http:
+    poison(monkeypatch, actors.http_post, "parse_body", RecursionError)
+    async with healthy_session(server, mock_clock), httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url)) as http:
         response = await http.post("/v1/messages", json=chat(POISON))
         assert response.status_code == 500
         body = response.json()
@@ -221,7 +232,7 @@ async def test_a_query_failing_under_the_http_door_is_a_500_api_error(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     poison(monkeypatch, MessageAssembler, "feed", RecursionError)
-    async with healthy_session(server, mock_clock), httpx.AsyncClient(base_url=str(server.http_url)) as http:
+    async with healthy_session(server, mock_clock), httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url)) as http:
         response = await http.post("/v1/messages", json=chat(POISON))
         assert response.status_code == 500
         body = response.json()
@@ -237,7 +248,7 @@ async def test_a_stream_failing_after_content_ends_with_the_api_error_event(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     poison(monkeypatch, MessageAssembler, "feed", RecursionError)
-    async with healthy_session(server, mock_clock), httpx.AsyncClient(base_url=str(server.http_url)) as http:
+    async with healthy_session(server, mock_clock), httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url)) as http:
         # "Echo: " is relayed (the stream has begun) before the poisoned word is decoded.
         response = await http.post("/v1/messages", json={**chat(POISON), "stream": True})
         assert response.status_code == 200
@@ -285,7 +296,7 @@ async def test_a_lost_listener_ends_the_whole_server_never_half_alive(
             server: Server = await nursery.start(run_server, config)
             assert server.http_url is not None
             urls.append(server.http_url)
-            async with httpx.AsyncClient(base_url=server.http_url) as http:
+            async with httpx.AsyncClient(headers=API_VERSION, base_url=server.http_url) as http:
                 assert (await http.get("/healthz")).status_code == 200
             lost.set()
             await trio.sleep_forever()
@@ -294,7 +305,7 @@ async def test_a_lost_listener_ends_the_whole_server_never_half_alive(
     assert isinstance(failed, ServiceFailed) and "WebSocket door failed" in str(failed)
     # The HTTP door went with it.
     with pytest.raises(httpx.ConnectError):
-        async with httpx.AsyncClient(base_url=urls[0]) as http:
+        async with httpx.AsyncClient(headers=API_VERSION, base_url=urls[0]) as http:
             await http.get("/healthz")
 
 
@@ -350,7 +361,7 @@ async def test_an_actor_failure_under_the_http_door_is_counted_once(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     poison(monkeypatch, CostLedger, "_apply")  # the request's session cannot be opened
-    async with httpx.AsyncClient(base_url=str(server.http_url)) as http:
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url)) as http:
         response = await http.post("/v1/messages", json=chat(), headers={"x-switchboard-session": POISON})
         assert response.status_code == 500 and response.json()["error"]["type"] == "api_error"
         assert (await http.post("/v1/messages", json=chat())).status_code == 200
@@ -371,7 +382,7 @@ async def test_a_deeply_nested_document_ends_only_its_own_request(
             assert isinstance(await client.receive(), Rejected)
             await client.send(type="query", id="next", request=chat("the connection goes on"))
             assert isinstance(only_terminal(await client.until_terminal("next")), Done)
-        async with httpx.AsyncClient(base_url=str(server.http_url)) as http:
+        async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url)) as http:
             response = await http.post("/v1/messages", content=body)
             assert response.status_code in (400, 500)
             assert response.json()["type"] == "error"

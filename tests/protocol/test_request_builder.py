@@ -149,6 +149,16 @@ def test_thinking_drops_temperature_and_keeps_the_budget_under_max_tokens() -> N
     assert "thinking" not in off.body and off.body["temperature"] == 0.2
 
 
+def test_thinking_budget_is_never_clamped_below_the_api_minimum() -> None:
+    # max_tokens 500 leaves no valid budget (>= 1024): the request goes as sent, so the API
+    # (or, with interleaved thinking, its acceptance) answers, not a budget of 499 it refuses.
+    request = chat(max_tokens=500, thinking={"type": "enabled", "budget_tokens": 2048})
+    built, _ = build(request, NO_CACHE)
+    assert built.body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    edge, _ = build(chat(max_tokens=1025, thinking={"type": "enabled", "budget_tokens": 2048}), NO_CACHE)
+    assert edge.body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
 def test_structured_outputs_effort_and_task_budget_betas() -> None:
     request = chat(output_config={"effort": "high", "format": {"type": "json_schema", "schema": {}}, "task_budget": 5})
     built, _ = build(request, NO_CACHE)

@@ -1,0 +1,178 @@
+"""Claude Code itself (the pinned npm release, ``claude_code.CLAUDE_CODE_VERSION``) through
+the HTTP door against the emulator: ``claude -p ... --output-format json`` as a subprocess.
+
+Each test checks that Claude Code never left loopback (the proxy trap stayed empty) and that
+what reached the emulator came from the gateway. Deselect with ``-m "not claude_code"``;
+skipped with a reason where node or npm is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import trio
+from claude_code import ProxyTrap, Run, run_claude, sealed_env
+from conftest import GATEWAY_TOKEN, Door
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors.cost_ledger import owner_digest
+from emulator import Emulator, RecordedRequest
+from protocol.http_api import default_session
+
+pytestmark = pytest.mark.claude_code
+
+# Turns a run may take: one is enough for an answer, two for a tool round trip. A bound, so a
+# client that keeps calling tools ends instead of looping until the
+# safety timeout.
+MAX_TURNS = "3"
+# A spending bound for the same reason: --max-turns does not count the turns that background
+# agents start. One answer here costs under $0.08 at list prices.
+MAX_BUDGET_USD = "0.15"
+# The session Claude Code's requests are charged to: it sends no x-switchboard-session, so
+# the gateway's default per-token session.
+SESSION = default_session(owner_digest(GATEWAY_TOKEN))
+
+def _models() -> list[Any]:
+    # The current models by id, and the aliases, which 2.1.332 resolves to the 5.5 models.
+    return ["claude-opus-4-8", "claude-sonnet-5", "claude-haiku-4-5-20251001", "opus", "sonnet", "haiku"]
+
+
+async def claude_p(
+    claude: Path, door: Door, trap: ProxyTrap, home: Path, prompt: str, *args: str, **env: str
+) -> Run:
+    """``claude -p PROMPT --output-format json ARGS`` through ``door``, sealed off."""
+    key = env.pop("api_key", GATEWAY_TOKEN)
+    environment = sealed_env(base_url=door.url, api_key=key, home=home, proxy=trap.url, **env)
+    run = await run_claude(
+        claude, ["-p", prompt, "--output-format", "json", *args], environment, cwd=home
+    )
+    assert trap.requests == [], f"Claude Code tried to leave loopback: {trap.requests}"
+    return run
+
+
+def api_calls(emulator: Emulator) -> list[RecordedRequest]:
+    return [r for r in emulator.requests if r.path.startswith("/v1/messages")]
+
+
+def blocks(request: RecordedRequest, kind: str) -> list[dict[str, Any]]:
+    """Every content block of type ``kind`` in the request's messages."""
+    body = request.json
+    assert isinstance(body, dict)
+    return [
+        block
+        for message in body["messages"]
+        if isinstance(message.get("content"), list)
+        for block in message["content"]
+        if block.get("type") == kind
+    ]
+
+
+async def ledger_summary(door: Door) -> dict[str, Any]:
+    """The session's cost summary as ``switchboard cost --json`` reads it from the ledger."""
+    command = [sys.executable, "-c", "from actors.cli import main; main()"]
+    shown = await trio.run_process(
+        [*command, "cost", SESSION, "--json", "--ledger", str(door.ledger)], capture_stdout=True
+    )
+    summary = msgspec.json.decode(shown.stdout)
+    assert isinstance(summary, dict)
+    return summary
+
+
+async def door_requests(door: Door) -> dict[tuple[str, str], float]:
+    """``switchboard_http_requests_total`` by (route, status)."""
+    headers = {"x-api-key": GATEWAY_TOKEN}
+    async with httpx.AsyncClient(base_url=door.url, headers=headers) as http:
+        text = (await http.get("/metrics")).text
+    (family,) = (
+        f for f in text_string_to_metric_families(text) if f.name == "switchboard_http_requests"
+    )
+    return {
+        (s.labels["route"], s.labels["status"]): s.value
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+@pytest.mark.parametrize("model", _models())
+async def test_print_json_answers_on_each_model(
+    claude_code: Path, door: Door, trap: ProxyTrap, home: Path, emulator: Emulator, model: str
+) -> None:
+    run = await claude_p(
+        claude_code, door, trap, home, "Say hello", "--model", model,
+        "--max-turns", MAX_TURNS, "--max-budget-usd", MAX_BUDGET_USD,
+    )  # fmt: skip
+    assert run.returncode == 0, run
+    result = run.result
+    assert result["subtype"] == "success" and result["is_error"] is False, run
+    assert result["result"].startswith("Echo: ") and result["result"].endswith("Say hello")
+    # Everything the emulator saw came through the gateway (its path has no ?beta=true).
+    calls = api_calls(emulator)
+    assert calls and all(r.path == "/v1/messages" for r in calls)
+    assert set(result["modelUsage"]) == {r.json["model"] for r in calls if isinstance(r.json, dict)}
+
+
+async def test_tool_round_trip(
+    claude_code: Path, door: Door, trap: ProxyTrap, home: Path, emulator: Emulator
+) -> None:
+    # The emulator calls a tool the user text names, with "Paris" for every required string
+    # (emulator/responses.py): so Bash runs the command `Paris`, which this PATH provides.
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    marker = "tool-ran-7f3a"
+    script = bin_dir / "Paris"
+    script.write_text(f"#!/bin/sh\necho {marker}\n")
+    script.chmod(0o755)
+    path = f"{bin_dir}:{sealed_env(base_url='', api_key='', home=home, proxy='')['PATH']}"
+    run = await claude_p(
+        claude_code, door, trap, home, "Run Bash",
+        "--model", "claude-sonnet-5", "--allowedTools", "Bash(Paris)", "--max-turns", MAX_TURNS,
+        PATH=path,
+    )  # fmt: skip
+    assert run.returncode == 0, run
+    assert run.result["subtype"] == "success" and run.result["num_turns"] == 2, run
+    first, second = api_calls(emulator)
+    assert blocks(first, "tool_use") == []
+    (tool_result,) = blocks(second, "tool_result")
+    (tool_use,) = blocks(second, "tool_use")
+    assert tool_use["name"] == "Bash" and tool_use["input"]["command"] == "Paris"
+    assert tool_result["tool_use_id"] == tool_use["id"]
+    assert marker in json.dumps(tool_result["content"])
+    assert not tool_result.get("is_error")
+    assert run.result["result"] == "Hello from the Switchboard emulator."
+    # Two requests, the second reading the first's cache: still the same cost on both sides.
+    ledger = await ledger_summary(door)
+    assert ledger["total_cost_usd"] == pytest.approx(run.result["total_cost_usd"], rel=1e-9)
+
+
+@pytest.mark.parametrize("model", ["claude-opus-4-8", "claude-sonnet-5"])
+async def test_total_cost_equals_the_gateway_ledger(
+    claude_code: Path, door: Door, trap: ProxyTrap, home: Path, emulator: Emulator, model: str
+) -> None:
+    run = await claude_p(
+        claude_code, door, trap, home, "Say hello", "--model", model,
+        "--max-turns", MAX_TURNS,
+    )  # fmt: skip
+    assert run.returncode == 0, run
+    ledger = await ledger_summary(door)
+    assert set(ledger["model_usage"]) == set(run.result["modelUsage"])
+    assert ledger["total_cost_usd"] == pytest.approx(run.result["total_cost_usd"], rel=1e-9)
+
+
+async def test_wrong_token_fails_at_once(
+    claude_code: Path, door: Door, trap: ProxyTrap, home: Path, emulator: Emulator
+) -> None:
+    run = await claude_p(
+        claude_code, door, trap, home, "Say hello", "--model", "claude-sonnet-5",
+        api_key="not-the-gateway-token",
+    )  # fmt: skip
+    assert run.returncode != 0, run
+    assert "invalid api key" in run.stdout.lower() + run.stderr.lower(), run
+    # One refused request, not retried (x-should-retry: false), and nothing went upstream.
+    assert (await door_requests(door)).get(("messages", "401")) == 1
+    assert api_calls(emulator) == []
