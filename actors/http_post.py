@@ -13,6 +13,10 @@ when the client disconnects (``actors.asgi.watch_disconnect``):
   or ``x-switchboard-retries: client`` / ``Config.http_retries`` say so
   (``protocol.passthrough.client_retries``); else the gateway, giving up shortly before the
   client's own timeout (``x-stainless-timeout``, less ``CLIENT_TIMEOUT_MARGIN``).
+- admission: while the gateway runs ``Config.max_queries`` queries, a message waits in line
+  at most ``Config.admission_wait`` (``Gateway.query``'s ``admission_timeout``), then gets 529
+  ``overloaded_error`` with ``retry-after`` (and ``retry-after-ms``) and ``x-should-retry: true`` (docs/protocol.md
+  "Admission").
 
 The HttpDoor authenticates and routes first; ``presented`` and ``among`` are its token checks.
 """
@@ -202,7 +206,14 @@ def among(candidate: str, tokens: tuple[Secret, ...]) -> bool:
 async def _overloaded(exchange: Exchange, request_id: str, exc: Overloaded) -> None:
     """529 ``overloaded_error``: every query slot stayed taken for ``Config.admission_wait``
     (docs/protocol.md "Admission"). Worth a retry, after ``retry-after`` seconds."""
-    adopt(exchange, [("retry-after", str(exc.retry_after)), ("x-should-retry", "true")])
+    adopt(
+        exchange,
+        [
+            ("retry-after", str(exc.retry_after)),
+            ("retry-after-ms", str(exc.retry_after * 1000)),
+            ("x-should-retry", "true"),
+        ],
+    )
     await send_error(exchange, 529, "overloaded_error", str(exc), request_id)
 
 

@@ -186,6 +186,7 @@ async def test_an_http_request_over_the_bound_waits_its_bound_then_gets_529_with
     assert answer.json()["error"]["type"] == "overloaded_error"
     assert answer.headers["x-should-retry"] == "true"
     assert 1 <= int(answer.headers["retry-after"]) <= 60
+    assert int(answer.headers["retry-after-ms"]) == 1000 * int(answer.headers["retry-after"])
     assert answer.headers["request-id"] == answer.json()["request_id"]
     assert metric(server, "switchboard_admission_rejections_total") == 1
     assert metric(server, "switchboard_queued_queries") == 0
