@@ -109,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
         "(default $SWITCHBOARD_SHUTDOWN_GRACE_S, else 30)",
     )
     serve.add_argument(
+        "--max-queries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="queries run at once, the others wait in line; 0: no bound "
+        "(default $SWITCHBOARD_MAX_QUERIES, else 256)",
+    )
+    serve.add_argument(
+        "--admission-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long an HTTP request waits for a slot before a 529 "
+        "(default $SWITCHBOARD_ADMISSION_WAIT_S, else 10)",
+    )
+    serve.add_argument(
         "--allow-no-auth",
         action="store_true",
         help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
@@ -140,6 +156,8 @@ async def _serve(config_args: argparse.Namespace) -> None:
         http_port=config_args.http_port,
         shutdown_grace=config_args.shutdown_grace,
         ledger_fail_open=config_args.ledger_fail_open,
+        max_queries=config_args.max_queries,
+        admission_wait=config_args.admission_wait,
     )
     configure_logging(debug=config.debug, secrets=config.secrets())
     # Opened first: a signal that arrives during start-up waits here, and SIGINT no longer
