@@ -5,6 +5,10 @@ Run it (Linux; the gateway and the emulator are started as subprocesses on loopb
     ./dev bench                      # levels 1, 10, 100; 20 requests per stream; 3 repeats
     ./dev bench --quick              # smoke run: levels 1 and 10, 5 requests, 1 repeat
     ./dev bench --pace-ms 10         # the emulator pauses 10 ms between events
+    ./dev bench --bursty             # the emulator writes a whole answer at once (not the API's way)
+    ./dev bench --ledger memory      # the gateway's cost ledger in memory instead of a SQLite file
+    # another gateway against the same upstream, loaded like the HTTP door (path "other"):
+    ./dev bench --other-gateway "litellm --model anthropic/claude-sonnet-4-6 --api_base {upstream} --port {port}"
     ./dev bench --json > bench.json  # the same numbers (and every repeat) as JSON
     .venv/bin/python scripts/bench.py --levels 1,50 --requests 40 --repeat 5
     .venv/bin/python scripts/bench.py --paths direct,http     # only these paths
@@ -14,15 +18,27 @@ Run it (Linux; the gateway and the emulator are started as subprocesses on loopb
 
 What it does:
 
-1. Starts ``switchboard emulator --port 0`` (the fake Messages API) and, for each
-   concurrency level, a fresh ``switchboard serve --port 0 --http-port 0 --ledger :memory:``
-   pointed at it (``ANTHROPIC_BASE_URL``, ``ANTHROPIC_API_KEY=sk-ant-bench``; no access
-   tokens, so the HTTP door takes any ``x-api-key``). With 2+ usable CPUs the
+1. Starts ``switchboard emulator --port 0 --write-per-event`` (the fake Messages API, writing
+   each SSE event on its own, as the API does while it generates: with trio's TCP_NODELAY
+   each event is a TCP segment of its own, so the gateway reads and relays it on its own;
+   ``--bursty`` drops ``--write-per-event``: an unpaced answer then goes out in one write and
+   the gateway reads it in one or two reads, far cheaper than any real stream, and the
+   output says BURSTY) and, for each concurrency level, a fresh
+   ``switchboard serve --port 0 --http-port 0 --ledger FILE`` pointed at it
+   (``ANTHROPIC_BASE_URL``, ``ANTHROPIC_API_KEY=sk-ant-bench``; no access tokens, so the HTTP
+   door takes any ``x-api-key``). FILE is a fresh SQLite file in the bench's temporary
+   directory: the durable ledger, as the product runs by default, never the real one;
+   ``--ledger memory`` gives ``:memory:`` instead. With 2+ usable CPUs the
    gateway is pinned to the first and the emulator and this load generator to the others
-   (``sched_setaffinity``); the output says which pinning was used.
-2. Checks once that the three paths see the same complete stream: every request asks, with
-   the ``<<emulator:ok:deltas=N>>`` directive in the user text, for N text deltas, i.e.
-   N + 6 events (56 by default). The benchmark stops if the paths differ.
+   (``sched_setaffinity``); the output says which pinning was used. With ``--other-gateway
+   CMD`` another gateway is started too, per level, pinned like ours (``_bench_other``:
+   ``{upstream}``, ``{port}``, ``{host}`` in CMD are replaced; it is ready when ``{port}``
+   accepts connections).
+2. Checks once that the emulator and both doors see the same complete stream: every request
+   asks, with the ``<<emulator:ok:deltas=N>>`` directive in the user text, for N text deltas,
+   i.e. N + 6 events (56 by default). The benchmark stops if the paths differ. The other
+   gateway's answer must end with ``message_stop``; its runs expect as many events as it
+   gave here (another gateway may drop ``ping`` or add events).
 3. For each level, ``--repeat`` times, runs each path of ``--paths`` (default all three,
    in this order, interleaved per repeat):
 
@@ -32,7 +48,8 @@ What it does:
      clock started after its ``ready``), one ``query`` at a time;
    - ``http``: the gateway's HTTP door, measured exactly like the direct path (same body,
      same SSE reader and event count) but POSTed to the gateway's ``/v1/messages``, with
-     ``x-switchboard-session: bench-http-<n>``.
+     ``x-switchboard-session: bench-http-<n>``;
+   - ``other`` (with ``--other-gateway``): the other gateway, exactly as the ``http`` path.
 
    Every stream has a connection of its own (kept alive between its requests), spoken by
    the lean clients of ``scripts/_bench_wire.py`` rather than httpx and trio-websocket:
@@ -62,7 +79,10 @@ The numbers (per path and level; the median over the repeats, each repeat's in `
 - ``gw cpu/req`` (ms), gateway and http rows: the gateway process's CPU time over the
   measured phase, per measured request (from ``/proc/PID/stat`` utime + stime, refined
   with the threads' nanosecond ``/proc/PID/task/*/schedstat`` counters, since 10 ms ticks
-  are too coarse here).
+  are too coarse here; for the other gateway, summed over its process tree).
+  ``gw us/event``: the same CPU time per event relayed (every event the load generator
+  received in the measured phase), in microseconds: what streaming costs the gateway per
+  event, whatever the answers' length.
   ``gw %cpu``: the gateway's CPU time over the measured phase's wall time (100: one core
   busy, the gateway is the bottleneck). ``load %cpu``: the same for the emulator and this
   load generator together (they share the other core(s) when pinned; near 100 on one core,
@@ -84,10 +104,13 @@ The numbers (per path and level; the median over the repeats, each repeat's in `
 
 Reading the numbers:
 
-- With ``--pace-ms 0`` the emulator writes a whole answer in one write, so a direct client
-  holds all 56 events at once (its TTFE is the time to the whole answer, its gaps are 0)
-  while the gateway relays them one frame each. ``--pace-ms`` gives streams that trickle,
-  as the API's do, and a fairer TTFE comparison.
+- With ``--pace-ms 0`` the emulator writes the events back to back, one write each, as fast
+  as it can: the gateway reads one or a few per read (how many depends on how the two
+  processes' schedules interleave), so it is a closed-loop throughput test. ``--pace-ms``
+  gives streams that trickle, as the API's do: every event is read on its own, the most
+  a gateway pays per event, and a fairer TTFE comparison. With ``--bursty`` a direct client
+  holds all events at once (its TTFE is the time to the whole answer, its gaps are 0) and
+  the gateway's CPU per event is a best case no real stream gives.
 - Paced streams start spread over one answer's duration (as independent clients would),
   then run back to back; ``+ttfe`` and ``+gap`` at a level where neither the gateway's core
   (``gw %cpu``) nor the other one (``load %cpu``) is near 100 are what the gateway adds.
