@@ -28,3 +28,17 @@ def test_samples_go_to_the_innermost_frame() -> None:
     assert total == 12
     assert by_package == {"trio": 7, "actors": 5}
     assert by_function["send_all (trio)"] == 7
+
+
+def test_waits_are_set_aside_and_generated_code_has_its_package() -> None:
+    lines = [
+        f"run (actors/cli.py:1);get_events ({SITE}/trio/_core/_io_epoll.py:3) 50".replace(
+            "get_events", "EpollIOManager.get_events"
+        ),
+        f"_bootstrap (threading.py:1);WorkerThread._work ({SITE}/trio/_core/_thread_cache.py:2) 20",
+        "run (actors/cli.py:1);__init__ (<attrs generated methods outcome._impl.Value>:1) 4",
+        "run (actors/cli.py:1);helper (contextlib.py:1) 1",
+    ]
+    by_package, _, total = parse(lines)
+    assert total == 5
+    assert by_package == {"waiting": 70, "outcome": 4, "stdlib": 1}
