@@ -141,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     emulator = sub.add_parser("emulator", help="run the upstream API emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8766, help="0 picks a free one (default 8766)")
+    emulator.add_argument(
+        "--write-per-event",
+        action="store_true",
+        help="write each SSE event on its own, as the API does while it generates "
+        "(default: an unpaced answer goes out in one write)",
+    )
     emulator.add_argument("--debug", action="store_true")
     return parser
 
@@ -234,8 +240,10 @@ async def _emulator(args: argparse.Namespace) -> None:
     from emulator import Emulator
 
     configure_logging(debug=args.debug)
+    emulator = Emulator()
+    emulator.write_per_event = args.write_per_event
     async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(Emulator().run, host=args.host, port=args.port))
+        url = await nursery.start(functools.partial(emulator.run, host=args.host, port=args.port))
         print(url, flush=True)
         log.info("emulator listening on %s", url)
 
