@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -132,7 +132,7 @@ def _record(rows: list[tuple[object, ...]]) -> RecordWrite:
                 model=str(row[5]),
                 canonical=str(row[6]),
                 unknown_model=bool(row[15]),
-                **dict(zip(COUNTS, (int(str(v)) for v in row[7:15]), strict=True)),
+                **_counts(row[7:15]),
             )
             for row in rows
         ),
@@ -182,3 +182,8 @@ def _copy(conn: psycopg.Connection[TupleRow], rows: list[SessionRow], writes: li
             ([w.session_id for w in writes], [w.record_id for w in writes], [len(w.parts) for w in writes]),
         )
         conn.execute(UPSERT_USAGE, usage_columns(writes, MIGRATED_INSTANCE))
+
+
+def _counts(values: Sequence[object]) -> dict[str, Any]:
+    """A row's counts by column (Any: mypy would match them against RecordPart's bool fields too)."""
+    return dict(zip(COUNTS, (int(str(v)) for v in values), strict=True))

@@ -41,7 +41,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
-from typing import Final, final
+from typing import Any, Final, final
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -305,7 +305,8 @@ class PgStore:
             "FROM switchboard.usage WHERE session_id = ANY(%s) AND NOT final ORDER BY session_id, record_id, part",
             (ids,),
         ):
-            counts = dict(zip(COUNTS, (_int(v) for v in row[4:12]), strict=True))
+            # Any: mypy would match the int counts against RecordPart's bool fields too.
+            counts: dict[str, Any] = dict(zip(COUNTS, (_int(v) for v in row[4:12]), strict=True))
             part = RecordPart(model=row[2], canonical=row[3], unknown_model=bool(row[12]), **counts)
             parts.setdefault(row[0], {}).setdefault(row[1], []).append(part)
         return {sid: {rid: tuple(p) for rid, p in records.items()} for sid, records in parts.items()}
