@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
-from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Iterator
+from typing import Final
 
 import msgspec
 import psycopg
@@ -187,8 +187,3 @@ def _copy(conn: psycopg.Connection[TupleRow], rows: list[SessionRow], writes: li
             ([w.session_id for w in writes], [w.record_id for w in writes], [len(w.parts) for w in writes]),
         )
         conn.execute(UPSERT_USAGE, usage_columns(writes, MIGRATED_INSTANCE))
-
-
-def _counts(values: Sequence[object]) -> dict[str, Any]:
-    """A row's counts by column (Any: mypy would match them against RecordPart's bool fields too)."""
-    return dict(zip(COUNTS, (int(str(v)) for v in values), strict=True))
