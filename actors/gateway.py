@@ -147,6 +147,11 @@ class Gateway:
             return LedgerHealth(healthy=True, committing=True)
         return self._ledger.health
 
+    @property
+    def instance_id(self) -> str:
+        """This process's instance id (README.md "Deployment"; ``/healthz``). Not a checkpoint."""
+        return self._ledger.instance_id if self._ledger is not None else ""
+
     def active_sessions(self) -> list[str]:
         """Sessions with an upstream request in flight (reference-client.md 8, session activity)."""
         return self._request_sessions.active()
