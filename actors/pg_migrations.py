@@ -27,6 +27,8 @@ other applications. Design for several processes (README.md, "Deployment"):
   that last wrote the session (the one serving it; not yet enforced: the scale-out work
   coordinates it).
 - ``instances``: each process that opened the ledger (hostname, pid, start, last commit).
+- ``session_claims`` (a sequence): the epoch of each WebSocket connection's claim of its
+  session, ordering takeovers across instances (``actors.fleet``).
 """
 
 from __future__ import annotations
@@ -99,6 +101,13 @@ CREATE TABLE switchboard.usage (
     PRIMARY KEY (session_id, record_id, part)
 );
 CREATE INDEX usage_provisional ON switchboard.usage (session_id) WHERE NOT final;
+""",
+    ),
+    (
+        2,
+        "session claims across instances",
+        """
+CREATE SEQUENCE switchboard.session_claims;
 """,
     ),
 )
