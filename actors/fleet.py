@@ -25,8 +25,8 @@ Threads:
     ``trio.from_thread.run_sync`` (the TrioToken of ``run``'s trio run). Claims go through a
     second connection, from a worker thread, one at a time.
 Failure policy:
-    The fleet never stops a door: a claim that fails (the server down) is logged and the
-    connection is served without cross-instance takeover; a listening connection that
+    The fleet never stops a door: a claim that fails (the server down) or takes longer than
+    ``CLAIM_TIMEOUT`` is logged and the connection is served without cross-instance takeover; a listening connection that
     breaks is reopened with backoff (notifications sent meanwhile are missed: a connection
     on another instance may then live on until its client leaves). A notification payload
     that does not decode (anyone with access to the database may notify the channel) is
@@ -52,7 +52,7 @@ from psycopg.rows import TupleRow
 
 from actors.config import redact_url
 from actors.ledger_health import backoff
-from actors.pg_store import conninfo, message
+from actors.pg_store import STATEMENT_TIMEOUT, conninfo, message
 from protocol.errors import ConfigError
 
 log = logging.getLogger("switchboard.fleet")
@@ -62,6 +62,10 @@ SESSIONS_CHANNEL: Final = "switchboard_sessions"
 # How long the listening thread waits for a notification before it looks at its stop flag:
 # bounds how long stopping the fleet takes, costs nothing while waiting.
 POLL: Final = 0.5
+# How long a handshake waits for its claim at most: with the server slow or down (a new
+# connection to it takes up to its connect_timeout), the connection is served without the
+# claim rather than held; the claim's thread finishes on its own.
+CLAIM_TIMEOUT: Final = 2.0
 _CLAIM: Final = (
     "WITH c AS (SELECT nextval('switchboard.session_claims') AS epoch) "
     "SELECT epoch, pg_notify(%s, json_build_object('session_id', %s::text, 'instance_id', %s::text, "
@@ -191,10 +195,17 @@ class Fleet:
         nor take over)."""
         holder = Holder(session_id, on_taken)
         self._holders.setdefault(session_id, set()).add(holder)
+        epoch: int | None = None
         try:
-            epoch = await trio.to_thread.run_sync(self._claim, session_id, limiter=self._claim_limiter)
+            with trio.move_on_after(CLAIM_TIMEOUT):
+                epoch = await trio.to_thread.run_sync(
+                    self._claim, session_id, limiter=self._claim_limiter, abandon_on_cancel=True
+                )
         except psycopg.Error as exc:
             log.warning("session %s: the claim across instances failed (%s); served here alone", session_id, message(exc))
+            return holder
+        if epoch is None:
+            log.warning("session %s: the claim across instances took over %.0f s; served here alone", session_id, CLAIM_TIMEOUT)
             return holder
         holder.epoch = epoch
         if holder.newest_seen > epoch:
@@ -214,6 +225,7 @@ class Fleet:
         conn = self._claims
         if conn is None or conn.closed:
             conn = self._claims = psycopg.connect(self._info, autocommit=True)
+            conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
         try:
             row = conn.execute(_CLAIM, (SESSIONS_CHANNEL, session_id, self.instance_id)).fetchone()
         except psycopg.Error:
