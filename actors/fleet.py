@@ -43,7 +43,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, final
+from typing import Final, Literal, final
 
 import msgspec
 import psycopg
@@ -66,6 +66,51 @@ POLL: Final = 0.5
 # connection to it takes up to its connect_timeout), the connection is served without the
 # claim rather than held; the claim's thread finishes on its own.
 CLAIM_TIMEOUT: Final = 2.0
+# The notification channel of overload gates: a gate closed, a probe failed or was released.
+GATES_CHANNEL: Final = "switchboard_gates"
+# A fleet probe older than this is taken to be lost (its instance was killed mid-probe):
+# another instance may probe. Well above an overloaded answer's time to its status line.
+PROBE_STALE: Final = 60.0
+# While another instance's probe is in flight, how often a waiting instance asks the gate
+# again (a safety net: the probe's verdict normally arrives as a notification at once).
+REMOTE_RECHECK: Final = 2.0
+# Gate changes waiting to be written at most; past it one is dropped (logged): the local
+# gate stays right, only the fleet's view lags.
+GATE_OUTBOX: Final = 256
+_TAKE_PROBE: Final = (
+    "INSERT INTO switchboard.gates AS g (model, open, failures, probe_instance, probe_started_at, next_probe_at) "
+    "VALUES (%(model)s, true, 1, %(me)s, now(), now()) ON CONFLICT (model) DO UPDATE SET "
+    "open = true, probe_instance = %(me)s, probe_started_at = now() "
+    "WHERE NOT g.open OR (g.next_probe_at <= now() AND (g.probe_instance IS NULL OR g.probe_instance = %(me)s "
+    "OR g.probe_started_at < now() - make_interval(secs => %(stale)s))) RETURNING true"
+)
+_GATE_WAIT: Final = (
+    "SELECT probe_instance IS NOT NULL AND probe_started_at >= now() - make_interval(secs => %(stale)s), "
+    "GREATEST(EXTRACT(EPOCH FROM next_probe_at - now()), 0)::float8 FROM switchboard.gates WHERE model = %(model)s"
+)
+_GATE_OVERLOADED: Final = (
+    "WITH g AS (INSERT INTO switchboard.gates AS g (model, open, failures, probe_instance, probe_started_at, "
+    "next_probe_at) VALUES (%(model)s, true, 1, NULL, NULL, now() + make_interval(secs => %(delay)s)) "
+    "ON CONFLICT (model) DO UPDATE SET open = true, failures = g.failures + 1, "
+    "next_probe_at = GREATEST(g.next_probe_at, now() + make_interval(secs => %(delay)s)), "
+    "probe_instance = CASE WHEN %(probe)s AND g.probe_instance = %(me)s THEN NULL ELSE g.probe_instance END, "
+    "probe_started_at = CASE WHEN %(probe)s AND g.probe_instance = %(me)s THEN NULL ELSE g.probe_started_at END "
+    "RETURNING EXTRACT(EPOCH FROM next_probe_at - now())::float8 AS delay) "
+    "SELECT pg_notify(%(channel)s, json_build_object('model', %(model)s::text, 'instance_id', %(me)s::text, "
+    "'state', 'failed', 'delay', delay)::text) FROM g WHERE %(probe)s"
+)
+_GATE_CLOSED: Final = (
+    "WITH g AS (UPDATE switchboard.gates SET open = false, failures = 0, probe_instance = NULL, "
+    "probe_started_at = NULL WHERE model = %(model)s AND open RETURNING model) "
+    "SELECT pg_notify(%(channel)s, json_build_object('model', %(model)s::text, 'instance_id', %(me)s::text, "
+    "'state', 'closed', 'delay', 0)::text) FROM g"
+)
+_GATE_RELEASED: Final = (
+    "WITH g AS (UPDATE switchboard.gates SET probe_instance = NULL, probe_started_at = NULL "
+    "WHERE model = %(model)s AND probe_instance = %(me)s RETURNING GREATEST(EXTRACT(EPOCH FROM next_probe_at - now()), 0)::float8 AS delay) "
+    "SELECT pg_notify(%(channel)s, json_build_object('model', %(model)s::text, 'instance_id', %(me)s::text, "
+    "'state', 'released', 'delay', delay)::text) FROM g"
+)
 _CLAIM: Final = (
     "WITH c AS (SELECT nextval('switchboard.session_claims') AS epoch) "
     "SELECT epoch, pg_notify(%s, json_build_object('session_id', %s::text, 'instance_id', %s::text, "
@@ -82,6 +127,20 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _DECODER: Final = msgspec.json.Decoder(Claimed)
+
+
+class GateNews(msgspec.Struct, frozen=True, kw_only=True):
+    """A gate notification's payload: another instance's gate ``closed`` (its probe got
+    its answer), its probe ``failed`` (the next probe is due in ``delay`` seconds) or was
+    ``released`` (ended otherwise)."""
+
+    model: str
+    instance_id: str
+    state: Literal["closed", "failed", "released"]
+    delay: float
+
+
+_GATE_DECODER: Final = msgspec.json.Decoder(GateNews)
 
 
 @dataclass(eq=False)
@@ -113,6 +172,9 @@ class Fleet:
         self._claims: psycopg.Connection[TupleRow] | None = None
         self._claim_limiter = trio.CapacityLimiter(1)
         self.notifications = 0
+        # Where gate news goes (``actors.retry_shared``); gate changes waiting to be written.
+        self.on_gate: Callable[[GateNews], None] | None = None
+        self._gate_send, self._gate_receive = trio.open_memory_channel[tuple[str, dict[str, object]]](GATE_OUTBOX)
 
     async def run(self, *, task_status: trio.TaskStatus[Fleet] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled. Startable. Raises ``ConfigError`` when the server cannot be
@@ -124,28 +186,35 @@ class Fleet:
         log.info("instance %s: session takeover across instances on channel %s", self.instance_id, SESSIONS_CHANNEL)
         task_status.started(self)
         try:
-            waits = backoff()
-            while True:
-                try:
-                    await self._listen_until_broken(conn)
-                except psycopg.Error as exc:
-                    log.warning("the fleet's listening connection broke (%s); reconnecting", message(exc))
-                while True:
-                    await trio.sleep(next(waits))
-                    try:
-                        conn = await trio.to_thread.run_sync(self._listening_connection)
-                        waits = backoff()
-                        break
-                    except psycopg.Error as exc:
-                        log.warning("the fleet cannot listen yet: %s", message(exc))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_gates)
+                await self._listen(conn)
         finally:
             claims, self._claims = self._claims, None
             if claims is not None:
                 claims.close()
 
+    async def _listen(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Listen on ``conn``, and on a new connection whenever it breaks. Until cancelled."""
+        waits = backoff()
+        while True:
+            try:
+                await self._listen_until_broken(conn)
+            except psycopg.Error as exc:
+                log.warning("the fleet's listening connection broke (%s); reconnecting", message(exc))
+            while True:
+                await trio.sleep(next(waits))
+                try:
+                    conn = await trio.to_thread.run_sync(self._listening_connection)
+                    waits = backoff()
+                    break
+                except psycopg.Error as exc:
+                    log.warning("the fleet cannot listen yet: %s", message(exc))
+
     def _listening_connection(self) -> psycopg.Connection[TupleRow]:
         conn = psycopg.connect(self._info, autocommit=True)
         conn.execute(f"LISTEN {SESSIONS_CHANNEL}")
+        conn.execute(f"LISTEN {GATES_CHANNEL}")
         return conn
 
     async def _listen_until_broken(self, conn: psycopg.Connection[TupleRow]) -> None:
@@ -159,7 +228,7 @@ class Fleet:
                 while not stop.is_set():
                     for note in conn.notifies(timeout=POLL):
                         try:
-                            trio.from_thread.run_sync(self._deliver, note.payload, trio_token=token)
+                            trio.from_thread.run_sync(self._deliver, note.channel, note.payload, trio_token=token)
                         except trio.RunFinishedError:
                             return
             finally:
@@ -170,8 +239,18 @@ class Fleet:
         finally:
             stop.set()
 
-    def _deliver(self, payload: str) -> None:
-        """One notification, on the trio side: supersede the older local holders."""
+    def _deliver(self, channel: str, payload: str) -> None:
+        """One notification, on the trio side: supersede the older local holders, or tell the
+        local gates."""
+        if channel == GATES_CHANNEL:
+            try:
+                news = _GATE_DECODER.decode(payload)
+            except msgspec.DecodeError:
+                log.warning("a malformed notification on %s ignored", GATES_CHANNEL)
+                return
+            if news.instance_id != self.instance_id and self.on_gate is not None:
+                self.on_gate(news)
+            return
         try:
             claimed = _DECODER.decode(payload)
         except msgspec.DecodeError:
@@ -222,10 +301,7 @@ class Fleet:
     def _claim(self, session_id: str) -> int:
         """On a worker thread: one statement, the epoch and the notification (committed at
         once: autocommit)."""
-        conn = self._claims
-        if conn is None or conn.closed:
-            conn = self._claims = psycopg.connect(self._info, autocommit=True)
-            conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+        conn = self._connection()
         try:
             row = conn.execute(_CLAIM, (SESSIONS_CHANNEL, session_id, self.instance_id)).fetchone()
         except psycopg.Error:
@@ -233,3 +309,80 @@ class Fleet:
             raise
         assert row is not None
         return int(row[0])
+
+    # --- overload gates (README.md "No retry storms", "Deployment") -------------------------
+
+    async def take_probe(self, model: str) -> float | None:
+        """Ask the fleet's gate of ``model`` for its probe: None when this instance holds it
+        now (go upstream), else how many seconds to wait before asking again (another
+        instance's probe is in flight, or the next probe is not due yet). A server that
+        does not answer (``CLAIM_TIMEOUT``) or fails counts as None: the local gate alone
+        decides then."""
+        params = {"model": model, "me": self.instance_id, "stale": PROBE_STALE}
+        try:
+            with trio.move_on_after(CLAIM_TIMEOUT):
+                return await trio.to_thread.run_sync(
+                    self._take_probe, params, limiter=self._claim_limiter, abandon_on_cancel=True
+                )
+        except psycopg.Error as exc:
+            log.warning("the fleet's gate of %s cannot be read (%s); the local gate decides", model, message(exc))
+        return None
+
+    def _take_probe(self, params: dict[str, object]) -> float | None:
+        conn = self._connection()
+        try:
+            if conn.execute(_TAKE_PROBE, params).fetchone() is not None:
+                return None
+            row = conn.execute(_GATE_WAIT, params).fetchone()
+        except psycopg.Error:
+            conn.close()
+            raise
+        if row is None:
+            return None
+        remote_probe, delay = bool(row[0]), float(row[1])
+        return max(delay, REMOTE_RECHECK if remote_probe else 0.0)
+
+    def tell_overloaded(self, model: str, delay: float, *, probe: bool) -> None:
+        """An attempt on ``model`` got an overload; the next probe is due in ``delay`` s."""
+        self._tell(_GATE_OVERLOADED, {"model": model, "delay": delay, "probe": probe})
+
+    def tell_closed(self, model: str) -> None:
+        """The model answered again: close the fleet's gate, release every instance's waiters."""
+        self._tell(_GATE_CLOSED, {"model": model})
+
+    def tell_released(self, model: str) -> None:
+        """This instance's probe ended without a verdict: free the fleet's probe."""
+        self._tell(_GATE_RELEASED, {"model": model})
+
+    def _tell(self, statement: str, params: dict[str, object]) -> None:
+        params = {**params, "me": self.instance_id, "channel": GATES_CHANNEL}
+        try:
+            self._gate_send.send_nowait((statement, params))
+        except trio.WouldBlock:
+            log.warning("the fleet's gate of %s lags: a change was dropped", params["model"])
+
+    async def _write_gates(self) -> None:
+        """Write the gate changes in order, each on a worker thread; a failure is logged."""
+        async for statement, params in self._gate_receive:
+            try:
+                await trio.to_thread.run_sync(
+                    self._execute, statement, params, limiter=self._claim_limiter, abandon_on_cancel=True
+                )
+            except psycopg.Error as exc:
+                log.warning("the fleet's gate of %s was not updated: %s", params["model"], message(exc))
+
+    def _execute(self, statement: str, params: dict[str, object]) -> None:
+        conn = self._connection()
+        try:
+            conn.execute(statement.encode(), params)
+        except psycopg.Error:
+            conn.close()
+            raise
+
+    def _connection(self) -> psycopg.Connection[TupleRow]:
+        """The statements' connection (claims, gates), opened anew after a failure."""
+        conn = self._claims
+        if conn is None or conn.closed:
+            conn = self._claims = psycopg.connect(self._info, autocommit=True)
+            conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+        return conn

@@ -17,7 +17,7 @@ import httpx
 import msgspec
 import trio
 
-from actors.config import Config, is_postgres_url, ledger_file
+from actors.config import Config
 from actors.drain import Drain
 from actors.front_door import FrontDoor
 from actors.gateway import Gateway, run_gateway
@@ -49,14 +49,7 @@ async def run_server(
     async with trio.open_nursery() as nursery:
         gateway: Gateway = await nursery.start(functools.partial(run_gateway, config, transport=transport))
         drain = gateway.drain
-        fleet = None
-        ledger = ledger_file(config)
-        if is_postgres_url(ledger):
-            # Imported only then: psycopg is the optional postgres extra.
-            from actors.fleet import Fleet
-
-            fleet = await nursery.start(Fleet(ledger, gateway.instance_id).run)
-        door = FrontDoor(gateway, config, fleet)
+        door = FrontDoor(gateway, config, gateway.fleet)
         port: int = await nursery.start(_door, "WebSocket door", door.run, drain)
         host = f"[{config.host}]" if ":" in config.host else config.host
         http_url: str | None = None
