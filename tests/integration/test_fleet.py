@@ -154,3 +154,31 @@ async def test_kill_9_of_one_instance_loses_nothing_reported_and_the_other_serve
                 stored = stored_total(pg_url, "crash")
                 assert stored >= reported
                 assert done.session_cost_usd == stored
+
+
+async def test_one_probe_at_a_time_for_both_instances_through_a_sustained_529(pg_url: str) -> None:
+    async with fleet(pg_url) as (emulator, (a, b)):
+        before = len(emulator.requests)
+        # Overloaded for 2.5 s: each instance's query gets its first 529 (two requests), then
+        # the fleet's one probe goes at about 0.6 s and 1.8 s (the reference backoff), fails,
+        # and the next one, after the outage, succeeds and releases the other instance's
+        # query. Gates per instance would probe twice as often: 8 requests instead of 6.
+        emulator.outage("529", seconds=2.5)
+        dones: list[Done] = []
+
+        async def query(instance: Instance, session: str) -> None:
+            async with connect_url(instance.ws_url, session) as client:
+                await receive_ready(client)
+                await client.send(type="query", id="q", request=chat("through the outage"))
+                frames = await client.until_terminal("q")
+                assert isinstance(frames[-1], Done), frames[-1]
+                dones.append(frames[-1])
+
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(query, a, "on-a")
+                nursery.start_soon(query, b, "on-b")
+        messages = [r for r in emulator.requests[before:] if r.path == "/v1/messages"]
+        assert len(dones) == 2
+        statuses = [r.status for r in messages]
+        assert statuses.count(529) <= 4 and len(messages) <= 6, statuses
