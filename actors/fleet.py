@@ -1,5 +1,6 @@
 """Fleet: what several gateway processes on one PostgreSQL ledger coordinate beyond the
-ledger's rows (README.md "Deployment"): which connection holds a WebSocket session.
+ledger's rows (README.md "Deployment"): which connection holds a WebSocket session, and each
+model's overload gate.
 
 Role:
     A session is served by one WebSocket connection at a time (docs/protocol.md 1: a second
@@ -18,6 +19,15 @@ Why notifications and not a lease row polled: a takeover must reach the old conn
     once (the measured latency is in README.md "Deployment"), a poll would cost every
     instance a query per interval whether or not anything happens, and nothing must survive
     a crash: a killed instance's connections are gone with it, so there is no lease to expire.
+Overload gates (``actors.retry_shared`` uses them; the rules stay in ``protocol/overload.py``):
+    the table ``switchboard.gates`` holds each model's gate as the fleet sees it. An
+    instance whose local gate lets a probe go asks ``take_probe``: one conditional
+    ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` grants the probe (the gate closed, or
+    open, due, and no live probe elsewhere: none, its own, or one older than
+    ``PROBE_STALE``), else says how long to wait. Changes (``tell_overloaded``,
+    ``tell_closed``, ``tell_released``) are written in order in the background (at most
+    ``GATE_OUTBOX`` waiting) and notify ``GATES_CHANNEL`` (a probe's failure, a gate closed,
+    a probe released); another instance's notification goes to ``on_gate``.
 Threads:
     psycopg's async API runs only on asyncio, so the listening connection lives in a worker
     thread (``_listen``): ``Connection.notifies`` with a timeout (``POLL``) in a loop that
