@@ -121,6 +121,10 @@ _GATE_RELEASED: Final = (
     "SELECT pg_notify(%(channel)s, json_build_object('model', %(model)s::text, 'instance_id', %(me)s::text, "
     "'state', 'released', 'delay', delay)::text) FROM g"
 )
+_FAST_COOLDOWN: Final = (
+    "SELECT pg_notify(%(channel)s, json_build_object('model', %(model)s::text, 'instance_id', %(me)s::text, "
+    "'state', 'cooling', 'delay', %(delay)s::float8)::text)"
+)
 _CLAIM: Final = (
     "WITH c AS (SELECT nextval('switchboard.session_claims') AS epoch) "
     "SELECT epoch, pg_notify(%s, json_build_object('session_id', %s::text, 'instance_id', %s::text, "
@@ -142,11 +146,12 @@ _DECODER: Final = msgspec.json.Decoder(Claimed)
 class GateNews(msgspec.Struct, frozen=True, kw_only=True):
     """A gate notification's payload: another instance's gate ``closed`` (its probe got
     its answer), its probe ``failed`` (the next probe is due in ``delay`` seconds) or was
-    ``released`` (ended otherwise)."""
+    ``released`` (ended otherwise); or the model's fast mode ``cooling`` for ``delay``
+    seconds (reference-client.md 1.6: a cooldown is shared by every session)."""
 
     model: str
     instance_id: str
-    state: Literal["closed", "failed", "released"]
+    state: Literal["closed", "failed", "released", "cooling"]
     delay: float
 
 
@@ -363,6 +368,11 @@ class Fleet:
     def tell_released(self, model: str) -> None:
         """This instance's probe ended without a verdict: free the fleet's probe."""
         self._tell(_GATE_RELEASED, {"model": model})
+
+    def tell_fast_cooldown(self, model: str, seconds: float) -> None:
+        """The model's fast mode cools down for ``seconds`` from now: tell the others (a
+        notification only: an instance started meanwhile learns of it from its own answer)."""
+        self._tell(_FAST_COOLDOWN, {"model": model, "delay": seconds})
 
     def _tell(self, statement: str, params: dict[str, object]) -> None:
         params = {**params, "me": self.instance_id, "channel": GATES_CHANNEL}

@@ -18,7 +18,7 @@ lock is needed: every change happens between checkpoints.
   (in the background), and another instance's (its gate closed, its probe failed or was
   released) arrive as notifications and wake the waiters here at once.
 - Fast mode: a cooldown per model (reference-client.md 1.6: "shared by every session for
-  that model"), and a gateway-wide off switch once the API refused fast mode for good.
+  that model"; with a fleet, announced to the other instances by notification), and a gateway-wide off switch once the API refused fast mode for good.
 """
 
 from __future__ import annotations
@@ -188,7 +188,12 @@ class SharedRetryState:
         """Another instance's gate change (``Fleet.on_gate``): its probe got an answer (the
         gate closes here too), failed or was released (the next probe is due in
         ``news.delay`` s). Only an open local gate listens; a local probe in flight decides
-        for itself."""
+        for itself. Or its fast mode cools down: here too, as if this instance had seen it."""
+        if news.state == "cooling":
+            self._fast_cooldown[news.model] = max(
+                self.wall_now() + news.delay, self._fast_cooldown.get(news.model, 0.0)
+            )
+            return
         gate = self.gate(news.model)
         if not gate.open:
             return
@@ -244,3 +249,5 @@ class SharedRetryState:
 
     def start_fast_cooldown(self, model: str, until: float) -> None:
         self._fast_cooldown[model] = max(until, self._fast_cooldown.get(model, 0.0))
+        if self._fleet is not None:
+            self._fleet.tell_fast_cooldown(model, max(until - self.wall_now(), 0.0))

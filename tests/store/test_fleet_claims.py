@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 import trio
 
-from actors.fleet import REMOTE_RECHECK, SESSIONS_CHANNEL, Fleet
+from actors.fleet import REMOTE_RECHECK, SESSIONS_CHANNEL, Fleet, GateNews
 from actors.pg_store import PgStore
 from actors.retry_shared import SharedRetryState
 from actors.stream_relay import AttemptOutcome
@@ -102,4 +102,30 @@ async def test_one_probe_for_the_fleet_and_its_answer_releases_the_other_instanc
         # Released by A's notification, not by asking again (which would have made B the
         # probe of a gate the database says closed): B goes as an ordinary attempt.
         assert turns == [False] and not b.gate(MODEL).open
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_fast_mode_cooldown_reaches_the_other_instance(pg_url: str) -> None:
+    PgStore.open(pg_url).close()
+    fleets = Fleet(pg_url, "A"), Fleet(pg_url, "B")
+    async with trio.open_nursery() as nursery:
+        for fleet in fleets:
+            await nursery.start(fleet.run)
+        a, b = (SharedRetryState(fleet=fleet) for fleet in fleets)
+        told = trio.Event()
+        on_gate = fleets[1].on_gate
+        assert on_gate is not None
+
+        def seen(news: GateNews) -> None:
+            on_gate(news)
+            told.set()
+
+        fleets[1].on_gate = seen
+        until = a.wall_now() + 30.0
+        a.start_fast_cooldown(MODEL, until)
+        with trio.fail_after(WAIT):
+            await told.wait()
+        cooling = b.fast_cooldown_until(MODEL)
+        assert cooling is not None and abs(cooling - until) < 1.0  # the two instances' clocks
+        assert b.fast_cooldown_until("claude-sonnet-4-6") is None
         nursery.cancel_scope.cancel()
