@@ -147,7 +147,7 @@ class GateNews(msgspec.Struct, frozen=True, kw_only=True):
     """A gate notification's payload: another instance's gate ``closed`` (its probe got
     its answer), its probe ``failed`` (the next probe is due in ``delay`` seconds) or was
     ``released`` (ended otherwise); or the model's fast mode ``cooling`` for ``delay``
-    seconds (reference-client.md 1.6: a cooldown is shared by every session)."""
+    seconds (a cooldown is shared by every session: ``actors.retry_shared``)."""
 
     model: str
     instance_id: str
