@@ -75,9 +75,6 @@ from actors._util import CLEANUP_TIMEOUT, internal_error_info, report_internal
 from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
-
-if TYPE_CHECKING:
-    from actors.fleet import Fleet
 from actors.metrics import Where
 from actors.ws_batch import abort, send_text_batch
 from actors.ws_server import serve_websocket
@@ -100,6 +97,9 @@ from protocol.frames import (
     decode_command,
     encode_frame,
 )
+
+if TYPE_CHECKING:
+    from actors.fleet import Fleet
 
 log = logging.getLogger("switchboard.frontdoor")
 
