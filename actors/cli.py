@@ -175,7 +175,10 @@ async def _serve(config_args: argparse.Namespace) -> None:
             print(server.ws_url, flush=True)
             if server.http_url is not None:
                 print(server.http_url, flush=True)
-            log.info("switchboard listening on %s (sessions at %s/v1/sessions/{id})", server.ws_url, server.ws_url)
+            log.info(
+                "switchboard instance %s listening on %s (sessions at %s/v1/sessions/{id})",
+                server.gateway.instance_id, server.ws_url, server.ws_url,
+            )
             if server.http_url is not None:
                 log.info("Anthropic-compatible HTTP door on %s (base_url for the SDKs)", server.http_url)
             await shut_down_on_signals(signals, server.gateway)

@@ -39,6 +39,14 @@ Group commit:
     one commit per commit-time, not one per message.
 Memory:
     Sessions are loaded lazily from the store and kept in an LRU of ``MAX_HOT_SESSIONS``.
+Several instances (a ``SharedStore``: PostgreSQL, README.md "Deployment"):
+    Other gateway processes may charge the same sessions, so what memory holds can lag
+    behind the store. After each batch's successful commit, the totals of every session the
+    batch touched are re-read from the store (one ``SharedStore.totals`` query per batch,
+    summing the usage rows) and replace those in memory before the replies go out: the
+    ready frame, ``get_cost``, each ``UsageRecorded.session_cost_pico`` (``done``, the HTTP
+    cost headers) report the store's totals, every instance's usage included. When the
+    commit fails (degraded) or the re-read fails, the replies carry the totals in memory.
 Lifecycle:
     ``run`` opens the store, then calls ``task_status.started(address)``; returns when every
     address clone is closed. Cancellation alone does not stop it: usage may still be on its
@@ -78,15 +86,16 @@ import hashlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from typing import Final, TypeAlias, TypeVar, assert_never, final
+from typing import Final, Protocol, TypeAlias, TypeVar, assert_never, final, runtime_checkable
 
 import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, fail, report_internal
 from actors.cost_store import MEMORY, STORE_ERRORS, RecordWrite, SessionRow, Store, open_store
+from actors.instance import new_instance_id
 from actors.ledger_health import LedgerCondition, LedgerHealth, backoff
 from actors.metrics import Metrics
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
@@ -108,6 +117,17 @@ MAX_HOT_SESSIONS: Final = 4096
 MAX_PENDING_READS: Final = 16
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class SharedStore(Protocol):
+    """A store other instances write too (``actors.pg_store.PgStore``): the ledger reports
+    the stored totals of the sessions it serves, re-read after each commit (module
+    docstring, "Several instances")."""
+
+    instance_id: str
+
+    def totals(self, session_ids: Collection[str]) -> dict[str, SessionTotals]: ...
 
 
 class SessionOpened(msgspec.Struct, frozen=True, kw_only=True):
@@ -261,6 +281,10 @@ class CostLedger:
         self._pending_reads = 0
         self._readers: trio.Nursery | None = None
         self._store: Store | None = None
+        self._shared: SharedStore | None = None
+        # This process's id in a shared ledger (README.md "Deployment"): the store's, once
+        # open; otherwise one of its own, for ``/healthz`` and the startup log.
+        self.instance_id = new_instance_id()
         # One commit at a time: the inbox's and the retry task's.
         self._commit_lock = trio.Lock()
         self._condition = LedgerCondition(pending=lambda: len(self._records), metrics=metrics, fail_open=fail_open)
@@ -278,6 +302,9 @@ class CostLedger:
         Startable. Raises ``ConfigError`` (before ``started``) when the store cannot be opened.
         """
         store = self._store = await self._call(functools.partial(self._open_store, self._path))
+        self._shared = store if isinstance(store, SharedStore) else None
+        if self._shared is not None:
+            self.instance_id = self._shared.instance_id
         self._condition.report()
         try:
             address, inbox = trio.open_memory_channel[CostLedgerMsg](0)
@@ -373,6 +400,8 @@ class CostLedger:
                 if reply is not None:
                     replies.append(reply)
             committed = self._condition.write_error is None and await self._commit()
+            if committed and self._shared is not None:
+                await self._refresh({msg.session_id for msg in sessions} - unreadable)
             for reply in replies:
                 reply(committed)
             if self._condition.write_error is not None:
@@ -392,6 +421,24 @@ class CostLedger:
             for msg in batch:
                 if not isinstance(msg, RecordDuration) and id(msg) not in handed:
                     msg.reply.close()
+
+    async def _refresh(self, session_ids: set[str]) -> None:
+        """Replace the totals in memory of ``session_ids`` with the shared store's (module
+        docstring, "Several instances"); a failed read keeps those in memory (logged)."""
+        shared = self._shared
+        assert shared is not None
+        hot = [sid for sid in session_ids if sid in self._hot]
+        if not hot:
+            return
+        try:
+            stored = await self._call(functools.partial(shared.totals, hot))
+        except STORE_ERRORS as exc:
+            log.warning("re-reading %d session(s)' totals from the shared ledger failed: %s", len(hot), exc)
+            return
+        for session_id, totals in stored.items():
+            session = self._hot.get(session_id)
+            if session is not None:
+                session.totals = totals
 
     async def _read_apart(self, msg: DashboardRead) -> None:
         """``_read`` in a task of its own: a boundary (a failure is logged and counted, the
@@ -488,29 +535,39 @@ class CostLedger:
         whether the commit succeeded."""
         match msg:
             case OpenSession():
-                session = self._hot.get(msg.session_id)
-                if session is None:
-                    session = self._create(msg.session_id, msg.owner)
-                    opened = SessionOpened(resumed=False, owner_ok=True, cost=session.totals.summary(msg.session_id))
-                else:
-                    # A session created without a token (none were configured) belongs to
-                    # nobody once tokens are: no token may take it (docs/protocol.md 1).
-                    owner_ok = session.owner == msg.owner
-                    opened = SessionOpened(resumed=True, owner_ok=owner_ok, cost=session.totals.summary(msg.session_id))
-                return lambda _committed: answer(msg.reply, opened)
+                found = self._hot.get(msg.session_id)
+                resumed = found is not None
+                session = found if found is not None else self._create(msg.session_id, msg.owner)
+                # A session created without a token (none were configured) belongs to
+                # nobody once tokens are: no token may take it (docs/protocol.md 1).
+                owner_ok = not resumed or session.owner == msg.owner
+                # The summary is taken at reply time: a shared store's totals are re-read
+                # after the commit (module docstring, "Several instances").
+                return lambda _committed: answer(
+                    msg.reply,
+                    SessionOpened(resumed=resumed, owner_ok=owner_ok, cost=session.totals.summary(msg.session_id)),
+                )
             case RecordUsage():
                 recorded = self._record(msg)
-                return lambda committed: answer(msg.reply, msgspec.structs.replace(recorded, recorded=committed))
+                if self._shared is None:
+                    return lambda committed: answer(msg.reply, msgspec.structs.replace(recorded, recorded=committed))
+                shared_session = self._session(msg.session_id)
+                return lambda committed: answer(
+                    msg.reply,
+                    msgspec.structs.replace(
+                        recorded, recorded=committed, session_cost_pico=shared_session.totals.total_pico
+                    ),
+                )
             case RecordDuration():
                 session = self._session(msg.session_id)
                 session.totals.add_duration(msg.duration_ms, msg.duration_without_retries_ms)
                 self._dirty.add(msg.session_id)
                 return None
             case GetCost():
-                found = self._hot.get(msg.session_id)
-                totals = found.totals if found is not None else SessionTotals()
-                summary = totals.summary(msg.session_id)
-                return lambda _committed: answer(msg.reply, summary)
+                known = self._hot.get(msg.session_id)
+                return lambda _committed: answer(
+                    msg.reply, (known.totals if known is not None else SessionTotals()).summary(msg.session_id)
+                )
             case _:
                 assert_never(msg)
 

@@ -36,7 +36,8 @@ Failure policy:
     limit closes the connection with 1009 (trio-websocket does it), a text frame that is not
     UTF-8 with 1007 (``actors.ws_server``); a binary frame is read like a text one. A
     disconnect, an oversize frame or a takeover aborts the connection's queries; their usage
-    is recorded.
+    is recorded. With a PostgreSQL ledger a takeover reaches across instances: each accepted
+    connection claims its session through ``actors.fleet`` before its ready frame.
     One connection's failure never reaches another (docs/supervision.md): an unexpected
     exception in handling one frame answers that frame (a query: its terminal ``error``
     frame of type ``internal_error``; anything else: ``rejected`` with that type), and the
@@ -65,7 +66,7 @@ import functools
 import hmac
 import logging
 import secrets
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
@@ -96,6 +97,9 @@ from protocol.frames import (
     decode_command,
     encode_frame,
 )
+
+if TYPE_CHECKING:
+    from actors.fleet import Fleet
 
 log = logging.getLogger("switchboard.frontdoor")
 
@@ -140,9 +144,11 @@ def parse_session_path(path: str) -> tuple[int, str | None]:
 class FrontDoor:
     """The WebSocket server (see the module docstring)."""
 
-    def __init__(self, gateway: Gateway, config: Config) -> None:
+    def __init__(self, gateway: Gateway, config: Config, fleet: Fleet | None = None) -> None:
         self._gateway = gateway
         self._config = config
+        # With a PostgreSQL ledger: takeover across instances (actors.fleet).
+        self._fleet = fleet
         self._live: dict[str, _Connection] = {}
         # Every connection being served (``_live`` has only each session's newest), for the
         # shutdown, and an event set while there is none.
@@ -240,12 +246,19 @@ class FrontDoor:
             models=list(self._gateway.models),
         )
         self._connection_opened(connection)
+        holder = None
         try:
+            if self._fleet is not None:
+                # Before the ready frame: once the client has it, any connection to the
+                # session on another instance is being superseded.
+                holder = await self._fleet.claim(session_id, connection.supersede)
             with self._gateway.session_in_use(session_id):
                 await connection.serve(ready)
         except ActorUnavailable:
             log.exception("session %s: the gateway is shutting down", session_id)
         finally:
+            if holder is not None and self._fleet is not None:
+                self._fleet.release(holder)
             if self._live.get(session_id) is connection:
                 del self._live[session_id]
             self._connection_closed(connection)

@@ -36,7 +36,7 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Final, TypeVar, final
+from typing import TYPE_CHECKING, Final, TypeVar, final
 
 import httpx
 import msgspec
@@ -53,7 +53,7 @@ from actors.bootstrap_fetcher import (
     RefreshCredentials,
 )
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
-from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
+from actors.config import Config, Secret, bootstrap_cache_file, is_postgres_url, ledger_file
 from actors.cost_ledger import (
     CostLedger,
     CostLedgerAddress,
@@ -83,6 +83,9 @@ from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, Mo
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
 from protocol.wire import JsonObject
+
+if TYPE_CHECKING:
+    from actors.fleet import Fleet
 
 T = TypeVar("T")
 
@@ -151,6 +154,15 @@ class Gateway:
         if self._ledger is None:
             return LedgerHealth(healthy=True, committing=True)
         return self._ledger.health
+
+    # With a PostgreSQL ledger: what the instances on it coordinate (actors.fleet); set by
+    # ``run_gateway``, read by the WebSocket door (takeover across instances).
+    fleet: Fleet | None = None
+
+    @property
+    def instance_id(self) -> str:
+        """This process's instance id (README.md "Deployment"; ``/healthz``). Not a checkpoint."""
+        return self._ledger.instance_id if self._ledger is not None else ""
 
     def active_sessions(self) -> list[str]:
         """Sessions with an upstream request in flight (reference-client.md 8, session activity)."""
@@ -394,6 +406,13 @@ async def run_gateway(
             log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
             config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
         to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
+        fleet = None
+        if is_postgres_url(ledger_file(config)):
+            # Several instances on one ledger share takeovers and overload gates (README.md
+            # "Deployment"). Imported only then: psycopg is the optional postgres extra.
+            from actors.fleet import Fleet
+
+            fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It uses
         # the pool's credential (whatever its source) and the pool's refresh after a 401.
@@ -432,6 +451,7 @@ async def run_gateway(
             metrics=metrics,
             drain=drain,
             catalog=lambda: models.catalog,
+            fleet=fleet,
         )
         to_supervisor = await nursery.start(supervisor.run)
         to_relay.close()
@@ -448,6 +468,7 @@ async def run_gateway(
             ledger=ledger,
             models_fetcher=models,
         )
+        gateway.fleet = fleet
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.
         with to_supervisor, to_ledger, to_bootstrap:

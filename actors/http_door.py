@@ -226,10 +226,11 @@ class HttpDoor:
                 await exchange.respond(503, HEALTH_SHUTTING_DOWN, JSON_CONTENT_TYPE)
                 return route
             health = self._gateway.ledger_health
+            instance = self._gateway.instance_id
             if health.healthy:
-                await exchange.respond(200, b'{"status":"ok"}', JSON_CONTENT_TYPE)
+                await exchange.respond(200, JSON.encode({"status": "ok", "instance_id": instance}), JSON_CONTENT_TYPE)
             else:
-                body = JSON.encode({"status": "degraded", "reason": health.reason})
+                body = JSON.encode({"status": "degraded", "reason": health.reason, "instance_id": instance})
                 await exchange.respond(503, body, JSON_CONTENT_TYPE)
             return route
         if draining and route not in _DRAINING_ROUTES:

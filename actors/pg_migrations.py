@@ -30,6 +30,11 @@ other applications. Design for several processes (README.md, "Deployment"):
   that last wrote the session (the one serving it; not yet enforced: the scale-out work
   coordinates it).
 - ``instances``: each process that opened the ledger (hostname, pid, start, last commit).
+- ``session_claims`` (a sequence): the epoch of each WebSocket connection's claim of its
+  session, ordering takeovers across instances (``actors.fleet``).
+- ``gates``: each model's overload gate as the instances share it (``actors.fleet``): open,
+  its failures, which instance holds the probe since when, when the next probe is due. Rows
+  change only by single conditional statements (atomic, no lock held across a round trip).
 """
 
 from __future__ import annotations
@@ -110,6 +115,21 @@ CREATE INDEX usage_provisional ON switchboard.usage (session_id) WHERE NOT final
         # Every row before it holds the upstream's own counts. A constant default: PostgreSQL
         # adds the column without rewriting the table.
         "ALTER TABLE switchboard.usage ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT false",
+    ),
+    (
+        3,
+        "session claims across instances, overload gates shared by the instances",
+        """
+CREATE SEQUENCE switchboard.session_claims;
+CREATE TABLE switchboard.gates (
+    model TEXT PRIMARY KEY,
+    open BOOLEAN NOT NULL,
+    failures INTEGER NOT NULL,
+    probe_instance TEXT,
+    probe_started_at TIMESTAMPTZ,
+    next_probe_at TIMESTAMPTZ NOT NULL
+);
+""",
     ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import secrets
 import socket
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
@@ -51,6 +50,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from actors import pg_dashboard
 from actors.config import redact_url
 from actors.cost_store import LoadedSession, RecordWrite, SessionRow, StoreError
+from actors.instance import new_instance_id
 from actors.pg_migrations import migrate
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.errors import ConfigError
@@ -149,11 +149,6 @@ _DURATIONS: Final = (
     "SUM(api_duration_without_retries_ms) FILTER (WHERE instance_id = %s) "
     "FROM switchboard.session_durations WHERE session_id = ANY(%s) GROUP BY session_id"
 )
-
-
-def new_instance_id() -> str:
-    """A process's id in a shared ledger: hostname, pid, and a random part (a pid is reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def conninfo(url: str) -> str:
@@ -313,6 +308,31 @@ class PgStore:
                 provisional=provisional.get(session_id, {}),
             )
         return found
+
+    def totals(self, session_ids: Collection[str]) -> dict[str, SessionTotals]:
+        """The stored totals of the sessions among ``session_ids`` (every instance's usage and
+        durations), read in one snapshot: what the CostLedger reports for a session it
+        shares with other instances (``actors.cost_ledger``, "Several instances"). Updates
+        the other instances' remembered duration share to this snapshot's.
+
+        Raises StoreError.
+        """
+        ids = list(session_ids)
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                durations = {
+                    row[0]: row[1:] for row in conn.execute(_DURATIONS, (self.instance_id, self.instance_id, ids))
+                }
+                totals = _totals(conn, "WHERE session_id = ANY(%s)", (ids,))
+        except psycopg.Error as exc:
+            raise StoreError(message(exc)) from exc
+        for session_id, row in durations.items():
+            total, total_without, own, own_without = (_int(v or 0) for v in row)
+            session_totals = totals.setdefault(session_id, SessionTotals())
+            session_totals.api_duration_ms, session_totals.api_duration_without_retries_ms = total, total_without
+            self._remember(session_id, (total - own, total_without - own_without))
+        return totals
 
     def _remember(self, session_id: str, others: tuple[int, int]) -> None:
         self._others[session_id] = others

@@ -9,8 +9,16 @@ lock is needed: every change happens between checkpoints.
   verdict of a probe in flight, and is ``Refused`` when that probe failed (or before the
   upstream's own ``retry-after``). A probe's ``200`` closes the gate at once (``accepted``),
   not at the end of its stream.
+- With a PostgreSQL ledger (``fleet``, ``actors.fleet``) the gates are shared by every
+  instance on it (README.md "Deployment"): one probe per model for the whole fleet. The
+  local gate still decides alone while it is closed (the healthy path costs nothing);
+  when it says a probe may go, the fleet's gate is asked (``Fleet.take_probe``: one
+  conditional statement) and may hold the query back while another instance probes or
+  until its next probe is due. This instance's gate changes are written to the fleet's
+  (in the background), and another instance's (its gate closed, its probe failed or was
+  released) arrive as notifications and wake the waiters here at once.
 - Fast mode: a cooldown per model (reference-client.md 1.6: "shared by every session for
-  that model"), and a gateway-wide off switch once the API refused fast mode for good.
+  that model"; with a fleet, announced to the other instances by notification), and a gateway-wide off switch once the API refused fast mode for good.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 import trio
@@ -27,6 +36,13 @@ from actors.stream_relay import AttemptOutcome
 from protocol import overload
 from protocol.overload import CLOSED, Gate
 from protocol.retry import GiveUp, Retry, SwitchModel, is_overloaded, retry_after_seconds
+
+if TYPE_CHECKING:
+    from actors.fleet import Fleet, GateNews
+
+# The least a query waits before asking the fleet's gate again (a due probe that another
+# instance just took): no busy loop on the database.
+MIN_FLEET_WAIT: Final = 0.1
 
 
 class Refused(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,8 +55,13 @@ class Refused(msgspec.Struct, frozen=True, kw_only=True):
 class SharedRetryState:
     """Per-model gates and fast-mode state, shared by a supervisor's queries."""
 
-    def __init__(self, *, fast_mode_disabled: bool = False, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, *, fast_mode_disabled: bool = False, metrics: Metrics | None = None, fleet: Fleet | None = None
+    ) -> None:
         self._metrics = metrics
+        self._fleet = fleet
+        if fleet is not None:
+            fleet.on_gate = self._gate_news
         self._gates: dict[str, Gate] = {}
         self._changed: dict[str, trio.Event] = {}
         self._fast_cooldown: dict[str, float] = {}
@@ -86,6 +107,8 @@ class SharedRetryState:
             if overload.client_may_enter(gate, now):
                 if gate.open:
                     self._set(model, overload.enter(gate))
+                    if self._fleet is not None and not await self._fleet_probe(model):
+                        return Refused(retry_after=None)
                 return gate.open
             if not gate.probe_in_flight:
                 return Refused(retry_after=gate.next_probe_at - now)
@@ -101,6 +124,8 @@ class SharedRetryState:
         checkpoint (the StreamRelay calls it as the response begins)."""
         if self.gate(model).open:
             self._set(model, overload.succeeded(self.gate(model)))
+            if self._fleet is not None:
+                self._fleet.tell_closed(model)
 
     async def wait_turn(
         self,
@@ -123,6 +148,8 @@ class SharedRetryState:
             if overload.may_enter(gate, now):
                 if gate.open:
                     self._set(model, overload.enter(gate))
+                    if self._fleet is not None and not await self._fleet_probe(model):
+                        continue
                 return gate.open
             if now >= deadline:
                 return None
@@ -137,6 +164,45 @@ class SharedRetryState:
                 next_beat = now + beat_interval
                 await on_wait(0.0 if math.isinf(wake_at) else max(wake_at - now, 0.0))
 
+    async def _fleet_probe(self, model: str) -> bool:
+        """This instance holds the local probe of ``model``: ask the fleet's gate for its
+        probe. False: another instance probes, or the next probe is not due; the local
+        probe slot is freed and the local gate waits as long as the fleet's says."""
+        assert self._fleet is not None
+        try:
+            wait = await self._fleet.take_probe(model)
+        except BaseException:
+            # Cancelled while asking: the probe may be ours in the fleet; give it back.
+            self._set(model, overload.released(self.gate(model)))
+            self._fleet.tell_released(model)
+            raise
+        if wait is None:
+            return True
+        gate = self.gate(model)
+        if gate.open:
+            next_at = max(gate.next_probe_at, trio.current_time() + max(wait, MIN_FLEET_WAIT))
+            self._set(model, msgspec.structs.replace(gate, probe_in_flight=False, next_probe_at=next_at))
+        return False
+
+    def _gate_news(self, news: GateNews) -> None:
+        """Another instance's gate change (``Fleet.on_gate``): its probe got an answer (the
+        gate closes here too), failed or was released (the next probe is due in
+        ``news.delay`` s). Only an open local gate listens; a local probe in flight decides
+        for itself. Or its fast mode cools down: here too, as if this instance had seen it."""
+        if news.state == "cooling":
+            self._fast_cooldown[news.model] = max(
+                self.wall_now() + news.delay, self._fast_cooldown.get(news.model, 0.0)
+            )
+            return
+        gate = self.gate(news.model)
+        if not gate.open:
+            return
+        if news.state == "closed":
+            self._set(news.model, overload.succeeded(gate))
+        elif not gate.probe_in_flight:
+            next_at = trio.current_time() + max(news.delay, 0.0)
+            self._set(news.model, msgspec.structs.replace(gate, next_probe_at=next_at))
+
     def report(
         self,
         model: str,
@@ -147,20 +213,26 @@ class SharedRetryState:
     ) -> None:
         """Tell the model's gate how an attempt ended. ``outcome`` None: it was cancelled."""
         gate = self.gate(model)
+        fleet = self._fleet
         if outcome is not None and outcome.failure is None and outcome.message is not None:
             self._set(model, overload.succeeded(gate))
+            if fleet is not None and gate.open:
+                fleet.tell_closed(model)
         elif outcome is not None and outcome.failure is not None and is_overloaded(outcome.failure):
             told_delay = retry_after_seconds(outcome.failure, self.wall_now())
             told = told_delay is not None
             # A query that does not retry (it gave up, or its client retries on its own): the
             # server's wait, or the gate's own backoff, spaces the next probe.
             delay = decision.delay if isinstance(decision, Retry) else (told_delay or 0.0)
-            self._set(
-                model,
-                overload.overloaded(gate, trio.current_time(), delay, was_probe=probe, server_delay=told),
-            )
+            now = trio.current_time()
+            opened = overload.overloaded(gate, now, delay, was_probe=probe, server_delay=told)
+            self._set(model, opened)
+            if fleet is not None:
+                fleet.tell_overloaded(model, max(opened.next_probe_at - now, 0.0), probe=probe)
         elif probe and gate.probe_in_flight:
             self._set(model, overload.released(gate))
+            if fleet is not None:
+                fleet.tell_released(model)
 
     # --- fast mode ------------------------------------------------------------------------
 
@@ -177,3 +249,5 @@ class SharedRetryState:
 
     def start_fast_cooldown(self, model: str, until: float) -> None:
         self._fast_cooldown[model] = max(until, self._fast_cooldown.get(model, 0.0))
+        if self._fleet is not None:
+            self._fleet.tell_fast_cooldown(model, max(until - self.wall_now(), 0.0))

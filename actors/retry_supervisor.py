@@ -49,7 +49,7 @@ import functools
 import logging
 import random
 from collections.abc import Callable
-from typing import Final, TypeAlias, assert_never, final
+from typing import TYPE_CHECKING, Final, TypeAlias, assert_never, final
 
 import msgspec
 import trio
@@ -74,6 +74,9 @@ from actors.query_channel import deliver
 from actors.query_options import DEFAULT_OPTIONS, QueryOptions
 from actors.query_run import QueryRun
 from actors.retry_shared import SharedRetryState
+
+if TYPE_CHECKING:
+    from actors.fleet import Fleet
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
 from protocol.betas import count_tokens_betas, split_beta_header, with_beta_header
@@ -132,8 +135,11 @@ class RetrySupervisor:
         metrics: Metrics | None = None,
         drain: Drain | None = None,
         catalog: Callable[[], Catalog] = lambda: BUILTIN,
+        fleet: Fleet | None = None,
     ) -> None:
         self._config = config
+        # With a PostgreSQL ledger: the overload gates shared by the instances (actors.fleet).
+        self._fleet = fleet
         # The graceful shutdown: each query run reports its end to it (actors/drain.py).
         self._drain = drain
         self._metrics = metrics if metrics is not None else Metrics()
@@ -150,7 +156,9 @@ class RetrySupervisor:
         self, *, task_status: trio.TaskStatus[RetrySupervisorAddress] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve queries until every address clone is closed. Startable."""
-        shared = SharedRetryState(fast_mode_disabled=self._config.disable_fast_mode, metrics=self._metrics)
+        shared = SharedRetryState(
+            fast_mode_disabled=self._config.disable_fast_mode, metrics=self._metrics, fleet=self._fleet
+        )
         address, inbox = trio.open_memory_channel[RetrySupervisorMsg](0)
         with self._to_relay, self._to_ledger, self._to_pool:
             async with trio.open_nursery() as nursery:

@@ -49,7 +49,8 @@ async def run_server(
     async with trio.open_nursery() as nursery:
         gateway: Gateway = await nursery.start(functools.partial(run_gateway, config, transport=transport))
         drain = gateway.drain
-        port: int = await nursery.start(_door, "WebSocket door", FrontDoor(gateway, config).run, drain)
+        door = FrontDoor(gateway, config, gateway.fleet)
+        port: int = await nursery.start(_door, "WebSocket door", door.run, drain)
         host = f"[{config.host}]" if ":" in config.host else config.host
         http_url: str | None = None
         if config.http_port is not None:

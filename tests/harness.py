@@ -54,7 +54,14 @@ class Client:
 async def connect(server: Server, session: str = "s1", **kwargs: Any) -> AsyncIterator[Client]:
     """A client connection to ``session``. The test owns the TCP stream and closes it: the
     trio-websocket client leaves its socket open when the server closes first."""
-    host, _, port = server.ws_url.removeprefix("ws://").rpartition(":")
+    async with connect_url(server.ws_url, session, **kwargs) as client:
+        yield client
+
+
+@asynccontextmanager
+async def connect_url(ws_url: str, session: str = "s1", **kwargs: Any) -> AsyncIterator[Client]:
+    """``connect`` to the WebSocket door at ``ws_url`` (a ``switchboard serve`` process's)."""
+    host, _, port = ws_url.removeprefix("ws://").rpartition(":")
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream, trio.open_nursery() as nursery:
         ws = await wrap_client_stream(nursery, stream, host, f"/v1/sessions/{session}", **kwargs)

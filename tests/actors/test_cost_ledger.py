@@ -394,3 +394,25 @@ def test_totals_count_the_last_version_of_each_record_in_memory_and_after_a_rest
         return
     with tempfile.TemporaryDirectory() as directory:
         trio.run(scenario, os.path.join(directory, "ledger.sqlite3"))
+
+
+async def test_two_instances_on_one_postgresql_ledger_report_the_stores_totals(pg_url: str) -> None:
+    # Each ledger holds the session in memory; the other's records still reach its answers
+    # (module docstring, "Several instances").
+    async with running(pg_url) as (first, a), running(pg_url) as (second, b):
+        assert first.instance_id != second.instance_id
+        one = await record(a, FINAL, session="both", record_id="q1:1:m")
+        assert one.session_cost_pico == FINAL_PICO
+        two = await record(b, START, session="both", record_id="q2:1:m", final=False)
+        assert two.session_cost_pico == FINAL_PICO + START_PICO
+        three = await record(a, FINAL, session="both", record_id="q3:1:m")
+        assert three.session_cost_pico == 2 * FINAL_PICO + START_PICO
+        await b.send(RecordDuration(session_id="both", duration_ms=7, duration_without_retries_ms=5))
+        await cost(b, "both")  # answered after the commit that holds the duration
+        await a.send(RecordDuration(session_id="both", duration_ms=3, duration_without_retries_ms=2))
+        summaries = [await cost(address, "both") for address in (a, b)]
+        opened = await ask(b, lambda reply: OpenSession(session_id="both", owner=None, reply=reply))
+    assert summaries[0] == summaries[1] == opened.cost
+    assert summaries[0].total_cost_usd == usd(2 * FINAL_PICO + START_PICO)
+    assert (summaries[0].api_duration_ms, summaries[0].api_duration_without_retries_ms) == (10, 7)
+    assert read_sessions(pg_url, "both")[0][1].summary("both") == summaries[0]

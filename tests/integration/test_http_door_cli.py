@@ -20,6 +20,8 @@ async def test_serve_prints_the_http_url_second_and_serves_the_messages_api() ->
             )
     assert ws_url.startswith("ws://127.0.0.1:") and http_url.startswith("http://127.0.0.1:")
     assert health.status_code == 200
+    instance = health.json()["instance_id"]
+    assert instance and f"switchboard instance {instance} listening".encode() in served.stderr
     assert answer.status_code == 200, answer.text
     assert msgspec.json.decode(answer.content)["content"] == [
         {"type": "text", "text": "Echo: over http"}

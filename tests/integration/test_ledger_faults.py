@@ -80,7 +80,7 @@ async def test_while_commits_fail_answers_say_so_health_is_503_new_queries_are_r
     server = await start(nursery, config, ledger)
     [store] = stores
     async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
-        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/healthz")).json()["status"] == "ok"
         async with connect(server, "s1") as client:
             await client.receive()  # ready
             # A query in flight when the disk fills (its provisional record is committed, its
@@ -92,7 +92,11 @@ async def test_while_commits_fail_answers_say_so_health_is_503_new_queries_are_r
             assert isinstance(q1, Done) and q1.cost_usd > 0 and q1.cost_recorded is False
             health = await http.get("/healthz")
             assert health.status_code == 503
-            assert health.json() == {"status": "degraded", "reason": f"cost ledger cannot commit: {DISK_FULL}"}
+            assert health.json() == {
+                "status": "degraded",
+                "reason": f"cost ledger cannot commit: {DISK_FULL}",
+                "instance_id": server.gateway.instance_id,
+            }
             scrape = (await http.get("/metrics")).content
             assert gauge(scrape, "switchboard_ledger_healthy") == 0
             assert gauge(scrape, "switchboard_ledger_commit_failures_total") >= 1
@@ -109,7 +113,7 @@ async def test_while_commits_fail_answers_say_so_health_is_503_new_queries_are_r
             # The disk recovers: what was kept is committed, and all is as before.
             store.write_error = None
             await trio.sleep(16 * RETRY_INITIAL_INTERVAL)
-            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            assert (await http.get("/healthz")).json()["status"] == "ok"
             await client.send(type="query", id="q3", request=chat("after"))
             q3 = (await client.until_terminal("q3"))[-1]
             assert isinstance(q3, Done) and q3.cost_recorded is True
@@ -162,7 +166,11 @@ async def test_a_session_on_a_bad_page_fails_alone(
         over_http = await http.post("/v1/messages", json=chat(), headers={"x-switchboard-session": "bad"})
         assert over_http.status_code == 503
         health = (await http.get("/healthz")).json()
-        assert health == {"status": "degraded", "reason": f"cost ledger cannot read 1 session(s): {MALFORMED}"}
+        assert health == {
+            "status": "degraded",
+            "reason": f"cost ledger cannot read 1 session(s): {MALFORMED}",
+            "instance_id": server.gateway.instance_id,
+        }
         async with connect(server, "good") as client:  # the process and every other session live on
             await client.receive()
             await client.send(type="query", id="q", request=chat())
