@@ -324,7 +324,7 @@ class PgStore:
                 durations = {
                     row[0]: row[1:] for row in conn.execute(_DURATIONS, (self.instance_id, self.instance_id, ids))
                 }
-                totals = _totals(conn, "WHERE session_id = ANY(%s)", (ids,))
+                totals = _totals(conn, "WHERE session_id = ANY(%s)", (ids,), estimated=ESTIMATED)
         except psycopg.Error as exc:
             raise StoreError(message(exc)) from exc
         for session_id, row in durations.items():

@@ -208,7 +208,7 @@ async def test_an_old_postgresql_ledger_without_the_column_is_read_then_migrated
     assert "estimated" in _pg_columns(pg_url)
     with psycopg.connect(pg_url) as conn:
         versions = conn.execute("SELECT version FROM switchboard.schema_migrations ORDER BY version").fetchall()
-    assert versions == [(1,), (2,)] and actors.pg_migrations.SCHEMA_VERSION == 2
+    assert versions == [(v,) for v in range(1, actors.pg_migrations.SCHEMA_VERSION + 1)]
     assert dict(read_sessions(pg_url))["old"].summary("old") == migrated
     async with running(pg_url) as (_, ledger):
         assert await cost(ledger, "old") == migrated
