@@ -2,16 +2,19 @@
 the HTTP door against the emulator: ``claude -p ... --output-format json`` as a subprocess.
 
 Each test checks that Claude Code never left loopback (the proxy trap stayed empty) and that
-what reached the emulator came from the gateway. Deselect with ``-m "not claude_code"``;
+what reached the emulator came from the gateway. One test also runs it straight against the
+emulator, to compare what reaches the upstream either way. Deselect with ``-m "not claude_code"``;
 skipped with a reason where node or npm is missing.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import msgspec
@@ -21,6 +24,7 @@ from claude_code import ProxyTrap, Run, run_claude, sealed_env
 from conftest import GATEWAY_TOKEN, Door
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.config import Config
 from actors.cost_ledger import owner_digest
 from emulator import Emulator, RecordedRequest
 from protocol.http_api import default_session
@@ -176,3 +180,72 @@ async def test_wrong_token_fails_at_once(
     # One refused request, not retried (x-should-retry: false), and nothing went upstream.
     assert (await door_requests(door)).get(("messages", "401")) == 1
     assert api_calls(emulator) == []
+
+
+# The headers of Claude Code's request that reach the upstream through the door, each with the
+# value Claude Code sends directly (docs/protocol.md 2, "What goes upstream"): its
+# anthropic-version and anthropic-beta as sent; content-type and accept (the gateway's own,
+# the same values); content-length (the body's, unchanged); host (the same emulator either
+# way); x-api-key (the gateway's credential, here the very key the direct run presents). Every
+# other header Claude Code sends (user-agent, x-app, x-stainless-*, x-claude-code-session-id,
+# anthropic-dangerous-direct-browser-access, accept-encoding, connection) stays at the door.
+FORWARDED_HEADERS: Final = frozenset(
+    {"anthropic-version", "anthropic-beta", "content-type", "accept", "content-length", "host", "x-api-key"}
+)
+# A local date in Claude Code's system prompt: differs between two runs either side of midnight.
+TODAYS_DATE: Final = re.compile(rb"Today's date is \d{4}-\d{2}-\d{2}\.")
+
+
+def without_per_run_values(request: RecordedRequest, run: Run) -> bytes:
+    """The request's body bytes with the values that differ between any two runs of Claude Code
+    itself (two direct runs compared) replaced by placeholders, and nothing else touched."""
+    body = request.json
+    assert isinstance(body, dict)
+    user = json.loads(body["metadata"]["user_id"])
+    # metadata.user_id's session_id: a random id per run (the run's own session_id).
+    session = run.result["session_id"]
+    assert user["session_id"] == session
+    # metadata.user_id's device_id: a random id Claude Code makes on its first start and keeps
+    # in its config directory; each run here starts with a fresh one.
+    device = user["device_id"]
+    assert re.fullmatch(r"[0-9a-f]{64}", device), device
+    raw = request.body
+    assert session.encode() in raw and device.encode() in raw
+    raw = raw.replace(session.encode(), b"<session>").replace(device.encode(), b"<device>")
+    return TODAYS_DATE.sub(b"Today's date is <date>.", raw)
+
+
+async def test_upstream_request_equals_what_claude_code_sends_directly(
+    claude_code: Path, door: Door, trap: ProxyTrap, home: Path, emulator: Emulator, config: Config
+) -> None:
+    # Once straight against the emulator, with the key it accepts (the gateway's upstream key).
+    assert config.api_key is not None
+    environment = sealed_env(
+        base_url=config.base_url, api_key=config.api_key.reveal(), home=home, proxy=trap.url
+    )
+    model = ("--model", "claude-opus-4-8")
+    direct_run = await run_claude(
+        claude_code, ["-p", "Say hello", "--output-format", "json", *model], environment, cwd=home
+    )
+    assert direct_run.returncode == 0, direct_run
+    assert trap.requests == [], f"Claude Code tried to leave loopback: {trap.requests}"
+    # Then through the door, as a fresh Claude Code at the same path: the working directory
+    # and config directory are in the system prompt, so both runs must share them.
+    await trio.to_thread.run_sync(shutil.rmtree, home)
+    await trio.Path(home).mkdir()
+    gateway_run = await claude_p(claude_code, door, trap, home, "Say hello", *model)
+    assert gateway_run.returncode == 0, gateway_run
+    direct, through = api_calls(emulator)
+
+    # Claude Code posts to the SDK's beta path (?beta=true); the door posts upstream to the
+    # plain path, the betas travelling in anthropic-beta alone (asserted below).
+    assert (direct.path, through.path) == ("/v1/messages?beta=true", "/v1/messages")
+    # The body: Claude Code's own bytes, once its per-run ids and the date are set aside.
+    assert without_per_run_values(through, gateway_run) == without_per_run_values(direct, direct_run)
+    # Its betas and API version, exactly as Claude Code sent them directly.
+    assert through.headers["anthropic-beta"] == direct.headers["anthropic-beta"]
+    assert through.headers["anthropic-version"] == direct.headers["anthropic-version"]
+    # And nothing else: the headers that go upstream are Claude Code's own values (the
+    # credential the gateway's, never its access token), and no header of the gateway's.
+    assert through.headers == {name: direct.headers[name] for name in FORWARDED_HEADERS}
+    assert GATEWAY_TOKEN not in json.dumps(through.headers)
