@@ -27,6 +27,10 @@ other applications. Design for several processes (README.md, "Deployment"):
   that last wrote the session (the one serving it; not yet enforced: the scale-out work
   coordinates it).
 - ``instances``: each process that opened the ledger (hostname, pid, start, last commit).
+- ``limits`` (migration 2): access tokens and their budgets, as in SQLite
+  (``actors.cost_store.LIMITS_TABLE``, ``actors.token_store``). Unlike usage totals, a
+  budget's ``spent_pico`` and ``reserved_pico`` ARE running figures: the reservation must
+  be decided on one locked row (``SELECT ... FOR UPDATE``), which a sum cannot be.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
+from actors.cost_store import LIMITS_TABLE
 from protocol.errors import ConfigError
 
 # pg_advisory_xact_lock's key: "SWLEDGER" in ASCII, so it is recognisable in pg_locks.
@@ -100,6 +105,11 @@ CREATE TABLE switchboard.usage (
 );
 CREATE INDEX usage_provisional ON switchboard.usage (session_id) WHERE NOT final;
 """,
+    ),
+    (
+        2,
+        "access tokens with their limits and budget counters",
+        LIMITS_TABLE.format(table="switchboard.limits"),
     ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
