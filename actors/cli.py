@@ -11,6 +11,9 @@ summaries. Estimated figures (streams cut short, protocol/estimate.py) are marke
 which $X estimated)`` after the total, ``(~N estimated)`` after a model's output;
 ``estimated_cost_usd`` and ``estimated_output_tokens`` in the JSON.
 
+``switchboard tokens add|list|revoke|set-budget`` manages access tokens with limits
+(``actors.tokens_cli``).
+
 ``switchboard ledger migrate --from PATH.sqlite3 --to postgresql://...`` copies an SQLite
 ledger into PostgreSQL (``actors.ledger_migrate``; idempotent).
 
@@ -43,6 +46,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import trio
 
+from actors import tokens_cli
 from actors.config import config_from_env, default_ledger_path, is_postgres_url, redact_url
 from actors.cost_store import read_sessions, require_psycopg
 from actors.gateway import Gateway
@@ -122,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     copy = ledger_sub.add_parser("migrate", help="copy an SQLite ledger into PostgreSQL (idempotent)")
     copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
     copy.add_argument("--to", dest="target", required=True, metavar="URL", help="the PostgreSQL ledger (postgresql://...)")
+    tokens_cli.add_parser(sub)
     emulator = sub.add_parser("emulator", help="run the upstream API emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8766, help="0 picks a free one (default 8766)")
@@ -236,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
             _cost(args)
         elif args.command == "ledger":
             _ledger(args)
+        elif args.command == "tokens":
+            tokens_cli.run(args)
         else:
             trio.run(_emulator, args)
     except* ConfigError as group:

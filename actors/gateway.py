@@ -30,7 +30,7 @@ import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Final, TypeVar, final
 
@@ -47,6 +47,7 @@ from actors.bootstrap_fetcher import (
     GetBootstrap,
     RefreshCredentials,
 )
+from actors.budgets import Access, Budgets, Reservation, authenticate
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, ledger_file
 from actors.cost_ledger import (
@@ -57,6 +58,7 @@ from actors.cost_ledger import (
     OpenSession,
     SessionOpened,
 )
+from actors.cost_store import MEMORY, STORE_ERRORS
 from actors.drain import Drain
 from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
@@ -71,7 +73,9 @@ from actors.retry_supervisor import (
 )
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
+from actors.token_store import open_token_store
 from protocol.bootstrap import merge_model_options
+from protocol.budget import Refusal
 from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
 from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, ModelOption, Query
@@ -110,8 +114,11 @@ class Gateway:
         drain: Drain | None = None,
         ledger: CostLedger | None = None,
         models_fetcher: ModelsFetcher | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.config = config
+        # Ledger access tokens with limits (actors/budgets.py); None: not kept (tests).
+        self.budgets = budgets
         self._ledger = ledger
         self._models_fetcher = models_fetcher
         # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
@@ -184,6 +191,12 @@ class Gateway:
             return BootstrapState(settled=True)
         return await ask(self._to_bootstrap, lambda reply: GetBootstrap(reply=reply, settled=settled))
 
+    async def authenticate(self, candidates: Sequence[str]) -> Access | None:
+        """Who a request presenting the tokens ``candidates`` is; None: refuse it (401).
+        ``SWITCHBOARD_ACCESS_TOKENS`` and the ledger's tokens (``switchboard tokens``) are
+        accepted (actors/budgets.py). A checkpoint."""
+        return await authenticate(self.budgets, self.config.access_tokens, candidates)
+
     async def open_session(self, session_id: str, *, owner: str | None = None) -> SessionOpened:
         """Create or resume a session; ``owner_ok`` False means another token owns it."""
         return await ask(
@@ -199,6 +212,7 @@ class Gateway:
         *,
         headers: tuple[tuple[str, str], ...] = (),
         options: QueryOptions = DEFAULT_OPTIONS,
+        budget: str | None = None,
     ) -> trio.CancelScope:
         """Start a query whose frames go to ``outbound`` (the query takes that end and closes
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
@@ -208,6 +222,12 @@ class Gateway:
 
         While the cost ledger cannot commit (and does not fail open), the query ends at once
         with an ``error`` frame of type ``ledger_unavailable`` (status 503).
+
+        ``budget``: the name of the ledger access token the query runs under; its limits
+        are checked and its worst-case cost reserved first (actors/budgets.py), and a query
+        they refuse ends at once with an ``error`` frame of type ``rate_limit_error``
+        (status 429, ``retry_after_s`` when waiting helps). The reservation is settled to
+        the query's cost when it ends.
 
         Raises:
             RemoteProtocolError: the request body cannot be sent (``bad_frame``).
@@ -230,28 +250,69 @@ class Gateway:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
             return scope
+        on_end: Callable[[int], None] | None = None
+        if budget is not None and self.budgets is not None:
+            budgets = self.budgets
+            reserved = await self._reserve(budgets, budget, query, options)
+            if isinstance(reserved, ErrorInfo):
+                with outbound:
+                    try:
+                        await outbound.send(ErrorFrame(id=query.id, error=reserved))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                return scope
+            reservation = reserved
+            on_end = lambda cost_pico: budgets.settle_soon(reservation, cost_pico)  # noqa: E731
         try:
             # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
             self.drain.query_started(scope)
         except ShuttingDown:
             outbound.close()
+            if on_end is not None:
+                on_end(0)
             raise
         try:
             await self._to_supervisor.send(
                 RunQuery(
                     session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers,
-                    options=options,
+                    options=options, on_end=on_end,
                 )
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.drain.query_ended(scope)
             outbound.close()
+            if on_end is not None:
+                on_end(0)
             raise ActorUnavailable("the gateway is shutting down") from exc
         except BaseException:
             self.drain.query_ended(scope)
             outbound.close()
+            if on_end is not None:
+                on_end(0)
             raise
         return scope
+
+    async def _reserve(self, budgets: Budgets, name: str, query: Query, options: QueryOptions) -> Reservation | ErrorInfo:
+        """Reserve the query's worst case for token ``name``, or the error that ends it."""
+        size = len(options.raw_body) if options.raw_body is not None else len(msgspec.json.encode(query.request))
+        try:
+            result = await budgets.reserve(name, query.request, size)
+        except STORE_ERRORS as exc:
+            log.error("query %s: the budget of token %s cannot be checked: %s", query.id, name, exc)
+            self.metrics.ledger_refused()
+            return ErrorInfo(
+                type="ledger_unavailable", message="the budget cannot be checked now", status=503, request_id=None
+            )
+        if isinstance(result, Refusal):
+            log.info("query %s refused: %s", query.id, result.message)
+            return ErrorInfo(
+                type="rate_limit_error" if result.kind != "model" else "permission_error",
+                message=result.message,
+                status=429 if result.kind != "model" else 403,
+                request_id=None,
+                retry_after_s=result.retry_after_s,
+            )
+        return result
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Drain gracefully: take no new query (``start_query`` raises ``ShuttingDown``; the
@@ -280,6 +341,7 @@ class Gateway:
         max_retries: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         options: QueryOptions = DEFAULT_OPTIONS,
+        budget: str | None = None,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
         """Run one query; yields its frames, ending after the terminal one.
 
@@ -295,7 +357,7 @@ class Gateway:
         )
         send, receive = trio.open_memory_channel[GatewayFrame](QUERY_BUFFER)
         with receive:
-            scope = await self.start_query(session_id, query, send, headers=headers, options=options)
+            scope = await self.start_query(session_id, query, send, headers=headers, options=options, budget=budget)
             try:
                 yield receive
             finally:
@@ -353,6 +415,13 @@ async def run_gateway(
             log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
             config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
         to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
+        # The ledger's store is open and migrated: the tokens' table is there.
+        location = ledger_file(config)
+        if location == MEMORY:
+            budgets = Budgets(open_token_store(location), offload=False)
+        else:
+            budgets = Budgets(await trio.to_thread.run_sync(lambda: open_token_store(location)))
+        await nursery.start(budgets.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It uses
         # the pool's credential (whatever its source) and the pool's refresh after a 401.
@@ -406,6 +475,7 @@ async def run_gateway(
             drain=drain,
             ledger=ledger,
             models_fetcher=models,
+            budgets=budgets,
         )
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.

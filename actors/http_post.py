@@ -34,6 +34,7 @@ from actors.asgi import (
     read_body,
     watch_disconnect,
 )
+from actors.budgets import Access
 from actors.config import Config, Secret
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
@@ -94,7 +95,7 @@ class MessagesPost:
         receive: ASGIReceiveCallable,
         exchange: Exchange,
         reply: Reply,
-        token: str | None,
+        access: Access,
         arrived: float,
     ) -> None:
         request_id = reply.request_id
@@ -137,7 +138,7 @@ class MessagesPost:
                         else arrived + timeout - min(CLIENT_TIMEOUT_MARGIN, timeout / 10),
                         heads=reply.heads,
                     )
-                    await self._messages(request, head, forwarded, exchange, reply, token, options)
+                    await self._messages(request, head, forwarded, exchange, reply, access, options)
             except RemoteProtocolError as exc:
                 await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
             except ActorUnavailable:
@@ -151,11 +152,11 @@ class MessagesPost:
         forwarded: tuple[tuple[str, str], ...],
         exchange: Exchange,
         reply: Reply,
-        token: str | None,
+        access: Access,
         options: QueryOptions,
     ) -> None:
         request_id = reply.request_id
-        owner = owner_digest(token)
+        owner = owner_digest(access.token)
         session_id = head.headers.get(SESSION_HEADER) or default_session(owner)
         if not SESSION_ID.fullmatch(session_id):
             message = f"{SESSION_HEADER}: must be 1 to 128 characters of [A-Za-z0-9._-]"
@@ -175,6 +176,7 @@ class MessagesPost:
                 fallback_model=head.headers.get(FALLBACK_HEADER) or None,
                 headers=forwarded,
                 options=options,
+                budget=access.budget,
             ) as frames:
                 if request.get("stream") is True:
                     await answer_stream(frames, exchange, reply)

@@ -46,6 +46,10 @@ class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     request_id: str | None
     prompt_tokens: int | None = None
     max_prompt_tokens: int | None = None
+    # A gateway refusal that waiting ends (a token's budget, rpm or concurrency limit,
+    # docs/protocol.md "Access tokens and budgets"): seconds until it may succeed (the HTTP
+    # door's ``retry-after``).
+    retry_after_s: int | None = None
 
 
 class ModelUsageSummary(msgspec.Struct, kw_only=True):
