@@ -106,6 +106,10 @@ class Budgets:
         self._settle_send, self._settle_receive = trio.open_memory_channel[tuple[Reservation, int]](
             MAX_PENDING_SETTLEMENTS
         )
+        # Settlements queued or running, and an event set whenever none is (``settled``).
+        self._pending = 0
+        self._idle = trio.Event()
+        self._idle.set()
         self._active: bool | None = None
         self._active_at = -math.inf
 
@@ -159,10 +163,23 @@ class Budgets:
         """Settle ``reservation`` to ``actual_pico`` (queued for ``run``). Not a checkpoint."""
         try:
             self._settle_send.send_nowait((reservation, actual_pico))
+            self._pending += 1
+            if self._idle.is_set():
+                self._idle = trio.Event()
         except trio.WouldBlock:
             log.error("token %s: a settlement was lost (too many waiting)", reservation.name)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             log.error("token %s: a settlement came after the gateway stopped", reservation.name)
+
+    async def settled(self) -> None:
+        """Return once every settlement asked for so far is in the store (tests, shutdown)."""
+        while not self._idle.is_set():
+            await self._idle.wait()
+
+    @property
+    def store(self) -> TokenStore:
+        """The store (for ``switchboard``'s own reads; call it from a worker thread)."""
+        return self._store
 
     async def view(self, token: str) -> BudgetView | None:
         """The budget of ledger token ``token`` now, if it has one (a store failure: None)."""
@@ -176,6 +193,9 @@ class Budgets:
         try:
             async for reservation, actual in self._settle_receive:
                 await self._settle(reservation, actual)
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
         finally:
             with trio.move_on_after(SETTLE_RETRY_LAST, shield=True):
                 self._settle_send.close()
