@@ -30,8 +30,12 @@ import trio
 
 from actors.config import Secret
 from actors.cost_store import STORE_ERRORS
+from actors.metrics import Metrics
 from actors.token_store import TOKEN_PREFIX, TokenInfo, TokenStore
-from protocol.budget import Refusal, format_usd, renews_at, worst_case_pico
+from protocol.budget import Refusal, format_usd, renews_at, roll, worst_case_pico
+from protocol.errors import ActorUnavailable
+from protocol.frames import TokenBudget
+from protocol.pricing import usd
 
 log = logging.getLogger("switchboard.budgets")
 
@@ -56,29 +60,15 @@ class Reservation(msgspec.Struct, frozen=True, kw_only=True):
     reserved_pico: int
 
 
-class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
-    """A token's budget as clients see it (``ready.budget``, ``cost`` answers)."""
-
-    name: str
-    limit_usd: float
-    period: str
-    spent_usd: float
-    reserved_usd: float
-    remaining_usd: float
-    renews_at: str | None
-
-
-def budget_view(info: TokenInfo, now: datetime.datetime) -> BudgetView | None:
+def budget_view(info: TokenInfo, now: datetime.datetime) -> TokenBudget | None:
     """``info``'s budget as of ``now``; None when it has none."""
     limits, account = info.limits, info.account
     if limits.budget_pico is None:
         return None
-    from protocol.budget import roll
-
     account = roll(account, limits, now)
     remaining = max(0, limits.budget_pico - account.spent_pico - account.reserved_pico)
     renewal = renews_at(limits.period, now)
-    return BudgetView(
+    return TokenBudget(
         name=info.name,
         limit_usd=float(format_usd(limits.budget_pico)),
         period=limits.period,
@@ -97,8 +87,9 @@ def _now() -> datetime.datetime:
 class Budgets:
     """Ledger tokens and their budgets for one gateway process."""
 
-    def __init__(self, store: TokenStore, *, offload: bool = True) -> None:
+    def __init__(self, store: TokenStore, *, offload: bool = True, metrics: Metrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics
         # An in-memory store is called in place, as the CostLedger calls its own: nothing
         # to wait for, and a MockClock's autojump must not run while a thread works.
         self._offload = offload
@@ -171,6 +162,14 @@ class Budgets:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             log.error("token %s: a settlement came after the gateway stopped", reservation.name)
 
+    async def tokens(self) -> list[TokenInfo]:
+        """Every active token (the dashboard). Raises ActorUnavailable when the store fails."""
+        try:
+            return await self._call(self._store.list)
+        except STORE_ERRORS as exc:
+            log.error("access tokens cannot be read from the ledger: %s", exc)
+            raise ActorUnavailable("the access tokens cannot be read now") from exc
+
     async def settled(self) -> None:
         """Return once every settlement asked for so far is in the store (tests, shutdown)."""
         while not self._idle.is_set():
@@ -181,9 +180,14 @@ class Budgets:
         """The store (for ``switchboard``'s own reads; call it from a worker thread)."""
         return self._store
 
-    async def view(self, token: str) -> BudgetView | None:
-        """The budget of ledger token ``token`` now, if it has one (a store failure: None)."""
-        info = await self.lookup(token)
+    async def view(self, name: str) -> TokenBudget | None:
+        """The budget of the ledger token named ``name`` now, if it has one (a store
+        failure: None, logged)."""
+        try:
+            info = await self._call(lambda: self._store.get(name))
+        except STORE_ERRORS as exc:
+            log.error("token %s: its budget cannot be read: %s", name, exc)
+            return None
         return None if info is None else budget_view(info, _now())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -208,6 +212,8 @@ class Budgets:
         while True:
             try:
                 await self._call(lambda: self._store.settle(reservation.name, reservation.reserved_pico, actual, _now()))
+                if self._metrics is not None:
+                    self._metrics.token_spend(reservation.name, usd(actual))
                 return
             except STORE_ERRORS as exc:
                 if not retry:

@@ -232,6 +232,7 @@ class FrontDoor:
             resumed=opened.resumed,
             cost=opened.cost,
             models=list(self._gateway.models),
+            budget=await self._gateway.budget(access.budget),
         )
         self._connection_opened(connection)
         try:
@@ -512,7 +513,7 @@ class _Connection:
             report_internal(log, self._gateway.metrics, "ws_reader", f"get_cost of session {self._session_id}", exc)
             await self._reject(None, INTERNAL_ERROR, internal_error_info(exc).message)
             return
-        await self._emit(CostFrame(cost=cost))
+        await self._emit(CostFrame(cost=cost, budget=await self._gateway.budget(self._budget)))
 
 
 def _command_id(command: ClientCommand) -> str | None:

@@ -78,7 +78,15 @@ from protocol.bootstrap import merge_model_options
 from protocol.budget import Refusal
 from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
-from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, ModelOption, Query
+from protocol.frames import (
+    CostSummary,
+    ErrorFrame,
+    ErrorInfo,
+    GatewayFrame,
+    ModelOption,
+    Query,
+    TokenBudget,
+)
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
 from protocol.wire import JsonObject
@@ -389,6 +397,14 @@ class Gateway:
         """
         return await ask(self._to_ledger, make)
 
+    async def budget(self, name: str | None) -> TokenBudget | msgspec.UnsetType:
+        """The budget of the ledger token named ``name`` now (``ready.budget``, the ``cost``
+        answer, the HTTP door's header); UNSET when there is none. A checkpoint."""
+        if name is None or self.budgets is None:
+            return msgspec.UNSET
+        view = await self.budgets.view(name)
+        return msgspec.UNSET if view is None else view
+
     async def cost(self, session_id: str) -> CostSummary:
         """The session's cost summary. A checkpoint."""
         return await ask(self._to_ledger, lambda reply: GetCost(session_id=session_id, reply=reply))
@@ -418,9 +434,9 @@ async def run_gateway(
         # The ledger's store is open and migrated: the tokens' table is there.
         location = ledger_file(config)
         if location == MEMORY:
-            budgets = Budgets(open_token_store(location), offload=False)
+            budgets = Budgets(open_token_store(location), offload=False, metrics=metrics)
         else:
-            budgets = Budgets(await trio.to_thread.run_sync(lambda: open_token_store(location)))
+            budgets = Budgets(await trio.to_thread.run_sync(lambda: open_token_store(location)), metrics=metrics)
         await nursery.start(budgets.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It uses

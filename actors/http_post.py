@@ -42,7 +42,7 @@ from actors.http_answer import Reply, adopt, answer_json, answer_stream, send_er
 from actors.query_options import QueryOptions
 from actors.stream_relay import CountResult
 from protocol.errors import ActorUnavailable, RemoteProtocolError
-from protocol.frames import SESSION_ID
+from protocol.frames import SESSION_ID, TokenBudget
 from protocol.http_api import JSON_CONTENT_TYPE, default_session, http_error, parse_body
 from protocol.passthrough import client_timeout
 from protocol.wire import JSON, JsonObject
@@ -68,6 +68,10 @@ KEEP_ALIVE_TIMEOUT: Final = 75.0
 # a connection (a file descriptor) for good by never finishing a body. As long as the
 # keep-alive timeout: idle within a request is allowed what idle between requests is.
 BODY_IDLE_TIMEOUT: Final = KEEP_ALIVE_TIMEOUT
+
+
+# The token's budget left (docs/protocol.md "Access tokens and budgets").
+BUDGET_HEADER: Final = b"x-switchboard-budget-remaining-usd"
 
 
 @final
@@ -168,6 +172,10 @@ class MessagesPost:
             await send_error(exchange, 403, "permission_error", message, request_id)
             return
         exchange.base_headers.append((SESSION_HEADER.encode(), session_id.encode()))
+        budget = await self._gateway.budget(access.budget)
+        if isinstance(budget, TokenBudget):
+            # What was left when the request arrived (before its own reservation).
+            exchange.base_headers.append((BUDGET_HEADER, f"{budget.remaining_usd:.6f}".encode()))
         with self._gateway.session_in_use(session_id):
             async with self._gateway.query(
                 request,

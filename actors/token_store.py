@@ -51,7 +51,7 @@ T = TypeVar("T")
 
 _FIELDS: Final = (
     "name, budget_pico, period, max_concurrent, rpm, models, period_key, spent_pico, "
-    "reserved_pico, in_flight, rpm_key, rpm_count, created_at"
+    "reserved_pico, in_flight, rpm_key, rpm_count, created_at, token_hash"
 )
 
 
@@ -62,6 +62,8 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits
     account: Account
     created_at: str
+    # The token's SHA-256: also the owner digest of its sessions (actors.cost_ledger.owner_digest).
+    token_hash: str | None = None
 
 
 def new_token() -> str:
@@ -75,7 +77,7 @@ def token_hash(token: str) -> str:
 
 
 def _info(row: tuple[Any, ...]) -> TokenInfo:
-    (name, budget, period, concurrent, rpm, models, key, spent, reserved, in_flight, rpm_key, rpm_count, created) = row
+    (name, budget, period, concurrent, rpm, models, key, spent, reserved, in_flight, rpm_key, rpm_count, created, digest) = row
     return TokenInfo(
         name=str(name),
         limits=Limits(
@@ -94,6 +96,7 @@ def _info(row: tuple[Any, ...]) -> TokenInfo:
             rpm_count=int(rpm_count),
         ),
         created_at=str(created),
+        token_hash=None if digest is None else str(digest),
     )
 
 
@@ -176,6 +179,15 @@ class TokenStore:
                 (SUBJECT_TOKEN,),
             ).fetchall()
         return [_info(tuple(row)) for row in rows]
+
+    def get(self, name: str) -> TokenInfo | None:
+        """The active token named ``name``, if any."""
+        with self._tx() as db:
+            row = db.execute(
+                self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND name = ? AND revoked_at IS NULL"),
+                (SUBJECT_TOKEN, name),
+            ).fetchone()
+        return None if row is None else _info(tuple(row))
 
     def lookup(self, token: str) -> TokenInfo | None:
         """The active token ``token`` is, if any."""

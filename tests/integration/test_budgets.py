@@ -14,13 +14,14 @@ import msgspec
 import pytest
 import trio
 from harness import API_VERSION, chat, connect
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected
 
 from actors.config import Config, Secret
 from actors.server import Server, run_server
 from actors.token_store import TokenStore, new_token
 from protocol.budget import Limits, worst_case_pico
-from protocol.frames import Done, ErrorFrame
+from protocol.frames import CostFrame, Done, ErrorFrame, Ready, TokenBudget
 from protocol.pricing import PICO_PER_USD
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -143,3 +144,50 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[ConnectionRejected
 def test_the_worst_case_of_the_test_request_is_what_the_refusal_quotes() -> None:
     # Not vacuous: the request of these tests costs more than the tiny budget.
     assert worst_case_pico(chat(), len(msgspec.json.encode(chat())), on="2026-12-07") > 1_000_000
+
+
+async def test_spend_is_visible_in_ready_cost_headers_metrics_and_dashboard(nursery: trio.Nursery, config: Config) -> None:
+    server = await start(nursery, config)
+    token = new_token()
+    store(server).add("ci", token, Limits(budget_pico=PICO_PER_USD, period="total"), NOW)
+    store(server).add("free", new_token(), Limits(), NOW)
+    async with connect(server, "s1", extra_headers=bearer(token)) as client:
+        ready = await client.receive()
+        assert isinstance(ready, Ready) and isinstance(ready.budget, TokenBudget)
+        assert (ready.budget.name, ready.budget.limit_usd, ready.budget.remaining_usd) == ("ci", 1.0, 1.0)
+        assert ready.budget.period == "total" and ready.budget.renews_at is None
+        await client.send(type="query", id="q", request=chat())
+        done = (await client.until_terminal("q"))[-1]
+        assert isinstance(done, Done)
+        assert server.gateway.budgets is not None
+        await server.gateway.budgets.settled()
+        await client.send(type="get_cost")
+        answer = await client.receive()
+    assert isinstance(answer, CostFrame) and isinstance(answer.budget, TokenBudget)
+    assert answer.budget.spent_usd == pytest.approx(done.cost_usd, abs=1e-6)
+    assert answer.budget.remaining_usd == pytest.approx(1.0 - done.cost_usd, abs=1e-6)
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url), timeout=None) as http:
+        answered = await http.post("/v1/messages", json=chat(), headers={"x-api-key": token})
+        await server.gateway.budgets.settled()
+        board = await http.get("/v1/switchboard/budgets", headers={"x-api-key": token})
+        metrics = await http.get("/metrics", headers={"x-api-key": token})
+    assert answered.status_code == 200
+    assert float(answered.headers["x-switchboard-budget-remaining-usd"]) == pytest.approx(1.0 - done.cost_usd, abs=1e-6)
+    rows = msgspec.json.decode(board.content)["budgets"]
+    assert [row["name"] for row in rows] == ["ci"]  # its own; "free" has no budget anyway
+    assert rows[0]["left_usd"] == rows[0]["remaining_usd"] and rows[0]["limit_usd"] == 1.0
+    spent = store(server).get("ci")
+    assert spent is not None
+    (sample,) = [
+        sample
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+        if sample.name == "switchboard_token_spend_usd_total"
+    ]
+    assert sample.labels == {"token": "ci"}
+    assert sample.value == pytest.approx(spent.account.spent_pico / PICO_PER_USD) and sample.value > done.cost_usd
+    # A connection without a budget gets no budget field at all.
+    server2 = await start(nursery, config)
+    async with connect(server2, "s2") as client:
+        raw = msgspec.json.decode(await client.ws.get_message())
+    assert "budget" not in raw
