@@ -135,7 +135,11 @@ class TokenStore:
             if row is not None and row[0] is None:
                 raise ConfigError(f"a token named {name!r} exists already (revoke it first)")
             if row is not None:
-                db.execute(self._sql("DELETE FROM {t} WHERE subject_kind = ? AND name = ?"), (SUBJECT_TOKEN, name))
+                # The revoked one keeps its hash under a name of its own (cost --by token).
+                db.execute(
+                    self._sql("UPDATE {t} SET name = ? WHERE subject_kind = ? AND name = ?"),
+                    (f"{name} (revoked {row[0]})", SUBJECT_TOKEN, name),
+                )
             db.execute(
                 self._sql(
                     "INSERT INTO {t} (subject_kind, name, token_hash, created_at, budget_pico, period, "
@@ -160,11 +164,12 @@ class TokenStore:
             return bool(cursor.rowcount)
 
     def revoke(self, name: str, now: datetime.datetime) -> bool:
-        """Revoke a token at once (its hash is forgotten); False: no such active token."""
+        """Revoke a token at once; False: no such active token. Its hash stays, unusable
+        (every lookup skips revoked rows), so ``cost --by token`` still names its sessions."""
         with self._tx() as db:
             cursor = db.execute(
                 self._sql(
-                    "UPDATE {t} SET revoked_at = ?, token_hash = NULL "
+                    "UPDATE {t} SET revoked_at = ? "
                     "WHERE subject_kind = ? AND name = ? AND revoked_at IS NULL"
                 ),
                 (now.isoformat(), SUBJECT_TOKEN, name),
