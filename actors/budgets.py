@@ -2,9 +2,11 @@
 query, settle after it (docs/protocol.md "Access tokens and budgets"; the arithmetic is
 protocol/budget.py, the atomic store calls actors/token_store.py).
 
-Not an actor with an inbox: the doors and ``Gateway.start_query`` call it, and every store
-call runs on a worker thread (``trio.to_thread``), one at a time (``_limiter``: a store's
-connection serves one thread at a time), so the event loop never waits on the database.
+Not an actor with an inbox: the doors and ``Gateway.start_query`` call it. Every write
+(reserve, settle) runs on a worker thread (``trio.to_thread``), one at a time (``_limiter``:
+a store's connection serves one thread at a time), so the event loop never waits on the
+database; so do PostgreSQL's reads. SQLite's reads (a token's lookup at each request) run
+in place on a read connection of their own: in WAL mode a reader never waits for a writer.
 Settlements go through a queue to one task (``run``): a query's end never waits for them,
 and each is retried (with backoff) until the store takes it, so a reservation is never
 left behind while the process lives. A process that dies with queries in flight leaves
@@ -104,6 +106,13 @@ class Budgets:
         self._active: bool | None = None
         self._active_at = -math.inf
 
+    async def _read(self, fn: Callable[[], T]) -> T:
+        """A read: in place when the store's reads never wait (SQLite), else as ``_call``."""
+        if self._store.reads_in_place:
+            await trio.lowlevel.checkpoint()
+            return fn()
+        return await self._call(fn)
+
     async def _call(self, fn: Callable[[], T]) -> T:
         if not self._offload:
             await trio.lowlevel.checkpoint()
@@ -116,7 +125,7 @@ class Budgets:
         if not token.startswith(TOKEN_PREFIX):
             return None
         try:
-            return await self._call(lambda: self._store.lookup(token))
+            return await self._read(lambda: self._store.lookup(token))
         except STORE_ERRORS as exc:
             log.error("access tokens cannot be read from the ledger: %s", exc)
             return None
@@ -127,7 +136,7 @@ class Budgets:
         now = trio.current_time()
         if self._active is None or now - self._active_at >= ACTIVE_CHECK_INTERVAL:
             try:
-                self._active = await self._call(self._store.any_active)
+                self._active = await self._read(self._store.any_active)
             except STORE_ERRORS as exc:
                 log.error("access tokens cannot be read from the ledger: %s", exc)
                 return True
@@ -165,7 +174,7 @@ class Budgets:
     async def tokens(self) -> list[TokenInfo]:
         """Every active token (the dashboard). Raises ActorUnavailable when the store fails."""
         try:
-            return await self._call(self._store.list)
+            return await self._read(self._store.list)
         except STORE_ERRORS as exc:
             log.error("access tokens cannot be read from the ledger: %s", exc)
             raise ActorUnavailable("the access tokens cannot be read now") from exc
@@ -184,7 +193,7 @@ class Budgets:
         """The budget of the ledger token named ``name`` now, if it has one (a store
         failure: None, logged)."""
         try:
-            info = await self._call(lambda: self._store.get(name))
+            info = await self._read(lambda: self._store.get(name))
         except STORE_ERRORS as exc:
             log.error("token %s: its budget cannot be read: %s", name, exc)
             return None

@@ -114,9 +114,17 @@ class TokenStore:
     _table: str = "limits"
     _lock_row: str = ""
 
+    # Whether the reads (``list``, ``get``, ``lookup``, ``any_active``) may run on the event
+    # loop's thread: they never wait (SQLite's WAL: a reader never waits for the writer).
+    reads_in_place: bool = False
+
     def _tx(self) -> AbstractContextManager[_Cursor]:
         """One transaction; the subclass's."""
         raise NotImplementedError
+
+    def _read(self) -> AbstractContextManager[_Cursor]:
+        """Where a read runs: a transaction unless the subclass has better."""
+        return self._tx()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("{t}", self._table)
@@ -178,7 +186,7 @@ class TokenStore:
 
     def list(self) -> list[TokenInfo]:
         """The active tokens, by name."""
-        with self._tx() as db:
+        with self._read() as db:
             rows = db.execute(
                 self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND revoked_at IS NULL ORDER BY name"),
                 (SUBJECT_TOKEN,),
@@ -187,7 +195,7 @@ class TokenStore:
 
     def get(self, name: str) -> TokenInfo | None:
         """The active token named ``name``, if any."""
-        with self._tx() as db:
+        with self._read() as db:
             row = db.execute(
                 self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND name = ? AND revoked_at IS NULL"),
                 (SUBJECT_TOKEN, name),
@@ -196,7 +204,7 @@ class TokenStore:
 
     def lookup(self, token: str) -> TokenInfo | None:
         """The active token ``token`` is, if any."""
-        with self._tx() as db:
+        with self._read() as db:
             row = db.execute(
                 self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE token_hash = ? AND revoked_at IS NULL"),
                 (token_hash(token),),
@@ -205,7 +213,7 @@ class TokenStore:
 
     def any_active(self) -> bool:
         """Whether the store holds an active token (then the doors require one)."""
-        with self._tx() as db:
+        with self._read() as db:
             row = db.execute(
                 self._sql("SELECT 1 FROM {t} WHERE subject_kind = ? AND revoked_at IS NULL LIMIT 1"), (SUBJECT_TOKEN,)
             ).fetchone()
@@ -268,8 +276,17 @@ class TokenStore:
 class SqliteTokenStore(TokenStore):
     """The ``limits`` table of an SQLite ledger, on a connection of its own."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    reads_in_place = True
+
+    def __init__(self, db: sqlite3.Connection, reader: sqlite3.Connection | None = None) -> None:
         self._db = db
+        # Reads go through a connection of their own, so that one never runs inside a
+        # write transaction of another thread; each read is one statement (atomic).
+        self._reader = reader if reader is not None else db
+
+    @contextmanager
+    def _read(self) -> Iterator[_Cursor]:
+        yield cast(_Cursor, self._reader)
 
     @classmethod
     def open(cls, path: str) -> SqliteTokenStore:
@@ -293,7 +310,9 @@ class SqliteTokenStore(TokenStore):
             LedgerStore.open(path).close()
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        return cls(db)
+        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return cls(db, reader)
 
     @contextmanager
     def _tx(self) -> Iterator[_Cursor]:
@@ -308,6 +327,8 @@ class SqliteTokenStore(TokenStore):
             raise
 
     def close(self) -> None:
+        if self._reader is not self._db:
+            self._reader.close()
         self._db.close()
 
 
