@@ -117,6 +117,22 @@ def _parser() -> argparse.ArgumentParser:
         "(default $SWITCHBOARD_SHUTDOWN_GRACE_S, else 30)",
     )
     serve.add_argument(
+        "--max-queries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="queries run at once, the others wait in line; 0: no bound "
+        "(default $SWITCHBOARD_MAX_QUERIES, else 256)",
+    )
+    serve.add_argument(
+        "--admission-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long an HTTP request waits for a slot before a 529 "
+        "(default $SWITCHBOARD_ADMISSION_WAIT_S, else 10)",
+    )
+    serve.add_argument(
         "--allow-no-auth",
         action="store_true",
         help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
@@ -136,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     emulator = sub.add_parser("emulator", help="run the upstream API emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8766, help="0 picks a free one (default 8766)")
+    emulator.add_argument(
+        "--write-per-event",
+        action="store_true",
+        help="write each SSE event on its own, as the API does while it generates "
+        "(default: an unpaced answer goes out in one write)",
+    )
     emulator.add_argument("--debug", action="store_true")
     return parser
 
@@ -151,6 +173,8 @@ async def _serve(config_args: argparse.Namespace) -> None:
         http_port=config_args.http_port,
         shutdown_grace=config_args.shutdown_grace,
         ledger_fail_open=config_args.ledger_fail_open,
+        max_queries=config_args.max_queries,
+        admission_wait=config_args.admission_wait,
     )
     configure_logging(debug=config.debug, secrets=config.secrets())
     # Opened first: a signal that arrives during start-up waits here, and SIGINT no longer
@@ -233,8 +257,10 @@ async def _emulator(args: argparse.Namespace) -> None:
     from emulator import Emulator
 
     configure_logging(debug=args.debug)
+    emulator = Emulator()
+    emulator.write_per_event = args.write_per_event
     async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(Emulator().run, host=args.host, port=args.port))
+        url = await nursery.start(functools.partial(emulator.run, host=args.host, port=args.port))
         print(url, flush=True)
         log.info("emulator listening on %s", url)
 

@@ -43,6 +43,10 @@ Environment variables read (the main ones):
   ``CLAUDE_CODE_EXTRA_BODY``, prompt caching.
 - ``SWITCHBOARD_SHUTDOWN_GRACE_S``: seconds the queries in flight get to finish after
   SIGTERM/SIGINT (``Config.shutdown_grace``, default 30; ``--shutdown-grace`` wins).
+- ``SWITCHBOARD_MAX_QUERIES``: queries one gateway process runs at once, the others wait in
+  line (``Config.max_queries``, default 256, 0: no bound; ``--max-queries`` wins), and
+  ``SWITCHBOARD_ADMISSION_WAIT_S``: how long an HTTP request waits in that line before its
+  529 (``Config.admission_wait``, default 10; ``--admission-wait`` wins).
 - ``XDG_STATE_HOME`` (default ``~/.local/state``): where the cost ledger lives when
   neither ``--ledger`` nor ``SWITCHBOARD_LEDGER`` is given (``default_ledger_path``).
 - ``SWITCHBOARD_LEDGER``, as ``--ledger`` (the flag wins): the cost ledger, an SQLite file or a
@@ -97,6 +101,13 @@ DEFAULT_SLOW_READER_TIMEOUT: Final = 60.0
 # ``shutting_down`` (docs/protocol.md 3): most answers finish well within it, and it stays
 # under the 30-60 s a load balancer or an orchestrator usually allows before SIGKILL.
 DEFAULT_SHUTDOWN_GRACE: Final = 30.0
+# Queries one gateway process runs at once (docs/protocol.md "Admission"); more wait in line.
+# About one core's worth of paced streams (README "Performance": 256 streams keep a core at
+# 81 % and add ~0.1 s to the first event; at 512 new queries silently queued for 5 s).
+DEFAULT_MAX_QUERIES: Final = 256
+# How long an HTTP request waits in that line before a 529 with retry-after: the SDKs retry a
+# 529 by themselves, and a few seconds' wait is common in answers' own latency.
+DEFAULT_ADMISSION_WAIT: Final = 10.0
 # A session runs its queries concurrently; past this many, new ones are rejected so one
 # client cannot take every upstream connection.
 DEFAULT_MAX_QUERIES_PER_SESSION: Final = 32
@@ -145,6 +156,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     use_emulator: bool = False
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_queries_per_session: int = DEFAULT_MAX_QUERIES_PER_SESSION
+    # Queries the process runs at once (0: no bound), and the HTTP door's wait for a slot.
+    max_queries: int = DEFAULT_MAX_QUERIES
+    admission_wait: float = DEFAULT_ADMISSION_WAIT
     slow_reader_timeout: float = DEFAULT_SLOW_READER_TIMEOUT
     # Seconds the queries in flight get to finish once a graceful shutdown begins
     # (``Gateway.shutdown``; SIGTERM/SIGINT for ``switchboard serve``).
@@ -361,6 +375,24 @@ def _shutdown_grace(env: Mapping[str, str]) -> float:
         raise ConfigError(f"SWITCHBOARD_SHUTDOWN_GRACE_S must be a number of seconds, got {raw!r}") from exc
 
 
+def _admission(
+    env: Mapping[str, str], max_queries: int | None, admission_wait: float | None
+) -> tuple[int, float]:
+    """``(max_queries, admission_wait)``: each flag wins over its environment variable."""
+    limit = int_env(env, "SWITCHBOARD_MAX_QUERIES", DEFAULT_MAX_QUERIES) if max_queries is None else max_queries
+    if limit < 0:
+        raise ConfigError(f"the maximum of queries in flight must be >= 0 (0: no bound), got {limit}")
+    if admission_wait is None:
+        raw = env.get("SWITCHBOARD_ADMISSION_WAIT_S", "").strip()
+        try:
+            admission_wait = float(raw) if raw else DEFAULT_ADMISSION_WAIT
+        except ValueError as exc:
+            raise ConfigError(f"SWITCHBOARD_ADMISSION_WAIT_S must be a number of seconds, got {raw!r}") from exc
+    if not 0 <= admission_wait < float("inf"):  # also NaN
+        raise ConfigError(f"the admission wait must be a finite number of seconds >= 0, got {admission_wait:g}")
+    return limit, admission_wait
+
+
 def _with_http_door(config: Config, env: Mapping[str, str]) -> Config:
     retries = env.get("SWITCHBOARD_HTTP_RETRIES", "").strip().lower() or "auto"
     if retries not in RETRY_MODES:
@@ -381,11 +413,15 @@ def config_from_env(
     http_port: int | None = None,
     shutdown_grace: float | None = None,
     ledger_fail_open: bool = False,
+    max_queries: int | None = None,
+    admission_wait: float | None = None,
 ) -> Config:
     """Build the Config from CLI values and the environment.
 
     ``shutdown_grace`` (``--shutdown-grace``) wins over ``SWITCHBOARD_SHUTDOWN_GRACE_S``,
-    ``ledger_path`` (``--ledger``) over ``SWITCHBOARD_LEDGER``.
+    ``ledger_path`` (``--ledger``) over ``SWITCHBOARD_LEDGER``,
+    ``max_queries`` over ``SWITCHBOARD_MAX_QUERIES``, ``admission_wait`` over
+    ``SWITCHBOARD_ADMISSION_WAIT_S``.
 
     Raises:
         ConfigError: a malformed value, or a non-loopback host without access tokens.
@@ -417,6 +453,7 @@ def config_from_env(
     grace = _shutdown_grace(env) if shutdown_grace is None else shutdown_grace
     if not grace >= 0:  # also NaN
         raise ConfigError(f"the shutdown grace must be >= 0 seconds, got {grace:g}")
+    limit, wait = _admission(env, max_queries, admission_wait)
     config = Config(
         host=host,
         port=port,
@@ -435,6 +472,8 @@ def config_from_env(
         allow_no_auth=allow_no_auth,
         http_port=http_port,
         shutdown_grace=grace,
+        max_queries=limit,
+        admission_wait=wait,
         # No credential and no base URL: nothing real to talk to, so use the built-in emulator.
         use_emulator=not (api_key or auth_token or base_url or helper or token_file),
         api_key_helper=helper,

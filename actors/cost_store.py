@@ -88,7 +88,7 @@ log = logging.getLogger("switchboard.ledger")
 
 # Access tokens and their limits (actors/token_store.py; protocol/budget.py). ``subject_kind``
 # is ``token`` today; users and groups are meant to hold the same limits in the same table
-# later (a row without ``token_hash``). Shared by the PostgreSQL schema (its migration 2).
+# later (a row without ``token_hash``). Shared by the PostgreSQL schema (its migration 3).
 LIMITS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS {table} (
     subject_kind TEXT NOT NULL,
@@ -159,12 +159,25 @@ _COUNTS: Final = (
     "web_fetch_requests",
     "cost_pico",
 )
-_SUMS: Final = ", ".join(f"SUM({column})" for column in _COUNTS)
+# Costs are summed in two halves (``cost_pico / 10**9`` and ``% 10**9``), put together in
+# Python: SQLite's SUM fails with "integer overflow" past 2**63 - 1, which the cost sums of a
+# session with many parts priced at ``protocol.ledger.MAX_PART_COST_PICO`` (10**17: a hostile
+# upstream's usage) reach within a hundred rows. Each half is at most 10**9 per row, as each
+# token count is (``protocol.usage.MAX_TOKEN_COUNT``): no sum overflows below 9 * 10**9 rows,
+# terabytes of ledger. (PostgreSQL sums BIGINT as NUMERIC: no overflow there.)
+_PICO_SPLIT: Final = 10**9
+_SUMS: Final = ", ".join(
+    f"SUM({column})" if column != "cost_pico" else f"SUM(cost_pico / {_PICO_SPLIT}), SUM(cost_pico % {_PICO_SPLIT})"
+    for column in _COUNTS
+)
 # Schema 2's column (see the module docstring, "Migrations").
 _ESTIMATED: Final = "estimated"
 # What a session's estimated figures sum (protocol.ledger.ModelTotals), given the
 # expression that reads the flag: the column, or 0 on a file from before it.
-_ESTIMATED_SUMS: Final = "SUM(output_tokens * {flag}), SUM(cost_pico * {flag})"
+_ESTIMATED_SUMS: Final = (
+    "SUM(output_tokens * {flag}), "
+    f"SUM(cost_pico * {{flag}} / {_PICO_SPLIT}), SUM(cost_pico * {{flag}} % {_PICO_SPLIT})"
+)
 _INSERT_PART: Final = (
     "INSERT OR REPLACE INTO usage (session_id, record_id, part, query_id, attempt, final, "
     "model, canonical, " + ", ".join(_COUNTS) + ", unknown_model, speed, service_tier, "
@@ -648,7 +661,8 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
     log.info("cost ledger schema migrated from version %d to %d", version, SCHEMA_VERSION)
 
 
-def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether the ledger file's ``table`` has ``column`` (a file of an older schema may not)."""
     return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
 
 
@@ -665,11 +679,14 @@ def _totals(
     )
     for row in db.execute(query, params):
         totals = sessions.setdefault(row[0], SessionTotals())
-        model = ModelTotals(**dict(zip(_COUNTS, _ints(row[2:10]), strict=True)))
-        model.estimated_output_tokens, model.estimated_cost_pico = _ints(row[11:13])
+        *counts, high, low = _ints(row[2:11])
+        model = ModelTotals(**dict(zip(_COUNTS, (*counts, high * _PICO_SPLIT + low), strict=True)))
+        estimated_output, estimated_high, estimated_low = _ints(row[12:15])
+        model.estimated_output_tokens = estimated_output
+        model.estimated_cost_pico = estimated_high * _PICO_SPLIT + estimated_low
         totals.models[row[1]] = model
         totals.total_pico += model.cost_pico
-        totals.unknown_model_cost = totals.unknown_model_cost or bool(row[10])
+        totals.unknown_model_cost = totals.unknown_model_cost or bool(row[11])
     return sessions
 
 
@@ -698,7 +715,7 @@ def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, S
         where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
         db.execute("BEGIN")  # one snapshot for both queries
         # A file from before schema 2 is read as it is: nothing in it was estimated.
-        flag = _ESTIMATED if _has_column(db, "usage", _ESTIMATED) else "0"
+        flag = _ESTIMATED if has_column(db, "usage", _ESTIMATED) else "0"
         usage = _totals(db, where, params, estimated=flag)
         rows = db.execute(
             "SELECT session_id, api_duration_ms, api_duration_without_retries_ms "

@@ -3,10 +3,14 @@
 Role:
     ``run_gateway`` makes one; the ``Gateway`` handle (``Gateway.shutdown``, and every query
     it starts), the RetrySupervisor's query runs and the doors share it. It knows the
-    queries in flight (by their abort scopes) and the doors still serving (``hold``).
+    queries in flight (by their abort scopes), each with its ``Ticket`` of the gateway's
+    ``Admission`` (actors/admission.py: at most ``Config.max_queries`` run at once, the
+    others wait in line), and the doors still serving (``hold``).
 Phases of ``shutdown(grace)``:
     1. ``begun`` is set. ``query_started`` raises ``ShuttingDown`` from then on; the doors
-       refuse new work and close idle WebSocket connections with 1001.
+       refuse new work and close idle WebSocket connections with 1001. The queries waiting
+       for a slot are refused at once: each ends with ``error`` ``shutting_down``
+       (``QUEUED_SHUTTING_DOWN_ERROR``; it never started).
     2. The grace: the queries in flight run on until none is left or the grace's deadline
        passes. The grace is a ``CancelScope``: a second ``shutdown`` call with a shorter
        grace (a second SIGTERM) moves its deadline forward.
@@ -30,6 +34,7 @@ from typing import Final, final
 import trio
 
 from actors._util import CLEANUP_TIMEOUT
+from actors.admission import Admission, Ticket
 from protocol.errors import ShuttingDown
 from protocol.frames import ErrorInfo
 
@@ -51,19 +56,30 @@ SHUTTING_DOWN_ERROR: Final = ErrorInfo(
 )
 
 
+# The error of a query that was still waiting for a slot when the shutdown began.
+QUEUED_SHUTTING_DOWN_ERROR: Final = ErrorInfo(
+    type=SHUTTING_DOWN,
+    message="the gateway is shutting down; the query was waiting for a slot and never started",
+    status=None,
+    request_id=None,
+)
+
+
 @final
 class Drain:
     """The shutdown's state and signals (see the module docstring). Not thread-safe: one
     trio run."""
 
-    def __init__(self) -> None:
+    def __init__(self, admission: Admission | None = None) -> None:
+        # The query slots; by default no bound.
+        self.admission = admission if admission is not None else Admission()
         # Set when the shutdown begins: the doors stop taking new work.
         self.begun = trio.Event()
         # Set once every query in flight at the start has ended (finished, or cut off).
         self.queries_ended = trio.Event()
         self._done = trio.Event()
         self._grace = trio.CancelScope()
-        self._queries: set[trio.CancelScope] = set()
+        self._queries: dict[trio.CancelScope, Ticket] = {}
         self._no_queries = trio.Event()
         self._no_queries.set()
         self._cut: set[trio.CancelScope] = set()
@@ -76,8 +92,9 @@ class Drain:
         """Queries started and not ended yet."""
         return len(self._queries)
 
-    def query_started(self, scope: trio.CancelScope) -> None:
-        """Count a query in flight, known by its abort scope. Not a checkpoint.
+    def query_started(self, scope: trio.CancelScope) -> Ticket:
+        """Count a query in flight, known by its abort scope, and return its ticket for a
+        slot (admitted, or waiting in line). Not a checkpoint.
 
         Raises:
             ShuttingDown: the shutdown has begun.
@@ -86,11 +103,19 @@ class Drain:
             raise ShuttingDown("the gateway is shutting down")
         if not self._queries:
             self._no_queries = trio.Event()
-        self._queries.add(scope)
+        ticket = self._queries[scope] = self.admission.enter()
+        return ticket
+
+    def ticket(self, scope: trio.CancelScope) -> Ticket | None:
+        """The slot ticket of the query of ``scope`` (None: not counted here)."""
+        return self._queries.get(scope)
 
     def query_ended(self, scope: trio.CancelScope) -> None:
-        """The query of ``scope`` has sent its last frame (no-op for an unknown scope)."""
-        self._queries.discard(scope)
+        """The query of ``scope`` has sent its last frame (no-op for an unknown scope): its
+        slot passes to the next query in line, or its place in line is given up."""
+        ticket = self._queries.pop(scope, None)
+        if ticket is not None:
+            self.admission.leave(ticket)
         if not self._queries:
             self._no_queries.set()
 
@@ -124,6 +149,7 @@ class Drain:
             await self._done.wait()
             return
         self.begun.set()
+        self.admission.refuse_waiting()
         with self._grace:
             await self._no_queries.wait()
         self._cut_off()

@@ -14,6 +14,10 @@ Embedding (no socket of ours in between)::
             async for frame in frames:
                 ...   # EventFrame, RetryFrame, ..., then one Done | Aborted | ErrorFrame
 
+While ``Config.max_queries`` queries run, a new one waits in line (actors/admission.py): its
+first frames are then ``Queued`` and ``Heartbeat``s; ``gateway.query(..., admission_timeout=S)``
+waits at most ``S`` seconds before the block and raises ``Overloaded`` instead.
+
 With ``Config.use_emulator`` the built-in emulator is started first, on loopback, and the
 gateway talks to it.
 
@@ -39,6 +43,7 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, ask
+from actors.admission import Admission, Ticket
 from actors.bootstrap_fetcher import (
     BootstrapFetcher,
     BootstrapFetcherAddress,
@@ -77,7 +82,7 @@ from actors.token_store import open_token_store
 from protocol.bootstrap import merge_model_options
 from protocol.budget import Refusal
 from protocol.catalog import BUILTIN, Catalog
-from protocol.errors import ActorUnavailable, RemoteProtocolError, ShuttingDown
+from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError, ShuttingDown
 from protocol.frames import (
     CostSummary,
     ErrorFrame,
@@ -219,6 +224,7 @@ class Gateway:
         scope: trio.CancelScope | None = None,
         *,
         headers: tuple[tuple[str, str], ...] = (),
+        admission_timeout: float | None = None,
         options: QueryOptions = DEFAULT_OPTIONS,
         budget: str | None = None,
     ) -> trio.CancelScope:
@@ -235,11 +241,17 @@ class Gateway:
         are checked and its worst-case cost reserved first (actors/budgets.py), and a query
         they refuse ends at once with an ``error`` frame of type ``rate_limit_error``
         (status 429, ``retry_after_s`` when waiting helps). The reservation is settled to
-        the query's cost when it ends.
+        the query's cost when it ends (a query refused meanwhile, e.g. by admission, settles 0).
+
+        Admission (actors/admission.py): while ``Config.max_queries`` queries run, a new one
+        waits in line for a slot. Without ``admission_timeout`` this returns at once and the
+        query waits in its run (its first frames a ``queued``, then ``heartbeat``s); with it,
+        this waits here for at most that many seconds before handing the query over.
 
         Raises:
             RemoteProtocolError: the request body cannot be sent (``bad_frame``).
-            ShuttingDown: a graceful shutdown has begun (``shutdown``).
+            ShuttingDown: a graceful shutdown has begun (``shutdown``), also while it waited.
+            Overloaded: no slot freed within ``admission_timeout``.
             ActorUnavailable: the gateway is stopping.
         """
         try:
@@ -273,13 +285,15 @@ class Gateway:
             on_end = lambda cost_pico: budgets.settle_soon(reservation, cost_pico)  # noqa: E731
         try:
             # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
-            self.drain.query_started(scope)
+            ticket = self.drain.query_started(scope)
         except ShuttingDown:
             outbound.close()
             if on_end is not None:
                 on_end(0)
             raise
         try:
+            if admission_timeout is not None and not ticket.admitted:
+                await self._admit_within(ticket, admission_timeout)
             await self._to_supervisor.send(
                 RunQuery(
                     session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers,
@@ -322,6 +336,25 @@ class Gateway:
             )
         return result
 
+    async def _admit_within(self, ticket: Ticket, patience: float) -> None:
+        """Wait up to ``patience`` seconds for the ticket's slot (the caller gives the ticket back when
+        this raises). A checkpoint.
+
+        Raises:
+            Overloaded: the wait ran out; ``retry_after`` estimates when a slot would free.
+            ShuttingDown: a shutdown refused the waiting ticket.
+        """
+        admission = self.drain.admission
+        with trio.move_on_after(patience):
+            if not await ticket.wait():
+                raise ShuttingDown("the gateway is shutting down")
+            return
+        self.metrics.admission_rejected()
+        raise Overloaded(
+            f"the gateway is running its maximum of {admission.limit} queries; none ended within {patience:g} s",
+            retry_after=admission.retry_after(min(ticket.position, admission.queued)),
+        )
+
     async def shutdown(self, grace: float | None = None) -> None:
         """Drain gracefully: take no new query (``start_query`` raises ``ShuttingDown``; the
         doors answer new work with ``shutting_down``, ``/healthz`` with 503 and close idle
@@ -348,6 +381,7 @@ class Gateway:
         fallback_model: str | None = None,
         max_retries: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        admission_timeout: float | None = None,
         options: QueryOptions = DEFAULT_OPTIONS,
         budget: str | None = None,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
@@ -355,6 +389,11 @@ class Gateway:
 
         Leaving the block before the terminal frame aborts the query (its usage is still
         recorded). Raises ``RemoteProtocolError`` for a request that cannot be sent.
+
+        While ``Config.max_queries`` queries run, the query waits in line for a slot: its
+        first frames are then a ``Queued`` and ``Heartbeat``s (attempt 0) every 30 s. With
+        ``admission_timeout`` it waits before the block is entered instead, and raises
+        ``Overloaded`` when no slot freed in time (``start_query``).
         """
         query = Query(
             id=query_id or secrets.token_hex(8),
@@ -365,7 +404,10 @@ class Gateway:
         )
         send, receive = trio.open_memory_channel[GatewayFrame](QUERY_BUFFER)
         with receive:
-            scope = await self.start_query(session_id, query, send, headers=headers, options=options, budget=budget)
+            scope = await self.start_query(
+                session_id, query, send, headers=headers, options=options, admission_timeout=admission_timeout,
+                budget=budget,
+            )
             try:
                 yield receive
             finally:
@@ -466,7 +508,7 @@ async def run_gateway(
         )
         to_relay = await nursery.start(relay.run)
         rng = random.Random(config.retry_seed)
-        drain = Drain()
+        drain = Drain(Admission(config.max_queries, metrics))
         supervisor = RetrySupervisor(
             config=config,
             to_relay=to_relay.clone(),

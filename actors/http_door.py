@@ -26,7 +26,7 @@ Auth and sessions:
     Bearer`` (401 ``authentication_error`` otherwise); the upstream credential is always the
     gateway's own, and of the client's headers only ``anthropic-version`` and
     ``anthropic-beta`` go upstream (a missing or unknown ``anthropic-version`` gets the API's
-    400). ``x-switchboard-session`` names the session charged
+    400, so does an ``anthropic-beta`` that is not ASCII text). ``x-switchboard-session`` names the session charged
     (validated like a WebSocket session id; owned by the token that created it: 403
     otherwise); without it, one default session per token (``protocol.http_api``).
 What goes upstream, and who retries (docs/protocol.md 2):
@@ -92,6 +92,7 @@ from actors.query_options import UpstreamHeads
 from protocol.errors import RemoteProtocolError
 from protocol.http_api import (
     JSON_CONTENT_TYPE,
+    beta_error,
     version_error,
 )
 from protocol.model_list import find_model, model_entries, models_answer
@@ -243,7 +244,10 @@ class HttpDoor:
         if route == "metrics":
             metrics = self._gateway.metrics
             await exchange.respond(200, metrics.render(), metrics.content_type.encode())
-        elif (refused := version_error(head.headers.get("anthropic-version"))) is not None:
+        elif (
+            refused := version_error(head.headers.get("anthropic-version"))
+            or beta_error(head.headers.get("anthropic-beta"))
+        ) is not None:
             await send_error(exchange, 400, "invalid_request_error", refused, request_id)
         elif route == "models":
             await self._models(head.query, exchange, request_id)

@@ -13,6 +13,10 @@ when the client disconnects (``actors.asgi.watch_disconnect``):
   or ``x-switchboard-retries: client`` / ``Config.http_retries`` say so
   (``protocol.passthrough.client_retries``); else the gateway, giving up shortly before the
   client's own timeout (``x-stainless-timeout``, less ``CLIENT_TIMEOUT_MARGIN``).
+- admission: while the gateway runs ``Config.max_queries`` queries, a message waits in line
+  at most ``Config.admission_wait`` (``Gateway.query``'s ``admission_timeout``), then gets 529
+  ``overloaded_error`` with ``retry-after`` (and ``retry-after-ms``) and ``x-should-retry: true`` (docs/protocol.md
+  "Admission").
 
 The HttpDoor authenticates and routes first; ``presented`` and ``among`` are its token checks.
 """
@@ -41,7 +45,7 @@ from actors.gateway import Gateway
 from actors.http_answer import Reply, adopt, answer_json, answer_stream, send_error, shutting_down
 from actors.query_options import QueryOptions
 from actors.stream_relay import CountResult
-from protocol.errors import ActorUnavailable, RemoteProtocolError
+from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError
 from protocol.frames import SESSION_ID, TokenBudget
 from protocol.http_api import JSON_CONTENT_TYPE, default_session, http_error, parse_body
 from protocol.passthrough import client_timeout
@@ -147,6 +151,8 @@ class MessagesPost:
                 await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
             except ActorUnavailable:
                 await shutting_down(exchange, request_id)
+            except Overloaded as exc:
+                await _overloaded(exchange, request_id, exc)
             nursery.cancel_scope.cancel()
 
     async def _messages(
@@ -184,6 +190,7 @@ class MessagesPost:
                 fallback_model=head.headers.get(FALLBACK_HEADER) or None,
                 headers=forwarded,
                 options=options,
+                admission_timeout=self._config.admission_wait,
                 budget=access.budget,
             ) as frames:
                 if request.get("stream") is True:
@@ -204,6 +211,20 @@ def presented(head: RequestHead) -> list[str]:
 def among(candidate: str, tokens: tuple[Secret, ...]) -> bool:
     """Whether ``candidate`` is one of ``tokens`` (compared in constant time)."""
     return any(hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens)
+
+
+async def _overloaded(exchange: Exchange, request_id: str, exc: Overloaded) -> None:
+    """529 ``overloaded_error``: every query slot stayed taken for ``Config.admission_wait``
+    (docs/protocol.md "Admission"). Worth a retry, after ``retry-after`` seconds."""
+    adopt(
+        exchange,
+        [
+            ("retry-after", str(exc.retry_after)),
+            ("retry-after-ms", str(exc.retry_after * 1000)),
+            ("x-should-retry", "true"),
+        ],
+    )
+    await send_error(exchange, 529, "overloaded_error", str(exc), request_id)
 
 
 async def _count_answer(result: CountResult, exchange: Exchange, request_id: str) -> None:

@@ -9,7 +9,8 @@ changed, and a session's durations are the share of one instance, ``MIGRATED_INS
 (written as absolute values). So the copy is idempotent: running it again changes nothing,
 and running it after the SQLite gateway recorded more copies only what is new (a
 provisional record that became final is moved forward). A session that already exists in
-PostgreSQL keeps its owner and creation time.
+PostgreSQL keeps its owner and creation time. Each usage part's ``estimated`` flag is copied;
+a file of schema 1 (from before the flag: ``actors.cost_store``) has nothing estimated.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from actors.config import redact_url
-from actors.cost_store import RecordWrite, SessionRow
+from actors.cost_store import RecordWrite, SessionRow, has_column
 from actors.pg_migrations import migrate
 from actors.pg_store import (
     COUNTS,
     DROP_STALE_PARTS,
+    ESTIMATED,
     UPSERT_USAGE,
     conninfo,
     message,
@@ -90,6 +92,8 @@ def _chunks(db: sqlite3.Connection) -> Iterator[tuple[list[SessionRow], list[Rec
         "SELECT session_id, owner, created_at, updated_at, api_duration_ms, "
         "api_duration_without_retries_ms FROM sessions ORDER BY rowid"
     )
+    # A file of schema 1 is read as it is (read-only): nothing in it was estimated.
+    flag = ESTIMATED if has_column(db, "usage", ESTIMATED) else "0"
     while batch := cursor.fetchmany(CHUNK):
         rows = [
             SessionRow(
@@ -108,7 +112,7 @@ def _chunks(db: sqlite3.Connection) -> Iterator[tuple[list[SessionRow], list[Rec
         for usage in db.execute(
             "SELECT session_id, record_id, query_id, attempt, final, model, canonical, "
             + ", ".join(COUNTS)
-            + ", unknown_model, speed, service_tier, long_context, priced_on, recorded_at, part "
+            + f", unknown_model, speed, service_tier, long_context, priced_on, recorded_at, {flag}, part "
             # In the order they were written: PostgreSQL numbers them in the same order, so
             # each session's models come out in the same order (first used, first listed).
             f"FROM usage WHERE session_id IN ({marks}) ORDER BY rowid",
@@ -132,6 +136,7 @@ def _record(rows: list[tuple[object, ...]]) -> RecordWrite:
                 model=str(row[5]),
                 canonical=str(row[6]),
                 unknown_model=bool(row[15]),
+                estimated=bool(row[21]),
                 **dict(zip(COUNTS, (int(str(v)) for v in row[7:15]), strict=True)),
             )
             for row in rows

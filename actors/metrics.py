@@ -11,7 +11,8 @@ Who calls what:
     HttpDoor, once per response. Query outcomes, retries, fallbacks and overload state: the
     RetrySupervisor. Upstream latency and time to first token: the StreamRelay. Tokens and
     cost: the CostLedger, once per recorded upstream message; its health too. Queries refused
-    for the ledger: the Gateway.
+    for the ledger: the Gateway. The admission queue's length: the Admission; its rejections:
+    the Gateway.
 Metrics (every name, type and label; README has the same table):
     switchboard_queries_total{model,provider,outcome}    counter: finished queries;
         outcome is done, error or aborted
@@ -40,6 +41,10 @@ Metrics (every name, type and label; README has the same table):
     switchboard_http_requests_total{route,status}        counter: HTTP door responses
     switchboard_internal_errors_total{where}             counter: unexpected exceptions
         contained at a supervision boundary (docs/supervision.md), by boundary: ``Where``
+    switchboard_queued_queries                           gauge: queries waiting for one of
+        the ``Config.max_queries`` slots (actors/admission.py)
+    switchboard_admission_rejections_total               counter: queries whose wait for a
+        slot ran out (the HTTP door's 529s)
     switchboard_ledger_healthy                           gauge: 1 while the cost ledger commits
         and reads, 0 while it is degraded (``/healthz`` answers 503 then)
     switchboard_ledger_pending_records                   gauge: usage record versions
@@ -226,6 +231,16 @@ class Metrics:
             ["route", "status"],
             registry=registry,
         )
+        self._queued = Gauge(
+            "switchboard_queued_queries",
+            "Queries waiting for a slot (Config.max_queries).",
+            registry=registry,
+        )
+        self._admission_rejections = Counter(
+            "switchboard_admission_rejections",
+            "Queries whose wait for a slot ran out (HTTP 529 overloaded_error).",
+            registry=registry,
+        )
         self._ledger_healthy = Gauge(
             "switchboard_ledger_healthy",
             "1 while the cost ledger commits and reads, 0 while it is degraded.",
@@ -289,6 +304,14 @@ class Metrics:
         return value
 
     # --- sessions and the doors -----------------------------------------------------------
+
+    def queued_queries(self, n: int) -> None:
+        """The admission queue's length now."""
+        self._queued.set(n)
+
+    def admission_rejected(self) -> None:
+        """A query's wait for a slot ran out (``Overloaded``)."""
+        self._admission_rejections.inc()
 
     def session_opened(self) -> None:
         self._active_sessions.inc()

@@ -20,6 +20,9 @@ other applications. Design for several processes (README.md, "Deployment"):
   processes recording to one session each add their own rows, and the sums are right
   whatever the interleaving; a provisional row moves to final by ``ON CONFLICT DO UPDATE
   ... WHERE NOT final``, so a final row is never overwritten.
+  ``estimated`` (migration 2): the part's ``output_tokens`` is the gateway's estimate (a
+  stream cut short, protocol/estimate.py); a session's estimated figures are the sums over
+  those rows (``actors.pg_store``), as in the SQLite store.
 - ``session_durations``: each process's own share of a session's API durations, one row
   per (session, instance), written as an absolute value (a retry is harmless); a session's
   durations are the sum over its rows.
@@ -27,7 +30,7 @@ other applications. Design for several processes (README.md, "Deployment"):
   that last wrote the session (the one serving it; not yet enforced: the scale-out work
   coordinates it).
 - ``instances``: each process that opened the ledger (hostname, pid, start, last commit).
-- ``limits`` (migration 2): access tokens and their budgets, as in SQLite
+- ``limits`` (migration 3): access tokens and their budgets, as in SQLite
   (``actors.cost_store.LIMITS_TABLE``, ``actors.token_store``). Unlike usage totals, a
   budget's ``spent_pico`` and ``reserved_pico`` ARE running figures: the reservation must
   be decided on one locked row (``SELECT ... FOR UPDATE``), which a sum cannot be.
@@ -108,6 +111,13 @@ CREATE INDEX usage_provisional ON switchboard.usage (session_id) WHERE NOT final
     ),
     (
         2,
+        "usage.estimated: the part's output count is the gateway's estimate",
+        # Every row before it holds the upstream's own counts. A constant default: PostgreSQL
+        # adds the column without rewriting the table.
+        "ALTER TABLE switchboard.usage ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT false",
+    ),
+    (
+        3,
         "access tokens with their limits and budget counters",
         LIMITS_TABLE.format(table="switchboard.limits"),
     ),

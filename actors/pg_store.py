@@ -98,15 +98,23 @@ COUNTS: Final = (
     "cost_pico",
 )
 _SUMS: Final = ", ".join(f"SUM({column})" for column in COUNTS)
+# Migration 2's column (actors.pg_migrations).
+ESTIMATED: Final = "estimated"
+# What a session's estimated figures sum (protocol.ledger.ModelTotals), as the SQLite store's
+# ``SUM(output_tokens * estimated), SUM(cost_pico * estimated)``, given the SQL expression of
+# a row's flag: the column, or ``false`` in a database from before it.
+_ESTIMATED_SUMS: Final = (
+    "COALESCE(SUM(output_tokens) FILTER (WHERE {flag}), 0), COALESCE(SUM(cost_pico) FILTER (WHERE {flag}), 0)"
+)
 _COLUMNS: Final = (
     "session_id, record_id, part, instance_id, query_id, attempt, final, model, canonical, "
     + ", ".join(COUNTS)
-    + ", unknown_model, speed, service_tier, long_context, priced_on, recorded_at"
+    + ", unknown_model, speed, service_tier, long_context, priced_on, recorded_at, estimated"
 )
 _TYPES: Final = (
     ("text", "text", "int", "text", "text", "int", "bool", "text", "text")
     + ("bigint",) * len(COUNTS)
-    + ("bool", "text", "text", "bool", "date", "timestamptz")
+    + ("bool", "text", "text", "bool", "date", "timestamptz", "bool")
 )
 UPSERT_USAGE: Final = (
     f"INSERT INTO switchboard.usage ({_COLUMNS}) SELECT * FROM unnest("
@@ -288,7 +296,7 @@ class PgStore:
                 durations = {
                     row[0]: row[1:] for row in conn.execute(_DURATIONS, (self.instance_id, self.instance_id, ids))
                 }
-                totals = _totals(conn, "WHERE session_id = ANY(%s)", (ids,))
+                totals = _totals(conn, "WHERE session_id = ANY(%s)", (ids,), estimated=ESTIMATED)
                 provisional = self._provisional(conn, ids)
         except psycopg.Error as exc:
             raise StoreError(message(exc)) from exc
@@ -317,12 +325,14 @@ class PgStore:
     ) -> dict[str, dict[str, tuple[RecordPart, ...]]]:
         parts: dict[str, dict[str, list[RecordPart]]] = {}
         for row in conn.execute(
-            "SELECT session_id, record_id, model, canonical, " + ", ".join(COUNTS) + ", unknown_model "
-            "FROM switchboard.usage WHERE session_id = ANY(%s) AND NOT final ORDER BY session_id, record_id, part",
+            "SELECT session_id, record_id, model, canonical, " + ", ".join(COUNTS) + ", unknown_model, "
+            f"{ESTIMATED} FROM switchboard.usage WHERE session_id = ANY(%s) AND NOT final ORDER BY session_id, record_id, part",
             (ids,),
         ):
             counts = dict(zip(COUNTS, (_int(v) for v in row[4:12]), strict=True))
-            part = RecordPart(model=row[2], canonical=row[3], unknown_model=bool(row[12]), **counts)
+            part = RecordPart(
+                model=row[2], canonical=row[3], unknown_model=bool(row[12]), estimated=bool(row[13]), **counts
+            )
             parts.setdefault(row[0], {}).setdefault(row[1], []).append(part)
         return {sid: {rid: tuple(p) for rid, p in records.items()} for sid, records in parts.items()}
 
@@ -423,32 +433,49 @@ def usage_columns(records: Iterable[RecordWrite], instance_id: str) -> list[list
                 record.long_context,
                 record.priced_on,
                 record.recorded_at,
+                part.estimated,
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
     return columns
 
 
-def _totals(conn: psycopg.Connection[TupleRow], where: str, params: tuple[object, ...]) -> dict[str, SessionTotals]:
+def _totals(
+    conn: psycopg.Connection[TupleRow], where: str, params: tuple[object, ...], *, estimated: str
+) -> dict[str, SessionTotals]:
     """Per-session totals of the usage rows matching ``where`` (durations not included),
-    models in the order they were first recorded."""
+    models in the order they were first recorded. ``estimated``: the SQL expression of a
+    row's estimated flag (``ESTIMATED``, or ``false``)."""
     sessions: dict[str, SessionTotals] = {}
     query = (
-        f"SELECT session_id, model, {_SUMS}, bool_or(unknown_model) FROM switchboard.usage {where} "
+        f"SELECT session_id, model, {_SUMS}, bool_or(unknown_model), "
+        f"{_ESTIMATED_SUMS.format(flag=estimated)} FROM switchboard.usage {where} "
         "GROUP BY session_id, model ORDER BY session_id, MIN(id)"
     )
     for row in conn.execute(query.encode(), params):
         totals = sessions.setdefault(row[0], SessionTotals())
         model = ModelTotals(**dict(zip(COUNTS, (_int(v) for v in row[2:10]), strict=True)))
+        model.estimated_output_tokens, model.estimated_cost_pico = (_int(v) for v in row[11:13])
         totals.models[row[1]] = model
         totals.total_pico += model.cost_pico
         totals.unknown_model_cost = totals.unknown_model_cost or bool(row[10])
     return sessions
 
 
+def _has_column(conn: psycopg.Connection[TupleRow], table: str, column: str) -> bool:
+    """Whether ``switchboard.{table}`` has ``column`` (a schema migrated or not)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'switchboard' "
+        "AND table_name = %s AND column_name = %s)",
+        (table, column),
+    ).fetchone()
+    return row is not None and bool(row[0])
+
+
 def read_pg_sessions(url: str, session_id: str | None = None) -> list[tuple[str, SessionTotals]]:
     """``actors.cost_store.read_sessions`` for a PostgreSQL ledger: every session's totals (or
-    only ``session_id``'s), oldest first, in one read-only snapshot; migrates nothing.
+    only ``session_id``'s), oldest first, in one read-only snapshot; migrates nothing (a
+    database from before migration 2 reads as one where nothing was estimated).
 
     Raises:
         ConfigError: the server cannot be reached, or holds no ledger.
@@ -461,7 +488,10 @@ def read_pg_sessions(url: str, session_id: str | None = None) -> list[tuple[str,
             if found is None or found[0] is None:
                 raise ConfigError(f"no cost ledger at {where_url}")
             where, params = ("WHERE session_id = %s", (session_id,)) if session_id else ("", ())
-            usage = _totals(conn, where, params)
+            # A database an older gateway left at migration 1 is read as it is (nothing is
+            # migrated here): nothing in it was estimated.
+            flag = ESTIMATED if _has_column(conn, "usage", ESTIMATED) else "false"
+            usage = _totals(conn, where, params, estimated=flag)
             durations = {
                 row[0]: (_int(row[1]), _int(row[2]))
                 for row in conn.execute(

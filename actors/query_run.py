@@ -26,11 +26,12 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, ask, internal_error_info, report_internal
+from actors.admission import wait_for_slot
 from actors.attempt_build import attempt_request, run_attempt, upstream_model
 from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.config import Config
 from actors.cost_ledger import CostLedgerAddress, RecordDuration
-from actors.drain import SHUTTING_DOWN, SHUTTING_DOWN_ERROR, Drain
+from actors.drain import QUEUED_SHUTTING_DOWN_ERROR, SHUTTING_DOWN, SHUTTING_DOWN_ERROR, Drain
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import (
@@ -138,7 +139,7 @@ class QueryRun:
                 terminal_sent = False
                 with msg.scope:
                     try:
-                        terminal_sent = await self._run()
+                        terminal_sent = await self._admitted_run()
                     except ClientGone:
                         pass
                     except Exception as exc:
@@ -160,6 +161,19 @@ class QueryRun:
                 trio.current_time() - started,
                 error_type=totals.error_type,
             )
+
+    async def _admitted_run(self) -> bool:
+        """``_run`` once the query holds a slot (actors/admission.py: it may wait in line
+        first); a query whose place in line a shutdown refused ends with ``error``
+        ``shutting_down`` instead. Returns True once the terminal frame is delivered."""
+        msg = self._msg
+        drain = self._drain
+        ticket = drain.ticket(msg.scope) if drain is not None else None
+        if drain is not None and ticket is not None:
+            if not await wait_for_slot(drain.admission, ticket, msg.outbound, msg.query.id):
+                self._totals.outcome, self._totals.error_type = "error", SHUTTING_DOWN
+                return await deliver(msg.outbound, ErrorFrame(id=msg.query.id, error=QUEUED_SHUTTING_DOWN_ERROR))
+        return await self._run()
 
     def _cancelled_frame(self) -> Aborted | ErrorFrame:
         """The terminal frame of a query whose scope was cancelled: ``aborted`` with its

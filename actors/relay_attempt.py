@@ -250,11 +250,15 @@ class AttemptStreamer:
                         mid_stream=True,
                     )
                 decoder.close()
-                if not assembler.started or not (assembler.stopped or assembler.stop_reason):
+                if not (assembler.started and assembler.stopped):
+                    # README "Retry behaviour": a stream without message_start or without
+                    # message_stop broke after its 200, even when a message_delta said why
+                    # it stopped (its end was lost: the API always ends with message_stop).
                     return Failure(
                         kind="protocol",
                         error_type="api_error",
-                        message="upstream stream ended before the message was complete",
+                        message="upstream stream ended before "
+                        + ("message_stop" if assembler.started else "message_start"),
                         request_id=request_id,
                         mid_stream=True,
                     )

@@ -198,7 +198,7 @@ class RetrySupervisor:
         frame (unless its run closed its channel already), a count request ``fail``."""
         match msg:
             case RunQuery():
-                nursery.start_soon(_end_query, msg, info)
+                nursery.start_soon(_end_query, msg, info, self._drain)
             case RunCountTokens():
                 fail(msg.reply, "RetrySupervisor")
             case _:
@@ -260,8 +260,13 @@ def _what(msg: RetrySupervisorMsg) -> str:
             assert_never(msg)
 
 
-async def _end_query(msg: RunQuery, info: ErrorInfo) -> None:
+async def _end_query(msg: RunQuery, info: ErrorInfo, drain: Drain | None) -> None:
     """The terminal ``error`` frame of a query whose run could not start or failed outside
-    its own boundary; nothing when its channel is closed already (its run sent its end)."""
-    with msg.outbound, trio.move_on_after(CLEANUP_TIMEOUT):
-        await deliver(msg.outbound, ErrorFrame(id=msg.query.id, error=info))
+    its own boundary; nothing when its channel is closed already (its run sent its end).
+    The drain then no longer counts it, and its slot passes on (a no-op when its run ended)."""
+    try:
+        with msg.outbound, trio.move_on_after(CLEANUP_TIMEOUT):
+            await deliver(msg.outbound, ErrorFrame(id=msg.query.id, error=info))
+    finally:
+        if drain is not None:
+            drain.query_ended(msg.scope)

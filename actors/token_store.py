@@ -1,5 +1,5 @@
 """Access tokens with a name and limits, kept in the cost ledger's store (the ``limits`` table:
-``actors.cost_store.LIMITS_TABLE`` in SQLite, migration 2 of ``actors.pg_migrations`` in
+``actors.cost_store.LIMITS_TABLE`` in SQLite, migration 3 of ``actors.pg_migrations`` in
 PostgreSQL), and the atomic reserve/settle of their budgets (protocol/budget.py).
 
 Synchronous on purpose, as the ledger's stores: the gateway calls a ``TokenStore`` from a

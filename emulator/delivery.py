@@ -10,8 +10,11 @@ writes it and applies the answer's transport fault at piece ``after``:
 - mid-stream error: write the ``error`` event there and end the body cleanly.
 
 All sleeps are on the trio clock. With ``pace`` > 0 each piece is its own write, ``pace``
-seconds apart; with no pace, everything before the fault point is one write, the rest
-another. ``record`` sees the status once the head is written, ``events_sent`` grow as
+seconds apart; with no pace and ``per_event`` (``Emulator.write_per_event``), each piece is
+its own write too, back to back (the API writes each SSE event as it is generated, so a
+relay reads them one or a few at a time; trio's sockets set TCP_NODELAY, so each write
+leaves as its own segment); with neither, everything before the fault point is one write
+(a whole answer at once), the rest another. ``record`` sees the status once the head is written, ``events_sent`` grow as
 events are written (streams only), and ``completed`` once the body end is written.
 """
 
@@ -74,8 +77,9 @@ def _split(answer: Answer) -> tuple[list[bytes], int | None]:
     return [body[: len(body) // 2], body[len(body) // 2 :]], 1
 
 
-async def deliver(http: HttpConnection, answer: Answer, record: Record) -> bool:
-    """Write ``answer`` with its fault; True if the connection may be reused.
+async def deliver(http: HttpConnection, answer: Answer, record: Record, *, per_event: bool = False) -> bool:
+    """Write ``answer`` with its fault; True if the connection may be reused. ``per_event``:
+    one write per piece even without pace (see the module docstring).
 
     Raises trio.BrokenResourceError when the peer goes away. A checkpoint; may sleep.
     """
@@ -92,10 +96,10 @@ async def deliver(http: HttpConnection, answer: Answer, record: Record) -> bool:
     head = http.head(answer.status, answer.headers)
     record.status = answer.status
     if fault is None or point is None:
-        await _write(http, head, pieces, answer, record, end=True)
+        await _write(http, head, pieces, answer, record, end=True, per_event=per_event)
         record.completed = True
         return answer.keep_alive
-    await _write(http, head, pieces[:point], answer, record, end=False)
+    await _write(http, head, pieces[:point], answer, record, end=False, per_event=per_event)
     if fault.kind == "drop":
         return False
     if answer.error_event is not None:
@@ -103,7 +107,7 @@ async def deliver(http: HttpConnection, answer: Answer, record: Record) -> bool:
         record.events_sent += 1
     else:
         await _stall(fault)
-        await _write(http, b"", pieces[point:], answer, record, end=True)
+        await _write(http, b"", pieces[point:], answer, record, end=True, per_event=per_event)
     record.completed = True
     return answer.keep_alive
 
@@ -123,15 +127,16 @@ async def _write(
     record: Record,
     *,
     end: bool,
+    per_event: bool,
 ) -> None:
     """Write ``prefix``, ``pieces`` and (if ``end``) the body end.
 
-    Without pace that is one write; with pace, one write per piece, ``answer.pace``
-    seconds apart (none before the first), the prefix riding with the first piece and the
-    end with the last.
+    Without pace nor ``per_event`` that is one write; otherwise one write per piece,
+    ``answer.pace`` seconds apart (none before the first; back to back without pace), the
+    prefix riding with the first piece and the end with the last.
     """
     counted = 1 if answer.streaming else 0
-    if answer.pace <= 0 or not pieces:
+    if (answer.pace <= 0 and not per_event) or not pieces:
         # h11 must see the data before the end of message, so encode in that order.
         data = http.chunk(b"".join(pieces)) if pieces else b""
         await http.send(prefix + data + (http.end() if end else b""))
@@ -139,7 +144,7 @@ async def _write(
         return
     last = len(pieces) - 1
     for index, piece in enumerate(pieces):
-        if index > 0:
+        if index > 0 and answer.pace > 0:
             await trio.sleep(answer.pace)
         data = http.chunk(piece) + (http.end() if end and index == last else b"")
         await http.send((prefix if index == 0 else b"") + data)

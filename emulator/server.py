@@ -17,7 +17,8 @@ Failure policy:
     during a stall or a slow first byte, cancels that response: ``disconnected`` is set.
 Timers:
     Every wait (``pace_ms``, ``stall``, ``slow_first_byte``) is on the trio clock, so a
-    ``MockClock`` drives them. Wall-clock time is read only for HTTP-date and RFC 3339
+    ``MockClock`` drives them. ``write_per_event`` writes each SSE event on its own, as the
+    API does, where an unpaced answer otherwise goes out in one write. Wall-clock time is read only for HTTP-date and RFC 3339
     header values.
 """
 
@@ -50,6 +51,11 @@ class Emulator(Router):
     request log, prompt cache) lives on the instance, so tests can script and inspect it
     while ``run`` serves; ``reset`` (from ``Router``) forgets it.
     """
+
+    # True: every answer goes out one piece (SSE event) per write even when unpaced, as the
+    # API writes while it generates (``emulator/delivery.py``); False: an unpaced answer goes
+    # out in one write. Read per response, so a test may flip it while ``run`` serves.
+    write_per_event: bool = False
 
     def script_bootstrap(self, *faults: Fault | str) -> None:
         """Queue faults for the bootstrap endpoint, one per request (its own queue).
@@ -164,7 +170,7 @@ class Emulator(Router):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch, http, record, nursery.cancel_scope)
                 try:
-                    keep_alive = await deliver(http, answer, record)
+                    keep_alive = await deliver(http, answer, record, per_event=self.write_per_event)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     record.disconnected = True
                 nursery.cancel_scope.cancel()

@@ -12,8 +12,12 @@ it (``settled_usage``, ``protocol.estimate``).
 
 Errors: ``RemoteProtocolError`` (error_type ``api_error``) for an event stream that
 contradicts itself: a delta for a block that was never started, a delta of the wrong type
-for its block, a tool input that is not JSON when its block stops, undecodable JSON. An
-in-stream ``error`` event is not raised: ``feed`` returns its error object.
+for its block, a tool input that is not JSON when its block stops, undecodable JSON. Every
+event is checked to be one JSON object within the bounds of ``protocol.bounded_json``, those
+the assembler does not otherwise read too (``message_stop``, ``ping``, event names it does
+not know), since each is relayed to the client as it is: an upstream event that is not JSON
+is a malformed stream, never relayed raw (docs/protocol.md, "Bounds on what the gateway
+decodes"). An in-stream ``error`` event is not raised: ``feed`` returns its error object.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from protocol.errors import RemoteProtocolError
 from protocol.estimate import RelayedContent, settle
 from protocol.usage import EMPTY_USAGE, Usage, WireUsage, merge_usage, reports_output
 from protocol.wire import (
+    ANY_EVENT,
     BLOCK_DELTA,
     BLOCK_START,
     BLOCK_STOP,
@@ -136,14 +141,17 @@ class MessageAssembler:
                 self._close_block(self._block(BLOCK_STOP.decode(data).index))
             elif name == "message_delta":
                 self._message_delta(data)
-            elif name == "message_stop":
-                self.stopped = True
             elif name == "error":
                 self.error = STREAM_ERROR.decode(data).error
                 return self.error
+            else:
+                # message_stop, ping and event names the gateway does not know are relayed
+                # and otherwise ignored: only checked to be a JSON object.
+                ANY_EVENT.decode(data)
+                if name == "message_stop":
+                    self.stopped = True
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise RemoteProtocolError(f"malformed {name} event: {exc}", error_type="api_error") from exc
-        # ping and event names the gateway does not know are relayed and otherwise ignored.
         return None
 
     def message(self) -> JsonObject:

@@ -13,6 +13,7 @@
     │   └── UpstreamStatusError     a non-2xx answer or an in-stream ``error`` event; .status, .error
     ├── ActorUnavailable            an actor's inbox is closed or its reply channel ended
     │   └── ShuttingDown            a graceful shutdown has begun: no new query is taken
+    ├── Overloaded                  no query slot freed within the admission wait; .retry_after
     ├── InternalError               an unexpected exception, contained at a supervision
     │   │                           boundary and already logged and counted there
     │   └── ActorFailed             an actor's handler failed on a request (``ask`` raises it)
@@ -101,6 +102,16 @@ class ActorUnavailable(SwitchboardError):
 class ShuttingDown(ActorUnavailable):
     """A graceful shutdown has begun (``Gateway.shutdown``): the gateway takes no new query.
     A client sees the error type ``shutting_down`` (docs/protocol.md)."""
+
+
+class Overloaded(SwitchboardError):
+    """Every query slot of the gateway stayed taken for the whole admission wait
+    (``Config.admission_wait``; docs/protocol.md "Admission"). The HTTP door answers 529
+    ``overloaded_error`` with ``retry-after: retry_after`` (whole seconds, an estimate)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InternalError(SwitchboardError):

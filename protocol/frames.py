@@ -172,6 +172,16 @@ class Heartbeat(_Frame, tag="heartbeat"):
     remaining_ms: int
 
 
+class Queued(_Frame, tag="queued"):
+    """The query waits for one of the gateway's ``limit`` slots, ``position``-th in line
+    (docs/protocol.md "Admission"; an extension: a client may ignore it). ``heartbeat``
+    frames (``attempt`` 0) follow while it waits; then it runs as usual."""
+
+    id: str
+    position: int
+    limit: int
+
+
 class Tombstone(_Frame, tag="tombstone"):
     id: str
     attempt: int
@@ -242,6 +252,7 @@ GatewayFrame: TypeAlias = (
     | EventFrame
     | RetryFrame
     | Heartbeat
+    | Queued
     | Tombstone
     | Fallback
     | FastMode

@@ -10,7 +10,8 @@
   before the first content is invisible (see ``actors.http_door``).
 - ``parse_body``, ``default_session``, ``format_usd``: request body, session and header helpers.
 - ``client_headers``: which upstream response headers a client gets (docs/protocol.md 2);
-  ``version_error``: the API's 400 for a missing or unsupported ``anthropic-version``.
+  ``version_error``: the API's 400 for a missing or unsupported ``anthropic-version``;
+  ``beta_error``: the 400 for an ``anthropic-beta`` that is not ASCII text.
 """
 
 from __future__ import annotations
@@ -55,21 +56,27 @@ _GATEWAY_ERRORS: Final[dict[str, tuple[int, str]]] = {
 
 # Upstream response headers a client never gets from the gateway: hop-by-hop ones (RFC 9110
 # 7.6.1), those describing the body's framing or encoding (the door frames and types its own
-# answer), cookies (the gateway keeps none), and those that would bind the gateway's origin
-# (alt-svc, HSTS). Everything else (request-id, retry-after, x-should-retry, every
+# answer), cookies (the gateway keeps none), those that would bind the gateway's origin
+# (alt-svc, HSTS), and those that would send the client elsewhere (location, refresh: the
+# upstream's redirect is the gateway's 502, ``http_error``). Everything else (request-id, retry-after, x-should-retry, every
 # anthropic-ratelimit-*) passes.
 _NOT_FORWARDED: Final = frozenset(
     {
         "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
         "te", "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "content-type",
         "content-encoding", "cache-control", "date", "server", "set-cookie", "alt-svc",
-        "strict-transport-security",
+        "strict-transport-security", "location", "content-location", "refresh",
     }
 )  # fmt: skip
 # The gateway's own headers: an upstream cannot speak for it.
 _OWN_PREFIX: Final = "x-switchboard-"
+# The status for an upstream answer the API would never give (docs/protocol.md 2).
+BAD_GATEWAY: Final = 502
 # The anthropic-version values the API accepts (wire.md 1.1, 1.3).
 API_VERSIONS: Final = frozenset({"2023-06-01", "2026-10-21"})
+# What an anthropic-beta value may hold: beta names are ASCII (wire.md 11), and the header
+# goes upstream as sent, where a byte past ASCII cannot be written (and the API takes none).
+_BETA_TEXT: Final = re.compile(r"[\t\x20-\x7e]*")
 
 
 
@@ -132,13 +139,22 @@ def http_error(info: ErrorInfo) -> tuple[int, str]:
 
     An upstream error keeps its status and type; a gateway error type is mapped onto the
     API's (``repeated_overload`` is a 529 ``overloaded_error``, a broken upstream connection a
-    502 ``api_error``, ...); anything else without a status is a 500.
+    502 ``api_error``, ...); anything else without a status is a 500. An upstream status that
+    is no error status (a redirect, a 1xx, a 2xx other than 200, past 599) is a 502: the API
+    sends none, and a client must not follow, say, a redirect the upstream chose.
     """
     mapped = _GATEWAY_ERRORS.get(info.type)
     if mapped is not None:
         status, error_type = mapped
-        return info.status or status, error_type
-    return info.status or STATUS_OF_ERROR_TYPE.get(info.type, 500), info.type
+        return _error_status(info.status) or status, error_type
+    return _error_status(info.status) or STATUS_OF_ERROR_TYPE.get(info.type, 500), info.type
+
+
+def _error_status(status: int | None) -> int | None:
+    """An upstream's status as the door may answer it (see ``http_error``)."""
+    if status is None or 400 <= status <= 599:
+        return status
+    return BAD_GATEWAY
 
 
 def message_as_sse(message: JsonObject) -> bytes:
@@ -240,3 +256,12 @@ def version_error(version: str | None) -> str | None:
     if version.strip() not in API_VERSIONS:
         return f"anthropic-version: {JSON.encode(version.strip()).decode()} is not a valid version"
     return None
+
+
+def beta_error(beta: str | None) -> str | None:
+    """The 400 ``invalid_request_error`` message for an ``anthropic-beta`` that is not
+    printable ASCII (the door decodes header bytes as Latin-1), or None when it may go
+    upstream as sent."""
+    if beta is None or _BETA_TEXT.fullmatch(beta):
+        return None
+    return "anthropic-beta: the header value must be ASCII text"

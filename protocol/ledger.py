@@ -16,11 +16,23 @@ parts in any order gives exactly the totals of the records that remain.
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
 from protocol.frames import CostSummary, ModelUsageSummary
 from protocol.pricing import canonical_model, cost_by_model, usd
 from protocol.usage import Usage
+
+# The largest cost one part may record, in picodollars ($100,000). The dearest honest message
+# (a million input tokens and 128k output on the dearest model in fast mode, a thousand web
+# searches) costs about $60, and one count at ``protocol.usage.MAX_TOKEN_COUNT`` (10**9
+# output tokens) about $75,000; but several such counts (10**9 web searches alone: $10**7)
+# would price one part past what a ledger's integer column holds (2**63 - 1 picodollars,
+# about $9.2 million). A part priced above this is recorded at it and marked unknown-cost,
+# like any usage whose true cost is not known (docs/protocol.md, the cost summary). Sums of
+# many such parts are the stores' to keep in range (``actors.cost_store``).
+MAX_PART_COST_PICO: Final = 10**17
 
 
 class RecordPart(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,7 +62,8 @@ def record_parts(
 ) -> tuple[RecordPart, ...]:
     """Price one message's usage (``model`` as sent upstream), split per model.
 
-    The parts' ``cost_pico`` add up to ``cost_of(usage, model, on=on, ...).total_pico``.
+    The parts' ``cost_pico`` add up to ``cost_of(usage, model, on=on, ...).total_pico``, but a
+    part priced above ``MAX_PART_COST_PICO`` costs that and is marked ``unknown_model``.
     A ``malformed`` usage (counts repaired, ``protocol.usage``) marks every part
     ``unknown_model``: its cost is not known, and the session's summary says so. An
     ``estimated`` usage marks the message's own part (the first) ``estimated``.
@@ -67,8 +80,8 @@ def record_parts(
             cache_read_input_tokens=part.cache_read_input_tokens,
             web_search_requests=part.web_search_requests,
             web_fetch_requests=part.web_fetch_requests,
-            cost_pico=cost.total_pico,
-            unknown_model=cost.unknown_model or usage.malformed,
+            cost_pico=min(cost.total_pico, MAX_PART_COST_PICO),
+            unknown_model=cost.unknown_model or usage.malformed or cost.total_pico > MAX_PART_COST_PICO,
             estimated=usage.estimated and index == 0,
         )
         for index, (part_model, part, cost) in enumerate(

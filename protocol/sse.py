@@ -15,9 +15,14 @@ Bytes in, events out: ``SSEDecoder.feed(chunk)`` returns the events completed by
   and the Messages API always closes its events).
 
 ``data`` stays ``bytes``: the gateway relays event payloads without decoding them (DESIGN
-principle 6). The only error this module raises is ``RemoteProtocolError``: for a line
-longer than ``max_line_bytes`` (a runaway upstream must not eat the memory) or an event
-name or id that is not UTF-8. Any other exception is a bug.
+principle 6). The only error this module raises is ``RemoteProtocolError``: for an event
+larger than ``max_event_bytes`` (its data lines and the line being read, counted as they
+arrive: a runaway upstream must neither eat the memory nor the CPU, and the rest of such an
+event is never buffered), a line longer than ``max_line_bytes``, or an event name or id that
+is not UTF-8. Any other exception is a bug.
+
+Cost: a chunk without a line break is only appended to a list (a long line fed in many
+chunks is joined once, when its line ends, never copied chunk by chunk).
 """
 
 from __future__ import annotations
@@ -29,8 +34,16 @@ import msgspec
 
 from protocol.errors import RemoteProtocolError
 
-# The API's own request limit is 32 MiB; no single SSE line of a response comes near it.
-DEFAULT_MAX_LINE_BYTES: Final = 32 * 1024 * 1024
+# The largest upstream event the gateway takes. The Messages API streams text and tool
+# input as many small deltas; what it sends whole in one event is a block (a server tool's
+# result in ``content_block_start``, a compaction summary) or a message_start, each well
+# below this: the API's own request limit is 32 MiB, and whatever comes back whole must fit
+# in the next request of the conversation, with room left for the rest of it. Half of it
+# still leaves that room, and bounds what one attempt makes the gateway buffer and decode
+# (docs/protocol.md, "Bounds on what the gateway decodes").
+DEFAULT_MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
+# A line is part of an event: the same bound.
+DEFAULT_MAX_LINE_BYTES: Final = DEFAULT_MAX_EVENT_BYTES
 
 _LINE_BREAK: Final = re.compile(rb"\r\n|\r|\n")
 _BOM: Final = b"\xef\xbb\xbf"
@@ -48,29 +61,53 @@ class ServerSentEvent(msgspec.Struct, frozen=True, kw_only=True):
 class SSEDecoder:
     """Incremental SSE decoder. Not thread-safe; one per stream."""
 
-    __slots__ = ("_buf", "_data", "_event", "_last_id", "_max_line", "_retry", "_started")
+    __slots__ = (
+        "_buf", "_buf_len", "_data", "_data_len", "_event", "_last_id", "_max_event", "_max_line",
+        "_retry", "_started",
+    )
 
-    def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        self._buf = b""
+    def __init__(
+        self,
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        # The unfinished line, in the pieces it arrived in (joined once its line ends).
+        self._buf: list[bytes] = []
+        self._buf_len = 0
         self._data: list[bytes] = []
+        # The bytes of the current event's data lines so far.
+        self._data_len = 0
         self._event: bytes | None = None
         self._last_id: str | None = None
         self._retry: int | None = None
         self._max_line = max_line_bytes
+        self._max_event = max_event_bytes
         self._started = False
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Take the next bytes of the stream; return the events they complete (maybe none).
 
         Raises:
-            RemoteProtocolError: a line grew past ``max_line_bytes``, or a name is not UTF-8.
+            RemoteProtocolError: an event grew past ``max_event_bytes`` or a line past
+                ``max_line_bytes``, or a name is not UTF-8.
         """
         if not chunk:
             return []
-        buf = self._buf + chunk if self._buf else chunk
+        held = self._buf
+        if self._started and not (held and held[-1].endswith(b"\r")) and b"\n" not in chunk and b"\r" not in chunk:
+            # The line goes on (no CR held back either): keep the piece, joined once the line ends.
+            self._buf.append(chunk)
+            self._buf_len += len(chunk)
+            self._check(self._buf_len)
+            return []
+        buf = b"".join((*self._buf, chunk)) if self._buf else chunk
+        self._buf = []
+        self._buf_len = 0
         if not self._started:
             if len(buf) < len(_BOM) and _BOM.startswith(buf):
-                self._buf = buf
+                self._buf = [buf]
+                self._buf_len = len(buf)
                 return []
             self._started = True
             if buf.startswith(_BOM):
@@ -82,23 +119,36 @@ class SSEDecoder:
         tail = lines.pop()
         if held_cr:
             tail += b"\r"
-        if len(tail) > self._max_line:
-            raise RemoteProtocolError(
-                f"SSE line longer than {self._max_line} bytes", error_type="api_error"
-            )
-        self._buf = tail
         events: list[ServerSentEvent] = []
         for line in lines:
             self._line(line, events)
+        self._check(len(tail))
+        if tail:
+            self._buf = [tail]
+            self._buf_len = len(tail)
         return events
+
+    def _check(self, line_len: int) -> None:
+        """Refuse a line, or the event it belongs to, that grew past its bound."""
+        if self._data_len + line_len > self._max_event:
+            raise RemoteProtocolError(
+                f"SSE event larger than {self._max_event} bytes", error_type="api_error"
+            )
+        if line_len > self._max_line:
+            raise RemoteProtocolError(
+                f"SSE line longer than {self._max_line} bytes", error_type="api_error"
+            )
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: finish a last line ended by a lone CR; drop an unterminated event."""
         events: list[ServerSentEvent] = []
-        if self._buf.endswith(b"\r"):
-            self._line(self._buf[:-1], events)
-        self._buf = b""
+        buf = b"".join(self._buf)
+        if buf.endswith(b"\r"):
+            self._line(buf[:-1], events)
+        self._buf = []
+        self._buf_len = 0
         self._data = []
+        self._data_len = 0
         self._event = None
         return events
 
@@ -114,6 +164,7 @@ class SSEDecoder:
                     )
                 )
             self._data = []
+            self._data_len = 0
             self._event = None
             return
         if line[0] == 0x3A:  # ":" starts a comment
@@ -127,6 +178,9 @@ class SSEDecoder:
                 value = value[1:]
         if field == b"data":
             self._data.append(value)
+            # Each data line after the first adds its joining LF.
+            self._data_len += len(value) + (len(self._data) > 1)
+            self._check(0)
         elif field == b"event":
             self._event = value
         elif field == b"id":

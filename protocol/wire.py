@@ -84,6 +84,10 @@ class MessageDelta(msgspec.Struct, kw_only=True):
     usage: WireUsage = msgspec.field(default_factory=WireUsage)
 
 
+class AnyEvent(msgspec.Struct, kw_only=True):
+    """Any stream event: a JSON object, its fields not read (decoding it checks that much)."""
+
+
 class StreamError(msgspec.Struct, kw_only=True):
     error: ErrorObject = msgspec.field(default_factory=ErrorObject)
 
@@ -120,6 +124,7 @@ BLOCK_DELTA: Final = BoundedDecoder(BlockDelta)
 BLOCK_STOP: Final = BoundedDecoder(BlockStop)
 MESSAGE_DELTA: Final = BoundedDecoder(MessageDelta)
 STREAM_ERROR: Final = BoundedDecoder(StreamError)
+ANY_EVENT: Final = BoundedDecoder(AnyEvent)
 ERROR_ENVELOPE: Final = BoundedDecoder(ErrorEnvelope)
 JSON_OBJECT: Final = BoundedDecoder(JsonObject)
 COUNT_TOKENS_RESULT: Final = BoundedDecoder(CountTokensResult)

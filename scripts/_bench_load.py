@@ -13,6 +13,8 @@ gateway's):
 - ``http``: the gateway's HTTP door, ``POST /v1/messages`` (SSE) exactly as on the direct
   path (same body, same reader), with ``x-switchboard-session: bench-http-<n>`` so each
   stream is charged to a session of its own, as on the WebSocket door.
+- ``other``: another gateway (``--other-gateway``, ``_bench_other``), spoken to exactly as
+  the HTTP door (the session header is one it may ignore).
 
 Every measured request becomes a ``Sample``; the run's wall time is from the start barrier
 to the last stream's last answer, and the ``on_start``/``on_end`` hooks fire at those two
@@ -40,8 +42,11 @@ from _bench_wire import HttpConnection, WebSocketConnection, WireError
 API_VERSION: Final = "2023-06-01"
 # The emulator accepts any key; a recognisable one makes its logs easy to read.
 API_KEY: Final = "sk-ant-bench"
-# The run's paths: the emulator direct, the gateway's WebSocket door, its HTTP door.
-PATHS: Final = ("direct", "gateway", "http")
+# The run's paths: the emulator direct, the gateway's WebSocket door, its HTTP door, and
+# another gateway's HTTP API when one is given.
+PATHS: Final = ("direct", "gateway", "http", "other")
+# The paths spoken as HTTP with SSE answers (the others: the WebSocket door).
+HTTP_PATHS: Final = frozenset({"direct", "http", "other"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +259,10 @@ async def gateway_request(ws: WebSocketConnection, query_id: str, frame: bytes, 
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """One run: which path (``direct``/``gateway``/``http``), its target URL (the emulator's,
-    the gateway's WebSocket or HTTP door) and the load's shape."""
+    """One run: which path (``direct``/``gateway``/``http``/``other``), its target URL (the
+    emulator's, the gateway's WebSocket or HTTP door, the other gateway's) and the load's
+    shape. ``expected_events``: what a complete stream carries on this path when it is not
+    the workload's (another gateway may drop or add events; its preflight tells)."""
 
     path: str
     url: str
@@ -263,6 +270,11 @@ class RunSpec:
     warmup: int
     requests: int
     workload: Workload
+    expected_events: int | None = None
+
+    @property
+    def expected(self) -> int:
+        return self.workload.expected_events if self.expected_events is None else self.expected_events
 
 
 async def run_load(
@@ -321,11 +333,11 @@ async def run_load(
 
         host, _, port = spec.url.split("://", 1)[1].rpartition(":")
         try:
-            if spec.path in ("direct", "http"):
+            if spec.path in HTTP_PATHS:
                 connection = HttpConnection(host, int(port))
                 body = spec.workload.upstream_body()
-                expected = spec.workload.expected_events
-                headers = direct_headers(f"bench-http-{n}" if spec.path == "http" else None)
+                expected = spec.expected
+                headers = direct_headers(None if spec.path == "direct" else f"bench-http-{n}")
 
                 async def send_direct(_: int) -> Sample:
                     return await direct_request(connection, "/v1/messages", body, expected, headers)
@@ -344,7 +356,7 @@ async def run_load(
                     async def send_query(i: int) -> Sample:
                         query_id = f"w{-i}" if i < 0 else f"q{i}"
                         frame = query_frame(query_id, spec.workload)
-                        return await gateway_request(ws, query_id, frame, spec.workload.expected_events)
+                        return await gateway_request(ws, query_id, frame, spec.expected)
 
                     await measured(send_query)
                 finally:

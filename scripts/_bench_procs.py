@@ -116,7 +116,7 @@ async def _first_lines(stream: trio.abc.ReceiveStream, count: int) -> list[str]:
     return [line.decode(errors="replace").strip() for line in buffer.split(b"\n")[:count]]
 
 
-def _log_tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -124,7 +124,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _prepare_child(cpus: frozenset[int] | None) -> None:
+def prepare_child(cpus: frozenset[int] | None) -> None:
     """Run in the child between fork and exec."""
     # Pinned before exec, so no thread of it ever runs elsewhere.
     if cpus is not None:
@@ -152,7 +152,7 @@ async def open_child(
     with ``url_prefix`` (then ``http://``) within START_TIMEOUT. The process is stopped on
     exit in every case.
     """
-    preexec = functools.partial(_prepare_child, cpus)
+    preexec = functools.partial(prepare_child, cpus)
     with log_path.open("wb") as log:
         process = await trio.lowlevel.open_process(
             [*switchboard_command(), *args],
@@ -175,7 +175,7 @@ async def open_child(
         if not lines[0].startswith(url_prefix) or (http_url and not lines[1].startswith("http://")):
             raise ChildFailed(
                 f"{name} did not start (first line(s) {lines!r}, exit status {process.poll()}); "
-                f"log {log_path}:\n{_log_tail(log_path)}"
+                f"log {log_path}:\n{log_tail(log_path)}"
             )
         yield Child(
             name=name, pid=process.pid, url=lines[0], log_path=log_path, http_url=lines[1] if http_url else None

@@ -60,10 +60,12 @@ class RunMetrics:
     wall_s: float
     requests_per_s: float
     events_per_s: float
+    events: int
     ttfe_p50_ms: float | None
     ttfe_p99_ms: float | None
     gap_p99_ms: float | None
     gateway_cpu_ms_per_req: float | None
+    gateway_cpu_us_per_event: float | None
     emulator_cpu_ms_per_req: float | None
     loadgen_cpu_ms_per_req: float | None
     gateway_cpu_pct: float | None
@@ -102,6 +104,9 @@ def reduce_run(
         reasons[f"not finished ({'timed out' if outcome.timed_out else 'stream failed'})"] += outcome.missing
     wall = outcome.wall
     measured = len(samples)
+    # Every event the load generator received in the measured phase: each one the gateway
+    # relayed (read upstream, written to the client).
+    events = sum(s.events for s in samples)
 
     def per_request(seconds: float | None) -> float | None:
         return None if seconds is None or not measured else seconds * 1000 / measured
@@ -125,11 +130,13 @@ def reduce_run(
         timed_out=outcome.timed_out,
         wall_s=wall,
         requests_per_s=len(good) / wall if wall else 0.0,
-        events_per_s=sum(s.events for s in samples) / wall if wall else 0.0,
+        events_per_s=events / wall if wall else 0.0,
+        events=events,
         ttfe_p50_ms=_ms(percentile([s.ttfe for s in good if s.ttfe is not None], 50)),
         ttfe_p99_ms=_ms(percentile([s.ttfe for s in good if s.ttfe is not None], 99)),
         gap_p99_ms=_ms(percentile([g for s in good for g in s.gaps], 99)),
         gateway_cpu_ms_per_req=per_request(cpu.gateway),
+        gateway_cpu_us_per_event=None if cpu.gateway is None or not events else cpu.gateway * 1e6 / events,
         emulator_cpu_ms_per_req=per_request(cpu.emulator),
         loadgen_cpu_ms_per_req=per_request(cpu.loadgen),
         gateway_cpu_pct=busy(cpu.gateway),
@@ -169,6 +176,7 @@ class Summary:
     gap_p99_ms: float | None
     added_gap_p99_ms: float | None
     gateway_cpu_ms_per_req: float | None
+    gateway_cpu_us_per_event: float | None
     emulator_cpu_ms_per_req: float | None
     loadgen_cpu_ms_per_req: float | None
     gateway_cpu_pct: float | None
@@ -210,6 +218,7 @@ def summarise(runs: list[RunMetrics], direct: Summary | None = None) -> Summary:
         gap_p99_ms=_median([r.gap_p99_ms for r in runs]),
         added_gap_p99_ms=None,
         gateway_cpu_ms_per_req=_median([r.gateway_cpu_ms_per_req for r in runs]),
+        gateway_cpu_us_per_event=_median([r.gateway_cpu_us_per_event for r in runs]),
         emulator_cpu_ms_per_req=_median([r.emulator_cpu_ms_per_req for r in runs]),
         loadgen_cpu_ms_per_req=_median([r.loadgen_cpu_ms_per_req for r in runs]),
         gateway_cpu_pct=_median([r.gateway_cpu_pct for r in runs]),
@@ -248,6 +257,7 @@ _COLUMNS: Final[tuple[tuple[str, str, int | None], ...]] = (
     ("gap p99", "gap_p99_ms", 2),
     ("+gap p99", "added_gap_p99_ms", 2),
     ("gw cpu/req", "gateway_cpu_ms_per_req", 2),
+    ("gw us/event", "gateway_cpu_us_per_event", 0),
     ("gw %cpu", "gateway_cpu_pct", 0),
     ("load %cpu", "load_cpu_pct", 0),
     ("other %cpu", "other_cpu_pct", 0),

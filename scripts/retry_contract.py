@@ -19,10 +19,13 @@ Scenarios (the emulator's faults, README "The emulator"):
 
 What 2.1.332 does (measured 2026-12-07): it obeys ``x-should-retry: false`` even on a 529
 (a 529 with it ends the run after one attempt; without it, ten retries), and every one of its
-retries is a fresh request with ``x-stainless-retry-count: 0``. The gateway's answer after its
-own retries carries that header, so through the gateway Claude Code makes one request and the
-gateway alone retries: the same attempts as direct, not their product. An answer that should
-let the client retry (a 529 the gateway did not retry itself) must leave the header out.
+retries is a fresh request with ``x-stainless-retry-count: 0``. That header puts it in the
+HTTP door's client mode (docs/protocol.md 2, "Retries"): one upstream attempt per request,
+the upstream's own status and headers back, so Claude Code retries as it would directly and
+the attempts are the same, not their product. With ``--max-retries 10`` (the defaults), on
+Sonnet 5 and on Opus 4.8 (its 3 x 529 rule), every scenario made the same number of upstream
+attempts through the gateway as directly, and ended within Claude Code's own jitter of the
+direct time (the closing note of that day has the tables).
 
 Everything stays on loopback: the emulator and the gateway run in this process, and Claude
 Code gets the sealed environment of the tests (its proxy trap must stay empty).

@@ -29,7 +29,8 @@ What it does:
    checks that each session holds at least what was reported, to the micro-dollar (it may
    hold more: aborted and failed attempts are charged without a ``done``).
 
-It prints a summary (queries; done, error, aborted, lost, timed-out counts; kills; reported,
+It prints a summary (queries; done, error, aborted, lost, timed-out counts, and HTTP 400s, the
+door refusing the soak's own request, which a sound soak never gets; kills; reported,
 ledger and missing dollars) and exits 1 if any reported cost is missing from the ledger.
 """
 
@@ -279,7 +280,9 @@ async def ws_worker(gateway: Gateway, stats: Stats, session_id: str, deadline: f
 
 async def http_worker(gateway: Gateway, stats: Stats, session_id: str, deadline: float, rng: random.Random) -> None:
     n = 0
-    headers = {"x-switchboard-session": session_id, "x-api-key": "soak"}
+    # The API's version, required by the door as by the API (docs/protocol.md 2); no
+    # x-stainless-retry-count: the gateway retries (its CLAUDE_CODE_MAX_RETRIES above).
+    headers = {"x-switchboard-session": session_id, "x-api-key": "soak", "anthropic-version": "2023-06-01"}
     async with httpx.AsyncClient(timeout=QUERY_TIMEOUT) as client:
         while trio.current_time() < deadline:
             if not await gateway.wait_up():
@@ -310,6 +313,9 @@ async def http_worker(gateway: Gateway, stats: Stats, session_id: str, deadline:
                 stats.outcomes["done"] += 1
                 cost = response.headers.get("x-switchboard-cost-usd")
                 stats.report(session_id, to_pico(cost) if cost is not None else None)
+            elif response.status_code == 400:
+                # The door refused the soak's own request: a broken soak, shown apart.
+                stats.outcomes["refused"] += 1
             else:
                 stats.outcomes["error"] += 1
 
@@ -360,7 +366,8 @@ def summarize(stats: Stats, checks: list[SessionCheck]) -> int:
     outcomes = stats.outcomes
     queries = sum(outcomes.values())
     print(f"queries {queries}: done {outcomes['done']}, error {outcomes['error']}, aborted {outcomes['aborted']}, "
-          f"lost to a kill {outcomes['lost']}, timed out {outcomes['timed_out']}")  # fmt: skip
+          f"lost to a kill {outcomes['lost']}, timed out {outcomes['timed_out']}, "
+          f"refused as malformed (HTTP 400) {outcomes['refused']}")  # fmt: skip
     print(f"gateway kills (SIGKILL) {stats.kills}, restarts {stats.restarts}")
     print(f"sessions {len(checks)}: reported ${reported / PICO_PER_USD:.6f}, ledger ${held / PICO_PER_USD:.6f}, "
           f"missing ${missing / PICO_PER_USD:.6f}")  # fmt: skip

@@ -76,6 +76,8 @@ async def test_retry_supervisor_survives_a_query_it_cannot_start(
     poison(monkeypatch, RetrySupervisor, "_query_run")
     await a_bad_query_then_a_good_one(server, mock_clock)
     assert internal_errors(server) == {"actor:RetrySupervisor": 1}
+    # The query that never started is no longer counted in flight, nor holds a slot.
+    assert (server.gateway.drain.in_flight, server.gateway.drain.admission.in_use) == (0, 0)
 
 
 async def test_retry_supervisor_survives_a_count_request_that_fails(

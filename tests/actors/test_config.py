@@ -75,6 +75,26 @@ def test_redaction_of_registered_secrets_and_known_shapes() -> None:
     assert "s3cr3t" not in redactor.redact("{'x-api-key': 's3cr3t'}")
 
 
+def test_admission_bound_and_wait_from_the_environment_or_the_flags() -> None:
+    default = config_from_env({})
+    assert (default.max_queries, default.admission_wait) == (256, 10.0)
+    env = {"SWITCHBOARD_MAX_QUERIES": " 64 ", "SWITCHBOARD_ADMISSION_WAIT_S": "2.5"}
+    assert (config_from_env(env).max_queries, config_from_env(env).admission_wait) == (64, 2.5)
+    # The flags win; 0 is no bound (and, for the wait, a 529 at once when every slot is taken).
+    flags = config_from_env(env, max_queries=0, admission_wait=0.0)
+    assert (flags.max_queries, flags.admission_wait) == (0, 0.0)
+    for name, bad in (
+        ("SWITCHBOARD_MAX_QUERIES", "many"),
+        ("SWITCHBOARD_MAX_QUERIES", "-1"),
+        ("SWITCHBOARD_ADMISSION_WAIT_S", "soon"),
+        ("SWITCHBOARD_ADMISSION_WAIT_S", "-1"),
+        ("SWITCHBOARD_ADMISSION_WAIT_S", "inf"),
+        ("SWITCHBOARD_ADMISSION_WAIT_S", "nan"),
+    ):
+        with pytest.raises(ConfigError, match=r"MAX_QUERIES|queries in flight|ADMISSION_WAIT|admission wait"):
+            config_from_env({name: bad})
+
+
 def test_shutdown_grace_from_the_environment_or_the_flag() -> None:
     assert config_from_env({}).shutdown_grace == 30.0
     assert config_from_env({"SWITCHBOARD_SHUTDOWN_GRACE_S": " 12.5 "}).shutdown_grace == 12.5
@@ -83,3 +103,12 @@ def test_shutdown_grace_from_the_environment_or_the_flag() -> None:
     for bad in ("soon", "-1", "nan"):
         with pytest.raises(ConfigError, match=r"shutdown grace|SHUTDOWN_GRACE"):
             config_from_env({"SWITCHBOARD_SHUTDOWN_GRACE_S": bad})
+
+
+def test_serve_takes_the_admission_flags() -> None:
+    from actors.cli import _parser
+
+    args = _parser().parse_args(["serve", "--max-queries", "8", "--admission-wait", "2.5"])
+    assert (args.max_queries, args.admission_wait) == (8, 2.5)
+    unset = _parser().parse_args(["serve"])
+    assert (unset.max_queries, unset.admission_wait) == (None, None)  # the environment decides

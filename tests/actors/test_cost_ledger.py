@@ -39,6 +39,7 @@ from actors.cost_ledger import (
 from actors.cost_store import read_sessions
 from protocol.errors import ActorUnavailable
 from protocol.frames import CostSummary, ModelUsageSummary
+from protocol.ledger import MAX_PART_COST_PICO
 from protocol.pricing import cost_of, usd
 from protocol.usage import MAX_TOKEN_COUNT, Usage, UsageIteration
 
@@ -183,6 +184,28 @@ async def test_a_malformed_usage_is_priced_flagged_unknown_and_logged_with_its_q
     # The flag is durable: the session resumes with it.
     async with running(path) as (_, ledger):
         assert (await open_session(ledger)).cost.unknown_model_cost
+
+
+async def test_a_sessions_cost_past_the_integer_range_is_kept_exact_and_resumes(ledger_location: str) -> None:
+    """A hostile upstream's usage, priced at the bound per part (protocol.ledger), a hundred
+    times: the session's sum passes 2**63 - 1 picodollars, where SQLite's SUM overflows; the
+    ledger, ``switchboard cost``'s reader and a restart all keep it exact."""
+    path = ledger_location
+    usage = Usage(input_tokens=10, output_tokens=5, web_search_requests=MAX_TOKEN_COUNT)
+    async with running(path) as (_, ledger):
+        await open_session(ledger)
+        for n in range(100):
+            recorded = await record(ledger, usage, record_id=f"q:{n}:a")
+            assert recorded.cost_pico == MAX_PART_COST_PICO and recorded.unknown_model
+        live = await cost(ledger)
+    expected = 100 * MAX_PART_COST_PICO
+    assert expected > 2**63
+    assert live.total_cost_usd == usd(expected) and live.unknown_model_cost
+    stored = dict(read_sessions(path))["s"]
+    assert stored.total_pico == expected and stored.models[SONNET].web_search_requests == 100 * MAX_TOKEN_COUNT
+    async with running(path) as (_, ledger):
+        resumed = await open_session(ledger)
+    assert resumed.cost.total_cost_usd == usd(expected) and resumed.cost.unknown_model_cost
 
 
 async def test_every_session_resumes_after_a_restart_with_its_full_summary(tmp_path: Path, ledger_location: str) -> None:

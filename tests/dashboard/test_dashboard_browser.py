@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import msgspec
 import trio
+from harness import API_VERSION
 
 from actors.config import Config, Secret
 from actors.cost_ledger import owner_digest
@@ -31,7 +32,7 @@ from protocol.dashboard import token_label
 SCRIPT = Path(__file__).with_name("dashboard_page.cjs")
 ALICE, BOB, ADMIN = "tok-alice", "tok-bob", "tok-admin"
 SONNET, HAIKU = "claude-sonnet-4-6", "claude-haiku-4-5"
-SYSTEM = "You are a careful assistant. " * 40
+SYSTEM = "You are a careful assistant. " * 300  # over the cache minimum (1024)
 # The page and its browser get this long in all (a cold Chromium starts in a few seconds).
 BROWSER_TIMEOUT = 180
 
@@ -66,7 +67,7 @@ async def test_the_page_shows_what_the_ledger_holds_per_token(
     )
     server: Server = await nursery.start(functools.partial(run_server, config))
     base = server.http_url or ""
-    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=API_VERSION) as http:
         for token, session, request in PLAN:
             answer = await http.post(
                 "/v1/messages", json=request, headers={"x-api-key": token, "x-switchboard-session": session}

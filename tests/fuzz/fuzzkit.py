@@ -443,6 +443,9 @@ def door_errors() -> Iterator[list[str]]:
 def check_answer(stack: Stack, path: str, headers: dict[str, str], response: httpx.Response) -> None:
     """One answer of the HTTP door, checked against the API's shapes."""
     body = response.content
+    # Never a status a client acts on but as an answer or an error (a redirect it would follow).
+    assert response.status_code == 200 or 400 <= response.status_code <= 599, response.status_code
+    assert "location" not in response.headers
     kind = response.headers.get("content-type", "")
     assert kind.startswith(("application/json", "text/event-stream")), (response.status_code, kind, body[:300])
     if kind.startswith("text/event-stream"):

@@ -1,21 +1,27 @@
 """What a cut-short stream cost, end to end: an aborted, a disconnected and a dropped stream are
 charged an estimate of their output from the content relayed (protocol/estimate.py), and
-marked as such; a stream that completes is charged the upstream's own count.
+marked as such, in the durable ledger too (both stores: ``ledger_location``); a stream that
+completes is charged the upstream's own count.
 
 Each test computes the expected estimate itself, from the event frames the client received,
 with the formula of docs/protocol.md "Cost of a stream cut short"."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import msgspec
+import pytest
 import trio
 import trio.testing
 from harness import chat, connect
 
-from actors.server import Server
+from actors.cli import main
+from actors.config import Config
+from actors.cost_store import read_sessions
+from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Aborted, CostFrame, Done, EventFrame, GatewayFrame, Ready
 
@@ -71,6 +77,29 @@ async def test_an_aborted_stream_is_charged_an_estimate_of_what_it_relayed(serve
     model = summary.cost.model_usage[MODEL]
     assert model.output_tokens == model.estimated_output_tokens == expected
     assert summary.cost.estimated_cost_usd == summary.cost.total_cost_usd == aborted.cost_usd
+
+
+async def test_an_aborted_streams_estimate_is_stored_marked_on_both_stores(
+    nursery: trio.Nursery, config: Config, emulator: Emulator, ledger_location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    durable = msgspec.structs.replace(config, ledger_path=ledger_location)
+    server: Server = await nursery.start(functools.partial(run_server, durable))
+    emulator.script("stall:after=12,deltas=40")
+    async with connect(server) as client:
+        ready = await client.receive()
+        await client.send(type="query", id="q", request=chat("a long answer"))
+        received = [await client.receive() for _ in range(12)]
+        await client.send(type="abort", id="q")
+        frames = received + await client.until_terminal("q")
+    aborted = frames[-1]
+    assert isinstance(ready, Ready) and isinstance(aborted, Aborted) and aborted.cost_recorded
+    expected, _ = expected_estimate(_events(frames))
+    # What `switchboard cost` reads from the store, while the gateway still runs.
+    stored = dict(read_sessions(ledger_location))[ready.session_id]
+    assert stored.models[MODEL].estimated_output_tokens == stored.models[MODEL].output_tokens == expected
+    assert stored.estimated_pico == stored.total_pico > 0
+    main(["cost", ready.session_id, "--ledger", ledger_location])
+    assert f"output (~{expected} estimated)" in capsys.readouterr().out
 
 
 async def test_a_disconnected_stream_is_charged_an_estimate_of_what_it_relayed(

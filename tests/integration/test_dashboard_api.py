@@ -16,6 +16,7 @@ import httpx
 import msgspec
 import pytest
 import trio
+from harness import API_VERSION
 
 from actors.config import Config, Secret
 from actors.cost_ledger import owner_digest
@@ -26,8 +27,9 @@ from protocol.pricing import canonical_model
 
 ALICE, BOB, ADMIN = "tok-alice", "tok-bob", "tok-admin"
 SONNET, HAIKU = "claude-sonnet-4-6", "claude-haiku-4-5"
-# Long enough to be worth caching; the emulator caches any marked prefix (emulator/tokens.py).
-SYSTEM = "You are a careful assistant. " * 40
+# Over Sonnet 4.6's minimum cacheable length (1024 tokens, emulator/models.py), so the second
+# query reads it from the cache.
+SYSTEM = "You are a careful assistant. " * 300
 
 
 def message(text: str, *, model: str = SONNET, cached: bool = False) -> dict[str, Any]:
@@ -71,7 +73,7 @@ async def server(nursery: trio.Nursery, config: Config, ledger: Path) -> Server:
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.http_url or "", timeout=30) as client:
+    async with httpx.AsyncClient(base_url=server.http_url or "", timeout=30, headers=API_VERSION) as client:
         yield client
 
 
@@ -217,7 +219,7 @@ async def test_no_tokens_configured_shows_everything(nursery: trio.Nursery, conf
     server: Server = await nursery.start(
         functools.partial(run_server, msgspec.structs.replace(config, http_port=0))
     )
-    async with httpx.AsyncClient(base_url=server.http_url or "", timeout=30) as http:
+    async with httpx.AsyncClient(base_url=server.http_url or "", timeout=30, headers=API_VERSION) as http:
         for session in ("one", "two"):
             answer = await http.post(
                 "/v1/messages", json=message("hi"), headers={"x-switchboard-session": session}

@@ -129,6 +129,32 @@ async def test_a_missing_or_unknown_api_version_gets_the_apis_400(
     assert messages_calls(emulator) == []
 
 
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"anthropic-version": "2023-06-01\xe9"}, 'anthropic-version: "2023-06-01\xe9" is not a valid version'),
+        ({**API_VERSION, "anthropic-beta": "tools-2024-04-04,\x80"}, "anthropic-beta: the header value must be ASCII text"),
+    ],
+)
+async def test_an_api_header_past_ascii_gets_a_400_and_never_goes_upstream(
+    nursery: trio.Nursery, config: Config, emulator: Emulator, headers: dict[str, str], message: str
+) -> None:
+    """Such a value once crashed the query where it was forwarded upstream (a 500
+    ``internal_error``): the API takes none, so the door refuses it as the client's error."""
+    server = await serve(nursery, config)
+    raw = {name.encode(): value.encode("latin-1") for name, value in headers.items()}
+    async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None) as http:
+        for path in ("/v1/messages", "/v1/messages/count_tokens"):
+            response = await http.post(path, json=chat(), headers=raw)
+            assert response.status_code == 400, path
+            assert response.json()["error"] == {"type": "invalid_request_error", "message": message}
+            assert response.headers["x-should-retry"] == "false"
+        # A beta that is ASCII goes as it is.
+        response = await http.post("/v1/messages", json=chat(), headers={**API_VERSION, "anthropic-beta": "context-1m-2025-08-07"})
+        assert response.status_code == 200, response.text
+    assert len(messages_calls(emulator)) == 1
+
+
 async def test_the_gateways_own_refusals_say_not_to_retry(nursery: trio.Nursery, config: Config) -> None:
     server = await serve(nursery, config, access_tokens=(Secret("tok"),))
     async with httpx.AsyncClient(base_url=str(server.http_url), timeout=None, headers=API_VERSION) as http:

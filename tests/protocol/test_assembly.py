@@ -85,6 +85,17 @@ def test_inconsistent_streams_raise_remote_protocol_error(name: str, data: bytes
         MessageAssembler().feed(name, data)
 
 
+@pytest.mark.parametrize("name", ["message", "ping", "message_stop", "brand_new_event"])
+@pytest.mark.parametrize("data", [b"x\nx", b"{not json", b"[1]", b'"text"', b"[" * 200 + b"]" * 200])
+def test_events_read_no_further_must_still_be_one_json_object(name: str, data: bytes) -> None:
+    # Each is relayed to the client as it came: one that is not a JSON object (or nests past
+    # protocol.bounded_json's limit) is a malformed stream, never relayed raw.
+    assembler = feed_all(WIRE_EXAMPLE[:8])
+    with pytest.raises(RemoteProtocolError, match=f"malformed {name} event"):
+        assembler.feed(name, data)
+    assert not assembler.stopped
+
+
 def test_delta_of_the_wrong_type_for_its_block_is_refused() -> None:
     assembler = feed_all(WIRE_EXAMPLE[:8])
     with pytest.raises(RemoteProtocolError):

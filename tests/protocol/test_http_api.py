@@ -117,6 +117,12 @@ def test_event_name_is_the_type_field_and_only_a_safe_one() -> None:
             ErrorInfo(type="something_new", message="m", status=418, request_id=None),
             (418, "something_new"),
         ),
+        # No error status from the upstream (a redirect found by the fuzz suite, a made-up
+        # code): a 502, never a status a client would act on.
+        (ErrorInfo(type="api_error", message="m", status=308, request_id=None), (502, "api_error")),
+        (ErrorInfo(type="api_error", message="m", status=201, request_id=None), (502, "api_error")),
+        (ErrorInfo(type="api_error", message="m", status=999, request_id=None), (502, "api_error")),
+        (ErrorInfo(type="connection_error", message="m", status=302, request_id=None), (502, "api_error")),
     ],
 )
 def test_http_error_keeps_upstream_errors_and_maps_the_gateways(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.ledger import RecordPart, SessionTotals, record_parts
+from protocol.ledger import MAX_PART_COST_PICO, RecordPart, SessionTotals, record_parts
 from protocol.pricing import cost_of, usd
-from protocol.usage import Usage, UsageIteration
+from protocol.usage import MAX_TOKEN_COUNT, Usage, UsageIteration
 
 ON = "2026-11-26"
 MODELS = ["claude-sonnet-4-6", "us.anthropic.claude-opus-4-6-v1", "claude-haiku-4-5", "mystery-model-1"]
@@ -116,3 +117,20 @@ def test_an_estimated_usage_marks_only_the_messages_own_part() -> None:
     assert merged.estimated_pico == 2 * own.cost_pico
     totals.remove((own, advised))
     assert totals.estimated_pico == 0 and totals.models["claude-sonnet-4-6"].estimated_output_tokens == 0
+
+
+def test_a_part_priced_past_the_bound_is_recorded_at_it_and_flagged_unknown() -> None:
+    # 10**9 web searches (a count within MAX_TOKEN_COUNT) cost $10**7: past what an integer
+    # column holds (2**63 - 1 picodollars); once an OverflowError that lost the record.
+    usage = Usage(input_tokens=10, output_tokens=5, web_search_requests=MAX_TOKEN_COUNT)
+    assert cost_of(usage, "claude-sonnet-4-6", on=ON).total_pico > 2**63
+    advisor = UsageIteration(type="advisor_message", model="claude-opus-4-6", output_tokens=MAX_TOKEN_COUNT,
+                             input_tokens=MAX_TOKEN_COUNT)
+    parts = record_parts(msgspec.structs.replace(usage, iterations=(advisor,) * 3), "claude-sonnet-4-6", on=ON)
+    # The message's own part is bounded and flagged; each advisor part is priced as it is.
+    advisor_pico = MAX_TOKEN_COUNT * (5_000_000 + 25_000_000)
+    assert [p.cost_pico for p in parts] == [MAX_PART_COST_PICO] + [advisor_pico] * 3
+    assert [p.unknown_model for p in parts] == [True, False, False, False]
+    # Below the bound: priced exactly, not flagged.
+    (honest,) = record_parts(Usage(input_tokens=MAX_TOKEN_COUNT), "claude-sonnet-4-6", on=ON)
+    assert honest.cost_pico == MAX_TOKEN_COUNT * 3_000_000 and not honest.unknown_model

@@ -79,6 +79,8 @@ def test_what_upstream_headers_a_client_gets() -> None:
         ("set-cookie", "a=b"),
         ("alt-svc", 'h3=":443"'),
         ("x-switchboard-cost-usd", "0"),
+        ("Location", "http://elsewhere.example/v1/messages"),
+        ("refresh", "0; url=http://elsewhere.example"),
     ]
     assert client_headers(upstream) == (
         ("request-id", "req_1"),

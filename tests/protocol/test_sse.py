@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.errors import RemoteProtocolError
-from protocol.sse import ServerSentEvent, SSEDecoder, encode_event
+from protocol.sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder, encode_event
 
 
 def decode_all(data: bytes, cuts: list[int] | None = None) -> list[ServerSentEvent]:
@@ -70,6 +70,47 @@ def test_overlong_line_raises_remote_protocol_error() -> None:
     decoder = SSEDecoder(max_line_bytes=16)
     with pytest.raises(RemoteProtocolError):
         decoder.feed(b"data: " + b"x" * 32)
+
+
+def test_an_event_over_its_bound_raises_whichever_way_it_grows() -> None:
+    # Many data lines, each short.
+    with pytest.raises(RemoteProtocolError, match="SSE event larger than 64 bytes"):
+        SSEDecoder(max_event_bytes=64).feed(b"data: 0123456789\n" * 8)
+    # One line fed in pieces without a line break: refused as soon as it is over, the rest
+    # never buffered.
+    decoder = SSEDecoder(max_event_bytes=64)
+    decoder.feed(b"data: " + b"x" * 40)
+    with pytest.raises(RemoteProtocolError):
+        decoder.feed(b"x" * 40)
+    # Data lines so far plus the line being read.
+    decoder = SSEDecoder(max_event_bytes=64)
+    decoder.feed(b"data: " + b"x" * 40 + b"\ndata: ")
+    with pytest.raises(RemoteProtocolError):
+        decoder.feed(b"y" * 30)
+    # Within the bound, and a bound counted per event: fine.
+    decoder = SSEDecoder(max_event_bytes=64)
+    for _ in range(10):
+        assert decoder.feed(b"data: " + b"x" * 50 + b"\n\n") == [ServerSentEvent(event="message", data=b"x" * 50)]
+
+
+def test_a_huge_event_in_small_chunks_is_refused_in_linear_time() -> None:
+    # 64 KiB chunks of one endless line: each piece is kept, never the whole line copied
+    # again per chunk (that was quadratic: seconds of CPU for a 33 MiB event).
+    decoder = SSEDecoder()
+    decoder.feed(b"event: content_block_delta\ndata: ")
+    chunk = b"w" * 65536
+    for _ in range(DEFAULT_MAX_EVENT_BYTES // len(chunk) - 1):
+        assert decoder.feed(chunk) == []
+    with pytest.raises(RemoteProtocolError, match="SSE event larger than"):
+        decoder.feed(chunk)
+
+
+def test_a_held_cr_then_a_chunk_without_line_breaks_ends_its_line() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: x\r\r") == []  # the second CR may be half of a CRLF
+    assert decoder.feed(b"data") == [ServerSentEvent(event="message", data=b"x")]
+    assert decoder.feed(b": y\r\r") == []
+    assert decoder.close() == [ServerSentEvent(event="message", data=b"y")]
 
 
 def test_non_utf8_event_name_raises_remote_protocol_error() -> None:

@@ -42,8 +42,11 @@ def test_the_ledger_may_hold_more_but_never_less_than_reported(capsys: pytest.Ca
     assert checks["c"].missing_pico == 2_000_000  # two micro-dollars
     assert summarize(stats, list(checks.values())) == 1
     ledger.append({"session_id": "c", "total_cost_usd": 0.000002})
+    stats.outcomes.update(done=4, refused=2)
     assert summarize(stats, check_ledger(stats.reported, ledger)) == 0
-    assert "MISSING c" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MISSING c" in out
+    assert "queries 6: done 4," in out and "refused as malformed (HTTP 400) 2" in out
 
 
 def test_less_than_a_micro_dollar_is_within_the_check() -> None:

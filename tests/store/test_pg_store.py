@@ -66,7 +66,7 @@ def test_migrations_are_versioned_and_two_processes_starting_at_once_apply_them_
     with psycopg.connect(pg_url) as conn:
         versions = conn.execute("SELECT version FROM switchboard.schema_migrations ORDER BY version").fetchall()
         instances = conn.execute("SELECT instance_id FROM switchboard.instances").fetchall()
-    assert versions == [(n,) for n in range(1, SCHEMA_VERSION + 1)]
+    assert versions == [(version,) for version in range(1, SCHEMA_VERSION + 1)]
     assert len({row[0] for row in instances}) == 4  # hostname:pid:random, one per store
 
 
