@@ -108,6 +108,9 @@ EMULATOR_KEY: Final = "sk-ant-emulator-local"
 # Backstop for a graceful shutdown: how long the ledger keeps taking the usage of attempts
 # that are being aborted. Longer than the relay's cleanup deadline, so it never cuts one off.
 SHUTDOWN_GRACE: Final = 2 * CLEANUP_TIMEOUT
+# A token's refusal that waiting does not end (protocol/budget.py ``Refusal.kind``): not a
+# 429. The budget, rpm and concurrency refusals are ``rate_limit_error`` 429.
+_REFUSALS: Final = {"model": ("permission_error", 403), "revoked": ("authentication_error", 401)}
 
 
 @final
@@ -327,10 +330,11 @@ class Gateway:
             )
         if isinstance(result, Refusal):
             log.info("query %s refused: %s", query.id, result.message)
+            error_type, status = _REFUSALS.get(result.kind, ("rate_limit_error", 429))
             return ErrorInfo(
-                type="rate_limit_error" if result.kind != "model" else "permission_error",
+                type=error_type,
                 message=result.message,
-                status=429 if result.kind != "model" else 403,
+                status=status,
                 request_id=None,
                 retry_after_s=result.retry_after_s,
             )

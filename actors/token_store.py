@@ -219,11 +219,15 @@ class TokenStore:
             ).fetchone()
         return row is not None
 
-    def _update(self, name: str, change: Callable[[TokenInfo], Account | T]) -> Account | T | None:
-        """Lock the token's row, apply ``change``, write an ``Account`` back; in one transaction."""
+    def _update(
+        self, name: str, change: Callable[[TokenInfo], Account | T], *, active: bool
+    ) -> Account | T | None:
+        """Lock the token's row, apply ``change``, write an ``Account`` back; in one
+        transaction. ``active``: only an active token (a revoked one still settles)."""
+        only = " AND revoked_at IS NULL" if active else ""
         with self._tx() as db:
             row = db.execute(
-                self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND name = ?{self._lock_row}"),
+                self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND name = ?{only}{self._lock_row}"),
                 (SUBJECT_TOKEN, name),
             ).fetchone()
             if row is None:
@@ -251,7 +255,7 @@ class TokenStore:
             seen.append(info)
             return reserve(info.account, info.limits, amount_pico, model=model, name=name, now=now)
 
-        result = self._update(name, change)
+        result = self._update(name, change, active=True)
         if result is None:
             return None
         info = seen[0]
@@ -267,7 +271,7 @@ class TokenStore:
             seen.append(info)
             return settle(info.account, info.limits, reserved_pico, actual_pico, now)
 
-        result = self._update(name, change)
+        result = self._update(name, change, active=False)
         if result is None or not isinstance(result, Account):
             return None
         return msgspec.structs.replace(seen[0], account=result)

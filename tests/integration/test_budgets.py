@@ -191,3 +191,16 @@ async def test_spend_is_visible_in_ready_cost_headers_metrics_and_dashboard(nurs
     async with connect(server2, "s2") as client:
         raw = msgspec.json.decode(await client.ws.get_message())
     assert "budget" not in raw
+
+
+async def test_a_token_revoked_while_connected_ends_its_next_query(nursery: trio.Nursery, config: Config) -> None:
+    server = await start(nursery, config)
+    token = new_token()
+    store(server).add("ci", token, Limits(), NOW)
+    async with connect(server, "s1", extra_headers=bearer(token)) as client:
+        await client.receive()
+        store(server).revoke("ci", NOW)
+        await client.send(type="query", id="q", request=chat())
+        [error] = await client.until_terminal("q")
+    assert isinstance(error, ErrorFrame)
+    assert (error.error.type, error.error.status, error.error.retry_after_s) == ("authentication_error", 401, None)
