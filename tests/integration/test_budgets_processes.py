@@ -37,11 +37,13 @@ async def test_two_processes_on_one_postgresql_budget_never_overshoot(pg_url: st
     finally:
         store.close()
     outcomes: Counter[int] = Counter()
+    stderr: list[bytearray] = []
     async with serve_process(clean_env(), "--ledger", pg_url, "--http-port", "0") as first, serve_process(
         clean_env(), "--ledger", pg_url, "--http-port", "0"
     ) as second:
         urls = []
         for served in (first, second):
+            stderr.append(served.stderr)
             await served.read_line()
             urls.append(await served.read_line())
 
@@ -51,7 +53,7 @@ async def test_two_processes_on_one_postgresql_budget_never_overshoot(pg_url: st
                     answer = await http.post("/v1/messages", json=REQUEST, headers={"x-api-key": token})
                     outcomes[answer.status_code] += 1
                     if answer.status_code != 200:
-                        assert answer.status_code == 429, answer.text
+                        assert answer.status_code == 429, (answer.text, [bytes(e[-3000:]) for e in stderr])
                         assert msgspec.json.decode(answer.content)["error"]["type"] == "rate_limit_error"
                         return
 
@@ -70,9 +72,10 @@ async def test_two_processes_on_one_postgresql_budget_never_overshoot(pg_url: st
     worst = worst_case_pico(REQUEST, len(msgspec.json.encode(REQUEST)), on=datetime.date.today().isoformat())
     report = (
         f"budget ${BUDGET_PICO / PICO_PER_USD:.6f}, recorded ${recorded / PICO_PER_USD:.6f}, "
-        f"{outcomes[200]} queries served, {outcomes[429]} refused, worst case ${worst / PICO_PER_USD:.6f}"
+        f"{outcomes[200]} queries served, {outcomes[429]} refused, worst case ${worst / PICO_PER_USD:.6f}; "
+        f"limits row {limits}; stderr tails {[bytes(e[-3000:]) for e in stderr]}"
     )
-    print(report)
+    print(report.split("; limits row")[0])
     assert recorded <= BUDGET_PICO, report
     assert recorded >= BUDGET_PICO - 2 * WORKERS_PER_PROCESS * worst, report  # most of it used
     assert recorded >= BUDGET_PICO * 8 // 10, report
