@@ -11,6 +11,12 @@ summaries. Estimated figures (streams cut short, protocol/estimate.py) are marke
 which $X estimated)`` after the total, ``(~N estimated)`` after a model's output;
 ``estimated_cost_usd`` and ``estimated_output_tokens`` in the JSON.
 
+``switchboard cost --by session|token|model|day [--json|--csv]`` prints the spend grouped one
+way (``actors.cost_by``).
+
+``switchboard tokens add|list|revoke|set-budget`` manages access tokens with limits
+(``actors.tokens_cli``).
+
 ``switchboard ledger migrate --from PATH.sqlite3 --to postgresql://...`` copies an SQLite
 ledger into PostgreSQL (``actors.ledger_migrate``; idempotent).
 
@@ -39,10 +45,12 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import msgspec
 import trio
 
+from actors import cost_by, tokens_cli
 from actors.config import config_from_env, default_ledger_path, is_postgres_url, redact_url
 from actors.cost_store import read_sessions, require_psycopg
 from actors.gateway import Gateway
@@ -133,11 +141,14 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("session", nargs="?", default=None, help="one session (default: all of them)")
     cost.add_argument("--ledger", default=None, metavar="PATH|URL", help="ledger file or URL (default as for serve)")
     cost.add_argument("--json", action="store_true", help="PROTOCOL.md cost summaries (a list without SESSION)")
+    cost.add_argument("--by", choices=cost_by.BY, default=None, help="spend grouped by session, token, model or UTC day")
+    cost.add_argument("--csv", action="store_true", help="with --by: CSV instead of a table")
     ledger = sub.add_parser("ledger", help="manage a cost ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     copy = ledger_sub.add_parser("migrate", help="copy an SQLite ledger into PostgreSQL (idempotent)")
     copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
     copy.add_argument("--to", dest="target", required=True, metavar="URL", help="the PostgreSQL ledger (postgresql://...)")
+    tokens_cli.add_parser(sub)
     emulator = sub.add_parser("emulator", help="run the upstream API emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8766, help="0 picks a free one (default 8766)")
@@ -214,6 +225,12 @@ async def shut_down_on_signals(signals: AsyncIterator[int], gateway: Gateway) ->
 
 def _cost(args: argparse.Namespace) -> None:
     path = args.ledger or os.environ.get("SWITCHBOARD_LEDGER", "").strip() or default_ledger_path(os.environ)
+    if args.by is not None or args.csv:
+        if args.session is not None or args.by is None:
+            raise ConfigError("--by takes no SESSION, and --csv needs --by")
+        fmt: Literal["text", "json", "csv"] = "json" if args.json else "csv" if args.csv else "text"
+        sys.stdout.write(cost_by.render(cost_by.read_spend(path, args.by), args.by, fmt))
+        return
     sessions = read_sessions(path, args.session)
     if args.session is not None and not sessions:
         print(f"switchboard: no session {args.session!r} in {redact_url(path)}", file=sys.stderr)
@@ -265,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
             _cost(args)
         elif args.command == "ledger":
             _ledger(args)
+        elif args.command == "tokens":
+            tokens_cli.run(args)
         else:
             trio.run(_emulator, args)
     except* ConfigError as group:

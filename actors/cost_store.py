@@ -19,7 +19,7 @@ in the WAL file before the commit returns, so it survives a process kill (``kill
 a power cut or an OS crash can lose the last commits before a checkpoint. The ledger replies
 only after the commit.
 
-Schema (version 2, ``PRAGMA user_version``)::
+Schema (version 3, ``PRAGMA user_version``)::
 
     sessions(session_id PK, owner, created_at, updated_at,
              api_duration_ms, api_duration_without_retries_ms)
@@ -36,9 +36,12 @@ dashboard's time-window reads (``spend``, ``top_sessions``, ``top_owners``); bei
 it is created on any file when opened, with no schema version of its own. ``estimated`` 1: the part's
 ``output_tokens`` is the gateway's estimate (a stream cut short, protocol/estimate.py).
 
+Schema 3 adds ``limits`` (``LIMITS_TABLE``): access tokens (a SHA-256 of the token, never the
+token) with their budgets and counters (actors/token_store.py).
+
 Migrations (``_MIGRATIONS``, run by ``LedgerStore.open`` in one transaction on a file of
 an older version): 1 -> 2 adds ``usage.estimated`` (default 0: every older record holds
-the upstream's own counts). ``read_sessions`` reads an older file as it is (read-only):
+the upstream's own counts); 2 -> 3 adds the ``limits`` table. ``read_sessions`` reads an older file as it is (read-only):
 without the column, nothing is estimated.
 """
 
@@ -63,7 +66,7 @@ from protocol.errors import ConfigError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # WAL + NORMAL survives any crash of the process; FULL would add an fsync to every commit
 # (6.4 ms on the development machine against 0.01 ms), paid by every query's done frame and,
 # with the provisional record, by its first events.
@@ -82,6 +85,30 @@ INTEGRITY_PROBLEMS_SHOWN: Final = 3
 LOCK_SUFFIX: Final = ".lock"
 
 log = logging.getLogger("switchboard.ledger")
+
+# Access tokens and their limits (actors/token_store.py; protocol/budget.py). ``subject_kind``
+# is ``token`` today; users and groups are meant to hold the same limits in the same table
+# later (a row without ``token_hash``). Shared by the PostgreSQL schema (its migration 4).
+LIMITS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS {table} (
+    subject_kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    token_hash TEXT UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT,
+    budget_pico BIGINT,
+    period TEXT NOT NULL DEFAULT 'total',
+    max_concurrent INTEGER,
+    rpm INTEGER,
+    models TEXT,
+    period_key TEXT NOT NULL DEFAULT '',
+    spent_pico BIGINT NOT NULL DEFAULT 0,
+    reserved_pico BIGINT NOT NULL DEFAULT 0,
+    in_flight INTEGER NOT NULL DEFAULT 0,
+    rpm_key TEXT NOT NULL DEFAULT '',
+    rpm_count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (subject_kind, name)
+)"""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -120,7 +147,7 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE INDEX IF NOT EXISTS usage_provisional ON usage (session_id) WHERE final = 0;
 CREATE INDEX IF NOT EXISTS usage_recorded_at ON usage (recorded_at);
-"""
+""" + LIMITS_TABLE.format(table="limits") + ";"
 
 _COUNTS: Final = (
     "input_tokens",
@@ -159,6 +186,7 @@ _INSERT_PART: Final = (
 # Schema migrations: the statements that take a file from version ``n - 1`` to ``n``.
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     2: (f"ALTER TABLE usage ADD COLUMN {_ESTIMATED} INTEGER NOT NULL DEFAULT 0",),
+    3: (LIMITS_TABLE.format(table="limits"),),
 }
 _UPSERT_SESSION: Final = (
     "INSERT INTO sessions (session_id, owner, created_at, updated_at, api_duration_ms, "

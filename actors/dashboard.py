@@ -9,7 +9,7 @@ Routes (all ``GET``; the HttpDoor hands over every path ``is_dashboard_path`` ac
     cache savings and hit rate. ``/v1/switchboard/sessions``: the top sessions and tokens by
     spend. ``/v1/switchboard/live``: queries and sessions in flight, the last hour's retries,
     fallbacks and overloads. ``/v1/switchboard/health``: the ledger's and its store's health.
-    ``/v1/switchboard/budgets``: budgets and what is left (``budget_rows``: none yet).
+    ``/v1/switchboard/budgets``: the ledger tokens' budgets and what is left (``budget_rows``).
 Who sees what:
     The JSON endpoints take a token as the rest of the door does (``x-api-key`` or
     ``Authorization: Bearer``): an access token (``Config.access_tokens``) sees the sessions
@@ -37,16 +37,19 @@ import datetime
 import hmac
 import importlib.resources
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, final
 
+import msgspec
 import trio
 
 from actors.asgi import Exchange, RequestHead
+from actors.budgets import budget_view
 from actors.config import Config, Secret
 from actors.cost_ledger import ReadSpend, ReadTop, SessionOwners, owner_digest
 from actors.gateway import Gateway
 from actors.http_answer import send_error
+from actors.token_store import TokenInfo
 from protocol.dashboard import (
     EVERYONE,
     Bucket,
@@ -99,12 +102,21 @@ def is_dashboard_path(path: str) -> bool:
     return path == PAGE_PREFIX or path.startswith(PAGE_PREFIX + "/") or path.startswith(API_PREFIX)
 
 
-def budget_rows(scope: Scope) -> list[dict[str, object]]:
-    """Hook for the budgets issue: each budget visible to ``scope`` with what is left
-    (``{"name", "limit_usd", "spent_usd", "left_usd", "period"}``). There are no budgets
-    yet: empty, and the page hides its budgets panel while it is."""
-    del scope
-    return []
+def budget_rows(scope: Scope, tokens: Sequence[TokenInfo], now: datetime.datetime) -> list[dict[str, object]]:
+    """Each budget of the ledger's tokens visible to ``scope`` (every one; or the token's
+    own, its digest being ``scope.owner``) with what is left: ``{"name", "limit_usd",
+    "spent_usd", "left_usd", "period"}`` and the rest of docs/protocol.md's ``budget``
+    fields. None: the page hides its budgets panel."""
+    rows: list[dict[str, object]] = []
+    for info in tokens:
+        if not scope.everyone and info.token_hash != scope.owner:
+            continue
+        view = budget_view(info, now)
+        if view is not None:
+            row: dict[str, object] = msgspec.structs.asdict(view)
+            row["left_usd"] = view.remaining_usd
+            rows.append(row)
+    return rows
 
 
 def _utc_now() -> datetime.datetime:
@@ -156,7 +168,7 @@ class Dashboard:
         if handler is None:
             await send_error(exchange, 404, "not_found_error", f"no route {head.path}", request_id)
             return "switchboard_unknown"
-        scope = self._scope(head)
+        scope = await self._scope(head)
         if scope is None:
             await send_error(exchange, 401, "authentication_error", "invalid x-api-key", request_id)
             return f"switchboard_{endpoint}"
@@ -170,10 +182,12 @@ class Dashboard:
             await exchange.respond(200, JSON.encode(body), JSON_CONTENT_TYPE, _API_HEADERS)
         return f"switchboard_{endpoint}"
 
-    def _scope(self, head: RequestHead) -> Scope | None:
-        """Whose sessions the request's token sees; None: no valid token (a 401)."""
+    async def _scope(self, head: RequestHead) -> Scope | None:
+        """Whose sessions the request's token sees; None: no valid token (a 401). A ledger
+        access token (``switchboard tokens``) sees its own, as a configured one does."""
         access, admin = self._config.access_tokens, self._config.admin_tokens
-        if not access and not admin:
+        budgets = self._gateway.budgets
+        if not access and not admin and (budgets is None or not await budgets.required()):
             return EVERYONE
         scheme, _, bearer = head.headers.get("authorization", "").partition(" ")
         presented = [head.headers.get("x-api-key", "")]
@@ -182,7 +196,7 @@ class Dashboard:
         for candidate in filter(None, presented):
             if _matches(candidate, admin):
                 return EVERYONE
-            if _matches(candidate, access):
+            if _matches(candidate, access) or (budgets is not None and await budgets.lookup(candidate) is not None):
                 return Scope(everyone=False, owner=owner_digest(candidate))
         return None
 
@@ -258,7 +272,10 @@ class Dashboard:
 
     async def _budgets(self, query: str, scope: Scope) -> dict[str, object]:
         _no_parameters(query)
-        return {"budgets": budget_rows(scope)}
+        budgets = self._gateway.budgets
+        if budgets is None:
+            return {"budgets": []}
+        return {"budgets": budget_rows(scope, await budgets.tokens(), self._now())}
 
 
 def _matches(candidate: str, tokens: tuple[Secret, ...]) -> bool:

@@ -63,7 +63,6 @@ Timers:
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import secrets
 from typing import TYPE_CHECKING, Final, final
@@ -72,6 +71,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from actors._util import CLEANUP_TIMEOUT, internal_error_info, report_internal
+from actors.budgets import Access
 from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
@@ -180,21 +180,15 @@ class FrontDoor:
                     await self._no_connections.wait()
                 nursery.cancel_scope.cancel(reason="the gateway has shut down")
 
-    def _authenticate(self, request: WebSocketRequest) -> tuple[bool, str | None]:
-        """``(allowed, token)``; with no tokens configured everyone is allowed."""
-        tokens = self._config.access_tokens
-        if not tokens:
-            return True, None
-        presented: str | None = None
+    async def _authenticate(self, request: WebSocketRequest) -> Access | None:
+        """Who the handshake's bearer token is (``Gateway.authenticate``); None: refused."""
+        presented: list[str] = []
         for name, value in request.headers:
             if name.lower() == b"authorization":
                 scheme, _, credential = value.decode("latin-1").partition(" ")
                 if scheme.lower() == "bearer":
-                    presented = credential.strip()
-        if presented is None:
-            return False, None
-        ok = any(hmac.compare_digest(presented.encode(), t.reveal().encode()) for t in tokens)
-        return ok, presented if ok else None
+                    presented = [credential.strip()]
+        return await self._gateway.authenticate(presented)
 
     async def _handle_contained(self, request: WebSocketRequest) -> None:
         """One connection, a supervision boundary: nothing it raises (but cancellation)
@@ -213,12 +207,12 @@ class FrontDoor:
         if session_id is None:
             await request.reject(status)
             return
-        allowed, token = self._authenticate(request)
-        if not allowed:
+        access = await self._authenticate(request)
+        if access is None:
             await request.reject(401)
             return
         try:
-            opened = await self._gateway.open_session(session_id, owner=owner_digest(token))
+            opened = await self._gateway.open_session(session_id, owner=owner_digest(access.token))
         except ActorUnavailable:
             # The ledger cannot read the session (or the gateway is shutting down): this
             # session fails, never the door.
@@ -233,7 +227,7 @@ class FrontDoor:
             await request.reject(403)
             return
         ws = await request.accept()
-        connection = _Connection(self._gateway, self._config, session_id, ws)
+        connection = _Connection(self._gateway, self._config, session_id, ws, budget=access.budget)
         previous = self._live.get(session_id)
         self._live[session_id] = connection
         if previous is not None:
@@ -244,6 +238,7 @@ class FrontDoor:
             resumed=opened.resumed,
             cost=opened.cost,
             models=list(self._gateway.models),
+            budget=await self._gateway.budget(access.budget),
         )
         self._connection_opened(connection)
         holder = None
@@ -279,8 +274,12 @@ class FrontDoor:
 class _Connection:
     """One WebSocket connection attached to one session."""
 
-    def __init__(self, gateway: Gateway, config: Config, session_id: str, ws: WebSocketConnection) -> None:
+    def __init__(
+        self, gateway: Gateway, config: Config, session_id: str, ws: WebSocketConnection, *, budget: str | None = None
+    ) -> None:
         self._gateway = gateway
+        # The ledger token the connection runs under (its limits apply to every query).
+        self._budget = budget
         self._config = config
         self._session_id = session_id
         self._ws = ws
@@ -493,7 +492,9 @@ class _Connection:
         # Registered before the query starts, so its terminal frame always finds it.
         scope = self._queries[query.id] = trio.CancelScope()
         try:
-            await self._gateway.start_query(self._session_id, query, self._outbound.clone(), scope)
+            await self._gateway.start_query(
+                self._session_id, query, self._outbound.clone(), scope, budget=self._budget
+            )
         except RemoteProtocolError as exc:
             del self._queries[query.id]
             await self._reject(query.id, exc.error_type, str(exc))
@@ -525,7 +526,7 @@ class _Connection:
             report_internal(log, self._gateway.metrics, "ws_reader", f"get_cost of session {self._session_id}", exc)
             await self._reject(None, INTERNAL_ERROR, internal_error_info(exc).message)
             return
-        await self._emit(CostFrame(cost=cost))
+        await self._emit(CostFrame(cost=cost, budget=await self._gateway.budget(self._budget)))
 
 
 def _command_id(command: ClientCommand) -> str | None:

@@ -34,7 +34,7 @@ import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
@@ -52,6 +52,7 @@ from actors.bootstrap_fetcher import (
     GetBootstrap,
     RefreshCredentials,
 )
+from actors.budgets import Access, Budgets, Reservation, authenticate
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, is_postgres_url, ledger_file
 from actors.cost_ledger import (
@@ -62,6 +63,7 @@ from actors.cost_ledger import (
     OpenSession,
     SessionOpened,
 )
+from actors.cost_store import MEMORY, STORE_ERRORS
 from actors.drain import Drain
 from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
@@ -76,10 +78,20 @@ from actors.retry_supervisor import (
 )
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
+from actors.token_store import open_token_store
 from protocol.bootstrap import merge_model_options
+from protocol.budget import Refusal
 from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError, ShuttingDown
-from protocol.frames import CostSummary, ErrorFrame, ErrorInfo, GatewayFrame, ModelOption, Query
+from protocol.frames import (
+    CostSummary,
+    ErrorFrame,
+    ErrorInfo,
+    GatewayFrame,
+    ModelOption,
+    Query,
+    TokenBudget,
+)
 from protocol.models import DEFAULT_MODEL_OPTIONS
 from protocol.request import validate_request
 from protocol.wire import JsonObject
@@ -99,6 +111,9 @@ EMULATOR_KEY: Final = "sk-ant-emulator-local"
 # Backstop for a graceful shutdown: how long the ledger keeps taking the usage of attempts
 # that are being aborted. Longer than the relay's cleanup deadline, so it never cuts one off.
 SHUTDOWN_GRACE: Final = 2 * CLEANUP_TIMEOUT
+# A token's refusal that waiting does not end (protocol/budget.py ``Refusal.kind``): not a
+# 429. The budget, rpm and concurrency refusals are ``rate_limit_error`` 429.
+_REFUSALS: Final = {"model": ("permission_error", 403), "revoked": ("authentication_error", 401)}
 
 
 @final
@@ -118,8 +133,11 @@ class Gateway:
         drain: Drain | None = None,
         ledger: CostLedger | None = None,
         models_fetcher: ModelsFetcher | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.config = config
+        # Ledger access tokens with limits (actors/budgets.py); None: not kept (tests).
+        self.budgets = budgets
         self._ledger = ledger
         self._models_fetcher = models_fetcher
         # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
@@ -201,6 +219,12 @@ class Gateway:
             return BootstrapState(settled=True)
         return await ask(self._to_bootstrap, lambda reply: GetBootstrap(reply=reply, settled=settled))
 
+    async def authenticate(self, candidates: Sequence[str]) -> Access | None:
+        """Who a request presenting the tokens ``candidates`` is; None: refuse it (401).
+        ``SWITCHBOARD_ACCESS_TOKENS`` and the ledger's tokens (``switchboard tokens``) are
+        accepted (actors/budgets.py). A checkpoint."""
+        return await authenticate(self.budgets, self.config.access_tokens, candidates)
+
     async def open_session(self, session_id: str, *, owner: str | None = None) -> SessionOpened:
         """Create or resume a session; ``owner_ok`` False means another token owns it."""
         return await ask(
@@ -217,6 +241,7 @@ class Gateway:
         headers: tuple[tuple[str, str], ...] = (),
         admission_timeout: float | None = None,
         options: QueryOptions = DEFAULT_OPTIONS,
+        budget: str | None = None,
     ) -> trio.CancelScope:
         """Start a query whose frames go to ``outbound`` (the query takes that end and closes
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
@@ -226,6 +251,12 @@ class Gateway:
 
         While the cost ledger cannot commit (and does not fail open), the query ends at once
         with an ``error`` frame of type ``ledger_unavailable`` (status 503).
+
+        ``budget``: the name of the ledger access token the query runs under; its limits
+        are checked and its worst-case cost reserved first (actors/budgets.py), and a query
+        they refuse ends at once with an ``error`` frame of type ``rate_limit_error``
+        (status 429, ``retry_after_s`` when waiting helps). The reservation is settled to
+        the query's cost when it ends (a query refused meanwhile, e.g. by admission, settles 0).
 
         Admission (actors/admission.py): while ``Config.max_queries`` queries run, a new one
         waits in line for a slot. Without ``admission_timeout`` this returns at once and the
@@ -254,11 +285,26 @@ class Gateway:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
             return scope
+        on_end: Callable[[int], None] | None = None
+        if budget is not None and self.budgets is not None:
+            budgets = self.budgets
+            reserved = await self._reserve(budgets, budget, query, options)
+            if isinstance(reserved, ErrorInfo):
+                with outbound:
+                    try:
+                        await outbound.send(ErrorFrame(id=query.id, error=reserved))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                return scope
+            reservation = reserved
+            on_end = lambda cost_pico: budgets.settle_soon(reservation, cost_pico)  # noqa: E731
         try:
             # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
             ticket = self.drain.query_started(scope)
         except ShuttingDown:
             outbound.close()
+            if on_end is not None:
+                on_end(0)
             raise
         try:
             if admission_timeout is not None and not ticket.admitted:
@@ -266,18 +312,45 @@ class Gateway:
             await self._to_supervisor.send(
                 RunQuery(
                     session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers,
-                    options=options,
+                    options=options, on_end=on_end,
                 )
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.drain.query_ended(scope)
             outbound.close()
+            if on_end is not None:
+                on_end(0)
             raise ActorUnavailable("the gateway is shutting down") from exc
         except BaseException:
             self.drain.query_ended(scope)
             outbound.close()
+            if on_end is not None:
+                on_end(0)
             raise
         return scope
+
+    async def _reserve(self, budgets: Budgets, name: str, query: Query, options: QueryOptions) -> Reservation | ErrorInfo:
+        """Reserve the query's worst case for token ``name``, or the error that ends it."""
+        size = len(options.raw_body) if options.raw_body is not None else len(msgspec.json.encode(query.request))
+        try:
+            result = await budgets.reserve(name, query.request, size)
+        except STORE_ERRORS as exc:
+            log.error("query %s: the budget of token %s cannot be checked: %s", query.id, name, exc)
+            self.metrics.ledger_refused()
+            return ErrorInfo(
+                type="ledger_unavailable", message="the budget cannot be checked now", status=503, request_id=None
+            )
+        if isinstance(result, Refusal):
+            log.info("query %s refused: %s", query.id, result.message)
+            error_type, status = _REFUSALS.get(result.kind, ("rate_limit_error", 429))
+            return ErrorInfo(
+                type=error_type,
+                message=result.message,
+                status=status,
+                request_id=None,
+                retry_after_s=result.retry_after_s,
+            )
+        return result
 
     async def _admit_within(self, ticket: Ticket, patience: float) -> None:
         """Wait up to ``patience`` seconds for the ticket's slot (the caller gives the ticket back when
@@ -326,6 +399,7 @@ class Gateway:
         headers: tuple[tuple[str, str], ...] = (),
         admission_timeout: float | None = None,
         options: QueryOptions = DEFAULT_OPTIONS,
+        budget: str | None = None,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
         """Run one query; yields its frames, ending after the terminal one.
 
@@ -347,7 +421,8 @@ class Gateway:
         send, receive = trio.open_memory_channel[GatewayFrame](QUERY_BUFFER)
         with receive:
             scope = await self.start_query(
-                session_id, query, send, headers=headers, options=options, admission_timeout=admission_timeout
+                session_id, query, send, headers=headers, options=options, admission_timeout=admission_timeout,
+                budget=budget,
             )
             try:
                 yield receive
@@ -379,6 +454,14 @@ class Gateway:
         Raises ActorUnavailable when the ledger is gone or the read failed (it logged why).
         """
         return await ask(self._to_ledger, make)
+
+    async def budget(self, name: str | None) -> TokenBudget | msgspec.UnsetType:
+        """The budget of the ledger token named ``name`` now (``ready.budget``, the ``cost``
+        answer, the HTTP door's header); UNSET when there is none. A checkpoint."""
+        if name is None or self.budgets is None:
+            return msgspec.UNSET
+        view = await self.budgets.view(name)
+        return msgspec.UNSET if view is None else view
 
     async def cost(self, session_id: str) -> CostSummary:
         """The session's cost summary. A checkpoint."""
@@ -413,6 +496,13 @@ async def run_gateway(
             from actors.fleet import Fleet
 
             fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
+        # The ledger's store is open and migrated: the tokens' table is there.
+        location = ledger_file(config)
+        if location == MEMORY:
+            budgets = Budgets(open_token_store(location), offload=False, metrics=metrics)
+        else:
+            budgets = Budgets(await trio.to_thread.run_sync(lambda: open_token_store(location)), metrics=metrics)
+        await nursery.start(budgets.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It uses
         # the pool's credential (whatever its source) and the pool's refresh after a 401.
@@ -467,6 +557,7 @@ async def run_gateway(
             drain=drain,
             ledger=ledger,
             models_fetcher=models,
+            budgets=budgets,
         )
         gateway.fleet = fleet
         # The handle's channel ends close when this task is cancelled: with them closed, each

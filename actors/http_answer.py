@@ -149,6 +149,9 @@ async def _query_error(exchange: Exchange, info: ErrorInfo, reply: Reply) -> Non
     status, error_type = http_error(info)
     adopt(exchange, reply.heads.last())
     retry: bool | None = None
+    if info.retry_after_s is not None:
+        # A token's limit (docs/protocol.md "Access tokens and budgets"): when to try again.
+        adopt(exchange, [("retry-after", str(info.retry_after_s))])
     if info.type == SHUTTING_DOWN:
         exchange.base_headers.append(CONNECTION_CLOSE)
     elif not reply.client_retries or info.type in _FINAL_TYPES:

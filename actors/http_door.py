@@ -87,7 +87,7 @@ from actors.dashboard import Dashboard, is_dashboard_path
 from actors.gateway import Gateway
 from actors.http_answer import Reply, send_error, shutting_down
 from actors.http_post import BODY_IDLE_TIMEOUT as BODY_IDLE_TIMEOUT
-from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost, among, presented
+from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost, presented
 from actors.query_options import UpstreamHeads
 from protocol.errors import RemoteProtocolError
 from protocol.http_api import (
@@ -236,8 +236,8 @@ class HttpDoor:
         if draining and route not in _DRAINING_ROUTES:
             await shutting_down(exchange, request_id)
             return route
-        allowed, token = self._authenticate(head)
-        if not allowed:
+        access = await self._gateway.authenticate(presented(head))
+        if access is None:
             await send_error(
                 exchange, 401, "authentication_error", "invalid x-api-key", request_id, retry=False
             )
@@ -265,20 +265,10 @@ class HttpDoor:
                     heads=UpstreamHeads(),
                     client_retries=client_retries(head.headers, self._config.http_retries),
                 ),
-                token,
+                access,
                 arrived,
             )
         return route
-
-    def _authenticate(self, head: RequestHead) -> tuple[bool, str | None]:
-        """``(allowed, token)``: with no tokens configured everyone is allowed (token None)."""
-        tokens = self._config.access_tokens
-        if not tokens:
-            return True, None
-        for candidate in presented(head):
-            if among(candidate, tokens):
-                return True, candidate
-        return False, None
 
     async def _models(self, query: str, exchange: Exchange, request_id: str) -> None:
         """``GET /v1/models``: the catalog's models, paged as the API pages (protocol/model_list.py)."""

@@ -38,6 +38,7 @@ from actors.asgi import (
     read_body,
     watch_disconnect,
 )
+from actors.budgets import Access
 from actors.config import Config, Secret
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
@@ -45,7 +46,7 @@ from actors.http_answer import Reply, adopt, answer_json, answer_stream, send_er
 from actors.query_options import QueryOptions
 from actors.stream_relay import CountResult
 from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError
-from protocol.frames import SESSION_ID
+from protocol.frames import SESSION_ID, TokenBudget
 from protocol.http_api import JSON_CONTENT_TYPE, default_session, http_error, parse_body
 from protocol.passthrough import client_timeout
 from protocol.wire import JSON, JsonObject
@@ -73,6 +74,10 @@ KEEP_ALIVE_TIMEOUT: Final = 75.0
 BODY_IDLE_TIMEOUT: Final = KEEP_ALIVE_TIMEOUT
 
 
+# The token's budget left (docs/protocol.md "Access tokens and budgets").
+BUDGET_HEADER: Final = b"x-switchboard-budget-remaining-usd"
+
+
 @final
 class MessagesPost:
     """The POST routes of the HTTP door (see the module docstring)."""
@@ -98,7 +103,7 @@ class MessagesPost:
         receive: ASGIReceiveCallable,
         exchange: Exchange,
         reply: Reply,
-        token: str | None,
+        access: Access,
         arrived: float,
     ) -> None:
         request_id = reply.request_id
@@ -141,7 +146,7 @@ class MessagesPost:
                         else arrived + timeout - min(CLIENT_TIMEOUT_MARGIN, timeout / 10),
                         heads=reply.heads,
                     )
-                    await self._messages(request, head, forwarded, exchange, reply, token, options)
+                    await self._messages(request, head, forwarded, exchange, reply, access, options)
             except RemoteProtocolError as exc:
                 await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
             except ActorUnavailable:
@@ -157,11 +162,11 @@ class MessagesPost:
         forwarded: tuple[tuple[str, str], ...],
         exchange: Exchange,
         reply: Reply,
-        token: str | None,
+        access: Access,
         options: QueryOptions,
     ) -> None:
         request_id = reply.request_id
-        owner = owner_digest(token)
+        owner = owner_digest(access.token)
         session_id = head.headers.get(SESSION_HEADER) or default_session(owner)
         if not SESSION_ID.fullmatch(session_id):
             message = f"{SESSION_HEADER}: must be 1 to 128 characters of [A-Za-z0-9._-]"
@@ -173,6 +178,10 @@ class MessagesPost:
             await send_error(exchange, 403, "permission_error", message, request_id)
             return
         exchange.base_headers.append((SESSION_HEADER.encode(), session_id.encode()))
+        budget = await self._gateway.budget(access.budget)
+        if isinstance(budget, TokenBudget):
+            # What was left when the request arrived (before its own reservation).
+            exchange.base_headers.append((BUDGET_HEADER, f"{budget.remaining_usd:.6f}".encode()))
         with self._gateway.session_in_use(session_id):
             async with self._gateway.query(
                 request,
@@ -182,6 +191,7 @@ class MessagesPost:
                 headers=forwarded,
                 options=options,
                 admission_timeout=self._config.admission_wait,
+                budget=access.budget,
             ) as frames:
                 if request.get("stream") is True:
                     await answer_stream(frames, exchange, reply)

@@ -34,6 +34,8 @@ Metrics (every name, type and label; README has the same table):
         output, cache_read, cache_write_5m, cache_write_1h
     switchboard_cost_usd_total{model}                    counter: dollars, as priced by the
         ledger
+    switchboard_token_spend_usd_total{token}             counter: dollars settled to the
+        budgets of the ledger's access tokens (actors/budgets.py), by token NAME
     switchboard_overloaded{model}                        gauge: 1 while the model is in an
         overload cooldown
     switchboard_http_requests_total{route,status}        counter: HTTP door responses
@@ -209,6 +211,12 @@ class Metrics:
             "switchboard_cost_usd",
             "Cost in US dollars, as priced by the ledger.",
             ["model"],
+            registry=registry,
+        )
+        self._token_spend = Counter(
+            "switchboard_token_spend_usd",
+            "Dollars settled to the budgets of the ledger's access tokens, by token name.",
+            ["token"],
             registry=registry,
         )
         self._overloaded = Gauge(
@@ -391,6 +399,11 @@ class Metrics:
     def cost(self, model: str, usd: float) -> None:
         if usd > 0:
             self._cost.labels(model=self._label("model", model)).inc(usd)
+
+    def token_spend(self, name: str, usd: float) -> None:
+        """A query's real cost settled to a ledger token's budget (bounded as models are)."""
+        if usd > 0:
+            self._token_spend.labels(token=self._label("token", name)).inc(usd)
 
     def usage(self, model: str, usage: Usage, usd: float) -> None:
         """One recorded upstream message: its tokens by type and its cost."""

@@ -35,6 +35,10 @@ other applications. Design for several processes (README.md, "Deployment"):
 - ``gates``: each model's overload gate as the instances share it (``actors.fleet``): open,
   its failures, which instance holds the probe since when, when the next probe is due. Rows
   change only by single conditional statements (atomic, no lock held across a round trip).
+- ``limits`` (migration 4): access tokens and their budgets, as in SQLite
+  (``actors.cost_store.LIMITS_TABLE``, ``actors.token_store``). Unlike usage totals, a
+  budget's ``spent_pico`` and ``reserved_pico`` ARE running figures: the reservation must
+  be decided on one locked row (``SELECT ... FOR UPDATE``), which a sum cannot be.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
+from actors.cost_store import LIMITS_TABLE
 from protocol.errors import ConfigError
 
 # pg_advisory_xact_lock's key: "SWLEDGER" in ASCII, so it is recognisable in pg_locks.
@@ -130,6 +135,11 @@ CREATE TABLE switchboard.gates (
     next_probe_at TIMESTAMPTZ NOT NULL
 );
 """,
+    ),
+    (
+        4,
+        "access tokens with their limits and budget counters",
+        LIMITS_TABLE.format(table="switchboard.limits"),
     ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

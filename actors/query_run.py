@@ -148,6 +148,8 @@ class QueryRun:
                     with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                         await deliver(msg.outbound, self._cancelled_frame())
         finally:
+            if msg.on_end is not None:
+                msg.on_end(totals.cost_pico)
             if self._drain is not None:
                 self._drain.query_ended(msg.scope)
             self._sessions.finished(msg.session_id, trio.current_time())

@@ -99,6 +99,9 @@ class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
     outbound: trio.MemorySendChannel[GatewayFrame]
     headers: tuple[tuple[str, str], ...] = ()
     options: QueryOptions = DEFAULT_OPTIONS
+    # Called once with the query's cost (picodollars, every attempt) when it has ended:
+    # settles its budget reservation (actors/budgets.py). Must not block or raise.
+    on_end: Callable[[int], None] | None = None
 
 
 class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):

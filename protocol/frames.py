@@ -46,6 +46,10 @@ class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     request_id: str | None
     prompt_tokens: int | None = None
     max_prompt_tokens: int | None = None
+    # A gateway refusal that waiting ends (a token's budget, rpm or concurrency limit,
+    # docs/protocol.md "Access tokens and budgets"): seconds until it may succeed (the HTTP
+    # door's ``retry-after``).
+    retry_after_s: int | None = None
 
 
 class ModelUsageSummary(msgspec.Struct, kw_only=True):
@@ -124,12 +128,27 @@ class _Frame(msgspec.Struct, kw_only=True, tag_field="type"):
     pass
 
 
+class TokenBudget(msgspec.Struct, kw_only=True, frozen=True):
+    """A ledger access token's budget as of now (docs/protocol.md "Access tokens and
+    budgets"): ``renews_at`` is an ISO 8601 UTC time, null for a ``total`` budget."""
+
+    name: str
+    limit_usd: float
+    period: str
+    spent_usd: float
+    reserved_usd: float
+    remaining_usd: float
+    renews_at: str | None
+
+
 class Ready(_Frame, tag="ready"):
     session_id: str
     resumed: bool
     cost: CostSummary
     models: list[ModelOption]
     protocol: int = PROTOCOL_VERSION
+    # Only for a connection whose token has a budget (absent otherwise).
+    budget: TokenBudget | msgspec.UnsetType = msgspec.UNSET
 
 
 class EventFrame(_Frame, tag="event"):
@@ -225,6 +244,7 @@ class TokenCount(_Frame, tag="token_count"):
 
 class CostFrame(_Frame, tag="cost"):
     cost: CostSummary
+    budget: TokenBudget | msgspec.UnsetType = msgspec.UNSET  # as in ``Ready``
 
 
 GatewayFrame: TypeAlias = (

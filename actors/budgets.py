@@ -1,0 +1,260 @@
+"""The gateway's side of access tokens with limits: who a ledger token is, reserve before a
+query, settle after it (docs/protocol.md "Access tokens and budgets"; the arithmetic is
+protocol/budget.py, the atomic store calls actors/token_store.py).
+
+Not an actor with an inbox: the doors and ``Gateway.start_query`` call it. Every write
+(reserve, settle) runs on a worker thread (``trio.to_thread``), one at a time (``_limiter``:
+a store's connection serves one thread at a time), so the event loop never waits on the
+database; so do PostgreSQL's reads. SQLite's reads (a token's lookup at each request) run
+in place on a read connection of their own: in WAL mode a reader never waits for a writer.
+Settlements go through a queue to one task (``run``): a query's end never waits for them,
+and each is retried (with backoff) until the store takes it, so a reservation is never
+left behind while the process lives. A process that dies with queries in flight leaves
+their reservations (``reserved_usd``, ``in_flight``) in the store: ``switchboard tokens
+set-budget`` does not clear them; that is the known gap (docs/protocol.md).
+
+A store failure while authenticating or reserving refuses the query (fail closed: a budget
+that cannot be checked is not spent); it is logged, and the query ends with
+``ledger_unavailable`` (503).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar, final
+
+import msgspec
+import trio
+
+from actors.config import Secret
+from actors.cost_store import STORE_ERRORS
+from actors.metrics import Metrics
+from actors.token_store import TOKEN_PREFIX, TokenInfo, TokenStore
+from protocol.budget import Refusal, format_usd, renews_at, roll, worst_case_pico
+from protocol.errors import ActorUnavailable
+from protocol.frames import TokenBudget
+from protocol.pricing import usd
+
+log = logging.getLogger("switchboard.budgets")
+
+T = TypeVar("T")
+
+# Whether the store holds any token is asked again after this long (trio seconds): a
+# gateway without ledger tokens asks at most this often, and a token just added is
+# required within it.
+ACTIVE_CHECK_INTERVAL: Final = 2.0
+# Settlements waiting for the store at most: each is a few dozen bytes; past it (a store
+# down for long under load) the oldest are kept and new ones logged as lost.
+MAX_PENDING_SETTLEMENTS: Final = 100_000
+# The settlement retry's backoff: doubling from the first to the last.
+SETTLE_RETRY_FIRST: Final = 0.5
+SETTLE_RETRY_LAST: Final = 15.0
+
+
+class Reservation(msgspec.Struct, frozen=True, kw_only=True):
+    """A query's reservation against the token ``name``."""
+
+    name: str
+    reserved_pico: int
+
+
+def budget_view(info: TokenInfo, now: datetime.datetime) -> TokenBudget | None:
+    """``info``'s budget as of ``now``; None when it has none."""
+    limits, account = info.limits, info.account
+    if limits.budget_pico is None:
+        return None
+    account = roll(account, limits, now)
+    remaining = max(0, limits.budget_pico - account.spent_pico - account.reserved_pico)
+    renewal = renews_at(limits.period, now)
+    return TokenBudget(
+        name=info.name,
+        limit_usd=float(format_usd(limits.budget_pico)),
+        period=limits.period,
+        spent_usd=float(format_usd(account.spent_pico)),
+        reserved_usd=float(format_usd(account.reserved_pico)),
+        remaining_usd=float(format_usd(remaining)),
+        renews_at=None if renewal is None else renewal.isoformat(),
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@final
+class Budgets:
+    """Ledger tokens and their budgets for one gateway process."""
+
+    def __init__(self, store: TokenStore, *, offload: bool = True, metrics: Metrics | None = None) -> None:
+        self._store = store
+        self._metrics = metrics
+        # An in-memory store is called in place, as the CostLedger calls its own: nothing
+        # to wait for, and a MockClock's autojump must not run while a thread works.
+        self._offload = offload
+        self._limiter = trio.CapacityLimiter(1)
+        self._settle_send, self._settle_receive = trio.open_memory_channel[tuple[Reservation, int]](
+            MAX_PENDING_SETTLEMENTS
+        )
+        # Settlements queued or running, and an event set whenever none is (``settled``).
+        self._pending = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._active: bool | None = None
+        self._active_at = -math.inf
+
+    async def _read(self, fn: Callable[[], T]) -> T:
+        """A read: in place when the store's reads never wait (SQLite), else as ``_call``."""
+        if self._store.reads_in_place:
+            await trio.lowlevel.checkpoint()
+            return fn()
+        return await self._call(fn)
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if not self._offload:
+            await trio.lowlevel.checkpoint()
+            return fn()
+        return await trio.to_thread.run_sync(fn, limiter=self._limiter)
+
+    async def lookup(self, token: str) -> TokenInfo | None:
+        """The ledger token ``token`` is (only ``sb-`` tokens are looked up). A store failure
+        counts as no token (logged)."""
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        try:
+            return await self._read(lambda: self._store.lookup(token))
+        except STORE_ERRORS as exc:
+            log.error("access tokens cannot be read from the ledger: %s", exc)
+            return None
+
+    async def required(self) -> bool:
+        """Whether the ledger holds tokens, so that the doors require one (re-asked every
+        ``ACTIVE_CHECK_INTERVAL``; a store failure: required, fail closed)."""
+        now = trio.current_time()
+        if self._active is None or now - self._active_at >= ACTIVE_CHECK_INTERVAL:
+            try:
+                self._active = await self._read(self._store.any_active)
+            except STORE_ERRORS as exc:
+                log.error("access tokens cannot be read from the ledger: %s", exc)
+                return True
+            self._active_at = now
+        return self._active
+
+    async def reserve(self, name: str, request: dict[str, object], request_bytes: int) -> Reservation | Refusal:
+        """Reserve the request's worst case for token ``name``, or the refusal. Raises one
+        of ``STORE_ERRORS`` when the store cannot answer."""
+        now = _now()
+        amount = worst_case_pico(request, request_bytes, on=now.date().isoformat())
+        model = request.get("model")
+        result = await self._call(
+            lambda: self._store.reserve(name, amount, model=model if isinstance(model, str) else "", now=now)
+        )
+        if result is None:
+            return Refusal(kind="revoked", message=f"token {name} was revoked", retry_after_s=None)
+        _, refusal = result
+        if refusal is not None:
+            return refusal
+        return Reservation(name=name, reserved_pico=amount)
+
+    def settle_soon(self, reservation: Reservation, actual_pico: int) -> None:
+        """Settle ``reservation`` to ``actual_pico`` (queued for ``run``). Not a checkpoint."""
+        try:
+            self._settle_send.send_nowait((reservation, actual_pico))
+            self._pending += 1
+            if self._idle.is_set():
+                self._idle = trio.Event()
+        except trio.WouldBlock:
+            log.error("token %s: a settlement was lost (too many waiting)", reservation.name)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            log.error("token %s: a settlement came after the gateway stopped", reservation.name)
+
+    async def tokens(self) -> list[TokenInfo]:
+        """Every active token (the dashboard). Raises ActorUnavailable when the store fails."""
+        try:
+            return await self._read(self._store.list)
+        except STORE_ERRORS as exc:
+            log.error("access tokens cannot be read from the ledger: %s", exc)
+            raise ActorUnavailable("the access tokens cannot be read now") from exc
+
+    async def settled(self) -> None:
+        """Return once every settlement asked for so far is in the store (tests, shutdown)."""
+        while not self._idle.is_set():
+            await self._idle.wait()
+
+    @property
+    def store(self) -> TokenStore:
+        """The store (for ``switchboard``'s own reads; call it from a worker thread)."""
+        return self._store
+
+    async def view(self, name: str) -> TokenBudget | None:
+        """The budget of the ledger token named ``name`` now, if it has one (a store
+        failure: None, logged)."""
+        try:
+            info = await self._read(lambda: self._store.get(name))
+        except STORE_ERRORS as exc:
+            log.error("token %s: its budget cannot be read: %s", name, exc)
+            return None
+        return None if info is None else budget_view(info, _now())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Apply the settlements as they come, each retried until the store takes it; on
+        cancellation, the ones queued are still applied (bounded by the caller's grace)."""
+        task_status.started()
+        try:
+            async for reservation, actual in self._settle_receive:
+                await self._settle(reservation, actual)
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
+        finally:
+            with trio.move_on_after(SETTLE_RETRY_LAST, shield=True):
+                self._settle_send.close()
+                async for reservation, actual in self._settle_receive:
+                    await self._settle(reservation, actual, retry=False)
+            self._store.close()
+
+    async def _settle(self, reservation: Reservation, actual: int, *, retry: bool = True) -> None:
+        delay = SETTLE_RETRY_FIRST
+        while True:
+            try:
+                await self._call(lambda: self._store.settle(reservation.name, reservation.reserved_pico, actual, _now()))
+                if self._metrics is not None:
+                    self._metrics.token_spend(reservation.name, usd(actual))
+                return
+            except STORE_ERRORS as exc:
+                if not retry:
+                    log.error("token %s: a settlement was lost: %s", reservation.name, exc)
+                    return
+                log.warning("token %s: settlement failed, retrying in %g s: %s", reservation.name, delay, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, SETTLE_RETRY_LAST)
+
+
+class Access(msgspec.Struct, frozen=True, kw_only=True):
+    """Who a request is: the token it presented (None: no token needed), and the ledger
+    token's name when it is one (its limits apply)."""
+
+    token: str | None
+    budget: str | None
+
+
+async def authenticate(budgets: Budgets | None, tokens: tuple[Secret, ...], candidates: Sequence[str]) -> Access | None:
+    """The access of a request presenting ``candidates``, or None (refused: 401).
+
+    A token of ``SWITCHBOARD_ACCESS_TOKENS`` (``tokens``, no limits) or an active ledger
+    token is accepted; with neither kind configured, everyone is (the gateway's default)."""
+    for candidate in candidates:
+        if any(hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens):
+            return Access(token=candidate, budget=None)
+    if budgets is None:
+        return None if tokens else Access(token=None, budget=None)
+    for candidate in candidates:
+        info = await budgets.lookup(candidate)
+        if info is not None:
+            return Access(token=candidate, budget=info.name)
+    if tokens or await budgets.required():
+        return None
+    return Access(token=None, budget=None)

@@ -1,0 +1,411 @@
+"""Access tokens with a name and limits, kept in the cost ledger's store (the ``limits`` table:
+``actors.cost_store.LIMITS_TABLE`` in SQLite, migration 4 of ``actors.pg_migrations`` in
+PostgreSQL), and the atomic reserve/settle of their budgets (protocol/budget.py).
+
+Synchronous on purpose, as the ledger's stores: the gateway calls a ``TokenStore`` from a
+worker thread (``actors.budgets``), one call at a time; ``switchboard tokens`` calls it
+directly. It has its own connection to the ledger (SQLite: a second connection to the
+file, without the ledger's process lock, so ``switchboard tokens`` also works beside a
+running gateway; PostgreSQL: one connection, reopened after a failure).
+
+A token is stored only as its SHA-256 (``token_hash``). A slow password hash (bcrypt,
+argon2) protects LOW-entropy secrets against guessing; a token here is 256 random bits
+(``new_token``), so no guess can hit its hash, and a fast hash lets every request be
+checked with one indexed lookup.
+
+Atomicity: ``reserve`` and ``settle`` read the subject's row, decide with the pure
+``protocol.budget``, and write it back, in ONE transaction that holds the row: SQLite's
+``BEGIN IMMEDIATE`` (the database's write lock, taken before the read), PostgreSQL's
+``SELECT ... FOR UPDATE`` (the row's lock, held to the commit). So any number of gateway
+processes on one store never reserve past a budget together.
+
+Subjects: every row has a ``subject_kind``; ``token`` is the only kind written today. Users
+and groups are meant to hold the same limits as rows of their own kind (no token hash),
+a token then pointing at them; the reservation code does not depend on the kind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Final, Protocol, TypeVar, cast
+
+import msgspec
+
+from actors.config import is_postgres_url
+from actors.cost_store import BUSY_TIMEOUT_MS, LIMITS_TABLE, MEMORY, LedgerStore, StoreError
+from protocol.budget import Account, Limits, Period, Refusal, reserve, settle
+from protocol.errors import ConfigError
+
+_LIMITS_SCHEMA: Final = LIMITS_TABLE.format(table="limits")
+TOKEN_PREFIX: Final = "sb-"
+# 32 random bytes: 256 bits, as the budgets issue asks.
+TOKEN_BYTES: Final = 32
+SUBJECT_TOKEN: Final = "token"
+
+T = TypeVar("T")
+
+_FIELDS: Final = (
+    "name, budget_pico, period, max_concurrent, rpm, models, period_key, spent_pico, "
+    "reserved_pico, in_flight, rpm_key, rpm_count, created_at, token_hash"
+)
+
+
+class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A token's name, limits and counters (never the token)."""
+
+    name: str
+    limits: Limits
+    account: Account
+    created_at: str
+    # The token's SHA-256: also the owner digest of its sessions (actors.cost_ledger.owner_digest).
+    token_hash: str | None = None
+
+
+def new_token() -> str:
+    """A fresh access token: ``sb-`` and 256 random bits (URL-safe base64)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_hash(token: str) -> str:
+    """What the store keeps of a token (the module docstring says why SHA-256 suffices)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _info(row: tuple[Any, ...]) -> TokenInfo:
+    (name, budget, period, concurrent, rpm, models, key, spent, reserved, in_flight, rpm_key, rpm_count, created, digest) = row
+    return TokenInfo(
+        name=str(name),
+        limits=Limits(
+            budget_pico=None if budget is None else int(budget),
+            period=cast(Period, str(period)),
+            max_concurrent=None if concurrent is None else int(concurrent),
+            rpm=None if rpm is None else int(rpm),
+            models=None if models is None else tuple(m for m in str(models).split(",") if m),
+        ),
+        account=Account(
+            period_key=str(key),
+            spent_pico=int(spent),
+            reserved_pico=int(reserved),
+            in_flight=int(in_flight),
+            rpm_key=str(rpm_key),
+            rpm_count=int(rpm_count),
+        ),
+        created_at=str(created),
+        token_hash=None if digest is None else str(digest),
+    )
+
+
+def _models(models: tuple[str, ...] | None) -> str | None:
+    return None if models is None else ",".join(models)
+
+
+class _Cursor(Protocol):
+    def execute(self, sql: str, params: tuple[object, ...] = ...) -> Any: ...
+
+
+class TokenStore:
+    """The ``limits`` table of one ledger. Subclasses give the connection and transactions."""
+
+    _table: str = "limits"
+    _lock_row: str = ""
+
+    # Whether the reads (``list``, ``get``, ``lookup``, ``any_active``) may run on the event
+    # loop's thread: they never wait (SQLite's WAL: a reader never waits for the writer).
+    reads_in_place: bool = False
+
+    def _tx(self) -> AbstractContextManager[_Cursor]:
+        """One transaction; the subclass's."""
+        raise NotImplementedError
+
+    def _read(self) -> AbstractContextManager[_Cursor]:
+        """Where a read runs: a transaction unless the subclass has better."""
+        return self._tx()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("{t}", self._table)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def add(self, name: str, token: str, limits: Limits, now: datetime.datetime) -> None:
+        """Store a new token named ``name`` (a revoked one of that name is replaced).
+
+        Raises ConfigError when an active token has that name."""
+        with self._tx() as db:
+            row = db.execute(
+                self._sql("SELECT revoked_at FROM {t} WHERE subject_kind = ? AND name = ?"), (SUBJECT_TOKEN, name)
+            ).fetchone()
+            if row is not None and row[0] is None:
+                raise ConfigError(f"a token named {name!r} exists already (revoke it first)")
+            if row is not None:
+                # The revoked one keeps its hash under a name of its own (cost --by token).
+                db.execute(
+                    self._sql("UPDATE {t} SET name = ? WHERE subject_kind = ? AND name = ?"),
+                    (f"{name} (revoked {row[0]})", SUBJECT_TOKEN, name),
+                )
+            db.execute(
+                self._sql(
+                    "INSERT INTO {t} (subject_kind, name, token_hash, created_at, budget_pico, period, "
+                    "max_concurrent, rpm, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    SUBJECT_TOKEN, name, token_hash(token), now.isoformat(), limits.budget_pico, limits.period,
+                    limits.max_concurrent, limits.rpm, _models(limits.models),
+                ),
+            )
+
+    def set_limits(self, name: str, limits: Limits) -> bool:
+        """Replace an active token's limits (its counters stay); False: no such token."""
+        with self._tx() as db:
+            cursor = db.execute(
+                self._sql(
+                    "UPDATE {t} SET budget_pico = ?, period = ?, max_concurrent = ?, rpm = ?, models = ? "
+                    "WHERE subject_kind = ? AND name = ? AND revoked_at IS NULL"
+                ),
+                (limits.budget_pico, limits.period, limits.max_concurrent, limits.rpm, _models(limits.models), SUBJECT_TOKEN, name),
+            )
+            return bool(cursor.rowcount)
+
+    def revoke(self, name: str, now: datetime.datetime) -> bool:
+        """Revoke a token at once; False: no such active token. Its hash stays, unusable
+        (every lookup skips revoked rows), so ``cost --by token`` still names its sessions."""
+        with self._tx() as db:
+            cursor = db.execute(
+                self._sql(
+                    "UPDATE {t} SET revoked_at = ? "
+                    "WHERE subject_kind = ? AND name = ? AND revoked_at IS NULL"
+                ),
+                (now.isoformat(), SUBJECT_TOKEN, name),
+            )
+            return bool(cursor.rowcount)
+
+    def list(self) -> list[TokenInfo]:
+        """The active tokens, by name."""
+        with self._read() as db:
+            rows = db.execute(
+                self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND revoked_at IS NULL ORDER BY name"),
+                (SUBJECT_TOKEN,),
+            ).fetchall()
+        return [_info(tuple(row)) for row in rows]
+
+    def get(self, name: str) -> TokenInfo | None:
+        """The active token named ``name``, if any."""
+        with self._read() as db:
+            row = db.execute(
+                self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND name = ? AND revoked_at IS NULL"),
+                (SUBJECT_TOKEN, name),
+            ).fetchone()
+        return None if row is None else _info(tuple(row))
+
+    def lookup(self, token: str) -> TokenInfo | None:
+        """The active token ``token`` is, if any."""
+        with self._read() as db:
+            row = db.execute(
+                self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE token_hash = ? AND revoked_at IS NULL"),
+                (token_hash(token),),
+            ).fetchone()
+        return None if row is None else _info(tuple(row))
+
+    def any_active(self) -> bool:
+        """Whether the store holds an active token (then the doors require one)."""
+        with self._read() as db:
+            row = db.execute(
+                self._sql("SELECT 1 FROM {t} WHERE subject_kind = ? AND revoked_at IS NULL LIMIT 1"), (SUBJECT_TOKEN,)
+            ).fetchone()
+        return row is not None
+
+    def _update(
+        self, name: str, change: Callable[[TokenInfo], Account | T], *, active: bool
+    ) -> Account | T | None:
+        """Lock the token's row, apply ``change``, write an ``Account`` back; in one
+        transaction. ``active``: only an active token (a revoked one still settles)."""
+        only = " AND revoked_at IS NULL" if active else ""
+        with self._tx() as db:
+            row = db.execute(
+                self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND name = ?{only}{self._lock_row}"),
+                (SUBJECT_TOKEN, name),
+            ).fetchone()
+            if row is None:
+                return None
+            result = change(_info(tuple(row)))
+            if isinstance(result, Account):
+                db.execute(
+                    self._sql(
+                        "UPDATE {t} SET period_key = ?, spent_pico = ?, reserved_pico = ?, in_flight = ?, "
+                        "rpm_key = ?, rpm_count = ? WHERE subject_kind = ? AND name = ?"
+                    ),
+                    (
+                        result.period_key, result.spent_pico, result.reserved_pico, result.in_flight,
+                        result.rpm_key, result.rpm_count, SUBJECT_TOKEN, name,
+                    ),
+                )
+            return result
+
+    def reserve(self, name: str, amount_pico: int, *, model: str, now: datetime.datetime) -> tuple[TokenInfo, Refusal | None] | None:
+        """Reserve atomically; the token as it stands after, and the refusal if refused.
+        None: the token no longer exists."""
+        seen: list[TokenInfo] = []
+
+        def change(info: TokenInfo) -> Account | Refusal:
+            seen.append(info)
+            return reserve(info.account, info.limits, amount_pico, model=model, name=name, now=now)
+
+        result = self._update(name, change, active=True)
+        if result is None:
+            return None
+        info = seen[0]
+        if isinstance(result, Refusal):
+            return info, result
+        return msgspec.structs.replace(info, account=result), None
+
+    def settle(self, name: str, reserved_pico: int, actual_pico: int, now: datetime.datetime) -> TokenInfo | None:
+        """Settle one query's reservation to its real cost, atomically."""
+        seen: list[TokenInfo] = []
+
+        def change(info: TokenInfo) -> Account:
+            seen.append(info)
+            return settle(info.account, info.limits, reserved_pico, actual_pico, now)
+
+        result = self._update(name, change, active=False)
+        if result is None or not isinstance(result, Account):
+            return None
+        return msgspec.structs.replace(seen[0], account=result)
+
+
+class SqliteTokenStore(TokenStore):
+    """The ``limits`` table of an SQLite ledger, on a connection of its own."""
+
+    reads_in_place = True
+
+    def __init__(self, db: sqlite3.Connection, reader: sqlite3.Connection | None = None) -> None:
+        self._db = db
+        # Reads go through a connection of their own, so that one never runs inside a
+        # write transaction of another thread; each read is one statement (atomic).
+        self._reader = reader if reader is not None else db
+
+    @contextmanager
+    def _read(self) -> Iterator[_Cursor]:
+        yield cast(_Cursor, self._reader)
+
+    @classmethod
+    def open(cls, path: str) -> SqliteTokenStore:
+        """Open the ledger at ``path`` for its tokens; a ledger without the table (new, or
+        of an older schema) is first brought up to date by opening it as the ledger does
+        (which fails while a gateway of an older version holds it).
+
+        Raises ConfigError when the file cannot be opened or migrated."""
+        if path == MEMORY:
+            db = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
+            db.executescript(_LIMITS_SCHEMA)
+            return cls(db)
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            present = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'limits'").fetchone()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the cost ledger {path!r}: {exc}") from exc
+        if present is None:
+            db.close()
+            LedgerStore.open(path).close()
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return cls(db, reader)
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Cursor]:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield cast(_Cursor, db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self._reader is not self._db:
+            self._reader.close()
+        self._db.close()
+
+
+class PgTokenStore(TokenStore):
+    """The ``switchboard.limits`` table of a PostgreSQL ledger, on one connection."""
+
+    _table = "switchboard.limits"
+    _lock_row = " FOR UPDATE"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: Any = None
+
+    def _sql(self, sql: str) -> str:
+        return super()._sql(sql).replace("?", "%s")
+
+    @classmethod
+    def open(cls, url: str) -> PgTokenStore:
+        """Connect, applying the ledger's migrations the database lacks.
+
+        Raises ConfigError when the server cannot be used."""
+        import psycopg
+
+        from actors.config import redact_url
+        from actors.pg_migrations import migrate
+        from actors.pg_store import conninfo, message
+
+        store = cls(url)
+        try:
+            with psycopg.connect(conninfo(url), autocommit=True) as conn:
+                migrate(conn, redact_url(url))
+            store._connect()
+        except psycopg.Error as exc:
+            raise ConfigError(f"cannot use the cost ledger {redact_url(url)}: {message(exc)}") from exc
+        return store
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        from actors.pg_store import conninfo
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(conninfo(self._url), autocommit=True)
+            self._conn.execute("SET statement_timeout = '10s'")
+        return self._conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Cursor]:
+        import psycopg
+
+        from actors.pg_store import message
+
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                yield cast(_Cursor, conn)
+        except psycopg.Error as exc:
+            if self._conn is not None and self._conn.broken:
+                self._conn = None
+            raise StoreError(message(exc)) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+
+
+def open_token_store(location: str) -> TokenStore:
+    """The token store of the ledger at ``location`` (an SQLite path or a PostgreSQL URL)."""
+    if is_postgres_url(location):
+        from actors.cost_store import require_psycopg
+
+        require_psycopg()
+        return PgTokenStore.open(location)
+    return SqliteTokenStore.open(location)
