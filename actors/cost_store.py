@@ -496,12 +496,13 @@ def require_psycopg() -> None:
         )
 
 
-# The dashboard's sums (``_dashboard_counts`` names them, in this order).
+# The dashboard's sums (``DASHBOARD_COUNTS`` names them, in this order; the PostgreSQL store's
+# reads, actors/pg_dashboard.py, use the same names).
 _DASHBOARD_SUMS: Final = (
     "SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_creation_input_tokens), "
     "SUM(u.cache_read_input_tokens), SUM(u.cost_pico), SUM(u.part = 0)"
 )
-_DASHBOARD_COUNTS: Final = (
+DASHBOARD_COUNTS: Final = (
     "input_tokens",
     "output_tokens",
     "cache_creation_input_tokens",
@@ -512,7 +513,7 @@ _DASHBOARD_COUNTS: Final = (
 
 
 def _dashboard_counts(values: Sequence[object]) -> dict[str, int]:
-    return dict(zip(_DASHBOARD_COUNTS, _ints(values), strict=True))
+    return dict(zip(DASHBOARD_COUNTS, _ints(values), strict=True))
 
 
 def _scoped(since: str, scope: Scope) -> tuple[str, tuple[object, ...]]:

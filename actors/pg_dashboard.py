@@ -15,6 +15,7 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
+from actors.cost_store import DASHBOARD_COUNTS
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 
 # A bucket key as the SQLite store cuts it from an ISO timestamp: its first 10 or 13 characters.
@@ -22,14 +23,6 @@ _BUCKET_FORMAT: Final = {"day": 'YYYY-MM-DD', "hour": 'YYYY-MM-DD"T"HH24'}
 _SUMS: Final = (
     "SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_creation_input_tokens), "
     "SUM(u.cache_read_input_tokens), SUM(u.cost_pico), COUNT(*) FILTER (WHERE u.part = 0)"
-)
-_COUNTS: Final = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "cost_pico",
-    "messages",
 )
 _FROM: Final = "FROM switchboard.usage u JOIN switchboard.sessions s USING (session_id)"
 
@@ -55,7 +48,7 @@ def _ints(values: Sequence[object]) -> list[int]:
 
 
 def _counts(values: Sequence[object]) -> dict[str, int]:
-    return dict(zip(_COUNTS, _ints(values), strict=True))
+    return dict(zip(DASHBOARD_COUNTS, _ints(values), strict=True))
 
 
 def _iso(value: object) -> str:
