@@ -62,6 +62,23 @@ class Reservation(msgspec.Struct, frozen=True, kw_only=True):
     reserved_pico: int
 
 
+@final
+class HeldReservation:
+    """A running query's reservation: it grows with each top-up (``Budgets.top_up``) and is
+    settled once, for all of it, when the query ends (``settle``)."""
+
+    __slots__ = ("_budgets", "name", "reserved_pico")
+
+    def __init__(self, budgets: Budgets, reservation: Reservation) -> None:
+        self._budgets = budgets
+        self.name = reservation.name
+        self.reserved_pico = reservation.reserved_pico
+
+    def settle(self, actual_pico: int) -> None:
+        """Settle everything reserved to ``actual_pico`` (queued). Not a checkpoint."""
+        self._budgets.settle_soon(Reservation(name=self.name, reserved_pico=self.reserved_pico), actual_pico)
+
+
 def budget_view(info: TokenInfo, now: datetime.datetime) -> TokenBudget | None:
     """``info``'s budget as of ``now``; None when it has none."""
     limits, account = info.limits, info.account
@@ -158,6 +175,17 @@ class Budgets:
         if refusal is not None:
             return refusal
         return Reservation(name=name, reserved_pico=amount)
+
+    async def top_up(self, held: HeldReservation, request: dict[str, object], request_bytes: int) -> Refusal | None:
+        """Grow ``held`` by the worst case of another attempt of ``request`` (the same
+        formula as ``reserve``), atomically, or the refusal (then ``held`` is unchanged).
+        Raises one of ``STORE_ERRORS`` when the store cannot answer."""
+        now = _now()
+        amount = worst_case_pico(request, request_bytes, on=now.date().isoformat())
+        refusal = await self._call(lambda: self._store.top_up(held.name, amount, now))
+        if refusal is None:
+            held.reserved_pico += amount
+        return refusal
 
     def settle_soon(self, reservation: Reservation, actual_pico: int) -> None:
         """Settle ``reservation`` to ``actual_pico`` (queued for ``run``). Not a checkpoint."""

@@ -38,7 +38,7 @@ import msgspec
 
 from actors.config import is_postgres_url
 from actors.cost_store import BUSY_TIMEOUT_MS, LIMITS_TABLE, MEMORY, LedgerStore, StoreError
-from protocol.budget import Account, Limits, Period, Refusal, reserve, settle
+from protocol.budget import Account, Limits, Period, Refusal, reserve, settle, top_up
 from protocol.errors import ConfigError
 
 _LIMITS_SCHEMA: Final = LIMITS_TABLE.format(table="limits")
@@ -262,6 +262,18 @@ class TokenStore:
         if isinstance(result, Refusal):
             return info, result
         return msgspec.structs.replace(info, account=result), None
+
+    def top_up(self, name: str, amount_pico: int, now: datetime.datetime) -> Refusal | None:
+        """Grow a query's reservation by ``amount_pico`` atomically (protocol.budget.top_up);
+        the refusal if it does not fit. A token gone meanwhile (revoked) refuses too."""
+
+        def change(info: TokenInfo) -> Account | Refusal:
+            return top_up(info.account, info.limits, amount_pico, name=name, now=now)
+
+        result = self._update(name, change, active=True)
+        if result is None:
+            return Refusal(kind="revoked", message=f"token {name} was revoked", retry_after_s=None)
+        return result if isinstance(result, Refusal) else None
 
     def settle(self, name: str, reserved_pico: int, actual_pico: int, now: datetime.datetime) -> TokenInfo | None:
         """Settle one query's reservation to its real cost, atomically."""

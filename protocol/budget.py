@@ -23,8 +23,13 @@ Worst case (``worst_case_pico``), stated so a refusal can be checked::
 2.85 bytes per token, and the request's JSON syntax adds bytes that are not tokens, so the
 bound holds for text. It does not bound: an image (billed by its pixels, at most about
 1,600 tokens, whatever its bytes), the advisor tool's sub-messages, a system prompt the
-gateway adds, and a query that is retried after an attempt that was already billed (each
-attempt is billed): such a query settles to its real cost, which may pass its reservation.
+gateway adds: such a query settles to its real cost, which may pass its reservation.
+
+Each attempt is billed, so before each attempt after the first (a retry, a fallback, the
+non-streaming fallback, an output-limit recovery) the query TOPS UP its reservation by
+that attempt's worst case, by the same formula (``top_up``, atomically in the store); a
+top-up that does not fit ends the query with the budget's refusal, and it settles to
+what its attempts so far cost.
 
 Near the limit a query is REFUSED, not given a smaller ``max_tokens``: the answer the
 client asked for is never silently cut short, and the rule is the same on every door.
@@ -194,6 +199,27 @@ def reserve(
         rpm_key=minute,
         rpm_count=count + 1,
     )
+
+
+def top_up(
+    account: Account, limits: Limits, amount_pico: int, *, name: str, now: datetime.datetime
+) -> Account | Refusal:
+    """Add ``amount_pico`` to a query's reservation before another billed attempt, or the
+    budget's refusal: the same budget check as ``reserve``, but no request and no query
+    more in flight (the query already counts)."""
+    account = roll(account, limits, now)
+    if limits.budget_pico is not None and account.spent_pico + account.reserved_pico + amount_pico > limits.budget_pico:
+        return Refusal(
+            kind="budget",
+            message=(
+                f"token {name}: budget of ${format_usd(limits.budget_pico)} per {limits.period} "
+                f"reached before a retry (spent ${format_usd(account.spent_pico)}, reserved "
+                f"${format_usd(account.reserved_pico)}, the retry may cost up to "
+                f"${format_usd(amount_pico)}); the query ends with what it used so far"
+            ),
+            retry_after_s=None,
+        )
+    return msgspec.structs.replace(account, reserved_pico=account.reserved_pico + amount_pico)
 
 
 def settle(account: Account, limits: Limits, reserved_pico: int, actual_pico: int, now: datetime.datetime) -> Account:

@@ -16,6 +16,7 @@ from protocol.budget import (
     renews_at,
     reserve,
     settle,
+    top_up,
     usd_to_pico,
     worst_case_pico,
 )
@@ -57,6 +58,22 @@ def test_a_reservation_is_granted_exactly_when_it_fits(budget: int, spent: int, 
         assert isinstance(result, Refusal) and result.kind == "budget"
         assert result.retry_after_s == 30  # to midnight UTC
         assert "renews at 2027-01-01T00:00:00+00:00" in result.message
+
+
+@given(budget=amounts, spent=amounts, reserved=amounts, amount=amounts)
+def test_a_top_up_is_granted_exactly_when_it_fits_and_counts_no_new_query(
+    budget: int, spent: int, reserved: int, amount: int
+) -> None:
+    limits = Limits(budget_pico=budget, period="day", max_concurrent=1, rpm=1)
+    account = Account(period_key="2026-12-31", spent_pico=spent, reserved_pico=reserved, in_flight=1, rpm_count=1)
+    result = top_up(account, limits, amount, name="ci", now=NOW)
+    if spent + reserved + amount <= budget:
+        # Neither concurrency nor rpm refuse it: the query already counts once.
+        assert result == Account(
+            period_key="2026-12-31", spent_pico=spent, reserved_pico=reserved + amount, in_flight=1, rpm_count=1
+        )
+    else:
+        assert isinstance(result, Refusal) and result.kind == "budget" and "before a retry" in result.message
 
 
 @given(reservations=st.lists(st.tuples(amounts, amounts), max_size=20), budget=amounts)
