@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.budget import (
+    DOCUMENT_TOKENS,
+    IMAGE_TOKENS,
     Account,
     Limits,
     Refusal,
@@ -33,6 +35,23 @@ def test_worst_case_is_the_stated_formula() -> None:
     assert worst_case_pico(request, 3000, on="2026-12-07") == 21_000_000_000
     searching = {**request, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}
     assert worst_case_pico(searching, 3000, on="2026-12-07") == 21_000_000_000 + 3 * 10_000_000_000
+
+
+def test_images_and_pdfs_reserve_their_fixed_bound_beyond_their_bytes() -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    pdf = {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+    text_doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "hi"}}
+    in_tool_result = {"type": "tool_result", "tool_use_id": "t", "content": [image]}
+    content = [image, pdf, text_doc, in_tool_result, {"type": "text", "text": "look"}]
+    request = {"model": "claude-sonnet-4-6", "max_tokens": 0, "messages": [{"role": "user", "content": content}]}
+    plain = {**request, "messages": [{"role": "user", "content": "look"}]}
+    # Two images and one PDF, each at the 1-hour cache write price ($6/Mtok); the text
+    # document counts by its bytes only (the 3 bytes: 1 token).
+    tokens = 2 * IMAGE_TOKENS + DOCUMENT_TOKENS
+    assert worst_case_pico(plain, 3, on="2026-12-07") == 6_000_000
+    assert worst_case_pico(request, 3, on="2026-12-07") == (1 + tokens) * 6_000_000
+    only_images = {**request, "messages": [{"role": "user", "content": [image, in_tool_result]}]}
+    assert worst_case_pico(only_images, 3, on="2026-12-07") == (1 + 2 * IMAGE_TOKENS) * 6_000_000
 
 
 def test_periods_renew_at_utc_midnight() -> None:
