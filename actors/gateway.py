@@ -290,7 +290,7 @@ class Gateway:
         top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
         if budget is not None and self.budgets is not None:
             budgets = self.budgets
-            reserved = await self._reserve(budgets, budget, query, options)
+            reserved = await self._reserve(budgets, budget, session_id, query, options)
             if isinstance(reserved, ErrorInfo):
                 with outbound:
                     try:
@@ -332,11 +332,13 @@ class Gateway:
             raise
         return scope
 
-    async def _reserve(self, budgets: Budgets, name: str, query: Query, options: QueryOptions) -> Reservation | ErrorInfo:
+    async def _reserve(
+        self, budgets: Budgets, name: str, session_id: str, query: Query, options: QueryOptions
+    ) -> Reservation | ErrorInfo:
         """Reserve the query's worst case for token ``name``, or the error that ends it."""
         size = len(options.raw_body) if options.raw_body is not None else len(msgspec.json.encode(query.request))
         try:
-            result = await budgets.reserve(name, query.request, size)
+            result = await budgets.reserve(name, query.request, size, session_id=session_id, query_id=query.id)
         except STORE_ERRORS as exc:
             log.error("query %s: the budget of token %s cannot be checked: %s", query.id, name, exc)
             self.metrics.ledger_refused()
@@ -522,9 +524,13 @@ async def run_gateway(
         # The ledger's store is open and migrated: the tokens' table is there.
         location = ledger_file(config)
         if location == MEMORY:
-            budgets = Budgets(open_token_store(location), offload=False, metrics=metrics)
+            budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
         else:
-            budgets = Budgets(await trio.to_thread.run_sync(lambda: open_token_store(location)), metrics=metrics)
+            budgets = Budgets(
+                await trio.to_thread.run_sync(lambda: open_token_store(location)),
+                metrics=metrics,
+                instance_id=ledger.instance_id,
+            )
         await nursery.start(budgets.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It uses

@@ -259,15 +259,18 @@ def top_up(
     return msgspec.structs.replace(account, reserved_pico=account.reserved_pico + amount_pico)
 
 
-def settle(account: Account, limits: Limits, reserved_pico: int, actual_pico: int, now: datetime.datetime) -> Account:
+def settle(
+    account: Account, limits: Limits, reserved_pico: int, actual_pico: int, now: datetime.datetime, *, ends_query: bool = True
+) -> Account:
     """End a query that reserved ``reserved_pico``: release it, spend ``actual_pico`` (in
-    the period ``now`` falls in), one query less in flight."""
+    the period ``now`` falls in), one query less in flight (``ends_query`` False: its
+    reservation was already released, the query no longer counts)."""
     account = roll(account, limits, now)
     return msgspec.structs.replace(
         account,
         reserved_pico=max(0, account.reserved_pico - reserved_pico),
         spent_pico=account.spent_pico + max(0, actual_pico),
-        in_flight=max(0, account.in_flight - 1),
+        in_flight=max(0, account.in_flight - 1) if ends_query else account.in_flight,
     )
 
 
