@@ -19,6 +19,13 @@ Atomicity: ``reserve`` and ``settle`` read the subject's row, decide with the pu
 ``SELECT ... FOR UPDATE`` (the row's lock, held to the commit). So any number of gateway
 processes on one store never reserve past a budget together.
 
+Reservations (``reservations``: ``actors.cost_store.RESERVATIONS_TABLE``): each query's
+reservation is a row of the instance holding it, written, grown (``top_up``) and deleted
+(``settle``) in the same transaction as the token's counters, so ``reserved_pico`` and
+``in_flight`` stay the sums of the rows. ``release_dead`` releases the rows of dead
+instances (SQLite: every row, at a gateway's start; PostgreSQL: instances silent for
+``SILENT_AFTER``), each settled to the cost of its query's usage records.
+
 Subjects: every row has a ``subject_kind``; ``token`` is the only kind written today. Users
 and groups are meant to hold the same limits as rows of their own kind (no token hash),
 a token then pointing at them; the reservation code does not depend on the kind.
