@@ -9,9 +9,12 @@ database; so do PostgreSQL's reads. SQLite's reads (a token's lookup at each req
 in place on a read connection of their own: in WAL mode a reader never waits for a writer.
 Settlements go through a queue to one task (``run``): a query's end never waits for them,
 and each is retried (with backoff) until the store takes it, so a reservation is never
-left behind while the process lives. A process that dies with queries in flight leaves
-their reservations (``reserved_usd``, ``in_flight``) in the store: ``switchboard tokens
-set-budget`` does not clear them; that is the known gap (docs/protocol.md).
+left behind while the process lives. Each reservation is also a row of this instance
+(``instance_id``) in the store: a process that dies with queries in flight leaves rows,
+which are released (settled to what the ledger recorded for their queries) at the next
+start on SQLite (one process holds the file), and on PostgreSQL by any live instance once
+the dead one has been silent for ``actors.token_store.SILENT_AFTER`` (every instance
+refreshes ``instances.last_seen_at`` every ``INSTANCE_HEARTBEAT``; docs/protocol.md).
 
 A store failure while authenticating or reserving refuses the query (fail closed: a budget
 that cannot be checked is not spent); it is logged, and the query ends with
@@ -24,6 +27,7 @@ import datetime
 import hmac
 import logging
 import math
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar, final
 
@@ -32,8 +36,9 @@ import trio
 
 from actors.config import Secret
 from actors.cost_store import STORE_ERRORS
+from actors.instance import new_instance_id
 from actors.metrics import Metrics
-from actors.token_store import TOKEN_PREFIX, TokenInfo, TokenStore
+from actors.token_store import TOKEN_PREFIX, Claim, TokenInfo, TokenStore
 from protocol.budget import Refusal, format_usd, renews_at, roll, worst_case_pico
 from protocol.errors import ActorUnavailable
 from protocol.frames import TokenBudget
@@ -47,6 +52,11 @@ T = TypeVar("T")
 # gateway without ledger tokens asks at most this often, and a token just added is
 # required within it.
 ACTIVE_CHECK_INTERVAL: Final = 2.0
+# How often an instance on a shared (PostgreSQL) ledger says it is alive, in trio seconds;
+# one silent for ``actors.token_store.SILENT_AFTER`` (six of these) is taken for dead.
+INSTANCE_HEARTBEAT: Final = 10.0
+# A reservation's id: 16 random bytes, unique across instances.
+RESERVATION_ID_BYTES: Final = 16
 # Settlements waiting for the store at most: each is a few dozen bytes; past it (a store
 # down for long under load) the oldest are kept and new ones logged as lost.
 MAX_PENDING_SETTLEMENTS: Final = 100_000
@@ -56,10 +66,31 @@ SETTLE_RETRY_LAST: Final = 15.0
 
 
 class Reservation(msgspec.Struct, frozen=True, kw_only=True):
-    """A query's reservation against the token ``name``."""
+    """A query's reservation against the token ``name``; ``claim``: its row in the store."""
 
     name: str
     reserved_pico: int
+    claim: Claim | None = None
+
+
+@final
+class HeldReservation:
+    """A running query's reservation: it grows with each top-up (``Budgets.top_up``) and is
+    settled once, for all of it, when the query ends (``settle``)."""
+
+    __slots__ = ("_budgets", "claim", "name", "reserved_pico")
+
+    def __init__(self, budgets: Budgets, reservation: Reservation) -> None:
+        self._budgets = budgets
+        self.name = reservation.name
+        self.reserved_pico = reservation.reserved_pico
+        self.claim = reservation.claim
+
+    def settle(self, actual_pico: int) -> None:
+        """Settle everything reserved to ``actual_pico`` (queued). Not a checkpoint."""
+        self._budgets.settle_soon(
+            Reservation(name=self.name, reserved_pico=self.reserved_pico, claim=self.claim), actual_pico
+        )
 
 
 def budget_view(info: TokenInfo, now: datetime.datetime) -> TokenBudget | None:
@@ -89,8 +120,11 @@ def _now() -> datetime.datetime:
 class Budgets:
     """Ledger tokens and their budgets for one gateway process."""
 
-    def __init__(self, store: TokenStore, *, offload: bool = True, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, store: TokenStore, *, offload: bool = True, metrics: Metrics | None = None, instance_id: str = ""
+    ) -> None:
         self._store = store
+        self._instance_id = instance_id or new_instance_id()
         self._metrics = metrics
         # An in-memory store is called in place, as the CostLedger calls its own: nothing
         # to wait for, and a MockClock's autojump must not run while a thread works.
@@ -143,21 +177,41 @@ class Budgets:
             self._active_at = now
         return self._active
 
-    async def reserve(self, name: str, request: dict[str, object], request_bytes: int) -> Reservation | Refusal:
-        """Reserve the request's worst case for token ``name``, or the refusal. Raises one
-        of ``STORE_ERRORS`` when the store cannot answer."""
+    async def reserve(
+        self, name: str, request: dict[str, object], request_bytes: int, *, session_id: str = "", query_id: str = ""
+    ) -> Reservation | Refusal:
+        """Reserve the request's worst case for token ``name``, or the refusal; the store
+        keeps it as a row of this instance for the query ``query_id`` of ``session_id``.
+        Raises one of ``STORE_ERRORS`` when the store cannot answer."""
         now = _now()
         amount = worst_case_pico(request, request_bytes, on=now.date().isoformat())
         model = request.get("model")
+        claim = Claim(
+            reservation_id=secrets.token_hex(RESERVATION_ID_BYTES),
+            session_id=session_id,
+            query_id=query_id,
+            instance_id=self._instance_id,
+        )
         result = await self._call(
-            lambda: self._store.reserve(name, amount, model=model if isinstance(model, str) else "", now=now)
+            lambda: self._store.reserve(name, amount, model=model if isinstance(model, str) else "", now=now, claim=claim)
         )
         if result is None:
             return Refusal(kind="revoked", message=f"token {name} was revoked", retry_after_s=None)
         _, refusal = result
         if refusal is not None:
             return refusal
-        return Reservation(name=name, reserved_pico=amount)
+        return Reservation(name=name, reserved_pico=amount, claim=claim)
+
+    async def top_up(self, held: HeldReservation, request: dict[str, object], request_bytes: int) -> Refusal | None:
+        """Grow ``held`` by the worst case of another attempt of ``request`` (the same
+        formula as ``reserve``), atomically, or the refusal (then ``held`` is unchanged).
+        Raises one of ``STORE_ERRORS`` when the store cannot answer."""
+        now = _now()
+        amount = worst_case_pico(request, request_bytes, on=now.date().isoformat())
+        refusal = await self._call(lambda: self._store.top_up(held.name, amount, now, held.claim))
+        if refusal is None:
+            held.reserved_pico += amount
+        return refusal
 
     def settle_soon(self, reservation: Reservation, actual_pico: int) -> None:
         """Settle ``reservation`` to ``actual_pico`` (queued for ``run``). Not a checkpoint."""
@@ -202,13 +256,18 @@ class Budgets:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply the settlements as they come, each retried until the store takes it; on
         cancellation, the ones queued are still applied (bounded by the caller's grace)."""
+        await self._release_dead()
         task_status.started()
         try:
-            async for reservation, actual in self._settle_receive:
-                await self._settle(reservation, actual)
-                self._pending -= 1
-                if self._pending == 0:
-                    self._idle.set()
+            async with trio.open_nursery() as nursery:
+                if self._store.shared:
+                    nursery.start_soon(self._heartbeat)
+                async for reservation, actual in self._settle_receive:
+                    await self._settle(reservation, actual)
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.set()
+                nursery.cancel_scope.cancel()
         finally:
             with trio.move_on_after(SETTLE_RETRY_LAST, shield=True):
                 self._settle_send.close()
@@ -216,11 +275,35 @@ class Budgets:
                     await self._settle(reservation, actual, retry=False)
             self._store.close()
 
+    async def _release_dead(self) -> None:
+        """Release the reservations dead instances left (``TokenStore.release_dead``); a
+        store failure is logged (the next heartbeat, or the next start, tries again)."""
+        try:
+            released = await self._call(lambda: self._store.release_dead(self._instance_id, _now()))
+        except STORE_ERRORS as exc:
+            log.error("the reservations of stopped gateways cannot be released now: %s", exc)
+            return
+        if released:
+            log.warning("released %d budget reservations of gateways that stopped with queries in flight", released)
+
+    async def _heartbeat(self) -> None:
+        """A store shared by instances (PostgreSQL): say this one is alive every
+        ``INSTANCE_HEARTBEAT`` seconds, and release what silent ones left."""
+        while True:
+            await trio.sleep(INSTANCE_HEARTBEAT)
+            try:
+                await self._call(lambda: self._store.heartbeat(self._instance_id, _now()))
+            except STORE_ERRORS as exc:
+                log.warning("the gateway's heartbeat cannot be written to the ledger: %s", exc)
+            await self._release_dead()
+
     async def _settle(self, reservation: Reservation, actual: int, *, retry: bool = True) -> None:
         delay = SETTLE_RETRY_FIRST
         while True:
             try:
-                await self._call(lambda: self._store.settle(reservation.name, reservation.reserved_pico, actual, _now()))
+                await self._call(
+                    lambda: self._store.settle(reservation.name, reservation.reserved_pico, actual, _now(), reservation.claim)
+                )
                 if self._metrics is not None:
                     self._metrics.token_spend(reservation.name, usd(actual))
                 return

@@ -19,7 +19,7 @@ in the WAL file before the commit returns, so it survives a process kill (``kill
 a power cut or an OS crash can lose the last commits before a checkpoint. The ledger replies
 only after the commit.
 
-Schema (version 3, ``PRAGMA user_version``)::
+Schema (version 4, ``PRAGMA user_version``)::
 
     sessions(session_id PK, owner, created_at, updated_at,
              api_duration_ms, api_duration_without_retries_ms)
@@ -37,11 +37,12 @@ it is created on any file when opened, with no schema version of its own. ``esti
 ``output_tokens`` is the gateway's estimate (a stream cut short, protocol/estimate.py).
 
 Schema 3 adds ``limits`` (``LIMITS_TABLE``): access tokens (a SHA-256 of the token, never the
-token) with their budgets and counters (actors/token_store.py).
+token) with their budgets and counters (actors/token_store.py). Schema 4 adds
+``reservations`` (``RESERVATIONS_TABLE``): each running query's reservation.
 
 Migrations (``_MIGRATIONS``, run by ``LedgerStore.open`` in one transaction on a file of
 an older version): 1 -> 2 adds ``usage.estimated`` (default 0: every older record holds
-the upstream's own counts); 2 -> 3 adds the ``limits`` table. ``read_sessions`` reads an older file as it is (read-only):
+the upstream's own counts); 2 -> 3 adds the ``limits`` table; 3 -> 4 the ``reservations`` table. ``read_sessions`` reads an older file as it is (read-only):
 without the column, nothing is estimated.
 """
 
@@ -66,7 +67,7 @@ from protocol.errors import ConfigError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # WAL + NORMAL survives any crash of the process; FULL would add an fsync to every commit
 # (6.4 ms on the development machine against 0.01 ms), paid by every query's done frame and,
 # with the provisional record, by its first events.
@@ -110,6 +111,23 @@ CREATE TABLE IF NOT EXISTS {table} (
     PRIMARY KEY (subject_kind, name)
 )"""
 
+# Each running query's reservation against a token's budget (actors/token_store.py): the
+# limits row's ``reserved_pico`` and ``in_flight`` are the sums of these rows, kept in the
+# same transactions, so a process that dies with queries in flight leaves rows that the next
+# start (SQLite) or a live instance (PostgreSQL: its ``instance_id`` silent too long)
+# releases. ``session_id`` and ``query_id`` find the query's usage records, its spend. Shared
+# by the PostgreSQL schema (its migration 5).
+RESERVATIONS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS {table} (
+    reservation_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    query_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    amount_pico BIGINT NOT NULL,
+    created_at TEXT NOT NULL
+)"""
+
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -147,7 +165,7 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE INDEX IF NOT EXISTS usage_provisional ON usage (session_id) WHERE final = 0;
 CREATE INDEX IF NOT EXISTS usage_recorded_at ON usage (recorded_at);
-""" + LIMITS_TABLE.format(table="limits") + ";"
+""" + LIMITS_TABLE.format(table="limits") + ";" + RESERVATIONS_TABLE.format(table="reservations") + ";"
 
 _COUNTS: Final = (
     "input_tokens",
@@ -187,6 +205,7 @@ _INSERT_PART: Final = (
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     2: (f"ALTER TABLE usage ADD COLUMN {_ESTIMATED} INTEGER NOT NULL DEFAULT 0",),
     3: (LIMITS_TABLE.format(table="limits"),),
+    4: (RESERVATIONS_TABLE.format(table="reservations"),),
 }
 _UPSERT_SESSION: Final = (
     "INSERT INTO sessions (session_id, owner, created_at, updated_at, api_duration_ms, "

@@ -30,11 +30,12 @@ Graceful shutdown (``actors.drain``; what ``switchboard serve`` does on SIGTERM/
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
@@ -52,7 +53,7 @@ from actors.bootstrap_fetcher import (
     GetBootstrap,
     RefreshCredentials,
 )
-from actors.budgets import Access, Budgets, Reservation, authenticate
+from actors.budgets import Access, Budgets, HeldReservation, Reservation, authenticate
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, is_postgres_url, ledger_file
 from actors.cost_ledger import (
@@ -286,9 +287,10 @@ class Gateway:
                     pass
             return scope
         on_end: Callable[[int], None] | None = None
+        top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
         if budget is not None and self.budgets is not None:
             budgets = self.budgets
-            reserved = await self._reserve(budgets, budget, query, options)
+            reserved = await self._reserve(budgets, budget, session_id, query, options)
             if isinstance(reserved, ErrorInfo):
                 with outbound:
                     try:
@@ -296,8 +298,9 @@ class Gateway:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
                 return scope
-            reservation = reserved
-            on_end = lambda cost_pico: budgets.settle_soon(reservation, cost_pico)  # noqa: E731
+            held = HeldReservation(budgets, reserved)
+            on_end = held.settle
+            top_up = functools.partial(self._top_up, budgets, held, query.id)
         try:
             # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
             ticket = self.drain.query_started(scope)
@@ -312,7 +315,7 @@ class Gateway:
             await self._to_supervisor.send(
                 RunQuery(
                     session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers,
-                    options=options, on_end=on_end,
+                    options=options, on_end=on_end, top_up=top_up,
                 )
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -329,11 +332,13 @@ class Gateway:
             raise
         return scope
 
-    async def _reserve(self, budgets: Budgets, name: str, query: Query, options: QueryOptions) -> Reservation | ErrorInfo:
+    async def _reserve(
+        self, budgets: Budgets, name: str, session_id: str, query: Query, options: QueryOptions
+    ) -> Reservation | ErrorInfo:
         """Reserve the query's worst case for token ``name``, or the error that ends it."""
         size = len(options.raw_body) if options.raw_body is not None else len(msgspec.json.encode(query.request))
         try:
-            result = await budgets.reserve(name, query.request, size)
+            result = await budgets.reserve(name, query.request, size, session_id=session_id, query_id=query.id)
         except STORE_ERRORS as exc:
             log.error("query %s: the budget of token %s cannot be checked: %s", query.id, name, exc)
             self.metrics.ledger_refused()
@@ -351,6 +356,26 @@ class Gateway:
                 retry_after_s=result.retry_after_s,
             )
         return result
+
+    async def _top_up(self, budgets: Budgets, held: HeldReservation, query_id: str, request: JsonObject) -> ErrorInfo | None:
+        """Before another billed attempt of a query under a budget: grow its reservation by
+        that attempt's worst case, or the error that ends the query (docs/protocol.md
+        "Access tokens and budgets")."""
+        try:
+            refusal = await budgets.top_up(held, request, len(msgspec.json.encode(request)))
+        except STORE_ERRORS as exc:
+            log.error("query %s: the budget of token %s cannot be checked: %s", query_id, held.name, exc)
+            self.metrics.ledger_refused()
+            return ErrorInfo(
+                type="ledger_unavailable", message="the budget cannot be checked now", status=503, request_id=None
+            )
+        if refusal is None:
+            return None
+        log.info("query %s: retry refused: %s", query_id, refusal.message)
+        error_type, status = _REFUSALS.get(refusal.kind, ("rate_limit_error", 429))
+        return ErrorInfo(
+            type=error_type, message=refusal.message, status=status, request_id=None, retry_after_s=refusal.retry_after_s
+        )
 
     async def _admit_within(self, ticket: Ticket, patience: float) -> None:
         """Wait up to ``patience`` seconds for the ticket's slot (the caller gives the ticket back when
@@ -499,9 +524,13 @@ async def run_gateway(
         # The ledger's store is open and migrated: the tokens' table is there.
         location = ledger_file(config)
         if location == MEMORY:
-            budgets = Budgets(open_token_store(location), offload=False, metrics=metrics)
+            budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
         else:
-            budgets = Budgets(await trio.to_thread.run_sync(lambda: open_token_store(location)), metrics=metrics)
+            budgets = Budgets(
+                await trio.to_thread.run_sync(lambda: open_token_store(location)),
+                metrics=metrics,
+                instance_id=ledger.instance_id,
+            )
         await nursery.start(budgets.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It uses

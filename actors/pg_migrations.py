@@ -39,6 +39,12 @@ other applications. Design for several processes (README.md, "Deployment"):
   (``actors.cost_store.LIMITS_TABLE``, ``actors.token_store``). Unlike usage totals, a
   budget's ``spent_pico`` and ``reserved_pico`` ARE running figures: the reservation must
   be decided on one locked row (``SELECT ... FOR UPDATE``), which a sum cannot be.
+- ``reservations`` (migration 5): each running query's reservation, by instance
+  (``actors.cost_store.RESERVATIONS_TABLE``); the limits row's ``reserved_pico`` and
+  ``in_flight`` are kept equal to their sums. The rows of an instance whose ``last_seen_at``
+  is older than ``actors.token_store.SILENT_AFTER`` are released by a live one.
+- ``instances.last_seen_at``: refreshed at each commit of usage and every
+  ``actors.budgets.INSTANCE_HEARTBEAT`` seconds by the budgets' heartbeat.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
-from actors.cost_store import LIMITS_TABLE
+from actors.cost_store import LIMITS_TABLE, RESERVATIONS_TABLE
 from protocol.errors import ConfigError
 
 # pg_advisory_xact_lock's key: "SWLEDGER" in ASCII, so it is recognisable in pg_locks.
@@ -140,6 +146,11 @@ CREATE TABLE switchboard.gates (
         4,
         "access tokens with their limits and budget counters",
         LIMITS_TABLE.format(table="switchboard.limits"),
+    ),
+    (
+        5,
+        "each running query's budget reservation, released when its instance falls silent",
+        RESERVATIONS_TABLE.format(table="switchboard.reservations"),
     ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

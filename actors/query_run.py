@@ -238,8 +238,15 @@ class QueryRun:
         last: Failure | None = None
         cooldown_announced = False
         recovery = Recovery()
+        first = True
         while True:
             state = state.next_attempt()
+            if not first and msg.top_up is not None:
+                # Every attempt is billed: the budget covers this one before it runs.
+                refused = await msg.top_up({**request, "model": requested.get(state.model, state.model)})
+                if refused is not None:
+                    return await self._fail(refused)
+            first = False
             if options.client_retries:
                 wait_until = min(deadline, started + self._config.api_timeout)
                 turn = await shared.client_turn(state.model, wait_until - trio.current_time())

@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, TypeAlias, assert_never, final
 
 import msgspec
@@ -102,6 +102,10 @@ class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
     # Called once with the query's cost (picodollars, every attempt) when it has ended:
     # settles its budget reservation (actors/budgets.py). Must not block or raise.
     on_end: Callable[[int], None] | None = None
+    # Called before each attempt after the first with the request that attempt sends (its
+    # ``model`` the attempt's): grows the budget reservation by its worst case, or returns
+    # the error that ends the query instead (actors/gateway.py ``_top_up``).
+    top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
 
 
 class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):

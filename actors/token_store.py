@@ -19,6 +19,13 @@ Atomicity: ``reserve`` and ``settle`` read the subject's row, decide with the pu
 ``SELECT ... FOR UPDATE`` (the row's lock, held to the commit). So any number of gateway
 processes on one store never reserve past a budget together.
 
+Reservations (``reservations``: ``actors.cost_store.RESERVATIONS_TABLE``): each query's
+reservation is a row of the instance holding it, written, grown (``top_up``) and deleted
+(``settle``) in the same transaction as the token's counters, so ``reserved_pico`` and
+``in_flight`` stay the sums of the rows. ``release_dead`` releases the rows of dead
+instances (SQLite: every row, at a gateway's start; PostgreSQL: instances silent for
+``SILENT_AFTER``), each settled to the cost of its query's usage records.
+
 Subjects: every row has a ``subject_kind``; ``token`` is the only kind written today. Users
 and groups are meant to hold the same limits as rows of their own kind (no token hash),
 a token then pointing at them; the reservation code does not depend on the kind.
@@ -26,6 +33,7 @@ a token then pointing at them; the reservation code does not depend on the kind.
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import hashlib
 import secrets
@@ -37,11 +45,26 @@ from typing import Any, Final, Protocol, TypeVar, cast
 import msgspec
 
 from actors.config import is_postgres_url
-from actors.cost_store import BUSY_TIMEOUT_MS, LIMITS_TABLE, MEMORY, LedgerStore, StoreError
-from protocol.budget import Account, Limits, Period, Refusal, reserve, settle
+from actors.cost_store import (
+    BUSY_TIMEOUT_MS,
+    LIMITS_TABLE,
+    MEMORY,
+    RESERVATIONS_TABLE,
+    LedgerStore,
+    StoreError,
+)
+from protocol.budget import Account, Limits, Period, Refusal, reserve, settle, top_up
 from protocol.errors import ConfigError
 
-_LIMITS_SCHEMA: Final = LIMITS_TABLE.format(table="limits")
+_LIMITS_SCHEMA: Final = (
+    LIMITS_TABLE.format(table="limits") + ";" + RESERVATIONS_TABLE.format(table="reservations") + ";"
+    # The usage records' columns a released reservation reads (an in-memory store has no ledger).
+    + "CREATE TABLE IF NOT EXISTS usage (session_id TEXT, query_id TEXT, cost_pico INTEGER);"
+)
+# An instance on a PostgreSQL ledger whose ``instances.last_seen_at`` is older than this is
+# taken for dead and its reservations released: six heartbeats
+# (``actors.budgets.INSTANCE_HEARTBEAT``) missed (docs/protocol.md "Access tokens and budgets").
+SILENT_AFTER: Final = datetime.timedelta(seconds=60)
 TOKEN_PREFIX: Final = "sb-"
 # 32 random bytes: 256 bits, as the budgets issue asks.
 TOKEN_BYTES: Final = 32
@@ -64,6 +87,16 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
     # The token's SHA-256: also the owner digest of its sessions (actors.cost_ledger.owner_digest).
     token_hash: str | None = None
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """A query's row in ``reservations``: its own id, the query (its session and query id
+    find its usage records) and the instance running it."""
+
+    reservation_id: str
+    session_id: str
+    query_id: str
+    instance_id: str
 
 
 def new_token() -> str:
@@ -112,11 +145,16 @@ class TokenStore:
     """The ``limits`` table of one ledger. Subclasses give the connection and transactions."""
 
     _table: str = "limits"
+    _reservations: str = "reservations"
+    _usage: str = "usage"
     _lock_row: str = ""
 
     # Whether the reads (``list``, ``get``, ``lookup``, ``any_active``) may run on the event
     # loop's thread: they never wait (SQLite's WAL: a reader never waits for the writer).
     reads_in_place: bool = False
+    # Whether several gateway processes share the store (PostgreSQL): then each says it is
+    # alive (``heartbeat``) and dead ones are found by their silence.
+    shared: bool = False
 
     def _tx(self) -> AbstractContextManager[_Cursor]:
         """One transaction; the subclass's."""
@@ -220,10 +258,11 @@ class TokenStore:
         return row is not None
 
     def _update(
-        self, name: str, change: Callable[[TokenInfo], Account | T], *, active: bool
+        self, name: str, change: Callable[[TokenInfo, _Cursor], Account | T], *, active: bool
     ) -> Account | T | None:
-        """Lock the token's row, apply ``change``, write an ``Account`` back; in one
-        transaction. ``active``: only an active token (a revoked one still settles)."""
+        """Lock the token's row, apply ``change`` (which may also write the token's
+        reservations through the cursor), write an ``Account`` back; in one transaction.
+        ``active``: only an active token (a revoked one still settles)."""
         only = " AND revoked_at IS NULL" if active else ""
         with self._tx() as db:
             row = db.execute(
@@ -232,7 +271,7 @@ class TokenStore:
             ).fetchone()
             if row is None:
                 return None
-            result = change(_info(tuple(row)))
+            result = change(_info(tuple(row)), db)
             if isinstance(result, Account):
                 db.execute(
                     self._sql(
@@ -246,14 +285,29 @@ class TokenStore:
                 )
             return result
 
-    def reserve(self, name: str, amount_pico: int, *, model: str, now: datetime.datetime) -> tuple[TokenInfo, Refusal | None] | None:
+    def _r(self, sql: str) -> str:
+        return self._sql(sql.replace("{r}", self._reservations))
+
+    def reserve(
+        self, name: str, amount_pico: int, *, model: str, now: datetime.datetime, claim: Claim | None = None
+    ) -> tuple[TokenInfo, Refusal | None] | None:
         """Reserve atomically; the token as it stands after, and the refusal if refused.
-        None: the token no longer exists."""
+        None: the token no longer exists. ``claim``: the query's row in ``reservations``,
+        written in the same transaction (None: no row; tests of the arithmetic)."""
         seen: list[TokenInfo] = []
 
-        def change(info: TokenInfo) -> Account | Refusal:
+        def change(info: TokenInfo, db: _Cursor) -> Account | Refusal:
             seen.append(info)
-            return reserve(info.account, info.limits, amount_pico, model=model, name=name, now=now)
+            result = reserve(info.account, info.limits, amount_pico, model=model, name=name, now=now)
+            if isinstance(result, Account) and claim is not None:
+                db.execute(
+                    self._r(
+                        "INSERT INTO {r} (reservation_id, name, session_id, query_id, instance_id, amount_pico, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    (claim.reservation_id, name, claim.session_id, claim.query_id, claim.instance_id, amount_pico, now.isoformat()),
+                )
+            return result
 
         result = self._update(name, change, active=True)
         if result is None:
@@ -263,18 +317,86 @@ class TokenStore:
             return info, result
         return msgspec.structs.replace(info, account=result), None
 
-    def settle(self, name: str, reserved_pico: int, actual_pico: int, now: datetime.datetime) -> TokenInfo | None:
-        """Settle one query's reservation to its real cost, atomically."""
+    def top_up(self, name: str, amount_pico: int, now: datetime.datetime, claim: Claim | None = None) -> Refusal | None:
+        """Grow a query's reservation by ``amount_pico`` atomically (protocol.budget.top_up);
+        the refusal if it does not fit. A token gone meanwhile (revoked) refuses too, and so
+        does a reservation already released (its instance was taken for dead)."""
+
+        def change(info: TokenInfo, db: _Cursor) -> Account | Refusal:
+            result = top_up(info.account, info.limits, amount_pico, name=name, now=now)
+            if isinstance(result, Account) and claim is not None:
+                cursor = db.execute(
+                    self._r("UPDATE {r} SET amount_pico = amount_pico + ? WHERE reservation_id = ?"),
+                    (amount_pico, claim.reservation_id),
+                )
+                if not cursor.rowcount:
+                    return Refusal(kind="budget", message=f"token {name}: the query's reservation was released", retry_after_s=None)
+            return result
+
+        result = self._update(name, change, active=True)
+        if result is None:
+            return Refusal(kind="revoked", message=f"token {name} was revoked", retry_after_s=None)
+        return result if isinstance(result, Refusal) else None
+
+    def settle(
+        self, name: str, reserved_pico: int, actual_pico: int, now: datetime.datetime, claim: Claim | None = None
+    ) -> TokenInfo | None:
+        """Settle one query's reservation to its real cost, atomically, deleting its row.
+        A row already gone (its instance was taken for dead and its reservation released,
+        ``release_dead``): nothing is released again, and ``actual_pico`` is still spent (a
+        spend counted twice rather than not at all)."""
         seen: list[TokenInfo] = []
 
-        def change(info: TokenInfo) -> Account:
+        def change(info: TokenInfo, db: _Cursor) -> Account:
             seen.append(info)
-            return settle(info.account, info.limits, reserved_pico, actual_pico, now)
+            held = True
+            if claim is not None:
+                held = bool(db.execute(self._r("DELETE FROM {r} WHERE reservation_id = ?"), (claim.reservation_id,)).rowcount)
+            return settle(info.account, info.limits, reserved_pico if held else 0, actual_pico, now, ends_query=held)
 
         result = self._update(name, change, active=False)
         if result is None or not isinstance(result, Account):
             return None
         return msgspec.structs.replace(seen[0], account=result)
+
+    def _dead_rows(self, db: _Cursor, instance_id: str, now: datetime.datetime) -> builtins.list[tuple[Any, ...]]:
+        """The reservations of dead instances (the subclass says which are)."""
+        raise NotImplementedError
+
+    def _spent_by(self, db: _Cursor, session_id: str, query_id: str) -> int:
+        """What the ledger's usage records of the query cost (provisional ones included)."""
+        rows = db.execute(
+            self._sql(f"SELECT cost_pico FROM {self._usage} WHERE session_id = ? AND query_id = ?"), (session_id, query_id)
+        ).fetchall()
+        return sum(int(row[0]) for row in rows)
+
+    def release_dead(self, instance_id: str, now: datetime.datetime) -> int:
+        """Release the reservations of dead instances (``_dead_rows``), each settled to what
+        the ledger recorded for its query; how many. Each in a transaction of its own that
+        locks the token's row first (as ``reserve`` and ``settle`` do) and deletes the
+        reservation: one released by another instance meanwhile is skipped."""
+        with self._tx() as db:
+            rows = self._dead_rows(db, instance_id, now)
+        released = 0
+        for reservation_id, name, session_id, query_id, amount in rows:
+
+            def change(info: TokenInfo, db: _Cursor, rid: object = reservation_id, sid: object = session_id,
+                       qid: object = query_id, amount: object = amount) -> Account | None:
+                if not db.execute(self._r("DELETE FROM {r} WHERE reservation_id = ?"), (rid,)).rowcount:
+                    return None
+                spent = self._spent_by(db, str(sid), str(qid))
+                return settle(info.account, info.limits, int(str(amount)), spent, now)
+
+            if isinstance(self._update(str(name), change, active=False), Account):
+                released += 1
+            else:
+                with self._tx() as db:
+                    # The token's row is gone: the reservation has nothing to release.
+                    db.execute(self._r("DELETE FROM {r} WHERE reservation_id = ?"), (reservation_id,))
+        return released
+
+    def heartbeat(self, instance_id: str, now: datetime.datetime) -> None:
+        """Say the instance is alive (PostgreSQL: ``instances.last_seen_at``); SQLite: nothing."""
 
 
 class SqliteTokenStore(TokenStore):
@@ -306,7 +428,7 @@ class SqliteTokenStore(TokenStore):
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            present = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'limits'").fetchone()
+            present = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reservations'").fetchone()
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the cost ledger {path!r}: {exc}") from exc
         if present is None:
@@ -317,6 +439,12 @@ class SqliteTokenStore(TokenStore):
         reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
         reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return cls(db, reader)
+
+    def _dead_rows(self, db: _Cursor, instance_id: str, now: datetime.datetime) -> builtins.list[tuple[Any, ...]]:
+        # One gateway process holds an SQLite ledger (its lock, actors/cost_store.py): at its
+        # start, every reservation left is of a process that died.
+        rows = db.execute(self._r("SELECT reservation_id, name, session_id, query_id, amount_pico FROM {r}")).fetchall()
+        return [tuple(row) for row in rows]
 
     @contextmanager
     def _tx(self) -> Iterator[_Cursor]:
@@ -340,7 +468,33 @@ class PgTokenStore(TokenStore):
     """The ``switchboard.limits`` table of a PostgreSQL ledger, on one connection."""
 
     _table = "switchboard.limits"
+    _reservations = "switchboard.reservations"
+    _usage = "switchboard.usage"
     _lock_row = " FOR UPDATE"
+    shared = True
+
+    def _dead_rows(self, db: _Cursor, instance_id: str, now: datetime.datetime) -> builtins.list[tuple[Any, ...]]:
+        # Dead: this instance's own earlier rows (none: its id is new at each start), those of
+        # an instance silent for SILENT_AFTER, and those older than it of an instance the
+        # ledger does not know.
+        cutoff = now - SILENT_AFTER
+        rows = db.execute(
+            self._r(
+                "SELECT reservation_id, name, session_id, query_id, amount_pico FROM {r} AS r "
+                "WHERE r.instance_id = ? OR r.instance_id IN ("
+                "SELECT instance_id FROM switchboard.instances WHERE last_seen_at < ?) "
+                "OR (r.created_at < ? AND NOT EXISTS ("
+                "SELECT 1 FROM switchboard.instances AS i WHERE i.instance_id = r.instance_id))"
+            ),
+            (instance_id, cutoff, cutoff.isoformat()),
+        ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def heartbeat(self, instance_id: str, now: datetime.datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                self._sql("UPDATE switchboard.instances SET last_seen_at = ? WHERE instance_id = ?"), (now, instance_id)
+            )
 
     def __init__(self, url: str) -> None:
         self._url = url

@@ -21,10 +21,18 @@ Worst case (``worst_case_pico``), stated so a refusal can be checked::
 
 ``BYTES_PER_TOKEN`` is 3: the densest content measured for protocol/estimate.py runs at
 2.85 bytes per token, and the request's JSON syntax adds bytes that are not tokens, so the
-bound holds for text. It does not bound: an image (billed by its pixels, at most about
-1,600 tokens, whatever its bytes), the advisor tool's sub-messages, a system prompt the
-gateway adds, and a query that is retried after an attempt that was already billed (each
-attempt is billed): such a query settles to its real cost, which may pass its reservation.
+bound holds for text. Images and PDFs are billed by their pixels and pages, not their
+bytes: each image block adds ``IMAGE_TOKENS`` and each PDF document block (URL, file id or
+base64) ``DOCUMENT_TOKENS`` input tokens (``media_tokens``; why those numbers: at the
+constants). It does not bound: a PDF in a request of the 1M-context tier (it may pass
+``DOCUMENT_TOKENS``), the advisor tool's sub-messages, a system prompt the gateway adds:
+such a query settles to its real cost, which may pass its reservation.
+
+Each attempt is billed, so before each attempt after the first (a retry, a fallback, the
+non-streaming fallback, an output-limit recovery) the query TOPS UP its reservation by
+that attempt's worst case, by the same formula (``top_up``, atomically in the store); a
+top-up that does not fit ends the query with the budget's refusal, and it settles to
+what its attempts so far cost.
 
 Near the limit a query is REFUSED, not given a smaller ``max_tokens``: the answer the
 client asked for is never silently cut short, and the rule is the same on every door.
@@ -51,6 +59,20 @@ Period = Literal["day", "month", "total"]
 PERIODS: Final[tuple[str, ...]] = get_args(Period)
 # The densest content measured runs at 2.85 bytes per token (protocol/estimate.py).
 BYTES_PER_TOKEN: Final = 3
+# Input tokens reserved per image block, whatever its source: an image is billed by its
+# pixels, not its bytes (a URL or a file id is a few bytes; a compressed PNG of a large plain
+# image is a few kilobytes). The API scales a large image down to about 1,600 tokens on most
+# models and to at most 4,784 on the high-resolution ones (docs/protocol.md "Access tokens
+# and budgets"): 4,800 bounds both.
+IMAGE_TOKENS: Final = 4_800
+# Input tokens reserved per PDF document block (URL, file id or base64): its pages' text and
+# images are not bounded by its bytes. 200,000 is the context window of a request without
+# the 1M-context tier, which bounds its whole input (docs/protocol.md says what it does not
+# bound).
+DOCUMENT_TOKENS: Final = 200_000
+# The depth the walk for image and document blocks goes to (a tool_result's content is two
+# levels below a message's): deeper blocks are not looked for.
+MAX_BLOCK_DEPTH: Final = 8
 # Web searches reserved for a web search tool without max_uses (the API bounds it by the
 # model's turn; this is a guess, said in docs/protocol.md).
 DEFAULT_WEB_SEARCHES: Final = 10
@@ -118,7 +140,7 @@ def worst_case_pico(request: JsonObject, request_bytes: int, *, on: str) -> int:
     model = request.get("model")
     max_tokens = request.get("max_tokens")
     output = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0
-    tokens = math.ceil(max(0, request_bytes) / BYTES_PER_TOKEN)
+    tokens = math.ceil(max(0, request_bytes) / BYTES_PER_TOKEN) + media_tokens(request.get("messages"))
     usage = Usage(
         cache_creation_input_tokens=tokens,
         cache_creation_1h_input_tokens=tokens,
@@ -127,6 +149,26 @@ def worst_case_pico(request: JsonObject, request_bytes: int, *, on: str) -> int:
         speed="fast" if request.get("speed") == "fast" else None,
     )
     return cost_of(usage, model if isinstance(model, str) else "", on=on, long_context=True).total_pico
+
+
+def media_tokens(value: object, depth: int = 0) -> int:
+    """The input tokens reserved for the image and PDF blocks in ``value`` beyond their
+    bytes: ``IMAGE_TOKENS`` per image, ``DOCUMENT_TOKENS`` per document whose source is a
+    URL, a file or base64 data (a text document's tokens are its bytes')."""
+    if depth > MAX_BLOCK_DEPTH:
+        return 0
+    if isinstance(value, list):
+        return sum(media_tokens(item, depth + 1) for item in value)
+    if not isinstance(value, dict):
+        return 0
+    kind = value.get("type")
+    source = value.get("source")
+    source_type = source.get("type") if isinstance(source, dict) else None
+    if kind == "image":
+        return IMAGE_TOKENS
+    if kind == "document" and source_type in ("url", "file", "base64"):
+        return DOCUMENT_TOKENS
+    return sum(media_tokens(item, depth + 1) for key, item in value.items() if key in ("content", "source"))
 
 
 def _web_searches(request: JsonObject) -> int:
@@ -196,15 +238,39 @@ def reserve(
     )
 
 
-def settle(account: Account, limits: Limits, reserved_pico: int, actual_pico: int, now: datetime.datetime) -> Account:
+def top_up(
+    account: Account, limits: Limits, amount_pico: int, *, name: str, now: datetime.datetime
+) -> Account | Refusal:
+    """Add ``amount_pico`` to a query's reservation before another billed attempt, or the
+    budget's refusal: the same budget check as ``reserve``, but no request and no query
+    more in flight (the query already counts)."""
+    account = roll(account, limits, now)
+    if limits.budget_pico is not None and account.spent_pico + account.reserved_pico + amount_pico > limits.budget_pico:
+        return Refusal(
+            kind="budget",
+            message=(
+                f"token {name}: budget of ${format_usd(limits.budget_pico)} per {limits.period} "
+                f"reached before a retry (spent ${format_usd(account.spent_pico)}, reserved "
+                f"${format_usd(account.reserved_pico)}, the retry may cost up to "
+                f"${format_usd(amount_pico)}); the query ends with what it used so far"
+            ),
+            retry_after_s=None,
+        )
+    return msgspec.structs.replace(account, reserved_pico=account.reserved_pico + amount_pico)
+
+
+def settle(
+    account: Account, limits: Limits, reserved_pico: int, actual_pico: int, now: datetime.datetime, *, ends_query: bool = True
+) -> Account:
     """End a query that reserved ``reserved_pico``: release it, spend ``actual_pico`` (in
-    the period ``now`` falls in), one query less in flight."""
+    the period ``now`` falls in), one query less in flight (``ends_query`` False: its
+    reservation was already released, the query no longer counts)."""
     account = roll(account, limits, now)
     return msgspec.structs.replace(
         account,
         reserved_pico=max(0, account.reserved_pico - reserved_pico),
         spent_pico=account.spent_pico + max(0, actual_pico),
-        in_flight=max(0, account.in_flight - 1),
+        in_flight=max(0, account.in_flight - 1) if ends_query else account.in_flight,
     )
 
 

@@ -17,10 +17,12 @@ from harness import API_VERSION, chat, connect
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected
 
+from actors.budgets import HeldReservation
 from actors.config import Config, Secret
 from actors.server import Server, run_server
 from actors.token_store import TokenStore, new_token
-from protocol.budget import Limits, worst_case_pico
+from emulator import Emulator
+from protocol.budget import Limits, Refusal, worst_case_pico
 from protocol.frames import CostFrame, Done, ErrorFrame, Ready, TokenBudget
 from protocol.pricing import PICO_PER_USD
 
@@ -204,3 +206,67 @@ async def test_a_token_revoked_while_connected_ends_its_next_query(nursery: trio
         [error] = await client.until_terminal("q")
     assert isinstance(error, ErrorFrame)
     assert (error.error.type, error.error.status, error.error.retry_after_s) == ("authentication_error", 401, None)
+
+
+def _worst_case() -> int:
+    return worst_case_pico(chat(), len(msgspec.json.encode(chat())), on=NOW.date().isoformat())
+
+
+async def test_a_retry_that_does_not_fit_the_budget_is_refused_and_the_spend_stays_within_it(
+    nursery: trio.Nursery, config: Config, emulator: Emulator
+) -> None:
+    server = await start(nursery, config)
+    token = new_token()
+    # Room for exactly one worst case: the first attempt's reservation.
+    store(server).add("ci", token, Limits(budget_pico=_worst_case(), period="month"), NOW)
+    emulator.script("overloaded_midstream:after=4")
+    async with connect(server, "s1", extra_headers=bearer(token)) as client:
+        await client.receive()
+        await client.send(type="query", id="q", request=chat())
+        frames = await client.until_terminal("q")
+    error = frames[-1]
+    assert isinstance(error, ErrorFrame)
+    assert (error.error.type, error.error.status) == ("rate_limit_error", 429)
+    assert "reached before a retry" in error.error.message
+    assert len([r for r in emulator.requests if r.path.split("?")[0] == "/v1/messages"]) == 1  # no retry upstream
+    assert server.gateway.budgets is not None
+    await server.gateway.budgets.settled()
+    info = store(server).list()[0]
+    session = await server.gateway.cost("s1")
+    # The failed attempt was billed: spent, exactly, and within the budget.
+    assert info.account.spent_pico == round(session.total_cost_usd * PICO_PER_USD) > 0
+    assert info.account.spent_pico <= _worst_case()
+    assert (info.account.reserved_pico, info.account.in_flight) == (0, 0)
+
+
+async def test_a_retry_tops_up_the_reservation_and_settles_to_the_real_total(
+    nursery: trio.Nursery, config: Config, emulator: Emulator
+) -> None:
+    server = await start(nursery, config)
+    token = new_token()
+    store(server).add("ci", token, Limits(budget_pico=PICO_PER_USD, period="month"), NOW)
+    emulator.script("overloaded_midstream:after=4")
+    assert server.gateway.budgets is not None
+    budgets = server.gateway.budgets
+    topped: list[int] = []
+    original = budgets.top_up
+
+    async def spy(held: HeldReservation, request: dict[str, object], size: int) -> Refusal | None:
+        refusal = await original(held, request, size)
+        topped.append(held.reserved_pico)
+        return refusal
+
+    budgets.top_up = spy  # type: ignore[method-assign]
+    async with connect(server, "s1", extra_headers=bearer(token)) as client:
+        await client.receive()
+        await client.send(type="query", id="q", request=chat())
+        done = (await client.until_terminal("q"))[-1]
+    assert isinstance(done, Done) and done.attempts == 2
+    # One top-up, by the same worst case: two reserved while the retry ran.
+    assert topped == [2 * _worst_case()]
+    await budgets.settled()
+    info = store(server).list()[0]
+    session = await server.gateway.cost("s1")
+    assert (info.account.reserved_pico, info.account.in_flight) == (0, 0)
+    # Both attempts' cost, exactly: the top-up settled with the rest.
+    assert info.account.spent_pico == round(session.total_cost_usd * PICO_PER_USD) == round(done.cost_usd * PICO_PER_USD)

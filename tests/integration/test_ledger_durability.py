@@ -23,8 +23,11 @@ import trio
 from harness import chat
 from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
 
+from actors.config import is_postgres_url
+from actors.token_store import SILENT_AFTER, new_token, open_token_store
 from emulator import Emulator
-from protocol.pricing import cost_of, format_cost, usd
+from protocol.budget import Limits
+from protocol.pricing import PICO_PER_USD, cost_of, format_cost, usd
 from protocol.usage import EMPTY_USAGE, WireUsage, merge_usage
 
 KEY = "sk-ant-durability-test-0123456789"
@@ -67,13 +70,14 @@ async def gateway(ledger: Path | str, env: dict[str, str]) -> AsyncIterator[tupl
 
 
 @asynccontextmanager
-async def open_session(url: str) -> AsyncIterator[WebSocketConnection]:
+async def open_session(url: str, token: str | None = None) -> AsyncIterator[WebSocketConnection]:
     """A connection to the session that survives its server being killed: the test owns the
     TCP stream and closes it (trio-websocket leaves it open when the server vanishes)."""
     host, _, port = url.removeprefix("ws://").rpartition(":")
     stream = await trio.open_tcp_stream(host, int(port))
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else None
     async with stream, trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(nursery, stream, host, f"/v1/sessions/{SESSION}")
+        ws = await wrap_client_stream(nursery, stream, host, f"/v1/sessions/{SESSION}", extra_headers=headers)
         try:
             yield ws
         finally:
@@ -180,3 +184,44 @@ async def test_an_unusable_ledger_stops_serve_with_a_clear_message(tmp_path: Pat
     assert result.returncode == 2 and result.stdout == b""
     assert result.stderr.decode().startswith("switchboard: cannot open the cost ledger")
     assert KEY not in result.stderr.decode()
+
+
+async def test_a_budget_reservation_left_by_kill_9_is_released_and_its_usage_spent(
+    nursery: trio.Nursery, tmp_path: Path, ledger_location: str
+) -> None:
+    """docs/protocol.md "Access tokens and budgets": a process killed with queries in flight
+    does not shrink the budget for good; the killed query's recorded usage is spent."""
+    emulator = Emulator(api_keys=frozenset({KEY}))
+    env = gateway_env(await nursery.start(emulator.run), tmp_path)
+    ledger = ledger_location
+    store = open_token_store(ledger)
+    token = new_token()
+    try:
+        store.add("ci", token, Limits(budget_pico=PICO_PER_USD, period="total"), datetime.datetime.now(datetime.UTC))
+        async with gateway(ledger, env) as (url, process):
+            async with open_session(url, token) as ws:
+                await frame(ws)
+                emulator.script("stall:after=3")
+                await ws.send_message(msgspec.json.encode({"type": "query", "id": "q", "request": chat("stalls")}).decode())
+                # The third event means the provisional record is committed (the test above).
+                events = [await frame(ws) for _ in range(3)]
+                assert events[0]["event"]["type"] == "message_start"
+                await kill_9(process)
+        info = store.get("ci")
+        assert info is not None and info.account.reserved_pico > 0 and info.account.in_flight == 1
+        if is_postgres_url(ledger):
+            # Another instance releases it once the killed one has been silent long enough.
+            later = datetime.datetime.now(datetime.UTC) + SILENT_AFTER + datetime.timedelta(seconds=1)
+            assert store.release_dead("another", later) == 1
+        else:
+            async with gateway(ledger, env):
+                pass  # one process holds an SQLite ledger: its start releases every reservation
+        info = store.get("ci")
+        assert info is not None
+        start_usage = msgspec.convert(events[0]["event"]["message"]["usage"], WireUsage)
+        today = datetime.datetime.now(datetime.UTC).date().isoformat()
+        provisional = cost_of(merge_usage(EMPTY_USAGE, start_usage), "claude-sonnet-4-6", on=today).total_pico
+        assert (info.account.reserved_pico, info.account.in_flight) == (0, 0)
+        assert info.account.spent_pico == provisional > 0
+    finally:
+        store.close()

@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.budget import (
+    DOCUMENT_TOKENS,
+    IMAGE_TOKENS,
     Account,
     Limits,
     Refusal,
@@ -16,6 +18,7 @@ from protocol.budget import (
     renews_at,
     reserve,
     settle,
+    top_up,
     usd_to_pico,
     worst_case_pico,
 )
@@ -32,6 +35,23 @@ def test_worst_case_is_the_stated_formula() -> None:
     assert worst_case_pico(request, 3000, on="2026-12-07") == 21_000_000_000
     searching = {**request, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}
     assert worst_case_pico(searching, 3000, on="2026-12-07") == 21_000_000_000 + 3 * 10_000_000_000
+
+
+def test_images_and_pdfs_reserve_their_fixed_bound_beyond_their_bytes() -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    pdf = {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+    text_doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "hi"}}
+    in_tool_result = {"type": "tool_result", "tool_use_id": "t", "content": [image]}
+    content = [image, pdf, text_doc, in_tool_result, {"type": "text", "text": "look"}]
+    request = {"model": "claude-sonnet-4-6", "max_tokens": 0, "messages": [{"role": "user", "content": content}]}
+    plain = {**request, "messages": [{"role": "user", "content": "look"}]}
+    # Two images and one PDF, each at the 1-hour cache write price ($6/Mtok); the text
+    # document counts by its bytes only (the 3 bytes: 1 token).
+    tokens = 2 * IMAGE_TOKENS + DOCUMENT_TOKENS
+    assert worst_case_pico(plain, 3, on="2026-12-07") == 6_000_000
+    assert worst_case_pico(request, 3, on="2026-12-07") == (1 + tokens) * 6_000_000
+    only_images = {**request, "messages": [{"role": "user", "content": [image, in_tool_result]}]}
+    assert worst_case_pico(only_images, 3, on="2026-12-07") == (1 + 2 * IMAGE_TOKENS) * 6_000_000
 
 
 def test_periods_renew_at_utc_midnight() -> None:
@@ -57,6 +77,22 @@ def test_a_reservation_is_granted_exactly_when_it_fits(budget: int, spent: int, 
         assert isinstance(result, Refusal) and result.kind == "budget"
         assert result.retry_after_s == 30  # to midnight UTC
         assert "renews at 2027-01-01T00:00:00+00:00" in result.message
+
+
+@given(budget=amounts, spent=amounts, reserved=amounts, amount=amounts)
+def test_a_top_up_is_granted_exactly_when_it_fits_and_counts_no_new_query(
+    budget: int, spent: int, reserved: int, amount: int
+) -> None:
+    limits = Limits(budget_pico=budget, period="day", max_concurrent=1, rpm=1)
+    account = Account(period_key="2026-12-31", spent_pico=spent, reserved_pico=reserved, in_flight=1, rpm_count=1)
+    result = top_up(account, limits, amount, name="ci", now=NOW)
+    if spent + reserved + amount <= budget:
+        # Neither concurrency nor rpm refuse it: the query already counts once.
+        assert result == Account(
+            period_key="2026-12-31", spent_pico=spent, reserved_pico=reserved + amount, in_flight=1, rpm_count=1
+        )
+    else:
+        assert isinstance(result, Refusal) and result.kind == "budget" and "before a retry" in result.message
 
 
 @given(reservations=st.lists(st.tuples(amounts, amounts), max_size=20), budget=amounts)

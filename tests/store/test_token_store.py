@@ -7,11 +7,15 @@ import concurrent.futures
 import datetime
 import pathlib
 
+import psycopg
 import pytest
 
-from actors.token_store import new_token, open_token_store, token_hash
+from actors.config import is_postgres_url
+from actors.cost_store import RecordWrite, SessionRow, open_store
+from actors.token_store import SILENT_AFTER, Claim, new_token, open_token_store, token_hash
 from protocol.budget import Limits
 from protocol.errors import ConfigError
+from protocol.ledger import RecordPart
 
 NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
 
@@ -78,3 +82,74 @@ def test_concurrent_reservations_never_pass_the_budget(ledger_location: str) -> 
     finally:
         for store in stores:
             store.close()
+
+
+def test_reservations_of_dead_instances_are_released_and_settled_to_their_records(ledger_location: str) -> None:
+    ledger = open_store(ledger_location)
+    store = open_token_store(ledger_location)
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        ledger.write([pg_session()], [provisional("q-dead", cost_pico=4_000)])
+        store.add("ci", new_token(), Limits(budget_pico=100_000, period="total"), NOW)
+        shared = is_postgres_url(ledger_location)
+        if shared:
+            with psycopg.connect(ledger_location, autocommit=True) as conn:
+                for instance, seen in (("dead", now - SILENT_AFTER - datetime.timedelta(seconds=1)), ("live", now - SILENT_AFTER * 2)):
+                    conn.execute(
+                        "INSERT INTO switchboard.instances (instance_id, hostname, pid, started_at, last_seen_at) "
+                        "VALUES (%s, 'h', 1, %s, %s)",
+                        (instance, seen, seen),
+                    )
+            store.heartbeat("live", now)  # the live one says so in time
+        dead = Claim(reservation_id="r1", session_id="s", query_id="q-dead", instance_id="dead")
+        live = Claim(reservation_id="r2", session_id="s", query_id="q-live", instance_id="live")
+        for claim in (dead, live):
+            result = store.reserve("ci", 10_000, model="m", now=NOW, claim=claim)
+            assert result is not None and result[1] is None
+        assert store.list()[0].account.reserved_pico == 20_000
+        released = store.release_dead("me", now)
+        info = store.list()[0].account
+        if shared:
+            # Only the silent instance's: released, and its query's recorded usage is spent.
+            assert released == 1
+            assert (info.reserved_pico, info.in_flight, info.spent_pico) == (10_000, 1, 4_000)
+        else:
+            # SQLite: one process holds the file, so at its start every reservation is a dead one's.
+            assert released == 2
+            assert (info.reserved_pico, info.in_flight, info.spent_pico) == (0, 0, 4_000)
+        assert store.release_dead("me", now) == 0  # nothing is released twice
+        # A settlement arriving after its reservation was released releases nothing again
+        # (it still spends: counted twice rather than never).
+        store.settle("ci", 10_000, 500, NOW, dead)
+        after = store.list()[0].account
+        assert (after.reserved_pico, after.in_flight) == (info.reserved_pico, info.in_flight)
+        assert after.spent_pico == info.spent_pico + 500
+        # A top-up of a released reservation is refused.
+        assert store.top_up("ci", 1, NOW, dead) is not None
+    finally:
+        store.close()
+        ledger.close()
+
+
+def pg_session() -> SessionRow:
+    return SessionRow(
+        session_id="s", owner=None, created_at=NOW.isoformat(), updated_at=NOW.isoformat(),
+        api_duration_ms=0, api_duration_without_retries_ms=0,
+    )
+
+
+def provisional(query_id: str, *, cost_pico: int) -> RecordWrite:
+    return RecordWrite(
+        session_id="s",
+        record_id=f"rec-{query_id}",
+        query_id=query_id,
+        attempt=1,
+        final=False,
+        parts=(RecordPart(model="claude-sonnet-4-6", canonical="claude-sonnet-4-6", input_tokens=3, cost_pico=cost_pico),),
+        speed=None,
+        service_tier=None,
+        long_context=False,
+        priced_on=NOW.date().isoformat(),
+        recorded_at=NOW.isoformat(),
+        replaces=False,
+    )
