@@ -209,7 +209,6 @@ async def test_a_postgresql_restart_under_both_instances_loses_nothing_reported_
     # Per session: the pico-USD of each done, and whether it said the cost was recorded.
     dones: dict[str, list[tuple[int, bool]]] = {}
     loaded, restarted = trio.Event(), trio.Event()
-    refused: list[str] = []
     async with fleet(pg_url) as (_, instances):
 
         async def client(instance: Instance, session: str) -> None:
@@ -224,7 +223,6 @@ async def test_a_postgresql_restart_under_both_instances_loses_nothing_reported_
                         # The ledger cannot commit: new queries are refused (README.md
                         # "Deployment", "Faults"). The restart is real time, so is this pause.
                         assert last.error.type == "ledger_unavailable", last
-                        refused.append(session)
                         await trio.sleep(0.05)
                         continue
                     assert isinstance(last, Done), last
@@ -249,8 +247,9 @@ async def test_a_postgresql_restart_under_both_instances_loses_nothing_reported_
                     health = await http.get(instance.http_url + "/healthz")
                     assert health.status_code == 200, health.text
                     assert instance.process.process.returncode is None
+                    # The restart reached it: its PostgreSQL connections were cut.
+                    assert b"listening connection broke" in instance.process.stderr
         stored = ledger_totals_pico(pg_url)
-    assert refused, "the restart never reached the instances: no query was refused meanwhile"
     # Every cost reported as recorded is in the ledger, and so is every other done's (kept in
     # memory while the server was away, committed once it was back): each session's total
     # is exactly the sum of its dones, to the pico-dollar.
