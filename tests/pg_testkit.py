@@ -93,6 +93,22 @@ def cluster() -> tuple[str, str] | None:
     return None
 
 
+def restart_cluster_or_skip() -> None:
+    """Skip (fail under CI) unless this test may restart the cluster: ``pg_ctlcluster`` and root."""
+    if cluster() is None or os.geteuid() != 0:
+        reason = "restarting PostgreSQL needs pg_ctlcluster and root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def restart_cluster() -> None:
+    """Restart the cluster serving ``PORT`` (``-m fast``: its connections are cut at once)."""
+    found = cluster()
+    assert found is not None
+    subprocess.run(["pg_ctlcluster", "-m", "fast", *found, "restart"], check=True, timeout=60, capture_output=True)
+
+
 def clear_ledger(url: str) -> None:
     """Remove the ledger's schema from a test database: the next store starts afresh."""
     with psycopg.connect(url, autocommit=True) as conn:

@@ -1,10 +1,15 @@
 """Two ``switchboard serve`` processes on one PostgreSQL ledger (README.md "Deployment"): a
-session taken over across instances, the store's totals reported by both, and one killed
-with ``kill -9`` while the other serves on. One emulator, run by the test, serves both."""
+session taken over across instances, the store's totals reported by both, one killed
+with ``kill -9`` while the other serves on, and (the slow test, ``-m "not slow"`` leaves it
+out) the PostgreSQL cluster restarted under both. One emulator, run by the test, serves both."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -13,13 +18,14 @@ import httpx
 import pytest
 import trio
 from harness import API_VERSION, ServeProcess, chat, clean_env, connect_url, serve_process
+from pg_testkit import restart_cluster, restart_cluster_or_skip
 from trio_websocket import ConnectionClosed
 
 from actors.pg_store import read_pg_sessions
 from emulator import Emulator
-from protocol.frames import Aborted, CostFrame, Done, Ready
+from protocol.frames import Aborted, CostFrame, Done, ErrorFrame, Ready
 from protocol.http_api import format_usd
-from protocol.pricing import usd
+from protocol.pricing import PICO_PER_USD, usd
 
 KEY = "sk-ant-fleet-test"
 WAIT = 30  # seconds: a generous bound for a cross-process wait on a slow machine
@@ -182,3 +188,69 @@ async def test_one_probe_at_a_time_for_both_instances_through_a_sustained_529(pg
         assert len(dones) == 2
         statuses = [r.status for r in messages]
         assert statuses.count(529) <= 4 and len(messages) <= 6, statuses
+
+
+# The cluster-restart test's bound, in seconds: the restart takes 2-3 s here, each
+# instance's retry backoff (15 s at most) and its reconnection a few more.
+RESTART_BUDGET = 120
+CLIENTS_PER_INSTANCE = 3
+
+
+def ledger_totals_pico(pg_url: str) -> dict[str, int]:
+    """Every session's total in the ledger, read as an operator would: ``switchboard cost --json``."""
+    command = [sys.executable, "-c", "from actors.cli import main; main()", "cost", "--json", "--ledger", pg_url]
+    listing = subprocess.run(command, capture_output=True, check=True, timeout=WAIT, env=clean_env())
+    return {s["session_id"]: round(s["total_cost_usd"] * PICO_PER_USD) for s in json.loads(listing.stdout)}
+
+
+@pytest.mark.slow
+async def test_a_postgresql_restart_under_both_instances_loses_nothing_reported_as_recorded(pg_url: str) -> None:
+    restart_cluster_or_skip()
+    # Per session: the pico-USD of each done, and whether it said the cost was recorded.
+    dones: dict[str, list[tuple[int, bool]]] = {}
+    loaded, restarted = trio.Event(), trio.Event()
+    async with fleet(pg_url) as (_, instances):
+
+        async def client(instance: Instance, session: str) -> None:
+            # Queries one after another until one made after the restart is recorded.
+            seen = dones.setdefault(session, [])
+            async with connect_url(instance.ws_url, session) as ws:
+                await receive_ready(ws)
+                for n in itertools.count():
+                    await ws.send(type="query", id=f"q{n}", request=chat(f"query {n}"))
+                    last = (await ws.until_terminal(f"q{n}"))[-1]
+                    if isinstance(last, ErrorFrame):
+                        # The ledger cannot commit: new queries are refused (README.md
+                        # "Deployment", "Faults"). The restart is real time, so is this pause.
+                        assert last.error.type == "ledger_unavailable", last
+                        await trio.sleep(0.05)
+                        continue
+                    assert isinstance(last, Done), last
+                    seen.append((round(last.cost_usd * PICO_PER_USD), last.cost_recorded is not False))
+                    if last.cost_recorded is not False and restarted.is_set():
+                        return
+                    if sum(len(d) for d in dones.values()) >= 4 * 2 * CLIENTS_PER_INSTANCE:
+                        loaded.set()
+
+        with trio.fail_after(RESTART_BUDGET):
+            async with trio.open_nursery() as nursery:
+                for i, instance in enumerate(instances):
+                    for c in range(CLIENTS_PER_INSTANCE):
+                        nursery.start_soon(client, instance, f"on-{i}-{c}")
+                await loaded.wait()  # queries in flight on both
+                await trio.to_thread.run_sync(restart_cluster)
+                restarted.set()
+            # Both serve again, without a restart of their own: healthy, and each has
+            # recorded a query made after the server came back (the clients' last).
+            async with httpx.AsyncClient(timeout=WAIT) as http:
+                for instance in instances:
+                    health = await http.get(instance.http_url + "/healthz")
+                    assert health.status_code == 200, health.text
+                    assert instance.process.process.returncode is None
+                    # The restart reached it: its PostgreSQL connections were cut.
+                    assert b"listening connection broke" in instance.process.stderr
+        stored = ledger_totals_pico(pg_url)
+    # Every cost reported as recorded is in the ledger, and so is every other done's (kept in
+    # memory while the server was away, committed once it was back): each session's total
+    # is exactly the sum of its dones, to the pico-dollar.
+    assert stored == {session: sum(cost for cost, _ in seen) for session, seen in dones.items()}

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import os
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -25,7 +23,7 @@ import psycopg
 import pytest
 import trio
 import trio.testing
-from pg_testkit import HOST, PORT, cluster
+from pg_testkit import HOST, PORT, restart_cluster, restart_cluster_or_skip
 
 import actors.pg_store
 from actors._util import ask
@@ -158,19 +156,9 @@ async def test_a_server_that_vanishes_degrades_the_ledger_which_recovers_without
     assert stored["s"].total_pico == 3 * USAGE_PICO
 
 
-def _restart_cluster() -> None:
-    found = cluster()
-    assert found is not None
-    subprocess.run(["pg_ctlcluster", "-m", "fast", *found, "restart"], check=True, timeout=60, capture_output=True)
-
-
 @pytest.mark.slow
 async def test_a_real_restart_under_load_loses_nothing_reported_as_recorded(pg_url: str) -> None:
-    if cluster() is None or os.geteuid() != 0:
-        reason = "restarting PostgreSQL needs pg_ctlcluster and root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    restart_cluster_or_skip()
     writers = 8
     recorded: set[str] = set()
     loaded, restarted = trio.Event(), trio.Event()
@@ -201,7 +189,7 @@ async def test_a_real_restart_under_load_loses_nothing_reported_as_recorded(pg_u
                     for n in range(writers):
                         load.start_soon(writer, n)
                     await loaded.wait()  # under load
-                    await trio.to_thread.run_sync(_restart_cluster)
+                    await trio.to_thread.run_sync(restart_cluster)
                     restarted.set()
                 assert ledger.health.healthy
     stats = ledger.statistics()
