@@ -18,7 +18,7 @@ from typing import Any, Final, TypeAlias, cast
 
 import msgspec
 
-from protocol.bounded_json import BoundedDecoder
+from protocol.bounded_json import MAX_DEPTH, BoundedDecoder
 from protocol.caching import CacheBreak
 from protocol.errors import RemoteProtocolError
 from protocol.wire import JsonObject
@@ -279,7 +279,11 @@ class _FrameId(msgspec.Struct):
 # nested near msgspec's recursion limit still ends as a decode error, with no id).
 _ID: Final = BoundedDecoder(_FrameId, max_depth=sys.maxsize)
 _FRAME_ENCODER: Final = msgspec.json.Encoder()
-_FRAME_DECODER: Final = BoundedDecoder(GatewayFrame)
+# A gateway frame carries an upstream value (an event, the assembled message) two levels down
+# (``frame.event``, ``frame.message``); the upstream's own JSON is bounded at ``MAX_DEPTH``, so
+# a frame may nest that much deeper (with a margin) and a client must still read it.
+FRAME_MAX_DEPTH: Final = MAX_DEPTH + 4
+_FRAME_DECODER: Final = BoundedDecoder(GatewayFrame, max_depth=FRAME_MAX_DEPTH)
 
 
 def decode_command(raw: bytes | str) -> ClientCommand:

@@ -134,7 +134,9 @@ def client_frame(draw: st.DrawFn) -> Frame:
         return Frame('{"type":"abort","id":"bad"}', "abort")
     if shape == "bad_id":
         tag = draw(st.sampled_from(["query", "count_tokens", "abort"]))
-        return Frame(f'{{"type":"{tag}","id":{draw(value())},"request":{draw(request())}}}', "other")
+        # Any JSON but a string: a string id is a good id, and its frame is answered as such.
+        bad_id = draw(value().filter(lambda text: not text.lstrip().startswith('"')))
+        return Frame(f'{{"type":"{tag}","id":{bad_id},"request":{draw(request())}}}', "other")
     body = draw(request())
     if shape == "count":
         return Frame(f'{{"type":"count_tokens","id":"bad","request":{body}}}', "count")

@@ -335,6 +335,8 @@ def test_html_redirects_and_non_json_events_end_the_query_once(hostile: Hostile,
 @given(hostile=DEEP_EVENTS, door=DOORS)
 @example(Hostile("deep", ("input_json_delta", 5_000, "array")), "ws")
 @example(Hostile("deep", ("error_body", 100_000, "object")), "http_json")
+# Within the upstream's bound, yet two levels deeper once inside the frame that relays it.
+@example(Hostile("deep", ("message_start", 126, "object")), "ws")
 def test_deep_nesting_in_any_event_or_error_body_ends_the_query_once(hostile: Hostile, door: str) -> None:
     hostile_case(hostile, door)
 
