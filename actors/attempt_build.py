@@ -137,6 +137,7 @@ async def run_attempt(
                 body=built.body,
                 raw_body=built.raw,
                 heads=msg.options.heads,
+                beta_query=msg.options.beta_query,
                 headers=built.headers,
                 streaming=state.streaming,
                 withhold_output_limit=withhold,

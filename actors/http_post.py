@@ -145,6 +145,7 @@ class MessagesPost:
                         if timeout is None
                         else arrived + timeout - min(CLIENT_TIMEOUT_MARGIN, timeout / 10),
                         heads=reply.heads,
+                        beta_query="beta=true" in head.query.split("&"),
                     )
                     await self._messages(request, head, forwarded, exchange, reply, access, options)
             except RemoteProtocolError as exc:

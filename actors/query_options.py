@@ -63,6 +63,9 @@ class QueryOptions(msgspec.Struct, frozen=True, kw_only=True):
     client_retries: bool = False
     deadline: float | None = None
     heads: UpstreamHeads | None = None
+    # The client posted to ``/v1/messages?beta=true`` (the SDKs' beta namespace does): a
+    # first-party attempt posts upstream the same way.
+    beta_query: bool = False
 
 
 DEFAULT_OPTIONS: Final = QueryOptions()

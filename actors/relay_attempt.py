@@ -95,13 +95,21 @@ class _SSEEvents:
 
 
 def _prepare(
-    lease: Lease, body: JsonObject, headers: dict[str, str], *, streaming: bool, raw: bytes | None = None
+    lease: Lease,
+    body: JsonObject,
+    headers: dict[str, str],
+    *,
+    streaming: bool,
+    raw: bytes | None = None,
+    beta_query: bool = False,
 ) -> Prepared:
     """issue 6: the request for the lease's provider (the first party: ``/v1/messages``,
-    with the client's own bytes ``raw`` when given)."""
+    with the client's own bytes ``raw`` when given, and ``?beta=true`` when the client posted
+    so)."""
     if lease.endpoint is None:
         content = raw if raw is not None else JSON.encode(body)
-        return Prepared(url=lease.base_url + "/v1/messages", headers=headers, content=content)
+        path = "/v1/messages?beta=true" if beta_query else "/v1/messages"
+        return Prepared(url=lease.base_url + path, headers=headers, content=content)
     return lease.endpoint.messages(body, headers, streaming=streaming)
 
 
@@ -214,7 +222,9 @@ class AttemptStreamer:
             return await self._nonstreaming(msg, progress, lease, headers)
         assembler = progress.assembler
         in_body = False
-        prepared = _prepare(lease, msg.body, headers, streaming=True, raw=msg.raw_body)
+        prepared = _prepare(
+            lease, msg.body, headers, streaming=True, raw=msg.raw_body, beta_query=msg.beta_query
+        )
         sent_at = trio.current_time()
         try:
             async with lease.client.stream(
@@ -382,7 +392,9 @@ class AttemptStreamer:
         """The non-streaming fallback: one POST with its own timeout, then the answer relayed
         as the event sequence of a stream."""
         timeout = httpx.Timeout(self._nonstreaming_timeout, connect=min(5.0, self._nonstreaming_timeout))
-        prepared = _prepare(lease, nonstreaming_body(msg.body), headers, streaming=False)
+        prepared = _prepare(
+            lease, nonstreaming_body(msg.body), headers, streaming=False, beta_query=msg.beta_query
+        )
         sent_at = trio.current_time()
         try:
             response = await lease.client.request(

@@ -139,6 +139,7 @@ class RunAttempt(msgspec.Struct, frozen=True, kw_only=True):
     # set (the first party's format only), and where the response headers go.
     raw_body: bytes | None = None
     heads: UpstreamHeads | None = None
+    beta_query: bool = False
     # Called (not awaited) as the upstream answers 200: the overload gate of the attempt's
     # model learns of a probe's success at once (actors/retry_shared.py).
     on_accepted: Callable[[], None] | None = None

@@ -115,9 +115,10 @@ async def test_print_json_answers_on_each_model(
     result = run.result
     assert result["subtype"] == "success" and result["is_error"] is False, run
     assert result["result"].startswith("Echo: ") and result["result"].endswith("Say hello")
-    # Everything the emulator saw came through the gateway (its path has no ?beta=true).
+    # Everything the emulator saw was the Messages API on the SDK's beta path, which the door
+    # keeps (Claude Code's base URL is the door; the trap proves it went nowhere else).
     calls = api_calls(emulator)
-    assert calls and all(r.path == "/v1/messages" for r in calls)
+    assert calls and all(r.path == "/v1/messages?beta=true" for r in calls)
     assert set(result["modelUsage"]) == {r.json["model"] for r in calls if isinstance(r.json, dict)}
 
 
@@ -237,9 +238,8 @@ async def test_upstream_request_equals_what_claude_code_sends_directly(
     assert gateway_run.returncode == 0, gateway_run
     direct, through = api_calls(emulator)
 
-    # Claude Code posts to the SDK's beta path (?beta=true); the door posts upstream to the
-    # plain path, the betas travelling in anthropic-beta alone (asserted below).
-    assert (direct.path, through.path) == ("/v1/messages?beta=true", "/v1/messages")
+    # Claude Code posts to the SDK's beta path (?beta=true), and so does the door upstream.
+    assert direct.path == through.path == "/v1/messages?beta=true"
     # The body: Claude Code's own bytes, once its per-run ids and the date are set aside.
     assert without_per_run_values(through, gateway_run) == without_per_run_values(direct, direct_run)
     # Its betas and API version, exactly as Claude Code sent them directly.

@@ -49,6 +49,7 @@ async def test_what_a_client_sent_goes_upstream_byte_for_byte_with_its_betas(
         assert response.status_code == 200
         [sent] = messages_calls(emulator)
         assert sent.body == RAW_BODY
+        assert sent.path == "/v1/messages?beta=true"  # the SDKs' beta namespace, kept
         assert sent.headers["anthropic-beta"] == CLIENT_BETAS
         assert sent.headers["anthropic-version"] == "2023-06-01"
         # Not streaming: the gateway streams upstream all the same, and changes nothing else.
@@ -56,6 +57,7 @@ async def test_what_a_client_sent_goes_upstream_byte_for_byte_with_its_betas(
         response = await http.post("/v1/messages", json=body, headers=API_VERSION)
         assert response.status_code == 200 and response.json()["type"] == "message"
         upstream = messages_calls(emulator)[-1]
+        assert upstream.path == "/v1/messages"
         assert upstream.json == {**body, "stream": True}
         assert "anthropic-beta" not in upstream.headers
 
