@@ -167,7 +167,8 @@ CREATE INDEX IF NOT EXISTS usage_provisional ON usage (session_id) WHERE final =
 CREATE INDEX IF NOT EXISTS usage_recorded_at ON usage (recorded_at);
 """ + LIMITS_TABLE.format(table="limits") + ";" + RESERVATIONS_TABLE.format(table="reservations") + ";"
 
-_COUNTS: Final = (
+# A usage part's counts, in the column order both stores use (actors/pg_store.py too).
+COUNTS: Final = (
     "input_tokens",
     "output_tokens",
     "cache_creation_input_tokens",
@@ -186,7 +187,7 @@ _COUNTS: Final = (
 _PICO_SPLIT: Final = 10**9
 _SUMS: Final = ", ".join(
     f"SUM({column})" if column != "cost_pico" else f"SUM(cost_pico / {_PICO_SPLIT}), SUM(cost_pico % {_PICO_SPLIT})"
-    for column in _COUNTS
+    for column in COUNTS
 )
 # Schema 2's column (see the module docstring, "Migrations").
 _ESTIMATED: Final = "estimated"
@@ -198,7 +199,7 @@ _ESTIMATED_SUMS: Final = (
 )
 _INSERT_PART: Final = (
     "INSERT OR REPLACE INTO usage (session_id, record_id, part, query_id, attempt, final, "
-    "model, canonical, " + ", ".join(_COUNTS) + ", unknown_model, speed, service_tier, "
+    "model, canonical, " + ", ".join(COUNTS) + ", unknown_model, speed, service_tier, "
     "long_context, priced_on, recorded_at, estimated) VALUES (" + ", ".join("?" * 23) + ")"
 )
 # Schema migrations: the statements that take a file from version ``n - 1`` to ``n``.
@@ -409,11 +410,11 @@ class LedgerStore:
     def _provisional(self, session_id: str) -> dict[str, tuple[RecordPart, ...]]:
         parts: dict[str, list[RecordPart]] = {}
         for row in self._db.execute(
-            "SELECT record_id, model, canonical, " + ", ".join(_COUNTS) + ", unknown_model, "
+            "SELECT record_id, model, canonical, " + ", ".join(COUNTS) + ", unknown_model, "
             f"{_ESTIMATED} FROM usage WHERE session_id = ? AND final = 0 ORDER BY record_id, part",
             (session_id,),
         ):
-            counts = dict(zip(_COUNTS, _ints(row[3:11]), strict=True))
+            counts = dict(zip(COUNTS, _ints(row[3:11]), strict=True))
             part = RecordPart(
                 model=row[1], canonical=row[2], unknown_model=bool(row[11]), estimated=bool(row[12]), **counts
             )
@@ -637,7 +638,7 @@ def _part_values(record: RecordWrite) -> list[tuple[object, ...]]:
             int(record.final),
             part.model,
             part.canonical,
-            *(getattr(part, column) for column in _COUNTS),
+            *(getattr(part, column) for column in COUNTS),
             int(part.unknown_model),
             record.speed,
             record.service_tier,
@@ -700,7 +701,7 @@ def _totals(
     for row in db.execute(query, params):
         totals = sessions.setdefault(row[0], SessionTotals())
         *counts, high, low = _ints(row[2:11])
-        model = ModelTotals(**dict(zip(_COUNTS, (*counts, high * _PICO_SPLIT + low), strict=True)))
+        model = ModelTotals(**dict(zip(COUNTS, (*counts, high * _PICO_SPLIT + low), strict=True)))
         estimated_output, estimated_high, estimated_low = _ints(row[12:15])
         model.estimated_output_tokens = estimated_output
         model.estimated_cost_pico = estimated_high * _PICO_SPLIT + estimated_low

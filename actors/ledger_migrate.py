@@ -25,10 +25,9 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from actors.config import redact_url
-from actors.cost_store import RecordWrite, SessionRow, has_column
+from actors.cost_store import COUNTS, RecordWrite, SessionRow, has_column
 from actors.pg_migrations import migrate
 from actors.pg_store import (
-    COUNTS,
     DROP_STALE_PARTS,
     ESTIMATED,
     UPSERT_USAGE,

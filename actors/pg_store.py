@@ -49,7 +49,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from actors import pg_dashboard
 from actors.config import redact_url
-from actors.cost_store import LoadedSession, RecordWrite, SessionRow, StoreError
+from actors.cost_store import COUNTS, LoadedSession, RecordWrite, SessionRow, StoreError
 from actors.instance import new_instance_id
 from actors.pg_migrations import migrate
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
@@ -87,16 +87,6 @@ _CONNINFO_DEFAULTS: Final = {
     "tcp_user_timeout": "20000",
 }
 
-COUNTS: Final = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-    "web_search_requests",
-    "web_fetch_requests",
-    "cost_pico",
-)
 _SUMS: Final = ", ".join(f"SUM({column})" for column in COUNTS)
 # Migration 2's column (actors.pg_migrations).
 ESTIMATED: Final = "estimated"
