@@ -70,6 +70,7 @@ def config(upstream: Upstream) -> Config:
 
 @pytest.fixture
 async def server(nursery: trio.Nursery, config: Config) -> Server:
-    return await nursery.start(functools.partial(run_server, config))
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    return server
 
 

@@ -411,7 +411,7 @@ async def test_two_instances_on_one_postgresql_ledger_report_the_stores_totals(p
         await cost(b, "both")  # answered after the commit that holds the duration
         await a.send(RecordDuration(session_id="both", duration_ms=3, duration_without_retries_ms=2))
         summaries = [await cost(address, "both") for address in (a, b)]
-        opened = await ask(b, lambda reply: OpenSession(session_id="both", owner=None, reply=reply))
+        opened: SessionOpened = await ask(b, lambda reply: OpenSession(session_id="both", owner=None, reply=reply))
     assert summaries[0] == summaries[1] == opened.cost
     assert summaries[0].total_cost_usd == usd(2 * FINAL_PICO + START_PICO)
     assert (summaries[0].api_duration_ms, summaries[0].api_duration_without_retries_ms) == (10, 7)

@@ -272,12 +272,15 @@ async def test_a_slow_dashboard_read_holds_neither_the_inbox_nor_commits(
     release = threading.Event()
     path = tmp_path / "ledger.sqlite3"
 
-    class SlowReads(LedgerStore):
-        def spend(self, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
-            release.wait()
-            return super().spend(since, bucket, scope)
+    real_spend = LedgerStore.spend
 
-    ledger = CostLedger(str(path), offload=True, now=lambda: DAY, open_store=SlowReads.open)
+    def slow_spend(store: LedgerStore, since: str, bucket: Bucket, scope: Scope) -> list[SpendRow]:
+        release.wait()
+        return real_spend(store, since, bucket, scope)
+
+    # LedgerStore is final: its reads are slowed in place for this test only.
+    monkeypatch.setattr(LedgerStore, "spend", slow_spend)
+    ledger = CostLedger(str(path), offload=True, now=lambda: DAY, open_store=LedgerStore.open)
 
     def spend(reply: trio.MemorySendChannel[list[SpendRow]]) -> ReadSpend:
         return ReadSpend(since=DAY.date().isoformat(), bucket="day", scope=EVERYONE, reply=reply)

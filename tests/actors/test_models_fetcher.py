@@ -41,7 +41,7 @@ NEW_OPUS = {
     "line": "opus",
     "capabilities": {"effort": {"supported": True, "xhigh": {"supported": True}}},
 }
-NO_LIMITS = {"type": "model", "id": "claude-nimbus-1", "display_name": "Nimbus", "created_at": "2027-02-01T00:00:00Z"}
+NO_LIMITS: dict[str, object] = {"type": "model", "id": "claude-nimbus-1", "display_name": "Nimbus", "created_at": "2027-02-01T00:00:00Z"}
 KNOWN = {"type": "model", "id": "claude-opus-4-8", "display_name": "Claude Opus 4.8", "created_at": "2026-05-28T00:00:00Z",
          "max_input_tokens": 1_000_000, "max_tokens": 128_000}
 

@@ -34,6 +34,8 @@ from typing import Any, Final
 
 import trio
 
+from actors.server import Server
+
 # The pinned release: the current one when these tests were written (2026-12-07). Bumping it
 # is the whole upgrade; the next run installs it next to the old one.
 CLAUDE_CODE_VERSION: Final = "2.1.332"
@@ -43,6 +45,8 @@ INSTALL_TIMEOUT: Final = 900.0
 # A safety net for one `claude -p` run: a run here takes about a second.
 RUN_TIMEOUT: Final = 120.0
 _STAMP: Final = ".installed"
+# The access token the gateway fixture accepts and every client run presents.
+GATEWAY_TOKEN: Final = "sb-gateway-token-for-claude-code"
 
 
 class ClaudeCodeUnavailable(Exception):
@@ -85,6 +89,15 @@ def install(version: str = CLAUDE_CODE_VERSION) -> Path:
             raise RuntimeError(f"claude --version says {shown.stdout!r}, not {version}")
         (root / _STAMP).write_text(version + "\n")
     return executable
+
+
+@dataclass(frozen=True)
+class Door:
+    """The gateway under test (the `door` fixture of tests/clients/conftest.py)."""
+
+    server: Server
+    url: str
+    ledger: Path
 
 
 @dataclass

@@ -9,19 +9,16 @@ every wait has a timeout, used as a safety net, never asserted on.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import pytest
 import trio
-from claude_code import ClaudeCodeUnavailable, ProxyTrap, install
+from claude_code import GATEWAY_TOKEN, ClaudeCodeUnavailable, Door, ProxyTrap, install
 
 from actors.config import Config, Secret
 from actors.server import Server, run_server
 from protocol.request_builder import BuildSettings
-
-GATEWAY_TOKEN = "sb-gateway-token-for-claude-code"
 
 
 @pytest.fixture(scope="session")
@@ -38,13 +35,6 @@ async def trap(nursery: trio.Nursery) -> ProxyTrap:
     trap = ProxyTrap()
     trap.url = await nursery.start(trap.run)
     return trap
-
-
-@dataclass(frozen=True)
-class Door:
-    server: Server
-    url: str
-    ledger: Path
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ import httpx
 import msgspec
 import pytest
 import trio
-from claude_code import ProxyTrap, Run, run_claude, sealed_env
-from conftest import GATEWAY_TOKEN, Door
+from claude_code import GATEWAY_TOKEN, Door, ProxyTrap, Run, run_claude, sealed_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import Config

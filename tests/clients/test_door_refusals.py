@@ -14,7 +14,7 @@ import httpx
 import msgspec
 import pytest
 import trio
-from conftest import GATEWAY_TOKEN, Door
+from claude_code import GATEWAY_TOKEN, Door
 from harness import API_VERSION, chat
 
 from actors.config import Config, Secret

@@ -23,7 +23,11 @@ from hypothesis import strategies as st
 
 ANSWER_TIMEOUT: Final = 20.0
 # Only these header values can be written at all (h11 refuses control characters).
-HEADER_TEXT: Final = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=300)
+# Latin-1 header text; h11 (httpx's client) refuses to send a value with leading or trailing
+# space, so those are stripped: the case is about what reaches the door, not the client.
+HEADER_TEXT: Final = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=300
+).map(lambda value: value.strip(" \t"))
 HEADERS: Final = st.dictionaries(
     st.sampled_from(
         [

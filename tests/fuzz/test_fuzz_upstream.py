@@ -90,7 +90,8 @@ class Hostile:
         return f"Hostile({self.name}: {shown})"
 
     def answer(self, seen: Seen) -> Answer:
-        return getattr(self, "_" + self.name)(seen, *self.params)
+        answer: Answer = getattr(self, "_" + self.name)(seen, *self.params)
+        return answer
 
     # -- garbage and framing ------------------------------------------------------------
 

@@ -32,7 +32,15 @@ from hostile import Frame, client_frame, deep
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from protocol.frames import CostFrame, ErrorFrame, Ready, Rejected, TokenCount, decode_frame
+from protocol.frames import (
+    CostFrame,
+    ErrorFrame,
+    GatewayFrame,
+    Ready,
+    Rejected,
+    TokenCount,
+    decode_frame,
+)
 
 # RFC 6455 7.4.1: a text frame whose payload is not UTF-8 closes the connection with 1007.
 INVALID_PAYLOAD: Final = 1007
@@ -44,7 +52,7 @@ async def expect_answer(client: Client, frame: Frame, stack: Stack) -> None:
     """The gateway's whole answer to one hostile frame, checked against the protocol."""
     before = await barrier(client)
     rejected = [f for f in before if isinstance(f, Rejected)]
-    mine = [f for f in before if getattr(f, "id", None) == "bad" and not isinstance(f, Rejected)]
+    mine: list[GatewayFrame] = [f for f in before if getattr(f, "id", None) == "bad" and not isinstance(f, Rejected)]
     if frame.kind in ("other", "abort") or rejected:
         assert len(rejected) == 1 and not mine, before
         assert rejected[0].error.message, rejected[0]

@@ -261,5 +261,6 @@ async def test_an_embedded_query_waits_in_line_or_gives_up_after_its_timeout(
         assert refused.value.retry_after >= 1
         async with gateway.query(chat(), session_id="embedded") as frames:
             waited = [frame async for frame in frames]
+        assert isinstance(waited[0], Queued)
         assert waited[0] == Queued(id=waited[0].id, position=1, limit=1)
         assert isinstance(waited[-1], Done)

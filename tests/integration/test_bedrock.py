@@ -54,7 +54,8 @@ async def bedrock_gateway(nursery: trio.Nursery, emulator: Emulator, **changes: 
         disable_nonessential_traffic=True,
         **changes,  # type: ignore[arg-type]
     )
-    return await nursery.start(functools.partial(run_server, config))
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    return server
 
 
 async def query(server: Server, request: dict[str, object]) -> list[object]:
@@ -265,7 +266,9 @@ async def test_side_by_side_models_are_routed_to_their_providers(
     # Each request got its own provider's betas: the first-party-only ones never reach Bedrock.
     first_party_betas = emulator.requests[0].headers.get("anthropic-beta", "")
     assert "prompt-caching-scope-2026-01-05" in first_party_betas
-    bedrock_betas = emulator.requests[3].json.get("anthropic_beta", [])  # type: ignore[union-attr]
+    bedrock_body = emulator.requests[3].json
+    assert isinstance(bedrock_body, dict)
+    bedrock_betas = bedrock_body.get("anthropic_beta", [])
     assert "prompt-caching-scope-2026-01-05" not in bedrock_betas
     assert "prompt-caching-scope-2026-01-05" not in emulator.requests[3].headers.get("anthropic-beta", "")
 

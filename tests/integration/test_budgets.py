@@ -251,8 +251,8 @@ async def test_a_retry_tops_up_the_reservation_and_settles_to_the_real_total(
     topped: list[int] = []
     original = budgets.top_up
 
-    async def spy(held: HeldReservation, request: dict[str, object], size: int) -> Refusal | None:
-        refusal = await original(held, request, size)
+    async def spy(held: HeldReservation, request: dict[str, object], request_bytes: int) -> Refusal | None:
+        refusal = await original(held, request, request_bytes)
         topped.append(held.reserved_pico)
         return refusal
 

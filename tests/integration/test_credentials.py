@@ -28,7 +28,8 @@ from protocol.models import DEFAULT_MODEL_OPTIONS
 async def serve_with(nursery: trio.Nursery, upstream_url: str, **changes: object) -> Server:
     # No bootstrap fetch: these tests count the upstream requests and the credential loads.
     config = Config(base_url=upstream_url, retry_seed=1234, disable_nonessential_traffic=True, **changes)  # type: ignore[arg-type]
-    return await nursery.start(functools.partial(run_server, config))
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    return server
 
 
 async def query(server: Server, session: str = "s", text: str = "hi") -> list[object]:

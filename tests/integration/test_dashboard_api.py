@@ -68,7 +68,8 @@ async def server(nursery: trio.Nursery, config: Config, ledger: Path) -> Server:
         access_tokens=(Secret(ALICE), Secret(BOB)),
         admin_tokens=(Secret(ADMIN),),
     )
-    return await nursery.start(functools.partial(run_server, config))
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    return server
 
 
 @pytest.fixture

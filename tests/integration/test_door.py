@@ -166,6 +166,7 @@ async def test_frame_over_the_limit_closes_1009_and_charges_queries(
         await client.ws.send_message("x" * (65 * 1024))
         with pytest.raises(ConnectionClosed) as info:
             await drain(client)
+        assert info.value.reason is not None
         assert info.value.reason.code == 1009
     record = emulator.requests[0]
     await record.finished.wait()
@@ -192,6 +193,7 @@ async def test_takeover_closes_the_old_connection_4409_and_aborts_its_queries(
             assert isinstance(frames[-1], Aborted) and frames[-1].usage["input_tokens"] > 0
             with pytest.raises(ConnectionClosed) as info:
                 await old.receive()
+            assert info.value.reason is not None
             assert info.value.reason.code == 4409
             await new.send(type="query", id="q", request=chat("new connection"))
             assert isinstance((await new.until_terminal("q"))[-1], Done)

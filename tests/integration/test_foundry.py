@@ -37,7 +37,8 @@ async def foundry_gateway(nursery: trio.Nursery, emulator: Emulator, **changes: 
         disable_nonessential_traffic=True,
         **changes,  # type: ignore[arg-type]
     )
-    return await nursery.start(functools.partial(run_server, config))
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    return server
 
 
 async def query(server: Server, request: dict[str, object], session: str = "s1") -> list[object]:

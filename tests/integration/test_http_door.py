@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import trio
 from harness import API_VERSION, chat
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import Config, Secret
@@ -413,16 +414,16 @@ DOCUMENTED_METRICS = {
 }
 
 
-async def scrape(http: httpx.AsyncClient) -> dict[str, Any]:
+async def scrape(http: httpx.AsyncClient) -> dict[str, Metric]:
     response = await http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
     return {family.name: family for family in text_string_to_metric_families(response.text)}
 
 
-def sample(family: Any, suffix: str = "", **labels: str) -> float:
+def sample(family: Metric, suffix: str = "", **labels: str) -> float:
     return sum(
-        s.value
+        float(s.value)
         for s in family.samples
         if s.name == family.name + suffix and labels.items() <= s.labels.items()
     )

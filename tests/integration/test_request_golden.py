@@ -32,7 +32,8 @@ BASE = [B.CLAUDE_CODE, B.INTERLEAVED_THINKING, B.CONTEXT_MANAGEMENT, B.PROMPT_CA
 
 
 async def serve(nursery: trio.Nursery, config: Config, settings: BuildSettings) -> Server:
-    return await nursery.start(functools.partial(run_server, msgspec.structs.replace(config, build=settings)))
+    server: Server = await nursery.start(functools.partial(run_server, msgspec.structs.replace(config, build=settings)))
+    return server
 
 
 async def ask(client: Client, query_id: str, request: dict[str, Any], **options: Any) -> list[GatewayFrame]:

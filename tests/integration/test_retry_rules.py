@@ -43,7 +43,8 @@ def jitter(n: int) -> list[float]:
 
 
 async def serve(nursery: trio.Nursery, config: Config, **changes: Any) -> Server:
-    return await nursery.start(functools.partial(run_server, msgspec.structs.replace(config, **changes)))
+    server: Server = await nursery.start(functools.partial(run_server, msgspec.structs.replace(config, **changes)))
+    return server
 
 
 async def run_query(server: Server, **query: Any) -> list[GatewayFrame]:

@@ -22,7 +22,8 @@ from wsproto import ConnectionType, WSConnection
 
 from actors.cli import main
 from actors.config import Config, Secret, config_from_env
-from actors.http_door import BODY_IDLE_TIMEOUT, KEEP_ALIVE_TIMEOUT
+from actors.http_door import BODY_IDLE_TIMEOUT
+from actors.http_post import KEEP_ALIVE_TIMEOUT
 from actors.log import Redactor
 from actors.server import Server, run_server
 from emulator import Emulator

@@ -70,6 +70,7 @@ async def test_a_reader_that_resumes_within_the_grace_gets_every_written_frame_t
         with pytest.raises(ConnectionClosed) as closed:
             await drain(client, frames)
         assert trio.current_time() - cut_off < CLEANUP_TIMEOUT  # closed, not dropped at the grace
+    assert closed.value.reason is not None
     assert closed.value.reason.code == SLOW_READER == 4408
     assert closed.value.reason.reason == "slow reader: read nothing for 60 s"
     # Whole frames only, in order, and none after the cut-off (no ``aborted``): the deltas
@@ -108,6 +109,7 @@ async def test_a_reader_that_never_resumes_is_dropped_after_the_grace_and_others
         assert not answered.is_set()
         with pytest.raises(ConnectionClosed) as closed:
             await drain(client)
+        assert closed.value.reason is not None
         assert closed.value.reason.code == 1006  # no close frame after a cut write
         await answered.wait()
         (frames,) = answers

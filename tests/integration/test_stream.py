@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import msgspec
 import pytest
@@ -18,6 +19,7 @@ from protocol.frames import (
     Done,
     ErrorFrame,
     EventFrame,
+    GatewayFrame,
     Ready,
     RetryFrame,
     TokenCount,
@@ -30,7 +32,7 @@ from protocol.usage import Usage
 TODAY_INDEPENDENT_MODEL = "claude-sonnet-4-6"
 
 
-def event_types(frames: list[object]) -> list[str]:
+def event_types(frames: Sequence[object]) -> list[str]:
     return [msgspec.json.decode(f.event)["type"] for f in frames if isinstance(f, EventFrame)]
 
 
@@ -93,7 +95,7 @@ async def test_thinking_and_tool_use_are_assembled(server: Server) -> None:
 
 
 async def test_fifty_sessions_each_get_exactly_their_own_events(server: Server) -> None:
-    results: dict[str, list[object]] = {}
+    results: dict[str, list[GatewayFrame]] = {}
 
     async def one(n: int) -> None:
         async with connect(server, session=f"many-{n}") as client:
@@ -106,13 +108,13 @@ async def test_fifty_sessions_each_get_exactly_their_own_events(server: Server) 
             nursery.start_soon(one, n)
     assert len(results) == 50
     for name, frames in results.items():
-        n = name.split("-")[1]
+        number = name.split("-")[1]
         done = frames[-1]
         assert isinstance(done, Done)
-        assert done.message["content"][0]["text"] == f"Echo: session number {n}"
+        assert done.message["content"][0]["text"] == f"Echo: session number {number}"
         deltas = [msgspec.json.decode(f.event) for f in frames if isinstance(f, EventFrame)]
         text = "".join(d["delta"]["text"] for d in deltas if d["type"] == "content_block_delta")
-        assert text == f"Echo: session number {n}"
+        assert text == f"Echo: session number {number}"
 
 
 async def test_abort_mid_stream_closes_upstream_and_records_usage(server: Server, emulator: Emulator) -> None:
@@ -208,7 +210,7 @@ async def test_overload_mid_stream_tombstones_and_retries(
     assert done.usage["input_tokens"] == 2 * frames_input(frames)
 
 
-def frames_input(frames: list[object]) -> int:
+def frames_input(frames: Sequence[object]) -> int:
     start = next(f for f in frames if isinstance(f, EventFrame))
     return int(msgspec.json.decode(start.event)["message"]["usage"]["input_tokens"])
 

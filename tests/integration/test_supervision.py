@@ -55,6 +55,7 @@ from protocol.frames import (
     GatewayFrame,
     Rejected,
     Tombstone,
+    encode_frame,
 )
 
 
@@ -95,7 +96,8 @@ async def next_query_is_served(server: Server, session: str = "s1") -> None:
 @pytest.fixture
 async def server(nursery: trio.Nursery, config: Config) -> Server:
     config = msgspec.structs.replace(config, http_port=0)
-    return await nursery.start(run_server, config)
+    server: Server = await nursery.start(run_server, config)
+    return server
 
 
 async def test_a_failing_query_run_ends_that_query_alone(
@@ -183,6 +185,7 @@ async def test_a_failing_reader_loop_ends_its_connection_with_1011_and_charges_i
             assert isinstance(only_terminal(frames), Aborted)
             with pytest.raises(ConnectionClosed) as closed:
                 await client.receive()
+            assert closed.value.reason is not None
             assert closed.value.reason.code == 1011
         summary = await server.gateway.cost("s1")
         assert summary.model_usage["claude-sonnet-4-6"].input_tokens > 0
@@ -193,7 +196,7 @@ async def test_a_failing_reader_loop_ends_its_connection_with_1011_and_charges_i
 async def test_a_failing_writer_ends_its_connection_with_1011(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = actors.front_door.encode_frame
+    real = encode_frame  # the function front_door imported from protocol.frames
 
     def encode(frame: GatewayFrame) -> bytes:
         if isinstance(frame, Done) and frame.id == "bad":
@@ -206,6 +209,7 @@ async def test_a_failing_writer_ends_its_connection_with_1011(
             await client.receive()
             await client.send(type="query", id="bad", request=chat("its done frame cannot be written"))
             closed = await closed_without_terminal(client)
+            assert closed.reason is not None
             assert closed.reason.code == 1011
     assert internal_errors(server) == {"ws_writer": 1}
     await next_query_is_served(server)

@@ -72,7 +72,8 @@ async def vertex_gateway(nursery: trio.Nursery, emulator: Emulator, **changes: o
         disable_nonessential_traffic=True,
         **changes,  # type: ignore[arg-type]
     )
-    return await nursery.start(functools.partial(run_server, config))
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    return server
 
 
 async def query(server: Server, request: dict[str, object], session: str = "s1") -> list[object]:

@@ -86,7 +86,9 @@ def test_series_are_ranked_capped_and_filled() -> None:
     rows.append(row("2026-12-07T15", "m00", 50))
     rows.append(row("2026-12-06T01", "m00", 10**9))  # outside the range: ignored
     answer = spend_answer(query, rows)
-    keys = [s["key"] for s in answer["series"]]  # type: ignore[index]
+    series = answer["series"]
+    assert isinstance(series, list)
+    keys = [s["key"] for s in series]
     assert len(keys) == MAX_SERIES and keys[-1] == OTHER and keys[0] == "m00"
     assert answer["totals"]["cost_pico"] == sum(100 + i for i in range(MAX_SERIES + 3)) + 50  # type: ignore[index]
     first = answer["series"][0]  # type: ignore[index]

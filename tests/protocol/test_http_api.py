@@ -41,7 +41,7 @@ def decode(data: bytes, cuts: list[int]) -> list[tuple[str, bytes]]:
 
 
 json_text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r"), max_size=40
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\r"), max_size=40
 )
 
 

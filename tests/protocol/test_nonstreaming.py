@@ -71,7 +71,7 @@ def test_attempt_body_is_a_fresh_copy_with_overrides() -> None:
 
 
 def test_strip_thinking_removes_model_bound_blocks_from_assistant_turns_only() -> None:
-    request = {
+    request: dict[str, Any] = {
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "q"}]},
             {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}, {"type": "text", "text": "a"}]},

@@ -295,7 +295,7 @@ def test_orphans_are_repaired_before_sending() -> None:
 
 
 def test_only_the_newest_hundred_media_blocks_are_sent() -> None:
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
+    image: dict[str, Any] = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
     content = [{**image, "source": {**image["source"], "data": str(i)}} for i in range(102)]
     built, _ = build({"model": "sonnet", "max_tokens": 10, "messages": [{"role": "user", "content": content}]}, NO_CACHE)
     sent = built.body["messages"][0]["content"]

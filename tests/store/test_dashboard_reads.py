@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from actors.cost_store import RecordWrite, SessionRow, open_store
-from protocol.dashboard import EVERYONE, Scope
+from protocol.dashboard import EVERYONE, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.ledger import RecordPart
 
 RECORDS = [
@@ -20,11 +20,17 @@ RECORDS = [
 ]
 
 
-def _answers(location: str) -> tuple[object, ...]:
+# The six reads' answers, in the order ``_answers`` makes them.
+Answers = tuple[
+    list[SpendRow], list[SpendRow], list[SpendRow], list[SessionSpend], list[OwnerSpend], list[OwnerSpend]
+]
+
+
+def _answers(location: str) -> Answers:
     """Write ``RECORDS`` into a new store at ``location``; its answers to six reads."""
     store = open_store(location)
     try:
-        sessions = {}
+        sessions: dict[str, SessionRow] = {}
         for sid, owner, _, at, *_ in RECORDS:
             sessions.setdefault(sid, SessionRow(
                 session_id=sid, owner=owner, created_at=at, updated_at=at,
