@@ -323,7 +323,9 @@ async def test_persistent_retry_waits_for_the_unified_reset_with_heartbeats(
     names = kinds(frames)
     assert names[0] == "RetryFrame" and names.count("RetryFrame") == 4 and names[-1] == "Done"
     first = frames[0]
-    assert isinstance(first, RetryFrame) and 94_000 <= first.delay_ms <= 95_000
+    # Tolerant on purpose: int() drops up to 1 s and the real seconds a loaded machine spends
+    # before the supervisor reads its wall clock come off the wait; 95 s is the exact upper bound.
+    assert isinstance(first, RetryFrame) and 85_000 <= first.delay_ms <= 95_000
     beats = [f for f in frames[1 : names.index("EventFrame*")] if type(f).__name__ == "Heartbeat"]
     assert len(beats) >= 3  # 3 beats in a 95 s wait
 
