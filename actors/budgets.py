@@ -28,7 +28,7 @@ import hmac
 import logging
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar, final
 
 import msgspec
@@ -42,6 +42,7 @@ from actors.token_store import TOKEN_PREFIX, Claim, TokenInfo, TokenStore
 from protocol.budget import Refusal, format_usd, renews_at, roll, worst_case_pico
 from protocol.errors import ActorUnavailable
 from protocol.frames import TokenBudget
+from protocol.identity import Principal
 from protocol.pricing import usd
 
 log = logging.getLogger("switchboard.budgets")
@@ -322,22 +323,39 @@ class Access(msgspec.Struct, frozen=True, kw_only=True):
 
     token: str | None
     budget: str | None
+    # The signed-in user a gateway-issued bearer token names (issue 19), else None.
+    principal: Principal | None = None
 
 
-async def authenticate(budgets: Budgets | None, tokens: tuple[Secret, ...], candidates: Sequence[str]) -> Access | None:
+# Resolves a presented bearer token to the user it was issued to, or None (not one of ours).
+ResolvePrincipal = Callable[[str], Awaitable[Principal | None]]
+
+
+async def authenticate(
+    budgets: Budgets | None,
+    tokens: tuple[Secret, ...],
+    candidates: Sequence[str],
+    resolve: ResolvePrincipal | None = None,
+) -> Access | None:
     """The access of a request presenting ``candidates``, or None (refused: 401).
 
-    A token of ``SWITCHBOARD_ACCESS_TOKENS`` (``tokens``, no limits) or an active ledger
-    token is accepted; with neither kind configured, everyone is (the gateway's default)."""
+    A token of ``SWITCHBOARD_ACCESS_TOKENS`` (``tokens``, no limits), a token ``resolve``
+    names a user for, or an active ledger token is accepted; with none of these configured,
+    everyone is (the gateway's default)."""
     for candidate in candidates:
         if any(hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens):
             return Access(token=candidate, budget=None)
+    if resolve is not None:
+        for candidate in candidates:
+            principal = await resolve(candidate)
+            if principal is not None:
+                return Access(token=candidate, budget=None, principal=principal)
     if budgets is None:
-        return None if tokens else Access(token=None, budget=None)
+        return None if tokens or resolve is not None else Access(token=None, budget=None)
     for candidate in candidates:
         info = await budgets.lookup(candidate)
         if info is not None:
             return Access(token=candidate, budget=info.name)
-    if tokens or await budgets.required():
+    if tokens or resolve is not None or await budgets.required():
         return None
     return Access(token=None, budget=None)

@@ -53,7 +53,14 @@ from actors.bootstrap_fetcher import (
     GetBootstrap,
     RefreshCredentials,
 )
-from actors.budgets import Access, Budgets, HeldReservation, Reservation, authenticate
+from actors.budgets import (
+    Access,
+    Budgets,
+    HeldReservation,
+    Reservation,
+    ResolvePrincipal,
+    authenticate,
+)
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.config import Config, Secret, bootstrap_cache_file, is_postgres_url, ledger_file
 from actors.cost_ledger import (
@@ -139,6 +146,9 @@ class Gateway:
         self.config = config
         # Ledger access tokens with limits (actors/budgets.py); None: not kept (tests).
         self.budgets = budgets
+        # Names the user a gateway-issued bearer token belongs to (issue 19); None: no
+        # identity store, only access tokens and ledger tokens authenticate.
+        self.resolve_principal: ResolvePrincipal | None = None
         self._ledger = ledger
         self._models_fetcher = models_fetcher
         # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
@@ -223,8 +233,9 @@ class Gateway:
     async def authenticate(self, candidates: Sequence[str]) -> Access | None:
         """Who a request presenting the tokens ``candidates`` is; None: refuse it (401).
         ``SWITCHBOARD_ACCESS_TOKENS`` and the ledger's tokens (``switchboard tokens``) are
-        accepted (actors/budgets.py). A checkpoint."""
-        return await authenticate(self.budgets, self.config.access_tokens, candidates)
+        accepted (actors/budgets.py), and, once ``resolve_principal`` is set, the bearer
+        tokens it names a user for (issue 19). A checkpoint."""
+        return await authenticate(self.budgets, self.config.access_tokens, candidates, self.resolve_principal)
 
     async def open_session(self, session_id: str, *, owner: str | None = None) -> SessionOpened:
         """Create or resume a session; ``owner_ok`` False means another token owns it."""
