@@ -138,6 +138,12 @@ class UpstreamClient:
         # (scheme, host, port) -> the transport for it: the proxy decision, made once.
         self._routes: dict[tuple[str, str, int | None], httpx.AsyncBaseTransport] = {}
 
+    @property
+    def keep_alive(self) -> bool:
+        """Whether idle connections are kept for reuse (the ClientPool's clients stop after a
+        reset connection); what tests observe instead of the transport's pool."""
+        return self._limits.max_keepalive_connections != 0
+
     def transport_for(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
         key = (url.scheme, url.host, url.port)
         transport = self._routes.get(key)
