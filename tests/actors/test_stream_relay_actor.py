@@ -14,6 +14,7 @@ import trio
 import trio.testing
 from actor_fakes import (
     SONNET,
+    ChunkedBody,
     FakeLedger,
     Upstream,
     config,
@@ -196,7 +197,7 @@ async def test_cancelling_the_scope_aborts_the_attempt_and_closes_the_upstream(n
     outcome = await running.result()
     assert outcome.aborted and outcome.failure is None and outcome.message is None
     assert outcome.relayed == 3
-    assert isinstance(body, httpx.AsyncByteStream) and body.closed.is_set()
+    assert isinstance(body, ChunkedBody) and body.closed.is_set()
     # What the upstream billed so far is recorded once, its output estimated.
     (final,) = actors.ledger.finals()
     assert final.usage.estimated
