@@ -1,0 +1,245 @@
+"""RetrySupervisor on its own (actors/retry_supervisor.py, actors/query_run.py), through its
+messages: a ``RunQuery`` in, the query's frames out on its outbound channel, which the run
+closes after exactly one terminal frame. Behind it run the real StreamRelay and ClientPool
+over an httpx ``MockTransport`` upstream, and a fake CostLedger: all in memory, so the
+backoff waits run on the ``autojump_clock`` (tests/README.md)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+import trio.testing
+from actor_fakes import (
+    OPUS,
+    SONNET,
+    FakeLedger,
+    Handler,
+    Upstream,
+    config,
+    error_response,
+    message_events,
+    sse,
+    stream_response,
+)
+
+from actors._util import ask
+from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease
+from actors.retry_supervisor import RetrySupervisor, RetrySupervisorAddress, RunQuery
+from actors.stream_relay import StreamRelay
+from protocol.frames import (
+    TERMINAL_FRAMES,
+    Aborted,
+    Done,
+    ErrorFrame,
+    EventFrame,
+    Fallback,
+    GatewayFrame,
+    Heartbeat,
+    Query,
+    RetryFrame,
+)
+
+
+@dataclass
+class Rig:
+    upstream: Upstream
+    ledger: FakeLedger
+    supervisor: RetrySupervisorAddress
+    pool: ClientPoolAddress
+
+
+async def rig(nursery: trio.Nursery, upstream: Upstream, **changes: Any) -> Rig:
+    settings = config(**changes)
+    ledger = FakeLedger()
+    to_ledger = await nursery.start(ledger.run)
+    to_pool = await nursery.start(ClientPool(settings, transport=upstream.transport).run)
+    relay = StreamRelay(to_pool=to_pool.clone(), to_ledger=to_ledger.clone())
+    to_relay = await nursery.start(relay.run)
+    supervisor = RetrySupervisor(
+        config=settings, to_relay=to_relay, to_ledger=to_ledger, to_pool=to_pool.clone(), rng=random.Random(1234)
+    )
+    return Rig(upstream, ledger, await nursery.start(supervisor.run), to_pool)
+
+
+def chat(model: str = SONNET) -> dict[str, Any]:
+    return {"model": model, "max_tokens": 256, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@dataclass
+class Running:
+    frames: trio.MemoryReceiveChannel[GatewayFrame]
+    scope: trio.CancelScope
+
+    async def until_closed(self) -> list[GatewayFrame]:
+        """Every frame of the query, until the run closes its channel."""
+        return [frame async for frame in self.frames]
+
+
+async def start(supervisor: RetrySupervisorAddress, query_id: str = "q1", **query: Any) -> Running:
+    outbound, frames = trio.open_memory_channel[GatewayFrame](256)
+    scope = trio.CancelScope()
+    request = query.pop("request", None) or chat()
+    with outbound:
+        await supervisor.send(RunQuery(
+            session_id="s1", query=Query(id=query_id, request=request, **query), scope=scope, outbound=outbound.clone()
+        ))
+    return Running(frames, scope)
+
+
+async def run(supervisor: RetrySupervisorAddress, **query: Any) -> list[GatewayFrame]:
+    frames = await (await start(supervisor, **query)).until_closed()
+    assert_one_terminal(frames)
+    return frames
+
+
+def assert_one_terminal(frames: list[GatewayFrame]) -> None:
+    terminals = [frame for frame in frames if isinstance(frame, TERMINAL_FRAMES)]
+    assert terminals == frames[-1:], frames
+
+
+def kinds(frames: list[GatewayFrame]) -> list[str]:
+    """Frame types, a run of event frames as ``EventFrame*``, heartbeats left out."""
+    out: list[str] = []
+    for frame in frames:
+        name = type(frame).__name__ + ("*" if isinstance(frame, EventFrame) else "")
+        if not isinstance(frame, Heartbeat) and not (out and out[-1] == name == "EventFrame*"):
+            out.append(name)
+    return out
+
+
+def complete(text: str = "Hello", model: str = SONNET) -> httpx.Response:
+    return stream_response(sse(*message_events(text, model=model)))
+
+
+async def test_a_clean_query_relays_its_events_and_ends_with_done(nursery: trio.Nursery) -> None:
+    actors = await rig(nursery, Upstream(complete("All good")))
+    frames = await run(actors.supervisor)
+    assert kinds(frames) == ["EventFrame*", "Done"]
+    done = frames[-1]
+    assert isinstance(done, Done) and (done.attempts, done.model, done.stop_reason) == (1, SONNET, "end_turn")
+    assert done.message["content"] == [{"type": "text", "text": "All good"}]
+    assert [(record.session_id, record.final) for record in actors.ledger.usage] == [("s1", False), ("s1", True)]
+    assert len(actors.ledger.durations) == 1
+
+
+async def test_a_429_is_retried_after_its_retry_after(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    limited = error_response(429, "rate_limit_error", {"retry-after": "7"})
+    actors = await rig(nursery, Upstream(limited, complete()))
+    frames = await run(actors.supervisor)
+    assert kinds(frames) == ["RetryFrame", "EventFrame*", "Done"]
+    retry = frames[0]
+    assert isinstance(retry, RetryFrame)
+    assert (retry.attempt, retry.delay_ms, retry.error.status, retry.error.type) == (1, 7000, 429, "rate_limit_error")
+    first, second = actors.upstream.times
+    assert second - first >= 7.0
+    done = frames[-1]
+    assert isinstance(done, Done) and done.attempts == 2
+
+
+async def test_three_529s_on_opus_fall_back_to_the_query_fallback_model(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    overloaded = [error_response(529, "overloaded_error") for _ in range(3)]
+    actors = await rig(nursery, Upstream(*overloaded, complete(model=SONNET)))
+    frames = await run(actors.supervisor, request=chat(OPUS), fallback_model=SONNET)
+    assert kinds(frames) == ["RetryFrame", "RetryFrame", "Fallback", "EventFrame*", "Done"]
+    fallback = next(frame for frame in frames if isinstance(frame, Fallback))
+    assert (fallback.from_model, fallback.to_model, fallback.reason) == (OPUS, SONNET, "overloaded")
+    assert [body["model"] for body in actors.upstream.bodies()] == [OPUS, OPUS, OPUS, SONNET]
+    done = frames[-1]
+    assert isinstance(done, Done) and (done.model, done.attempts) == (SONNET, 4)
+
+
+async def test_a_request_error_is_not_retried(nursery: trio.Nursery) -> None:
+    actors = await rig(nursery, Upstream(error_response(400, "invalid_request_error")))
+    frames = await run(actors.supervisor)
+    assert kinds(frames) == ["ErrorFrame"]
+    error = frames[0]
+    assert isinstance(error, ErrorFrame) and (error.error.status, error.error.type) == (400, "invalid_request_error")
+    assert len(actors.upstream.requests) == 1
+
+
+async def test_a_reset_connection_is_retried_and_turns_the_pools_keep_alive_off(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def reset(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
+
+    actors = await rig(nursery, Upstream(reset, complete()))
+    frames = await run(actors.supervisor)
+    assert kinds(frames) == ["RetryFrame", "EventFrame*", "Done"]
+    retry = frames[0]
+    assert isinstance(retry, RetryFrame) and retry.error.type == "connection_error"
+    lease: Lease = await ask(actors.pool, lambda reply: Acquire(reply=reply))
+    assert not lease.client.keep_alive
+
+
+async def test_abort_ends_the_query_with_one_aborted_frame_and_records_its_usage(nursery: trio.Nursery) -> None:
+    opened = trio.Event()
+
+    async def stall_after_two(index: int) -> None:
+        if index == 2:
+            opened.set()
+        if index >= 2:
+            await trio.sleep_forever()
+
+    actors = await rig(nursery, Upstream(stream_response(sse(*message_events()), gate=stall_after_two)))
+    running = await start(actors.supervisor)
+    await opened.wait()
+    running.scope.cancel()
+    frames = await running.until_closed()
+    assert_one_terminal(frames)
+    assert kinds(frames) == ["EventFrame*", "Aborted"]
+    aborted = frames[-1]
+    assert isinstance(aborted, Aborted) and aborted.usage["input_tokens"] == 10
+    (final,) = actors.ledger.finals()
+    assert final.usage.estimated
+
+
+async def test_a_query_that_fails_unexpectedly_ends_alone(nursery: trio.Nursery) -> None:
+    held = trio.Event()
+
+    async def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug in the transport")
+
+    async def held_back(request: httpx.Request) -> httpx.Response:
+        await held.wait()
+        return complete("still here")
+
+    handlers: list[Handler] = [held_back, broken]
+    actors = await rig(nursery, Upstream(*handlers))
+    bystander = await start(actors.supervisor, query_id="ok")
+    await trio.testing.wait_all_tasks_blocked()
+    failed = await run(actors.supervisor, query_id="bad")
+    assert kinds(failed) == ["ErrorFrame"]
+    error = failed[0]
+    assert isinstance(error, ErrorFrame) and error.error.type == "internal_error"
+    held.set()
+    frames = await bystander.until_closed()
+    assert_one_terminal(frames)
+    assert kinds(frames) == ["EventFrame*", "Done"]
+
+
+async def test_a_client_that_went_away_still_has_its_usage_recorded(nursery: trio.Nursery) -> None:
+    opened, resume = trio.Event(), trio.Event()
+
+    async def hold_at_two(index: int) -> None:
+        if index == 2:
+            opened.set()
+            await resume.wait()
+
+    actors = await rig(nursery, Upstream(stream_response(sse(*message_events()), gate=hold_at_two)))
+    running = await start(actors.supervisor)
+    await opened.wait()
+    running.frames.close()
+    resume.set()
+    await trio.testing.wait_all_tasks_blocked()
+    # The relay stopped at the closed channel; the upstream's bill so far is still kept.
+    (final,) = actors.ledger.finals()
+    assert final.usage.estimated and final.session_id == "s1"
