@@ -160,7 +160,7 @@ class FrontDoor:
         """Serve WebSocket connections until cancelled. Startable: ``started()`` gets the port."""
         serve = functools.partial(
             serve_websocket,
-            self._handle_contained,
+            self.handle_request,
             self._config.host,
             self._config.port,
             max_message_size=self._config.max_frame_bytes,
@@ -190,9 +190,10 @@ class FrontDoor:
                     presented = [credential.strip()]
         return await self._gateway.authenticate(presented)
 
-    async def _handle_contained(self, request: WebSocketRequest) -> None:
+    async def handle_request(self, request: WebSocketRequest) -> None:
         """One connection, a supervision boundary: nothing it raises (but cancellation)
-        reaches the listener, which serves every other connection."""
+        reaches the listener, which serves every other connection. The listener's handler;
+        public so that tests can hand it a connection over memory streams (tests/README.md)."""
         try:
             await self._handle(request)
         except Exception as exc:
@@ -220,7 +221,7 @@ class FrontDoor:
             await request.reject(503)
             return
         except Exception:
-            # The handshake is answered; the boundary (_handle_contained) reports the failure.
+            # The handshake is answered; the boundary (handle_request) reports the failure.
             await request.reject(500)
             raise
         if not opened.owner_ok:

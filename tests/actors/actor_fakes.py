@@ -118,12 +118,14 @@ def error_response(status: int, error_type: str, headers: dict[str, str] | None 
 
 
 class Upstream:
-    """A scripted upstream: each request is answered by the next script entry (a function of
-    the request, or a ready response); the requests and the trio time each came are kept."""
+    """A scripted upstream: each ``POST /v1/messages`` is answered by the next script entry (a
+    function of the request, or a ready response; a 500 when none is left); the requests and
+    the trio time each came are kept."""
 
     def __init__(self, *script: httpx.Response | Handler) -> None:
         self._script = list(script)
         self.requests: list[httpx.Request] = []
+        self.others: list[httpx.Request] = []
         self.times: list[float] = []
         self.transport = httpx.MockTransport(self._handle)
 
@@ -134,6 +136,11 @@ class Upstream:
         return [msgspec.json.decode(request.content) for request in self.requests]
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/messages":
+            # Background requests (the model list, the bootstrap) get no answer worth reading
+            # and use up no script entry.
+            self.others.append(request)
+            return error_response(404, "not_found_error")
         self.requests.append(request)
         self.times.append(trio.current_time())
         await trio.lowlevel.checkpoint()
