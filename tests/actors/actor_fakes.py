@@ -50,8 +50,11 @@ def sse(*events: tuple[str, dict[str, Any]]) -> list[bytes]:
     return [f"event: {name}\ndata: {msgspec.json.encode(data).decode()}\n\n".encode() for name, data in events]
 
 
-def message_events(text: str = "Hello", *, model: str = SONNET, output_tokens: int = 5) -> list[tuple[str, dict[str, Any]]]:
-    """The events of a complete one-text-block answer, as the Messages API streams it."""
+def message_events(
+    text: str = "Hello", *, model: str = SONNET, output_tokens: int = 5, deltas: int = 1
+) -> list[tuple[str, dict[str, Any]]]:
+    """The events of a complete one-text-block answer, as the Messages API streams it:
+    ``text`` in each of ``deltas`` text deltas."""
     return [
         ("message_start", {"type": "message_start", "message": {
             "id": "msg_test", "type": "message", "role": "assistant", "model": model, "content": [],
@@ -60,8 +63,8 @@ def message_events(text: str = "Hello", *, model: str = SONNET, output_tokens: i
         }}),
         ("content_block_start", {"type": "content_block_start", "index": 0,
                                  "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": text}}),
+        *[("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                   "delta": {"type": "text_delta", "text": text}})] * deltas,
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                            "usage": {"output_tokens": output_tokens}}),

@@ -178,7 +178,7 @@ async def test_a_lease_from_before_the_reset_still_sends(nursery: trio.Nursery, 
         await pool.send(ReportBroken())
         new = await acquire(pool)
         for lease in (old, new):
-            response = await lease.client.request("GET", f"{lease.base_url}/v1/models", headers=dict(lease.headers))
+            response = await lease.client.request("POST", f"{lease.base_url}/v1/messages", headers=dict(lease.headers))
             assert response.status_code == 404
     assert [request.headers["x-api-key"] for request in upstream.requests] == ["key-1", "key-1"]
 

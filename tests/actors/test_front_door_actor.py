@@ -25,7 +25,7 @@ from trio_websocket import (
 )
 
 from actors.config import Config, Secret
-from actors.front_door import SUPERSEDED, FrontDoor
+from actors.front_door import SLOW_READER, SUPERSEDED, FrontDoor
 from actors.gateway import Gateway, run_gateway
 from protocol.frames import Aborted, Done, EventFrame, GatewayFrame, Ready, Rejected
 
@@ -54,8 +54,13 @@ async def serve_one(door: FrontDoor, stream: trio.abc.Stream) -> None:
 
 
 @asynccontextmanager
-async def connect(door: Door, path: str = "/v1/sessions/s1", token: str | None = None) -> AsyncIterator[Client]:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
+async def connect(
+    door: Door, path: str = "/v1/sessions/s1", token: str | None = None, *, lockstep: bool = False
+) -> AsyncIterator[Client]:
+    """A client connection. ``lockstep``: the server's writes wait until the client reads
+    them (a memory pair buffers without bound otherwise)."""
+    pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+    client_stream, server_stream = pair()
     door.nursery.start_soon(serve_one, door.door, server_stream)
     headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
     async with trio.open_nursery() as nursery:
@@ -85,6 +90,25 @@ async def handshake_status(door: Door, path: str, token: str | None = None) -> i
         statuses = [leaf.status_code for leaf in leaves(group)]
     assert len(statuses) == 1, statuses
     return statuses[0]
+
+
+async def queries_ended(door: Door) -> None:
+    """Wait until every query has ended, its usage recorded: a graceful shutdown returns
+    then. Each must end by itself (aborted), long before the shutdown's grace would cut it."""
+    grace = 3600.0
+    began = trio.current_time()
+    await door.gateway.drain.shutdown(grace)
+    assert trio.current_time() - began < grace
+
+
+async def read_until_closed(client: Client) -> tuple[list[GatewayFrame], int | None]:
+    """The frames still to come, and the close code that ended them."""
+    frames: list[GatewayFrame] = []
+    try:
+        while True:
+            frames.append(await client.receive())
+    except ConnectionClosed as closed:
+        return frames, None if closed.reason is None else closed.reason.code
 
 
 def leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
@@ -204,6 +228,7 @@ async def test_a_disconnect_aborts_the_connections_queries(nursery: trio.Nursery
         await client.send(type="query", id="q1", request=chat())
         await opened.wait()
     await body.closed.wait()
+    await queries_ended(door)
     summary = await door.gateway.cost("s1")
     assert summary.total_cost_usd > 0 and summary.estimated_cost_usd > 0
 
@@ -225,3 +250,27 @@ async def test_the_frames_of_a_connections_queries_keep_their_order(nursery: tri
     for frames in per_query.values():
         names = [msgspec.json.decode(f.event)["type"] for f in frames if isinstance(f, EventFrame)]
         assert names == [name for name, _ in message_events()] and isinstance(frames[-1], Done)
+
+
+async def test_a_client_that_reads_nothing_is_cut_off_and_its_query_charged(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Memory streams only: no real I/O is in flight, so the autojump clock may leap to the
+    # slow-reader deadline (tests/README.md).
+    response = stream_response(sse(*message_events("many words", deltas=500)))
+    assert isinstance(response.stream, ChunkedBody)
+    door = await open_door(nursery, Upstream(response), config(slow_reader_timeout=60.0))
+    async with connect(door, lockstep=True) as client:
+        await ready(client)
+        await client.send(type="query", id="q1", request=chat())
+        started = trio.current_time()
+        # The client reads nothing more: the door's writes stall, then the relay's sends.
+        await response.stream.closed.wait()
+        assert trio.current_time() - started >= 60.0
+        frames, code = await read_until_closed(client)
+    # The cut-off write completed once the client read again: the close frame says why.
+    assert code == SLOW_READER
+    assert not any(isinstance(frame, Done) for frame in frames)
+    await queries_ended(door)
+    summary = await door.gateway.cost("s1")
+    assert summary.total_cost_usd > 0 and summary.estimated_cost_usd > 0
