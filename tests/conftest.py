@@ -1,8 +1,10 @@
 """Shared fixtures: the emulator on loopback, the gateway with its WebSocket door, a client.
 
-Rules for every test here (trio-websocket's test module rules): loopback only, port 0, the
-``autojump_clock`` whenever anything waits on a timer, no real sleeps, and every wait for
-"something happened" is an await on an event or a frame, never a poll.
+Rules for every test here (trio-websocket's test module rules): loopback only, port 0, no
+real sleeps, and every wait for "something happened" is an await on an event or a frame,
+never a poll. The clock: tests/README.md. The ``autojump_clock`` is safe only while no real
+I/O is in flight; a new test of one actor's timers runs over memory transports
+(tests/actors/actor_fakes.py) rather than these loopback fixtures.
 """
 
 from __future__ import annotations
