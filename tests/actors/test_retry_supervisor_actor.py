@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio.testing
 from actor_fakes import (
@@ -26,8 +27,11 @@ from actor_fakes import (
     stream_response,
 )
 
+import actors.client_pool
 from actors._util import ask
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease
+from actors.config import Config
+from actors.credentials import Credential
 from actors.retry_supervisor import RetrySupervisor, RetrySupervisorAddress, RunQuery
 from actors.stream_relay import StreamRelay
 from protocol.frames import (
@@ -116,27 +120,27 @@ def complete(text: str = "Hello", model: str = SONNET) -> httpx.Response:
 
 
 async def test_a_clean_query_relays_its_events_and_ends_with_done(nursery: trio.Nursery) -> None:
-    actors = await rig(nursery, Upstream(complete("All good")))
-    frames = await run(actors.supervisor)
+    parts = await rig(nursery, Upstream(complete("All good")))
+    frames = await run(parts.supervisor)
     assert kinds(frames) == ["EventFrame*", "Done"]
     done = frames[-1]
     assert isinstance(done, Done) and (done.attempts, done.model, done.stop_reason) == (1, SONNET, "end_turn")
     assert done.message["content"] == [{"type": "text", "text": "All good"}]
-    assert [(record.session_id, record.final) for record in actors.ledger.usage] == [("s1", False), ("s1", True)]
-    assert len(actors.ledger.durations) == 1
+    assert [(record.session_id, record.final) for record in parts.ledger.usage] == [("s1", False), ("s1", True)]
+    assert len(parts.ledger.durations) == 1
 
 
 async def test_a_429_is_retried_after_its_retry_after(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     limited = error_response(429, "rate_limit_error", {"retry-after": "7"})
-    actors = await rig(nursery, Upstream(limited, complete()))
-    frames = await run(actors.supervisor)
+    parts = await rig(nursery, Upstream(limited, complete()))
+    frames = await run(parts.supervisor)
     assert kinds(frames) == ["RetryFrame", "EventFrame*", "Done"]
     retry = frames[0]
     assert isinstance(retry, RetryFrame)
     assert (retry.attempt, retry.delay_ms, retry.error.status, retry.error.type) == (1, 7000, 429, "rate_limit_error")
-    first, second = actors.upstream.times
+    first, second = parts.upstream.times
     assert second - first >= 7.0
     done = frames[-1]
     assert isinstance(done, Done) and done.attempts == 2
@@ -146,23 +150,23 @@ async def test_three_529s_on_opus_fall_back_to_the_query_fallback_model(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     overloaded = [error_response(529, "overloaded_error") for _ in range(3)]
-    actors = await rig(nursery, Upstream(*overloaded, complete(model=SONNET)))
-    frames = await run(actors.supervisor, request=chat(OPUS), fallback_model=SONNET)
+    parts = await rig(nursery, Upstream(*overloaded, complete(model=SONNET)))
+    frames = await run(parts.supervisor, request=chat(OPUS), fallback_model=SONNET)
     assert kinds(frames) == ["RetryFrame", "RetryFrame", "Fallback", "EventFrame*", "Done"]
     fallback = next(frame for frame in frames if isinstance(frame, Fallback))
     assert (fallback.from_model, fallback.to_model, fallback.reason) == (OPUS, SONNET, "overloaded")
-    assert [body["model"] for body in actors.upstream.bodies()] == [OPUS, OPUS, OPUS, SONNET]
+    assert [body["model"] for body in parts.upstream.bodies()] == [OPUS, OPUS, OPUS, SONNET]
     done = frames[-1]
     assert isinstance(done, Done) and (done.model, done.attempts) == (SONNET, 4)
 
 
 async def test_a_request_error_is_not_retried(nursery: trio.Nursery) -> None:
-    actors = await rig(nursery, Upstream(error_response(400, "invalid_request_error")))
-    frames = await run(actors.supervisor)
+    parts = await rig(nursery, Upstream(error_response(400, "invalid_request_error")))
+    frames = await run(parts.supervisor)
     assert kinds(frames) == ["ErrorFrame"]
     error = frames[0]
     assert isinstance(error, ErrorFrame) and (error.error.status, error.error.type) == (400, "invalid_request_error")
-    assert len(actors.upstream.requests) == 1
+    assert len(parts.upstream.requests) == 1
 
 
 async def test_a_reset_connection_is_retried_and_turns_the_pools_keep_alive_off(
@@ -171,12 +175,12 @@ async def test_a_reset_connection_is_retried_and_turns_the_pools_keep_alive_off(
     async def reset(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
 
-    actors = await rig(nursery, Upstream(reset, complete()))
-    frames = await run(actors.supervisor)
+    parts = await rig(nursery, Upstream(reset, complete()))
+    frames = await run(parts.supervisor)
     assert kinds(frames) == ["RetryFrame", "EventFrame*", "Done"]
     retry = frames[0]
     assert isinstance(retry, RetryFrame) and retry.error.type == "connection_error"
-    lease: Lease = await ask(actors.pool, lambda reply: Acquire(reply=reply))
+    lease: Lease = await ask(parts.pool, lambda reply: Acquire(reply=reply))
     assert not lease.client.keep_alive
 
 
@@ -189,8 +193,8 @@ async def test_abort_ends_the_query_with_one_aborted_frame_and_records_its_usage
         if index >= 2:
             await trio.sleep_forever()
 
-    actors = await rig(nursery, Upstream(stream_response(sse(*message_events()), gate=stall_after_two)))
-    running = await start(actors.supervisor)
+    parts = await rig(nursery, Upstream(stream_response(sse(*message_events()), gate=stall_after_two)))
+    running = await start(parts.supervisor)
     await opened.wait()
     running.scope.cancel()
     frames = await running.until_closed()
@@ -198,7 +202,7 @@ async def test_abort_ends_the_query_with_one_aborted_frame_and_records_its_usage
     assert kinds(frames) == ["EventFrame*", "Aborted"]
     aborted = frames[-1]
     assert isinstance(aborted, Aborted) and aborted.usage["input_tokens"] == 10
-    (final,) = actors.ledger.finals()
+    (final,) = parts.ledger.finals()
     assert final.usage.estimated
 
 
@@ -213,10 +217,10 @@ async def test_a_query_that_fails_unexpectedly_ends_alone(nursery: trio.Nursery)
         return complete("still here")
 
     handlers: list[Handler] = [held_back, broken]
-    actors = await rig(nursery, Upstream(*handlers))
-    bystander = await start(actors.supervisor, query_id="ok")
+    parts = await rig(nursery, Upstream(*handlers))
+    bystander = await start(parts.supervisor, query_id="ok")
     await trio.testing.wait_all_tasks_blocked()
-    failed = await run(actors.supervisor, query_id="bad")
+    failed = await run(parts.supervisor, query_id="bad")
     assert kinds(failed) == ["ErrorFrame"]
     error = failed[0]
     assert isinstance(error, ErrorFrame) and error.error.type == "internal_error"
@@ -234,12 +238,30 @@ async def test_a_client_that_went_away_still_has_its_usage_recorded(nursery: tri
             opened.set()
             await resume.wait()
 
-    actors = await rig(nursery, Upstream(stream_response(sse(*message_events()), gate=hold_at_two)))
-    running = await start(actors.supervisor)
+    parts = await rig(nursery, Upstream(stream_response(sse(*message_events()), gate=hold_at_two)))
+    running = await start(parts.supervisor)
     await opened.wait()
     running.frames.close()
     resume.set()
     await trio.testing.wait_all_tasks_blocked()
     # The relay stopped at the closed channel; the upstream's bill so far is still kept.
-    (final,) = actors.ledger.finals()
+    (final,) = parts.ledger.finals()
     assert final.usage.estimated and final.session_id == "s1"
+
+
+async def test_a_401_refreshes_the_credential_and_retries_with_the_new_one(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    loads: list[str] = []
+
+    async def rotating(config: Config) -> Credential:
+        loads.append(f"key-{len(loads) + 1}")
+        return Credential(api_key=loads[-1])
+
+    # A trio function, not the helper process: no thread hop under the autojump clock.
+    monkeypatch.setattr(actors.client_pool, "load_credential", rotating)
+    parts = await rig(nursery, Upstream(error_response(401, "authentication_error"), complete()))
+    frames = await run(parts.supervisor)
+    assert kinds(frames) == ["RetryFrame", "EventFrame*", "Done"]
+    assert [request.headers["x-api-key"] for request in parts.upstream.requests] == ["key-1", "key-2"]
+    assert loads == ["key-1", "key-2"]
