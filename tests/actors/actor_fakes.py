@@ -121,7 +121,7 @@ def error_response(status: int, error_type: str, headers: dict[str, str] | None 
 
 
 class Upstream:
-    """A scripted upstream: each ``POST /v1/messages`` is answered by the next script entry (a
+    """A scripted upstream: each request to ``/v1/messages`` (or ``.../count_tokens``) is answered by the next script entry (a
     function of the request, or a ready response; a 500 when none is left); the requests and
     the trio time each came are kept."""
 
@@ -139,7 +139,7 @@ class Upstream:
         return [msgspec.json.decode(request.content) for request in self.requests]
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path != "/v1/messages":
+        if not request.url.path.startswith("/v1/messages"):
             # Background requests (the model list, the bootstrap) get no answer worth reading
             # and use up no script entry.
             self.others.append(request)

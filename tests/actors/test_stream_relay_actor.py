@@ -24,8 +24,16 @@ from actor_fakes import (
     stream_response,
 )
 
+from actors._util import ask
 from actors.client_pool import ClientPool
-from actors.stream_relay import AttemptOutcome, RunAttempt, StreamRelay, StreamRelayAddress
+from actors.stream_relay import (
+    AttemptOutcome,
+    CountResult,
+    RunAttempt,
+    RunCount,
+    StreamRelay,
+    StreamRelayAddress,
+)
 from protocol.frames import EventFrame, GatewayFrame
 
 REQUEST: dict[str, Any] = {"model": SONNET, "max_tokens": 256, "messages": [{"role": "user", "content": "Hi"}]}
@@ -79,13 +87,15 @@ class Running:
         return await self.outcome.receive()
 
 
-async def start(relay: StreamRelayAddress, *, capacity: int = 64, attempt: int = 1) -> Running:
+async def start(
+    relay: StreamRelayAddress, *, capacity: int = 64, attempt: int = 1, streaming: bool = True
+) -> Running:
     outbound, frames = trio.open_memory_channel[GatewayFrame](capacity)
     reply, outcome = trio.open_memory_channel[AttemptOutcome](1)
     scope = trio.CancelScope()
     await relay.send(RunAttempt(
         session_id="s1", query_id="q1", attempt=attempt, model=SONNET, body=REQUEST,
-        outbound=outbound, scope=scope, reply=reply,
+        outbound=outbound, scope=scope, reply=reply, streaming=streaming,
     ))
     return Running(frames, outcome, scope)
 
@@ -248,3 +258,32 @@ async def test_attempts_run_side_by_side(nursery: trio.Nursery) -> None:
     for index in range(len(ALL_EVENTS)):
         gates.open(index)
     assert (await slow.result()).failure is None
+
+
+async def test_the_non_streaming_fallback_is_relayed_as_the_events_of_a_stream(nursery: trio.Nursery) -> None:
+    message = {
+        "id": "msg_whole", "type": "message", "role": "assistant", "model": SONNET,
+        "content": [{"type": "text", "text": "all at once"}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 3},
+    }
+    actors = await rig(nursery, Upstream(httpx.Response(200, json=message)))
+    running = await start(actors.relay, streaming=False)
+    outcome = await running.result()
+    assert event_names(running.received()) == ALL_EVENTS
+    assert outcome.failure is None and outcome.message is not None
+    assert outcome.message["content"] == [{"type": "text", "text": "all at once"}]
+    (request,) = actors.upstream.requests
+    # One plain request: the fallback asks for no stream.
+    assert msgspec.json.decode(request.content).get("stream") in (None, False)
+    assert [record.usage.output_tokens for record in actors.ledger.finals()] == [3]
+
+
+async def test_a_count_is_answered_with_the_upstreams_number_or_its_failure(nursery: trio.Nursery) -> None:
+    overloaded = error_response(529, "overloaded_error")
+    actors = await rig(nursery, Upstream(httpx.Response(200, json={"input_tokens": 42}), overloaded))
+    body: dict[str, Any] = {"model": SONNET, "messages": REQUEST["messages"]}
+    counted: CountResult = await ask(actors.relay, lambda reply: RunCount(body=body, reply=reply))
+    assert (counted.input_tokens, counted.failure) == (42, None)
+    refused: CountResult = await ask(actors.relay, lambda reply: RunCount(body=body, reply=reply))
+    assert refused.failure is not None and (refused.failure.status, refused.input_tokens) == (529, None)
+    assert {request.url.path for request in actors.upstream.requests} == {"/v1/messages/count_tokens"}
