@@ -45,6 +45,7 @@ from protocol.frames import (
     Heartbeat,
     Query,
     RetryFrame,
+    Tombstone,
 )
 
 
@@ -265,3 +266,26 @@ async def test_a_401_refreshes_the_credential_and_retries_with_the_new_one(
     assert kinds(frames) == ["RetryFrame", "EventFrame*", "Done"]
     assert [request.headers["x-api-key"] for request in parts.upstream.requests] == ["key-1", "key-2"]
     assert loads == ["key-1", "key-2"]
+
+
+async def test_a_stream_cut_mid_answer_is_voided_and_answered_again(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    whole = {
+        "id": "msg_whole", "type": "message", "role": "assistant", "model": SONNET,
+        "content": [{"type": "text", "text": "second try"}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 3},
+    }
+    cut = stream_response(sse(*message_events()[:3]))
+    parts = await rig(nursery, Upstream(cut, httpx.Response(200, json=whole)))
+    frames = await run(parts.supervisor)
+    assert kinds(frames) == ["EventFrame*", "Tombstone", "RetryFrame", "EventFrame*", "Done"]
+    tombstone = next(frame for frame in frames if isinstance(frame, Tombstone))
+    assert tombstone.attempt == 1
+    done = frames[-1]
+    assert isinstance(done, Done) and done.attempts == 2
+    assert done.message["content"] == [{"type": "text", "text": "second try"}]
+    # After a stream broke mid-answer the reference client asks without streaming.
+    assert [body.get("stream") for body in parts.upstream.bodies()] == [True, None]
+    # Both attempts are billed: the cut one by estimate.
+    assert [record.usage.estimated for record in parts.ledger.finals()] == [True, False]
