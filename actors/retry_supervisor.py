@@ -1,13 +1,15 @@
 """RetrySupervisor: runs each query's attempts and decides, by the reference rules, what next.
 
 Role:
-    For each ``RunQuery``: run attempt after attempt through the StreamRelay; after a failed
-    one, ask ``protocol.retry.decide`` (pure) what to do. Announce every retry (``retry``
+    For each ``RunQuery``: run attempt after attempt through the StreamRelay, as the
+    query's pure machine (protocol/query_machine.py, which applies ``protocol.retry``'s
+    rules after a failed one) says. Announce every retry (``retry``
     frame, from the first one), void a partial attempt (``tombstone``), switch model after
     repeated overload (``fallback``), switch fast mode off (``fast_mode``), and end the query
     with exactly one terminal frame: ``done``, ``error`` or ``aborted``. Each query is a
     ``QueryRun`` (actors/query_run.py) in a task of this actor's nursery; this module holds
-    the actor: its inbox, the state its queries share, and the count_tokens requests.
+    the actor: its inbox, the state its queries share (one ``QueryContext``,
+    actors/run_query.py), and the count_tokens requests.
 Inbox (``RetrySupervisorMsg``):
     ``RunQuery`` (FrontDoor, Gateway): start a query; it runs in its own task.
     ``RunCountTokens`` (FrontDoor, Gateway): one count_tokens request.
