@@ -52,7 +52,7 @@ by a ``fallback`` frame; one ``ReportGate`` per attempt ended.
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, assert_never
 
 import msgspec
 
@@ -107,14 +107,19 @@ from protocol.wire import JsonObject
 
 Phase: TypeAlias = Literal["top_up", "turn", "attempt", "refresh", "backoff", "ended"]
 
-# The table: which events each phase accepts (anything else is a MachineError).
-ACCEPTS: Final[dict[Phase, tuple[type[Event], ...]]] = {
-    "top_up": (TopUpAnswered,),
-    "turn": (TurnGranted, TurnRefused, TurnTimedOut),
-    "attempt": (AttemptEnded,),
-    "refresh": (CredentialRefreshed,),
-    "backoff": (WaitElapsed,),
-    "ended": (),
+# The table (rules as data): the events each phase accepts (anything else is a
+# MachineError) and the phases each may lead to; ``step`` keeps to it.
+TRANSITIONS: Final[dict[Phase, dict[type[Event], frozenset[Phase]]]] = {
+    "top_up": {TopUpAnswered: frozenset({"turn", "ended"})},
+    "turn": {
+        TurnGranted: frozenset({"attempt"}),
+        TurnRefused: frozenset({"ended"}),
+        TurnTimedOut: frozenset({"ended"}),
+    },
+    "attempt": {AttemptEnded: frozenset({"refresh", "backoff", "top_up", "turn", "ended"})},
+    "refresh": {CredentialRefreshed: frozenset({"backoff", "top_up", "turn", "ended"})},
+    "backoff": {WaitElapsed: frozenset({"top_up", "turn"})},
+    "ended": {},
 }
 
 
@@ -125,8 +130,8 @@ class MachineError(Exception):
 class QueryMachine(msgspec.Struct, frozen=True, kw_only=True):
     """A query's run between two events. ``state``: the retry state of the attempt that
     runs or ran last; ``request``: the request as it now stands (recovery and a model
-    switch change it); ``last``: the last failure; ``ended``: the attempt that waits for a
-    credential refresh; ``probe``/``fast_active``: of the current attempt."""
+    switch change it); ``last``: the last failure; ``pending``: the attempt that waits
+    for a credential refresh; ``probe``/``fast_active``: of the current attempt."""
 
     setup: QuerySetup
     phase: Phase
@@ -155,8 +160,15 @@ def step(machine: QueryMachine, event: Event, env: Env) -> Step:
     Raises:
         MachineError: the machine's phase does not accept ``event``.
     """
-    if not isinstance(event, ACCEPTS[machine.phase]):
+    leads_to = TRANSITIONS[machine.phase].get(type(event))
+    if leads_to is None:
         raise MachineError(f"{type(event).__name__} in phase {machine.phase}")
+    after, actions = _transition(machine, event, env)
+    assert after.phase in leads_to, (machine.phase, event, after.phase)
+    return after, actions
+
+
+def _transition(machine: QueryMachine, event: Event, env: Env) -> Step:
     match event:
         case TopUpAnswered():
             if event.refused is not None:
@@ -175,7 +187,8 @@ def step(machine: QueryMachine, event: Event, env: Env) -> Step:
             return _decide(machine, machine.pending, machine.pending.failure, event.changed, env, [])
         case WaitElapsed():
             return _next_attempt(machine, [])
-    raise MachineError(f"unhandled {type(event).__name__}")  # pragma: no cover
+        case _:
+            assert_never(event)
 
 
 def _client_model(machine: QueryMachine, model: str) -> str:
@@ -331,7 +344,7 @@ def _decide(
             if env.now + decision.delay >= machine.setup.deadline:
                 return _out_of_time(machine, failure, actions)
             return _retry(machine, decision, failure, actions)
-    raise MachineError(f"unhandled decision {decision!r}")  # pragma: no cover
+    assert_never(decision)
 
 
 def _switch(machine: QueryMachine, decision: SwitchModel, actions: list[Action]) -> Step:
