@@ -16,7 +16,7 @@ Used by ``actors.query_run``; reads and updates the session's latch only in the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import msgspec
 import trio
@@ -25,6 +25,7 @@ from actors._util import CLEANUP_TIMEOUT, receive_reply
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import QueryTotals
 from actors.query_options import QueryOptions
+from actors.run_query import RunQuery
 from actors.session_state import SessionRequestState
 from actors.stream_relay import AttemptOutcome, RunAttempt, StreamRelayAddress
 from protocol.betas import split_beta_header, with_beta_header
@@ -35,10 +36,6 @@ from protocol.recovery import Recovery
 from protocol.request_builder import build_request
 from protocol.retry import RetryState
 from protocol.wire import JsonObject
-
-if TYPE_CHECKING:
-    # Only a type here: the supervisor's module imports query_run, which imports this one.
-    from actors.retry_supervisor import RunQuery
 
 Headers = tuple[tuple[str, str], ...]
 _NO_NOTES: Final[tuple[str, ...]] = ()

@@ -82,8 +82,8 @@ from actors.retry_supervisor import (
     RetrySupervisor,
     RetrySupervisorAddress,
     RunCountTokens,
-    RunQuery,
 )
+from actors.run_query import RunQuery
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
 from actors.token_store import open_token_store

@@ -1,12 +1,19 @@
-"""One query's run for the RetrySupervisor: attempts through the StreamRelay, one terminal frame.
+"""One query's run for the RetrySupervisor: performs what the query machine decides.
 
 The supervisor makes one ``QueryRun`` per ``RunQuery`` and runs it in a task of its nursery;
-its module docstring gives the contract (the frames, the abort, the timers). A run owns its
-query: the ``RunQuery`` (it closes the query's outbound clone) and the ``QueryTotals``. The
-rest it shares with the supervisor's other tasks, with no lock since every change happens
-between checkpoints: the ``SharedRetryState``, the ``SessionStates``, the ``ProviderBuilds``,
-the metrics, and the addresses of the StreamRelay, the ClientPool and the CostLedger (the
-supervisor closes them).
+its module docstring gives the contract (the frames, the abort, the timers). Every decision
+of the run (gate turns, fast-mode notices, retries, model switches, recovery, tombstones,
+which frame to send) is the pure machine's (protocol/query_machine.py): the run feeds it
+what happened (an event, with the clocks and a random source) and performs the actions it
+returns, in order, until a terminal one. What stays here is only doing: building and running
+attempts, waiting at gates and between attempts, asking the pool and the budget, sending
+frames, logging and counting.
+
+A run owns its query: the ``RunQuery`` (it closes the query's outbound clone) and the
+``QueryTotals``. The rest (``QueryContext``) it shares with the supervisor's other tasks,
+with no lock since every change happens between checkpoints: the ``SharedRetryState``, the
+``SessionStates``, the ``ProviderBuilds``, the metrics, and the addresses of the
+StreamRelay, the ClientPool and the CostLedger (the supervisor closes them).
 
 A run is the query's supervision boundary (docs/supervision.md): an unexpected exception in
 it, or an attempt the StreamRelay reports as ``internal_error``, ends the query with an
@@ -18,122 +25,101 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import random
-from typing import TYPE_CHECKING, assert_never, final
+from typing import Final, assert_never, final
 
-import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, ask, internal_error_info, report_internal
 from actors.admission import wait_for_slot
-from actors.attempt_build import attempt_request, run_attempt, upstream_model
-from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
-from actors.config import Config
-from actors.cost_ledger import CostLedgerAddress, RecordDuration
-from actors.drain import QUEUED_SHUTTING_DOWN_ERROR, SHUTTING_DOWN, SHUTTING_DOWN_ERROR, Drain
-from actors.metrics import Metrics
-from actors.provider_builds import ProviderBuilds
+from actors.attempt_build import AttemptRequest, attempt_request, run_attempt
+from actors.client_pool import Refresh, RefreshResult, ReportBroken
+from actors.cost_ledger import RecordDuration
+from actors.drain import QUEUED_SHUTTING_DOWN_ERROR, SHUTTING_DOWN, SHUTTING_DOWN_ERROR
 from actors.query_channel import (
     HEARTBEAT_INTERVAL,
     ClientGone,
     QueryTotals,
     deliver,
-    epoch_ms,
     heartbeat,
     send,
     wait_with_heartbeats,
 )
-from actors.retry_shared import Refused, SharedRetryState
-from actors.session_state import SessionRequestState, SessionStates
-from actors.stream_relay import AttemptOutcome, StreamRelayAddress
+from actors.query_setup import query_setup
+from actors.retry_shared import Refused
+from actors.run_query import QueryContext, RunQuery
+from actors.session_state import SessionRequestState
+from actors.stream_relay import AttemptOutcome
 from protocol.assembly import usage_json
-from protocol.caching import CacheBreak, PromptSnapshot, tracking_key
+from protocol.caching import CacheBreak, tracking_key
 from protocol.errors import INTERNAL_ERROR, InternalError
-from protocol.frames import (
-    Aborted,
-    Done,
-    ErrorFrame,
-    ErrorInfo,
-    Fallback,
-    FastMode,
-    RetryFrame,
-    Tombstone,
-)
-from protocol.passthrough import gate_refusal, out_of_time
+from protocol.frames import Aborted, Done, ErrorFrame, ErrorInfo
 from protocol.pricing import usd
 from protocol.providers import metrics_label
-from protocol.recovery import Recovery, can_recover, combined, hit_output_limit, next_step
-from protocol.request import strip_thinking, thinking_budget
-from protocol.retry import (
-    Context,
-    Failure,
-    GiveUp,
-    Retry,
-    RetryPolicy,
-    RetryState,
-    SwitchModel,
-    decide,
-    is_auth_failure,
-    terminal_error,
+from protocol.query_events import (
+    TERMINALS,
+    AskTurn,
+    AttemptEnded,
+    CoolFastMode,
+    CountFallback,
+    CountRetry,
+    CredentialRefreshed,
+    DisableFastMode,
+    Effect,
+    Env,
+    Event,
+    Fail,
+    GateRefused,
+    InternalFailure,
+    Note,
+    RefreshCredential,
+    ReportGate,
+    ReportStale,
+    Send,
+    StartAttempt,
+    Stop,
+    Succeed,
+    Terminal,
+    TopUp,
+    TopUpAnswered,
+    TurnGranted,
+    TurnRefused,
+    TurnTimedOut,
+    Wait,
+    WaitElapsed,
 )
-from protocol.wire import JsonObject
-
-if TYPE_CHECKING:
-    # Only a type here: the supervisor's module imports this one.
-    from actors.retry_supervisor import RunQuery
+from protocol.query_machine import start, step
 
 # The supervisor's logger: the runs are its work.
 log = logging.getLogger("switchboard.supervisor")
+_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING}
 
 
 @final
 class QueryRun:
-    """One query's attempt loop with the reference client's retry rules (see the module
-    docstring). Use once: ``run``."""
+    """One query's run (see the module docstring). Use once: ``run``."""
 
-    __slots__ = (
-        "_builds", "_config", "_drain", "_metrics", "_msg", "_rng", "_sessions", "_shared",
-        "_to_ledger", "_to_pool", "_to_relay", "_totals",
-    )
+    __slots__ = ("_built", "_ctx", "_msg", "_outcome", "_session", "_started", "_totals", "_unreported")
+    _session: SessionRequestState  # set as the run begins
 
-    def __init__(
-        self,
-        msg: RunQuery,
-        *,
-        config: Config,
-        shared: SharedRetryState,
-        sessions: SessionStates,
-        builds: ProviderBuilds,
-        metrics: Metrics,
-        rng: random.Random,
-        to_relay: StreamRelayAddress,
-        to_ledger: CostLedgerAddress,
-        to_pool: ClientPoolAddress,
-        drain: Drain | None = None,
-    ) -> None:
+    def __init__(self, msg: RunQuery, ctx: QueryContext) -> None:
         self._msg = msg
-        self._drain = drain
+        self._ctx = ctx
         self._totals = QueryTotals()
-        self._config = config
-        self._shared = shared
-        self._sessions = sessions
-        self._builds = builds
-        self._metrics = metrics
-        self._rng = rng
-        self._to_relay = to_relay
-        self._to_ledger = to_ledger
-        self._to_pool = to_pool
+        self._started = 0.0
+        # The current attempt's request, its outcome, and its gate (model, probe) until told.
+        self._built: AttemptRequest | None = None
+        self._outcome: AttemptOutcome | None = None
+        self._unreported: tuple[str, bool] | None = None
 
     async def run(self) -> None:
         """Run the query to its end, then close its outbound clone. Sends exactly one
         terminal frame unless the client went away; counts the query in the metrics and in
         its session's activity."""
-        msg = self._msg
+        msg, ctx = self._msg, self._ctx
         totals = self._totals
         started = trio.current_time()
-        self._metrics.query_started()
-        self._sessions.started(msg.session_id)
+        ctx.metrics.query_started()
+        ctx.sessions.started(msg.session_id)
         try:
             with msg.outbound:
                 terminal_sent = False
@@ -150,13 +136,13 @@ class QueryRun:
         finally:
             if msg.on_end is not None:
                 msg.on_end(totals.cost_pico)
-            if self._drain is not None:
-                self._drain.query_ended(msg.scope)
-            self._sessions.finished(msg.session_id, trio.current_time())
+            if ctx.drain is not None:
+                ctx.drain.query_ended(msg.scope)
+            ctx.sessions.finished(msg.session_id, trio.current_time())
             requested_model = str(msg.query.request.get("model"))
-            self._metrics.query_finished(
-                self._builds.api_model(requested_model),
-                metrics_label(self._builds.settings(requested_model).provider),
+            ctx.metrics.query_finished(
+                ctx.builds.api_model(requested_model),
+                metrics_label(ctx.builds.settings(requested_model).provider),
                 totals.outcome,
                 trio.current_time() - started,
                 error_type=totals.error_type,
@@ -167,7 +153,7 @@ class QueryRun:
         first); a query whose place in line a shutdown refused ends with ``error``
         ``shutting_down`` instead. Returns True once the terminal frame is delivered."""
         msg = self._msg
-        drain = self._drain
+        drain = self._ctx.drain
         ticket = drain.ticket(msg.scope) if drain is not None else None
         if drain is not None and ticket is not None:
             if not await wait_for_slot(drain.admission, ticket, msg.outbound, msg.query.id):
@@ -180,7 +166,8 @@ class QueryRun:
         usage so far, or ``error`` ``shutting_down`` when the shutdown's cut-off ended it."""
         msg = self._msg
         totals = self._totals
-        if self._drain is not None and self._drain.ended_by_shutdown(msg.scope):
+        drain = self._ctx.drain
+        if drain is not None and drain.ended_by_shutdown(msg.scope):
             totals.outcome, totals.error_type = "error", SHUTTING_DOWN
             return ErrorFrame(id=msg.query.id, error=SHUTTING_DOWN_ERROR)
         return Aborted(
@@ -193,231 +180,170 @@ class QueryRun:
     async def _internal_error(self, exc: Exception) -> bool:
         """End the query with ``internal_error``: the boundary of docs/supervision.md."""
         msg = self._msg
-        report_internal(log, self._metrics, "query", f"query {msg.query.id}", exc)
+        report_internal(log, self._ctx.metrics, "query", f"query {msg.query.id}", exc)
         self._totals.outcome, self._totals.error_type = "error", INTERNAL_ERROR
         return await deliver(msg.outbound, ErrorFrame(id=msg.query.id, error=internal_error_info(exc)))
 
-    def _policy(self) -> RetryPolicy:
-        config = self._config
-        query = self._msg.query
-        persistent = config.unattended_retry or (bool(query.persistent) and config.allow_persistent_queries)
-        return RetryPolicy(
-            max_retries=query.max_retries if query.max_retries is not None else config.max_retries,
-            source=query.source,
-            fallback_model=self._builds.api_model(query.fallback_model) if query.fallback_model else None,
-            persistent=persistent,
-            fallback_for_all_models=config.fallback_for_all_models,
-            nonstreaming_fallback=config.nonstreaming_fallback,
-            catalog=self._builds.catalog,
-            client_retries=self._msg.options.client_retries,
-        )
+    # --- the machine's loop -------------------------------------------------------------
+
+    def _env(self) -> Env:
+        return Env(now=trio.current_time(), wall=self._ctx.shared.wall_now(), rand=self._ctx.rng.random)
 
     async def _run(self) -> bool:
-        """The attempt loop. Returns True once the terminal frame is delivered.
+        """Feed the machine until it ends the query. Returns True once the terminal frame
+        is delivered.
 
         Raises:
             ClientGone: the client went away; the query just stops.
         """
-        msg = self._msg
-        shared = self._shared
-        query = msg.query
-        options = msg.options
-        policy = self._policy()
-        request = query.request
-        fast_requested = bool(query.fast_mode) and not shared.fast_mode_disabled
-        session = self._sessions.get(msg.session_id)
-        # The model as sent upstream (aliases and [1m] resolved): gates, prices and the
-        # frames all name it.
-        state = RetryState(model=upstream_model(self._builds, str(request["model"]), options), fast_mode=fast_requested)
-        # What the client named each model as: the builder needs the [1m] marker back.
-        requested = {state.model: str(request["model"])}
-        if query.fallback_model and policy.fallback_model:
-            requested.setdefault(policy.fallback_model, query.fallback_model)
-        started = trio.current_time()
-        deadline = math.inf if options.deadline is None else options.deadline
-        last: Failure | None = None
-        cooldown_announced = False
-        recovery = Recovery()
-        first = True
-        while True:
-            state = state.next_attempt()
-            if not first and msg.top_up is not None:
-                # Every attempt is billed: the budget covers this one before it runs.
-                refused = await msg.top_up({**request, "model": requested.get(state.model, state.model)})
-                if refused is not None:
-                    return await self._fail(refused)
-            first = False
-            if options.client_retries:
-                wait_until = min(deadline, started + self._config.api_timeout)
-                turn = await shared.client_turn(state.model, wait_until - trio.current_time())
-                if isinstance(turn, Refused):
-                    return await self._turned_away(state, turn.retry_after)
-                probe: bool | None = turn
-            else:
-                probe = await shared.wait_turn(
-                    state.model,
-                    functools.partial(heartbeat, msg.outbound, query.id, state.attempt),
-                    HEARTBEAT_INTERVAL,
-                    deadline,
-                )
-            if probe is None:
-                return await self._out_of_time(state, last)
-            cooldown = shared.fast_cooldown_until(state.model) if state.fast_mode else None
-            fast_active = state.fast_mode and cooldown is None and not shared.fast_mode_disabled
-            if state.fast_mode and not fast_active and not cooldown_announced:
-                cooldown_announced = True
-                await send(msg.outbound, FastMode(id=query.id, active=False, reason="cooldown", until_ms=epoch_ms(cooldown)))
-            # The fast-mode beta is latched for the session once asked for (reference 7.4:
-            # toggling it would break the prompt cache); only the body's speed field follows
-            # cooldowns.
-            built = attempt_request(
-                request,
-                original=query.request,
-                options=options,
-                headers=msg.headers,
-                state=state,
-                client_model=requested.get(state.model, state.model),
-                source=query.source,
-                session=session,
-                builds=self._builds,
-                fast_active=fast_active,
-                fast_requested=fast_requested,
-            )
-            for note in built.notes if state.attempt == 1 else ():
-                log.info("query %s: %s", query.id, note)
-            outcome: AttemptOutcome | None = None
-            decision: Retry | SwitchModel | GiveUp | None = None
-            withhold = bool(query.recover) and can_recover(recovery, request)
-            try:
-                outcome = await run_attempt(
-                    self._to_relay, msg, self._totals, state, built, withhold=withhold, recovery=recovery, started=started,
-                    on_accepted=functools.partial(shared.accepted, state.model) if probe else None,
-                )
-                if outcome.failure is not None:
-                    decision = await self._decide(policy, state, outcome.failure, fast_active, request, outcome)
-            finally:
-                # Whatever happened (an abort included), the model's gate learns of it.
-                shared.report(state.model, probe=probe, outcome=outcome, decision=decision)
-            if outcome.internal_error is not None:
+        self._started = trio.current_time()
+        self._session = self._ctx.sessions.get(self._msg.session_id)
+        machine, actions = start(query_setup(self._msg, self._ctx, self._started))
+        try:
+            while True:
+                event: Event | None = None
+                for action in actions:
+                    if isinstance(action, TERMINALS):
+                        return await self._end(action)
+                    event = await self._perform(action) or event
+                assert event is not None, actions
+                machine, actions = step(machine, event, self._env())
+        finally:
+            if self._unreported is not None:
+                # Cancelled (or failed) before the machine decided: the gate still learns of it.
+                model, probe = self._unreported
+                self._ctx.shared.report(model, probe=probe, outcome=self._outcome, decision=None)
+
+    async def _perform(self, action: Effect) -> Event | None:
+        """Do one non-terminal action; the event it ends in, if it waits for one."""
+        ctx, msg = self._ctx, self._msg
+        match action:
+            case Send():
+                await send(msg.outbound, action.frame)
+            case Note():
+                log.log(_LEVELS[action.level], "%s", action.text)
+            case TopUp():
+                assert msg.top_up is not None
+                return TopUpAnswered(refused=await msg.top_up(action.request))
+            case AskTurn():
+                return await self._turn(action)
+            case GateRefused():
+                ctx.metrics.gate_answered(action.model)
+                if msg.options.heads is not None:
+                    msg.options.heads.record(action.attempt, action.headers)
+            case StartAttempt():
+                return await self._attempt(action)
+            case RefreshCredential():
+                generation = action.generation
+                result: RefreshResult = await ask(ctx.to_pool, lambda reply: Refresh(generation=generation, reply=reply))
+                return CredentialRefreshed(changed=result.changed)
+            case ReportStale():
+                await ctx.to_pool.send(ReportBroken())
+            case ReportGate():
+                self._unreported = None
+                ctx.shared.report(action.model, probe=action.probe, outcome=self._outcome, decision=action.decision)
+            case CountRetry():
+                ctx.metrics.retried(action.error_type)
+            case CountFallback():
+                ctx.metrics.fallback(action.from_model, action.to_model)
+            case CoolFastMode():
+                ctx.shared.start_fast_cooldown(action.model, action.until)
+            case DisableFastMode():
+                ctx.shared.fast_mode_disabled = True
+            case Wait():
+                await wait_with_heartbeats(msg.outbound, msg.query.id, action.attempt, action.delay)
+                return WaitElapsed()
+            case _:
+                assert_never(action)
+        return None
+
+    async def _turn(self, action: AskTurn) -> Event:
+        """A turn at the model's overload gate (actors/retry_shared.py), with the fast-mode
+        facts the machine needs once it has one."""
+        msg, shared = self._msg, self._ctx.shared
+        if action.client_turn:
+            turn = await shared.client_turn(action.model, action.until - trio.current_time())
+            if isinstance(turn, Refused):
+                return TurnRefused(retry_after=turn.retry_after)
+            probe: bool | None = turn
+        else:
+            beat = functools.partial(heartbeat, msg.outbound, msg.query.id, action.attempt)
+            probe = await shared.wait_turn(action.model, beat, HEARTBEAT_INTERVAL, action.until)
+        if probe is None:
+            return TurnTimedOut()
+        return TurnGranted(
+            probe=probe,
+            fast_cooldown_until=shared.fast_cooldown_until(action.model),
+            fast_disabled=shared.fast_mode_disabled,
+        )
+
+    async def _attempt(self, action: StartAttempt) -> AttemptEnded:
+        """Build the attempt's request (reference 7.4: the fast-mode beta stays latched for
+        the session once asked for; only the body's speed field follows cooldowns), run it
+        in the StreamRelay, and say how it ended."""
+        msg, ctx, state = self._msg, self._ctx, action.state
+        self._outcome = None
+        self._unreported = (state.model, action.probe)
+        built = attempt_request(
+            action.request,
+            original=msg.query.request,
+            options=msg.options,
+            headers=msg.headers,
+            state=state,
+            client_model=action.client_model,
+            source=msg.query.source,
+            session=self._session,
+            builds=ctx.builds,
+            fast_active=action.fast_active,
+            fast_requested=action.fast_requested,
+        )
+        self._built = built
+        for note in built.notes if state.attempt == 1 else ():
+            log.info("query %s: %s", msg.query.id, note)
+        on_accepted = functools.partial(ctx.shared.accepted, state.model) if action.probe else None
+        outcome = await run_attempt(
+            ctx.to_relay, msg, self._totals, state, built,
+            withhold=action.withhold, recovery=action.recovery, started=self._started, on_accepted=on_accepted,
+        )
+        self._outcome = outcome
+        return AttemptEnded(
+            message=outcome.message,
+            failure=outcome.failure,
+            relayed=outcome.relayed > 0,
+            generation=outcome.generation,
+            internal_error=outcome.internal_error,
+        )
+
+    # --- the ends -----------------------------------------------------------------------
+
+    async def _end(self, action: Terminal) -> bool:
+        match action:
+            case Succeed():
+                return await self._done(action)
+            case Fail():
+                return await self._fail(action.error)
+            case InternalFailure():
                 # The relay logged and counted it; the query ends with it.
-                if outcome.relayed:
-                    await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
-                raise InternalError(outcome.internal_error)
-            failure = outcome.failure
-            last = failure or last
-            if failure is None:
-                if outcome.message is None:
-                    # Cancelled without our scope being cancelled: the client went away.
-                    raise ClientGone
-                if withhold and hit_output_limit(outcome.message):
-                    step, recovery, request = next_step(recovery, request, outcome.message)
-                    log.info("query %s hit the output limit; recovering (%s)", query.id, step)
-                    if step == "escalate" and outcome.relayed:
-                        await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
-                    state = msgspec.structs.replace(state, loop_attempt=0)
-                    continue
-                message = combined(recovery, outcome.message)
-                cache_break = self._check_cache(session, query.source, built.snapshot, outcome) if built.snapshot else None
-                return await self._done(state, msgspec.structs.replace(outcome, message=message), started, cache_break)
-            assert decision is not None
-            if outcome.relayed:
-                await send(msg.outbound, Tombstone(id=query.id, attempt=state.attempt))
-            match decision:
-                case GiveUp():
-                    log.info("query %s gives up after attempt %d: %s", query.id, state.attempt, decision.error.type)
-                    return await self._fail(decision.error)
-                case SwitchModel():
-                    log.warning("query %s: %s overloaded, falling back to %s", query.id, state.model, decision.to_model)
-                    self._metrics.fallback(state.model, decision.to_model)
-                    await send(
-                        msg.outbound,
-                        Fallback(id=query.id, from_model=state.model, to_model=decision.to_model, reason=decision.reason),
-                    )
-                    request = strip_thinking(request)
-                    state = decision.state
-                case Retry():
-                    if trio.current_time() + decision.delay >= deadline:
-                        return await self._out_of_time(state, failure)
-                    if decision.fast_mode_off is not None:
-                        await self._fast_mode_off(state.model, decision)
-                    log.info(
-                        "query %s attempt %d failed (%s %s); retrying in %.3fs",
-                        query.id, state.attempt, failure.status, failure.error_type, decision.delay,
-                    )
-                    retry = RetryFrame(
-                        id=query.id,
-                        attempt=state.attempt,
-                        max_retries=policy.max_retries,
-                        delay_ms=round(decision.delay * 1000),
-                        error=failure.info(),
-                    )
-                    self._metrics.retried(failure.error_type)
-                    await send(msg.outbound, retry)
-                    await wait_with_heartbeats(msg.outbound, query.id, state.attempt, decision.delay)
-                    state = decision.state
-                case _:
-                    assert_never(decision)
-
-    async def _turned_away(self, state: RetryState, wait: float | None) -> bool:
-        """A client that retries on its own, at an overload gate it may not pass yet: a 529
-        at once, with when the gate's next probe is due (docs/protocol.md 2, "Retries")."""
-        error, headers = gate_refusal(state.model, wait)
-        self._metrics.gate_answered(state.model)
-        if self._msg.options.heads is not None:
-            self._msg.options.heads.record(state.attempt, headers)
-        log.info("query %s answered by the overload gate of %s (wait %s)", self._msg.query.id, state.model, wait)
-        return await self._fail(error)
-
-    async def _out_of_time(self, state: RetryState, last: Failure | None) -> bool:
-        """The client's own timeout is near (``QueryOptions.deadline``): end with the last
-        error rather than hold the client past it; before any attempt, with an overload."""
-        log.info("query %s gives up before its client's timeout (attempt %d)", self._msg.query.id, state.attempt)
-        return await self._fail(terminal_error(last) if last is not None else out_of_time(state.model))
+                raise InternalError(action.detail)
+            case Stop():
+                # Cancelled without our scope being cancelled: the client went away.
+                raise ClientGone
+            case _:
+                assert_never(action)
 
     async def _fail(self, error: ErrorInfo) -> bool:
         self._totals.outcome, self._totals.error_type = "error", error.type
         return await deliver(self._msg.outbound, ErrorFrame(id=self._msg.query.id, error=error))
 
-    async def _decide(
-        self, policy: RetryPolicy, state: RetryState, failure: Failure, fast_active: bool,
-        request: JsonObject, outcome: AttemptOutcome,
-    ) -> Retry | SwitchModel | GiveUp:
-        """Tell the pool what it must know, then ask the pure rules."""
-        refreshed: bool | None = None
-        if is_auth_failure(failure):
-            result: RefreshResult = await ask(
-                self._to_pool, lambda reply: Refresh(generation=outcome.generation, reply=reply)
-            )
-            refreshed = result.changed
-        if failure.stale:
-            await self._to_pool.send(ReportBroken())
-        ctx = Context(
-            now=self._shared.wall_now(),
-            rand=self._rng.random(),
-            fast_mode_active=fast_active,
-            credential_refreshed=refreshed,
-            thinking_budget=thinking_budget(request),
-        )
-        return decide(policy, state, failure, ctx)
-
-    async def _fast_mode_off(self, model: str, decision: Retry) -> None:
-        if decision.cooldown_until is not None:
-            self._shared.start_fast_cooldown(model, decision.cooldown_until)
-        if decision.fast_mode_permanent:
-            log.warning("fast mode switched off for good: %s", decision.fast_mode_off)
-            self._shared.fast_mode_disabled = True
-        msg = self._msg
-        frame = FastMode(
-            id=msg.query.id, active=False, reason=decision.fast_mode_off or "", until_ms=epoch_ms(decision.cooldown_until)
-        )
-        await send(msg.outbound, frame)
-
-    def _check_cache(
-        self, session: SessionRequestState, source: str, snapshot: PromptSnapshot, outcome: AttemptOutcome
-    ) -> CacheBreak | None:
+    def _check_cache(self) -> CacheBreak | None:
         """reference 7.5 phase 2 on the answer's cache reads; a break is logged. Diagnostics only."""
-        found = session.check_response(
-            tracking_key(source), snapshot, cache_read=outcome.usage.cache_read_input_tokens, now=self._shared.wall_now()
+        built, outcome, msg = self._built, self._outcome, self._msg
+        if built is None or built.snapshot is None or outcome is None:
+            return None
+        source = msg.query.source
+        found = self._session.check_response(
+            tracking_key(source), built.snapshot,
+            cache_read=outcome.usage.cache_read_input_tokens, now=self._ctx.shared.wall_now(),
         )
         if found is not None:
             log.info(
@@ -426,30 +352,28 @@ class QueryRun:
             )
         return found
 
-    async def _done(
-        self, state: RetryState, outcome: AttemptOutcome, started: float, cache_break: CacheBreak | None = None
-    ) -> bool:
-        assert outcome.message is not None
-        msg = self._msg
-        totals = self._totals
-        duration = trio.current_time() - started
-        await self._to_ledger.send(
+    async def _done(self, action: Succeed) -> bool:
+        msg, totals, outcome = self._msg, self._totals, self._outcome
+        assert outcome is not None
+        cache_break = self._check_cache()
+        duration = trio.current_time() - self._started
+        await self._ctx.to_ledger.send(
             RecordDuration(
                 session_id=msg.session_id,
                 duration_ms=round(duration * 1000),
                 duration_without_retries_ms=round(outcome.duration * 1000),
             )
         )
-        stop_reason = outcome.message.get("stop_reason")
+        stop_reason = action.message.get("stop_reason")
         done = Done(
             id=msg.query.id,
-            model=state.model,
+            model=action.model,
             stop_reason=stop_reason if isinstance(stop_reason, str) else None,
-            message=outcome.message,
+            message=action.message,
             usage=usage_json(totals.usage),
             cost_usd=usd(totals.cost_pico),
             session_cost_usd=usd(totals.session_cost_pico or 0),
-            attempts=state.attempt,
+            attempts=action.attempts,
             duration_ms=round(duration * 1000),
             duration_without_retries_ms=round(outcome.duration * 1000),
             cache_break=cache_break,

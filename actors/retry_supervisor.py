@@ -1,13 +1,15 @@
 """RetrySupervisor: runs each query's attempts and decides, by the reference rules, what next.
 
 Role:
-    For each ``RunQuery``: run attempt after attempt through the StreamRelay; after a failed
-    one, ask ``protocol.retry.decide`` (pure) what to do. Announce every retry (``retry``
+    For each ``RunQuery``: run attempt after attempt through the StreamRelay, as the
+    query's pure machine (protocol/query_machine.py, which applies ``protocol.retry``'s
+    rules after a failed one) says. Announce every retry (``retry``
     frame, from the first one), void a partial attempt (``tombstone``), switch model after
     repeated overload (``fallback``), switch fast mode off (``fast_mode``), and end the query
     with exactly one terminal frame: ``done``, ``error`` or ``aborted``. Each query is a
     ``QueryRun`` (actors/query_run.py) in a task of this actor's nursery; this module holds
-    the actor: its inbox, the state its queries share, and the count_tokens requests.
+    the actor: its inbox, the state its queries share (one ``QueryContext``,
+    actors/run_query.py), and the count_tokens requests.
 Inbox (``RetrySupervisorMsg``):
     ``RunQuery`` (FrontDoor, Gateway): start a query; it runs in its own task.
     ``RunCountTokens`` (FrontDoor, Gateway): one count_tokens request.
@@ -48,7 +50,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeAlias, assert_never, final
 
 import msgspec
@@ -71,41 +73,21 @@ from actors.drain import Drain
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import deliver
-from actors.query_options import DEFAULT_OPTIONS, QueryOptions
 from actors.query_run import QueryRun
 from actors.retry_shared import SharedRetryState
-
-if TYPE_CHECKING:
-    from actors.fleet import Fleet
+from actors.run_query import QueryContext, RunQuery
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
 from protocol.betas import count_tokens_betas, split_beta_header, with_beta_header
 from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorFailed
-from protocol.frames import ErrorFrame, ErrorInfo, GatewayFrame, Query
+from protocol.frames import ErrorFrame, ErrorInfo
 from protocol.passthrough import passthrough_model
 from protocol.request_builder import count_tokens_request
 from protocol.wire import JsonObject
 
-
-class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
-    """``headers``: extra upstream headers of this query (the HTTP door forwards the client's
-    ``anthropic-version`` and ``anthropic-beta``); they override the pool's defaults.
-    ``options``: the HTTP door's (actors/query_options.py); the defaults change nothing."""
-
-    session_id: str
-    query: Query
-    scope: trio.CancelScope
-    outbound: trio.MemorySendChannel[GatewayFrame]
-    headers: tuple[tuple[str, str], ...] = ()
-    options: QueryOptions = DEFAULT_OPTIONS
-    # Called once with the query's cost (picodollars, every attempt) when it has ended:
-    # settles its budget reservation (actors/budgets.py). Must not block or raise.
-    on_end: Callable[[int], None] | None = None
-    # Called before each attempt after the first with the request that attempt sends (its
-    # ``model`` the attempt's): grows the budget reservation by its worst case, or returns
-    # the error that ends the query instead (actors/gateway.py ``_top_up``).
-    top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
+if TYPE_CHECKING:
+    from actors.fleet import Fleet
 
 
 class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,6 +148,18 @@ class RetrySupervisor:
         shared = SharedRetryState(
             fast_mode_disabled=self._config.disable_fast_mode, metrics=self._metrics, fleet=self._fleet
         )
+        ctx = QueryContext(
+            config=self._config,
+            shared=shared,
+            sessions=self.sessions,
+            builds=self._builds,
+            metrics=self._metrics,
+            rng=self._rng,
+            to_relay=self._to_relay,
+            to_ledger=self._to_ledger,
+            to_pool=self._to_pool,
+            drain=self._drain,
+        )
         address, inbox = trio.open_memory_channel[RetrySupervisorMsg](0)
         with self._to_relay, self._to_ledger, self._to_pool:
             async with trio.open_nursery() as nursery:
@@ -173,18 +167,18 @@ class RetrySupervisor:
                     task_status.started(address)
                     async for msg in inbox_messages(inbox):
                         try:
-                            self._handle(msg, shared, nursery)
+                            self._handle(msg, ctx, nursery)
                         except Exception as exc:
                             report_internal(log, self._metrics, "actor:RetrySupervisor", _what(msg), exc)
                             self._refuse(msg, internal_error_info(exc), nursery)
 
-    def _handle(self, msg: RetrySupervisorMsg, shared: SharedRetryState, nursery: trio.Nursery) -> None:
+    def _handle(self, msg: RetrySupervisorMsg, ctx: QueryContext, nursery: trio.Nursery) -> None:
         match msg:
             case RunQuery():
                 # The run is the query's boundary; this backstop catches what escapes it.
                 task = functools.partial(
                     contained,
-                    self._query_run(msg, shared).run,
+                    self._query_run(msg, ctx).run,
                     log=log,
                     metrics=self._metrics,
                     where="query",
@@ -216,20 +210,8 @@ class RetrySupervisor:
             case _:
                 assert_never(msg)
 
-    def _query_run(self, msg: RunQuery, shared: SharedRetryState) -> QueryRun:
-        return QueryRun(
-            msg,
-            config=self._config,
-            shared=shared,
-            sessions=self.sessions,
-            builds=self._builds,
-            metrics=self._metrics,
-            rng=self._rng,
-            to_relay=self._to_relay,
-            to_ledger=self._to_ledger,
-            to_pool=self._to_pool,
-            drain=self._drain,
-        )
+    def _query_run(self, msg: RunQuery, ctx: QueryContext) -> QueryRun:
+        return QueryRun(msg, ctx)
 
     async def _count_task(self, msg: RunCountTokens) -> None:
         with msg.reply:
