@@ -189,35 +189,8 @@ def build_request(
     body["model"] = resolved.api_id
     if resolved.api_id != request.get("model"):
         notes.append(f"model {request.get('model')!r} sent as {resolved.api_id!r}")
-
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        messages, added, dropped = repair_tool_pairing(messages)
-        if added or dropped:
-            notes.append(f"tool pairing repaired: {added} synthetic tool_result(s) added, {dropped} orphan(s) dropped")
-        messages, media_dropped = limit_media(messages)
-        if media_dropped:
-            notes.append(f"{media_dropped} oldest media block(s) dropped (limit 100 per request)")
-        body["messages"] = messages
-
-    # Tools: deferred tools need tool search; without it (kill switch, Haiku) they are sent
-    # as ordinary tools (reference 8).
-    tools = body.get("tools")
-    deferred = isinstance(tools, list) and any(isinstance(t, dict) and t.get("defer_loading") for t in tools)
-    tool_search = (
-        deferred
-        and settings.tool_search
-        and not settings.disable_experimental_betas
-        and not settings.models.catalog.is_small_fast(resolved.spec)
-    )
-    if deferred and not tool_search and isinstance(tools, list):
-        body["tools"] = [{k: v for k, v in t.items() if k != "defer_loading"} if isinstance(t, dict) else t for t in tools]
-        notes.append("tool search off: defer_loading removed from tools")
-    advisor = _advisor_on(resolved, settings)
-    if advisor and B.is_agentic(source) and not count_only:
-        tool_list = list(body.get("tools") or [])
-        tool_list.append({"type": _ADVISOR_TOOL_TYPE, "name": "advisor", "model": settings.advisor_model})
-        body["tools"] = tool_list
+    _repair_messages(body, notes)
+    tool_search, advisor = _shape_tools(body, resolved, settings, source=source, count_only=count_only, notes=notes)
 
     if settings.disable_thinking and "thinking" in body:
         del body["thinking"]
@@ -227,37 +200,16 @@ def build_request(
 
     _lower_effort(body, resolved, notes)
 
-    if not count_only:
-        # Only a limit the gateway knows for certain clamps: the catalog's (or the upstream's
-        # /v1/models) and CLAUDE_CODE_MAX_OUTPUT_TOKENS. An unknown model is never clamped.
-        limit = resolved.spec.max_output if resolved.spec is not None else None
-        caps = [n for n in (limit, settings.max_output_tokens) if n]
-        asked = body.get("max_tokens")
-        if caps and isinstance(asked, int) and asked > min(caps):
-            cap = min(caps)
-            body["max_tokens"] = cap
-            why = "CLAUDE_CODE_MAX_OUTPUT_TOKENS" if cap == settings.max_output_tokens else f"{resolved.api_id} limit"
-            notes.append(f"max_tokens {asked} clamped to {cap} ({why})")
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        thinking = body.get("thinking")
-        final_max = body.get("max_tokens")
-        if isinstance(thinking, dict) and thinking.get("type") == "enabled" and isinstance(final_max, int):
-            budget = thinking.get("budget_tokens")
-            # Never below the API's minimum budget (1024; a smaller one is a 400 of its
-            # own): then the budget goes as sent, which the API takes with interleaved
-            # thinking and otherwise refuses naming the real problem.
-            if isinstance(budget, int) and budget >= final_max and final_max - 1 >= MIN_THINKING_BUDGET:
-                body["thinking"] = {**thinking, "budget_tokens": final_max - 1}
+    if count_only:
+        for field in ("max_tokens", "stream", "speed"):
+            body.pop(field, None)
+    else:
+        _limit_output(body, resolved, settings, max_tokens=max_tokens, notes=notes)
         body["stream"] = stream
         if fast:
             body["speed"] = "fast"
         else:
             body.pop("speed", None)
-    else:
-        body.pop("max_tokens", None)
-        body.pop("stream", None)
-        body.pop("speed", None)
 
     rule_betas = B.request_betas(
         model=resolved,
@@ -300,6 +252,75 @@ def build_request(
         snapshot=snapshot(body, betas, fast_mode=B.FAST_MODE in new_latched, extra_body=settings.extra_body),
     )
     return built, new_latch
+
+
+def _repair_messages(body: JsonObject, notes: list[str]) -> None:
+    """Tool pairing repaired and the oldest media dropped past the API's limit (reference 8)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return
+    messages, added, dropped = repair_tool_pairing(messages)
+    if added or dropped:
+        notes.append(f"tool pairing repaired: {added} synthetic tool_result(s) added, {dropped} orphan(s) dropped")
+    messages, media_dropped = limit_media(messages)
+    if media_dropped:
+        notes.append(f"{media_dropped} oldest media block(s) dropped (limit 100 per request)")
+    body["messages"] = messages
+
+
+def _shape_tools(
+    body: JsonObject, resolved: ResolvedModel, settings: BuildSettings, *, source: str, count_only: bool, notes: list[str]
+) -> tuple[bool, bool]:
+    """Deferred tools and the advisor tool; returns (tool search on, advisor on).
+
+    Deferred tools need tool search; without it (kill switch, Haiku) they are sent as
+    ordinary tools (reference 8)."""
+    tools = body.get("tools")
+    deferred = isinstance(tools, list) and any(isinstance(t, dict) and t.get("defer_loading") for t in tools)
+    tool_search = (
+        deferred
+        and settings.tool_search
+        and not settings.disable_experimental_betas
+        and not settings.models.catalog.is_small_fast(resolved.spec)
+    )
+    if deferred and not tool_search and isinstance(tools, list):
+        body["tools"] = [{k: v for k, v in t.items() if k != "defer_loading"} if isinstance(t, dict) else t for t in tools]
+        notes.append("tool search off: defer_loading removed from tools")
+    advisor = _advisor_on(resolved, settings)
+    if advisor and B.is_agentic(source) and not count_only:
+        tool_list = list(body.get("tools") or [])
+        tool_list.append({"type": _ADVISOR_TOOL_TYPE, "name": "advisor", "model": settings.advisor_model})
+        body["tools"] = tool_list
+    return tool_search, advisor
+
+
+def _limit_output(
+    body: JsonObject, resolved: ResolvedModel, settings: BuildSettings, *, max_tokens: int | None, notes: list[str]
+) -> None:
+    """``max_tokens`` clamped to what is known for certain, then overridden by ``max_tokens``
+    (a context-overflow retry); a thinking budget kept below it.
+
+    Only a limit the gateway knows for certain clamps: the catalog's (or the upstream's
+    /v1/models) and CLAUDE_CODE_MAX_OUTPUT_TOKENS. An unknown model is never clamped."""
+    limit = resolved.spec.max_output if resolved.spec is not None else None
+    caps = [n for n in (limit, settings.max_output_tokens) if n]
+    asked = body.get("max_tokens")
+    if caps and isinstance(asked, int) and asked > min(caps):
+        cap = min(caps)
+        body["max_tokens"] = cap
+        why = "CLAUDE_CODE_MAX_OUTPUT_TOKENS" if cap == settings.max_output_tokens else f"{resolved.api_id} limit"
+        notes.append(f"max_tokens {asked} clamped to {cap} ({why})")
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    thinking = body.get("thinking")
+    final_max = body.get("max_tokens")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled" and isinstance(final_max, int):
+        budget = thinking.get("budget_tokens")
+        # Never below the API's minimum budget (1024; a smaller one is a 400 of its own):
+        # then the budget goes as sent, which the API takes with interleaved thinking and
+        # otherwise refuses naming the real problem.
+        if isinstance(budget, int) and budget >= final_max and final_max - 1 >= MIN_THINKING_BUDGET:
+            body["thinking"] = {**thinking, "budget_tokens": final_max - 1}
 
 
 def count_tokens_request(
