@@ -32,7 +32,8 @@ from actors._util import ask
 from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease
 from actors.config import Config
 from actors.credentials import Credential
-from actors.retry_supervisor import RetrySupervisor, RetrySupervisorAddress, RunQuery
+from actors.retry_supervisor import RetrySupervisor, RetrySupervisorAddress
+from actors.run_query import RunQuery
 from actors.stream_relay import StreamRelay
 from protocol.frames import (
     TERMINAL_FRAMES,
