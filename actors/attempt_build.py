@@ -22,11 +22,11 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, receive_reply
+from actors.messages.relay import AttemptOutcome, RunAttempt, StreamRelayAddress
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import QueryTotals
 from actors.query_options import QueryOptions
 from actors.session_state import SessionRequestState
-from actors.stream_relay import AttemptOutcome, RunAttempt, StreamRelayAddress
 from protocol.betas import split_beta_header, with_beta_header
 from protocol.caching import PromptSnapshot
 from protocol.errors import InternalError
@@ -38,7 +38,7 @@ from protocol.wire import JsonObject
 
 if TYPE_CHECKING:
     # Only a type here: the supervisor's module imports query_run, which imports this one.
-    from actors.retry_supervisor import RunQuery
+    from actors.messages.supervisor import RunQuery
 
 Headers = tuple[tuple[str, str], ...]
 _NO_NOTES: Final[tuple[str, ...]] = ()

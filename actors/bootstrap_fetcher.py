@@ -43,6 +43,12 @@ import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, contained, fail, inbox_messages, report_internal
 from actors.config import FIRST_PARTY, Config, Secret
+from actors.messages.bootstrap import (
+    BootstrapFetcherAddress,
+    BootstrapFetcherMsg,
+    BootstrapState,
+    GetBootstrap,
+)
 from actors.metrics import Metrics
 from actors.upstream import without_userinfo
 from protocol.bootstrap import (
@@ -53,8 +59,6 @@ from protocol.bootstrap import (
     encode_bootstrap,
 )
 from protocol.errors import RemoteProtocolError
-from protocol.frames import ModelOption
-from protocol.wire import JsonObject
 
 log = logging.getLogger("switchboard.bootstrap")
 
@@ -77,29 +81,6 @@ RefreshCredentials: TypeAlias = Callable[[], Awaitable[Credentials | None]]
 async def no_refresh() -> Credentials | None:
     """The default refresh hook: nothing to refresh (the retry uses the same credentials)."""
     return None
-
-
-class BootstrapState(msgspec.Struct, frozen=True, kw_only=True):
-    """What the gateway knows from the bootstrap API.
-
-    ``model_options``: the additional options only (``merge_model_options`` joins them to
-    the defaults). ``source``: ``"none"``, ``"cache"`` (the disk cache) or ``"upstream"``
-    (this start's fetch). ``settled``: the startup fetch has ended, whichever way.
-    """
-
-    client_data: JsonObject | None = None
-    model_options: tuple[ModelOption, ...] = ()
-    source: str = "none"
-    settled: bool = False
-
-
-class GetBootstrap(msgspec.Struct, frozen=True, kw_only=True):
-    reply: trio.MemorySendChannel[BootstrapState]
-    settled: bool = False
-
-
-BootstrapFetcherMsg: TypeAlias = GetBootstrap
-BootstrapFetcherAddress: TypeAlias = trio.MemorySendChannel[BootstrapFetcherMsg]
 
 
 def skip_reason(config: Config, credentials: Credentials) -> str | None:

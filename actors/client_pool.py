@@ -37,17 +37,26 @@ import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeAlias, assert_never, final
+from typing import Final, assert_never, final
 
 import httpx
 import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, contained, fail, inbox_messages, report_internal
-from actors.config import FIRST_PARTY, Config
+from actors.config import Config
 from actors.credentials import Credential, CredentialError, load_credential
+from actors.messages.pool import (
+    Acquire,
+    ClientPoolAddress,
+    ClientPoolMsg,
+    Lease,
+    Refresh,
+    RefreshResult,
+    ReportBroken,
+)
 from actors.metrics import Metrics
-from actors.providers import Endpoint, endpoint_for
+from actors.providers import endpoint_for
 from actors.upstream import UpstreamClient
 from protocol.providers import route_provider
 
@@ -63,46 +72,6 @@ MAX_CONNECTIONS: Final = 1024
 # issue 6 (peers.md): after a failed early refresh, the next try waits this long (the
 # current credential is still served), so a broken source is not asked on every request.
 EARLY_REFRESH_RETRY_INTERVAL: Final = 30.0
-
-
-class Lease(msgspec.Struct, frozen=True, kw_only=True):
-    """What one request needs: the client, the base URL, the headers, and the credential's
-    generation (to report it if the upstream refuses it)."""
-
-    client: UpstreamClient
-    base_url: str
-    headers: tuple[tuple[str, str], ...]
-    generation: int
-    # issue 6: the provider, and its URL shaping and signing (None: the first party).
-    provider: str = FIRST_PARTY
-    endpoint: Endpoint | None = None
-
-
-class Acquire(msgspec.Struct, frozen=True, kw_only=True):
-    reply: trio.MemorySendChannel[Lease]
-    # issue 6: the provider to lease for; None: the one ``Config.provider_routes`` gives
-    # ``model``, else the configured default.
-    provider: str | None = None
-    model: str | None = None
-
-
-class RefreshResult(msgspec.Struct, frozen=True, kw_only=True):
-    changed: bool
-
-
-class Refresh(msgspec.Struct, frozen=True, kw_only=True):
-    generation: int
-    reply: trio.MemorySendChannel[RefreshResult]
-    # issue 6: whose credential failed (None: the provider that generation belongs to).
-    provider: str | None = None
-
-
-class ReportBroken(msgspec.Struct, frozen=True, kw_only=True):
-    pass
-
-
-ClientPoolMsg: TypeAlias = Acquire | Refresh | ReportBroken
-ClientPoolAddress: TypeAlias = trio.MemorySendChannel[ClientPoolMsg]
 
 
 def base_headers(config: Config) -> tuple[tuple[str, str], ...]:

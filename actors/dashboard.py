@@ -46,9 +46,10 @@ import trio
 from actors.asgi import Exchange, RequestHead
 from actors.budgets import budget_view
 from actors.config import Config, Secret
-from actors.cost_ledger import ReadSpend, ReadTop, SessionOwners, owner_digest
+from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
 from actors.http_answer import send_error
+from actors.messages.ledger import ReadSpend, ReadTop, SessionOwners
 from actors.token_store import TokenInfo
 from protocol.dashboard import (
     EVERYONE,

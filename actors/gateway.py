@@ -45,14 +45,7 @@ import trio
 
 from actors._util import CLEANUP_TIMEOUT, ask
 from actors.admission import Admission, Ticket
-from actors.bootstrap_fetcher import (
-    BootstrapFetcher,
-    BootstrapFetcherAddress,
-    BootstrapState,
-    Credentials,
-    GetBootstrap,
-    RefreshCredentials,
-)
+from actors.bootstrap_fetcher import BootstrapFetcher, Credentials, RefreshCredentials
 from actors.budgets import (
     Access,
     Budgets,
@@ -61,31 +54,30 @@ from actors.budgets import (
     ResolvePrincipal,
     authenticate,
 )
-from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
+from actors.client_pool import ClientPool
 from actors.config import Config, Secret, bootstrap_cache_file, is_postgres_url, ledger_file
-from actors.cost_ledger import (
-    CostLedger,
+from actors.cost_ledger import CostLedger
+from actors.cost_store import MEMORY, STORE_ERRORS
+from actors.drain import Drain
+from actors.ledger_health import LedgerHealth
+from actors.log import Redactor
+from actors.messages.bootstrap import BootstrapFetcherAddress, BootstrapState, GetBootstrap
+from actors.messages.ledger import (
     CostLedgerAddress,
     CostLedgerMsg,
     GetCost,
     OpenSession,
     SessionOpened,
 )
-from actors.cost_store import MEMORY, STORE_ERRORS
-from actors.drain import Drain
-from actors.ledger_health import LedgerHealth
-from actors.log import Redactor
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease, Refresh, RefreshResult
+from actors.messages.relay import CountResult
+from actors.messages.supervisor import RetrySupervisorAddress, RunCountTokens, RunQuery
 from actors.metrics import Metrics
 from actors.models_fetcher import ModelsFetcher
 from actors.query_options import DEFAULT_OPTIONS, QueryOptions
-from actors.retry_supervisor import (
-    RetrySupervisor,
-    RetrySupervisorAddress,
-    RunCountTokens,
-    RunQuery,
-)
+from actors.retry_supervisor import RetrySupervisor
 from actors.session_state import SessionStates
-from actors.stream_relay import CountResult, StreamRelay
+from actors.stream_relay import StreamRelay
 from actors.token_store import open_token_store
 from protocol.bootstrap import merge_model_options
 from protocol.budget import Refusal

@@ -43,8 +43,8 @@ from actors.config import Config, Secret
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
 from actors.http_answer import Reply, adopt, answer_json, answer_stream, send_error, shutting_down
+from actors.messages.relay import CountResult
 from actors.query_options import QueryOptions
-from actors.stream_relay import CountResult
 from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError
 from protocol.frames import SESSION_ID, TokenBudget
 from protocol.http_api import JSON_CONTENT_TYPE, default_session, http_error, parse_body

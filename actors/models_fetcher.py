@@ -36,8 +36,8 @@ import httpx
 import trio
 
 from actors._util import ask
-from actors.client_pool import Acquire, ClientPoolAddress, Lease
 from actors.config import FIRST_PARTY, Config
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease
 from protocol.catalog import BUILTIN, Catalog, UpstreamModel, decode_models_page
 from protocol.errors import ActorUnavailable, RemoteProtocolError
 

@@ -12,8 +12,8 @@ from typing import Final
 
 import trio
 
+from actors.messages.relay import AttemptOutcome
 from actors.metrics import Outcome
-from actors.stream_relay import AttemptOutcome
 from protocol.frames import GatewayFrame, Heartbeat
 from protocol.usage import EMPTY_USAGE, Usage, add_usage
 

@@ -28,10 +28,11 @@ import trio
 from actors._util import CLEANUP_TIMEOUT, ask, internal_error_info, report_internal
 from actors.admission import wait_for_slot
 from actors.attempt_build import attempt_request, run_attempt, upstream_model
-from actors.client_pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.config import Config
-from actors.cost_ledger import CostLedgerAddress, RecordDuration
 from actors.drain import QUEUED_SHUTTING_DOWN_ERROR, SHUTTING_DOWN, SHUTTING_DOWN_ERROR, Drain
+from actors.messages.ledger import CostLedgerAddress, RecordDuration
+from actors.messages.pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
+from actors.messages.relay import AttemptOutcome, StreamRelayAddress
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import (
@@ -46,7 +47,6 @@ from actors.query_channel import (
 )
 from actors.retry_shared import Refused, SharedRetryState
 from actors.session_state import SessionRequestState, SessionStates
-from actors.stream_relay import AttemptOutcome, StreamRelayAddress
 from protocol.assembly import usage_json
 from protocol.caching import CacheBreak, PromptSnapshot, tracking_key
 from protocol.errors import INTERNAL_ERROR, InternalError
@@ -81,7 +81,7 @@ from protocol.wire import JsonObject
 
 if TYPE_CHECKING:
     # Only a type here: the supervisor's module imports this one.
-    from actors.retry_supervisor import RunQuery
+    from actors.messages.supervisor import RunQuery
 
 # The supervisor's logger: the runs are its work.
 log = logging.getLogger("switchboard.supervisor")

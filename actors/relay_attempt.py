@@ -29,8 +29,8 @@ import msgspec
 import trio
 
 from actors._util import ask
-from actors.client_pool import Acquire, ClientPoolAddress, Lease
-from actors.cost_ledger import CostLedgerAddress, RecordUsage, UsageRecorded
+from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease
 from actors.metrics import Metrics
 from actors.providers import Prepared
 from actors.upstream import failure_from_exception, failure_from_response
@@ -49,7 +49,7 @@ from protocol.wire import JSON, JSON_OBJECT, JsonObject
 
 if TYPE_CHECKING:
     # Annotations only: actors.stream_relay imports this module.
-    from actors.stream_relay import RunAttempt
+    from actors.messages.relay import RunAttempt
 
 # The provider label of the first party's metrics (a cloud lease's endpoint has its own).
 log = logging.getLogger("switchboard.relay")

@@ -48,10 +48,9 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, TypeAlias, assert_never, final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, assert_never, final
 
-import msgspec
 import trio
 
 from actors._util import (
@@ -64,63 +63,33 @@ from actors._util import (
     receive_reply,
     report_internal,
 )
-from actors.client_pool import ClientPoolAddress
 from actors.config import Config
-from actors.cost_ledger import CostLedgerAddress
 from actors.drain import Drain
+from actors.messages.ledger import CostLedgerAddress
+from actors.messages.pool import ClientPoolAddress
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import deliver
-from actors.query_options import DEFAULT_OPTIONS, QueryOptions
 from actors.query_run import QueryRun
 from actors.retry_shared import SharedRetryState
 
 if TYPE_CHECKING:
     from actors.fleet import Fleet
+from actors.messages.relay import CountResult, RunCount, StreamRelayAddress
+from actors.messages.supervisor import (
+    RetrySupervisorAddress,
+    RetrySupervisorMsg,
+    RunCountTokens,
+    RunQuery,
+)
 from actors.session_state import SessionStates
-from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
 from protocol.betas import count_tokens_betas, split_beta_header, with_beta_header
 from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorFailed
-from protocol.frames import ErrorFrame, ErrorInfo, GatewayFrame, Query
+from protocol.frames import ErrorFrame, ErrorInfo
 from protocol.passthrough import passthrough_model
 from protocol.request_builder import count_tokens_request
 from protocol.wire import JsonObject
-
-
-class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
-    """``headers``: extra upstream headers of this query (the HTTP door forwards the client's
-    ``anthropic-version`` and ``anthropic-beta``); they override the pool's defaults.
-    ``options``: the HTTP door's (actors/query_options.py); the defaults change nothing."""
-
-    session_id: str
-    query: Query
-    scope: trio.CancelScope
-    outbound: trio.MemorySendChannel[GatewayFrame]
-    headers: tuple[tuple[str, str], ...] = ()
-    options: QueryOptions = DEFAULT_OPTIONS
-    # Called once with the query's cost (picodollars, every attempt) when it has ended:
-    # settles its budget reservation (actors/budgets.py). Must not block or raise.
-    on_end: Callable[[int], None] | None = None
-    # Called before each attempt after the first with the request that attempt sends (its
-    # ``model`` the attempt's): grows the budget reservation by its worst case, or returns
-    # the error that ends the query instead (actors/gateway.py ``_top_up``).
-    top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
-
-
-class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
-    """``transparent``: the body and betas as the client sent them (the model id in the
-    provider's form; Vertex keeps only its allow-list of betas)."""
-
-    query_id: str
-    request: JsonObject
-    reply: trio.MemorySendChannel[CountResult]
-    headers: tuple[tuple[str, str], ...] = ()
-    transparent: bool = False
-
-
-RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens
-RetrySupervisorAddress: TypeAlias = trio.MemorySendChannel[RetrySupervisorMsg]
 
 log = logging.getLogger("switchboard.supervisor")
 # The error of a query whose run failed outside its own boundary (the backstop's answer).

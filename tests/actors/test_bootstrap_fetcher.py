@@ -18,15 +18,9 @@ import trio
 from harness import connect
 
 from actors._util import ask
-from actors.bootstrap_fetcher import (
-    BOOTSTRAP_TIMEOUT,
-    BootstrapFetcher,
-    BootstrapFetcherAddress,
-    BootstrapState,
-    Credentials,
-    GetBootstrap,
-)
+from actors.bootstrap_fetcher import BOOTSTRAP_TIMEOUT, BootstrapFetcher, Credentials
 from actors.config import Config, Secret
+from actors.messages.bootstrap import BootstrapFetcherAddress, BootstrapState, GetBootstrap
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import ModelOption, Ready

@@ -25,8 +25,9 @@ from pg_testkit import clear_ledger, database_text
 import actors.cost_ledger
 from actors._util import ask
 from actors.config import is_postgres_url
-from actors.cost_ledger import (
-    CostLedger,
+from actors.cost_ledger import CostLedger, owner_digest
+from actors.cost_store import read_sessions
+from actors.messages.ledger import (
     CostLedgerAddress,
     GetCost,
     OpenSession,
@@ -34,9 +35,7 @@ from actors.cost_ledger import (
     RecordUsage,
     SessionOpened,
     UsageRecorded,
-    owner_digest,
 )
-from actors.cost_store import read_sessions
 from protocol.errors import ActorUnavailable
 from protocol.frames import CostSummary, ModelUsageSummary
 from protocol.ledger import MAX_PART_COST_PICO

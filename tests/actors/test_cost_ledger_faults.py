@@ -38,9 +38,10 @@ import actors.cost_store
 import actors.ledger_health
 from actors._util import ask
 from actors.config import config_from_env
-from actors.cost_ledger import CostLedger, CostLedgerAddress, ReadSpend
+from actors.cost_ledger import CostLedger
 from actors.cost_store import LedgerStore, read_sessions
 from actors.ledger_health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
+from actors.messages.ledger import CostLedgerAddress, ReadSpend
 from actors.metrics import Metrics
 from protocol.dashboard import EVERYONE, Bucket, Scope, SpendRow
 from protocol.errors import ActorUnavailable, ConfigError

@@ -10,15 +10,9 @@ import trio
 from harness import chat, connect
 
 from actors._util import ask
-from actors.client_pool import (
-    UPSTREAM_SHARDS,
-    Acquire,
-    ClientPool,
-    ClientPoolAddress,
-    Lease,
-    ReportBroken,
-)
+from actors.client_pool import UPSTREAM_SHARDS, ClientPool
 from actors.config import Config
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease, ReportBroken
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, ErrorFrame, RetryFrame

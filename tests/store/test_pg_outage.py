@@ -27,8 +27,9 @@ from pg_testkit import HOST, PORT, restart_cluster, restart_cluster_or_skip
 
 import actors.pg_store
 from actors._util import ask
-from actors.cost_ledger import CostLedger, CostLedgerAddress, RecordUsage, UsageRecorded
+from actors.cost_ledger import CostLedger
 from actors.cost_store import read_sessions
+from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.metrics import Metrics
 from protocol.usage import Usage
 
