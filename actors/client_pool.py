@@ -44,8 +44,9 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, contained, fail, inbox_messages, report_internal
-from actors.config import Config
-from actors.credentials import Credential, CredentialError, load_credential
+from actors.cloud_credentials import load_cloud_credential
+from actors.config import FIRST_PARTY, Config
+from actors.credentials import Credential, CredentialError, load_first_party_credential
 from actors.messages.pool import (
     Acquire,
     ClientPoolAddress,
@@ -72,6 +73,18 @@ MAX_CONNECTIONS: Final = 1024
 # issue 6 (peers.md): after a failed early refresh, the next try waits this long (the
 # current credential is still served), so a broken source is not asked on every request.
 EARLY_REFRESH_RETRY_INTERVAL: Final = 30.0
+
+
+async def load_credential(config: Config) -> Credential:
+    """Load the credential of ``config.provider`` now: the first party's
+    (actors/credentials.py) or a cloud's (actors/cloud_credentials.py). A checkpoint.
+
+    Raises:
+        CredentialError: the source cannot produce one (the message never holds a secret).
+    """
+    if config.provider == FIRST_PARTY:
+        return await load_first_party_credential(config)
+    return await load_cloud_credential(config)
 
 
 def base_headers(config: Config) -> tuple[tuple[str, str], ...]:

@@ -25,7 +25,7 @@ from typing import Final
 import msgspec
 import trio
 
-from actors.config import FIRST_PARTY, Config
+from actors.config import Config
 from protocol.bounded_json import BoundedDecoder
 from protocol.errors import SwitchboardError
 
@@ -86,17 +86,13 @@ class _WrappedTokenFile(msgspec.Struct):
     claudeAiOauth: _TokenFile
 
 
-async def load_credential(config: Config) -> Credential:
-    """Load the configured credential now. A checkpoint.
+async def load_first_party_credential(config: Config) -> Credential:
+    """Load the configured first-party credential now (the clouds': actors/cloud_credentials.py).
+    A checkpoint.
 
     Raises:
         CredentialError: the helper failed or printed nothing, or the token file is unusable.
     """
-    if config.provider != FIRST_PARTY:
-        # issue 6: imported here, as it imports this module (and the cloud SDKs lazily).
-        from actors.cloud_credentials import load_cloud_credential
-
-        return await load_cloud_credential(config)
     if config.api_key_helper is not None:
         return await _run_helper(config.api_key_helper, config.api_key_helper_ttl)
     if config.oauth_token_file is not None:
