@@ -324,6 +324,7 @@ class ClientPool:
                 base_url=slot.config.base_url,
                 headers=tuple(headers),
                 generation=slot.generation,
+                credential=slot.credential,
                 provider=slot.config.provider,
                 endpoint=endpoint_for(slot.config, slot.credential),
             )

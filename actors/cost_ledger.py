@@ -50,8 +50,9 @@ Several instances (a ``SharedStore``: PostgreSQL, README.md "Deployment"):
 Lifecycle:
     ``run`` opens the store, then calls ``task_status.started(address)``; returns when every
     address clone is closed. Cancellation alone does not stop it: usage may still be on its
-    way from attempts being aborted, so it drains until its senders are gone, bounded by the
-    grace deadline the composition root sets with ``drain_within``. Closes the store last.
+    way from attempts being aborted, so it drains until its senders are gone, bounded by its
+    ``drain_grace`` (counted from the cancellation; the composition root gives one). Closes
+    the store last.
 Failure policy:
     Pricing never fails: an unknown model is priced at the documented default and flagged.
     A store that cannot be opened (another gateway holds it, unwritable, corrupt) is fatal
@@ -184,6 +185,8 @@ class CostLedger:
     ``now``: the wall clock, for price dates and timestamps. ``fail_open``: keep serving new
     queries while commits fail (``Config.ledger_fail_open``). ``open_store``: how the store
     is opened (``actors.cost_store.open_store``; tests wrap it to inject faults).
+    ``drain_grace``: once ``run`` is cancelled, how long it still takes usage from senders
+    that linger (the shutdown backstop); None: until they are gone.
     """
 
     def __init__(
@@ -195,7 +198,9 @@ class CostLedger:
         metrics: Metrics | None = None,
         fail_open: bool = False,
         open_store: Callable[[str], Store] = open_store,
+        drain_grace: float | None = None,
     ) -> None:
+        self._drain_grace = drain_grace
         self._path = path
         self._metrics = metrics
         self._open_store = open_store
@@ -261,15 +266,22 @@ class CostLedger:
         with inbox:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._recover)
+                nursery.start_soon(self._backstop)
                 self._readers = nursery
                 try:
                     yield
                 finally:
                     nursery.cancel_scope.cancel()
 
-    def drain_within(self, grace: float) -> None:
-        """Shutdown backstop: stop serving ``grace`` seconds from now even if senders remain."""
-        self._drain_scope.deadline = min(self._drain_scope.deadline, trio.current_time() + grace)
+    async def _backstop(self) -> None:
+        """Outside the inbox's shield: once ``run`` is cancelled (the gateway is stopping),
+        stop serving ``drain_grace`` seconds from then even if senders remain."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            if self._drain_grace is not None:
+                deadline = trio.current_time() + self._drain_grace
+                self._drain_scope.deadline = min(self._drain_scope.deadline, deadline)
 
     @property
     def health(self) -> LedgerHealth:

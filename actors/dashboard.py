@@ -22,7 +22,7 @@ Who sees what:
 Where the numbers come from:
     Spend and sessions: the CostLedger, asked by message (``ReadSpend``, ``ReadTop``), which
     aggregates its store after committing (so: every committed usage record) and the pure
-    arithmetic of ``protocol.dashboard``. Live: the Gateway (``active_sessions``, the owners
+    arithmetic of ``protocol.dashboard``. Live: the Gateway (``session_activity``, the owners
     from the ledger's ``SessionOwners``) and the metrics (``Metrics.active``, ``recent``,
     ``overloaded_now``). Health: ``Gateway.ledger_health`` and a timed read of the store.
 Failure policy:
@@ -218,11 +218,11 @@ class Dashboard:
             return ReadTop(since=top.since, scope=scope, limit=top.top, reply=reply)
 
         sessions, owners = await self._gateway.read_ledger(make)
-        live = frozenset(self._gateway.active_sessions())
+        live = frozenset((await self._gateway.session_activity()).active)
         return sessions_answer(sessions, owners, live, top.since)
 
     async def _live_sessions(self, scope: Scope) -> list[str]:
-        active = sorted(self._gateway.active_sessions())
+        active = sorted((await self._gateway.session_activity()).active)
         if scope.everyone:
             return active
 

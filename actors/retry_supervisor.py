@@ -11,6 +11,7 @@ Role:
 Inbox (``RetrySupervisorMsg``):
     ``RunQuery`` (FrontDoor, Gateway): start a query; it runs in its own task.
     ``RunCountTokens`` (FrontDoor, Gateway): one count_tokens request.
+    ``GetSessionActivity`` (Gateway, for the dashboard): a ``SessionActivity`` snapshot.
 Outputs:
     StreamRelay (``RunAttempt``, ``RunCount``), ClientPool (``Refresh`` after a 401 or a
     revoked token, ``ReportBroken`` after a reset connection), CostLedger
@@ -19,8 +20,8 @@ Shared state:
     ``SharedRetryState``: a per-model overload gate (no retry storms: while a model is
     overloaded, one probe at a time goes upstream and the other queries wait without
     spending attempts; see protocol/overload.py) and per-model fast-mode cooldowns.
-    ``SessionStates`` (``sessions``, which the Gateway reads): per-session request latches,
-    cache-break baselines and activity. ``ProviderBuilds``: the builder's settings per provider.
+    ``SessionStates``: per-session request latches, cache-break baselines and activity,
+    this actor's task tree's alone (others ask ``GetSessionActivity``). ``ProviderBuilds``: the builder's settings per provider.
 Lifecycle:
     ``run`` opens its nursery and inbox, then ``task_status.started(address)``; when the inbox
     ends it lets the queries in flight finish, then closes its addresses of the StreamRelay,
@@ -77,10 +78,12 @@ if TYPE_CHECKING:
     from actors.fleet import Fleet
 from actors.messages.relay import CountResult, RunCount, StreamRelayAddress
 from actors.messages.supervisor import (
+    GetSessionActivity,
     RetrySupervisorAddress,
     RetrySupervisorMsg,
     RunCountTokens,
     RunQuery,
+    SessionActivity,
 )
 from actors.session_state import SessionStates
 from protocol.betas import count_tokens_betas, split_beta_header, with_beta_header
@@ -124,7 +127,7 @@ class RetrySupervisor:
         self._to_pool = to_pool
         self._rng = rng
         # issue 5: request-construction latches, cache-break baselines and activity per session.
-        self.sessions = SessionStates()
+        self._sessions = SessionStates()
         # The model catalog in force (the ModelsFetcher's, once it has merged the upstream's).
         self._builds = ProviderBuilds(config, catalog)
 
@@ -170,6 +173,10 @@ class RetrySupervisor:
                     what=_what(msg),
                     on_failure=functools.partial(fail, msg.reply, "RetrySupervisor"),
                 )
+            case GetSessionActivity():
+                sessions = self._sessions
+                answer(msg.reply, SessionActivity(active=tuple(sessions.active()), idle=tuple(sessions.idle())))
+                return
             case _:
                 assert_never(msg)
         nursery.start_soon(task)
@@ -180,7 +187,7 @@ class RetrySupervisor:
         match msg:
             case RunQuery():
                 nursery.start_soon(_end_query, msg, info, self._drain)
-            case RunCountTokens():
+            case RunCountTokens() | GetSessionActivity():
                 fail(msg.reply, "RetrySupervisor")
             case _:
                 assert_never(msg)
@@ -190,7 +197,7 @@ class RetrySupervisor:
             msg,
             config=self._config,
             shared=shared,
-            sessions=self.sessions,
+            sessions=self._sessions,
             builds=self._builds,
             metrics=self._metrics,
             rng=self._rng,
@@ -237,6 +244,8 @@ def _what(msg: RetrySupervisorMsg) -> str:
             return f"query {msg.query.id}"
         case RunCountTokens():
             return f"count_tokens {msg.query_id}"
+        case GetSessionActivity():
+            return "message GetSessionActivity"
         case _:
             assert_never(msg)
 

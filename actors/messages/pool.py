@@ -13,21 +13,28 @@ import msgspec
 import trio
 
 from actors.config import FIRST_PARTY
+from actors.credentials import Credential
 from actors.providers import Endpoint
-from actors.upstream import UpstreamClient
+from actors.upstream import UpstreamClient, without_userinfo
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):
-    """What one request needs: the client, the base URL, the headers, and the credential's
-    generation (to report it if the upstream refuses it)."""
+    """What one request needs: the client, the base URL, the headers (the credential's
+    among them), and the credential's generation (to report it if the upstream refuses it).
+    ``credential``: the one those headers carry, for a request shaped otherwise (the
+    BootstrapFetcher's). The lease's ``repr`` shows neither."""
 
     client: UpstreamClient
     base_url: str
     headers: tuple[tuple[str, str], ...]
     generation: int
+    credential: Credential
     # issue 6: the provider, and its URL shaping and signing (None: the first party).
     provider: str = FIRST_PARTY
     endpoint: Endpoint | None = None
+
+    def __repr__(self) -> str:
+        return f"Lease(base_url={without_userinfo(self.base_url)!r}, generation={self.generation}, provider={self.provider!r}, headers=***)"
 
 
 class Acquire(msgspec.Struct, frozen=True, kw_only=True):

@@ -52,7 +52,20 @@ class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
     transparent: bool = False
 
 
-RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens
+class SessionActivity(msgspec.Struct, frozen=True, kw_only=True):
+    """Which sessions the supervisor knows, at one moment: ``active`` have an upstream
+    request in flight (reference-client.md 8, session activity); ``idle`` have none, each
+    with the trio time its last request ended (None: none has ended yet)."""
+
+    active: tuple[str, ...] = ()
+    idle: tuple[tuple[str, float | None], ...] = ()
+
+
+class GetSessionActivity(msgspec.Struct, frozen=True, kw_only=True):
+    reply: trio.MemorySendChannel[SessionActivity]
+
+
+RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens | GetSessionActivity
 
 
 RetrySupervisorAddress: TypeAlias = trio.MemorySendChannel[RetrySupervisorMsg]
