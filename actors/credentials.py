@@ -26,10 +26,10 @@ import msgspec
 import trio
 
 from actors.config import Config
+from protocol.betas import OAUTH
 from protocol.bounded_json import BoundedDecoder
 from protocol.errors import SwitchboardError
 
-OAUTH_BETA: Final = "oauth-2025-04-20"
 # reference-client.md 1.9: an OAuth token counts as expired 5 minutes before expiresAt.
 OAUTH_EXPIRY_MARGIN: Final = 300.0
 # A key helper that hangs must not hang every request behind it.
@@ -73,7 +73,7 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
         if self.bearer is not None:
             out.append(("authorization", f"Bearer {self.bearer}"))
         if self.oauth:
-            out.append(("anthropic-beta", OAUTH_BETA))
+            out.append(("anthropic-beta", OAUTH))
         return out
 
 

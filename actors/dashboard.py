@@ -34,7 +34,6 @@ Failure policy:
 from __future__ import annotations
 
 import datetime
-import hmac
 import importlib.resources
 import time
 from collections.abc import Callable, Sequence
@@ -44,8 +43,8 @@ import msgspec
 import trio
 
 from actors.asgi import Exchange, RequestHead
-from actors.budgets import budget_view
-from actors.config import Config, Secret
+from actors.budgets import among, budget_view, presented
+from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
 from actors.http_answer import send_error
@@ -190,14 +189,10 @@ class Dashboard:
         budgets = self._gateway.budgets
         if not access and not admin and (budgets is None or not await budgets.required()):
             return EVERYONE
-        scheme, _, bearer = head.headers.get("authorization", "").partition(" ")
-        presented = [head.headers.get("x-api-key", "")]
-        if scheme.lower() == "bearer":
-            presented.append(bearer.strip())
-        for candidate in filter(None, presented):
-            if _matches(candidate, admin):
+        for candidate in presented(head.headers):
+            if among(candidate, admin):
                 return EVERYONE
-            if _matches(candidate, access) or (budgets is not None and await budgets.lookup(candidate) is not None):
+            if among(candidate, access) or (budgets is not None and await budgets.lookup(candidate) is not None):
                 return Scope(everyone=False, owner=owner_digest(candidate))
         return None
 
@@ -277,10 +272,6 @@ class Dashboard:
         if budgets is None:
             return {"budgets": []}
         return {"budgets": budget_rows(scope, await budgets.tokens(), self._now())}
-
-
-def _matches(candidate: str, tokens: tuple[Secret, ...]) -> bool:
-    return any(hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens)
 
 
 def _no_parameters(query: str) -> None:

@@ -35,6 +35,7 @@ from actors.metrics import Metrics
 from actors.providers import Prepared
 from actors.upstream import failure_from_exception, failure_from_response
 from protocol.assembly import MessageAssembler
+from protocol.betas import CONTEXT_1M
 from protocol.errors import RemoteProtocolError
 from protocol.eventstream import BedrockStreamDecoder, BedrockStreamException
 from protocol.frames import EventFrame
@@ -59,9 +60,6 @@ upstream_log = logging.getLogger("switchboard.upstream")
 PROVIDER: Final = "anthropic"
 _BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
 
-# wire.md 10.3: with this beta, a request over 200k input tokens is billed at long-context
-# rates (where the model has them).
-LONG_CONTEXT_BETA: Final = "context-1m-2025-08-07"
 
 
 def _renumber(data: bytes, offset: int) -> bytes:
@@ -173,7 +171,7 @@ class Progress:
         # One upstream message, one ledger record (its provisional and final versions).
         self.record_id = f"{msg.query_id}:{msg.attempt}:{uuid.uuid4().hex}"
         self.long_context = any(
-            name.lower() == "anthropic-beta" and LONG_CONTEXT_BETA in value for name, value in msg.headers
+            name.lower() == "anthropic-beta" and CONTEXT_1M in value for name, value in msg.headers
         )
         self.failure: Failure | None = None
         self.completed = False

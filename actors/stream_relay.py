@@ -79,8 +79,6 @@ from actors.messages.relay import (
 )
 from actors.metrics import Metrics
 from actors.providers import Prepared
-from actors.relay_attempt import LONG_CONTEXT_BETA as LONG_CONTEXT_BETA
-from actors.relay_attempt import PROVIDER as PROVIDER
 from actors.relay_attempt import AttemptStreamer, ClientGone, Progress, upstream_failure
 from actors.upstream import failure_from_exception
 from protocol.errors import ActorUnavailable, InternalError
