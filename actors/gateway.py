@@ -1,10 +1,16 @@
 """The composition root and the embedding API.
 
 ``run_gateway(config, *, task_status)`` starts every actor in dependency order inside its own
-nursery (CostLedger, ClientPool, BootstrapFetcher, ModelsFetcher, StreamRelay, RetrySupervisor, then the
-FrontDoor when a port is configured), hands each its own clone of the addresses it talks to, and reports a
-``Gateway`` handle through ``task_status.started``; it runs until cancelled.
-``open_gateway(config)`` is the same as an async context manager that owns its nursery.
+nursery (CostLedger, ClientPool, BootstrapFetcher, ModelsFetcher, StreamRelay, RetrySupervisor),
+hands each its own clone of the addresses it talks to (their messages: ``actors/messages/``),
+and reports a ``Gateway`` handle through ``task_status.started``; it runs until cancelled.
+``open_gateway(config)`` is the same as an async context manager that owns its nursery. The
+doors (the WebSocket FrontDoor, the HTTP door) are not started here: ``actors/server.py``
+runs them on a Gateway.
+
+The Gateway owns no actor's state: it asks by message (``GetSessionActivity``,
+``GetBootstrap``, the ledger's reads) or reads a snapshot an actor publishes (the
+BootstrapFetcher's ``BootstrapState``, the ModelsFetcher's catalog, the ledger's health).
 
 Embedding (no socket of ours in between)::
 

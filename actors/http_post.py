@@ -31,7 +31,6 @@ from hypercorn.typing import ASGIReceiveCallable
 from actors.asgi import (
     BodyStalled,
     BodyTooLarge,
-    ClientGone,
     Exchange,
     RequestHead,
     read_body,
@@ -44,7 +43,7 @@ from actors.gateway import Gateway
 from actors.http_answer import Reply, adopt, answer_json, answer_stream, send_error, shutting_down
 from actors.messages.relay import CountResult
 from actors.query_options import QueryOptions
-from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError
+from protocol.errors import ActorUnavailable, ClientGone, Overloaded, RemoteProtocolError
 from protocol.frames import SESSION_ID, TokenBudget
 from protocol.http_api import JSON_CONTENT_TYPE, default_session, http_error, parse_body
 from protocol.passthrough import client_timeout

@@ -37,7 +37,6 @@ from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import (
     HEARTBEAT_INTERVAL,
-    ClientGone,
     QueryTotals,
     deliver,
     epoch_ms,
@@ -49,7 +48,7 @@ from actors.retry_shared import Refused, SharedRetryState
 from actors.session_state import SessionRequestState, SessionStates
 from protocol.assembly import usage_json
 from protocol.caching import CacheBreak, PromptSnapshot, tracking_key
-from protocol.errors import INTERNAL_ERROR, InternalError
+from protocol.errors import INTERNAL_ERROR, ClientGone, InternalError
 from protocol.frames import (
     Aborted,
     Done,

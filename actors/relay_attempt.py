@@ -36,7 +36,7 @@ from actors.providers import Prepared
 from actors.upstream import failure_from_exception, failure_from_response
 from protocol.assembly import MessageAssembler
 from protocol.betas import CONTEXT_1M
-from protocol.errors import RemoteProtocolError
+from protocol.errors import ClientGone, RemoteProtocolError
 from protocol.eventstream import BedrockStreamDecoder, BedrockStreamException
 from protocol.frames import EventFrame
 from protocol.http_api import client_headers
@@ -148,10 +148,6 @@ def log_attempt(
         prepared.headers.get("anthropic-beta") or "-", outcome, request_id or "-",
         (trio.current_time() - sent_at) * 1000,
     )
-
-
-class ClientGone(Exception):
-    """The query's outbound channel is closed: nobody is listening any more."""
 
 
 class Progress:

@@ -79,9 +79,9 @@ from actors.messages.relay import (
 )
 from actors.metrics import Metrics
 from actors.providers import Prepared
-from actors.relay_attempt import AttemptStreamer, ClientGone, Progress, upstream_failure
+from actors.relay_attempt import AttemptStreamer, Progress, upstream_failure
 from actors.upstream import failure_from_exception
-from protocol.errors import ActorUnavailable, InternalError
+from protocol.errors import ActorUnavailable, ClientGone, InternalError
 from protocol.http_api import client_headers
 from protocol.request import merge_headers
 from protocol.retry import Failure
