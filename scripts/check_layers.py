@@ -6,7 +6,8 @@ actors/ is the trio shell: no asyncio, no blocking sleeps.
 No import cycles among the modules of actors/, protocol/ and emulator/: every import of one
 of them counts, at module level, under ``if TYPE_CHECKING:`` and deferred into a function
 alike (a deferred import hides a cycle from Python, not from the reader). An actor's users
-import its contract (``actors/messages/``), not the actor.
+import its contract (``actors/messages/``), not the actor, and a contract imports no module
+that uses contracts (an actor, a door, the Gateway).
 Prints one line per finding and exits 0 always; `./dev check` fails when it prints anything.
 
 Usage: check_layers.py [REPO_ROOT]   (default: the current directory)
@@ -52,6 +53,10 @@ def attribute_uses(tree: ast.AST, owner: str, attr: str) -> list[int]:
         and isinstance(node.value, ast.Name)
         and node.value.id == owner
     ]
+
+
+# The actors' contracts: each actor's messages (actors/messages/__init__.py).
+CONTRACTS = "actors.messages"
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -123,13 +128,36 @@ def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
     return found
 
 
-def check_cycles(
-    root: Path, trees: dict[str, tuple[Path, ast.AST]], allowed: frozenset[frozenset[str]]
-) -> list[str]:
+def import_graph(trees: dict[str, tuple[Path, ast.AST]]) -> dict[str, dict[str, int]]:
+    """Each module's imports of the others (first line of each), itself left out."""
     modules = set(trees)
     graph = {name: own_imports(tree, modules) for name, (_, tree) in trees.items()}
     for name, edges in graph.items():
         edges.pop(name, None)
+    return graph
+
+
+def check_contracts(root: Path, trees: dict[str, tuple[Path, ast.AST]], graph: dict[str, dict[str, int]]) -> list[str]:
+    """A contract module (``actors/messages/``) is a leaf: it imports other contracts and
+    modules that use no contract (types, config, protocol/), never an actor or its users."""
+    users = {name for name, edges in graph.items() if any(t.startswith(CONTRACTS + ".") for t in edges)}
+    findings = []
+    for name in sorted(graph):
+        if not name.startswith(CONTRACTS + "."):
+            continue
+        for target, lineno in sorted(graph[name].items()):
+            if not target.startswith(CONTRACTS) and target in users:
+                path = trees[name][0].relative_to(root)
+                findings.append(f"{path}:{lineno}: the contract {name} imports {target}, which uses contracts itself")
+    return findings
+
+
+def check_cycles(
+    root: Path,
+    trees: dict[str, tuple[Path, ast.AST]],
+    graph: dict[str, dict[str, int]],
+    allowed: frozenset[frozenset[str]],
+) -> list[str]:
     findings = []
     seen = set()
     for component in sorted(cycles(graph)):
@@ -175,7 +203,8 @@ def check(root: Path, allowed: frozenset[frozenset[str]] = ALLOWED_CYCLES) -> li
             trees[module_name(root, path)] = (path, ast.parse(path.read_text(encoding="utf-8"), str(path)))
         except SyntaxError as exc:
             findings.append(f"{path.relative_to(root)}:{exc.lineno}: does not parse: {exc.msg}")
-    return findings + check_cycles(root, trees, allowed)
+    graph = import_graph(trees)
+    return findings + check_cycles(root, trees, graph, allowed) + check_contracts(root, trees, graph)
 
 
 def main() -> None:

@@ -96,3 +96,20 @@ def test_cycles_are_exactly_the_nodes_that_reach_each_other(edges: set[tuple[int
         for name in graph
     }
     assert {frozenset(c) for c in check_layers.cycles(graph)} == {c for c in expected if len(c) > 1}
+
+
+def test_a_contract_may_not_import_an_actor(tmp_path: Path) -> None:
+    (tmp_path / "actors" / "messages").mkdir(parents=True)
+    root = tree(
+        tmp_path,
+        {
+            "actors/messages/__init__.py": "",
+            "actors/messages/pool.py": "from actors.config import C\n",
+            "actors/messages/relay.py": "from actors.messages.pool import Lease\nfrom actors.pool import Pool\n",
+            "actors/config.py": "C = 1\n",
+            "actors/pool.py": "from actors.messages.pool import Lease\n",
+        },
+    )
+    assert check_layers.check(root, frozenset()) == [
+        "actors/messages/relay.py:2: the contract actors.messages.relay imports actors.pool, which uses contracts itself"
+    ]
