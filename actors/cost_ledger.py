@@ -28,9 +28,10 @@ Inbox (``CostLedgerMsg``):
     logged and its reply dropped (the asker sees ``ActorUnavailable``); nothing else changes.
     ``SessionOwners`` (the dashboard): the owners of the sessions in memory among those asked.
 Outputs:
-    None; it only answers, each request after its batch is committed. Its health
-    (``health``, ``refusal``) is read by the Gateway (new queries) and the HTTP door
-    (``/healthz``); the metrics get its state (``switchboard_ledger_*``).
+    None; it only answers, each request after its batch is committed. It publishes its
+    health (``health``: an immutable ``LedgerHealth`` replaced at every change, its
+    ``refusal`` included), which the Gateway (new queries) and the HTTP door (``/healthz``)
+    read; the metrics get its state (``switchboard_ledger_*``).
 Group commit:
     Having taken one message, the ledger also takes every message already waiting
     (``receive_nowait``, up to ``MAX_BATCH``), applies them in order in memory, writes them in
@@ -62,7 +63,7 @@ Failure policy:
     stays pending in memory, replies still go out (the totals in memory are right) saying
     ``recorded=False``, batches stop trying to commit, and one task retries the commit with
     backoff until it succeeds, which commits everything pending and makes the ledger healthy
-    again. Meanwhile ``refusal`` tells the Gateway to refuse new queries
+    again. Meanwhile the published ``health.refusal`` tells the Gateway to refuse new queries
     (``ledger_unavailable``), unless ``fail_open`` (then only past ``MAX_PENDING_RECORDS``).
     The health state itself is ``actors.ledger_health.LedgerCondition``.
     A failed read of a session (a corrupt page) fails that session's requests only (its
@@ -285,13 +286,9 @@ class CostLedger:
 
     @property
     def health(self) -> LedgerHealth:
-        """The ledger's health now. Not a checkpoint."""
-        return self._condition.health()
-
-    def refusal(self) -> str | None:
-        """Why a new query must be refused now (``LedgerCondition.refusal``), else None.
-        Not a checkpoint."""
-        return self._condition.refusal()
+        """The health snapshot the ledger publishes (``LedgerCondition.published``: immutable,
+        replaced at every change), ``refusal`` included. Not a checkpoint."""
+        return self._condition.published
 
     def statistics(self) -> LedgerStatistics:
         return LedgerStatistics(

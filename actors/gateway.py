@@ -288,7 +288,7 @@ class Gateway:
             outbound.close()
             raise
         scope = scope if scope is not None else trio.CancelScope()
-        refusal = self._ledger.refusal() if self._ledger is not None else None
+        refusal = self._ledger.health.refusal if self._ledger is not None else None
         if refusal is not None:
             self.metrics.ledger_refused()
             error = ErrorInfo(type="ledger_unavailable", message=refusal, status=503, request_id=None)
