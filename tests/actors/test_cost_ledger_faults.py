@@ -126,7 +126,8 @@ async def test_failing_open_serves_until_too_much_is_pending(
     async with faulty(ledger_location, fail_open=True) as (ledger, address, store):
         store.write_error = DISK_FULL
         assert not (await record(address, FINAL, record_id="a")).recorded
-        assert not ledger.health.healthy and ledger.health.refusal is None
+        first = ledger.health
+        assert not first.healthy and first.refusal is None
         assert not (await record(address, FINAL, record_id="b")).recorded
         refusal = ledger.health.refusal
         assert refusal is not None and DISK_FULL in refusal

@@ -144,14 +144,15 @@ async def test_a_server_that_vanishes_degrades_the_ledger_which_recovers_without
                 health = ledger.health
                 assert not health.healthy and not health.committing and health.pending_records == 1
                 assert health.reason is not None and health.reason.startswith("cost ledger cannot commit: ")
-                assert ledger.health.refusal is not None  # new queries are refused meanwhile
+                assert health.refusal is not None  # new queries are refused meanwhile
                 # A session not in memory cannot be read: it fails alone.
                 assert not (await record(address, "cold", session="elsewhere")).recorded
                 proxy.up()
                 with trio.fail_after(300):  # virtual seconds: the retry's backoff, 15 s at most
                     while not ledger.health.healthy:  # noqa: ASYNC110 (the health has no event)
                         await trio.sleep(1)
-                assert ledger.health.refusal is None and ledger.health.pending_records == 0
+                after = ledger.health
+                assert after.refusal is None and after.pending_records == 0
                 assert (await record(address, "after")).recorded
     stored = dict(read_sessions(pg_url))
     assert stored["s"].total_pico == 3 * USAGE_PICO
