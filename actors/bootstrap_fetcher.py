@@ -67,6 +67,8 @@ log = logging.getLogger("switchboard.bootstrap")
 # reference-client.md 4: the reference gives the endpoint 5 s (axios timeout) per request.
 BOOTSTRAP_TIMEOUT: Final = 5.0
 USER_AGENT: Final = "switchboard/0.1.0"
+# The answer is a few KiB; a body past this is refused while it is read, not held whole.
+MAX_BOOTSTRAP_BODY: Final = 1024 * 1024
 
 
 def skip_reason(config: Config) -> str | None:
@@ -194,27 +196,29 @@ class BootstrapFetcher:
             if headers is None:
                 log.warning("bootstrap fetch: no credential after the refresh")
                 return None
-            response: httpx.Response | None = None
+            answered: tuple[int, bytes | None] | None = None
             with trio.move_on_after(BOOTSTRAP_TIMEOUT):
                 try:
-                    response = await lease.client.request(
-                        "GET", lease.base_url + BOOTSTRAP_PATH, headers=dict(headers)
-                    )
+                    answered = await _get(lease, dict(headers))
                 except httpx.HTTPError as exc:
                     log.warning("bootstrap fetch failed: %s", type(exc).__name__)
                     return None
-            if response is None:
+            if answered is None:
                 log.warning("bootstrap fetch timed out after %.0f s", BOOTSTRAP_TIMEOUT)
                 return None
-            if response.status_code == 401 and attempt == 1:
+            status, body = answered
+            if status == 401 and attempt == 1:
                 log.info("bootstrap fetch: 401, refreshing the credential and retrying once")
                 lease = await self._refreshed(lease)
                 continue
-            if response.status_code != 200:
-                log.warning("bootstrap fetch failed: HTTP %d", response.status_code)
+            if status != 200:
+                log.warning("bootstrap fetch failed: HTTP %d", status)
+                return None
+            if body is None:
+                log.warning("bootstrap answer ignored: over %d bytes", MAX_BOOTSTRAP_BODY)
                 return None
             try:
-                return decode_bootstrap(response.content)
+                return decode_bootstrap(body)
             except RemoteProtocolError as exc:
                 log.warning("bootstrap answer ignored: %s", exc)
                 return None
@@ -260,6 +264,19 @@ class BootstrapFetcher:
             await trio.to_thread.run_sync(_replace_file, path, encode_bootstrap(fetched))
         except OSError as exc:
             log.warning("bootstrap cache %s not written: %s", path, exc)
+
+
+async def _get(lease: Lease, headers: dict[str, str]) -> tuple[int, bytes | None]:
+    """The status and, for a 200, the body (None: over ``MAX_BOOTSTRAP_BODY``)."""
+    async with lease.client.stream("GET", lease.base_url + BOOTSTRAP_PATH, headers=headers) as response:
+        if response.status_code != 200:
+            return response.status_code, b""
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_BOOTSTRAP_BODY:
+                return response.status_code, None
+        return response.status_code, bytes(body)
 
 
 def _headers(credential: Credential) -> tuple[tuple[str, str], ...] | None:

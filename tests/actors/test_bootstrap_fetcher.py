@@ -18,6 +18,7 @@ import pytest
 import trio
 from harness import connect
 
+import actors.bootstrap_fetcher
 from actors._util import answer, ask, fail
 from actors.bootstrap_fetcher import BOOTSTRAP_TIMEOUT, BootstrapFetcher
 from actors.client_pool import ClientPool
@@ -265,3 +266,17 @@ async def test_a_failed_refresh_is_not_fatal(
     assert state == BootstrapState(settled=True)
     assert "the credential refresh failed" in caplog.text
     assert [h["x-api-key"] for h in bootstrap_requests(upstream.emulator)] == [TEST_KEY, TEST_KEY]
+
+
+async def test_an_answer_over_the_size_limit_is_ignored(
+    nursery: trio.Nursery,
+    upstream: Upstream,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    monkeypatch.setattr(actors.bootstrap_fetcher, "MAX_BOOTSTRAP_BODY", 16)
+    state = await settle(nursery, make_config(upstream), cache_path=None)
+    assert state == BootstrapState(settled=True)
+    assert len(bootstrap_requests(upstream.emulator)) == 1
+    assert "bootstrap answer ignored: over 16 bytes" in caplog.text
