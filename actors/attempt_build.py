@@ -16,13 +16,14 @@ Used by ``actors.query_run``; reads and updates the session's latch only in the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, receive_reply
 from actors.messages.relay import AttemptOutcome, RunAttempt, StreamRelayAddress
+from actors.messages.supervisor import RunQuery
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import QueryTotals
 from actors.query_options import QueryOptions
@@ -35,10 +36,6 @@ from protocol.recovery import Recovery
 from protocol.request_builder import build_request
 from protocol.retry import RetryState
 from protocol.wire import JsonObject
-
-if TYPE_CHECKING:
-    # Only a type here: the supervisor's module imports query_run, which imports this one.
-    from actors.messages.supervisor import RunQuery
 
 Headers = tuple[tuple[str, str], ...]
 _NO_NOTES: Final[tuple[str, ...]] = ()

@@ -20,7 +20,7 @@ import functools
 import logging
 import math
 import random
-from typing import TYPE_CHECKING, assert_never, final
+from typing import assert_never, final
 
 import msgspec
 import trio
@@ -33,6 +33,7 @@ from actors.drain import QUEUED_SHUTTING_DOWN_ERROR, SHUTTING_DOWN, SHUTTING_DOW
 from actors.messages.ledger import CostLedgerAddress, RecordDuration
 from actors.messages.pool import ClientPoolAddress, Refresh, RefreshResult, ReportBroken
 from actors.messages.relay import AttemptOutcome, StreamRelayAddress
+from actors.messages.supervisor import RunQuery
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import (
@@ -77,10 +78,6 @@ from protocol.retry import (
     terminal_error,
 )
 from protocol.wire import JsonObject
-
-if TYPE_CHECKING:
-    # Only a type here: the supervisor's module imports this one.
-    from actors.messages.supervisor import RunQuery
 
 # The supervisor's logger: the runs are its work.
 log = logging.getLogger("switchboard.supervisor")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import TYPE_CHECKING, Final, Protocol, final
+from typing import Final, Protocol, final
 
 import httpx
 import msgspec
@@ -31,6 +31,7 @@ import trio
 from actors._util import ask
 from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.messages.pool import Acquire, ClientPoolAddress, Lease
+from actors.messages.relay import RunAttempt
 from actors.metrics import Metrics
 from actors.providers import Prepared
 from actors.upstream import failure_from_exception, failure_from_response
@@ -48,18 +49,13 @@ from protocol.sse import SSEDecoder
 from protocol.usage import Usage
 from protocol.wire import JSON, JSON_OBJECT, JsonObject
 
-if TYPE_CHECKING:
-    # Annotations only: actors.stream_relay imports this module.
-    from actors.messages.relay import RunAttempt
-
-# The provider label of the first party's metrics (a cloud lease's endpoint has its own).
 log = logging.getLogger("switchboard.relay")
 # One DEBUG line per upstream attempt (``--debug``; README "Configuration").
 upstream_log = logging.getLogger("switchboard.upstream")
 
+# The provider label of the first party's metrics (a cloud lease's endpoint has its own).
 PROVIDER: Final = "anthropic"
 _BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
-
 
 
 def _renumber(data: bytes, offset: int) -> bytes:
