@@ -23,6 +23,8 @@ import msgspec
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
 
+from protocol.errors import ClientGone, SwitchboardError
+
 Headers = Sequence[tuple[bytes, bytes]]
 
 # nginx's name for "the client closed the connection before the response": used in logs and
@@ -30,15 +32,11 @@ Headers = Sequence[tuple[bytes, bytes]]
 CLIENT_CLOSED: Final = 499
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(SwitchboardError):
     """The request body is over the limit (declared or sent)."""
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
-
-
-class BodyStalled(Exception):
+class BodyStalled(SwitchboardError):
     """The request body stopped arriving (no part of it for the idle timeout)."""
 
 

@@ -22,12 +22,12 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, receive_reply
+from actors.messages.relay import AttemptOutcome, RunAttempt, StreamRelayAddress
+from actors.messages.supervisor import RunQuery
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import QueryTotals
 from actors.query_options import QueryOptions
-from actors.run_query import RunQuery
 from actors.session_state import SessionRequestState
-from actors.stream_relay import AttemptOutcome, RunAttempt, StreamRelayAddress
 from protocol.betas import split_beta_header, with_beta_header
 from protocol.caching import PromptSnapshot
 from protocol.errors import InternalError

@@ -11,15 +11,17 @@ Inbox (``BootstrapFetcherMsg``):
     ``BootstrapState`` at once, or with ``settled=True`` once the startup fetch has ended
     (fetched, failed or skipped).
 Outputs:
-    The upstream bootstrap endpoint (its own short-lived HTTP client) and the cache file.
+    ClientPool (``Acquire`` the first party's lease: its client and credential; ``Refresh``
+    after a 401), the upstream bootstrap endpoint through that lease, and the cache file.
 Lifecycle:
     ``run`` opens its inbox, calls ``task_status.started(address)``, then reads the cache
     and fetches in a background task of its own nursery; it returns when every address
-    clone is closed, cancelling a fetch still running.
+    clone is closed, cancelling a fetch still running. It closes its ClientPool address
+    once the startup fetch has ended.
 Failure policy:
     Nothing here is fatal. Skipped (logged) when ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC``
-    is set, the provider is not the first party, or there is no credential. A 401 gets one
-    retry after a credential refresh (the ``refresh`` hook). A timeout, a connection
+    is set, the provider is not the first party, or the pool's lease has no credential. A
+    401 gets one retry after the pool's ``Refresh`` (with the credential then in force). A timeout, a connection
     error, another status or an answer that fails the schema is logged and ignored: the
     cached answer, if any, stays. The cache is written only when the answer changed. An
     unexpected exception in the startup fetch or in serving a message is logged and counted
@@ -34,17 +36,23 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeAlias, assert_never, final
+from typing import Final, assert_never, final
 
 import httpx
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, answer, contained, fail, inbox_messages, report_internal
-from actors.config import FIRST_PARTY, Config, Secret
+from actors._util import answer, ask, contained, fail, inbox_messages, report_internal
+from actors.config import FIRST_PARTY, Config
+from actors.credentials import Credential
+from actors.messages.bootstrap import (
+    BootstrapFetcherAddress,
+    BootstrapFetcherMsg,
+    BootstrapState,
+    GetBootstrap,
+)
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease, Refresh, RefreshResult
 from actors.metrics import Metrics
-from actors.upstream import without_userinfo
 from protocol.bootstrap import (
     BOOTSTRAP_PATH,
     BootstrapAnswer,
@@ -52,64 +60,24 @@ from protocol.bootstrap import (
     decode_bootstrap,
     encode_bootstrap,
 )
-from protocol.errors import RemoteProtocolError
-from protocol.frames import ModelOption
-from protocol.wire import JsonObject
+from protocol.errors import ActorFailed, ActorUnavailable, RemoteProtocolError
 
 log = logging.getLogger("switchboard.bootstrap")
 
 # reference-client.md 4: the reference gives the endpoint 5 s (axios timeout) per request.
 BOOTSTRAP_TIMEOUT: Final = 5.0
 USER_AGENT: Final = "switchboard/0.1.0"
+# The answer is a few KiB; a body past this is refused while it is read, not held whole.
+MAX_BOOTSTRAP_BODY: Final = 1024 * 1024
 
 
-class Credentials(msgspec.Struct, frozen=True, kw_only=True):
-    """What the fetch authenticates with: an OAuth bearer is preferred over the API key."""
-
-    api_key: Secret | None = None
-    auth_token: Secret | None = None
-
-
-# Called after a 401: fresh credentials, or None to retry with the same ones.
-RefreshCredentials: TypeAlias = Callable[[], Awaitable[Credentials | None]]
-
-
-async def no_refresh() -> Credentials | None:
-    """The default refresh hook: nothing to refresh (the retry uses the same credentials)."""
-    return None
-
-
-class BootstrapState(msgspec.Struct, frozen=True, kw_only=True):
-    """What the gateway knows from the bootstrap API.
-
-    ``model_options``: the additional options only (``merge_model_options`` joins them to
-    the defaults). ``source``: ``"none"``, ``"cache"`` (the disk cache) or ``"upstream"``
-    (this start's fetch). ``settled``: the startup fetch has ended, whichever way.
-    """
-
-    client_data: JsonObject | None = None
-    model_options: tuple[ModelOption, ...] = ()
-    source: str = "none"
-    settled: bool = False
-
-
-class GetBootstrap(msgspec.Struct, frozen=True, kw_only=True):
-    reply: trio.MemorySendChannel[BootstrapState]
-    settled: bool = False
-
-
-BootstrapFetcherMsg: TypeAlias = GetBootstrap
-BootstrapFetcherAddress: TypeAlias = trio.MemorySendChannel[BootstrapFetcherMsg]
-
-
-def skip_reason(config: Config, credentials: Credentials) -> str | None:
-    """Why the fetch must not run (reference-client.md 4), or None when it may."""
+def skip_reason(config: Config) -> str | None:
+    """Why the fetch must not run (reference-client.md 4), or None when it may (a lease
+    without a credential skips it too: ``_get``)."""
     if config.disable_nonessential_traffic:
         return "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC is set"
     if config.provider != FIRST_PARTY:
         return f"provider {config.provider} has no bootstrap API"
-    if credentials.api_key is None and credentials.auth_token is None:
-        return "no credential"
     return None
 
 
@@ -117,34 +85,30 @@ def skip_reason(config: Config, credentials: Credentials) -> str | None:
 class BootstrapFetcher:
     """Fetches and serves the bootstrap state (see the module docstring).
 
-    ``cache_path``: the JSON cache file, or None for none. ``credentials``: default, the
-    config's. ``transport``: replaces the HTTP transport (tests). ``refresh``: the hook a
-    401 calls before its one retry.
+    ``to_pool``: the ClientPool the fetch leases its client and credential from (the
+    fetcher closes it once the startup fetch has ended). ``cache_path``: the JSON cache
+    file, or None for none.
     """
 
     def __init__(
         self,
         config: Config,
+        to_pool: ClientPoolAddress,
         *,
         cache_path: str | None,
-        credentials: Credentials | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        refresh: RefreshCredentials = no_refresh,
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics
         self._config = config
+        self._to_pool = to_pool
         self._cache_path = cache_path
-        self._credentials = credentials or Credentials(api_key=config.api_key, auth_token=config.auth_token)
-        self._transport = transport
-        self._refresh = refresh
         self._state = BootstrapState()
         self._waiting: list[trio.MemorySendChannel[BootstrapState]] = []
 
     @property
     def state(self) -> BootstrapState:
-        """The current state, published for synchronous readers (``Gateway.models``): an
-        immutable snapshot that the fetcher replaces as a whole. Not a checkpoint."""
+        """The snapshot the fetcher publishes for synchronous readers (``Gateway.models``):
+        immutable, replaced as a whole (actors/messages/bootstrap.py). Not a checkpoint."""
         return self._state
 
     async def run(
@@ -192,76 +156,87 @@ class BootstrapFetcher:
 
     async def _startup_task(self) -> None:
         try:
-            cached = await self._read_cache()
-            if cached is not None:
-                self._state = _state(cached, "cache")
-            reason = skip_reason(self._config, self._credentials)
-            if reason is not None:
-                log.info("bootstrap fetch skipped: %s", reason)
-                return
-            fetched = await self._fetch()
-            if fetched is not None:
-                self._state = _state(fetched, "upstream")
-                if fetched != cached:
-                    await self._write_cache(fetched)
-            elif cached is not None:
-                log.info("using the cached bootstrap answer")
+            with self._to_pool:
+                await self._startup()
         finally:
             self._state = msgspec.structs.replace(self._state, settled=True)
             waiting, self._waiting = self._waiting, []
             for reply in waiting:
                 answer(reply, self._state)
 
-    async def _fetch(self) -> BootstrapAnswer | None:
-        """One GET, and one more after a 401 and a credential refresh. None: failed (logged)."""
-        client = httpx.AsyncClient(transport=self._transport, timeout=None)
-        try:
-            return await self._get(client)
-        finally:
-            # A transport handed in (shared with the ClientPool) is not ours to close.
-            if self._transport is None:
-                with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                    await client.aclose()
+    async def _startup(self) -> None:
+        cached = await self._read_cache()
+        if cached is not None:
+            self._state = _state(cached, "cache")
+        reason = skip_reason(self._config)
+        if reason is not None:
+            log.info("bootstrap fetch skipped: %s", reason)
+            return
+        fetched = await self._fetch()
+        if fetched is not None:
+            self._state = _state(fetched, "upstream")
+            if fetched != cached:
+                await self._write_cache(fetched)
+        elif cached is not None:
+            log.info("using the cached bootstrap answer")
 
-    async def _get(self, client: httpx.AsyncClient) -> BootstrapAnswer | None:
-        # No userinfo: httpx's client would log the URL whole, password included.
-        url = without_userinfo(self._config.base_url) + BOOTSTRAP_PATH
-        credentials = self._credentials
+    async def _fetch(self) -> BootstrapAnswer | None:
+        """One GET, and one more after a 401 and a credential refresh. None: failed or
+        skipped (logged). The client and credential are a lease of the ClientPool's."""
+        try:
+            lease: Lease = await ask(self._to_pool, lambda reply: Acquire(reply=reply, provider=FIRST_PARTY))
+        except ActorUnavailable:
+            log.info("bootstrap fetch skipped: the client pool is gone")
+            return None
+        if _headers(lease.credential) is None:
+            log.info("bootstrap fetch skipped: no credential")
+            return None
         for attempt in (1, 2):
-            headers = _headers(credentials)
+            headers = _headers(lease.credential)
             if headers is None:
                 log.warning("bootstrap fetch: no credential after the refresh")
                 return None
-            response: httpx.Response | None = None
+            answered: tuple[int, bytes | None] | None = None
             with trio.move_on_after(BOOTSTRAP_TIMEOUT):
                 try:
-                    response = await client.get(url, headers=dict(headers))
+                    answered = await _get(lease, dict(headers))
                 except httpx.HTTPError as exc:
                     log.warning("bootstrap fetch failed: %s", type(exc).__name__)
                     return None
-            if response is None:
+            if answered is None:
                 log.warning("bootstrap fetch timed out after %.0f s", BOOTSTRAP_TIMEOUT)
                 return None
-            if response.status_code == 401 and attempt == 1:
+            status, body = answered
+            if status == 401 and attempt == 1:
                 log.info("bootstrap fetch: 401, refreshing the credential and retrying once")
-                credentials = await self._refreshed(credentials)
+                lease = await self._refreshed(lease)
                 continue
-            if response.status_code != 200:
-                log.warning("bootstrap fetch failed: HTTP %d", response.status_code)
+            if status != 200:
+                log.warning("bootstrap fetch failed: HTTP %d", status)
+                return None
+            if body is None:
+                log.warning("bootstrap answer ignored: over %d bytes", MAX_BOOTSTRAP_BODY)
                 return None
             try:
-                return decode_bootstrap(response.content)
+                return decode_bootstrap(body)
             except RemoteProtocolError as exc:
                 log.warning("bootstrap answer ignored: %s", exc)
                 return None
         return None
 
-    async def _refreshed(self, current: Credentials) -> Credentials:
+    async def _refreshed(self, current: Lease) -> Lease:
+        """The pool's lease after it reloaded the credential that failed (reference-client.md
+        4), or ``current`` when nothing changed or the pool could not say."""
         try:
-            return await self._refresh() or current
-        except Exception:
-            # The hook belongs to another actor; its failure must not end the gateway.
-            log.exception("bootstrap fetch: the credential refresh failed")
+            result: RefreshResult = await ask(
+                self._to_pool, lambda reply: Refresh(generation=current.generation, provider=FIRST_PARTY, reply=reply)
+            )
+            if not result.changed:
+                return current
+            return await ask(self._to_pool, lambda reply: Acquire(reply=reply, provider=FIRST_PARTY))
+        except (ActorUnavailable, ActorFailed) as exc:
+            # The pool logged its own failure; the retry goes with the credential in hand.
+            log.warning("bootstrap fetch: the credential refresh failed: %s", exc)
             return current
 
     async def _read_cache(self) -> BootstrapAnswer | None:
@@ -291,12 +266,21 @@ class BootstrapFetcher:
             log.warning("bootstrap cache %s not written: %s", path, exc)
 
 
-def _headers(credentials: Credentials) -> tuple[tuple[str, str], ...] | None:
-    return bootstrap_headers(
-        api_key=credentials.api_key.reveal() if credentials.api_key else None,
-        auth_token=credentials.auth_token.reveal() if credentials.auth_token else None,
-        user_agent=USER_AGENT,
-    )
+async def _get(lease: Lease, headers: dict[str, str]) -> tuple[int, bytes | None]:
+    """The status and, for a 200, the body (None: over ``MAX_BOOTSTRAP_BODY``)."""
+    async with lease.client.stream("GET", lease.base_url + BOOTSTRAP_PATH, headers=headers) as response:
+        if response.status_code != 200:
+            return response.status_code, b""
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_BOOTSTRAP_BODY:
+                return response.status_code, None
+        return response.status_code, bytes(body)
+
+
+def _headers(credential: Credential) -> tuple[tuple[str, str], ...] | None:
+    return bootstrap_headers(api_key=credential.api_key, auth_token=credential.bearer, user_agent=USER_AGENT)
 
 
 def _state(fetched: BootstrapAnswer, source: str) -> BootstrapState:

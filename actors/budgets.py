@@ -28,7 +28,7 @@ import hmac
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, TypeVar, final
 
 import msgspec
@@ -331,6 +331,22 @@ class Access(msgspec.Struct, frozen=True, kw_only=True):
 ResolvePrincipal = Callable[[str], Awaitable[Principal | None]]
 
 
+def presented(headers: Mapping[str, str]) -> list[str]:
+    """The tokens a request presents: ``x-api-key``, and a bearer token (the HTTP door's and
+    the dashboard's; lower-case header names)."""
+    scheme, _, bearer = headers.get("authorization", "").partition(" ")
+    found = [headers.get("x-api-key", "")]
+    if scheme.lower() == "bearer":
+        found.append(bearer.strip())
+    return [candidate for candidate in found if candidate]
+
+
+def among(candidate: str, tokens: tuple[Secret, ...]) -> bool:
+    """Whether ``candidate`` is one of ``tokens``, compared in constant time: the one token
+    comparison of the gateway."""
+    return any(hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens)
+
+
 async def authenticate(
     budgets: Budgets | None,
     tokens: tuple[Secret, ...],
@@ -343,7 +359,7 @@ async def authenticate(
     names a user for, or an active ledger token is accepted; with none of these configured,
     everyone is (the gateway's default)."""
     for candidate in candidates:
-        if any(hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens):
+        if among(candidate, tokens):
             return Access(token=candidate, budget=None)
     if resolve is not None:
         for candidate in candidates:

@@ -37,17 +37,27 @@ import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeAlias, assert_never, final
+from typing import Final, assert_never, final
 
 import httpx
 import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, contained, fail, inbox_messages, report_internal
+from actors.cloud_credentials import load_cloud_credential
 from actors.config import FIRST_PARTY, Config
-from actors.credentials import Credential, CredentialError, load_credential
+from actors.credentials import Credential, CredentialError, load_first_party_credential
+from actors.messages.pool import (
+    Acquire,
+    ClientPoolAddress,
+    ClientPoolMsg,
+    Lease,
+    Refresh,
+    RefreshResult,
+    ReportBroken,
+)
 from actors.metrics import Metrics
-from actors.providers import Endpoint, endpoint_for
+from actors.providers import endpoint_for
 from actors.upstream import UpstreamClient
 from protocol.providers import route_provider
 
@@ -65,44 +75,16 @@ MAX_CONNECTIONS: Final = 1024
 EARLY_REFRESH_RETRY_INTERVAL: Final = 30.0
 
 
-class Lease(msgspec.Struct, frozen=True, kw_only=True):
-    """What one request needs: the client, the base URL, the headers, and the credential's
-    generation (to report it if the upstream refuses it)."""
+async def load_credential(config: Config) -> Credential:
+    """Load the credential of ``config.provider`` now: the first party's
+    (actors/credentials.py) or a cloud's (actors/cloud_credentials.py). A checkpoint.
 
-    client: UpstreamClient
-    base_url: str
-    headers: tuple[tuple[str, str], ...]
-    generation: int
-    # issue 6: the provider, and its URL shaping and signing (None: the first party).
-    provider: str = FIRST_PARTY
-    endpoint: Endpoint | None = None
-
-
-class Acquire(msgspec.Struct, frozen=True, kw_only=True):
-    reply: trio.MemorySendChannel[Lease]
-    # issue 6: the provider to lease for; None: the one ``Config.provider_routes`` gives
-    # ``model``, else the configured default.
-    provider: str | None = None
-    model: str | None = None
-
-
-class RefreshResult(msgspec.Struct, frozen=True, kw_only=True):
-    changed: bool
-
-
-class Refresh(msgspec.Struct, frozen=True, kw_only=True):
-    generation: int
-    reply: trio.MemorySendChannel[RefreshResult]
-    # issue 6: whose credential failed (None: the provider that generation belongs to).
-    provider: str | None = None
-
-
-class ReportBroken(msgspec.Struct, frozen=True, kw_only=True):
-    pass
-
-
-ClientPoolMsg: TypeAlias = Acquire | Refresh | ReportBroken
-ClientPoolAddress: TypeAlias = trio.MemorySendChannel[ClientPoolMsg]
+    Raises:
+        CredentialError: the source cannot produce one (the message never holds a secret).
+    """
+    if config.provider == FIRST_PARTY:
+        return await load_first_party_credential(config)
+    return await load_cloud_credential(config)
 
 
 def base_headers(config: Config) -> tuple[tuple[str, str], ...]:
@@ -342,6 +324,7 @@ class ClientPool:
                 base_url=slot.config.base_url,
                 headers=tuple(headers),
                 generation=slot.generation,
+                credential=slot.credential,
                 provider=slot.config.provider,
                 endpoint=endpoint_for(slot.config, slot.credential),
             )

@@ -69,12 +69,15 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from actors.env_values import environment_proxies as environment_proxies
-from actors.env_values import int_env, is_secret_header
-from actors.env_values import is_falsy as is_falsy
-from actors.env_values import is_truthy as is_truthy
-from actors.env_values import parse_custom_headers as parse_custom_headers
-from actors.request_config import build_settings_from_env as build_settings_from_env
+from actors.env_values import (
+    environment_proxies,
+    int_env,
+    is_falsy,
+    is_secret_header,
+    is_truthy,
+    parse_custom_headers,
+)
+from actors.request_config import build_settings_from_env
 from protocol.errors import ConfigError
 from protocol.passthrough import RETRY_MODES, RetryMode
 from protocol.providers import parse_routes

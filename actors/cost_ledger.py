@@ -28,9 +28,10 @@ Inbox (``CostLedgerMsg``):
     logged and its reply dropped (the asker sees ``ActorUnavailable``); nothing else changes.
     ``SessionOwners`` (the dashboard): the owners of the sessions in memory among those asked.
 Outputs:
-    None; it only answers, each request after its batch is committed. Its health
-    (``health``, ``refusal``) is read by the Gateway (new queries) and the HTTP door
-    (``/healthz``); the metrics get its state (``switchboard_ledger_*``).
+    None; it only answers, each request after its batch is committed. It publishes its
+    health (``health``: an immutable ``LedgerHealth`` replaced at every change, its
+    ``refusal`` included), which the Gateway (new queries) and the HTTP door (``/healthz``)
+    read; the metrics get its state (``switchboard_ledger_*``).
 Group commit:
     Having taken one message, the ledger also takes every message already waiting
     (``receive_nowait``, up to ``MAX_BATCH``), applies them in order in memory, writes them in
@@ -50,8 +51,9 @@ Several instances (a ``SharedStore``: PostgreSQL, README.md "Deployment"):
 Lifecycle:
     ``run`` opens the store, then calls ``task_status.started(address)``; returns when every
     address clone is closed. Cancellation alone does not stop it: usage may still be on its
-    way from attempts being aborted, so it drains until its senders are gone, bounded by the
-    grace deadline the composition root sets with ``drain_within``. Closes the store last.
+    way from attempts being aborted, so it drains until its senders are gone, bounded by its
+    ``drain_grace`` (counted from the cancellation; the composition root gives one). Closes
+    the store last.
 Failure policy:
     Pricing never fails: an unknown model is priced at the documented default and flagged.
     A store that cannot be opened (another gateway holds it, unwritable, corrupt) is fatal
@@ -61,7 +63,7 @@ Failure policy:
     stays pending in memory, replies still go out (the totals in memory are right) saying
     ``recorded=False``, batches stop trying to commit, and one task retries the commit with
     backoff until it succeeds, which commits everything pending and makes the ledger healthy
-    again. Meanwhile ``refusal`` tells the Gateway to refuse new queries
+    again. Meanwhile the published ``health.refusal`` tells the Gateway to refuse new queries
     (``ledger_unavailable``), unless ``fail_open`` (then only past ``MAX_PENDING_RECORDS``).
     The health state itself is ``actors.ledger_health.LedgerCondition``.
     A failed read of a session (a corrupt page) fails that session's requests only (its
@@ -88,7 +90,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from typing import Final, Protocol, TypeAlias, TypeVar, assert_never, final, runtime_checkable
+from typing import Final, Protocol, TypeVar, assert_never, final, runtime_checkable
 
 import msgspec
 import trio
@@ -97,9 +99,22 @@ from actors._util import CLEANUP_TIMEOUT, answer, fail, report_internal
 from actors.cost_store import MEMORY, STORE_ERRORS, RecordWrite, SessionRow, Store, open_store
 from actors.instance import new_instance_id
 from actors.ledger_health import LedgerCondition, LedgerHealth, backoff
+from actors.messages.ledger import (
+    CostLedgerAddress,
+    CostLedgerMsg,
+    DashboardRead,
+    GetCost,
+    OpenSession,
+    ReadSpend,
+    ReadTop,
+    RecordDuration,
+    RecordUsage,
+    SessionMsg,
+    SessionOpened,
+    SessionOwners,
+    UsageRecorded,
+)
 from actors.metrics import Metrics
-from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
-from protocol.frames import CostSummary
 from protocol.ledger import RecordPart, SessionTotals, record_parts
 from protocol.pricing import usd
 from protocol.usage import MAX_TOKEN_COUNT, Usage
@@ -128,92 +143,6 @@ class SharedStore(Protocol):
     instance_id: str
 
     def totals(self, session_ids: Collection[str]) -> dict[str, SessionTotals]: ...
-
-
-class SessionOpened(msgspec.Struct, frozen=True, kw_only=True):
-    """``resumed``: the session existed before; ``owner_ok``: the caller may use it."""
-
-    resumed: bool
-    owner_ok: bool
-    cost: CostSummary
-
-
-class OpenSession(msgspec.Struct, frozen=True, kw_only=True):
-    session_id: str
-    owner: str | None
-    reply: trio.MemorySendChannel[SessionOpened]
-
-
-class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
-    """``cost_pico``: this version of the record (the whole message so far), not a delta.
-    ``recorded``: committed to the store (False: counted in memory only, or not at all for
-    a session the store cannot read; a crash before the ledger recovers loses it)."""
-
-    cost_pico: int
-    session_cost_pico: int
-    unknown_model: bool
-    recorded: bool
-
-
-class RecordUsage(msgspec.Struct, frozen=True, kw_only=True):
-    """One version of a usage record: ``usage`` is the message's merged cumulative usage.
-
-    ``record_id`` names the upstream message (unique in the session, e.g.
-    ``f"{query_id}:{attempt}:{uuid}"``); an empty one gets a fresh id, so it can never be
-    replaced (only for a ``final`` record). ``final`` False: provisional, to be replaced by
-    the next version with the same id; a final version is never replaced (a repeat is
-    ignored). ``model`` is the id as sent upstream.
-    """
-
-    session_id: str
-    model: str
-    usage: Usage
-    long_context: bool = False
-    reply: trio.MemorySendChannel[UsageRecorded]
-    record_id: str = ""
-    final: bool = True
-    query_id: str | None = None
-    attempt: int | None = None
-
-
-class RecordDuration(msgspec.Struct, frozen=True, kw_only=True):
-    session_id: str
-    duration_ms: int
-    duration_without_retries_ms: int
-
-
-class GetCost(msgspec.Struct, frozen=True, kw_only=True):
-    session_id: str
-    reply: trio.MemorySendChannel[CostSummary]
-
-
-class ReadSpend(msgspec.Struct, frozen=True, kw_only=True):
-    since: str
-    bucket: Bucket
-    scope: Scope
-    reply: trio.MemorySendChannel[list[SpendRow]]
-
-
-class ReadTop(msgspec.Struct, frozen=True, kw_only=True):
-    """The top ``limit`` sessions and the top ``limit`` owners by cost since ``since``."""
-
-    since: str
-    scope: Scope
-    limit: int
-    reply: trio.MemorySendChannel[tuple[list[SessionSpend], list[OwnerSpend]]]
-
-
-class SessionOwners(msgspec.Struct, frozen=True, kw_only=True):
-    """The owner digest of each of ``session_ids`` held in memory (others are left out)."""
-
-    session_ids: tuple[str, ...]
-    reply: trio.MemorySendChannel[dict[str, str | None]]
-
-
-SessionMsg: TypeAlias = OpenSession | RecordUsage | RecordDuration | GetCost
-DashboardRead: TypeAlias = ReadSpend | ReadTop | SessionOwners
-CostLedgerMsg: TypeAlias = SessionMsg | DashboardRead
-CostLedgerAddress: TypeAlias = trio.MemorySendChannel[CostLedgerMsg]
 
 
 class LedgerStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -257,6 +186,8 @@ class CostLedger:
     ``now``: the wall clock, for price dates and timestamps. ``fail_open``: keep serving new
     queries while commits fail (``Config.ledger_fail_open``). ``open_store``: how the store
     is opened (``actors.cost_store.open_store``; tests wrap it to inject faults).
+    ``drain_grace``: once ``run`` is cancelled, how long it still takes usage from senders
+    that linger (the shutdown backstop); None: until they are gone.
     """
 
     def __init__(
@@ -268,7 +199,9 @@ class CostLedger:
         metrics: Metrics | None = None,
         fail_open: bool = False,
         open_store: Callable[[str], Store] = open_store,
+        drain_grace: float | None = None,
     ) -> None:
+        self._drain_grace = drain_grace
         self._path = path
         self._metrics = metrics
         self._open_store = open_store
@@ -334,25 +267,28 @@ class CostLedger:
         with inbox:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._recover)
+                nursery.start_soon(self._backstop)
                 self._readers = nursery
                 try:
                     yield
                 finally:
                     nursery.cancel_scope.cancel()
 
-    def drain_within(self, grace: float) -> None:
-        """Shutdown backstop: stop serving ``grace`` seconds from now even if senders remain."""
-        self._drain_scope.deadline = min(self._drain_scope.deadline, trio.current_time() + grace)
+    async def _backstop(self) -> None:
+        """Outside the inbox's shield: once ``run`` is cancelled (the gateway is stopping),
+        stop serving ``drain_grace`` seconds from then even if senders remain."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            if self._drain_grace is not None:
+                deadline = trio.current_time() + self._drain_grace
+                self._drain_scope.deadline = min(self._drain_scope.deadline, deadline)
 
     @property
     def health(self) -> LedgerHealth:
-        """The ledger's health now. Not a checkpoint."""
-        return self._condition.health()
-
-    def refusal(self) -> str | None:
-        """Why a new query must be refused now (``LedgerCondition.refusal``), else None.
-        Not a checkpoint."""
-        return self._condition.refusal()
+        """The health snapshot the ledger publishes (``LedgerCondition.published``: immutable,
+        replaced at every change), ``refusal`` included. Not a checkpoint."""
+        return self._condition.published
 
     def statistics(self) -> LedgerStatistics:
         return LedgerStatistics(

@@ -63,7 +63,7 @@ import msgspec
 
 from actors.config import is_postgres_url
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, SwitchboardError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
 MEMORY: Final = ":memory:"
@@ -254,7 +254,7 @@ class LoadedSession(msgspec.Struct, kw_only=True):
     provisional: dict[str, tuple[RecordPart, ...]]
 
 
-class StoreError(Exception):
+class StoreError(SwitchboardError):
     """A store other than SQLite could not do what was asked (``actors.pg_store``: the server
     unreachable, a lost connection, a statement that failed). The message says why, with no
     password in it."""

@@ -25,11 +25,11 @@ from typing import Final
 import msgspec
 import trio
 
-from actors.config import FIRST_PARTY, Config
+from actors.config import Config
+from protocol.betas import OAUTH
 from protocol.bounded_json import BoundedDecoder
 from protocol.errors import SwitchboardError
 
-OAUTH_BETA: Final = "oauth-2025-04-20"
 # reference-client.md 1.9: an OAuth token counts as expired 5 minutes before expiresAt.
 OAUTH_EXPIRY_MARGIN: Final = 300.0
 # A key helper that hangs must not hang every request behind it.
@@ -73,7 +73,7 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
         if self.bearer is not None:
             out.append(("authorization", f"Bearer {self.bearer}"))
         if self.oauth:
-            out.append(("anthropic-beta", OAUTH_BETA))
+            out.append(("anthropic-beta", OAUTH))
         return out
 
 
@@ -86,17 +86,13 @@ class _WrappedTokenFile(msgspec.Struct):
     claudeAiOauth: _TokenFile
 
 
-async def load_credential(config: Config) -> Credential:
-    """Load the configured credential now. A checkpoint.
+async def load_first_party_credential(config: Config) -> Credential:
+    """Load the configured first-party credential now (the clouds': actors/cloud_credentials.py).
+    A checkpoint.
 
     Raises:
         CredentialError: the helper failed or printed nothing, or the token file is unusable.
     """
-    if config.provider != FIRST_PARTY:
-        # issue 6: imported here, as it imports this module (and the cloud SDKs lazily).
-        from actors.cloud_credentials import load_cloud_credential
-
-        return await load_cloud_credential(config)
     if config.api_key_helper is not None:
         return await _run_helper(config.api_key_helper, config.api_key_helper_ttl)
     if config.oauth_token_file is not None:

@@ -22,7 +22,7 @@ Who sees what:
 Where the numbers come from:
     Spend and sessions: the CostLedger, asked by message (``ReadSpend``, ``ReadTop``), which
     aggregates its store after committing (so: every committed usage record) and the pure
-    arithmetic of ``protocol.dashboard``. Live: the Gateway (``active_sessions``, the owners
+    arithmetic of ``protocol.dashboard``. Live: the Gateway (``session_activity``, the owners
     from the ledger's ``SessionOwners``) and the metrics (``Metrics.active``, ``recent``,
     ``overloaded_now``). Health: ``Gateway.ledger_health`` and a timed read of the store.
 Failure policy:
@@ -34,7 +34,6 @@ Failure policy:
 from __future__ import annotations
 
 import datetime
-import hmac
 import importlib.resources
 import time
 from collections.abc import Callable, Sequence
@@ -44,11 +43,12 @@ import msgspec
 import trio
 
 from actors.asgi import Exchange, RequestHead
-from actors.budgets import budget_view
-from actors.config import Config, Secret
-from actors.cost_ledger import ReadSpend, ReadTop, SessionOwners, owner_digest
+from actors.budgets import among, budget_view, presented
+from actors.config import Config
+from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
 from actors.http_answer import send_error
+from actors.messages.ledger import ReadSpend, ReadTop, SessionOwners
 from actors.token_store import TokenInfo
 from protocol.dashboard import (
     EVERYONE,
@@ -189,14 +189,10 @@ class Dashboard:
         budgets = self._gateway.budgets
         if not access and not admin and (budgets is None or not await budgets.required()):
             return EVERYONE
-        scheme, _, bearer = head.headers.get("authorization", "").partition(" ")
-        presented = [head.headers.get("x-api-key", "")]
-        if scheme.lower() == "bearer":
-            presented.append(bearer.strip())
-        for candidate in filter(None, presented):
-            if _matches(candidate, admin):
+        for candidate in presented(head.headers):
+            if among(candidate, admin):
                 return EVERYONE
-            if _matches(candidate, access) or (budgets is not None and await budgets.lookup(candidate) is not None):
+            if among(candidate, access) or (budgets is not None and await budgets.lookup(candidate) is not None):
                 return Scope(everyone=False, owner=owner_digest(candidate))
         return None
 
@@ -217,11 +213,11 @@ class Dashboard:
             return ReadTop(since=top.since, scope=scope, limit=top.top, reply=reply)
 
         sessions, owners = await self._gateway.read_ledger(make)
-        live = frozenset(self._gateway.active_sessions())
+        live = frozenset((await self._gateway.session_activity()).active)
         return sessions_answer(sessions, owners, live, top.since)
 
     async def _live_sessions(self, scope: Scope) -> list[str]:
-        active = sorted(self._gateway.active_sessions())
+        active = sorted((await self._gateway.session_activity()).active)
         if scope.everyone:
             return active
 
@@ -276,10 +272,6 @@ class Dashboard:
         if budgets is None:
             return {"budgets": []}
         return {"budgets": budget_rows(scope, await budgets.tokens(), self._now())}
-
-
-def _matches(candidate: str, tokens: tuple[Secret, ...]) -> bool:
-    return any(hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens)
 
 
 def _no_parameters(query: str) -> None:

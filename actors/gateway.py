@@ -1,10 +1,16 @@
 """The composition root and the embedding API.
 
 ``run_gateway(config, *, task_status)`` starts every actor in dependency order inside its own
-nursery (CostLedger, ClientPool, BootstrapFetcher, ModelsFetcher, StreamRelay, RetrySupervisor, then the
-FrontDoor when a port is configured), hands each its own clone of the addresses it talks to, and reports a
-``Gateway`` handle through ``task_status.started``; it runs until cancelled.
-``open_gateway(config)`` is the same as an async context manager that owns its nursery.
+nursery (CostLedger, ClientPool, BootstrapFetcher, ModelsFetcher, StreamRelay, RetrySupervisor),
+hands each its own clone of the addresses it talks to (their messages: ``actors/messages/``),
+and reports a ``Gateway`` handle through ``task_status.started``; it runs until cancelled.
+``open_gateway(config)`` is the same as an async context manager that owns its nursery. The
+doors (the WebSocket FrontDoor, the HTTP door) are not started here: ``actors/server.py``
+runs them on a Gateway.
+
+The Gateway owns no actor's state: it asks by message (``GetSessionActivity``,
+``GetBootstrap``, the ledger's reads) or reads a snapshot an actor publishes (the
+BootstrapFetcher's ``BootstrapState``, the ModelsFetcher's catalog, the ledger's health).
 
 Embedding (no socket of ours in between)::
 
@@ -45,14 +51,7 @@ import trio
 
 from actors._util import CLEANUP_TIMEOUT, ask
 from actors.admission import Admission, Ticket
-from actors.bootstrap_fetcher import (
-    BootstrapFetcher,
-    BootstrapFetcherAddress,
-    BootstrapState,
-    Credentials,
-    GetBootstrap,
-    RefreshCredentials,
-)
+from actors.bootstrap_fetcher import BootstrapFetcher
 from actors.budgets import (
     Access,
     Budgets,
@@ -61,31 +60,35 @@ from actors.budgets import (
     ResolvePrincipal,
     authenticate,
 )
-from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease, Refresh, RefreshResult
+from actors.client_pool import ClientPool
 from actors.config import Config, Secret, bootstrap_cache_file, is_postgres_url, ledger_file
-from actors.cost_ledger import (
-    CostLedger,
+from actors.cost_ledger import CostLedger
+from actors.cost_store import MEMORY, STORE_ERRORS
+from actors.drain import Drain
+from actors.ledger_health import LedgerHealth
+from actors.log import Redactor
+from actors.messages.bootstrap import BootstrapFetcherAddress, BootstrapState, GetBootstrap
+from actors.messages.ledger import (
     CostLedgerAddress,
     CostLedgerMsg,
     GetCost,
     OpenSession,
     SessionOpened,
 )
-from actors.cost_store import MEMORY, STORE_ERRORS
-from actors.drain import Drain
-from actors.ledger_health import LedgerHealth
-from actors.log import Redactor
+from actors.messages.pool import ClientPoolAddress
+from actors.messages.relay import CountResult
+from actors.messages.supervisor import (
+    GetSessionActivity,
+    RetrySupervisorAddress,
+    RunCountTokens,
+    RunQuery,
+    SessionActivity,
+)
 from actors.metrics import Metrics
 from actors.models_fetcher import ModelsFetcher
 from actors.query_options import DEFAULT_OPTIONS, QueryOptions
-from actors.retry_supervisor import (
-    RetrySupervisor,
-    RetrySupervisorAddress,
-    RunCountTokens,
-)
-from actors.run_query import RunQuery
-from actors.session_state import SessionStates
-from actors.stream_relay import CountResult, StreamRelay
+from actors.retry_supervisor import RetrySupervisor
+from actors.stream_relay import StreamRelay
 from actors.token_store import open_token_store
 from protocol.bootstrap import merge_model_options
 from protocol.budget import Refusal
@@ -135,9 +138,8 @@ class Gateway:
         to_supervisor: RetrySupervisorAddress,
         to_ledger: CostLedgerAddress,
         metrics: Metrics | None = None,
-        bootstrap: BootstrapFetcher | None = None,
+        bootstrap_state: Callable[[], BootstrapState] | None = None,
         to_bootstrap: BootstrapFetcherAddress | None = None,
-        request_sessions: SessionStates | None = None,
         drain: Drain | None = None,
         ledger: CostLedger | None = None,
         models_fetcher: ModelsFetcher | None = None,
@@ -153,9 +155,8 @@ class Gateway:
         self._models_fetcher = models_fetcher
         # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
         self.drain = drain if drain is not None else Drain()
-        # issue 5: the RetrySupervisor's per-session request state, read here only.
-        self._request_sessions = request_sessions if request_sessions is not None else SessionStates()
-        self._bootstrap = bootstrap
+        # The BootstrapFetcher's published snapshot (actors/messages/bootstrap.py).
+        self._bootstrap_state = bootstrap_state
         self._to_bootstrap = to_bootstrap
         self.metrics = metrics if metrics is not None else Metrics()
         self._session_users: Counter[str] = Counter()
@@ -193,14 +194,14 @@ class Gateway:
         """This process's instance id (README.md "Deployment"; ``/healthz``). Not a checkpoint."""
         return self._ledger.instance_id if self._ledger is not None else ""
 
-    def active_sessions(self) -> list[str]:
-        """Sessions with an upstream request in flight (reference-client.md 8, session activity)."""
-        return self._request_sessions.active()
+    async def session_activity(self) -> SessionActivity:
+        """The RetrySupervisor's sessions now: those with an upstream request in flight
+        (reference-client.md 8, session activity) and the idle ones, each with the trio time
+        its last request ended, for idle timeouts. A checkpoint.
 
-    def idle_sessions(self) -> list[tuple[str, float | None]]:
-        """Known sessions with nothing in flight, each with the trio time its last request
-        ended (None: none has ended yet), for idle timeouts."""
-        return self._request_sessions.idle()
+        Raises ActorUnavailable when the supervisor is gone.
+        """
+        return await ask(self._to_supervisor, lambda reply: GetSessionActivity(reply=reply))
 
     @property
     def catalog(self) -> Catalog:
@@ -220,7 +221,7 @@ class Gateway:
     def models(self) -> tuple[ModelOption, ...]:
         """The model options every client sees: the defaults, then the new ones learnt at
         bootstrap (the BootstrapFetcher's published state, immutable). Not a checkpoint."""
-        learnt = self._bootstrap.state.model_options if self._bootstrap is not None else ()
+        learnt = self._bootstrap_state().model_options if self._bootstrap_state is not None else ()
         return merge_model_options(DEFAULT_MODEL_OPTIONS, learnt)
 
     async def bootstrap(self, *, settled: bool = False) -> BootstrapState:
@@ -287,7 +288,7 @@ class Gateway:
             outbound.close()
             raise
         scope = scope if scope is not None else trio.CancelScope()
-        refusal = self._ledger.refusal() if self._ledger is not None else None
+        refusal = self._ledger.health.refusal if self._ledger is not None else None
         if refusal is not None:
             self.metrics.ledger_refused()
             error = ErrorInfo(type="ledger_unavailable", message=refusal, status=503, request_id=None)
@@ -517,7 +518,9 @@ async def run_gateway(
     """
     async with trio.open_nursery() as nursery:
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
-        ledger = CostLedger(ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open)
+        ledger = CostLedger(
+            ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open, drain_grace=SHUTDOWN_GRACE
+        )
         if config.use_emulator:
             from emulator import Emulator  # only a gateway without credentials needs it
 
@@ -544,17 +547,9 @@ async def run_gateway(
             )
         await nursery.start(budgets.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
-        # Started at once; it fetches in the background and never delays readiness. It uses
-        # the pool's credential (whatever its source) and the pool's refresh after a 401.
-        credentials, refresh = await _pool_credentials(to_pool)
-        fetcher = BootstrapFetcher(
-            config,
-            cache_path=bootstrap_cache_file(config),
-            transport=transport,
-            credentials=credentials,
-            refresh=refresh,
-            metrics=metrics,
-        )
+        # Started at once; it fetches in the background and never delays readiness. It leases
+        # the pool's client and credential (whatever its source), and asks its refresh after a 401.
+        fetcher = BootstrapFetcher(config, to_pool.clone(), cache_path=bootstrap_cache_file(config), metrics=metrics)
         to_bootstrap: BootstrapFetcherAddress = await nursery.start(fetcher.run)
         # Also at once and in the background: the upstream's GET /v1/models, merged into the
         # model catalog that request building and the HTTP door's /v1/models read.
@@ -591,9 +586,8 @@ async def run_gateway(
             to_supervisor=to_supervisor,
             to_ledger=to_ledger,
             metrics=metrics,
-            bootstrap=fetcher,
+            bootstrap_state=lambda: fetcher.state,
             to_bootstrap=to_bootstrap,
-            request_sessions=supervisor.sessions,
             drain=drain,
             ledger=ledger,
             models_fetcher=models,
@@ -603,38 +597,8 @@ async def run_gateway(
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.
         with to_supervisor, to_ledger, to_bootstrap:
-            try:
-                task_status.started(gateway)
-                await trio.sleep_forever()
-            finally:
-                ledger.drain_within(SHUTDOWN_GRACE)
-
-
-def _lease_credentials(lease: Lease) -> Credentials:
-    headers = dict(lease.headers)
-    bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
-    api_key = headers.get("x-api-key", "").strip()
-    return Credentials(
-        api_key=Secret(api_key) if api_key else None, auth_token=Secret(bearer) if bearer else None
-    )
-
-
-async def _pool_credentials(to_pool: ClientPoolAddress) -> tuple[Credentials, RefreshCredentials]:
-    """The pool's current credential for the BootstrapFetcher, and a refresh hook that asks
-    the pool to reload it (reference-client.md 4: one retry after a refresh on 401)."""
-    lease: Lease = await ask(to_pool, lambda reply: Acquire(reply=reply))
-    generation = lease.generation
-
-    async def refresh() -> Credentials | None:
-        nonlocal generation
-        result: RefreshResult = await ask(to_pool, lambda reply: Refresh(generation=generation, reply=reply))
-        if not result.changed:
-            return None
-        fresh: Lease = await ask(to_pool, lambda reply: Acquire(reply=reply))
-        generation = fresh.generation
-        return _lease_credentials(fresh)
-
-    return _lease_credentials(lease), refresh
+            task_status.started(gateway)
+            await trio.sleep_forever()
 
 
 @asynccontextmanager

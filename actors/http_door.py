@@ -82,12 +82,12 @@ from actors.asgi import (
     request_head,
     serve_lifespan,
 )
+from actors.budgets import presented
 from actors.config import Config
 from actors.dashboard import Dashboard, is_dashboard_path
 from actors.gateway import Gateway
 from actors.http_answer import Reply, send_error, shutting_down
-from actors.http_post import BODY_IDLE_TIMEOUT as BODY_IDLE_TIMEOUT
-from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost, presented
+from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost
 from actors.query_options import UpstreamHeads
 from protocol.errors import RemoteProtocolError
 from protocol.http_api import (
@@ -236,7 +236,7 @@ class HttpDoor:
         if draining and route not in _DRAINING_ROUTES:
             await shutting_down(exchange, request_id)
             return route
-        access = await self._gateway.authenticate(presented(head))
+        access = await self._gateway.authenticate(presented(head.headers))
         if access is None:
             await send_error(
                 exchange, 401, "authentication_error", "invalid x-api-key", request_id, retry=False

@@ -18,12 +18,11 @@ when the client disconnects (``actors.asgi.watch_disconnect``):
   ``overloaded_error`` with ``retry-after`` (and ``retry-after-ms``) and ``x-should-retry: true`` (docs/protocol.md
   "Admission").
 
-The HttpDoor authenticates and routes first; ``presented`` and ``among`` are its token checks.
+The HttpDoor authenticates and routes first (``actors.budgets``: ``presented``, ``authenticate``).
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Final, final
 
 import trio
@@ -32,20 +31,19 @@ from hypercorn.typing import ASGIReceiveCallable
 from actors.asgi import (
     BodyStalled,
     BodyTooLarge,
-    ClientGone,
     Exchange,
     RequestHead,
     read_body,
     watch_disconnect,
 )
-from actors.budgets import Access
-from actors.config import Config, Secret
+from actors.budgets import Access, among, presented
+from actors.config import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import Gateway
 from actors.http_answer import Reply, adopt, answer_json, answer_stream, send_error, shutting_down
+from actors.messages.relay import CountResult
 from actors.query_options import QueryOptions
-from actors.stream_relay import CountResult
-from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError
+from protocol.errors import ActorUnavailable, ClientGone, Overloaded, RemoteProtocolError
 from protocol.frames import SESSION_ID, TokenBudget
 from protocol.http_api import JSON_CONTENT_TYPE, default_session, http_error, parse_body
 from protocol.passthrough import client_timeout
@@ -94,7 +92,7 @@ class MessagesPost:
         if asked in ("reference", "transparent"):
             return asked == "reference"
         tokens = self._config.construct_tokens
-        return bool(tokens) and any(among(candidate, tokens) for candidate in presented(head))
+        return bool(tokens) and any(among(candidate, tokens) for candidate in presented(head.headers))
 
     async def post(
         self,
@@ -198,20 +196,6 @@ class MessagesPost:
                     await answer_stream(frames, exchange, reply)
                 else:
                     await answer_json(frames, exchange, reply)
-
-
-def presented(head: RequestHead) -> list[str]:
-    """The tokens a request presents: ``x-api-key``, and a bearer token."""
-    scheme, _, bearer = head.headers.get("authorization", "").partition(" ")
-    presented = [head.headers.get("x-api-key", "")]
-    if scheme.lower() == "bearer":
-        presented.append(bearer.strip())
-    return [candidate for candidate in presented if candidate]
-
-
-def among(candidate: str, tokens: tuple[Secret, ...]) -> bool:
-    """Whether ``candidate`` is one of ``tokens`` (compared in constant time)."""
-    return any(hmac.compare_digest(candidate.encode(), t.reveal().encode()) for t in tokens)
 
 
 async def _overloaded(exchange: Exchange, request_id: str, exc: Overloaded) -> None:

@@ -2,10 +2,12 @@
 new queries (docs/protocol.md, "Cost ledger faults").
 
 ``LedgerCondition`` is part of the CostLedger's state: only the ledger's tasks change it
-(between checkpoints, so no lock); the Gateway reads ``refusal`` for each new query and the
-HTTP door reads ``health`` for ``/healthz``, neither a checkpoint. Every change is reported
-to the metrics (``switchboard_ledger_*``) and each transition is logged once (a failure
-repeated by the retry is logged at debug level).
+(between checkpoints, so no lock). What others read is the snapshot it publishes,
+``published``: an immutable ``LedgerHealth`` replaced as a whole at every change
+(``report``); the Gateway reads its ``refusal`` for each new query and the HTTP door the rest
+for ``/healthz``, neither a checkpoint. Every change is reported to the metrics
+(``switchboard_ledger_*``) and each transition is logged once (a failure repeated by the
+retry is logged at debug level).
 
 Degraded means: a commit failed (``write_error``: the usage it held waits in memory; new
 queries are refused unless failing open, and then too past ``MAX_PENDING_RECORDS``), or a
@@ -41,12 +43,14 @@ class LedgerHealth(msgspec.Struct, frozen=True, kw_only=True):
     """The ledger's health, for ``/healthz`` and the Gateway. ``committing`` False: commits
     fail (new queries are refused unless failing open); ``reason`` says what is wrong (no
     file path: ``/healthz`` needs no token); ``pending_records``: usage record versions
-    waiting for a commit."""
+    waiting for a commit; ``refusal``: why a new query must be refused now (commits fail and
+    the ledger does not fail open, or holds ``MAX_PENDING_RECORDS`` already), else None."""
 
     healthy: bool
     committing: bool
     reason: str | None = None
     pending_records: int = 0
+    refusal: str | None = None
 
 
 def backoff() -> Iterator[float]:
@@ -73,12 +77,14 @@ class LedgerCondition:
         # Sessions whose stored state could not be read.
         self.unreadable: set[str] = set()
         self.degraded = trio.Event()
+        # The snapshot others read (module docstring); replaced by ``report``.
+        self.published = LedgerHealth(healthy=True, committing=True)
 
     @property
     def healthy(self) -> bool:
         return self.write_error is None and self.read_error is None
 
-    def health(self) -> LedgerHealth:
+    def _health(self) -> LedgerHealth:
         reasons = []
         if self.write_error is not None:
             reasons.append(f"cost ledger cannot commit: {self.write_error}")
@@ -89,11 +95,10 @@ class LedgerCondition:
             committing=self.write_error is None,
             reason="; ".join(reasons) or None,
             pending_records=self._pending(),
+            refusal=self._refusal(),
         )
 
-    def refusal(self) -> str | None:
-        """Why a new query must be refused now (commits fail and the ledger does not fail
-        open, or holds ``MAX_PENDING_RECORDS`` already), else None."""
+    def _refusal(self) -> str | None:
         if self.write_error is None:
             return None
         if self._fail_open and self._pending() < MAX_PENDING_RECORDS:
@@ -147,6 +152,7 @@ class LedgerCondition:
         self.degraded = trio.Event()
 
     def report(self) -> None:
-        """Tell the metrics the health and what is pending now."""
+        """Publish the health and what is pending now, and tell the metrics."""
+        self.published = self._health()
         if self._metrics is not None:
             self._metrics.ledger_health(healthy=self.healthy, pending_records=self._pending())

@@ -36,10 +36,10 @@ import httpx
 import trio
 
 from actors._util import ask
-from actors.client_pool import Acquire, ClientPoolAddress, Lease
 from actors.config import FIRST_PARTY, Config
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease
 from protocol.catalog import BUILTIN, Catalog, UpstreamModel, decode_models_page
-from protocol.errors import ActorUnavailable, RemoteProtocolError
+from protocol.errors import ActorUnavailable, RemoteProtocolError, SwitchboardError
 
 log = logging.getLogger("switchboard.models")
 
@@ -56,7 +56,7 @@ MAX_MODELS_BODY: Final = 4 * 1024 * 1024
 MODELS_PATH: Final = "/v1/models"
 
 
-class ModelsFetchFailed(Exception):
+class ModelsFetchFailed(SwitchboardError):
     """One page could not be read (a status, an over-long body); the message says why."""
 
 

@@ -12,18 +12,15 @@ from typing import Final
 
 import trio
 
+from actors.messages.relay import AttemptOutcome
 from actors.metrics import Outcome
-from actors.stream_relay import AttemptOutcome
+from protocol.errors import ClientGone
 from protocol.frames import GatewayFrame, Heartbeat
 from protocol.usage import EMPTY_USAGE, Usage, add_usage
 
 # reference-client.md 1.1 HEARTBEAT_INTERVAL_MS; PROTOCOL.md: a heartbeat at least every 30 s
 # of a wait, so a client never mistakes a long backoff for a hang.
 HEARTBEAT_INTERVAL: Final = 30.0
-
-
-class ClientGone(Exception):
-    """The query's outbound channel is closed: nobody is left to tell."""
 
 
 class QueryTotals:

@@ -32,12 +32,13 @@ import trio
 from actors._util import CLEANUP_TIMEOUT, ask, internal_error_info, report_internal
 from actors.admission import wait_for_slot
 from actors.attempt_build import AttemptRequest, attempt_request, run_attempt
-from actors.client_pool import Refresh, RefreshResult, ReportBroken
-from actors.cost_ledger import RecordDuration
 from actors.drain import QUEUED_SHUTTING_DOWN_ERROR, SHUTTING_DOWN, SHUTTING_DOWN_ERROR
+from actors.messages.ledger import RecordDuration
+from actors.messages.pool import Refresh, RefreshResult, ReportBroken
+from actors.messages.relay import AttemptOutcome
+from actors.messages.supervisor import RunQuery
 from actors.query_channel import (
     HEARTBEAT_INTERVAL,
-    ClientGone,
     QueryTotals,
     deliver,
     heartbeat,
@@ -46,12 +47,11 @@ from actors.query_channel import (
 )
 from actors.query_setup import query_setup
 from actors.retry_shared import Refused
-from actors.run_query import QueryContext, RunQuery
+from actors.run_query import QueryContext
 from actors.session_state import SessionRequestState
-from actors.stream_relay import AttemptOutcome
 from protocol.assembly import usage_json
 from protocol.caching import CacheBreak, tracking_key
-from protocol.errors import INTERNAL_ERROR, InternalError
+from protocol.errors import INTERNAL_ERROR, ClientGone, InternalError
 from protocol.frames import Aborted, Done, ErrorFrame, ErrorInfo
 from protocol.pricing import usd
 from protocol.providers import metrics_label

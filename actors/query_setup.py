@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 from actors.attempt_build import upstream_model
-from actors.run_query import QueryContext, RunQuery
+from actors.messages.supervisor import RunQuery
+from actors.run_query import QueryContext
 from protocol.query_events import QuerySetup
 from protocol.retry import RetryPolicy
 

@@ -22,20 +22,22 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import TYPE_CHECKING, Final, Protocol, final
+from typing import Final, Protocol, final
 
 import httpx
 import msgspec
 import trio
 
 from actors._util import ask
-from actors.client_pool import Acquire, ClientPoolAddress, Lease
-from actors.cost_ledger import CostLedgerAddress, RecordUsage, UsageRecorded
+from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease
+from actors.messages.relay import RunAttempt
 from actors.metrics import Metrics
 from actors.providers import Prepared
 from actors.upstream import failure_from_exception, failure_from_response
 from protocol.assembly import MessageAssembler
-from protocol.errors import RemoteProtocolError
+from protocol.betas import CONTEXT_1M
+from protocol.errors import ClientGone, RemoteProtocolError
 from protocol.eventstream import BedrockStreamDecoder, BedrockStreamException
 from protocol.frames import EventFrame
 from protocol.http_api import client_headers
@@ -47,21 +49,13 @@ from protocol.sse import SSEDecoder
 from protocol.usage import Usage
 from protocol.wire import JSON, JSON_OBJECT, JsonObject
 
-if TYPE_CHECKING:
-    # Annotations only: actors.stream_relay imports this module.
-    from actors.stream_relay import RunAttempt
-
-# The provider label of the first party's metrics (a cloud lease's endpoint has its own).
 log = logging.getLogger("switchboard.relay")
 # One DEBUG line per upstream attempt (``--debug``; README "Configuration").
 upstream_log = logging.getLogger("switchboard.upstream")
 
+# The provider label of the first party's metrics (a cloud lease's endpoint has its own).
 PROVIDER: Final = "anthropic"
 _BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
-
-# wire.md 10.3: with this beta, a request over 200k input tokens is billed at long-context
-# rates (where the model has them).
-LONG_CONTEXT_BETA: Final = "context-1m-2025-08-07"
 
 
 def _renumber(data: bytes, offset: int) -> bytes:
@@ -152,10 +146,6 @@ def log_attempt(
     )
 
 
-class ClientGone(Exception):
-    """The query's outbound channel is closed: nobody is listening any more."""
-
-
 class Progress:
     """What an attempt got done, kept outside the attempt's scope for its cleanup."""
 
@@ -173,7 +163,7 @@ class Progress:
         # One upstream message, one ledger record (its provisional and final versions).
         self.record_id = f"{msg.query_id}:{msg.attempt}:{uuid.uuid4().hex}"
         self.long_context = any(
-            name.lower() == "anthropic-beta" and LONG_CONTEXT_BETA in value for name, value in msg.headers
+            name.lower() == "anthropic-beta" and CONTEXT_1M in value for name, value in msg.headers
         )
         self.failure: Failure | None = None
         self.completed = False

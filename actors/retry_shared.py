@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 import trio
 
+from actors.messages.relay import AttemptOutcome
 from actors.metrics import Metrics
-from actors.stream_relay import AttemptOutcome
 from protocol import overload
 from protocol.overload import CLOSED, Gate
 from protocol.retry import GiveUp, Retry, SwitchModel, is_overloaded, retry_after_seconds

@@ -13,6 +13,7 @@ Role:
 Inbox (``RetrySupervisorMsg``):
     ``RunQuery`` (FrontDoor, Gateway): start a query; it runs in its own task.
     ``RunCountTokens`` (FrontDoor, Gateway): one count_tokens request.
+    ``GetSessionActivity`` (Gateway, for the dashboard): a ``SessionActivity`` snapshot.
 Outputs:
     StreamRelay (``RunAttempt``, ``RunCount``), ClientPool (``Refresh`` after a 401 or a
     revoked token, ``ReportBroken`` after a reset connection), CostLedger
@@ -21,8 +22,8 @@ Shared state:
     ``SharedRetryState``: a per-model overload gate (no retry storms: while a model is
     overloaded, one probe at a time goes upstream and the other queries wait without
     spending attempts; see protocol/overload.py) and per-model fast-mode cooldowns.
-    ``SessionStates`` (``sessions``, which the Gateway reads): per-session request latches,
-    cache-break baselines and activity. ``ProviderBuilds``: the builder's settings per provider.
+    ``SessionStates``: per-session request latches, cache-break baselines and activity,
+    this actor's task tree's alone (others ask ``GetSessionActivity``). ``ProviderBuilds``: the builder's settings per provider.
 Lifecycle:
     ``run`` opens its nursery and inbox, then ``task_status.started(address)``; when the inbox
     ends it lets the queries in flight finish, then closes its addresses of the StreamRelay,
@@ -51,9 +52,8 @@ import functools
 import logging
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeAlias, assert_never, final
+from typing import TYPE_CHECKING, Final, assert_never, final
 
-import msgspec
 import trio
 
 from actors._util import (
@@ -66,18 +66,29 @@ from actors._util import (
     receive_reply,
     report_internal,
 )
-from actors.client_pool import ClientPoolAddress
 from actors.config import Config
-from actors.cost_ledger import CostLedgerAddress
 from actors.drain import Drain
+from actors.messages.ledger import CostLedgerAddress
+from actors.messages.pool import ClientPoolAddress
 from actors.metrics import Metrics
 from actors.provider_builds import ProviderBuilds
 from actors.query_channel import deliver
 from actors.query_run import QueryRun
 from actors.retry_shared import SharedRetryState
-from actors.run_query import QueryContext, RunQuery
+
+if TYPE_CHECKING:
+    from actors.fleet import Fleet
+from actors.messages.relay import CountResult, RunCount, StreamRelayAddress
+from actors.messages.supervisor import (
+    GetSessionActivity,
+    RetrySupervisorAddress,
+    RetrySupervisorMsg,
+    RunCountTokens,
+    RunQuery,
+    SessionActivity,
+)
+from actors.run_query import QueryContext
 from actors.session_state import SessionStates
-from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
 from protocol.betas import count_tokens_betas, split_beta_header, with_beta_header
 from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorFailed
@@ -85,24 +96,6 @@ from protocol.frames import ErrorFrame, ErrorInfo
 from protocol.passthrough import passthrough_model
 from protocol.request_builder import count_tokens_request
 from protocol.wire import JsonObject
-
-if TYPE_CHECKING:
-    from actors.fleet import Fleet
-
-
-class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
-    """``transparent``: the body and betas as the client sent them (the model id in the
-    provider's form; Vertex keeps only its allow-list of betas)."""
-
-    query_id: str
-    request: JsonObject
-    reply: trio.MemorySendChannel[CountResult]
-    headers: tuple[tuple[str, str], ...] = ()
-    transparent: bool = False
-
-
-RetrySupervisorMsg: TypeAlias = RunQuery | RunCountTokens
-RetrySupervisorAddress: TypeAlias = trio.MemorySendChannel[RetrySupervisorMsg]
 
 log = logging.getLogger("switchboard.supervisor")
 # The error of a query whose run failed outside its own boundary (the backstop's answer).
@@ -137,7 +130,7 @@ class RetrySupervisor:
         self._to_pool = to_pool
         self._rng = rng
         # issue 5: request-construction latches, cache-break baselines and activity per session.
-        self.sessions = SessionStates()
+        self._sessions = SessionStates()
         # The model catalog in force (the ModelsFetcher's, once it has merged the upstream's).
         self._builds = ProviderBuilds(config, catalog)
 
@@ -151,7 +144,7 @@ class RetrySupervisor:
         ctx = QueryContext(
             config=self._config,
             shared=shared,
-            sessions=self.sessions,
+            sessions=self._sessions,
             builds=self._builds,
             metrics=self._metrics,
             rng=self._rng,
@@ -195,6 +188,10 @@ class RetrySupervisor:
                     what=_what(msg),
                     on_failure=functools.partial(fail, msg.reply, "RetrySupervisor"),
                 )
+            case GetSessionActivity():
+                sessions = self._sessions
+                answer(msg.reply, SessionActivity(active=tuple(sessions.active()), idle=tuple(sessions.idle())))
+                return
             case _:
                 assert_never(msg)
         nursery.start_soon(task)
@@ -205,7 +202,7 @@ class RetrySupervisor:
         match msg:
             case RunQuery():
                 nursery.start_soon(_end_query, msg, info, self._drain)
-            case RunCountTokens():
+            case RunCountTokens() | GetSessionActivity():
                 fail(msg.reply, "RetrySupervisor")
             case _:
                 assert_never(msg)
@@ -250,6 +247,8 @@ def _what(msg: RetrySupervisorMsg) -> str:
             return f"query {msg.query.id}"
         case RunCountTokens():
             return f"count_tokens {msg.query_id}"
+        case GetSessionActivity():
+            return "message GetSessionActivity"
         case _:
             assert_never(msg)
 

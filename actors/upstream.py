@@ -18,9 +18,9 @@ the gateway inspects httpx exception types.
 
 A password in a configured URL never reaches a log: the transport API sends no userinfo
 and logs no URL (httpcore's debug lines name the host and port only), httpx's proxy
-support moves a proxy's userinfo into ``Proxy-Authorization``, and a URL handed to
-``httpx.AsyncClient`` (whose ``HTTP Request: GET URL`` line would show it whole) goes
-through ``without_userinfo`` first.
+support moves a proxy's userinfo into ``Proxy-Authorization``, and no request of the
+gateway goes through ``httpx.AsyncClient`` (whose ``HTTP Request: GET URL`` line would show
+it whole). ``without_userinfo`` strips it where a URL is shown (a ``Lease``'s ``repr``).
 """
 
 from __future__ import annotations

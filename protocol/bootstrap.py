@@ -14,14 +14,13 @@ from typing import Final
 
 import msgspec
 
+from protocol.betas import OAUTH
 from protocol.bounded_json import BoundedDecoder
 from protocol.errors import RemoteProtocolError
 from protocol.frames import ModelOption
 from protocol.wire import JsonObject
 
 BOOTSTRAP_PATH: Final = "/api/claude_cli/bootstrap"
-# reference-client.md 4: an OAuth bearer must name this beta.
-OAUTH_BETA: Final = "oauth-2025-04-20"
 
 
 class AdditionalModelOption(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,7 +67,7 @@ def bootstrap_headers(
     None when there is no credential (the fetch is skipped)."""
     headers = [("content-type", "application/json"), ("user-agent", user_agent)]
     if auth_token:
-        headers += [("authorization", f"Bearer {auth_token}"), ("anthropic-beta", OAUTH_BETA)]
+        headers += [("authorization", f"Bearer {auth_token}"), ("anthropic-beta", OAUTH)]
     elif api_key:
         headers.append(("x-api-key", api_key))
     else:

@@ -1,28 +1,44 @@
-"""The gateway's one error tree.
+"""The gateway's one error tree: every exception class of protocol/ and actors/.
 
 ::
 
-    SwitchboardError
-    ├── ConfigError                 bad configuration (flags, environment); fatal at start
-    ├── ProtocolError               abstract: bytes or frames that break a format
-    │   ├── LocalProtocolError      we tried to emit something invalid (a bug)
-    │   └── RemoteProtocolError     a client or the upstream sent garbage; .error_type
-    ├── UpstreamError               raised only by the httpx boundary mapper (actors/http_errors.py)
-    │   ├── UpstreamTimeout         connect/read/write/pool timeout, or the stream idle watchdog
-    │   ├── UpstreamUnavailable     connect/read/write errors, a dropped connection
-    │   └── UpstreamStatusError     a non-2xx answer or an in-stream ``error`` event; .status, .error
+    SwitchboardError                base of every error the gateway raises on purpose
+    ├── ConfigError                 bad configuration (flags, environment, a ledger that cannot
+    │                               be opened); fatal at start: exit 2
+    ├── RemoteProtocolError         a client or the upstream sent garbage; .error_type, .frame_id
+    │   └── BedrockStreamException  an exception frame of Bedrock's event-stream; .status
+    │                               (protocol/eventstream.py)
+    ├── ClientGone                  the client went away (its query's frames have no reader any
+    │                               more, or its request body stopped with the connection):
+    │                               what it asked just stops; usage is still recorded
     ├── ActorUnavailable            an actor's inbox is closed or its reply channel ended
     │   └── ShuttingDown            a graceful shutdown has begun: no new query is taken
     ├── Overloaded                  no query slot freed within the admission wait; .retry_after
     ├── InternalError               an unexpected exception, contained at a supervision
     │   │                           boundary and already logged and counted there
     │   └── ActorFailed             an actor's handler failed on a request (``ask`` raises it)
-    └── ServiceFailed               the whole service is unusable (a listener lost): the
-                                    process ends with one line on stderr, exit code 1
+    ├── ServiceFailed               the whole service is unusable (a listener lost): the
+    │                               process ends with one line on stderr, exit code 1
+    ├── CredentialError             a credential source could not produce one
+    │                               (actors/credentials.py; the ClientPool logs it)
+    ├── StoreError                  the PostgreSQL store failed (actors/cost_store.py; the
+    │                               ledger degrades, a token check answers 503)
+    ├── ModelsFetchFailed           one page of ``GET /v1/models`` unreadable
+    │                               (actors/models_fetcher.py; the built-in catalog stays)
+    ├── BodyTooLarge                an HTTP request body over the limit (actors/asgi.py): 413
+    └── BodyStalled                 an HTTP request body stopped arriving (actors/asgi.py): 408
 
-Rules: httpx exceptions are mapped at one boundary; exception groups propagate and are
-never unwrapped by hand; trio's own ``Cancelled``/``ClosedResourceError``/``EndOfChannel``
-keep their meanings inside actors.
+    msgspec.DecodeError             msgspec's: outside data that does not decode
+    └── JsonLimitError              outside JSON over a bound (protocol/bounded_json.py), a
+                                    DecodeError so every decode site refuses it the same way
+
+A class lives in this module unless its line names another. The drawing is kept true by
+``tests/protocol/test_error_tree.py``, which compares it with the classes themselves.
+
+Rules: httpx exceptions are mapped at one boundary (``actors/upstream.py``: an upstream
+failure becomes a ``protocol.retry.Failure``, a value, never an exception); exception groups
+propagate and are never unwrapped by hand; trio's own ``Cancelled``/``ClosedResourceError``/
+``EndOfChannel`` keep their meanings inside actors.
 
 Supervision (docs/supervision.md): any other ``Exception`` is contained at the nearest
 boundary (a query, a WebSocket connection's reader or writer, an HTTP request, one message
@@ -50,20 +66,7 @@ class ConfigError(SwitchboardError):
     """The configuration cannot work (bad flag, bad environment value)."""
 
 
-class ProtocolError(SwitchboardError):
-    """Abstract: bytes or frames that break a format. Raise a subclass."""
-
-    def __init__(self, message: str) -> None:
-        if type(self) is ProtocolError:
-            raise TypeError("ProtocolError is abstract; raise Local- or RemoteProtocolError")
-        super().__init__(message)
-
-
-class LocalProtocolError(ProtocolError):
-    """We tried to emit something invalid: always a bug in the gateway."""
-
-
-class RemoteProtocolError(ProtocolError):
+class RemoteProtocolError(SwitchboardError):
     """The peer (a client, or the upstream) sent something malformed.
 
     ``error_type`` is the front-door error type a client sees (``bad_frame`` for a client
@@ -79,20 +82,10 @@ class RemoteProtocolError(ProtocolError):
         self.frame_id = frame_id
 
 
-class UpstreamError(SwitchboardError):
-    """Something went wrong talking to the upstream API (mapped at the httpx boundary)."""
-
-
-class UpstreamTimeout(UpstreamError):
-    """The upstream did not answer in time (a timeout, or the idle watchdog fired)."""
-
-
-class UpstreamUnavailable(UpstreamError):
-    """The connection could not be made, or broke."""
-
-
-class UpstreamStatusError(UpstreamError):
-    """A non-2xx status or an in-stream ``error`` event."""
+class ClientGone(SwitchboardError):
+    """The client went away: its query's outbound channel is closed (nobody reads its frames
+    any more, or it took none for the slow-reader limit), or it disconnected before its request
+    body was complete. What it asked for just stops; nobody is left to tell."""
 
 
 class ActorUnavailable(SwitchboardError):

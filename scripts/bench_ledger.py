@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import actors.cost_store
 from actors._util import ask
-from actors.cost_ledger import CostLedger, CostLedgerAddress, RecordUsage, UsageRecorded
+from actors.cost_ledger import CostLedger
+from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from protocol.usage import Usage
 
 USAGE = Usage(input_tokens=1200, output_tokens=300, cache_read_input_tokens=5000)

@@ -14,7 +14,7 @@ import trio
 
 from actors._util import answer
 from actors.config import Config, Secret
-from actors.cost_ledger import (
+from actors.messages.ledger import (
     CostLedgerAddress,
     CostLedgerMsg,
     RecordDuration,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+from actors.messages.relay import AttemptOutcome
 from actors.retry_shared import Refused, SharedRetryState
-from actors.stream_relay import AttemptOutcome
 from protocol.retry import Failure, GiveUp
 
 MODEL = "claude-opus-4-6"

@@ -13,17 +13,17 @@ from actor_fakes import BASE_URL, Upstream, config, error_response
 
 import actors.client_pool
 from actors._util import ask
-from actors.client_pool import (
+from actors.client_pool import ClientPool
+from actors.config import Config
+from actors.credentials import Credential, CredentialError
+from actors.messages.pool import (
     Acquire,
-    ClientPool,
     ClientPoolAddress,
     Lease,
     Refresh,
     RefreshResult,
     ReportBroken,
 )
-from actors.config import Config
-from actors.credentials import Credential, CredentialError
 
 
 class Source:

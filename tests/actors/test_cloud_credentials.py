@@ -8,17 +8,11 @@ import trio
 
 import actors.cloud_credentials
 from actors._util import ask
-from actors.client_pool import (
-    EARLY_REFRESH_RETRY_INTERVAL,
-    Acquire,
-    ClientPool,
-    Lease,
-    Refresh,
-    RefreshResult,
-)
+from actors.client_pool import EARLY_REFRESH_RETRY_INTERVAL, ClientPool
 from actors.cloud_credentials import EARLY_REFRESH, EXPIRY_MARGIN, load_cloud_credential
 from actors.config import Config, Secret, config_from_env
 from actors.credentials import AwsKeys, Credential, CredentialError
+from actors.messages.pool import Acquire, Lease, Refresh, RefreshResult
 from actors.providers import BedrockEndpoint, FoundryEndpoint
 from protocol.errors import ConfigError
 

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from actors.config import Config, Secret, config_from_env, parse_custom_headers
+from actors.config import Config, Secret, config_from_env
+from actors.env_values import parse_custom_headers
 from actors.log import RedactingFilter
 from protocol.errors import ConfigError
 

@@ -38,9 +38,10 @@ import actors.cost_store
 import actors.ledger_health
 from actors._util import ask
 from actors.config import config_from_env
-from actors.cost_ledger import CostLedger, CostLedgerAddress, ReadSpend
+from actors.cost_ledger import CostLedger
 from actors.cost_store import LedgerStore, read_sessions
 from actors.ledger_health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
+from actors.messages.ledger import CostLedgerAddress, ReadSpend
 from actors.metrics import Metrics
 from protocol.dashboard import EVERYONE, Bucket, Scope, SpendRow
 from protocol.errors import ActorUnavailable, ConfigError
@@ -93,7 +94,7 @@ async def test_a_failing_commit_is_told_buffered_retried_with_backoff_and_commit
         health = ledger.health
         assert (health.healthy, health.committing, health.pending_records) == (False, False, 1)
         assert health.reason == f"cost ledger cannot commit: {error}"
-        refusal = ledger.refusal()
+        refusal = ledger.health.refusal
         assert refusal is not None and error in refusal
         assert sample(metrics, "switchboard_ledger_healthy") == 0
         assert sample(metrics, "switchboard_ledger_commit_failures_total") == 1
@@ -110,7 +111,7 @@ async def test_a_failing_commit_is_told_buffered_retried_with_backoff_and_commit
         # The disk recovers: the next retry commits everything kept, no restart.
         store.write_error = None
         await trio.sleep(RETRY_MAX_INTERVAL)
-        assert ledger.health.healthy and ledger.refusal() is None and ledger.health.pending_records == 0
+        assert ledger.health.healthy and ledger.health.refusal is None and ledger.health.pending_records == 0
         assert sample(metrics, "switchboard_ledger_healthy") == 1
         assert sample(metrics, "switchboard_ledger_pending_records") == 0
         assert (await record(address, START, record_id="after")).recorded
@@ -125,9 +126,10 @@ async def test_failing_open_serves_until_too_much_is_pending(
     async with faulty(ledger_location, fail_open=True) as (ledger, address, store):
         store.write_error = DISK_FULL
         assert not (await record(address, FINAL, record_id="a")).recorded
-        assert not ledger.health.healthy and ledger.refusal() is None
+        first = ledger.health
+        assert not first.healthy and first.refusal is None
         assert not (await record(address, FINAL, record_id="b")).recorded
-        refusal = ledger.refusal()
+        refusal = ledger.health.refusal
         assert refusal is not None and DISK_FULL in refusal
         store.write_error = None
 
@@ -159,7 +161,7 @@ async def test_a_corrupt_session_fails_only_its_own_requests_and_degrades_health
         assert (await cost(address, "good")).total_cost_usd == pytest.approx(FINAL_PICO / 1e12)
         assert (await record(address, START, session="good")).recorded
         health = ledger.health
-        assert not health.healthy and health.committing and ledger.refusal() is None
+        assert not health.healthy and health.committing and ledger.health.refusal is None
         assert health.reason == f"cost ledger cannot read 1 session(s): {MALFORMED}"
         assert sample(metrics, "switchboard_ledger_read_failures_total") == 2
         # The retry task reads it again with backoff; once it can, all is well.
@@ -179,7 +181,7 @@ async def test_a_real_full_disk_then_freed(tmp_path: Path, autojump_clock: trio.
             assert not any(r.recorded for r in during)
             reason = ledger.health.reason
             assert reason is not None and reason.startswith("cost ledger cannot commit: ")
-            assert ledger.refusal() is not None
+            assert ledger.health.refusal is not None
             filler.unlink()
             await trio.sleep(RETRY_INITIAL_INTERVAL)  # the first retry is due now
             await trio.testing.wait_all_tasks_blocked()

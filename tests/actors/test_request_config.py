@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from actors.config import build_settings_from_env, config_from_env
+from actors.config import config_from_env
+from actors.request_config import build_settings_from_env
 from protocol.models_catalog import ModelSettings
 
 

@@ -29,11 +29,12 @@ from actor_fakes import (
 
 import actors.client_pool
 from actors._util import ask
-from actors.client_pool import Acquire, ClientPool, ClientPoolAddress, Lease
+from actors.client_pool import ClientPool
 from actors.config import Config
 from actors.credentials import Credential
-from actors.retry_supervisor import RetrySupervisor, RetrySupervisorAddress
-from actors.run_query import RunQuery
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease
+from actors.messages.supervisor import RetrySupervisorAddress, RunQuery
+from actors.retry_supervisor import RetrySupervisor
 from actors.stream_relay import StreamRelay
 from protocol.frames import (
     TERMINAL_FRAMES,

@@ -26,14 +26,14 @@ from actor_fakes import (
 
 from actors._util import ask
 from actors.client_pool import ClientPool
-from actors.stream_relay import (
+from actors.messages.relay import (
     AttemptOutcome,
     CountResult,
     RunAttempt,
     RunCount,
-    StreamRelay,
     StreamRelayAddress,
 )
+from actors.stream_relay import StreamRelay
 from protocol.frames import EventFrame, GatewayFrame
 
 REQUEST: dict[str, Any] = {"model": SONNET, "max_tokens": 256, "messages": [{"role": "user", "content": "Hi"}]}

@@ -6,7 +6,8 @@ import httpx
 import pytest
 import trio
 
-from actors.config import Config, config_from_env, environment_proxies
+from actors.config import Config, config_from_env
+from actors.env_values import environment_proxies
 from actors.upstream import UpstreamClient, bypasses_proxy
 from emulator import Emulator
 

@@ -10,15 +10,9 @@ import trio
 from harness import chat, connect
 
 from actors._util import ask
-from actors.client_pool import (
-    UPSTREAM_SHARDS,
-    Acquire,
-    ClientPool,
-    ClientPoolAddress,
-    Lease,
-    ReportBroken,
-)
+from actors.client_pool import UPSTREAM_SHARDS, ClientPool
 from actors.config import Config
+from actors.messages.pool import Acquire, ClientPoolAddress, Lease, ReportBroken
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, ErrorFrame, RetryFrame
@@ -166,8 +160,9 @@ async def test_bootstrap_uses_the_pools_credential_whatever_its_source(
     key.write_text("helper-key")
     config = Config(base_url=url, api_key_helper=command, ledger_path=":memory:")
     server: Server = await nursery.start(functools.partial(run_server, config))
-    record = await emulator.wait_for_request(0)
-    assert record.path == "/api/claude_cli/bootstrap"
+    # The startup fetches (bootstrap, GET /v1/models) lease from the pool in either order.
+    first_two = [await emulator.wait_for_request(n) for n in (0, 1)]
+    [record] = [r for r in first_two if r.path == "/api/claude_cli/bootstrap"]
     assert record.headers["x-api-key"] == "helper-key" and record.status == 200
     await record.finished.wait()
     await trio.testing.wait_all_tasks_blocked()

@@ -171,11 +171,11 @@ async def test_client_betas_are_kept_and_session_activity_is_exposed(config: Con
     async with open_gateway(config) as gateway:
         async with gateway.query(request, session_id="s", source="title", headers=client_betas) as frames:
             await frames.receive()
-            assert gateway.active_sessions() == ["s"]
+            assert (await gateway.session_activity()).active == ("s",)
             async for _ in frames:
                 pass
-        assert gateway.active_sessions() == []
-        assert [s for s, _ in gateway.idle_sessions()] == ["s"]
+        activity = await gateway.session_activity()
+        assert activity.active == () and [s for s, _ in activity.idle] == ["s"]
     # Haiku for a non-agentic source: no claude-code beta of its own, but the client's stays.
     assert sent(emulator, 0)[1] == [
         B.INTERLEAVED_THINKING, B.CONTEXT_MANAGEMENT, B.PROMPT_CACHING_SCOPE, "pdfs-2024-09-25", B.CLAUDE_CODE

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol.betas import OAUTH
 from protocol.bootstrap import (
-    OAUTH_BETA,
     BootstrapAnswer,
     bootstrap_headers,
     decode_bootstrap,
@@ -63,7 +63,7 @@ def test_garbage_only_ever_raises_remote_protocol_error(body: bytes) -> None:
 
 def test_oauth_is_preferred_over_the_api_key_and_no_credential_means_no_request() -> None:
     both = dict(bootstrap_headers(api_key="sk-key", auth_token="oauth-tok", user_agent="ua/1") or ())
-    assert both["authorization"] == "Bearer oauth-tok" and both["anthropic-beta"] == OAUTH_BETA
+    assert both["authorization"] == "Bearer oauth-tok" and both["anthropic-beta"] == OAUTH
     assert "x-api-key" not in both and both["user-agent"] == "ua/1"
     key = dict(bootstrap_headers(api_key="sk-key", auth_token=None, user_agent="ua/1") or ())
     assert key["x-api-key"] == "sk-key" and "authorization" not in key and "anthropic-beta" not in key

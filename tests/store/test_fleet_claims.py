@@ -8,9 +8,9 @@ import psycopg
 import trio
 
 from actors.fleet import REMOTE_RECHECK, SESSIONS_CHANNEL, Fleet, GateNews
+from actors.messages.relay import AttemptOutcome
 from actors.pg_store import PgStore
 from actors.retry_shared import SharedRetryState
-from actors.stream_relay import AttemptOutcome
 from protocol.retry import Failure, GiveUp
 
 WAIT = 10  # seconds: a bound for a notification's round trip through the server

@@ -27,8 +27,9 @@ from pg_testkit import HOST, PORT, restart_cluster, restart_cluster_or_skip
 
 import actors.pg_store
 from actors._util import ask
-from actors.cost_ledger import CostLedger, CostLedgerAddress, RecordUsage, UsageRecorded
+from actors.cost_ledger import CostLedger
 from actors.cost_store import read_sessions
+from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.metrics import Metrics
 from protocol.usage import Usage
 
@@ -143,14 +144,15 @@ async def test_a_server_that_vanishes_degrades_the_ledger_which_recovers_without
                 health = ledger.health
                 assert not health.healthy and not health.committing and health.pending_records == 1
                 assert health.reason is not None and health.reason.startswith("cost ledger cannot commit: ")
-                assert ledger.refusal() is not None  # new queries are refused meanwhile
+                assert health.refusal is not None  # new queries are refused meanwhile
                 # A session not in memory cannot be read: it fails alone.
                 assert not (await record(address, "cold", session="elsewhere")).recorded
                 proxy.up()
                 with trio.fail_after(300):  # virtual seconds: the retry's backoff, 15 s at most
                     while not ledger.health.healthy:  # noqa: ASYNC110 (the health has no event)
                         await trio.sleep(1)
-                assert ledger.refusal() is None and ledger.health.pending_records == 0
+                after = ledger.health
+                assert after.refusal is None and after.pending_records == 0
                 assert (await record(address, "after")).recorded
     stored = dict(read_sessions(pg_url))
     assert stored["s"].total_pico == 3 * USAGE_PICO
@@ -172,7 +174,7 @@ async def test_a_real_restart_under_load_loses_nothing_reported_as_recorded(pg_u
                     # Records until one made after the restart is committed: that commit held
                     # everything kept in memory before it.
                     for i in itertools.count():
-                        if ledger.refusal() is not None:
+                        if ledger.health.refusal is not None:
                             # What the Gateway does with a new query now: refuse it. The
                             # server's restart is real time, so is this pause.
                             await trio.sleep(0.05)
