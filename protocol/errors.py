@@ -25,6 +25,9 @@
     │                               ledger degrades, a token check answers 503)
     ├── ModelsFetchFailed           one page of ``GET /v1/models`` unreadable
     │                               (actors/models_fetcher.py; the built-in catalog stays)
+    ├── MachineError                an event the query machine's phase does not accept: a bug in
+    │                               the shell that fed it (protocol/query_machine.py); contained
+    │                               at the query's boundary
     ├── BodyTooLarge                an HTTP request body over the limit (actors/asgi.py): 413
     └── BodyStalled                 an HTTP request body stopped arriving (actors/asgi.py): 408
 

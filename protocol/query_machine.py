@@ -56,6 +56,7 @@ from typing import Final, Literal, TypeAlias, assert_never
 
 import msgspec
 
+from protocol.errors import SwitchboardError
 from protocol.frames import Fallback, FastMode, RetryFrame, Tombstone
 from protocol.passthrough import gate_refusal, out_of_time
 from protocol.query_events import (
@@ -123,7 +124,7 @@ TRANSITIONS: Final[dict[Phase, dict[type[Event], frozenset[Phase]]]] = {
 }
 
 
-class MachineError(Exception):
+class MachineError(SwitchboardError):
     """An event the machine's phase does not accept: a bug in whoever fed it."""
 
 
