@@ -71,7 +71,7 @@ from actors.cost_ledger import (
     OpenSession,
     SessionOpened,
 )
-from actors.cost_store import MEMORY, STORE_ERRORS
+from actors.cost_store import MEMORY, STORE_ERRORS, open_store
 from actors.drain import Drain
 from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
@@ -85,6 +85,8 @@ from actors.retry_supervisor import (
     RunQuery,
 )
 from actors.session_state import SessionStates
+from actors.sqlite_fleet import SqliteFleet
+from actors.sqlite_shared import open_shared_store
 from actors.stream_relay import CountResult, StreamRelay
 from actors.token_store import open_token_store
 from protocol.bootstrap import merge_model_options
@@ -105,7 +107,7 @@ from protocol.request import validate_request
 from protocol.wire import JsonObject
 
 if TYPE_CHECKING:
-    from actors.fleet import Fleet
+    from actors.fleet_link import FleetLink
 
 T = TypeVar("T")
 
@@ -186,7 +188,7 @@ class Gateway:
 
     # With a PostgreSQL ledger: what the instances on it coordinate (actors.fleet); set by
     # ``run_gateway``, read by the WebSocket door (takeover across instances).
-    fleet: Fleet | None = None
+    fleet: FleetLink | None = None
 
     @property
     def instance_id(self) -> str:
@@ -517,7 +519,15 @@ async def run_gateway(
     """
     async with trio.open_nursery() as nursery:
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
-        ledger = CostLedger(ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open)
+        # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
+        # (actors/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
+        shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
+        ledger = CostLedger(
+            ledger_file(config),
+            metrics=metrics,
+            fail_open=config.ledger_fail_open,
+            open_store=open_shared_store if shared_file else open_store,
+        )
         if config.use_emulator:
             from emulator import Emulator  # only a gateway without credentials needs it
 
@@ -525,20 +535,22 @@ async def run_gateway(
             log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
             config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
         to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
-        fleet = None
+        fleet: FleetLink | None = None
         if is_postgres_url(ledger_file(config)):
             # Several instances on one ledger share takeovers and overload gates (README.md
             # "Deployment"). Imported only then: psycopg is the optional postgres extra.
             from actors.fleet import Fleet
 
             fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
+        elif shared_file:
+            fleet = await nursery.start(SqliteFleet(ledger_file(config), ledger.instance_id).run)
         # The ledger's store is open and migrated: the tokens' table is there.
         location = ledger_file(config)
         if location == MEMORY:
             budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
         else:
             budgets = Budgets(
-                await trio.to_thread.run_sync(lambda: open_token_store(location)),
+                await trio.to_thread.run_sync(lambda: open_token_store(location, shared=shared_file)),
                 metrics=metrics,
                 instance_id=ledger.instance_id,
             )

@@ -76,7 +76,7 @@ from actors.query_run import QueryRun
 from actors.retry_shared import SharedRetryState
 
 if TYPE_CHECKING:
-    from actors.fleet import Fleet
+    from actors.fleet_link import FleetLink
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, RunCount, StreamRelayAddress
 from protocol.betas import count_tokens_betas, split_beta_header, with_beta_header
@@ -142,7 +142,7 @@ class RetrySupervisor:
         metrics: Metrics | None = None,
         drain: Drain | None = None,
         catalog: Callable[[], Catalog] = lambda: BUILTIN,
-        fleet: Fleet | None = None,
+        fleet: FleetLink | None = None,
     ) -> None:
         self._config = config
         # With a PostgreSQL ledger: the overload gates shared by the instances (actors.fleet).

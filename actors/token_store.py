@@ -555,11 +555,17 @@ class PgTokenStore(TokenStore):
 
 
 
-def open_token_store(location: str) -> TokenStore:
-    """The token store of the ledger at ``location`` (an SQLite path or a PostgreSQL URL)."""
+def open_token_store(location: str, *, shared: bool = False) -> TokenStore:
+    """The token store of the ledger at ``location`` (an SQLite path or a PostgreSQL URL);
+    ``shared``: an SQLite file shared by the workers of ``serve --workers N``
+    (``actors.sqlite_shared``)."""
     if is_postgres_url(location):
         from actors.cost_store import require_psycopg
 
         require_psycopg()
         return PgTokenStore.open(location)
+    if shared:
+        from actors.sqlite_shared import SharedSqliteTokenStore
+
+        return SharedSqliteTokenStore.open(location)
     return SqliteTokenStore.open(location)

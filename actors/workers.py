@@ -1,0 +1,275 @@
+"""``switchboard serve --workers N``: one parent process and N worker processes serving the
+same ports (README.md "Deployment").
+
+Parent:
+    Checks the configuration, refuses a ledger the workers cannot share (``:memory:``, also
+    the default with the built-in emulator), and on an SQLite file takes its lock for the
+    whole run (``actors.sqlite_shared.prepare_shared_ledger``). With port 0 it picks the
+    ports itself (a socket bound with SO_REUSEPORT, never listening, holds each) and passes
+    them on. It then starts each worker as a new interpreter (``python -m actors.cli serve
+    ... --worker-of I``: spawned, never forked from a running trio), reads the URLs each
+    prints when it accepts connections, and prints them (the same first lines of stdout as
+    one process) once every worker is ready.
+Workers:
+    Each is ``serve`` with ``Config.workers`` N: its doors bind with SO_REUSEPORT (the
+    kernel spreads connections over them), its ledger is shared (a PostgreSQL ledger with
+    ``actors.fleet``, an SQLite file with ``actors.sqlite_fleet``), its log lines carry
+    ``[worker I]`` and its start line its instance id. A worker whose parent is gone (its
+    stdin, a pipe from the parent, ends) shuts itself down gracefully.
+Signals:
+    SIGTERM or SIGINT to the parent is forwarded to every worker as SIGTERM (each drains:
+    docs/protocol.md "Shutting down"); a further one is forwarded too (each worker ends its
+    grace at once). Workers run in their own session, so a terminal's Ctrl-C reaches only
+    the parent, which forwards it once. The parent exits 0 once every worker has exited.
+Supervision (docs/supervision.md):
+    A worker that dies (any exit while the parent is not stopping) is started again after
+    ``RESTART_FIRST`` seconds, doubling to ``RESTART_MAX`` while it keeps dying, back to the
+    first once one ran ``STEADY_AFTER``. A worker that fails before the first time all were
+    ready ends the parent with its exit code (the configuration cannot work: 2), the others
+    stopped first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from actors.config import Config, is_postgres_url, ledger_file
+from actors.cost_store import MEMORY
+from actors.sqlite_shared import prepare_shared_ledger
+from actors.ws_server import reuse_port_socket
+from protocol.errors import ConfigError, ServiceFailed
+
+log = logging.getLogger("switchboard.workers")
+
+RESTART_FIRST: Final = 0.5
+RESTART_MAX: Final = 15.0
+STEADY_AFTER: Final = 30.0
+# How long a worker that was told to stop, then cancelled, gets before it is killed.
+KILL_AFTER: Final = 5.0
+# The first lines a worker prints (its URLs) are bounded: a line longer than this fails it.
+MAX_LINE: Final = 4096
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (``--workers auto``)."""
+    return len(os.sched_getaffinity(0))
+
+
+def workers_arg(text: str) -> int:
+    """``--workers``: a count from 1, or ``auto`` (``usable_cpus``)."""
+    if text.strip().lower() == "auto":
+        return usable_cpus()
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"--workers takes a count from 1 or 'auto', not {text!r}")
+    return count
+
+
+class WorkerFailed(Exception):
+    """A worker ended before every worker was first ready; ``code`` is its exit code."""
+
+    def __init__(self, index: int, code: int) -> None:
+        super().__init__(f"worker {index} exited with code {code} before it was ready")
+        self.code = code
+
+
+@dataclass
+class _Fleet:
+    """The parent's state: the worker command and, per slot, the running process."""
+
+    argv: list[str]
+    count: int
+    lines: int
+    processes: dict[int, trio.Process] = field(default_factory=dict)
+    urls: list[str] = field(default_factory=list)
+    ready: set[int] = field(default_factory=set)
+    all_ready: trio.Event = field(default_factory=trio.Event)
+    stopping: trio.Event = field(default_factory=trio.Event)
+
+    def forward(self, signum: int) -> None:
+        """Send SIGTERM to every live worker (docs: "Signals")."""
+        for index, process in self.processes.items():
+            if process.returncode is None:
+                log.info("worker %d (pid %d): %s forwarded", index, process.pid, signal.Signals(signum).name)
+                process.send_signal(signal.SIGTERM)
+
+    async def keep_running(self, index: int) -> None:
+        """Run worker ``index``, starting it again whenever it dies, until stopping."""
+        delay = RESTART_FIRST
+        while not self.stopping.is_set():
+            started = trio.current_time()
+            code = await self._run_once(index)
+            if self.stopping.is_set():
+                log.info("worker %d exited with code %d", index, code)
+                return
+            if not self.all_ready.is_set():
+                raise WorkerFailed(index, code)
+            if trio.current_time() - started >= STEADY_AFTER:
+                delay = RESTART_FIRST
+            log.warning("worker %d exited with code %d; starting it again in %.1f s", index, code, delay)
+            with trio.move_on_after(delay):
+                await self.stopping.wait()
+            delay = min(delay * 2, RESTART_MAX)
+
+    async def _run_once(self, index: int) -> int:
+        """Start worker ``index``, note when it is ready, wait for its exit; its code."""
+        process = await trio.lowlevel.open_process(
+            [*self.argv, "--worker-of", str(index)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.processes[index] = process
+        log.info("worker %d started (pid %d)", index, process.pid)
+        try:
+            assert process.stdout is not None
+            lines = _Lines(process.stdout)
+            urls: list[str] = []
+            while len(urls) < self.lines and (line := await lines.next()) is not None:
+                urls.append(line)
+            if len(urls) == self.lines:
+                self._ready(index, urls)
+                while await lines.next() is not None:
+                    pass  # nothing more is expected; the pipe must not fill
+            return await process.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(process)
+            if process.stdin is not None:
+                await process.stdin.aclose()
+
+    def _ready(self, index: int, urls: list[str]) -> None:
+        log.info("worker %d ready on %s", index, ", ".join(urls))
+        self.ready.add(index)
+        if not self.urls:
+            self.urls = urls
+        if len(self.ready) == self.count and not self.all_ready.is_set():
+            self.all_ready.set()
+
+
+async def _stop(process: trio.Process) -> None:
+    """A worker still running when its slot is cancelled: SIGTERM, then SIGKILL."""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(KILL_AFTER):
+        await process.wait()
+        return
+    process.kill()
+    await process.wait()
+
+
+class _Lines:
+    """The lines of a worker's stdout, each bounded by ``MAX_LINE``."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = b""
+
+    async def next(self) -> str | None:
+        """The next line; None at the end of the stream."""
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > MAX_LINE:
+                raise ServiceFailed("a worker printed a line too long to be its URL")
+            chunk = await self._stream.receive_some()
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8", "replace")
+
+
+def _reserve(host: str, port: int, stack: ExitStack) -> int:
+    """The port to pass on: ``port`` itself, or for 0 one picked now and held by a socket
+    bound with SO_REUSEPORT (never listening: it takes no connection) until the parent ends."""
+    if port != 0:
+        return port
+    sock = stack.enter_context(reuse_port_socket(host, 0))
+    return int(sock.getsockname()[1])
+
+
+def worker_command(argv: Sequence[str], count: int, ws_port: int, http_port: int | None) -> list[str]:
+    """A worker's command line: the parent's own ``serve`` arguments, the last occurrence of
+    an option winning (argparse), with the count and the ports fixed."""
+    command = [sys.executable, "-m", "actors.cli", *argv, "--workers", str(count), "--port", str(ws_port)]
+    if http_port is not None:
+        command += ["--http-port", str(http_port)]
+    return command
+
+
+def check_shareable(config: Config) -> str:
+    """The ledger's location, if the workers can share it.
+
+    Raises ConfigError for an in-memory ledger."""
+    location = ledger_file(config)
+    if location == MEMORY:
+        raise ConfigError(
+            "--workers above 1 needs a ledger the workers share: give --ledger PATH (an SQLite "
+            "file) or a PostgreSQL URL (the built-in emulator's default ledger is in memory)"
+        )
+    return location
+
+
+async def supervise(argv: Sequence[str], count: int, config: Config) -> None:
+    """The parent (module docstring) until every worker has exited after a signal.
+
+    Raises:
+        ConfigError: the ledger cannot be shared or opened; a worker failed at start with 2.
+        ServiceFailed: a worker failed at start otherwise.
+    """
+    location = check_shareable(config)
+    store = None if is_postgres_url(location) else await trio.to_thread.run_sync(prepare_shared_ledger, location)
+    try:
+        with ExitStack() as stack, trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            ws_port = _reserve(config.host, config.port, stack)
+            http_port = None if config.http_port is None else _reserve(config.host, config.http_port, stack)
+            fleet = _Fleet(worker_command(argv, count, ws_port, http_port), count, 1 if http_port is None else 2)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_forward_signals, fleet, signals)
+                    nursery.start_soon(_announce, fleet)
+                    async with trio.open_nursery() as slots:
+                        for index in range(1, count + 1):
+                            slots.start_soon(fleet.keep_running, index)
+                    # Every worker has exited after a signal.
+                    nursery.cancel_scope.cancel()
+            except* WorkerFailed as group:
+                failed = group.exceptions[0]
+                assert isinstance(failed, WorkerFailed)
+                if failed.code == 2:
+                    raise ConfigError(f"{failed} (its log says why)") from None
+                raise ServiceFailed(f"{failed} (its log says why)") from None
+    finally:
+        if store is not None:
+            store.close()
+    log.info("switchboard stopped (%d workers)", count)
+
+
+async def _forward_signals(fleet: _Fleet, signals: AsyncIterator[int]) -> None:
+    """Stop on the first signal, forward each (module docstring, "Signals")."""
+    async for signum in signals:
+        if not fleet.stopping.is_set():
+            log.info("%s: stopping %d workers", signal.Signals(signum).name, fleet.count)
+        fleet.stopping.set()
+        fleet.forward(signum)
+
+
+async def _announce(fleet: _Fleet) -> None:
+    """Print the URLs once every worker is ready (the first lines of stdout)."""
+    await fleet.all_ready.wait()
+    for url in fleet.urls:
+        print(url, flush=True)
+    log.info("%d workers ready on %s", fleet.count, ", ".join(fleet.urls))
