@@ -56,7 +56,7 @@ from actors.cost_store import read_sessions, require_psycopg
 from actors.gateway import Gateway
 from actors.log import configure_logging
 from actors.server import Server, run_server
-from actors.workers import supervise, workers_arg
+from actors.workers import stop_with_parent, supervise, workers_arg
 from protocol.cost_report import format_report
 from protocol.errors import ConfigError, ServiceFailed
 
@@ -200,7 +200,7 @@ async def _serve(config_args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(functools.partial(run_server, config))
             if worker is not None:
-                nursery.start_soon(_stop_when_orphaned)
+                nursery.start_soon(stop_with_parent)
             tune_gc()
             print(server.ws_url, flush=True)
             if server.http_url is not None:
@@ -215,17 +215,6 @@ async def _serve(config_args: argparse.Namespace) -> None:
             # Drained: stop the actors; the ledger drains last (actors/gateway.py).
             nursery.cancel_scope.cancel(reason="shut down")
     log.info("switchboard stopped")
-
-
-async def _stop_when_orphaned() -> None:
-    """A worker of ``--workers N``: its stdin is a pipe from the parent, which never writes;
-    its end means the parent is gone (killed): shut down as on SIGTERM (actors/workers.py)."""
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    async with stdin:
-        while await stdin.receive_some():
-            pass
-    log.warning("the parent process is gone: shutting down")
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def shut_down_on_signals(signals: AsyncIterator[int], gateway: Gateway) -> None:

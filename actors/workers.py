@@ -14,8 +14,9 @@ Workers:
     Each is ``serve`` with ``Config.workers`` N: its doors bind with SO_REUSEPORT (the
     kernel spreads connections over them), its ledger is shared (a PostgreSQL ledger with
     ``actors.fleet``, an SQLite file with ``actors.sqlite_fleet``), its log lines carry
-    ``[worker I]`` and its start line its instance id. A worker whose parent is gone (its
-    stdin, a pipe from the parent, ends) shuts itself down gracefully.
+    ``[worker I]`` and its start line its instance id. A worker whose parent dies (even
+    by SIGKILL) shuts down gracefully (``stop_with_parent``: its stdin, a pipe from the
+    parent, ends).
 Signals:
     SIGTERM or SIGINT to the parent is forwarded to every worker as SIGTERM (each drains:
     docs/protocol.md "Shutting down"); a further one is forwarded too (each worker ends its
@@ -36,7 +37,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Final
@@ -58,6 +59,23 @@ STEADY_AFTER: Final = 30.0
 KILL_AFTER: Final = 5.0
 # The first lines a worker prints (its URLs) are bounded: a line longer than this fails it.
 MAX_LINE: Final = 4096
+# The parent's pid, in each worker's environment (``stop_with_parent``).
+PARENT_ENV: Final = "SWITCHBOARD_WORKERS_PARENT"
+
+
+async def stop_with_parent(environ: Mapping[str, str] = os.environ) -> None:
+    """In a worker the parent started (``PARENT_ENV`` set): wait for the end of stdin, a pipe
+    from the parent that it never writes, which comes when the parent dies (even by
+    SIGKILL), then send this process SIGTERM (a graceful shutdown). Elsewhere (a worker
+    started by hand, tests): returns at once. (Not ``prctl(PR_SET_PDEATHSIG)``: trio starts
+    processes from a worker thread, whose exit would count as the parent's death.)"""
+    if PARENT_ENV not in environ:
+        return
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+        while await stdin.receive_some():
+            pass
+    log.warning("the parent process is gone: shutting down")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def usable_cpus() -> int:
@@ -131,6 +149,7 @@ class _Fleet:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
+            env={**os.environ, PARENT_ENV: str(os.getpid())},
         )
         self.processes[index] = process
         log.info("worker %d started (pid %d)", index, process.pid)
@@ -148,8 +167,9 @@ class _Fleet:
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process)
-            if process.stdin is not None:
-                await process.stdin.aclose()
+                for pipe in (process.stdin, process.stdout):
+                    if pipe is not None:
+                        await pipe.aclose()
 
     def _ready(self, index: int, urls: list[str]) -> None:
         log.info("worker %d ready on %s", index, ", ".join(urls))
