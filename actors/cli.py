@@ -23,6 +23,10 @@ ledger into PostgreSQL (``actors.ledger_migrate``; idempotent).
 ``serve`` owns its process, so it also sets the garbage collector's policy (``tune_gc``); a
 program that embeds the gateway (``actors.gateway.open_gateway``) keeps its own.
 
+``serve --workers N|auto`` runs N worker processes on the same ports and ledger, under a
+parent that starts them again when they die and forwards the signals (``actors.workers``,
+README.md "Deployment").
+
 On SIGTERM or SIGINT ``serve`` shuts down gracefully (``Gateway.shutdown``, PROTOCOL.md 3):
 no new work, the queries in flight get ``--shutdown-grace`` seconds, then those left end
 with ``shutting_down``; the actors stop, the ledger last, and the process exits 0. A second

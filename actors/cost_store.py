@@ -9,8 +9,8 @@ gateway is writing it.
 
 Opening a file (``LedgerStore.open``) refuses, with a ``ConfigError`` that says why, a
 ledger that another gateway process is using (an exclusive ``flock`` on ``<ledger>.lock``
-beside it, held until ``close``: sharing a ledger among processes is the scale-out work's
-mode, on PostgreSQL, not supported on SQLite), a file or directory it cannot write, and a
+beside it, held until ``close``; the workers of ``serve --workers N`` share a file under
+their parent's lock instead: actors/sqlite_shared.py), a file or directory it cannot write, and a
 corrupt file (``PRAGMA quick_check``, bounded by ``INTEGRITY_CHECK_BUDGET``; a check that
 runs out of time is logged and skipped, never fatal). ``switchboard cost`` takes no lock.
 

@@ -442,7 +442,8 @@ class SqliteTokenStore(TokenStore):
 
     def _dead_rows(self, db: _Cursor, instance_id: str, now: datetime.datetime) -> builtins.list[tuple[Any, ...]]:
         # One gateway process holds an SQLite ledger (its lock, actors/cost_store.py): at its
-        # start, every reservation left is of a process that died.
+        # start, every reservation left is of a process that died. (The workers of ``serve
+        # --workers N`` share one: actors/sqlite_shared.py, ``SharedSqliteTokenStore``.)
         rows = db.execute(self._r("SELECT reservation_id, name, session_id, query_id, amount_pico FROM {r}")).fetchall()
         return [tuple(row) for row in rows]
 
