@@ -40,7 +40,7 @@ from typing import Final, TypeVar, final
 import msgspec
 import trio
 
-from actors.cost_store import BUSY_TIMEOUT_MS
+from actors.cost_store import BUSY_TIMEOUT_MS, SYNCHRONOUS
 from actors.fleet_link import Claimed, GateNews, Holder, deliver_claim
 from actors.sqlite_shared import FLEET_SCHEMA
 from protocol.errors import ConfigError
@@ -127,6 +127,9 @@ class SqliteFleet:
     def _open(self) -> None:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # The events are coordination: one lost to a power cut is harmless (its connections
+        # are gone too), so no fsync per claim (the ledger's own setting: cost_store).
+        db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
         db.executescript(FLEET_SCHEMA)
         self._seen = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM fleet_events").fetchone()[0])
         self._db = db
