@@ -153,6 +153,8 @@ class _Fleet:
         )
         self.processes[index] = process
         log.info("worker %d started (pid %d)", index, process.pid)
+        if self.stopping.is_set():
+            process.send_signal(signal.SIGTERM)  # the signal came while it was being started
         try:
             assert process.stdout is not None
             lines = _Lines(process.stdout)
