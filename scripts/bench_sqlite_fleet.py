@@ -11,7 +11,7 @@ and worker thread, as two processes have; one process's CPU is shared by both he
 - ``claim``: the time of ``SqliteFleet.claim`` (one ``INSERT ... RETURNING`` in a write
   transaction), ``--claims`` times, alternating fleets;
 - ``takeover``: from a claim's return on one fleet to the other's holder of that session
-  superseded (bounded below by nothing, above by the 50 ms poll plus the read);
+  superseded (the claims made at a random moment of the 50 ms poll interval);
 - ``idle cpu``: this process's CPU per second over ``--idle`` seconds with both fleets
   polling and nothing happening, halved (one fleet's cost).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -59,6 +60,9 @@ async def main_async(args: argparse.Namespace) -> None:
                     event.set()
 
                 held = await holder_fleet.claim(f"s{n}", superseded)
+                # Both polls run in this process: a claim made right after one (as the
+                # previous takeover's) would wait a whole interval. Real claims come at any time.
+                await trio.sleep(random.uniform(0, POLL))
                 before = time.perf_counter()
                 await taker.claim(f"s{n}", lambda: None)
                 claimed = time.perf_counter()

@@ -82,10 +82,12 @@ def _body(deltas: int, pace_ms: int) -> bytes:
 
 
 def gateway_pids(parent: int) -> list[int]:
-    """The parent and its children (the workers; a worker's own children, none, not)."""
+    """The parent and its children (the workers), read per thread: trio starts processes
+    from a worker thread, whose children only its own ``children`` file lists."""
     pids = [parent]
-    with contextlib.suppress(OSError):
-        pids += [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
     return pids
 
 
