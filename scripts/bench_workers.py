@@ -84,11 +84,11 @@ def _body(deltas: int, pace_ms: int) -> bytes:
 def gateway_pids(parent: int) -> list[int]:
     """The parent and its children (the workers), read per thread: trio starts processes
     from a worker thread, whose children only its own ``children`` file lists."""
-    pids = [parent]
+    pids = {parent}
     for task in Path(f"/proc/{parent}/task").iterdir():
         with contextlib.suppress(OSError):
-            pids += [int(pid) for pid in (task / "children").read_text().split()]
-    return pids
+            pids.update(int(pid) for pid in (task / "children").read_text().split())
+    return sorted(pids)
 
 
 def gateway_cpu(parent: int) -> float:
