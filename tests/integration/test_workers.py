@@ -169,7 +169,7 @@ class Parent:
 
 
 @asynccontextmanager
-async def parent(env: dict[str, str], ledger: Path, *args: str) -> AsyncIterator[tuple[Parent, str, str]]:
+async def parent(env: dict[str, str], ledger: Path | str, *args: str) -> AsyncIterator[tuple[Parent, str, str]]:
     """``serve --workers 2`` (the parent) on ``ledger``, once it printed its URLs; stopped
     (SIGTERM, then SIGKILL) on exit."""
     command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--port", "0", "--ledger", str(ledger)]
@@ -236,6 +236,13 @@ async def test_sigterm_drains_every_worker_and_the_parent_exits_0(tmp_path: Path
         assert f"worker {index} exited with code 0".encode() in served.stderr
     assert b"SIGTERM forwarded" in served.stderr
     assert stored_total(ledger, "draining") > 0
+
+
+async def test_workers_on_a_postgresql_ledger_are_instances_of_its_fleet(pg_url: str) -> None:
+    async with upstream() as env, parent(env, pg_url) as (served, _, http_url):
+        with trio.fail_after(WAIT):
+            assert len(await instances_seen(http_url, 2)) == 2
+            await served.until_logged("session takeover across instances on channel", count=2)
 
 
 async def test_an_in_memory_ledger_is_refused_with_workers() -> None:
