@@ -105,7 +105,7 @@ class WorkerFailed(Exception):
 
 
 @dataclass
-class _Fleet:
+class _Workers:
     """The parent's state: the worker command and, per slot, the running process."""
 
     argv: list[str]
@@ -258,14 +258,14 @@ async def supervise(argv: Sequence[str], count: int, config: Config) -> None:
         with ExitStack() as stack, trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             ws_port = _reserve(config.host, config.port, stack)
             http_port = None if config.http_port is None else _reserve(config.host, config.http_port, stack)
-            fleet = _Fleet(worker_command(argv, count, ws_port, http_port), count, 1 if http_port is None else 2)
+            workers = _Workers(worker_command(argv, count, ws_port, http_port), count, 1 if http_port is None else 2)
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_forward_signals, fleet, signals)
-                    nursery.start_soon(_announce, fleet)
+                    nursery.start_soon(_forward_signals, workers, signals)
+                    nursery.start_soon(_announce, workers)
                     async with trio.open_nursery() as slots:
                         for index in range(1, count + 1):
-                            slots.start_soon(fleet.keep_running, index)
+                            slots.start_soon(workers.keep_running, index)
                     # Every worker has exited after a signal.
                     nursery.cancel_scope.cancel()
             except* WorkerFailed as group:
@@ -280,18 +280,18 @@ async def supervise(argv: Sequence[str], count: int, config: Config) -> None:
     log.info("switchboard stopped (%d workers)", count)
 
 
-async def _forward_signals(fleet: _Fleet, signals: AsyncIterator[int]) -> None:
+async def _forward_signals(workers: _Workers, signals: AsyncIterator[int]) -> None:
     """Stop on the first signal, forward each (module docstring, "Signals")."""
     async for signum in signals:
-        if not fleet.stopping.is_set():
-            log.info("%s: stopping %d workers", signal.Signals(signum).name, fleet.count)
-        fleet.stopping.set()
-        fleet.forward(signum)
+        if not workers.stopping.is_set():
+            log.info("%s: stopping %d workers", signal.Signals(signum).name, workers.count)
+        workers.stopping.set()
+        workers.forward(signum)
 
 
-async def _announce(fleet: _Fleet) -> None:
+async def _announce(workers: _Workers) -> None:
     """Print the URLs once every worker is ready (the first lines of stdout)."""
-    await fleet.all_ready.wait()
-    for url in fleet.urls:
+    await workers.all_ready.wait()
+    for url in workers.urls:
         print(url, flush=True)
-    log.info("%d workers ready on %s", fleet.count, ", ".join(fleet.urls))
+    log.info("%d workers ready on %s", workers.count, ", ".join(workers.urls))
