@@ -16,7 +16,8 @@ on one machine.
 - Each worker registers itself in ``fleet_instances`` (its instance id, pid) and its
   budgets' heartbeat refreshes ``last_seen_at`` (``SharedSqliteTokenStore``); a live worker
   releases the reservations of one silent for ``actors.token_store.SILENT_AFTER`` (a worker
-  killed with queries in flight), as on PostgreSQL.
+  killed with queries in flight), as on PostgreSQL; sooner when the parent saw it die
+  (``mark_dead``: at the next heartbeat).
 
 The fleet tables are coordination, not ledger data: created if missing, outside the ledger's
 schema version (``switchboard cost`` and ``ledger migrate`` never read them).
@@ -34,6 +35,7 @@ from typing import Any, Final
 
 from actors.cost_store import (
     _ESTIMATED,
+    BUSY_TIMEOUT_MS,
     MEMORY,
     LedgerStore,
     LoadedSession,
@@ -109,6 +111,20 @@ def prepare_shared_ledger(path: str) -> LedgerStore:
         store.close()
         raise
     return store
+
+
+def mark_dead(path: str, pid: int) -> None:
+    """The parent saw worker ``pid`` die: make its instance silent at once, so that a live
+    worker's next heartbeat (``actors.budgets``) releases its reservations, instead of
+    after ``SILENT_AFTER``.
+
+    Raises sqlite3.Error."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("UPDATE fleet_instances SET last_seen_at = '' WHERE pid = ?", (pid,))
+    finally:
+        db.close()
 
 
 class SharedLedgerStore(LedgerStore):

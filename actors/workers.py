@@ -25,7 +25,9 @@ Signals:
 Supervision (docs/supervision.md):
     A worker that dies (any exit while the parent is not stopping) is started again after
     ``RESTART_FIRST`` seconds, doubling to ``RESTART_MAX`` while it keeps dying, back to the
-    first once one ran ``STEADY_AFTER``. A worker that fails before the first time all were
+    first once one ran ``STEADY_AFTER``; on an SQLite ledger its instance is marked silent
+    (``actors.sqlite_shared.mark_dead``), so a live worker releases its budget reservations
+    at its next heartbeat. A worker that fails before the first time all were
     ready ends the parent with its exit code (the configuration cannot work: 2), the others
     stopped first.
 """
@@ -35,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -46,7 +49,7 @@ import trio
 
 from actors.config import Config, is_postgres_url, ledger_file
 from actors.cost_store import MEMORY
-from actors.sqlite_shared import prepare_shared_ledger
+from actors.sqlite_shared import mark_dead, prepare_shared_ledger
 from actors.ws_server import reuse_port_socket
 from protocol.errors import ConfigError, ServiceFailed
 
@@ -116,6 +119,8 @@ class _Workers:
     ready: set[int] = field(default_factory=set)
     all_ready: trio.Event = field(default_factory=trio.Event)
     stopping: trio.Event = field(default_factory=trio.Event)
+    # The SQLite ledger's path, to mark a dead worker's instance (``mark_dead``); None: PostgreSQL.
+    ledger_file: str | None = None
 
     def forward(self, signum: int) -> None:
         """Send SIGTERM to every live worker (docs: "Signals")."""
@@ -129,7 +134,7 @@ class _Workers:
         delay = RESTART_FIRST
         while not self.stopping.is_set():
             started = trio.current_time()
-            code = await self._run_once(index)
+            code, pid = await self._run_once(index)
             if self.stopping.is_set():
                 log.info("worker %d exited with code %d", index, code)
                 return
@@ -138,12 +143,22 @@ class _Workers:
             if trio.current_time() - started >= STEADY_AFTER:
                 delay = RESTART_FIRST
             log.warning("worker %d exited with code %d; starting it again in %.1f s", index, code, delay)
+            await self._mark_dead(pid)
             with trio.move_on_after(delay):
                 await self.stopping.wait()
             delay = min(delay * 2, RESTART_MAX)
 
-    async def _run_once(self, index: int) -> int:
-        """Start worker ``index``, note when it is ready, wait for its exit; its code."""
+    async def _mark_dead(self, pid: int) -> None:
+        """Have the live workers release the dead one's reservations soon (``mark_dead``)."""
+        if self.ledger_file is None:
+            return
+        try:
+            await trio.to_thread.run_sync(mark_dead, self.ledger_file, pid)
+        except sqlite3.Error as exc:
+            log.warning("the dead worker (pid %d) cannot be marked in the ledger: %s", pid, exc)
+
+    async def _run_once(self, index: int) -> tuple[int, int]:
+        """Start worker ``index``, note when it is ready, wait for its exit; its code and pid."""
         process = await trio.lowlevel.open_process(
             [*self.argv, "--worker-of", str(index)],
             stdin=subprocess.PIPE,
@@ -165,7 +180,7 @@ class _Workers:
                 self._ready(index, urls)
                 while await lines.next() is not None:
                     pass  # nothing more is expected; the pipe must not fill
-            return await process.wait()
+            return await process.wait(), process.pid
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process)
@@ -259,6 +274,7 @@ async def supervise(argv: Sequence[str], count: int, config: Config) -> None:
             ws_port = _reserve(config.host, config.port, stack)
             http_port = None if config.http_port is None else _reserve(config.host, config.http_port, stack)
             workers = _Workers(worker_command(argv, count, ws_port, http_port), count, 1 if http_port is None else 2)
+            workers.ledger_file = None if store is None else location
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_forward_signals, workers, signals)

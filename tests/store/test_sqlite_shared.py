@@ -6,6 +6,7 @@ seen across two fleets on one file (each its own connection, as two processes ha
 from __future__ import annotations
 
 import datetime
+import os
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import trio
 from actors.cost_store import SCHEMA_VERSION, SessionRow
 from actors.fleet_link import GateNews
 from actors.sqlite_fleet import SqliteFleet
-from actors.sqlite_shared import SharedLedgerStore, prepare_shared_ledger
+from actors.sqlite_shared import SharedLedgerStore, mark_dead, prepare_shared_ledger
 from actors.token_store import SILENT_AFTER, Claim, new_token, open_token_store
 from protocol.budget import Limits
 
@@ -68,6 +69,24 @@ def test_a_silent_workers_reservations_are_released_by_a_live_one_and_a_live_one
         assert (account.reserved_pico, account.in_flight) == (10_000, 1)
     finally:
         store.close()
+
+
+def test_a_worker_the_parent_saw_die_is_released_at_the_next_heartbeat_not_after_silence(tmp_path: Path) -> None:
+    path = str(tmp_path / "ledger.sqlite3")
+    prepare_shared_ledger(path).close()
+    worker = SharedLedgerStore.open_shared(path)  # registers itself, with this pid
+    store = open_token_store(path, shared=True)
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        store.add("ci", new_token(), Limits(budget_pico=100_000, period="total"), NOW)
+        claim = Claim(reservation_id="r", session_id="s", query_id="q", instance_id=worker.instance_id)
+        assert store.reserve("ci", 10_000, model="m", now=NOW, claim=claim) is not None
+        assert store.release_dead("me", now) == 0  # heard from just now: alive
+        mark_dead(path, os.getpid())
+        assert store.release_dead("me", now) == 1
+    finally:
+        store.close()
+        worker.close()
 
 
 def test_the_parent_releases_every_reservation_left_before_the_workers_start(tmp_path: Path) -> None:
