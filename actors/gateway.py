@@ -71,7 +71,7 @@ from actors.cost_ledger import (
     OpenSession,
     SessionOpened,
 )
-from actors.cost_store import MEMORY, STORE_ERRORS, open_store
+from actors.cost_store import MEMORY, STORE_ERRORS
 from actors.drain import Drain
 from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
@@ -522,12 +522,8 @@ async def run_gateway(
         # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
         # (actors/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
         shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
-        ledger = CostLedger(
-            ledger_file(config),
-            metrics=metrics,
-            fail_open=config.ledger_fail_open,
-            open_store=open_shared_store if shared_file else open_store,
-        )
+        new_ledger = functools.partial(CostLedger, open_store=open_shared_store) if shared_file else CostLedger
+        ledger = new_ledger(ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open)
         if config.use_emulator:
             from emulator import Emulator  # only a gateway without credentials needs it
 
