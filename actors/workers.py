@@ -285,7 +285,9 @@ async def supervise(argv: Sequence[str], count: int, config: Config) -> None:
                     # Every worker has exited after a signal.
                     nursery.cancel_scope.cancel()
             except* WorkerFailed as group:
-                failed = group.exceptions[0]
+                failed: BaseException = group
+                while isinstance(failed, BaseExceptionGroup):  # the nurseries nest the groups
+                    failed = failed.exceptions[0]
                 assert isinstance(failed, WorkerFailed)
                 if failed.code == 2:
                     raise ConfigError(f"{failed} (its log says why)") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -251,6 +252,21 @@ async def test_an_in_memory_ledger_is_refused_with_workers() -> None:
         result = await trio.run_process(command, env=clean_env(), capture_stderr=True, check=False)
     assert result.returncode == 2
     assert b"--workers above 1 needs a ledger the workers share" in result.stderr
+
+
+async def test_workers_that_cannot_start_stop_the_parent_with_their_exit_code(tmp_path: Path) -> None:
+    taken = socket.socket()  # a listener without SO_REUSEPORT: no worker can bind its port
+    with taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--workers", "2"]
+        command += ["--port", port, "--ledger", str(tmp_path / "ledger.sqlite3")]
+        with trio.fail_after(WAIT):
+            result = await trio.run_process(command, env=clean_env(), capture_stderr=True, capture_stdout=True, check=False)
+    assert result.returncode == 1
+    assert re.search(rb"switchboard: worker \d exited with code 1 before it was ready", result.stderr)
+    assert result.stdout == b""  # no URL: never ready
 
 
 def test_workers_auto_is_the_usable_cpus() -> None:
