@@ -239,6 +239,15 @@ async def test_sigterm_drains_every_worker_and_the_parent_exits_0(tmp_path: Path
     assert stored_total(ledger, "draining") > 0
 
 
+async def test_workers_shut_down_when_their_parent_is_killed(tmp_path: Path) -> None:
+    async with upstream() as env, parent(env, tmp_path / "ledger.sqlite3") as (served, _, _):
+        with trio.fail_after(WAIT):
+            served.process.kill()
+            # The workers write to the same stderr pipe, which the test still reads.
+            await served.until_logged(r"\[worker \d\] switchboard.workers the parent process is gone", count=2)
+            await served.until_logged(r"\[worker \d\] switchboard switchboard stopped", count=2)
+
+
 async def test_workers_on_a_postgresql_ledger_are_instances_of_its_fleet(pg_url: str) -> None:
     async with upstream() as env, parent(env, pg_url) as (served, _, http_url):
         with trio.fail_after(WAIT):
