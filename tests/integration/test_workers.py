@@ -31,7 +31,7 @@ from trio_websocket import ConnectionClosed
 from actors.cost_store import read_sessions
 from actors.sqlite_shared import prepare_shared_ledger
 from emulator import Emulator
-from protocol.frames import Aborted, CostFrame, Done, Ready
+from protocol.frames import Aborted, CostFrame, Done, ErrorFrame, Ready
 from protocol.http_api import format_usd
 from protocol.pricing import usd
 
@@ -253,6 +253,22 @@ async def test_workers_on_a_postgresql_ledger_are_instances_of_its_fleet(pg_url:
         with trio.fail_after(WAIT):
             assert len(await instances_seen(http_url, 2)) == 2
             await served.until_logged("session takeover across instances on channel", count=2)
+
+
+async def test_a_second_signal_is_forwarded_and_ends_the_workers_grace_at_once(tmp_path: Path) -> None:
+    async with upstream() as env, parent(env, tmp_path / "ledger.sqlite3", "--shutdown-grace", "600") as (served, ws_url, _):
+        with trio.fail_after(WAIT):
+            async with connect_url(ws_url, "stalled") as client:
+                await receive_ready(client)
+                await client.send(type="query", id="q", request=chat(STALL))
+                await until_events(client, "q", 2)
+                served.process.send_signal(signal.SIGTERM)
+                await served.until_logged(r"\[worker \d\] switchboard SIGTERM: shutting down", count=2)
+                served.process.send_signal(signal.SIGTERM)
+                frames = await client.until_terminal("q")
+                assert isinstance(frames[-1], ErrorFrame) and frames[-1].error.type == "shutting_down"
+            assert await served.process.wait() == 0
+    assert served.stderr.count(b"SIGTERM again: ending the grace now") >= 1
 
 
 async def test_an_in_memory_ledger_is_refused_with_workers() -> None:
