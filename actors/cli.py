@@ -23,6 +23,10 @@ ledger into PostgreSQL (``actors.ledger_migrate``; idempotent).
 ``serve`` owns its process, so it also sets the garbage collector's policy (``tune_gc``); a
 program that embeds the gateway (``actors.gateway.open_gateway``) keeps its own.
 
+``serve --workers N|auto`` runs N worker processes on the same ports and ledger, under a
+parent that starts them again when they die and forwards the signals (``actors.workers``,
+README.md "Deployment").
+
 On SIGTERM or SIGINT ``serve`` shuts down gracefully (``Gateway.shutdown``, PROTOCOL.md 3):
 no new work, the queries in flight get ``--shutdown-grace`` seconds, then those left end
 with ``shutting_down``; the actors stop, the ledger last, and the process exits 0. A second
@@ -51,11 +55,12 @@ import msgspec
 import trio
 
 from actors import cost_by, tokens_cli
-from actors.config import config_from_env, default_ledger_path, is_postgres_url, redact_url
+from actors.config import Config, config_from_env, default_ledger_path, is_postgres_url, redact_url
 from actors.cost_store import read_sessions, require_psycopg
 from actors.gateway import Gateway
 from actors.log import configure_logging
 from actors.server import Server, run_server
+from actors.workers import stop_with_parent, supervise, workers_arg
 from protocol.cost_report import format_report
 from protocol.errors import ConfigError, ServiceFailed
 
@@ -133,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
         "(default $SWITCHBOARD_ADMISSION_WAIT_S, else 10)",
     )
     serve.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=1,
+        metavar="N|auto",
+        help="worker processes sharing the ports and the ledger (auto: one per usable CPU; "
+        "default 1; above 1 the ledger must be a file or PostgreSQL, README.md \"Deployment\")",
+    )
+    # Set by the parent of ``--workers N`` on each worker's command line (actors/workers.py).
+    serve.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument(
         "--allow-no-auth",
         action="store_true",
         help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
@@ -162,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(config_args: argparse.Namespace) -> None:
+def _config(config_args: argparse.Namespace) -> Config:
     config = config_from_env(
         os.environ,
         host=config_args.host,
@@ -176,12 +191,20 @@ async def _serve(config_args: argparse.Namespace) -> None:
         max_queries=config_args.max_queries,
         admission_wait=config_args.admission_wait,
     )
-    configure_logging(debug=config.debug, secrets=config.secrets())
+    return msgspec.structs.replace(config, workers=config_args.workers)
+
+
+async def _serve(config_args: argparse.Namespace) -> None:
+    config = _config(config_args)
+    worker = config_args.worker_of
+    configure_logging(debug=config.debug, secrets=config.secrets(), label="" if worker is None else f"worker {worker}")
     # Opened first: a signal that arrives during start-up waits here, and SIGINT no longer
     # raises KeyboardInterrupt.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(functools.partial(run_server, config))
+            if worker is not None:
+                nursery.start_soon(stop_with_parent)
             tune_gc()
             print(server.ws_url, flush=True)
             if server.http_url is not None:
@@ -276,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     # wrapped in a group too.
     code = 0
     try:
-        if args.command == "serve":
+        if args.command == "serve" and args.workers > 1 and args.worker_of is None:
+            trio.run(_supervise, args, sys.argv[1:] if argv is None else argv)
+        elif args.command == "serve":
             trio.run(_serve, args)
         elif args.command == "cost":
             _cost(args)
@@ -302,7 +327,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(code)
 
 
+async def _supervise(args: argparse.Namespace, argv: list[str]) -> None:
+    config = _config(args)
+    configure_logging(debug=config.debug, secrets=config.secrets(), label="workers")
+    await supervise(argv, args.workers, config)
+
+
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first error of a (nested) group, for a one-line message."""
     first = group.exceptions[0]
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+if __name__ == "__main__":
+    main()

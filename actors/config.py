@@ -170,6 +170,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # issue 7: the Anthropic-compatible HTTP door (None: off; 0: any free port). Its request
     # body limit is ``max_frame_bytes``, the API's own 32 MiB.
     http_port: int | None = None
+    # issue 15: the processes of ``serve --workers N`` (README.md "Deployment"). Above 1 this
+    # process is one of them: its listeners share their ports (SO_REUSEPORT), its SQLite
+    # ledger is shared (the parent holds its lock: actors/sqlite_shared.py).
+    workers: int = 1
     # issue 3: retries, credentials, stream health
     api_key_helper: str | None = None
     api_key_helper_ttl: float = DEFAULT_KEY_HELPER_TTL

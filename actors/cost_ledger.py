@@ -40,7 +40,8 @@ Group commit:
     one commit per commit-time, not one per message.
 Memory:
     Sessions are loaded lazily from the store and kept in an LRU of ``MAX_HOT_SESSIONS``.
-Several instances (a ``SharedStore``: PostgreSQL, README.md "Deployment"):
+Several instances (a ``SharedStore``: PostgreSQL, or the SQLite file of ``serve --workers N``,
+actors/sqlite_shared.py; README.md "Deployment"):
     Other gateway processes may charge the same sessions, so what memory holds can lag
     behind the store. After each batch's successful commit, the totals of every session the
     batch touched are re-read from the store (one ``SharedStore.totals`` query per batch,

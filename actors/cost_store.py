@@ -9,8 +9,8 @@ gateway is writing it.
 
 Opening a file (``LedgerStore.open``) refuses, with a ``ConfigError`` that says why, a
 ledger that another gateway process is using (an exclusive ``flock`` on ``<ledger>.lock``
-beside it, held until ``close``: sharing a ledger among processes is the scale-out work's
-mode, on PostgreSQL, not supported on SQLite), a file or directory it cannot write, and a
+beside it, held until ``close``; the workers of ``serve --workers N`` share a file under
+their parent's lock instead: actors/sqlite_shared.py), a file or directory it cannot write, and a
 corrupt file (``PRAGMA quick_check``, bounded by ``INTEGRITY_CHECK_BUDGET``; a check that
 runs out of time is logged and skipped, never fatal). ``switchboard cost`` takes no lock.
 
@@ -57,7 +57,7 @@ import pathlib
 import sqlite3
 import time
 from collections.abc import Collection, Sequence
-from typing import Final, Protocol, final
+from typing import Final, Protocol, Self
 
 import msgspec
 
@@ -303,7 +303,6 @@ class Store(Protocol):
         ...
 
 
-@final
 class LedgerStore:
     """One SQLite connection, used by one thread at a time (the CostLedger's worker)."""
 
@@ -316,17 +315,18 @@ class LedgerStore:
         self._reader: sqlite3.Connection | None = None
 
     @classmethod
-    def open(cls, path: str, *, integrity_budget: float = INTEGRITY_CHECK_BUDGET) -> LedgerStore:
+    def open(cls, path: str, *, integrity_budget: float = INTEGRITY_CHECK_BUDGET, lock: bool = True) -> Self:
         """Open (creating if needed) the ledger at ``path``; ``":memory:"`` keeps no file.
 
         A new file and its directory are private to the user (0600, 0700). A file is locked
         for this process until ``close`` and checked for corruption first (within
-        ``integrity_budget`` seconds).
+        ``integrity_budget`` seconds). ``lock`` False: the caller holds the lock (the parent of
+        ``serve --workers N`` does for its workers, ``actors.sqlite_shared``).
         Raises:
             ConfigError: another process uses the ledger; the file or its directory cannot be
                 created or written; the file is corrupt or has a newer schema.
         """
-        lock = None if path == MEMORY else _lock(path)
+        held = None if path == MEMORY or not lock else _lock(path)
         try:
             try:
                 if path != MEMORY:
@@ -357,10 +357,10 @@ class LedgerStore:
                 db.close()
                 raise
         except ConfigError:
-            if lock is not None:
-                os.close(lock)
+            if held is not None:
+                os.close(held)
             raise
-        return cls(db, lock, path)
+        return cls(db, held, path)
 
     def _reading(self) -> sqlite3.Connection:
         """The connection of the dashboard's reads: the file's read-only one, or, in memory,
@@ -463,6 +463,12 @@ class LedgerStore:
             for r in rows
         ]
 
+    # How a session row is written (``actors.sqlite_shared`` adds durations instead).
+    _upsert_session: str = _UPSERT_SESSION
+
+    def _session_params(self, sessions: Sequence[SessionRow]) -> list[tuple[object, ...]]:
+        return [_session_values(s) for s in sessions]
+
     def write(self, sessions: Sequence[SessionRow], records: Sequence[RecordWrite]) -> None:
         """Write one batch in one transaction (all or nothing), sessions first.
 
@@ -475,7 +481,7 @@ class LedgerStore:
             db.execute("ROLLBACK")
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(_UPSERT_SESSION, [_session_values(s) for s in sessions])
+            db.executemany(self._upsert_session, self._session_params(sessions))
             for record in records:
                 if record.replaces:
                     db.execute(

@@ -52,8 +52,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Final, Literal, final
+from typing import Final, final
 
 import msgspec
 import psycopg
@@ -61,6 +60,10 @@ import trio
 from psycopg.rows import TupleRow
 
 from actors.config import redact_url
+from actors.fleet_link import Claimed as Claimed
+from actors.fleet_link import GateNews as GateNews
+from actors.fleet_link import Holder as Holder
+from actors.fleet_link import deliver_claim
 from actors.ledger_health import backoff
 from actors.pg_store import STATEMENT_TIMEOUT, conninfo, message
 from protocol.errors import ConfigError
@@ -132,47 +135,8 @@ _CLAIM: Final = (
 )
 
 
-class Claimed(msgspec.Struct, frozen=True, kw_only=True):
-    """A claim notification's payload."""
-
-    session_id: str
-    instance_id: str
-    epoch: int
-
-
 _DECODER: Final = msgspec.json.Decoder(Claimed)
-
-
-class GateNews(msgspec.Struct, frozen=True, kw_only=True):
-    """A gate notification's payload: another instance's gate ``closed`` (its probe got
-    its answer), its probe ``failed`` (the next probe is due in ``delay`` seconds) or was
-    ``released`` (ended otherwise); or the model's fast mode ``cooling`` for ``delay``
-    seconds (a cooldown is shared by every session: ``actors.retry_shared``)."""
-
-    model: str
-    instance_id: str
-    state: Literal["closed", "failed", "released", "cooling"]
-    delay: float
-
-
 _GATE_DECODER: Final = msgspec.json.Decoder(GateNews)
-
-
-@dataclass(eq=False)
-class Holder:
-    """One local connection holding a session: its claim's epoch (None while the claim is
-    under way) and the newest other instance's epoch seen meanwhile."""
-
-    session_id: str
-    on_taken: Callable[[], None]
-    epoch: int | None = None
-    newest_seen: int = 0
-    taken: bool = field(default=False)
-
-    def take(self) -> None:
-        if not self.taken:
-            self.taken = True
-            self.on_taken()
 
 
 @final
@@ -274,12 +238,7 @@ class Fleet:
         if claimed.instance_id == self.instance_id:
             return
         self.notifications += 1
-        for holder in list(self._holders.get(claimed.session_id, ())):
-            if holder.epoch is None:
-                holder.newest_seen = max(holder.newest_seen, claimed.epoch)
-            elif holder.epoch < claimed.epoch:
-                log.info("session %s taken over by instance %s", claimed.session_id, claimed.instance_id)
-                holder.take()
+        deliver_claim(self._holders, claimed)
 
     async def claim(self, session_id: str, on_taken: Callable[[], None]) -> Holder:
         """Claim ``session_id`` for a local connection: other instances' connections to it

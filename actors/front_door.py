@@ -99,7 +99,7 @@ from protocol.frames import (
 )
 
 if TYPE_CHECKING:
-    from actors.fleet import Fleet
+    from actors.fleet_link import FleetLink
 
 log = logging.getLogger("switchboard.frontdoor")
 
@@ -144,7 +144,7 @@ def parse_session_path(path: str) -> tuple[int, str | None]:
 class FrontDoor:
     """The WebSocket server (see the module docstring)."""
 
-    def __init__(self, gateway: Gateway, config: Config, fleet: Fleet | None = None) -> None:
+    def __init__(self, gateway: Gateway, config: Config, fleet: FleetLink | None = None) -> None:
         self._gateway = gateway
         self._config = config
         # With a PostgreSQL ledger: takeover across instances (actors.fleet).
@@ -165,6 +165,7 @@ class FrontDoor:
             self._config.port,
             max_message_size=self._config.max_frame_bytes,
             receive_buffer_size=RECEIVE_BUFFER,
+            reuse_port=self._config.workers > 1,
         )
         drain = self._gateway.drain
         with drain.hold():

@@ -88,6 +88,8 @@ from actors.metrics import Metrics
 from actors.models_fetcher import ModelsFetcher
 from actors.query_options import DEFAULT_OPTIONS, QueryOptions
 from actors.retry_supervisor import RetrySupervisor
+from actors.sqlite_fleet import SqliteFleet
+from actors.sqlite_shared import SharedSqliteTokenStore, open_shared_store
 from actors.stream_relay import StreamRelay
 from actors.token_store import open_token_store
 from protocol.bootstrap import merge_model_options
@@ -108,7 +110,7 @@ from protocol.request import validate_request
 from protocol.wire import JsonObject
 
 if TYPE_CHECKING:
-    from actors.fleet import Fleet
+    from actors.fleet_link import FleetLink
 
 T = TypeVar("T")
 
@@ -187,7 +189,7 @@ class Gateway:
 
     # With a PostgreSQL ledger: what the instances on it coordinate (actors.fleet); set by
     # ``run_gateway``, read by the WebSocket door (takeover across instances).
-    fleet: Fleet | None = None
+    fleet: FleetLink | None = None
 
     @property
     def instance_id(self) -> str:
@@ -518,7 +520,11 @@ async def run_gateway(
     """
     async with trio.open_nursery() as nursery:
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
-        ledger = CostLedger(
+        # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
+        # (actors/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
+        shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
+        new_ledger = functools.partial(CostLedger, open_store=open_shared_store) if shared_file else CostLedger
+        ledger = new_ledger(
             ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open, drain_grace=SHUTDOWN_GRACE
         )
         if config.use_emulator:
@@ -528,20 +534,24 @@ async def run_gateway(
             log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
             config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
         to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
-        fleet = None
+        fleet: FleetLink | None = None
         if is_postgres_url(ledger_file(config)):
             # Several instances on one ledger share takeovers and overload gates (README.md
             # "Deployment"). Imported only then: psycopg is the optional postgres extra.
             from actors.fleet import Fleet
 
             fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
+        elif shared_file:
+            fleet = await nursery.start(SqliteFleet(ledger_file(config), ledger.instance_id).run)
         # The ledger's store is open and migrated: the tokens' table is there.
         location = ledger_file(config)
         if location == MEMORY:
             budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
         else:
             budgets = Budgets(
-                await trio.to_thread.run_sync(lambda: open_token_store(location)),
+                await trio.to_thread.run_sync(
+                    lambda: SharedSqliteTokenStore.open(location) if shared_file else open_token_store(location)
+                ),
                 metrics=metrics,
                 instance_id=ledger.instance_id,
             )

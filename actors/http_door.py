@@ -68,6 +68,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import socket
 from typing import Final, final
 
 import hypercorn.config
@@ -89,6 +90,7 @@ from actors.gateway import Gateway
 from actors.http_answer import Reply, send_error, shutting_down
 from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost
 from actors.query_options import UpstreamHeads
+from actors.ws_server import reuse_port_socket
 from protocol.errors import RemoteProtocolError
 from protocol.http_api import (
     JSON_CONTENT_TYPE,
@@ -152,6 +154,12 @@ class HttpDoor:
         server.include_server_header = False
         server.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
         server.backlog = LISTEN_BACKLOG
+        if self._config.workers > 1:
+            # The port is shared with the other workers of ``serve --workers N`` (README.md
+            # "Deployment"): a socket of ours with SO_REUSEPORT, which hypercorn then owns.
+            sock = reuse_port_socket(host, self._config.http_port or 0)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            server.bind = [f"fd://{sock.detach()}"]
         # After a shutdown's queries ended: how long the responses in flight get to finish.
         server.graceful_timeout = CLEANUP_TIMEOUT
         drain = self._gateway.drain

@@ -72,14 +72,16 @@ HTTP_LOGGERS: Final = ("httpx", "httpcore", "hpack", "trio-websocket")
 
 
 def configure_logging(
-    *, debug: bool, secrets: Iterable[str] = (), environ: Mapping[str, str] = os.environ
+    *, debug: bool, secrets: Iterable[str] = (), environ: Mapping[str, str] = os.environ, label: str = ""
 ) -> None:
     """Send log lines to stderr; debug turns on the actors' debug logs, and the HTTP
-    client's internals too when ``SWITCHBOARD_DEBUG_HTTP=1`` (README "Configuration")."""
+    client's internals too when ``SWITCHBOARD_DEBUG_HTTP=1`` (README "Configuration").
+    ``label``: put in every line (``[worker 2]`` for ``serve --workers N``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter(secrets))
+    prefix = f"[{label}] " if label else ""
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
     )
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -38,7 +38,7 @@ from protocol.overload import CLOSED, Gate
 from protocol.retry import GiveUp, Retry, SwitchModel, is_overloaded, retry_after_seconds
 
 if TYPE_CHECKING:
-    from actors.fleet import Fleet, GateNews
+    from actors.fleet_link import FleetLink, GateNews
 
 # The least a query waits before asking the fleet's gate again (a due probe that another
 # instance just took): no busy loop on the database.
@@ -56,7 +56,7 @@ class SharedRetryState:
     """Per-model gates and fast-mode state, shared by a supervisor's queries."""
 
     def __init__(
-        self, *, fast_mode_disabled: bool = False, metrics: Metrics | None = None, fleet: Fleet | None = None
+        self, *, fast_mode_disabled: bool = False, metrics: Metrics | None = None, fleet: FleetLink | None = None
     ) -> None:
         self._metrics = metrics
         self._fleet = fleet

@@ -77,7 +77,7 @@ from actors.query_run import QueryRun
 from actors.retry_shared import SharedRetryState
 
 if TYPE_CHECKING:
-    from actors.fleet import Fleet
+    from actors.fleet_link import FleetLink
 from actors.messages.relay import CountResult, RunCount, StreamRelayAddress
 from actors.messages.supervisor import (
     GetSessionActivity,
@@ -117,7 +117,7 @@ class RetrySupervisor:
         metrics: Metrics | None = None,
         drain: Drain | None = None,
         catalog: Callable[[], Catalog] = lambda: BUILTIN,
-        fleet: Fleet | None = None,
+        fleet: FleetLink | None = None,
     ) -> None:
         self._config = config
         # With a PostgreSQL ledger: the overload gates shared by the instances (actors.fleet).

@@ -442,7 +442,8 @@ class SqliteTokenStore(TokenStore):
 
     def _dead_rows(self, db: _Cursor, instance_id: str, now: datetime.datetime) -> builtins.list[tuple[Any, ...]]:
         # One gateway process holds an SQLite ledger (its lock, actors/cost_store.py): at its
-        # start, every reservation left is of a process that died.
+        # start, every reservation left is of a process that died. (The workers of ``serve
+        # --workers N`` share one: actors/sqlite_shared.py, ``SharedSqliteTokenStore``.)
         rows = db.execute(self._r("SELECT reservation_id, name, session_id, query_id, amount_pico FROM {r}")).fetchall()
         return [tuple(row) for row in rows]
 
@@ -556,7 +557,9 @@ class PgTokenStore(TokenStore):
 
 
 def open_token_store(location: str) -> TokenStore:
-    """The token store of the ledger at ``location`` (an SQLite path or a PostgreSQL URL)."""
+    """The token store of the ledger at ``location`` (an SQLite path or a PostgreSQL URL).
+    An SQLite file shared by the workers of ``serve --workers N`` has its own
+    (``actors.sqlite_shared.SharedSqliteTokenStore``)."""
     if is_postgres_url(location):
         from actors.cost_store import require_psycopg
 

@@ -14,14 +14,18 @@ checks the close code through a raw client, so an upgrade that changes them fail
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection
+
+# The listen backlog of a shared port: trio's own default (the kernel caps it at somaxconn).
+LISTEN_BACKLOG: Final = 0xFFFF
 
 
 class _FailingConnection(WebSocketConnection):
@@ -70,11 +74,38 @@ async def serve_websocket(
     port: int,
     *,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    reuse_port: bool = False,
     **options: Any,
 ) -> NoReturn:
     """``trio_websocket.serve_websocket`` without TLS, whose connections send the close frame
     of a protocol failure. ``options``: ``WebSocketServer``'s keyword arguments. Startable:
-    ``started()`` gets the server once it accepts connections."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    ``started()`` gets the server once it accepts connections. ``reuse_port``: the port is
+    shared with other processes (SO_REUSEPORT: ``serve --workers N``, README.md "Deployment")."""
+    if reuse_port:
+        listeners = await _reuse_port_listeners(port, host)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host)
     server = _Server(handler, listeners, **options)
     await server.run(task_status=task_status)
+
+
+async def _reuse_port_listeners(port: int, host: str) -> list[trio.SocketListener]:
+    """A listener on ``reuse_port_socket``: the kernel spreads the connections over every
+    process listening on the port."""
+    sock = trio.socket.from_stdlib_socket(reuse_port_socket(host, port))
+    sock.listen(LISTEN_BACKLOG)
+    return [trio.SocketListener(sock)]
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with SO_REUSEPORT, not listening yet: every
+    process that binds the port so shares it (``serve --workers N``, README.md "Deployment")."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
