@@ -15,7 +15,12 @@ import trio
 from actors.cost_store import SCHEMA_VERSION, SessionRow
 from actors.fleet_link import GateNews
 from actors.sqlite_fleet import SqliteFleet
-from actors.sqlite_shared import SharedLedgerStore, SharedSqliteTokenStore, mark_dead, prepare_shared_ledger
+from actors.sqlite_shared import (
+    SharedLedgerStore,
+    SharedSqliteTokenStore,
+    mark_dead,
+    prepare_shared_ledger,
+)
 from actors.token_store import SILENT_AFTER, Claim, new_token
 from protocol.budget import Limits
 
