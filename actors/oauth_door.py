@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+import re
 import secrets
 import sqlite3
 from collections import deque
@@ -81,6 +82,8 @@ _JSON: Final = b"application/json"
 # RFC 6749 5.1: a token response is never cached.
 _NO_STORE: Final = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
 _STORE_ERRORS: Final = (sqlite3.Error, OSError)
+# A Host header the URLs may be built from: a name or address and a port, nothing else.
+_HOST: Final = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 
 def _now() -> datetime.datetime:
@@ -130,7 +133,8 @@ class OAuthDoor:
         """The gateway's base URL: ``--public-url``, else the request's own host."""
         if self._public_url:
             return self._public_url
-        return f"{scheme}://{head.headers.get('host', 'localhost')}"
+        host = head.headers.get("host", "")
+        return f"{scheme}://{host if _HOST.fullmatch(host) else 'localhost'}"
 
     async def handle(self, head: RequestHead, receive: ASGIReceiveCallable, exchange: Exchange, scheme: str) -> str:
         """Answer one request on an OAuth path; returns its route name for logs and metrics."""

@@ -85,6 +85,11 @@ async def test_discovery_names_the_device_and_token_endpoints_on_the_same_origin
     assert "authorization_endpoint" not in doc
 
 
+async def test_a_hostile_host_header_never_reaches_the_urls(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/.well-known/oauth-authorization-server", headers={"host": "evil.example/<x>"})).json()
+    assert doc["issuer"] == "http://localhost"
+
+
 async def test_the_device_authorization_answers_rfc_8628(client: httpx.AsyncClient) -> None:
     device = await authorize(client)
     assert len(device["device_code"]) >= 43  # 256 bits, URL-safe base64
