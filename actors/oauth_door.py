@@ -16,7 +16,8 @@ gets ``expired_token`` and the user signs in again). The store's writes and the 
 checks run on a worker thread, one at a time (``_limiter``); a store that cannot answer gets
 a 503 ``temporarily_unavailable``-style error, logged, never a crash of the door.
 The verification page's POST is rate-limited per client address (RFC 8628 5.1):
-``PAGE_ATTEMPTS`` per ``PAGE_WINDOW`` seconds, 429 past it.
+``PAGE_ATTEMPTS`` per ``PAGE_WINDOW`` seconds, 429 past it; so are new device
+authorizations (``DEVICE_STARTS``; 429 ``slow_down`` with ``retry-after``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ MAX_PENDING_GRANTS: Final = 10_000
 # The verification page: attempts per client address per window, and the addresses tracked.
 PAGE_ATTEMPTS: Final = 10
 PAGE_WINDOW: Final = 60.0
+# New device authorizations per client address per window (an office behind one address
+# signs in together; a flood cannot push every pending sign-in out of MAX_PENDING_GRANTS).
+DEVICE_STARTS: Final = 30
 MAX_TRACKED_ADDRESSES: Final = 10_000
 _JSON: Final = b"application/json"
 # RFC 6749 5.1: a token response is never cached.
@@ -106,7 +110,7 @@ class OAuthDoor:
         # device code digest -> grant; user code -> device code digest (both bounded together).
         self._grants: dict[str, DeviceGrant] = {}
         self._by_user_code: dict[str, str] = {}
-        self._attempts: dict[str, deque[float]] = {}
+        self._attempts: dict[tuple[str, str], deque[float]] = {}
 
     @property
     def store(self) -> IdentityStore:
@@ -185,6 +189,10 @@ class OAuthDoor:
 
     async def _device_authorization(self, head: RequestHead, exchange: Exchange, scheme: str) -> None:
         now = trio.current_time()
+        if not self._admit("device", head.client, now, DEVICE_STARTS):
+            _, body = oauth_error("slow_down", "too many sign-ins started from this address: wait a minute")
+            await exchange.respond(429, body, _JSON, [*_NO_STORE, (b"retry-after", str(int(PAGE_WINDOW)).encode())])
+            return
         self._forget_expired(now)
         device_code = secrets.token_urlsafe(TOKEN_BYTES)
         code = self._new_user_code()
@@ -258,7 +266,7 @@ class OAuthDoor:
     async def _verify(self, head: RequestHead, form: dict[str, str], exchange: Exchange) -> None:
         """The verification page's POST: the code, the user's name and password, their choice."""
         now = trio.current_time()
-        if not self._admit(head.client, now):
+        if not self._admit("page", head.client, now, PAGE_ATTEMPTS):
             await page_answer(exchange, 429, result_page("Too many attempts", "Wait a minute, then try again."), retry_after=int(PAGE_WINDOW))
             return
         code = normalize_user_code(form.get("user_code", ""))
@@ -283,14 +291,14 @@ class OAuthDoor:
         else:
             await page_answer(exchange, 200, result_page("Sign-in denied", "The sign-in was denied. You can close this page."))
 
-    def _admit(self, address: str, now: float) -> bool:
-        """Whether ``address`` may try the page again now (``PAGE_ATTEMPTS`` per ``PAGE_WINDOW``)."""
+    def _admit(self, what: str, address: str, now: float, limit: int) -> bool:
+        """Whether ``address`` may do ``what`` again now (``limit`` per ``PAGE_WINDOW``)."""
         if len(self._attempts) > MAX_TRACKED_ADDRESSES:
             self._attempts.clear()
-        times = self._attempts.setdefault(address, deque())
+        times = self._attempts.setdefault((what, address), deque())
         while times and now - times[0] >= PAGE_WINDOW:
             times.popleft()
-        if len(times) >= PAGE_ATTEMPTS:
+        if len(times) >= limit:
             return False
         times.append(now)
         return True

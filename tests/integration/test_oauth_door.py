@@ -20,7 +20,7 @@ import trio
 
 from actors.config import Config, with_sign_in
 from actors.identity_store import hash_password
-from actors.oauth_door import PAGE_ATTEMPTS
+from actors.oauth_door import DEVICE_STARTS, PAGE_ATTEMPTS
 from actors.server import Server, run_server
 from protocol.errors import ConfigError
 from protocol.identity import Principal
@@ -147,6 +147,13 @@ async def test_the_page_is_rate_limited_per_address(client: httpx.AsyncClient) -
         assert (await approve(client, "BCDF-GHJK")).status_code == 400
     limited = await approve(client, "BCDF-GHJK")
     assert limited.status_code == 429 and limited.headers["retry-after"]
+
+
+async def test_device_authorizations_are_rate_limited_per_address(client: httpx.AsyncClient) -> None:
+    for _ in range(DEVICE_STARTS):
+        await authorize(client)
+    limited = await client.post("/oauth/device_authorization")
+    assert limited.status_code == 429 and limited.json()["error"] == "slow_down" and limited.headers["retry-after"]
 
 
 async def test_an_unapproved_device_code_expires(client: httpx.AsyncClient, autojump_clock: trio.testing.MockClock) -> None:
