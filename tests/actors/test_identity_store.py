@@ -145,3 +145,14 @@ def test_switchboard_users_add_refuses_a_short_password(tmp_path: Path, monkeypa
     with pytest.raises(SystemExit) as ended:
         run_cli(monkeypatch, "users", "add", "ada", "--password-stdin", "--ledger", str(tmp_path / "l.sqlite3"), stdin="short\n")
     assert ended.value.code == 2
+
+
+def test_serve_oauth_refuses_what_cannot_work(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, said in (
+        (["serve", "--oauth"], "--http-port"),
+        (["serve", "--host", "0.0.0.0", "--http-port", "0", "--oauth"], "plain HTTP"),
+        (["serve", "--http-port", "0", "--oauth", "--tls-cert", "cert.pem"], "go together"),
+    ):
+        with pytest.raises(SystemExit) as ended:
+            run_cli(monkeypatch, *argv)
+        assert ended.value.code == 2 and said in capsys.readouterr().err
