@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import shutil
 import ssl
 import subprocess
 import time
@@ -30,7 +31,10 @@ from actors.identity_store import hash_password
 from actors.server import Server, run_server
 from protocol.request_builder import BuildSettings
 
-pytestmark = pytest.mark.claude_code
+pytestmark = [
+    pytest.mark.claude_code,
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make the gateway's certificate"),
+]
 
 PASSWORD: Final = "correct horse battery"
 MAX_BUDGET_USD: Final = "0.50"
