@@ -171,7 +171,10 @@ class OAuthDoor:
             return "oauth_page"
         except _STORE_ERRORS as exc:
             log.error("sign-in: the ledger cannot answer: %s", exc)
-            await _error(exchange, "invalid_request", "the gateway's store cannot answer now; try again", status=503)
+            if path == VERIFICATION_PATH:
+                await page_answer(exchange, 503, result_page("Try again", "The gateway cannot check sign-ins now; try again in a minute."))
+            else:
+                await _error(exchange, "invalid_request", "the gateway's store cannot answer now; try again", status=503)
             return "oauth"
 
     async def _form(self, head: RequestHead, receive: ASGIReceiveCallable, exchange: Exchange, *, html: bool) -> dict[str, str] | None:

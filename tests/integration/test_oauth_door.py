@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import functools
 import shutil
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -198,6 +199,25 @@ async def test_the_token_endpoint_refuses_what_it_does_not_know(client: httpx.As
 async def test_without_a_token_the_messages_api_is_refused_once_sign_in_is_on(client: httpx.AsyncClient) -> None:
     answer = await client.post("/v1/messages", json=MESSAGE, headers={"anthropic-version": "2023-06-01"})
     assert answer.status_code == 401
+
+
+async def test_a_store_that_cannot_answer_gets_503_not_a_crash(
+    client: httpx.AsyncClient, signed: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await sign_in(client)
+    assert signed.oauth is not None
+
+    def broken(*args: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(signed.oauth.store, "rotate", broken)
+    monkeypatch.setattr(signed.oauth.store, "verify", broken)
+    refresh = await token(client, grant_type=GRANT_REFRESH, refresh_token=first["refresh_token"])
+    assert refresh.status_code == 503 and refresh.json()["error"] == "invalid_request"
+    device = await authorize(client)
+    page = await approve(client, device["user_code"])
+    assert page.status_code == 503 and "try again" in page.text
+    assert (await messages(client, first["access_token"])).status_code == 200
 
 
 def test_sign_in_over_plain_http_is_refused_off_loopback() -> None:
