@@ -45,6 +45,8 @@ class RequestHead(msgspec.Struct, frozen=True, kw_only=True):
     path: str
     query: str
     headers: dict[str, str]
+    # The client's address (the verification page's rate limit); "" when the server gives none.
+    client: str = ""
 
 
 def request_head(scope: HTTPScope) -> RequestHead:
@@ -58,6 +60,7 @@ def request_head(scope: HTTPScope) -> RequestHead:
         path=scope["path"],
         query=scope["query_string"].decode("latin-1"),
         headers=headers,
+        client=client[0] if (client := scope.get("client")) else "",
     )
 
 

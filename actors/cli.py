@@ -17,6 +17,9 @@ way (``actors.cost_by``).
 ``switchboard tokens add|list|revoke|set-budget`` manages access tokens with limits
 (``actors.tokens_cli``).
 
+``switchboard users add|list|disable|set-group`` manages the users who sign in with
+``serve --oauth`` (``actors.users_cli``; README.md "Claude Code for a whole organisation").
+
 ``switchboard ledger migrate --from PATH.sqlite3 --to postgresql://...`` copies an SQLite
 ledger into PostgreSQL (``actors.ledger_migrate``; idempotent).
 
@@ -54,8 +57,15 @@ from typing import Literal
 import msgspec
 import trio
 
-from actors import cost_by, tokens_cli
-from actors.config import Config, config_from_env, default_ledger_path, is_postgres_url, redact_url
+from actors import cost_by, tokens_cli, users_cli
+from actors.config import (
+    Config,
+    config_from_env,
+    default_ledger_path,
+    is_postgres_url,
+    redact_url,
+    with_sign_in,
+)
 from actors.cost_store import read_sessions, require_psycopg
 from actors.gateway import Gateway
 from actors.log import configure_logging
@@ -152,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
     )
+    _sign_in_options(serve)
     cost = sub.add_parser("cost", help="print the costs kept in a ledger file")
     cost.add_argument("session", nargs="?", default=None, help="one session (default: all of them)")
     cost.add_argument("--ledger", default=None, metavar="PATH|URL", help="ledger file or URL (default as for serve)")
@@ -164,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
     copy.add_argument("--to", dest="target", required=True, metavar="URL", help="the PostgreSQL ledger (postgresql://...)")
     tokens_cli.add_parser(sub)
+    users_cli.add_parser(sub)
     emulator = sub.add_parser("emulator", help="run the upstream API emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8766, help="0 picks a free one (default 8766)")
@@ -175,6 +187,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument("--debug", action="store_true")
     return parser
+
+
+def _sign_in_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s sign-in and TLS options (README.md "Claude Code for a whole organisation")."""
+    serve.add_argument(
+        "--oauth",
+        action="store_true",
+        help="sign users in with the Claude Code gateway protocol (device flow; users from "
+        "'switchboard users'); needs --http-port",
+    )
+    serve.add_argument("--public-url", default=None, metavar="URL", help="the base URL clients use (default: the request's Host)")
+    serve.add_argument("--tls-cert", default=None, metavar="PEM", help="the HTTP door's certificate chain (https)")
+    serve.add_argument("--tls-key", default=None, metavar="PEM", help="the HTTP door's private key")
+    serve.add_argument(
+        "--allow-plain-http",
+        action="store_true",
+        help="allow --oauth over plain HTTP on a non-loopback address (a proxy in front terminates TLS)",
+    )
 
 
 def _config(config_args: argparse.Namespace) -> Config:
@@ -190,6 +220,17 @@ def _config(config_args: argparse.Namespace) -> Config:
         ledger_fail_open=config_args.ledger_fail_open,
         max_queries=config_args.max_queries,
         admission_wait=config_args.admission_wait,
+        oauth=config_args.oauth,
+    )
+    if config_args.oauth and config_args.http_port is None:
+        raise ConfigError("--oauth needs the HTTP door: pass --http-port")
+    config = with_sign_in(
+        config,
+        oauth=config_args.oauth,
+        public_url=config_args.public_url,
+        tls_cert=config_args.tls_cert,
+        tls_key=config_args.tls_key,
+        allow_plain_http=config_args.allow_plain_http,
     )
     return msgspec.structs.replace(config, workers=config_args.workers)
 
@@ -309,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
             _ledger(args)
         elif args.command == "tokens":
             tokens_cli.run(args)
+        elif args.command == "users":
+            users_cli.run(args)
         else:
             trio.run(_emulator, args)
     except* ConfigError as group:

@@ -222,6 +222,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # requests get the reference construction.
     http_retries: RetryMode = "auto"
     construct_tokens: tuple[Secret, ...] = ()
+    # issue 19: sign-in by the Claude Code gateway protocol (``--oauth``: users and the tokens
+    # issued them, kept in the ledger; actors/oauth_door.py), the URL clients reach the
+    # gateway at (``--public-url``; default: the request's Host), and the HTTP door's TLS.
+    oauth: bool = False
+    public_url: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_plain_http: bool = False
 
     def secrets(self) -> list[str]:
         """Every secret value, for the redactor of logs and of upstream error text
@@ -409,6 +417,39 @@ def _with_http_door(config: Config, env: Mapping[str, str]) -> Config:
     return msgspec.structs.replace(config, http_retries=retries, construct_tokens=construct)
 
 
+def with_sign_in(
+    config: Config,
+    *,
+    oauth: bool = False,
+    public_url: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    allow_plain_http: bool = False,
+) -> Config:
+    """``config`` with sign-in and TLS (README.md "Claude Code for a whole organisation").
+
+    Raises:
+        ConfigError: only one of the certificate and key, a file that cannot be read, or
+            sign-in over plain HTTP on a non-loopback host without ``allow_plain_http``
+            (bearer tokens and passwords would cross the network in clear).
+    """
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    for path in (tls_cert, tls_key):
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"cannot read {path!r}")
+    if public_url is not None and urlsplit(public_url).scheme not in ("http", "https"):
+        raise ConfigError(f"--public-url must be an http(s) URL, got {public_url!r}")
+    if oauth and tls_cert is None and not allow_plain_http and not is_loopback(config.host):
+        raise ConfigError(
+            f"refusing sign-in over plain HTTP on {config.host}: pass --tls-cert and --tls-key "
+            "(or --allow-plain-http behind a proxy that terminates TLS)"
+        )
+    return msgspec.structs.replace(
+        config, oauth=oauth, public_url=public_url, tls_cert=tls_cert, tls_key=tls_key, allow_plain_http=allow_plain_http
+    )
+
+
 def config_from_env(
     env: Mapping[str, str],
     *,
@@ -422,8 +463,10 @@ def config_from_env(
     ledger_fail_open: bool = False,
     max_queries: int | None = None,
     admission_wait: float | None = None,
+    oauth: bool = False,
 ) -> Config:
-    """Build the Config from CLI values and the environment.
+    """Build the Config from CLI values and the environment (``oauth``: signed-in users are
+    the access control, so a non-loopback host needs no access tokens).
 
     ``shutdown_grace`` (``--shutdown-grace``) wins over ``SWITCHBOARD_SHUTDOWN_GRACE_S``,
     ``ledger_path`` (``--ledger``) over ``SWITCHBOARD_LEDGER``,
@@ -442,7 +485,7 @@ def config_from_env(
     admin_tokens = tuple(
         Secret(t.strip()) for t in env.get("SWITCHBOARD_ADMIN_TOKENS", "").split(",") if t.strip()
     )
-    if not tokens and not allow_no_auth and not is_loopback(host):
+    if not tokens and not allow_no_auth and not oauth and not is_loopback(host):
         raise ConfigError(
             f"refusing to listen on {host} without access tokens: set SWITCHBOARD_ACCESS_TOKENS "
             "or pass --allow-no-auth"

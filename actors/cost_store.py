@@ -19,7 +19,7 @@ in the WAL file before the commit returns, so it survives a process kill (``kill
 a power cut or an OS crash can lose the last commits before a checkpoint. The ledger replies
 only after the commit.
 
-Schema (version 4, ``PRAGMA user_version``)::
+Schema (version 5, ``PRAGMA user_version``)::
 
     sessions(session_id PK, owner, created_at, updated_at,
              api_duration_ms, api_duration_without_retries_ms)
@@ -38,11 +38,13 @@ it is created on any file when opened, with no schema version of its own. ``esti
 
 Schema 3 adds ``limits`` (``LIMITS_TABLE``): access tokens (a SHA-256 of the token, never the
 token) with their budgets and counters (actors/token_store.py). Schema 4 adds
-``reservations`` (``RESERVATIONS_TABLE``): each running query's reservation.
+``reservations`` (``RESERVATIONS_TABLE``): each running query's reservation. Schema 5 adds
+the signed-in users (``USERS_TABLE``) and the tokens issued to them (``OAUTH_TOKENS_TABLE``;
+actors/identity_store.py).
 
 Migrations (``_MIGRATIONS``, run by ``LedgerStore.open`` in one transaction on a file of
 an older version): 1 -> 2 adds ``usage.estimated`` (default 0: every older record holds
-the upstream's own counts); 2 -> 3 adds the ``limits`` table; 3 -> 4 the ``reservations`` table. ``read_sessions`` reads an older file as it is (read-only):
+the upstream's own counts); 2 -> 3 adds the ``limits`` table; 3 -> 4 the ``reservations`` table; 4 -> 5 ``users`` and ``oauth_tokens``. ``read_sessions`` reads an older file as it is (read-only):
 without the column, nothing is estimated.
 """
 
@@ -67,7 +69,7 @@ from protocol.errors import ConfigError, SwitchboardError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 # WAL + NORMAL survives any crash of the process; FULL would add an fsync to every commit
 # (6.4 ms on the development machine against 0.01 ms), paid by every query's done frame and,
 # with the provisional record, by its first events.
@@ -128,6 +130,37 @@ CREATE TABLE IF NOT EXISTS {table} (
     created_at TEXT NOT NULL
 )"""
 
+# The users the gateway signs in (actors/identity_store.py; ``switchboard users``): an argon2id
+# hash of the password, never the password; ``groups`` comma-joined, in order.
+USERS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS {table} (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    groups TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    disabled_at TEXT
+)"""
+
+# The tokens a sign-in issued (actors/identity_store.py), each only as its SHA-256: ``kind``
+# ``access`` or ``refresh``; ``family`` names one sign-in (a refresh token used twice revokes
+# all of it); ``expires_at`` in Unix seconds; a rotated refresh token has ``used_at``.
+OAUTH_TOKENS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS {table} (
+    token_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    family TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    used_at TEXT,
+    revoked_at TEXT
+)"""
+IDENTITY_SCHEMA: Final = (
+    USERS_TABLE.format(table="users") + ";" + OAUTH_TOKENS_TABLE.format(table="oauth_tokens") + ";"
+    "CREATE INDEX IF NOT EXISTS oauth_tokens_user ON oauth_tokens (user_name);"
+    "CREATE INDEX IF NOT EXISTS oauth_tokens_family ON oauth_tokens (family);"
+)
+
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -165,7 +198,7 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE INDEX IF NOT EXISTS usage_provisional ON usage (session_id) WHERE final = 0;
 CREATE INDEX IF NOT EXISTS usage_recorded_at ON usage (recorded_at);
-""" + LIMITS_TABLE.format(table="limits") + ";" + RESERVATIONS_TABLE.format(table="reservations") + ";"
+""" + LIMITS_TABLE.format(table="limits") + ";" + RESERVATIONS_TABLE.format(table="reservations") + ";" + IDENTITY_SCHEMA
 
 # A usage part's counts, in the column order both stores use (actors/pg_store.py too).
 COUNTS: Final = (
@@ -207,6 +240,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     2: (f"ALTER TABLE usage ADD COLUMN {_ESTIMATED} INTEGER NOT NULL DEFAULT 0",),
     3: (LIMITS_TABLE.format(table="limits"),),
     4: (RESERVATIONS_TABLE.format(table="reservations"),),
+    5: tuple(statement for statement in IDENTITY_SCHEMA.split(";") if statement.strip()),
 }
 _UPSERT_SESSION: Final = (
     "INSERT INTO sessions (session_id, owner, created_at, updated_at, api_duration_ms, "

@@ -89,6 +89,7 @@ from actors.dashboard import Dashboard, is_dashboard_path
 from actors.gateway import Gateway
 from actors.http_answer import Reply, send_error, shutting_down
 from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost
+from actors.oauth_door import OAuthDoor
 from actors.query_options import UpstreamHeads
 from actors.ws_server import reuse_port_socket
 from protocol.errors import RemoteProtocolError
@@ -98,6 +99,7 @@ from protocol.http_api import (
     version_error,
 )
 from protocol.model_list import find_model, model_entries, models_answer
+from protocol.oauth import OAUTH_PATHS
 from protocol.passthrough import client_retries
 from protocol.wire import JSON
 
@@ -115,6 +117,8 @@ _ROUTES: Final = {
 _MODEL_PREFIX: Final = "/v1/models/"
 # The API's own words for a path it does not serve (wire.md 3.1).
 NOT_FOUND_MESSAGE: Final = "The requested resource could not be found."
+# A 401 with sign-in on: the token expired, was revoked, or its user disabled.
+SIGN_IN_AGAIN: Final = "the sign-in is not valid (expired or revoked): sign in again with /login"
 # What a client is told of an unexpected failure (docs/supervision.md): that it happened,
 # not what (the details are in the gateway's log under the request id).
 INTERNAL_MESSAGE: Final = "internal error in the gateway; it is logged"
@@ -134,9 +138,12 @@ _DRAINING_ROUTES: Final = frozenset({"healthz", "metrics"})
 class HttpDoor:
     """The HTTP server and ASGI app (see the module docstring)."""
 
-    def __init__(self, gateway: Gateway, config: Config) -> None:
+    def __init__(self, gateway: Gateway, config: Config, oauth: OAuthDoor | None = None) -> None:
         self._gateway = gateway
         self._config = config
+        # The sign-in endpoints (``--oauth``; actors/oauth_door.py), and the scheme clients use.
+        self._oauth = oauth
+        self._scheme = "https" if config.tls_cert else "http"
         self._post = MessagesPost(gateway, config)
         self._dashboard = Dashboard(gateway, config)
 
@@ -160,6 +167,10 @@ class HttpDoor:
             sock = reuse_port_socket(host, self._config.http_port or 0)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             server.bind = [f"fd://{sock.detach()}"]
+        if self._config.tls_cert is not None:
+            # README.md "Claude Code for a whole organisation": the client pins this leaf.
+            server.certfile = self._config.tls_cert
+            server.keyfile = self._config.tls_key
         # After a shutdown's queries ended: how long the responses in flight get to finish.
         server.graceful_timeout = CLEANUP_TIMEOUT
         drain = self._gateway.drain
@@ -207,6 +218,11 @@ class HttpDoor:
         arrived: float,
     ) -> str:
         """Answer one request; returns its route name."""
+        if self._oauth is not None and head.path in OAUTH_PATHS:
+            if self._gateway.drain.begun.is_set():
+                await shutting_down(exchange, request_id)
+                return "oauth"
+            return await self._oauth.handle(head, receive, exchange, self._scheme)
         if is_dashboard_path(head.path):
             if self._gateway.drain.begun.is_set():
                 await shutting_down(exchange, request_id)
@@ -246,9 +262,8 @@ class HttpDoor:
             return route
         access = await self._gateway.authenticate(presented(head.headers))
         if access is None:
-            await send_error(
-                exchange, 401, "authentication_error", "invalid x-api-key", request_id, retry=False
-            )
+            unknown = SIGN_IN_AGAIN if self._oauth is not None else "invalid x-api-key"
+            await send_error(exchange, 401, "authentication_error", unknown, request_id, retry=False)
             return route
         if route == "metrics":
             metrics = self._gateway.metrics

@@ -17,11 +17,13 @@ import httpx
 import msgspec
 import trio
 
-from actors.config import Config
+from actors.config import Config, ledger_file
+from actors.cost_store import MEMORY
 from actors.drain import Drain
 from actors.front_door import FrontDoor
 from actors.gateway import Gateway, run_gateway
 from actors.http_door import HttpDoor
+from actors.oauth_door import OAuthDoor, open_oauth_door
 from protocol.errors import ServiceFailed
 
 
@@ -32,6 +34,8 @@ class Server(msgspec.Struct, frozen=True, kw_only=True):
     gateway: Gateway
     ws_url: str
     http_url: str | None = None
+    # The sign-in endpoints and their users (``Config.oauth``), else None.
+    oauth: OAuthDoor | None = None
 
 
 async def run_server(
@@ -53,10 +57,26 @@ async def run_server(
         port: int = await nursery.start(_door, "WebSocket door", door.run, drain)
         host = f"[{config.host}]" if ":" in config.host else config.host
         http_url: str | None = None
+        oauth: OAuthDoor | None = None
         if config.http_port is not None:
-            http_port: int = await nursery.start(_door, "HTTP door", HttpDoor(gateway, config).run, drain)
-            http_url = f"http://{host}:{http_port}"
-        task_status.started(Server(gateway=gateway, ws_url=f"ws://{host}:{port}", http_url=http_url))
+            oauth = await _sign_in(config, gateway)
+            http_port: int = await nursery.start(_door, "HTTP door", HttpDoor(gateway, config, oauth).run, drain)
+            http_url = f"{'https' if config.tls_cert else 'http'}://{host}:{http_port}"
+        task_status.started(Server(gateway=gateway, ws_url=f"ws://{host}:{port}", http_url=http_url, oauth=oauth))
+
+
+async def _sign_in(config: Config, gateway: Gateway) -> OAuthDoor | None:
+    """With ``Config.oauth``: the sign-in endpoints over the ledger's users, and the gateway
+    resolving their bearer tokens (README.md "Claude Code for a whole organisation")."""
+    if not config.oauth:
+        return None
+    location = ledger_file(config)
+    if location == MEMORY:
+        oauth = open_oauth_door(location, public_url=config.public_url)
+    else:
+        oauth = await trio.to_thread.run_sync(lambda: open_oauth_door(location, public_url=config.public_url))
+    gateway.resolve_principal = oauth.resolve
+    return oauth
 
 
 async def _door(
