@@ -51,7 +51,7 @@ from actors.config import Config, is_postgres_url, ledger_file
 from actors.cost_store import MEMORY
 from actors.sqlite_shared import mark_dead, prepare_shared_ledger
 from actors.ws_server import reuse_port_socket
-from protocol.errors import ConfigError, ServiceFailed
+from protocol.errors import ConfigError, ServiceFailed, SwitchboardError
 
 log = logging.getLogger("switchboard.workers")
 
@@ -99,7 +99,7 @@ def workers_arg(text: str) -> int:
     return count
 
 
-class WorkerFailed(Exception):
+class WorkerFailed(SwitchboardError):
     """A worker ended before every worker was first ready; ``code`` is its exit code."""
 
     def __init__(self, index: int, code: int) -> None:

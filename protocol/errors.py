@@ -28,6 +28,10 @@
     ├── MachineError                an event the query machine's phase does not accept: a bug in
     │                               the shell that fed it (protocol/query_machine.py); contained
     │                               at the query's boundary
+    ├── FormError                   an OAuth form that is not one: too big, undecodable, a
+    │                               repeated parameter (protocol/oauth.py): 400
+    ├── WorkerFailed                a worker of ``serve --workers N`` ended before all were
+    │                               ready; .code (actors/workers.py): the parent exits with it
     ├── BodyTooLarge                an HTTP request body over the limit (actors/asgi.py): 413
     └── BodyStalled                 an HTTP request body stopped arriving (actors/asgi.py): 408
 

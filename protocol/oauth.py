@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from protocol.errors import SwitchboardError
 from protocol.wire import JSON
 
 GRANT_DEVICE: Final = "urn:ietf:params:oauth:grant-type:device_code"
@@ -76,7 +77,7 @@ OAuthErrorCode = Literal[
 _STATUS: Final[dict[str, int]] = {"invalid_grant": 401}
 
 
-class FormError(ValueError):
+class FormError(SwitchboardError):
     """A form that is not one (too big, not decodable, a repeated parameter)."""
 
 
