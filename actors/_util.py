@@ -16,7 +16,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import trio
 
-from actors.metrics import Metrics, Where
+from actors.observe.metrics import Metrics, Where
 from protocol.errors import INTERNAL_ERROR, ActorFailed, ActorUnavailable, InternalError
 from protocol.frames import ErrorInfo
 

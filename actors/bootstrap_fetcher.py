@@ -43,8 +43,7 @@ import msgspec
 import trio
 
 from actors._util import answer, ask, contained, fail, inbox_messages, report_internal
-from actors.config import FIRST_PARTY, Config
-from actors.credentials import Credential
+from actors.config.settings import FIRST_PARTY, Config
 from actors.messages.bootstrap import (
     BootstrapFetcherAddress,
     BootstrapFetcherMsg,
@@ -52,7 +51,8 @@ from actors.messages.bootstrap import (
     GetBootstrap,
 )
 from actors.messages.pool import Acquire, ClientPoolAddress, Lease, Refresh, RefreshResult
-from actors.metrics import Metrics
+from actors.observe.metrics import Metrics
+from actors.upstream.credentials import Credential
 from protocol.bootstrap import (
     BOOTSTRAP_PATH,
     BootstrapAnswer,

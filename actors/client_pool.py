@@ -44,9 +44,7 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, contained, fail, inbox_messages, report_internal
-from actors.cloud_credentials import load_cloud_credential
-from actors.config import FIRST_PARTY, Config
-from actors.credentials import Credential, CredentialError, load_first_party_credential
+from actors.config.settings import FIRST_PARTY, Config
 from actors.messages.pool import (
     Acquire,
     ClientPoolAddress,
@@ -56,9 +54,11 @@ from actors.messages.pool import (
     RefreshResult,
     ReportBroken,
 )
-from actors.metrics import Metrics
-from actors.providers import endpoint_for
-from actors.upstream import UpstreamClient
+from actors.observe.metrics import Metrics
+from actors.upstream.client import UpstreamClient
+from actors.upstream.cloud_credentials import load_cloud_credential
+from actors.upstream.credentials import Credential, CredentialError, load_first_party_credential
+from actors.upstream.endpoints import endpoint_for
 from protocol.providers import route_provider
 
 log = logging.getLogger("switchboard.pool")
@@ -77,7 +77,7 @@ EARLY_REFRESH_RETRY_INTERVAL: Final = 30.0
 
 async def load_credential(config: Config) -> Credential:
     """Load the credential of ``config.provider`` now: the first party's
-    (actors/credentials.py) or a cloud's (actors/cloud_credentials.py). A checkpoint.
+    (actors/upstream/credentials.py) or a cloud's (actors/upstream/cloud_credentials.py). A checkpoint.
 
     Raises:
         CredentialError: the source cannot produce one (the message never holds a secret).

@@ -4,7 +4,7 @@ Role:
     The one owner of sessions' cost state: total cost, API durations, per-model usage (keyed
     by the model id as sent upstream, as the reference client does), the unknown-model flag,
     and which access token owns the session (a digest). Every change is written to its
-    store (SQLite, ``actors.cost_store``, or PostgreSQL, ``actors.pg_store``) before it is
+    store (SQLite, ``actors.store.sqlite``, or PostgreSQL, ``actors.store.postgres``) before it is
     acknowledged, so a ``done`` frame never reports a cost a crash could lose, and any
     session resumes after a restart.
 Inbox (``CostLedgerMsg``):
@@ -18,7 +18,7 @@ Inbox (``CostLedgerMsg``):
     ``estimated_cost_usd``, ``estimated_output_tokens``).
     ``RecordDuration`` (RetrySupervisor, once per query).
     ``GetCost`` (FrontDoor, Gateway): the session's cost summary.
-    ``ReadSpend``, ``ReadTop`` (the dashboard, actors/dashboard.py): read-only aggregations
+    ``ReadSpend``, ``ReadTop`` (the dashboard, actors/doors/dashboard.py): read-only aggregations
     of the store (``Store.spend``, ``top_sessions``, ``top_owners``), started after the
     batch's commit, so they see every usage committed before they were asked; usage pending
     while the ledger is degraded is not in them. On a file they run in a task of their own
@@ -41,7 +41,7 @@ Group commit:
 Memory:
     Sessions are loaded lazily from the store and kept in an LRU of ``MAX_HOT_SESSIONS``.
 Several instances (a ``SharedStore``: PostgreSQL, or the SQLite file of ``serve --workers N``,
-actors/sqlite_shared.py; README.md "Deployment"):
+actors/store/sqlite_shared.py; README.md "Deployment"):
     Other gateway processes may charge the same sessions, so what memory holds can lag
     behind the store. After each batch's successful commit, the totals of every session the
     batch touched are re-read from the store (one ``SharedStore.totals`` query per batch,
@@ -66,7 +66,7 @@ Failure policy:
     backoff until it succeeds, which commits everything pending and makes the ledger healthy
     again. Meanwhile the published ``health.refusal`` tells the Gateway to refuse new queries
     (``ledger_unavailable``), unless ``fail_open`` (then only past ``MAX_PENDING_RECORDS``).
-    The health state itself is ``actors.ledger_health.LedgerCondition``.
+    The health state itself is ``actors.store.health.LedgerCondition``.
     A failed read of a session (a corrupt page) fails that session's requests only (its
     ``OpenSession``/``GetCost`` replies are dropped: the asker sees ``ActorUnavailable``; its
     usage is answered ``recorded=False``) and degrades health until a read of it succeeds.
@@ -76,7 +76,7 @@ Failure policy:
     ``ActorUnavailable``); either is logged and counted (``actor:CostLedger``,
     docs/supervision.md), and the ledger serves its next message.
 Timers:
-    The commit retry's backoff (``actors.ledger_health.backoff``: 0.5 s doubling to
+    The commit retry's backoff (``actors.store.health.backoff``: 0.5 s doubling to
     15 s, on trio's clock); ``CLEANUP_TIMEOUT`` bounds the last commit and
     closing the store at shutdown.
 """
@@ -97,9 +97,7 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, answer, fail, report_internal
-from actors.cost_store import MEMORY, STORE_ERRORS, RecordWrite, SessionRow, Store, open_store
-from actors.instance import new_instance_id
-from actors.ledger_health import LedgerCondition, LedgerHealth, backoff
+from actors.config.instance import new_instance_id
 from actors.messages.ledger import (
     CostLedgerAddress,
     CostLedgerMsg,
@@ -115,7 +113,9 @@ from actors.messages.ledger import (
     SessionOwners,
     UsageRecorded,
 )
-from actors.metrics import Metrics
+from actors.observe.metrics import Metrics
+from actors.store.health import LedgerCondition, LedgerHealth, backoff
+from actors.store.sqlite import MEMORY, STORE_ERRORS, RecordWrite, SessionRow, Store, open_store
 from protocol.ledger import RecordPart, SessionTotals, record_parts
 from protocol.pricing import usd
 from protocol.usage import MAX_TOKEN_COUNT, Usage
@@ -137,7 +137,7 @@ T = TypeVar("T")
 
 @runtime_checkable
 class SharedStore(Protocol):
-    """A store other instances write too (``actors.pg_store.PgStore``): the ledger reports
+    """A store other instances write too (``actors.store.postgres.PgStore``): the ledger reports
     the stored totals of the sessions it serves, re-read after each commit (module
     docstring, "Several instances")."""
 
@@ -186,7 +186,7 @@ class CostLedger:
     staying on the event loop keeps it deterministic under a test's virtual clock).
     ``now``: the wall clock, for price dates and timestamps. ``fail_open``: keep serving new
     queries while commits fail (``Config.ledger_fail_open``). ``open_store``: how the store
-    is opened (``actors.cost_store.open_store``; tests wrap it to inject faults).
+    is opened (``actors.store.sqlite.open_store``; tests wrap it to inject faults).
     ``drain_grace``: once ``run`` is cancelled, how long it still takes usage from senders
     that linger (the shutdown backstop); None: until they are gone.
     """

@@ -20,14 +20,14 @@ Embedding (no socket of ours in between)::
             async for frame in frames:
                 ...   # EventFrame, RetryFrame, ..., then one Done | Aborted | ErrorFrame
 
-While ``Config.max_queries`` queries run, a new one waits in line (actors/admission.py): its
+While ``Config.max_queries`` queries run, a new one waits in line (actors/supervisor/admission.py): its
 first frames are then ``Queued`` and ``Heartbeat``s; ``gateway.query(..., admission_timeout=S)``
 waits at most ``S`` seconds before the block and raises ``Overloaded`` instead.
 
 With ``Config.use_emulator`` the built-in emulator is started first, on loopback, and the
 gateway talks to it.
 
-Graceful shutdown (``actors.drain``; what ``switchboard serve`` does on SIGTERM/SIGINT)::
+Graceful shutdown (``actors.supervisor.drain``; what ``switchboard serve`` does on SIGTERM/SIGINT)::
 
     await gateway.shutdown()   # no new query; those in flight get Config.shutdown_grace,
                                # then end with error shutting_down; returns once drained
@@ -50,9 +50,7 @@ import msgspec
 import trio
 
 from actors._util import CLEANUP_TIMEOUT, ask
-from actors.admission import Admission, Ticket
-from actors.bootstrap_fetcher import BootstrapFetcher
-from actors.budgets import (
+from actors.access.budgets import (
     Access,
     Budgets,
     HeldReservation,
@@ -60,13 +58,16 @@ from actors.budgets import (
     ResolvePrincipal,
     authenticate,
 )
+from actors.bootstrap_fetcher import BootstrapFetcher
 from actors.client_pool import ClientPool
-from actors.config import Config, Secret, bootstrap_cache_file, is_postgres_url, ledger_file
+from actors.config.settings import (
+    Config,
+    Secret,
+    bootstrap_cache_file,
+    is_postgres_url,
+    ledger_file,
+)
 from actors.cost_ledger import CostLedger
-from actors.cost_store import MEMORY, STORE_ERRORS
-from actors.drain import Drain
-from actors.ledger_health import LedgerHealth
-from actors.log import Redactor
 from actors.messages.bootstrap import BootstrapFetcherAddress, BootstrapState, GetBootstrap
 from actors.messages.ledger import (
     CostLedgerAddress,
@@ -84,17 +85,22 @@ from actors.messages.supervisor import (
     RunQuery,
     SessionActivity,
 )
-from actors.metrics import Metrics
-from actors.models_fetcher import ModelsFetcher
-from actors.query_options import DEFAULT_OPTIONS, QueryOptions
+from actors.observe.log import Redactor
+from actors.observe.metrics import Metrics
 from actors.retry_supervisor import RetrySupervisor
-from actors.sqlite_fleet import SqliteFleet
-from actors.sqlite_shared import SharedSqliteTokenStore, open_shared_store
+from actors.store.health import LedgerHealth
+from actors.store.sqlite import MEMORY, STORE_ERRORS
+from actors.store.sqlite_fleet import SqliteFleet
+from actors.store.sqlite_shared import SharedSqliteTokenStore, open_shared_store
+from actors.store.tokens import open_token_store
 from actors.stream_relay import StreamRelay
-from actors.token_store import open_token_store
+from actors.supervisor.admission import Admission, Ticket
+from actors.supervisor.drain import Drain
+from actors.supervisor.options import DEFAULT_OPTIONS, QueryOptions
+from actors.upstream.models_fetcher import ModelsFetcher
 from protocol.bootstrap import merge_model_options
 from protocol.budget import Refusal
-from protocol.catalog import BUILTIN, Catalog
+from protocol.client_request import validate_request
 from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError, ShuttingDown
 from protocol.frames import (
     CostSummary,
@@ -105,12 +111,12 @@ from protocol.frames import (
     Query,
     TokenBudget,
 )
-from protocol.models import DEFAULT_MODEL_OPTIONS
-from protocol.request import validate_request
+from protocol.models.catalog import BUILTIN, Catalog
+from protocol.models.options import DEFAULT_MODEL_OPTIONS
 from protocol.wire import JsonObject
 
 if TYPE_CHECKING:
-    from actors.fleet_link import FleetLink
+    from actors.store.fleet_link import FleetLink
 
 T = TypeVar("T")
 
@@ -148,7 +154,7 @@ class Gateway:
         budgets: Budgets | None = None,
     ) -> None:
         self.config = config
-        # Ledger access tokens with limits (actors/budgets.py); None: not kept (tests).
+        # Ledger access tokens with limits (actors/access/budgets.py); None: not kept (tests).
         self.budgets = budgets
         # Names the user a gateway-issued bearer token belongs to (issue 19); None: no
         # identity store, only access tokens and ledger tokens authenticate.
@@ -187,7 +193,7 @@ class Gateway:
             return LedgerHealth(healthy=True, committing=True)
         return self._ledger.health
 
-    # With a PostgreSQL ledger: what the instances on it coordinate (actors.fleet); set by
+    # With a PostgreSQL ledger: what the instances on it coordinate (actors.store.pg_fleet); set by
     # ``run_gateway``, read by the WebSocket door (takeover across instances).
     fleet: FleetLink | None = None
 
@@ -236,7 +242,7 @@ class Gateway:
     async def authenticate(self, candidates: Sequence[str]) -> Access | None:
         """Who a request presenting the tokens ``candidates`` is; None: refuse it (401).
         ``SWITCHBOARD_ACCESS_TOKENS`` and the ledger's tokens (``switchboard tokens``) are
-        accepted (actors/budgets.py), and, once ``resolve_principal`` is set, the bearer
+        accepted (actors/access/budgets.py), and, once ``resolve_principal`` is set, the bearer
         tokens it names a user for (issue 19). A checkpoint."""
         return await authenticate(self.budgets, self.config.access_tokens, candidates, self.resolve_principal)
 
@@ -262,18 +268,18 @@ class Gateway:
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
         one): cancel it to abort. ``headers`` are extra upstream headers for this query
         (lower-case names; they override the defaults); ``options`` the HTTP door's
-        (actors/query_options.py). A checkpoint.
+        (actors/supervisor/options.py). A checkpoint.
 
         While the cost ledger cannot commit (and does not fail open), the query ends at once
         with an ``error`` frame of type ``ledger_unavailable`` (status 503).
 
         ``budget``: the name of the ledger access token the query runs under; its limits
-        are checked and its worst-case cost reserved first (actors/budgets.py), and a query
+        are checked and its worst-case cost reserved first (actors/access/budgets.py), and a query
         they refuse ends at once with an ``error`` frame of type ``rate_limit_error``
         (status 429, ``retry_after_s`` when waiting helps). The reservation is settled to
         the query's cost when it ends (a query refused meanwhile, e.g. by admission, settles 0).
 
-        Admission (actors/admission.py): while ``Config.max_queries`` queries run, a new one
+        Admission (actors/supervisor/admission.py): while ``Config.max_queries`` queries run, a new one
         waits in line for a slot. Without ``admission_timeout`` this returns at once and the
         query waits in its run (its first frames a ``queued``, then ``heartbeat``s); with it,
         this waits here for at most that many seconds before handing the query over.
@@ -521,7 +527,7 @@ async def run_gateway(
     async with trio.open_nursery() as nursery:
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
         # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
-        # (actors/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
+        # (actors/store/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
         shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
         new_ledger = functools.partial(CostLedger, open_store=open_shared_store) if shared_file else CostLedger
         ledger = new_ledger(
@@ -538,7 +544,7 @@ async def run_gateway(
         if is_postgres_url(ledger_file(config)):
             # Several instances on one ledger share takeovers and overload gates (README.md
             # "Deployment"). Imported only then: psycopg is the optional postgres extra.
-            from actors.fleet import Fleet
+            from actors.store.pg_fleet import Fleet
 
             fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
         elif shared_file:

@@ -7,9 +7,9 @@ Role:
     frame, from the first one), void a partial attempt (``tombstone``), switch model after
     repeated overload (``fallback``), switch fast mode off (``fast_mode``), and end the query
     with exactly one terminal frame: ``done``, ``error`` or ``aborted``. Each query is a
-    ``QueryRun`` (actors/query_run.py) in a task of this actor's nursery; this module holds
+    ``QueryRun`` (actors/supervisor/run.py) in a task of this actor's nursery; this module holds
     the actor: its inbox, the state its queries share (one ``QueryContext``,
-    actors/run_query.py), and the count_tokens requests.
+    actors/supervisor/context.py), and the count_tokens requests.
 Inbox (``RetrySupervisorMsg``):
     ``RunQuery`` (FrontDoor, Gateway): start a query; it runs in its own task.
     ``RunCountTokens`` (FrontDoor, Gateway): one count_tokens request.
@@ -66,18 +66,18 @@ from actors._util import (
     receive_reply,
     report_internal,
 )
-from actors.config import Config
-from actors.drain import Drain
+from actors.config.settings import Config
 from actors.messages.ledger import CostLedgerAddress
 from actors.messages.pool import ClientPoolAddress
-from actors.metrics import Metrics
-from actors.provider_builds import ProviderBuilds
-from actors.query_channel import deliver
-from actors.query_run import QueryRun
-from actors.retry_shared import SharedRetryState
+from actors.observe.metrics import Metrics
+from actors.supervisor.builder_settings import ProviderBuilds
+from actors.supervisor.channel import deliver
+from actors.supervisor.drain import Drain
+from actors.supervisor.run import QueryRun
+from actors.supervisor.shared import SharedRetryState
 
 if TYPE_CHECKING:
-    from actors.fleet_link import FleetLink
+    from actors.store.fleet_link import FleetLink
 from actors.messages.relay import CountResult, RunCount, StreamRelayAddress
 from actors.messages.supervisor import (
     GetSessionActivity,
@@ -87,12 +87,12 @@ from actors.messages.supervisor import (
     RunQuery,
     SessionActivity,
 )
-from actors.run_query import QueryContext
-from actors.session_state import SessionStates
+from actors.supervisor.context import QueryContext
+from actors.supervisor.session_state import SessionStates
 from protocol.betas import count_tokens_betas, split_beta_header, with_beta_header
-from protocol.catalog import BUILTIN, Catalog
 from protocol.errors import ActorFailed
 from protocol.frames import ErrorFrame, ErrorInfo
+from protocol.models.catalog import BUILTIN, Catalog
 from protocol.passthrough import passthrough_model
 from protocol.request_builder import count_tokens_request
 from protocol.wire import JsonObject
@@ -120,9 +120,9 @@ class RetrySupervisor:
         fleet: FleetLink | None = None,
     ) -> None:
         self._config = config
-        # With a PostgreSQL ledger: the overload gates shared by the instances (actors.fleet).
+        # With a PostgreSQL ledger: the overload gates shared by the instances (actors.store.pg_fleet).
         self._fleet = fleet
-        # The graceful shutdown: each query run reports its end to it (actors/drain.py).
+        # The graceful shutdown: each query run reports its end to it (actors/supervisor/drain.py).
         self._drain = drain
         self._metrics = metrics if metrics is not None else Metrics()
         self._to_relay = to_relay

@@ -17,13 +17,13 @@ import httpx
 import msgspec
 import trio
 
-from actors.config import Config, ledger_file
-from actors.cost_store import MEMORY
-from actors.drain import Drain
-from actors.front_door import FrontDoor
+from actors.config.settings import Config, ledger_file
+from actors.doors.http import HttpDoor
+from actors.doors.oauth import OAuthDoor, open_oauth_door
+from actors.doors.websocket import FrontDoor
 from actors.gateway import Gateway, run_gateway
-from actors.http_door import HttpDoor
-from actors.oauth_door import OAuthDoor, open_oauth_door
+from actors.store.sqlite import MEMORY
+from actors.supervisor.drain import Drain
 from protocol.errors import ServiceFailed
 
 

@@ -9,7 +9,7 @@ Role:
     CostLedger exactly once. Also answers ``RunCount`` (``count_tokens``).
 
     The upstream exchange of an attempt (request, decoding, relaying, the provisional usage
-    record) is ``actors.relay_attempt.AttemptStreamer``; this module keeps the inbox, each
+    record) is ``actors.upstream.relay_attempt.AttemptStreamer``; this module keeps the inbox, each
     attempt's lifecycle (its scope, the shielded final record, the ``AttemptOutcome``) and
     ``count_tokens``.
 Inbox (``StreamRelayMsg``):
@@ -36,13 +36,13 @@ Failure policy:
     nothing for ``slow_reader_timeout`` while the channel was full (through either door;
     never retried, since the upstream was not silent: the relay stopped reading it).
     A failure's message (upstream text, which a client will see) has been through
-    ``redact`` (the log redactor, ``actors.log.Redactor``): an upstream that echoes the
+    ``redact`` (the log redactor, ``actors.observe.log.Redactor``): an upstream that echoes the
     gateway's key or a proxy password does not hand it to clients.
 Timers:
     The HTTP client's timeouts (ClientPool); the stream idle watchdog (``idle_timeout``),
     which waits while the relay waits on the client, the slow-reader limit
     (``slow_reader_timeout``) and the non-streaming fallback's ``nonstreaming_timeout`` (all
-    in actors.relay_attempt); the cleanup deadline ``CLEANUP_TIMEOUT``.
+    in actors.upstream.relay_attempt); the cleanup deadline ``CLEANUP_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ from actors._util import (
     inbox_messages,
     report_internal,
 )
-from actors.config import DEFAULT_SLOW_READER_TIMEOUT
-from actors.log import Redactor
+from actors.config.settings import DEFAULT_SLOW_READER_TIMEOUT
 from actors.messages.ledger import CostLedgerAddress, UsageRecorded
 from actors.messages.pool import Acquire, ClientPoolAddress, Lease
 from actors.messages.relay import (
@@ -77,13 +76,14 @@ from actors.messages.relay import (
     StreamRelayAddress,
     StreamRelayMsg,
 )
-from actors.metrics import Metrics
-from actors.providers import Prepared
-from actors.relay_attempt import AttemptStreamer, Progress, upstream_failure
-from actors.upstream import failure_from_exception
+from actors.observe.log import Redactor
+from actors.observe.metrics import Metrics
+from actors.upstream.client import failure_from_exception
+from actors.upstream.endpoints import Prepared
+from actors.upstream.relay_attempt import AttemptStreamer, Progress, upstream_failure
+from protocol.client_request import merge_headers
 from protocol.errors import ActorUnavailable, ClientGone, InternalError
 from protocol.http_api import client_headers
-from protocol.request import merge_headers
 from protocol.retry import Failure
 from protocol.wire import COUNT_TOKENS_RESULT, JSON
 

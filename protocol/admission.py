@@ -6,7 +6,7 @@ order; a slot that frees passes straight to the longest waiter, so a newcomer ne
 anyone who waits (no barging).
 
 ``SlotQueue`` is that bookkeeping as a deterministic state machine over opaque keys, with no
-clock and no I/O: the shell (``actors/admission.py``) keeps one, wakes the waiter a slot went
+clock and no I/O: the shell (``actors/supervisor/admission.py``) keeps one, wakes the waiter a slot went
 to, and sends the frames. ``retry_after`` and ``mean_hold`` are the arithmetic of the
 ``retry-after`` estimate a waiter refused after its bound is given.
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from protocol import catalog as C
-from protocol.catalog import BUILTIN, Catalog, ModelSpec
-from protocol.models_catalog import BEDROCK, FIRST_PARTY, FOUNDRY, VERTEX, ResolvedModel
+from protocol.models import catalog as C
+from protocol.models.aliases import BEDROCK, FIRST_PARTY, FOUNDRY, VERTEX, ResolvedModel
+from protocol.models.catalog import BUILTIN, Catalog, ModelSpec
 
 # reference-client.md 6: the beta values.
 CLAUDE_CODE: Final = "claude-code-20250219"

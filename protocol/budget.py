@@ -4,7 +4,7 @@ An access token from the ledger (``switchboard tokens``, docs/protocol.md "Acces
 and budgets") may carry limits: a budget in USD per period, a bound on its concurrent
 queries, a bound on its requests per minute. Before a query starts, the gateway RESERVES
 the query's worst-case cost against the budget, atomically in the ledger's store
-(``actors.token_store``: the row is locked, ``reserve`` decides, the row is written back,
+(``actors.store.tokens``: the row is locked, ``reserve`` decides, the row is written back,
 in one transaction); at the query's end it SETTLES the reservation to the query's real
 cost (``settle``). So ``spent + reserved <= budget`` holds at every commit, whatever the
 number of gateway processes on one store, and the spend stays within the budget as long

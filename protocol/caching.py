@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
-from protocol.catalog import BUILTIN
+from protocol.models.catalog import BUILTIN
 from protocol.wire import JsonObject
 
 # The API's limit of cache_control blocks per request (more gives a 400).

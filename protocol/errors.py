@@ -20,20 +20,20 @@
     ├── ServiceFailed               the whole service is unusable (a listener lost): the
     │                               process ends with one line on stderr, exit code 1
     ├── CredentialError             a credential source could not produce one
-    │                               (actors/credentials.py; the ClientPool logs it)
-    ├── StoreError                  the PostgreSQL store failed (actors/cost_store.py; the
+    │                               (actors/upstream/credentials.py; the ClientPool logs it)
+    ├── StoreError                  the PostgreSQL store failed (actors/store/sqlite.py; the
     │                               ledger degrades, a token check answers 503)
     ├── ModelsFetchFailed           one page of ``GET /v1/models`` unreadable
-    │                               (actors/models_fetcher.py; the built-in catalog stays)
+    │                               (actors/upstream/models_fetcher.py; the built-in catalog stays)
     ├── MachineError                an event the query machine's phase does not accept: a bug in
     │                               the shell that fed it (protocol/query_machine.py); contained
     │                               at the query's boundary
     ├── FormError                   an OAuth form that is not one: too big, undecodable, a
     │                               repeated parameter (protocol/oauth.py): 400
     ├── WorkerFailed                a worker of ``serve --workers N`` ended before all were
-    │                               ready; .code (actors/workers.py): the parent exits with it
-    ├── BodyTooLarge                an HTTP request body over the limit (actors/asgi.py): 413
-    └── BodyStalled                 an HTTP request body stopped arriving (actors/asgi.py): 408
+    │                               ready; .code (actors/cli/workers.py): the parent exits with it
+    ├── BodyTooLarge                an HTTP request body over the limit (actors/doors/asgi.py): 413
+    └── BodyStalled                 an HTTP request body stopped arriving (actors/doors/asgi.py): 408
 
     msgspec.DecodeError             msgspec's: outside data that does not decode
     └── JsonLimitError              outside JSON over a bound (protocol/bounded_json.py), a
@@ -42,7 +42,7 @@
 A class lives in this module unless its line names another. The drawing is kept true by
 ``tests/protocol/test_error_tree.py``, which compares it with the classes themselves.
 
-Rules: httpx exceptions are mapped at one boundary (``actors/upstream.py``: an upstream
+Rules: httpx exceptions are mapped at one boundary (``actors/upstream/client.py``: an upstream
 failure becomes a ``protocol.retry.Failure``, a value, never an exception); exception groups
 propagate and are never unwrapped by hand; trio's own ``Cancelled``/``ClosedResourceError``/
 ``EndOfChannel`` keep their meanings inside actors.

@@ -7,7 +7,7 @@
 - ``http_error``: the HTTP status and API error type for a query's error object: the
   upstream's own where there was one, else the gateway's types mapped onto the API's.
 - ``is_prelude``: the events the door may hold back until output really begins, so a retry
-  before the first content is invisible (see ``actors.http_door``).
+  before the first content is invisible (see ``actors.doors.http``).
 - ``parse_body``, ``default_session``, ``format_usd``: request body, session and header helpers.
 - ``client_headers``: which upstream response headers a client gets (docs/protocol.md 2);
   ``version_error``: the API's 400 for a missing or unsupported ``anthropic-version``;

@@ -31,7 +31,7 @@ from protocol.usage import Usage
 # would price one part past what a ledger's integer column holds (2**63 - 1 picodollars,
 # about $9.2 million). A part priced above this is recorded at it and marked unknown-cost,
 # like any usage whose true cost is not known (docs/protocol.md, the cost summary). Sums of
-# many such parts are the stores' to keep in range (``actors.cost_store``).
+# many such parts are the stores' to keep in range (``actors.store.sqlite``).
 MAX_PART_COST_PICO: Final = 10**17
 
 

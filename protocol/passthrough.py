@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Final, Literal
 
 from protocol.frames import ErrorInfo
-from protocol.models_catalog import ModelSettings, provider_model_id
+from protocol.models.aliases import ModelSettings, provider_model_id
 from protocol.wire import JSON, JsonObject
 
 RetryMode = Literal["auto", "gateway", "client"]

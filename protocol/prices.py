@@ -1,4 +1,4 @@
-"""The list-price table: now data in ``protocol/catalog.toml``, read by ``protocol/catalog.py``.
+"""The list-price table: now data in ``protocol/models/catalog.toml``, read by ``protocol/models/catalog.py``.
 
 This module keeps the names other modules and tests use: the two price types, the table as
 one ``PriceEntry`` per model per price change, and the money constants. Money is integer
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from protocol.catalog import BUILTIN, PICO_PER_USD, PriceEntry, Rates
+from protocol.models.catalog import BUILTIN, PICO_PER_USD, PriceEntry, Rates
 
 __all__ = ["PICO_PER_USD", "PRICE_TABLE", "WEB_SEARCH_PICO", "PriceEntry", "Rates"]
 

@@ -1,7 +1,7 @@
 """Pricing: canonical model names, exact costs in picodollars, and the display formats.
 
 Pure: no clock (the caller passes the ISO date a price is looked up for), no environment.
-The table itself is data in ``protocol/catalog.toml``.
+The table itself is data in ``protocol/models/catalog.toml``.
 
 Billing rules (wire.md 10, reference-client.md 3.1), applied by ``cost_of``:
 
@@ -37,7 +37,7 @@ from typing import Final
 
 import msgspec
 
-from protocol.catalog import BUILTIN
+from protocol.models.catalog import BUILTIN
 from protocol.prices import PICO_PER_USD, PRICE_TABLE, PriceEntry, Rates
 from protocol.usage import Usage, UsageIteration
 

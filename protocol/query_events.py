@@ -1,7 +1,7 @@
 """What the query machine (protocol/query_machine.py) hears and what it asks for.
 
 Events say what happened to a query's run; actions say what the shell
-(actors/query_run.py) must do next. Both are plain frozen data: the machine reads no
+(actors/supervisor/run.py) must do next. Both are plain frozen data: the machine reads no
 clock and no random source, so the shell passes time and randomness in (``Env``) with
 each event. The terminal actions (``Succeed``, ``Fail``, ``InternalFailure``, ``Stop``)
 end the query; the machine emits exactly one of them per run, as its last action.

@@ -1,7 +1,7 @@
 """One query's run as a pure state machine: the decisions of the RetrySupervisor's query loop.
 
 Everything that decides what a query's run does next lives here; the shell
-(actors/query_run.py) only performs what the machine asks and reports what happened. The
+(actors/supervisor/run.py) only performs what the machine asks and reports what happened. The
 machine is a frozen ``QueryMachine``; ``start`` makes one with its first actions, and
 ``step(machine, event, env)`` returns the next machine and the actions to perform, in
 order. Time and randomness come in ``Env`` (protocol/query_events.py, which also defines
@@ -56,6 +56,7 @@ from typing import Final, Literal, TypeAlias, assert_never
 
 import msgspec
 
+from protocol.client_request import strip_thinking, thinking_budget
 from protocol.errors import SwitchboardError
 from protocol.frames import Fallback, FastMode, RetryFrame, Tombstone
 from protocol.passthrough import gate_refusal, out_of_time
@@ -91,7 +92,6 @@ from protocol.query_events import (
     WaitElapsed,
 )
 from protocol.recovery import Recovery, can_recover, combined, hit_output_limit, next_step
-from protocol.request import strip_thinking, thinking_budget
 from protocol.retry import (
     Context,
     Decision,

@@ -3,7 +3,7 @@
 
 Input: the client's request body, the query's source and options, the session's latched
 state (``SessionLatch``) and ``BuildSettings`` (made once from the environment by
-actors/config.py). Output: a ``BuiltRequest`` (the model to send, the body, the betas,
+actors/config/settings.py). Output: a ``BuiltRequest`` (the model to send, the body, the betas,
 notes for log lines, the prompt snapshot for cache-break detection) and the session's new
 latch. Every ``BuiltRequest`` owns its body: nothing in it is shared with the client's
 request, the settings (``CLAUDE_CODE_EXTRA_BODY``) or another request.
@@ -21,9 +21,8 @@ import msgspec
 
 from protocol import betas as B
 from protocol.caching import PromptSnapshot, add_breakpoints, snapshot
-from protocol.catalog import ADVISOR, EFFORT, XHIGH
 from protocol.message_repair import limit_media, repair_tool_pairing
-from protocol.models_catalog import (
+from protocol.models.aliases import (
     FIRST_PARTY,
     FOUNDRY,
     ModelSettings,
@@ -33,6 +32,7 @@ from protocol.models_catalog import (
     resolve_model,
     small_fast_model,
 )
+from protocol.models.catalog import ADVISOR, EFFORT, XHIGH
 from protocol.wire import JsonObject
 
 # reference 7.4 and issue 5: betas that stay on for the rest of a session once sent, so that a

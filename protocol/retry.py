@@ -32,8 +32,8 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
-from protocol.catalog import BUILTIN, Catalog
 from protocol.frames import ErrorInfo
+from protocol.models.catalog import BUILTIN, Catalog
 
 # reference-client.md 1.1.
 DEFAULT_MAX_RETRIES: Final = 10

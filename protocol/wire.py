@@ -5,7 +5,7 @@ decodes only what it must read: ``message_start`` (id, model, usage), block star
 deltas (to assemble the final message), ``message_delta`` (stop reason, usage) and
 ``error``. Decoders are built once, here, and bounded (``protocol.bounded_json``). Request
 bodies are plain JSON objects (``JsonObject``): everything the gateway does not need to
-understand passes through untouched (see ``protocol.request``).
+understand passes through untouched (see ``protocol.client_request``).
 """
 
 from __future__ import annotations

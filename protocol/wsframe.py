@@ -1,7 +1,7 @@
 """WebSocket framing of server-to-client text messages (RFC 6455 section 5.2), pure.
 
 The FrontDoor writes many small event frames; building their wire bytes here and sending a
-batch of them in one socket write (actors/ws_batch.py) is what keeps the per-event cost of
+batch of them in one socket write (actors/doors/ws_batch.py) is what keeps the per-event cost of
 the hot path low. A server's frames are unmasked; each message is one final frame (FIN set,
 opcode 1 = text), with the 7-bit, 16-bit or 64-bit payload length form.
 """

@@ -75,7 +75,7 @@ def switchboard_command() -> list[str]:
     script = Path(sys.executable).with_name("switchboard")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from actors.cli import main; main()"]
+    return [sys.executable, "-c", "from actors.cli.commands import main; main()"]
 
 
 def child_env(extra: Mapping[str, str], drop: tuple[str, ...] = ()) -> dict[str, str]:

@@ -123,7 +123,7 @@ Reading the numbers:
   say whether every frame was relayed.
 - The HTTP door holds an answer's content-free first events (``message_start``,
   ``content_block_start``, ``ping``) until its first content, so that a retry before any
-  content stays invisible to an SSE client (actors/http_answer.py). With ``--pace-ms`` the
+  content stays invisible to an SSE client (actors/doors/http_answer.py). With ``--pace-ms`` the
   emulator paces those too, so the http rows' first event comes about three pacing
   intervals after the direct one's: that is the hold, not the gateway's speed. Without
   pacing they arrive together and ``+ttfe`` is the door's own cost.

@@ -29,7 +29,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import actors.cost_store
+import actors.store.sqlite
 from actors._util import ask
 from actors.cost_ledger import CostLedger
 from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--writers", default="1,16,128,512", help="comma-separated concurrency levels")
     parser.add_argument("--records", type=int, default=200, help="records per writer")
     parser.add_argument("--dir", default=None, help="directory for the ledger files (default: a temp dir)")
-    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=actors.cost_store.SYNCHRONOUS)
+    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=actors.store.sqlite.SYNCHRONOUS)
     parser.add_argument("--stores", default="sqlite", help="comma-separated: sqlite, postgresql")
     parser.add_argument(
         "--pg-url",
@@ -91,7 +91,7 @@ def main() -> None:
         help="a PostgreSQL server and user that may create databases (for --stores postgresql)",
     )
     args = parser.parse_args()
-    actors.cost_store.SYNCHRONOUS = args.synchronous  # type: ignore[misc]
+    actors.store.sqlite.SYNCHRONOUS = args.synchronous  # type: ignore[misc]
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         print(
             f"{'store':>10} {'writers':>8} {'records':>8} {'seconds':>8} {'records/s':>10} "

@@ -1,4 +1,4 @@
-"""Measure the SQLite fleet of ``serve --workers N`` (actors/sqlite_fleet.py): how long a
+"""Measure the SQLite fleet of ``serve --workers N`` (actors/store/sqlite_fleet.py): how long a
 takeover takes to reach the other worker, and what the poll costs while nothing happens.
 
 Run it on purpose (never part of the suite)::
@@ -31,8 +31,8 @@ from pathlib import Path
 import trio
 from _bench_report import percentile
 
-from actors.sqlite_fleet import POLL, SqliteFleet
-from actors.sqlite_shared import prepare_shared_ledger
+from actors.store.sqlite_fleet import POLL, SqliteFleet
+from actors.store.sqlite_shared import prepare_shared_ledger
 
 
 def _ms(values: list[float], pct: float) -> str:

@@ -30,7 +30,7 @@ ALLOWED_CYCLES: frozenset[frozenset[str]] = frozenset({
     # function only for a PostgreSQL URL (psycopg is the optional ``postgres`` extra), while
     # the PostgreSQL modules build on the SQLite store's rows and constants. Broken by moving
     # those rows into a leaf module, with the store's owners.
-    frozenset({"actors.cost_store", "actors.pg_store", "actors.pg_dashboard", "actors.pg_migrations"}),
+    frozenset({"actors.store.sqlite", "actors.store.postgres", "actors.store.pg_dashboard", "actors.store.pg_migrations"}),
 })
 
 

@@ -299,7 +299,7 @@ def switchboard_command() -> list[str]:
     script = Path(sys.executable).with_name("switchboard")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from actors.cli import main; main()"]
+    return [sys.executable, "-c", "from actors.cli.commands import main; main()"]
 
 
 def _child_env() -> dict[str, str]:

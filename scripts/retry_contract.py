@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "clients"
 
 from claude_code import ProxyTrap, install, run_claude, sealed_env
 
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
 from emulator import Emulator
 

@@ -18,8 +18,8 @@ from pg_testkit import ledger_location as ledger_location
 from pg_testkit import pg_admin as pg_admin
 from pg_testkit import pg_url as pg_url
 
-import actors.config
-from actors.config import Config, Secret
+import actors.config.settings
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.request_builder import BuildSettings
@@ -33,7 +33,7 @@ def _ledger_in_memory_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     is written to the home directory, and no store call runs on a worker thread (while a
     thread works, the autojump clock sees every task blocked and leaps to the next
     deadline). Tests of the durable store pass a file explicitly."""
-    monkeypatch.setattr(actors.config, "default_ledger_path", lambda env: actors.config.MEMORY_LEDGER)
+    monkeypatch.setattr(actors.config.settings, "default_ledger_path", lambda env: actors.config.settings.MEMORY_LEDGER)
 
 
 @dataclass(frozen=True)

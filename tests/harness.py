@@ -20,8 +20,15 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from actors.cost_store import LedgerStore, LoadedSession, RecordWrite, SessionRow, Store, StoreError
 from actors.server import Server
+from actors.store.sqlite import (
+    LedgerStore,
+    LoadedSession,
+    RecordWrite,
+    SessionRow,
+    Store,
+    StoreError,
+)
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.frames import TERMINAL_FRAMES, GatewayFrame, decode_frame
 
@@ -112,7 +119,7 @@ class ServeProcess:
 async def serve_process(env: dict[str, str], *args: str) -> AsyncIterator[ServeProcess]:
     """``switchboard serve --port 0 --ledger :memory: ARGS`` as a real process, stopped
     (SIGTERM, then SIGKILL) and its pipes closed on exit."""
-    command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--port", "0", "--ledger", ":memory:", *args]
+    command = [sys.executable, "-c", "from actors.cli.commands import main; main()", "serve", "--port", "0", "--ledger", ":memory:", *args]
     process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     stderr = bytearray()
 

@@ -12,10 +12,10 @@ from typing import TypeAlias
 import msgspec
 import trio
 
-from actors.config import FIRST_PARTY
-from actors.credentials import Credential
-from actors.providers import Endpoint
-from actors.upstream import UpstreamClient, without_userinfo
+from actors.config.settings import FIRST_PARTY
+from actors.upstream.client import UpstreamClient, without_userinfo
+from actors.upstream.credentials import Credential
+from actors.upstream.endpoints import Endpoint
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ from typing import TypeAlias
 import msgspec
 import trio
 
-from actors.query_options import UpstreamHeads
+from actors.supervisor.options import UpstreamHeads
 from protocol.frames import GatewayFrame
 from protocol.retry import Failure
 from protocol.usage import EMPTY_USAGE, Usage
@@ -64,13 +64,13 @@ class RunAttempt(msgspec.Struct, frozen=True, kw_only=True):
     continuation: bool = False
     query_started: float = 0.0
     measure_first_token: bool = False
-    # The HTTP door's (actors/query_options.py): the client's bytes, sent as they are when
+    # The HTTP door's (actors/supervisor/options.py): the client's bytes, sent as they are when
     # set (the first party's format only), and where the response headers go.
     raw_body: bytes | None = None
     heads: UpstreamHeads | None = None
     beta_query: bool = False
     # Called (not awaited) as the upstream answers 200: the overload gate of the attempt's
-    # model learns of a probe's success at once (actors/retry_shared.py).
+    # model learns of a probe's success at once (actors/supervisor/shared.py).
     on_accepted: Callable[[], None] | None = None
     outbound: trio.MemorySendChannel[GatewayFrame]
     scope: trio.CancelScope

@@ -4,7 +4,7 @@
 ``RunCountTokens`` (FrontDoor, Gateway) -> ``CountResult``.
 ``GetSessionActivity`` (Gateway, for the dashboard) -> ``SessionActivity``: a snapshot of
 which sessions have an upstream request in flight; the per-session state itself
-(actors/session_state.py) is the supervisor's task tree's alone.
+(actors/supervisor/session_state.py) is the supervisor's task tree's alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import msgspec
 import trio
 
 from actors.messages.relay import CountResult
-from actors.query_options import DEFAULT_OPTIONS, QueryOptions
+from actors.supervisor.options import DEFAULT_OPTIONS, QueryOptions
 from protocol.frames import ErrorInfo, GatewayFrame, Query
 from protocol.wire import JsonObject
 
@@ -24,7 +24,7 @@ from protocol.wire import JsonObject
 class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
     """``headers``: extra upstream headers of this query (the HTTP door forwards the client's
     ``anthropic-version`` and ``anthropic-beta``); they override the pool's defaults.
-    ``options``: the HTTP door's (actors/query_options.py); the defaults change nothing."""
+    ``options``: the HTTP door's (actors/supervisor/options.py); the defaults change nothing."""
 
     session_id: str
     query: Query
@@ -33,7 +33,7 @@ class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
     headers: tuple[tuple[str, str], ...] = ()
     options: QueryOptions = DEFAULT_OPTIONS
     # Called once with the query's cost (picodollars, every attempt) when it has ended:
-    # settles its budget reservation (actors/budgets.py). Must not block or raise.
+    # settles its budget reservation (actors/access/budgets.py). Must not block or raise.
     on_end: Callable[[int], None] | None = None
     # Called before each attempt after the first with the request that attempt sends (its
     # ``model`` the attempt's): grows the budget reservation by its worst case, or returns

@@ -13,7 +13,7 @@ import msgspec
 import trio
 
 from actors._util import answer
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.messages.ledger import (
     CostLedgerAddress,
     CostLedgerMsg,

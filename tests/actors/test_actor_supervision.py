@@ -17,7 +17,7 @@ import actors.bootstrap_fetcher
 import actors.retry_supervisor
 from actors.bootstrap_fetcher import BootstrapFetcher
 from actors.client_pool import ClientPool
-from actors.config import Config
+from actors.config.settings import Config
 from actors.cost_ledger import CostLedger
 from actors.retry_supervisor import RetrySupervisor
 from actors.server import Server, run_server

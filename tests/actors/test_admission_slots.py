@@ -1,4 +1,4 @@
-"""Admission's shell (actors/admission.py) through the Drain that owns it: slots in use never
+"""Admission's shell (actors/supervisor/admission.py) through the Drain that owns it: slots in use never
 exceed the bound and never leak, waiters wake in arrival order, after any sequence of
 starts, finishes and aborts; a shutdown refuses every waiter at once."""
 
@@ -9,9 +9,9 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.admission import Admission, Ticket
-from actors.drain import Drain
-from actors.metrics import Metrics
+from actors.observe.metrics import Metrics
+from actors.supervisor.admission import Admission, Ticket
+from actors.supervisor.drain import Drain
 
 _STEPS = st.lists(
     st.tuples(st.sampled_from(["start", "finish", "abort"]), st.integers(min_value=0, max_value=50)),

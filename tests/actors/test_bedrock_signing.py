@@ -7,8 +7,8 @@ import datetime
 
 import pytest
 
-from actors.credentials import AwsKeys
-from actors.providers import sigv4_headers
+from actors.upstream.credentials import AwsKeys
+from actors.upstream.endpoints import sigv4_headers
 from emulator import sigv4
 
 URL = "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke"

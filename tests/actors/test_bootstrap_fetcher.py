@@ -22,8 +22,7 @@ import actors.bootstrap_fetcher
 from actors._util import answer, ask, fail
 from actors.bootstrap_fetcher import BOOTSTRAP_TIMEOUT, BootstrapFetcher
 from actors.client_pool import ClientPool
-from actors.config import Config, Secret
-from actors.credentials import Credential
+from actors.config.settings import Config, Secret
 from actors.messages.bootstrap import BootstrapFetcherAddress, BootstrapState, GetBootstrap
 from actors.messages.pool import (
     Acquire,
@@ -35,9 +34,10 @@ from actors.messages.pool import (
     ReportBroken,
 )
 from actors.server import Server, run_server
+from actors.upstream.credentials import Credential
 from emulator import Emulator
 from protocol.frames import ModelOption, Ready
-from protocol.models import DEFAULT_MODEL_OPTIONS
+from protocol.models.options import DEFAULT_MODEL_OPTIONS
 
 # tests/conftest.py's key: the only one its ``upstream`` emulator accepts (a plain
 # ``from conftest import`` is ambiguous next to tests/emulator/conftest.py).

@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from actors.messages.relay import AttemptOutcome
-from actors.retry_shared import Refused, SharedRetryState
+from actors.supervisor.shared import Refused, SharedRetryState
 from protocol.retry import Failure, GiveUp
 
 MODEL = "claude-opus-4-6"

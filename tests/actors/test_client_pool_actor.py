@@ -14,8 +14,7 @@ from actor_fakes import BASE_URL, Upstream, config, error_response
 import actors.client_pool
 from actors._util import ask
 from actors.client_pool import ClientPool
-from actors.config import Config
-from actors.credentials import Credential, CredentialError
+from actors.config.settings import Config
 from actors.messages.pool import (
     Acquire,
     ClientPoolAddress,
@@ -24,6 +23,7 @@ from actors.messages.pool import (
     RefreshResult,
     ReportBroken,
 )
+from actors.upstream.credentials import Credential, CredentialError
 
 
 class Source:

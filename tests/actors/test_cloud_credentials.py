@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import trio
 
-import actors.cloud_credentials
+import actors.upstream.cloud_credentials
 from actors._util import ask
 from actors.client_pool import EARLY_REFRESH_RETRY_INTERVAL, ClientPool
-from actors.cloud_credentials import EARLY_REFRESH, EXPIRY_MARGIN, load_cloud_credential
-from actors.config import Config, Secret, config_from_env
-from actors.credentials import AwsKeys, Credential, CredentialError
+from actors.config.settings import Config, Secret, config_from_env
 from actors.messages.pool import Acquire, Lease, Refresh, RefreshResult
-from actors.providers import BedrockEndpoint, FoundryEndpoint
+from actors.upstream.cloud_credentials import EARLY_REFRESH, EXPIRY_MARGIN, load_cloud_credential
+from actors.upstream.credentials import AwsKeys, Credential, CredentialError
+from actors.upstream.endpoints import BedrockEndpoint, FoundryEndpoint
 from protocol.errors import ConfigError
 
 
@@ -70,7 +70,7 @@ async def test_keys_are_refreshed_ahead_of_expiry_while_the_old_ones_are_served(
             raise answer
         return answer
 
-    monkeypatch.setattr(actors.cloud_credentials, "_load_aws", load)
+    monkeypatch.setattr(actors.upstream.cloud_credentials, "_load_aws", load)
     pool = ClientPool(Config(provider="bedrock", bedrock_base_url="http://127.0.0.1:9"))
     address = await nursery.start(pool.run)
 
@@ -105,11 +105,11 @@ def test_an_empty_aws_chain_is_a_credential_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(CredentialError, match="no AWS credentials"):
-        actors.cloud_credentials._load_aws_sync()
+        actors.upstream.cloud_credentials._load_aws_sync()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-1")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-1")
-    keys, remaining = actors.cloud_credentials._load_aws_sync()
+    keys, remaining = actors.upstream.cloud_credentials._load_aws_sync()
     assert keys == AwsKeys(access_key="AKIDEXAMPLE", secret_key="secret-1", token="session-1")
     assert remaining is None and "secret-1" not in repr(keys)
 

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from actors.config import Config, Secret, config_from_env
-from actors.env_values import parse_custom_headers
-from actors.log import RedactingFilter
+from actors.config.env import parse_custom_headers
+from actors.config.settings import Config, Secret, config_from_env
+from actors.observe.log import RedactingFilter
 from protocol.errors import ConfigError
 
 
@@ -107,7 +107,7 @@ def test_shutdown_grace_from_the_environment_or_the_flag() -> None:
 
 
 def test_serve_takes_the_admission_flags() -> None:
-    from actors.cli import _parser
+    from actors.cli.commands import _parser
 
     args = _parser().parse_args(["serve", "--max-queries", "8", "--admission-wait", "2.5"])
     assert (args.max_queries, args.admission_wait) == (8, 2.5)

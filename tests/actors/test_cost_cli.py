@@ -8,7 +8,7 @@ import msgspec
 import pytest
 from test_cost_ledger import FINAL, START, cost, record, running
 
-from actors.cli import main
+from actors.cli.commands import main
 from protocol.usage import Usage
 
 

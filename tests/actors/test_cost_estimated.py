@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from test_cost_ledger import FINAL, FINAL_PICO, SONNET, START, START_PICO, cost, record, running
 
-import actors.pg_migrations
-from actors.cli import main
-from actors.cost_store import SCHEMA_VERSION, read_sessions
+import actors.store.pg_migrations
+from actors.cli.commands import main
+from actors.store.sqlite import SCHEMA_VERSION, read_sessions
 from protocol.pricing import usd
 from protocol.usage import Usage
 
@@ -163,10 +163,10 @@ def _old_pg_ledger(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database a gateway before the ``estimated`` column left (migration 1 only), holding
     what ``_old_ledger`` holds."""
     with monkeypatch.context() as patched:
-        patched.setattr(actors.pg_migrations, "MIGRATIONS", actors.pg_migrations.MIGRATIONS[:1])
-        patched.setattr(actors.pg_migrations, "SCHEMA_VERSION", 1)
+        patched.setattr(actors.store.pg_migrations, "MIGRATIONS", actors.store.pg_migrations.MIGRATIONS[:1])
+        patched.setattr(actors.store.pg_migrations, "SCHEMA_VERSION", 1)
         with psycopg.connect(url, autocommit=True) as conn:
-            assert actors.pg_migrations.migrate(conn, "test") == [1]
+            assert actors.store.pg_migrations.migrate(conn, "test") == [1]
     row = (
         "INSERT INTO switchboard.usage (session_id, record_id, part, instance_id, query_id, attempt, final, "
         "model, canonical, input_tokens, output_tokens, cache_creation_input_tokens, "
@@ -208,7 +208,7 @@ async def test_an_old_postgresql_ledger_without_the_column_is_read_then_migrated
     assert "estimated" in _pg_columns(pg_url)
     with psycopg.connect(pg_url) as conn:
         versions = conn.execute("SELECT version FROM switchboard.schema_migrations ORDER BY version").fetchall()
-    assert versions == [(v,) for v in range(1, actors.pg_migrations.SCHEMA_VERSION + 1)]
+    assert versions == [(v,) for v in range(1, actors.store.pg_migrations.SCHEMA_VERSION + 1)]
     assert dict(read_sessions(pg_url))["old"].summary("old") == migrated
     async with running(pg_url) as (_, ledger):
         assert await cost(ledger, "old") == migrated

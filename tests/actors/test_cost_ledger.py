@@ -24,9 +24,8 @@ from pg_testkit import clear_ledger, database_text
 
 import actors.cost_ledger
 from actors._util import ask
-from actors.config import is_postgres_url
+from actors.config.settings import is_postgres_url
 from actors.cost_ledger import CostLedger, owner_digest
-from actors.cost_store import read_sessions
 from actors.messages.ledger import (
     CostLedgerAddress,
     GetCost,
@@ -36,6 +35,7 @@ from actors.messages.ledger import (
     SessionOpened,
     UsageRecorded,
 )
+from actors.store.sqlite import read_sessions
 from protocol.errors import ActorUnavailable
 from protocol.frames import CostSummary, ModelUsageSummary
 from protocol.ledger import MAX_PART_COST_PICO

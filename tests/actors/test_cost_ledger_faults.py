@@ -34,15 +34,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_cost_ledger import DAY, FINAL, FINAL_PICO, START, START_PICO, cost, open_session, record
 
 import actors.cost_ledger
-import actors.cost_store
-import actors.ledger_health
+import actors.store.health
+import actors.store.sqlite
 from actors._util import ask
-from actors.config import config_from_env
+from actors.config.settings import config_from_env
 from actors.cost_ledger import CostLedger
-from actors.cost_store import LedgerStore, read_sessions
-from actors.ledger_health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
 from actors.messages.ledger import CostLedgerAddress, ReadSpend
-from actors.metrics import Metrics
+from actors.observe.metrics import Metrics
+from actors.store.health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
+from actors.store.sqlite import LedgerStore, read_sessions
 from protocol.dashboard import EVERYONE, Bucket, Scope, SpendRow
 from protocol.errors import ActorUnavailable, ConfigError
 
@@ -55,7 +55,7 @@ async def faulty(
     stores: list[FaultyStore] = []
 
     def open_store(location: str) -> FaultyStore:
-        stores.append(FaultyStore(actors.cost_store.open_store(location)))
+        stores.append(FaultyStore(actors.store.sqlite.open_store(location)))
         return stores[0]
 
     ledger = CostLedger(
@@ -122,7 +122,7 @@ async def test_a_failing_commit_is_told_buffered_retried_with_backoff_and_commit
 async def test_failing_open_serves_until_too_much_is_pending(
     ledger_location: str, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(actors.ledger_health, "MAX_PENDING_RECORDS", 2)
+    monkeypatch.setattr(actors.store.health, "MAX_PENDING_RECORDS", 2)
     async with faulty(ledger_location, fail_open=True) as (ledger, address, store):
         store.write_error = DISK_FULL
         assert not (await record(address, FINAL, record_id="a")).recorded
@@ -221,7 +221,7 @@ def test_an_integrity_check_out_of_time_is_skipped_with_a_warning(
 ) -> None:
     path = str(tmp_path / "ledger.sqlite3")
     LedgerStore.open(path).close()
-    monkeypatch.setattr(actors.cost_store, "INTEGRITY_CHECK_STEPS", 1)
+    monkeypatch.setattr(actors.store.sqlite, "INTEGRITY_CHECK_STEPS", 1)
     with caplog.at_level(logging.WARNING, logger="switchboard.ledger"):
         LedgerStore.open(path, integrity_budget=-1.0).close()
     assert "integrity check did not finish within -1 s" in caplog.text

@@ -1,4 +1,4 @@
-"""FrontDoor on its own (actors/front_door.py), without a listener: each connection is a
+"""FrontDoor on its own (actors/doors/websocket.py), without a listener: each connection is a
 ``trio.testing.memory_stream_pair`` whose server end trio-websocket wraps and hands to
 ``FrontDoor.handle_request``, as the listener does. Behind the door runs the gateway's actor
 system over an httpx ``MockTransport`` upstream (tests/README.md "Memory transports")."""
@@ -24,8 +24,8 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from actors.config import Config, Secret
-from actors.front_door import SLOW_READER, SUPERSEDED, FrontDoor
+from actors.config.settings import Config, Secret
+from actors.doors.websocket import SLOW_READER, SUPERSEDED, FrontDoor
 from actors.gateway import Gateway, run_gateway
 from protocol.frames import Aborted, Done, EventFrame, GatewayFrame, Ready, Rejected
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from actors.cli import GC_GEN0_THRESHOLD, tune_gc
+from actors.cli.commands import GC_GEN0_THRESHOLD, tune_gc
 
 
 def test_start_up_objects_are_frozen_and_young_collections_are_rarer() -> None:

@@ -1,4 +1,4 @@
-"""The users and their tokens (actors/identity_store.py) and ``switchboard users``."""
+"""The users and their tokens (actors/access/identities.py) and ``switchboard users``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import cli
-from actors.cost_store import MEMORY
-from actors.identity_store import IdentityStore, hash_password, open_identity_store
+from actors.access.identities import IdentityStore, hash_password, open_identity_store
+from actors.cli import commands as cli
+from actors.store.sqlite import MEMORY
 from protocol.errors import ConfigError
 from protocol.identity import Principal
 from protocol.oauth import ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL

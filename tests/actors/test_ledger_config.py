@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.config import (
+from actors.config.settings import (
     MEMORY_LEDGER,
     Config,
     Secret,

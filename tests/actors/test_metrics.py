@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.metrics import MAX_LABEL_VALUES, Metrics
+from actors.observe.metrics import MAX_LABEL_VALUES, Metrics
 from protocol.usage import Usage
 
 

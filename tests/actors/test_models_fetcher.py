@@ -17,14 +17,14 @@ import trio
 import trio.testing
 
 from actors.client_pool import ClientPool
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.gateway import open_gateway
-from actors.models_fetcher import MAX_MODELS_BODY, ModelsFetcher
+from actors.upstream.models_fetcher import MAX_MODELS_BODY, ModelsFetcher
 from emulator import Emulator
-from protocol.catalog import BUILTIN, Catalog
 from protocol.frames import Done
-from protocol.model_list import find_model, model_entries
-from protocol.models_catalog import ModelSettings
+from protocol.models.aliases import ModelSettings
+from protocol.models.catalog import BUILTIN, Catalog
+from protocol.models.listing import find_model, model_entries
 from protocol.request_builder import BuildSettings, SessionLatch, build_request
 from protocol.retry import Context, Failure, GiveUp, RetryPolicy, RetryState, decide
 

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from actors.config import config_from_env
-from actors.request_config import build_settings_from_env
-from protocol.models_catalog import ModelSettings
+from actors.config.request import build_settings_from_env
+from actors.config.settings import config_from_env
+from protocol.models.aliases import ModelSettings
 
 
 def test_every_variable_is_read() -> None:

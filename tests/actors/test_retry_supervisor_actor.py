@@ -1,4 +1,4 @@
-"""RetrySupervisor on its own (actors/retry_supervisor.py, actors/query_run.py), through its
+"""RetrySupervisor on its own (actors/retry_supervisor.py, actors/supervisor/run.py), through its
 messages: a ``RunQuery`` in, the query's frames out on its outbound channel, which the run
 closes after exactly one terminal frame. Behind it run the real StreamRelay and ClientPool
 over an httpx ``MockTransport`` upstream, and a fake CostLedger: all in memory, so the
@@ -30,12 +30,12 @@ from actor_fakes import (
 import actors.client_pool
 from actors._util import ask
 from actors.client_pool import ClientPool
-from actors.config import Config
-from actors.credentials import Credential
+from actors.config.settings import Config
 from actors.messages.pool import Acquire, ClientPoolAddress, Lease
 from actors.messages.supervisor import RetrySupervisorAddress, RunQuery
 from actors.retry_supervisor import RetrySupervisor
 from actors.stream_relay import StreamRelay
+from actors.upstream.credentials import Credential
 from protocol.frames import (
     TERMINAL_FRAMES,
     Aborted,

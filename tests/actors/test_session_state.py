@@ -1,10 +1,10 @@
-"""Per-session request state (actors/session_state.py): cache-break counts, bounds, activity."""
+"""Per-session request state (actors/supervisor/session_state.py): cache-break counts, bounds, activity."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from actors.session_state import SessionRequestState, SessionStates
+from actors.supervisor.session_state import SessionRequestState, SessionStates
 from protocol.caching import PromptSnapshot, snapshot
 
 

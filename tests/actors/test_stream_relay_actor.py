@@ -1,4 +1,4 @@
-"""StreamRelay on its own (actors/stream_relay.py, actors/relay_attempt.py), through its
+"""StreamRelay on its own (actors/stream_relay.py, actors/upstream/relay_attempt.py), through its
 messages: a ``RunAttempt`` in, event frames on the query's outbound channel, one
 ``AttemptOutcome`` out, usage records to the (fake) CostLedger. The upstream is an httpx
 ``MockTransport`` whose SSE body the test releases chunk by chunk (tests/README.md)."""

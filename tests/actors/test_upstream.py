@@ -6,9 +6,9 @@ import httpx
 import pytest
 import trio
 
-from actors.config import Config, config_from_env
-from actors.env_values import environment_proxies
-from actors.upstream import UpstreamClient, bypasses_proxy
+from actors.config.env import environment_proxies
+from actors.config.settings import Config, config_from_env
+from actors.upstream.client import UpstreamClient, bypasses_proxy
 from emulator import Emulator
 
 TIMEOUT = httpx.Timeout(5.0)

@@ -1,5 +1,5 @@
 """The parent of ``serve --workers N`` reads each worker's URLs from its stdout
-(actors/workers.py ``_Lines``): whatever the chunks, the lines come out whole and in order,
+(actors/cli/workers.py ``_Lines``): whatever the chunks, the lines come out whole and in order,
 and a line past ``MAX_LINE`` fails instead of growing without bound."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.workers import MAX_LINE, _Lines, worker_command
+from actors.cli.workers import MAX_LINE, _Lines, worker_command
 from protocol.errors import ServiceFailed
 
 LINE = st.text(st.characters(codec="utf-8", exclude_characters="\n"), max_size=40)
@@ -47,7 +47,7 @@ def test_a_line_too_long_fails() -> None:
 
 def test_a_worker_runs_the_parents_own_arguments_with_the_count_and_ports_fixed() -> None:
     command = worker_command(["serve", "--port", "0", "--workers", "auto"], 2, 4242, None)
-    assert command[1:3] == ["-m", "actors.cli"]
+    assert command[1:3] == ["-m", "actors.cli.commands"]
     assert command[-4:] == ["--workers", "2", "--port", "4242"]
     with_http = worker_command(["serve"], 3, 1, 2)
     assert with_http[-6:] == ["--workers", "3", "--port", "1", "--http-port", "2"]

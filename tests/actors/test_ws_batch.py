@@ -7,7 +7,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, wrap_client_stream, wrap_server_stream
 
-from actors.ws_batch import send_text_batch
+from actors.doors.ws_batch import send_text_batch
 
 
 async def test_a_batch_arrives_as_separate_messages_in_order_then_closed_is_reported(nursery: trio.Nursery) -> None:

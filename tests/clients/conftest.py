@@ -16,7 +16,7 @@ import pytest
 import trio
 from claude_code import GATEWAY_TOKEN, ClaudeCodeUnavailable, Door, ProxyTrap, install
 
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
 from protocol.request_builder import BuildSettings
 

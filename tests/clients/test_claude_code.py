@@ -23,7 +23,7 @@ import trio
 from claude_code import GATEWAY_TOKEN, Door, ProxyTrap, Run, run_claude, sealed_env
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.cost_ledger import owner_digest
 from emulator import Emulator, RecordedRequest
 from protocol.http_api import default_session
@@ -78,7 +78,7 @@ def blocks(request: RecordedRequest, kind: str) -> list[dict[str, Any]]:
 
 async def ledger_summary(door: Door) -> dict[str, Any]:
     """The session's cost summary as ``switchboard cost --json`` reads it from the ledger."""
-    command = [sys.executable, "-c", "from actors.cli import main; main()"]
+    command = [sys.executable, "-c", "from actors.cli.commands import main; main()"]
     shown = await trio.run_process(
         [*command, "cost", SESSION, "--json", "--ledger", str(door.ledger)], capture_stdout=True
     )

@@ -26,8 +26,8 @@ import pytest
 import trio
 from claude_code import ProxyTrap, Run, run_claude, sealed_env
 
-from actors.config import Config, with_sign_in
-from actors.identity_store import hash_password
+from actors.access.identities import hash_password
+from actors.config.settings import Config, with_sign_in
 from actors.server import Server, run_server
 from protocol.request_builder import BuildSettings
 

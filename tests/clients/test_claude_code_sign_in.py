@@ -19,8 +19,8 @@ import pytest
 import trio
 from claude_code import ProxyTrap, Run, run_claude, sealed_env
 
-from actors.config import Config
-from actors.identity_store import hash_password
+from actors.access.identities import hash_password
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from protocol.oauth import GRANT_DEVICE, GRANT_REFRESH
 from protocol.request_builder import BuildSettings

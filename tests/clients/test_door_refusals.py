@@ -17,7 +17,7 @@ import trio
 from claude_code import GATEWAY_TOKEN, Door
 from harness import API_VERSION, chat
 
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
 from emulator import Emulator
 

@@ -23,10 +23,10 @@ import msgspec
 import trio
 from harness import API_VERSION
 
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.cost_ledger import owner_digest
-from actors.cost_store import read_sessions
 from actors.server import Server, run_server
+from actors.store.sqlite import read_sessions
 from protocol.dashboard import token_label
 
 SCRIPT = Path(__file__).with_name("dashboard_page.cjs")

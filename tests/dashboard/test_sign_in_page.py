@@ -17,8 +17,8 @@ import httpx
 import msgspec
 import trio
 
-from actors.config import Config
-from actors.identity_store import hash_password
+from actors.access.identities import hash_password
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from protocol.oauth import GRANT_DEVICE
 

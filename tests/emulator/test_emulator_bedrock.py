@@ -6,8 +6,8 @@ import httpx
 import msgspec
 import trio
 
-from actors.credentials import AwsKeys
-from actors.providers import sigv4_headers
+from actors.upstream.credentials import AwsKeys
+from actors.upstream.endpoints import sigv4_headers
 from emulator import Emulator
 from protocol.eventstream import BedrockStreamDecoder, EventStreamDecoder
 

@@ -46,9 +46,9 @@ from harness import Client, chat
 from harness import connect as harness_connect
 from hypothesis import HealthCheck, Phase, settings
 
-from actors.config import Config, Secret
-from actors.cost_store import read_sessions
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
+from actors.store.sqlite import read_sessions
 from protocol.frames import (
     SESSION_ID,
     TERMINAL_FRAMES,

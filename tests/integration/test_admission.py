@@ -19,10 +19,10 @@ import trio
 import trio.testing
 from harness import Client, chat, connect
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.gateway import open_gateway
-from actors.query_channel import HEARTBEAT_INTERVAL
 from actors.server import Server, run_server
+from actors.supervisor.channel import HEARTBEAT_INTERVAL
 from protocol.errors import Overloaded
 from protocol.frames import (
     TERMINAL_FRAMES,

@@ -11,7 +11,7 @@ import pytest
 import trio
 from harness import chat, connect
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, ErrorFrame, EventFrame, RetryFrame, TokenCount
@@ -195,7 +195,7 @@ async def test_count_tokens_through_bedrock(nursery: trio.Nursery, aws_env: pyte
 
 
 async def test_a_bearer_api_key_is_sent_instead_of_a_signature(nursery: trio.Nursery) -> None:
-    from actors.config import Secret
+    from actors.config.settings import Secret
 
     emulator = Emulator(bedrock_tokens=frozenset({"bedrock-api-key-1"}))
     server = await bedrock_gateway(nursery, emulator, bedrock_bearer=Secret("bedrock-api-key-1"))
@@ -225,7 +225,7 @@ async def test_a_broken_stream_falls_back_to_invoke(
 async def test_side_by_side_models_are_routed_to_their_providers(
     nursery: trio.Nursery, aws_env: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from actors.config import Secret
+    from actors.config.settings import Secret
 
     emulator = Emulator(api_keys=frozenset({"sk-ant-side"}), aws_keys={NEW_KEY_ID: NEW_SECRET})
     url = await nursery.start(emulator.run)

@@ -17,7 +17,7 @@ import msgspec
 import trio
 from harness import chat, connect
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from protocol.bounded_json import MAX_DEPTH
 from protocol.frames import CostFrame, Done, ErrorFrame, EventFrame, Rejected, RetryFrame, Tombstone

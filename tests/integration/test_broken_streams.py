@@ -21,7 +21,7 @@ import trio
 import trio.testing
 from harness import API_VERSION, chat, connect
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from protocol.frames import CostFrame, Done, ErrorFrame, EventFrame, RetryFrame, Tombstone
 

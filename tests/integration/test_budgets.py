@@ -17,10 +17,10 @@ from harness import API_VERSION, chat, connect
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected
 
-from actors.budgets import HeldReservation
-from actors.config import Config, Secret
+from actors.access.budgets import HeldReservation
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
-from actors.token_store import TokenStore, new_token
+from actors.store.tokens import TokenStore, new_token
 from emulator import Emulator
 from protocol.budget import Limits, Refusal, worst_case_pico
 from protocol.frames import CostFrame, Done, ErrorFrame, Ready, TokenBudget

@@ -18,7 +18,7 @@ import psycopg
 import trio
 from harness import API_VERSION, chat, clean_env, serve_process
 
-from actors.token_store import new_token, open_token_store
+from actors.store.tokens import new_token, open_token_store
 from protocol.budget import Limits, worst_case_pico
 from protocol.pricing import PICO_PER_USD
 
@@ -88,7 +88,7 @@ def test_the_tokens_cli_adds_lists_sets_and_revokes(tmp_path: object) -> None:
 
     def tokens(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", "from actors.cli import main; main()", "tokens", *args, "--ledger", ledger],
+            [sys.executable, "-c", "from actors.cli.commands import main; main()", "tokens", *args, "--ledger", ledger],
             capture_output=True, text=True, env=clean_env(), check=False, timeout=60,
         )
 

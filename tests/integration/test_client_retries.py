@@ -24,7 +24,7 @@ import trio
 import trio.testing
 from harness import API_VERSION, chat
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from emulator import Emulator
 

@@ -9,12 +9,12 @@ import msgspec
 import pytest
 from harness import chat
 
-from actors import cost_by
-from actors.cli import main
-from actors.config import Config
+from actors.cli import cost as cost_by
+from actors.cli.commands import main
+from actors.config.settings import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import open_gateway
-from actors.token_store import new_token, open_token_store
+from actors.store.tokens import new_token, open_token_store
 from protocol.budget import Limits
 from protocol.frames import Done
 from protocol.pricing import PICO_PER_USD

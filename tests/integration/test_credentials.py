@@ -11,12 +11,12 @@ from harness import chat, connect
 
 from actors._util import ask
 from actors.client_pool import UPSTREAM_SHARDS, ClientPool
-from actors.config import Config
+from actors.config.settings import Config
 from actors.messages.pool import Acquire, ClientPoolAddress, Lease, ReportBroken
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, ErrorFrame, RetryFrame
-from protocol.models import DEFAULT_MODEL_OPTIONS
+from protocol.models.options import DEFAULT_MODEL_OPTIONS
 
 
 async def serve_with(nursery: trio.Nursery, upstream_url: str, **changes: object) -> Server:

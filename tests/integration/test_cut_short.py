@@ -18,10 +18,10 @@ import trio
 import trio.testing
 from harness import chat, connect
 
-from actors.cli import main
-from actors.config import Config
-from actors.cost_store import read_sessions
+from actors.cli.commands import main
+from actors.config.settings import Config
 from actors.server import Server, run_server
+from actors.store.sqlite import read_sessions
 from emulator import Emulator
 from protocol.frames import Aborted, CostFrame, Done, EventFrame, GatewayFrame, Ready
 

@@ -10,7 +10,7 @@ import trio
 from harness import Client, chat, connect
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Aborted, Done, ErrorFrame, EventFrame, Ready, Rejected

@@ -8,7 +8,7 @@ import msgspec
 import trio
 from harness import chat, connect
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, EventFrame, Heartbeat, RetryFrame, Tombstone

@@ -21,7 +21,7 @@ from harness import API_VERSION, ServeProcess, chat, clean_env, connect_url, ser
 from pg_testkit import restart_cluster, restart_cluster_or_skip
 from trio_websocket import ConnectionClosed
 
-from actors.pg_store import read_pg_sessions
+from actors.store.postgres import read_pg_sessions
 from emulator import Emulator
 from protocol.frames import Aborted, CostFrame, Done, ErrorFrame, Ready
 from protocol.http_api import format_usd
@@ -198,7 +198,7 @@ CLIENTS_PER_INSTANCE = 3
 
 def ledger_totals_pico(pg_url: str) -> dict[str, int]:
     """Every session's total in the ledger, read as an operator would: ``switchboard cost --json``."""
-    command = [sys.executable, "-c", "from actors.cli import main; main()", "cost", "--json", "--ledger", pg_url]
+    command = [sys.executable, "-c", "from actors.cli.commands import main; main()", "cost", "--json", "--ledger", pg_url]
     listing = subprocess.run(command, capture_output=True, check=True, timeout=WAIT, env=clean_env())
     return {s["session_id"]: round(s["total_cost_usd"] * PICO_PER_USD) for s in json.loads(listing.stdout)}
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 from harness import chat, connect
 
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, EventFrame, RetryFrame, TokenCount

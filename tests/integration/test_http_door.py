@@ -21,7 +21,7 @@ from harness import API_VERSION, chat
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.cost_ledger import owner_digest
 from actors.server import Server, run_server
 from emulator import Emulator, RecordedRequest

@@ -15,7 +15,7 @@ import trio
 import trio.testing
 from harness import API_VERSION, chat
 
-from actors.config import Config, Secret
+from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
 from emulator import Emulator, RecordedRequest
 

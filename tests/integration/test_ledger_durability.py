@@ -23,15 +23,15 @@ import trio
 from harness import chat
 from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
 
-from actors.config import is_postgres_url
-from actors.token_store import SILENT_AFTER, new_token, open_token_store
+from actors.config.settings import is_postgres_url
+from actors.store.tokens import SILENT_AFTER, new_token, open_token_store
 from emulator import Emulator
 from protocol.budget import Limits
 from protocol.pricing import PICO_PER_USD, cost_of, format_cost, usd
 from protocol.usage import EMPTY_USAGE, WireUsage, merge_usage
 
 KEY = "sk-ant-durability-test-0123456789"
-CLI = [sys.executable, "-c", "from actors.cli import main; main()"]
+CLI = [sys.executable, "-c", "from actors.cli.commands import main; main()"]
 SESSION = "durable"
 WAIT = 30  # seconds: a generous bound for a process start on a slow machine
 

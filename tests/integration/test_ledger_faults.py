@@ -33,14 +33,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_door import rejected_status
 
 import actors.gateway
-from actors.config import Config
+from actors.config.settings import Config
 from actors.cost_ledger import CostLedger
-from actors.cost_store import LedgerStore, read_sessions
-from actors.ledger_health import RETRY_INITIAL_INTERVAL
 from actors.server import Server, run_server
+from actors.store.health import RETRY_INITIAL_INTERVAL
+from actors.store.sqlite import LedgerStore, read_sessions
 from protocol.frames import Aborted, Done, ErrorFrame
 
-CLI = [sys.executable, "-c", "from actors.cli import main; main()"]
+CLI = [sys.executable, "-c", "from actors.cli.commands import main; main()"]
 WAIT = 30  # seconds: a generous bound for a process start on a slow machine
 
 

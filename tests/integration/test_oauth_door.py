@@ -1,4 +1,4 @@
-"""Sign-in over the HTTP door (actors/oauth_door.py): discovery, the device flow approved on
+"""Sign-in over the HTTP door (actors/doors/oauth.py): discovery, the device flow approved on
 the verification page as a user would, bearer tokens on /v1/messages, refresh rotation, and a
 disabled user sent back to sign in. The gateway talks to the emulator; httpx is the client.
 """
@@ -19,9 +19,9 @@ import msgspec
 import pytest
 import trio
 
-from actors.config import Config, with_sign_in
-from actors.identity_store import hash_password
-from actors.oauth_door import DEVICE_STARTS, PAGE_ATTEMPTS
+from actors.access.identities import hash_password
+from actors.config.settings import Config, with_sign_in
+from actors.doors.oauth import DEVICE_STARTS, PAGE_ATTEMPTS
 from actors.server import Server, run_server
 from protocol.errors import ConfigError
 from protocol.identity import Principal

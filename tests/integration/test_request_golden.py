@@ -16,7 +16,7 @@ import msgspec
 import trio
 from harness import Client, connect
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.gateway import open_gateway
 from actors.server import Server, run_server
 from emulator import Emulator
@@ -24,7 +24,7 @@ from emulator.validation import KNOWN_BETAS
 from protocol import betas as B
 from protocol.caching import CacheBreak
 from protocol.frames import Done, GatewayFrame
-from protocol.models_catalog import PROVIDERS
+from protocol.models.aliases import PROVIDERS
 from protocol.request_builder import BuildSettings
 
 EPHEMERAL = {"type": "ephemeral"}

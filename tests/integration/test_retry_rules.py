@@ -17,7 +17,7 @@ import pytest
 import trio
 from harness import Client, chat, connect
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import (

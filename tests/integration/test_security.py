@@ -20,10 +20,10 @@ from test_door import rejected_status
 from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
 
-from actors.cli import main
-from actors.config import Config, Secret, config_from_env
-from actors.http_post import BODY_IDLE_TIMEOUT, KEEP_ALIVE_TIMEOUT
-from actors.log import Redactor
+from actors.cli.commands import main
+from actors.config.settings import Config, Secret, config_from_env
+from actors.doors.http_messages import BODY_IDLE_TIMEOUT, KEEP_ALIVE_TIMEOUT
+from actors.observe.log import Redactor
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, ErrorFrame, RetryFrame, encode_frame

@@ -66,7 +66,7 @@ async def test_sigterm_lets_a_stream_finish_cuts_the_rest_and_exits_0(tmp_path: 
     assert b"SIGTERM: shutting down" in served.stderr
     # The usage of both, the one cut off included, is in the ledger file.
     cost = await trio.run_process(
-        [sys.executable, "-c", "from actors.cli import main; main()", "cost", "rolling", "--ledger", str(ledger), "--json"],
+        [sys.executable, "-c", "from actors.cli.commands import main; main()", "cost", "rolling", "--ledger", str(ledger), "--json"],
         capture_stdout=True,
         stderr=subprocess.DEVNULL,
     )

@@ -10,7 +10,7 @@ import msgspec
 import trio
 from harness import chat
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from emulator import Emulator
 

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, wrap_client_stream
 
 from actors._util import CLEANUP_TIMEOUT
-from actors.config import Config
-from actors.front_door import SLOW_READER
+from actors.config.settings import Config
+from actors.doors.websocket import SLOW_READER
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, EventFrame, GatewayFrame

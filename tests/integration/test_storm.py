@@ -6,7 +6,7 @@ import pytest
 import trio
 from harness import chat
 
-from actors.config import Config
+from actors.config.settings import Config
 from actors.gateway import Gateway, open_gateway
 from emulator import Emulator
 from protocol.frames import Done, GatewayFrame, Heartbeat, RetryFrame

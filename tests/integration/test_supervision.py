@@ -32,15 +32,15 @@ from harness import (
 from test_door import rejected_status
 from trio_websocket import ConnectionClosed
 
-import actors.attempt_build
-import actors.cli
-import actors.front_door
-import actors.http_door
-import actors.http_post
-import actors.query_run
-from actors.config import Config
+import actors.cli.commands
+import actors.doors.http
+import actors.doors.http_messages
+import actors.doors.websocket
+import actors.supervisor.attempt_build
+import actors.supervisor.run
+from actors.config.settings import Config
 from actors.cost_ledger import CostLedger
-from actors.front_door import _Connection
+from actors.doors.websocket import _Connection
 from actors.gateway import Gateway
 from actors.server import Server, run_server
 from emulator import Emulator
@@ -104,7 +104,7 @@ async def test_a_failing_query_run_ends_that_query_alone(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    poison(monkeypatch, actors.attempt_build, "build_request")
+    poison(monkeypatch, actors.supervisor.attempt_build, "build_request")
     async with healthy_session(server, mock_clock), connect(server) as client:
         await client.receive()
         await client.send(type="query", id="bad", request=chat(POISON))
@@ -144,7 +144,7 @@ async def test_a_recursion_error_at_a_relay_decode_point_is_contained_and_charge
 async def test_a_frame_whose_decoding_fails_is_refused_and_the_connection_goes_on(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, actors.front_door, "decode_command", RecursionError)
+    poison(monkeypatch, actors.doors.websocket, "decode_command", RecursionError)
     async with healthy_session(server, mock_clock), connect(server) as client:
         await client.receive()
         await client.send(type="query", id="bad", request=chat(POISON))
@@ -203,7 +203,7 @@ async def test_a_failing_writer_ends_its_connection_with_1011(
             raise RuntimeError("injected failure in encode_frame")
         return real(frame)
 
-    monkeypatch.setattr(actors.front_door, "encode_frame", encode)
+    monkeypatch.setattr(actors.doors.websocket, "encode_frame", encode)
     async with healthy_session(server, mock_clock):
         async with connect(server) as client:
             await client.receive()
@@ -218,7 +218,7 @@ async def test_a_failing_writer_ends_its_connection_with_1011(
 async def test_a_failing_http_request_gets_a_500_envelope_and_the_door_goes_on(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, actors.http_post, "parse_body", RecursionError)
+    poison(monkeypatch, actors.doors.http_messages, "parse_body", RecursionError)
     async with healthy_session(server, mock_clock), httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url)) as http:
         response = await http.post("/v1/messages", json=chat(POISON))
         assert response.status_code == 500
@@ -291,7 +291,7 @@ async def test_a_lost_listener_ends_the_whole_server_never_half_alive(
         await lost.wait()
         raise OSError("listening socket lost")
 
-    monkeypatch.setattr(actors.front_door.FrontDoor, "run", listener_that_dies)
+    monkeypatch.setattr(actors.doors.websocket.FrontDoor, "run", listener_that_dies)
     config = msgspec.structs.replace(config, http_port=0)
     urls: list[str] = []
 
@@ -317,7 +317,7 @@ async def test_a_door_that_stops_serving_ends_the_server(config: Config, monkeyp
     async def listener_that_returns(self: object, *, task_status: trio.TaskStatus[int]) -> None:
         task_status.started(1)
 
-    monkeypatch.setattr(actors.http_door.HttpDoor, "run", listener_that_returns)
+    monkeypatch.setattr(actors.doors.http.HttpDoor, "run", listener_that_returns)
     config = msgspec.structs.replace(config, http_port=0)
 
     async def serve(task_status: trio.TaskStatus[None]) -> None:
@@ -343,10 +343,10 @@ def test_serve_exits_non_zero_with_one_line_on_stderr(
     async def broken(config: Config, *, task_status: trio.TaskStatus[object]) -> None:
         raise raised
 
-    monkeypatch.setattr(actors.cli, "run_server", broken)
-    monkeypatch.setattr(actors.cli, "configure_logging", lambda **kwargs: None)
+    monkeypatch.setattr(actors.cli.commands, "run_server", broken)
+    monkeypatch.setattr(actors.cli.commands, "configure_logging", lambda **kwargs: None)
     with pytest.raises(SystemExit) as exit_info:
-        actors.cli.main(["serve", "--port", "0", "--ledger", ":memory:"])
+        actors.cli.commands.main(["serve", "--port", "0", "--ledger", ":memory:"])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == line
 

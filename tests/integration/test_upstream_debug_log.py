@@ -12,8 +12,8 @@ import pytest
 import trio
 from harness import chat, connect
 
-from actors.config import Config
-from actors.log import HTTP_LOGGERS, configure_logging
+from actors.config.settings import Config
+from actors.observe.log import HTTP_LOGGERS, configure_logging
 from actors.server import run_server
 from emulator import Emulator
 

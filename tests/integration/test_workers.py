@@ -28,8 +28,8 @@ import trio
 from harness import API_VERSION, ServeProcess, chat, clean_env, connect_url, serve_process
 from trio_websocket import ConnectionClosed
 
-from actors.cost_store import read_sessions
-from actors.sqlite_shared import prepare_shared_ledger
+from actors.store.sqlite import read_sessions
+from actors.store.sqlite_shared import prepare_shared_ledger
 from emulator import Emulator
 from protocol.frames import Aborted, CostFrame, Done, ErrorFrame, Ready
 from protocol.http_api import format_usd
@@ -173,7 +173,7 @@ class Parent:
 async def parent(env: dict[str, str], ledger: Path | str, *args: str) -> AsyncIterator[tuple[Parent, str, str]]:
     """``serve --workers 2`` (the parent) on ``ledger``, once it printed its URLs; stopped
     (SIGTERM, then SIGKILL) on exit."""
-    command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--port", "0", "--ledger", str(ledger)]
+    command = [sys.executable, "-c", "from actors.cli.commands import main; main()", "serve", "--port", "0", "--ledger", str(ledger)]
     command += ["--http-port", "0", "--workers", "2", *args]
     process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     running = Parent(process)
@@ -272,7 +272,7 @@ async def test_a_second_signal_is_forwarded_and_ends_the_workers_grace_at_once(t
 
 
 async def test_an_in_memory_ledger_is_refused_with_workers() -> None:
-    command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--workers", "2", "--ledger", ":memory:"]
+    command = [sys.executable, "-c", "from actors.cli.commands import main; main()", "serve", "--workers", "2", "--ledger", ":memory:"]
     with trio.fail_after(WAIT):
         result = await trio.run_process(command, env=clean_env(), capture_stderr=True, check=False)
     assert result.returncode == 2
@@ -285,7 +285,7 @@ async def test_workers_that_cannot_start_stop_the_parent_with_their_exit_code(tm
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        command = [sys.executable, "-c", "from actors.cli import main; main()", "serve", "--workers", "2"]
+        command = [sys.executable, "-c", "from actors.cli.commands import main; main()", "serve", "--workers", "2"]
         command += ["--port", port, "--ledger", str(tmp_path / "ledger.sqlite3")]
         with trio.fail_after(WAIT):
             result = await trio.run_process(command, env=clean_env(), capture_stderr=True, capture_stdout=True, check=False)
@@ -295,7 +295,7 @@ async def test_workers_that_cannot_start_stop_the_parent_with_their_exit_code(tm
 
 
 def test_workers_auto_is_the_usable_cpus() -> None:
-    from actors.workers import workers_arg
+    from actors.cli.workers import workers_arg
 
     assert workers_arg("auto") == len(os.sched_getaffinity(0))
     assert workers_arg("3") == 3

@@ -17,7 +17,7 @@ from protocol.bootstrap import (
 )
 from protocol.errors import RemoteProtocolError
 from protocol.frames import ModelOption
-from protocol.models import DEFAULT_MODEL_OPTIONS
+from protocol.models.options import DEFAULT_MODEL_OPTIONS
 
 
 def test_a_valid_answer_maps_its_options_and_ignores_unknown_fields() -> None:

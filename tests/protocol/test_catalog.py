@@ -1,4 +1,4 @@
-"""The model catalog (protocol/catalog.toml): prices equal to Claude Code's, no clamp on an
+"""The model catalog (protocol/models/catalog.toml): prices equal to Claude Code's, no clamp on an
 unknown limit, aliases and ids per provider, the repeated-overload family, the data's rules.
 
 The expected numbers are written here from reference-client-now.md sections 1 and 2, not read
@@ -14,8 +14,8 @@ import msgspec
 import pytest
 
 from protocol.betas import request_betas
-from protocol.catalog import BUILTIN, load_catalog
-from protocol.models_catalog import ModelSettings, output_limits, resolve_model
+from protocol.models.aliases import ModelSettings, output_limits, resolve_model
+from protocol.models.catalog import BUILTIN, load_catalog
 from protocol.pricing import cost_of
 from protocol.request_builder import BuildSettings, SessionLatch, build_request
 from protocol.retry import Context, Failure, GiveUp, Retry, RetryPolicy, RetryState, decide
@@ -341,7 +341,7 @@ def test_every_claude_code_model_is_in_the_catalog_with_its_limits_and_a_price()
         assert spec is not None and spec.max_output is not None and BUILTIN.prices(spec.key), model
 
 
-BUILTIN_TEXT = importlib.resources.files("protocol").joinpath("catalog.toml").read_text()
+BUILTIN_TEXT = importlib.resources.files("protocol.models").joinpath("catalog.toml").read_text()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.metrics import Metrics
+from actors.observe.metrics import Metrics
 from protocol.dashboard import (
     MAX_HOUR_BUCKETS,
     MAX_SERIES,

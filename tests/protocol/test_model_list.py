@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.catalog import BUILTIN
 from protocol.errors import RemoteProtocolError
 from protocol.frames import ModelOption
-from protocol.model_list import find_model, list_page, model_entries, models_answer
+from protocol.models.catalog import BUILTIN
+from protocol.models.listing import find_model, list_page, model_entries, models_answer
 from protocol.wire import JsonObject
 
 ENTRIES = model_entries(BUILTIN, (ModelOption(value="claude-from-bootstrap", label="Learnt"),))

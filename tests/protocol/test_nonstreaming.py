@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.assembly import MessageAssembler
+from protocol.client_request import attempt_body, strip_thinking, thinking_budget
 from protocol.nonstreaming import events_from_message, nonstreaming_body
-from protocol.request import attempt_body, strip_thinking, thinking_budget
 
 _text = st.text(max_size=30)
 _block = st.one_of(

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.http_api import client_headers, version_error
-from protocol.models_catalog import BEDROCK, FIRST_PARTY, VERTEX, ModelSettings
+from protocol.models.aliases import BEDROCK, FIRST_PARTY, VERTEX, ModelSettings
 from protocol.passthrough import (
     client_retries,
     client_timeout,

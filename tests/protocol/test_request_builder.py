@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from protocol import betas as B
 from protocol.message_repair import repair_tool_pairing
-from protocol.models_catalog import ModelSettings, output_limits, resolve_model
+from protocol.models.aliases import ModelSettings, output_limits, resolve_model
 from protocol.request_builder import (
     BuildSettings,
     BuiltRequest,

@@ -32,12 +32,12 @@ def test_samples_go_to_the_innermost_frame() -> None:
 
 def test_waits_are_set_aside_and_generated_code_has_its_package() -> None:
     lines = [
-        f"run (actors/cli.py:1);get_events ({SITE}/trio/_core/_io_epoll.py:3) 50".replace(
+        f"run (actors/cli/commands.py:1);get_events ({SITE}/trio/_core/_io_epoll.py:3) 50".replace(
             "get_events", "EpollIOManager.get_events"
         ),
         f"_bootstrap (threading.py:1);WorkerThread._work ({SITE}/trio/_core/_thread_cache.py:2) 20",
-        "run (actors/cli.py:1);__init__ (<attrs generated methods outcome._impl.Value>:1) 4",
-        "run (actors/cli.py:1);helper (contextlib.py:1) 1",
+        "run (actors/cli/commands.py:1);__init__ (<attrs generated methods outcome._impl.Value>:1) 4",
+        "run (actors/cli/commands.py:1);helper (contextlib.py:1) 1",
     ]
     by_package, _, total = parse(lines)
     assert total == 5

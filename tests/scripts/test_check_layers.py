@@ -15,6 +15,7 @@ def tree(root: Path, files: dict[str, str]) -> Path:
     for name in ("actors", "protocol", "emulator"):
         (root / name).mkdir(exist_ok=True)
     for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text, encoding="utf-8")
     return root
 
@@ -104,9 +105,9 @@ def test_a_contract_may_not_import_an_actor(tmp_path: Path) -> None:
         tmp_path,
         {
             "actors/messages/__init__.py": "",
-            "actors/messages/pool.py": "from actors.config import C\n",
+            "actors/messages/pool.py": "from actors.config.settings import C\n",
             "actors/messages/relay.py": "from actors.messages.pool import Lease\nfrom actors.pool import Pool\n",
-            "actors/config.py": "C = 1\n",
+            "actors/config/settings.py": "C = 1\n",
             "actors/pool.py": "from actors.messages.pool import Lease\n",
         },
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from actors.cost_store import RecordWrite, SessionRow, open_store
+from actors.store.sqlite import RecordWrite, SessionRow, open_store
 from protocol.dashboard import EVERYONE, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.ledger import RecordPart
 

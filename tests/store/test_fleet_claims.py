@@ -1,4 +1,4 @@
-"""``actors.fleet``: session claims and overload gates across instances through PostgreSQL
+"""``actors.store.pg_fleet``: session claims and overload gates across instances through PostgreSQL
 (LISTEN/NOTIFY, the ``gates`` table), two Fleets in one process on one fresh database (each
 with its own connections, as two processes would have)."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 import psycopg
 import trio
 
-from actors.fleet import REMOTE_RECHECK, SESSIONS_CHANNEL, Fleet, GateNews
 from actors.messages.relay import AttemptOutcome
-from actors.pg_store import PgStore
-from actors.retry_shared import SharedRetryState
+from actors.store.pg_fleet import REMOTE_RECHECK, SESSIONS_CHANNEL, Fleet, GateNews
+from actors.store.postgres import PgStore
+from actors.supervisor.shared import SharedRetryState
 from protocol.retry import Failure, GiveUp
 
 WAIT = 10  # seconds: a bound for a notification's round trip through the server

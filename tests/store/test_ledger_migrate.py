@@ -13,9 +13,8 @@ import trio
 from pg_testkit import database_text
 
 from actors._util import ask
-from actors.cli import main
+from actors.cli.commands import main
 from actors.cost_ledger import CostLedger, owner_digest
-from actors.cost_store import read_sessions
 from actors.messages.ledger import (
     CostLedgerAddress,
     OpenSession,
@@ -24,6 +23,7 @@ from actors.messages.ledger import (
     SessionOpened,
     UsageRecorded,
 )
+from actors.store.sqlite import read_sessions
 from protocol.usage import Usage
 
 DAY = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)

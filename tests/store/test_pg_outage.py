@@ -25,12 +25,12 @@ import trio
 import trio.testing
 from pg_testkit import HOST, PORT, restart_cluster, restart_cluster_or_skip
 
-import actors.pg_store
+import actors.store.postgres
 from actors._util import ask
 from actors.cost_ledger import CostLedger
-from actors.cost_store import read_sessions
 from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
-from actors.metrics import Metrics
+from actors.observe.metrics import Metrics
+from actors.store.sqlite import read_sessions
 from protocol.usage import Usage
 
 DAY = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
@@ -129,8 +129,8 @@ async def test_a_server_that_vanishes_degrades_the_ledger_which_recovers_without
     pg_url: str, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Short pool waits: each blocks the event loop here (the store runs on it).
-    monkeypatch.setattr(actors.pg_store, "GETCONN_TIMEOUT", 0.3)
-    monkeypatch.setattr(actors.pg_store, "RECONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(actors.store.postgres, "GETCONN_TIMEOUT", 0.3)
+    monkeypatch.setattr(actors.store.postgres, "RECONNECT_TIMEOUT", 0.5)
     metrics = Metrics()
     with proxied(pg_url) as (url, proxy):
         ledger = CostLedger(url, offload=False, now=lambda: DAY, metrics=metrics)

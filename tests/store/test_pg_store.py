@@ -10,12 +10,18 @@ import datetime
 import psycopg
 import pytest
 
-import actors.config
-import actors.pg_store
-from actors.config import Config, bootstrap_cache_file, config_from_env, is_postgres_url, redact_url
-from actors.cost_store import RecordWrite, SessionRow, StoreError, open_store, read_sessions
-from actors.pg_migrations import SCHEMA_VERSION
-from actors.pg_store import PgStore
+import actors.config.settings
+import actors.store.postgres
+from actors.config.settings import (
+    Config,
+    bootstrap_cache_file,
+    config_from_env,
+    is_postgres_url,
+    redact_url,
+)
+from actors.store.pg_migrations import SCHEMA_VERSION
+from actors.store.postgres import PgStore
+from actors.store.sqlite import RecordWrite, SessionRow, StoreError, open_store, read_sessions
 from protocol.errors import ConfigError
 from protocol.ledger import RecordPart
 
@@ -185,13 +191,13 @@ def test_the_ledger_url_comes_from_the_flag_or_the_environment_and_its_password_
     assert redact_url(url) == "postgres://gw:***@db.internal:5432/ledger?sslmode=require"
     assert not is_postgres_url("/var/lib/postgresql.sqlite3")
     # The bootstrap cache cannot live "next to" a URL: it goes to the state directory.
-    monkeypatch.setattr(actors.config, "default_ledger_path", lambda env: "/state/switchboard/ledger.sqlite3")
+    monkeypatch.setattr(actors.config.settings, "default_ledger_path", lambda env: "/state/switchboard/ledger.sqlite3")
     assert bootstrap_cache_file(Config(ledger_path=url)) == "/state/switchboard/bootstrap.json"
 
 
 def test_libpq_settings_in_the_url_win_over_the_defaults() -> None:
-    info = actors.pg_store.conninfo("postgresql://u@h/d?connect_timeout=30&application_name=mine")
+    info = actors.store.postgres.conninfo("postgresql://u@h/d?connect_timeout=30&application_name=mine")
     assert "connect_timeout=30" in info and "application_name=mine" in info and "tcp_user_timeout=20000" in info
     with pytest.raises(ConfigError, match="not a valid PostgreSQL URL"):
-        actors.pg_store.conninfo("postgresql://u@h/d?nonsense_option=1")
+        actors.store.postgres.conninfo("postgresql://u@h/d?nonsense_option=1")
 

@@ -1,5 +1,5 @@
 """One SQLite ledger file shared by the workers of ``serve --workers N``
-(actors/sqlite_shared.py, actors/sqlite_fleet.py): durations added, not overwritten; a
+(actors/store/sqlite_shared.py, actors/store/sqlite_fleet.py): durations added, not overwritten; a
 silent worker's reservations released by a live one; session claims and overload gates
 seen across two fleets on one file (each its own connection, as two processes have)."""
 
@@ -12,16 +12,16 @@ from pathlib import Path
 
 import trio
 
-from actors.cost_store import SCHEMA_VERSION, SessionRow
-from actors.fleet_link import GateNews
-from actors.sqlite_fleet import SqliteFleet
-from actors.sqlite_shared import (
+from actors.store.fleet_link import GateNews
+from actors.store.sqlite import SCHEMA_VERSION, SessionRow
+from actors.store.sqlite_fleet import SqliteFleet
+from actors.store.sqlite_shared import (
     SharedLedgerStore,
     SharedSqliteTokenStore,
     mark_dead,
     prepare_shared_ledger,
 )
-from actors.token_store import SILENT_AFTER, Claim, new_token
+from actors.store.tokens import SILENT_AFTER, Claim, new_token
 from protocol.budget import Limits
 
 NOW = datetime.datetime(2026, 1, 5, 12, 0, tzinfo=datetime.UTC)

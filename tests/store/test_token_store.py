@@ -1,4 +1,4 @@
-"""Access tokens in the ledger's store, and atomic reservations (actors/token_store.py),
+"""Access tokens in the ledger's store, and atomic reservations (actors/store/tokens.py),
 on SQLite and PostgreSQL (``ledger_location``)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pathlib
 import psycopg
 import pytest
 
-from actors.config import is_postgres_url
-from actors.cost_store import RecordWrite, SessionRow, open_store
-from actors.token_store import SILENT_AFTER, Claim, new_token, open_token_store, token_hash
+from actors.config.settings import is_postgres_url
+from actors.store.sqlite import RecordWrite, SessionRow, open_store
+from actors.store.tokens import SILENT_AFTER, Claim, new_token, open_token_store, token_hash
 from protocol.budget import Limits
 from protocol.errors import ConfigError
 from protocol.ledger import RecordPart

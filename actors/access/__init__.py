@@ -1,0 +1,2 @@
+"""Who may do what: access tokens with budgets, and the identities behind bearer tokens.
+"""

@@ -1,0 +1,2 @@
+"""Configuration: the one place that reads the environment, and what it builds.
+"""

@@ -1,0 +1,214 @@
+"""The httpx boundary: the upstream client, and the one place that maps transport errors and
+error responses.
+
+``UpstreamClient`` sends the gateway's requests through httpx's transport API
+(``AsyncHTTPTransport.handle_async_request``: httpcore's connection pool, h11, TLS) rather
+than through ``httpx.AsyncClient``. Per request the client layer merges URLs and default
+headers, runs auth and redirect flows and copies each response's cookies into a jar (through
+``urllib.request``): about 145 us of CPU per request (``scripts/bench.py``: 1.68 -> 1.31 ms per
+56-event request through the WebSocket door), and the gateway needs none of it. Its requests
+are complete (``base_headers`` plus the credential), it follows no redirects, and, like the
+reference client, it keeps no cookies. The proxy environment (``HTTPS_PROXY``, ``HTTP_PROXY``,
+``ALL_PROXY``, ``NO_PROXY``; ``actors.config.settings.environment_proxies``) is honoured per
+upstream host.
+
+``failure_from_exception`` turns an httpx (or trio) exception into a ``Failure``;
+``failure_from_response`` turns a non-2xx response and its body into one. Nothing else in
+the gateway inspects httpx exception types.
+
+A password in a configured URL never reaches a log: the transport API sends no userinfo
+and logs no URL (httpcore's debug lines name the host and port only), httpx's proxy
+support moves a proxy's userinfo into ``Proxy-Authorization``, and no request of the
+gateway goes through ``httpx.AsyncClient`` (whose ``HTTP Request: GET URL`` line would show
+it whole). ``without_userinfo`` strips it where a URL is shown (a ``Lease``'s ``repr``).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from protocol.retry import Failure
+from protocol.wire import ERROR_TYPE_OF_STATUS, parse_error_body
+
+
+def failure_from_exception(exc: BaseException, *, mid_stream: bool = False) -> Failure | None:
+    """The Failure for a transport error, or None when ``exc`` is not one (re-raise it).
+
+    ``mid_stream``: it happened while reading a 200's body. A read/write error or a peer that
+    closed mid-response marks the connection ``stale`` (reset or broken, reference 1.3).
+    """
+    if isinstance(exc, httpx.TimeoutException):
+        return Failure(
+            kind="timeout",
+            error_type="timeout_error",
+            message=f"upstream timed out ({type(exc).__name__})",
+            mid_stream=mid_stream,
+        )
+    if isinstance(exc, httpx.TransportError):
+        return Failure(
+            kind="connection",
+            error_type="connection_error",
+            message=f"upstream connection failed ({type(exc).__name__}: {exc})",
+            mid_stream=mid_stream,
+            stale=isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError),
+        )
+    return None
+
+
+def failure_from_response(response: httpx.Response, body: bytes) -> Failure:
+    """The Failure for a non-2xx response (its body already read)."""
+    status = response.status_code
+    headers = response.headers
+    error = parse_error_body(body)
+    if error is not None:
+        error_type, message = error.type, error.message
+    else:
+        # No API envelope (a proxy, a load balancer): the type the status stands for.
+        error_type = ERROR_TYPE_OF_STATUS.get(status, "api_error")
+        message = body[:500].decode("utf-8", "replace") or f"upstream answered {status}"
+    return Failure(
+        kind="status",
+        error_type=error_type,
+        message=message,
+        status=status,
+        request_id=headers.get("request-id"),
+        retry_after=headers.get("retry-after"),
+        retry_after_ms=headers.get("retry-after-ms"),
+        should_retry=headers.get("x-should-retry"),
+        ratelimit_reset=headers.get("anthropic-ratelimit-unified-reset"),
+        overage_disabled_reason=headers.get("anthropic-ratelimit-unified-overage-disabled-reason"),
+    )
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without its ``user:password@`` part (the Messages requests send none either)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def bypasses_proxy(host: str, port: int | None, no_proxy: tuple[str, ...]) -> bool:
+    """Whether ``NO_PROXY`` exempts ``host``: ``*``, the host itself, a parent domain
+    (``example.com`` or ``.example.com`` covers ``api.example.com``), or ``host:port``."""
+    host = host.lower().strip("[]")
+    for entry in no_proxy:
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and (not entry_port.isdigit() or int(entry_port) != port):
+            continue
+        name = name.lstrip(".").strip("[]")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
+class UpstreamClient:
+    """Sends requests upstream through httpx's transport API (see the module docstring).
+
+    One connection pool (``limits``) for direct requests and one per proxy URL in use;
+    ``proxies`` maps a scheme to its proxy URL, unless ``no_proxy`` exempts the host
+    (``Config.proxies``, ``Config.no_proxy``). ``timeout`` applies to every request.
+    ``transport`` replaces them all (tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: ssl.SSLContext,
+        timeout: httpx.Timeout,
+        limits: httpx.Limits,
+        proxies: Mapping[str, str] | None = None,
+        no_proxy: tuple[str, ...] = (),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._tls = tls
+        self._limits = limits
+        self._timeout = timeout.as_dict()
+        self._proxies = dict(proxies or {}) if transport is None else {}
+        self._no_proxy = no_proxy
+        self._direct = transport or httpx.AsyncHTTPTransport(verify=tls, limits=limits)
+        self._via_proxy: dict[str, httpx.AsyncBaseTransport] = {}
+        # (scheme, host, port) -> the transport for it: the proxy decision, made once.
+        self._routes: dict[tuple[str, str, int | None], httpx.AsyncBaseTransport] = {}
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether idle connections are kept for reuse (the ClientPool's clients stop after a
+        reset connection); what tests observe instead of the transport's pool."""
+        return self._limits.max_keepalive_connections != 0
+
+    def transport_for(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+        key = (url.scheme, url.host, url.port)
+        transport = self._routes.get(key)
+        if transport is None:
+            proxy = self._proxies.get(url.scheme)
+            if proxy is None or bypasses_proxy(url.host, url.port, self._no_proxy):
+                transport = self._direct
+            else:
+                transport = self._via_proxy.get(proxy)
+                if transport is None:
+                    transport = self._via_proxy[proxy] = httpx.AsyncHTTPTransport(
+                        verify=self._tls, limits=self._limits, proxy=proxy
+                    )
+            self._routes[key] = transport
+        return transport
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        headers: Mapping[str, str],
+        request_timeout: httpx.Timeout | None,
+    ) -> httpx.Response:
+        timeouts = self._timeout if request_timeout is None else request_timeout.as_dict()
+        request = httpx.Request(method, url, content=content, headers=headers, extensions={"timeout": timeouts})
+        response = await self.transport_for(request.url).handle_async_request(request)
+        response.request = request
+        return response
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str],
+        request_timeout: httpx.Timeout | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """The response with its body unread; closed (its connection released) on exit.
+        ``request_timeout`` replaces the client's for this request."""
+        response = await self._send(method, url, content, headers, request_timeout)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str],
+        request_timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """The response with its body read."""
+        async with self.stream(
+            method, url, content=content, headers=headers, request_timeout=request_timeout
+        ) as response:
+            await response.aread()
+        return response
+
+    async def aclose(self) -> None:
+        await self._direct.aclose()
+        for transport in self._via_proxy.values():
+            await transport.aclose()
