@@ -70,3 +70,38 @@ def test_a_server_given_retry_after_is_the_next_probe_time_exactly() -> None:
     assert gate.next_probe_at == 10.0 and may_enter(gate, 10.0)
     spaced = overloaded(CLOSED, now=10.0, retry_delay=0.0, was_probe=False)
     assert spaced.next_probe_at == 10.5
+
+
+@given(
+    failures=st.lists(
+        st.tuples(
+            st.floats(0, 30),  # how long after the previous failure this one comes
+            st.floats(0, 60),  # that attempt's own retry delay
+            st.booleans(),  # it was the probe
+            st.booleans(),  # the upstream said when to come back
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_a_late_failure_never_moves_the_next_probe_earlier(
+    failures: list[tuple[float, float, bool, bool]],
+) -> None:
+    """Failures land in any order with any delay (a probe's failure late, after a long
+    ``retry-after`` of another attempt): the next probe never comes sooner than already set."""
+    gate = CLOSED
+    now = 0.0
+    for later, delay, was_probe, told in failures:
+        now += later
+        before = gate.next_probe_at
+        gate = overloaded(gate, now, delay, was_probe=was_probe, server_delay=told)
+        assert gate.next_probe_at >= before
+        assert gate.next_probe_at >= now + (delay if told else max(delay, gate_backoff(gate.failures)))
+
+
+def test_a_late_probe_failure_with_a_short_retry_after_keeps_the_later_probe_time() -> None:
+    gate = overloaded(CLOSED, now=0.0, retry_delay=30.0, was_probe=False, server_delay=True)
+    probing = enter(gate)
+    late = overloaded(probing, now=1.0, retry_delay=0.5, was_probe=True, server_delay=True)
+    assert late.next_probe_at == 30.0
+    assert not may_enter(late, 29.9) and may_enter(late, 30.0)
