@@ -39,7 +39,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 
 # The rule modules and the test files that pin them down.
 TESTS: Final[dict[str, tuple[str, ...]]] = {
-    "retry": ("test_retry.py", "test_overload.py"),
+    "retry": ("test_retry.py", "test_retry_edges.py", "test_overload.py"),
     "overload": ("test_overload.py",),
     "budget": ("test_budget.py",),
     "pricing": ("test_pricing.py", "test_budget.py", "test_ledger.py"),
