@@ -12,6 +12,7 @@ failure. A child past its time limit counts as killed (the mutant hangs).
     python scripts/mutation.py                      # every module in TESTS
     python scripts/mutation.py overload retry       # some of them
     python scripts/mutation.py --list overload      # the mutants, without running
+    python scripts/mutation.py --survivors run.jsonl retry  # rerun what survived there
 
 Prints one line per surviving mutant and the score; ``--json FILE`` writes every result.
 """
@@ -273,12 +274,15 @@ def run_one(module: str, source: str, limit: float) -> tuple[int | None, float]:
         time.sleep(0.02)
 
 
-def run_module(module: str) -> Iterator[Result]:
+def run_module(module: str, only: set[int] | None = None) -> Iterator[Result]:
+    """Run the module's mutants (``only``: those indices) against its tests."""
     code, baseline = run_one(module, mutated_source(None, module), limit=600.0)
     if code != 0:
         raise SystemExit(f"{module}: the tests fail without a mutant (exit {code})")
     limit = baseline * 3 + 10
     for mutant in mutants(module):
+        if only is not None and mutant.index not in only:
+            continue
         code, seconds = run_one(module, mutated_source(mutant, module), limit)
         outcome = "timeout" if code is None else "survived" if code == 0 else "killed"
         yield Result(mutant, outcome, seconds)
@@ -289,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", default=list(TESTS), help="modules of protocol/ (default: all in TESTS)")
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     parser.add_argument("--json", type=Path, help="write every result to this file (JSON lines)")
+    parser.add_argument(
+        "--survivors", type=Path, help="run only the mutants that survived in this earlier --json file"
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in TESTS]
     if unknown:
@@ -306,12 +313,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pytest  # noqa: F401
     import trio  # noqa: F401
 
+    again: dict[str, set[int]] | None = None
+    if args.survivors is not None:
+        again = {}
+        for line in args.survivors.read_text().splitlines():
+            earlier = json.loads(line)
+            if earlier["outcome"] == "survived":
+                again.setdefault(earlier["module"], set()).add(earlier["index"])
     out = args.json.open("w") if args.json else None
     totals: dict[str, int] = {"killed": 0, "survived": 0, "timeout": 0}
     started = time.monotonic()
     for module in args.modules:
         counts = {"killed": 0, "survived": 0, "timeout": 0}
-        for result in run_module(module):
+        for result in run_module(module, None if again is None else again.get(module, set())):
             counts[result.outcome] += 1
             if result.outcome == "survived":
                 m = result.mutant

@@ -12,6 +12,7 @@ from protocol.retry import (
     Retry,
     RetryPolicy,
     RetryState,
+    SwitchModel,
     decide,
     is_fast_mode_rejected,
     retry_after_seconds,
@@ -89,3 +90,40 @@ def test_the_default_budget_is_ten_retries() -> None:
     policy = RetryPolicy()
     assert isinstance(decide(policy, state(attempt=10, loop_attempt=10), status(500), CTX), Retry)
     assert isinstance(decide(policy, state(attempt=11, loop_attempt=11), status(500), CTX), GiveUp)
+
+
+def test_fast_mode_waits_out_a_retry_after_just_under_twenty_seconds_only() -> None:
+    fast = Context(now=NOW, rand=0.0, fast_mode_active=True)
+    short = decide(RetryPolicy(), state(fast_mode=True), status(429, retry_after="19"), fast)
+    assert isinstance(short, Retry) and short.delay == 19.0 and short.state.fast_mode
+    long = decide(RetryPolicy(), state(fast_mode=True), status(429, retry_after="20"), fast)
+    assert isinstance(long, Retry) and long.delay == 0.0 and not long.state.fast_mode
+    assert long.fast_mode_off == "rate_limit"
+
+
+def test_the_fast_mode_400_turns_fast_mode_off_in_the_state_and_only_when_it_was_on() -> None:
+    refused = status(400, "Fast mode is not enabled for this organization")
+    on = decide(RetryPolicy(), state(fast_mode=True), refused, CTX)
+    assert isinstance(on, Retry) and not on.state.fast_mode
+    assert isinstance(decide(RetryPolicy(), state(fast_mode=False), refused, CTX), GiveUp)
+
+
+def test_a_switch_to_the_fallback_model_streams_again() -> None:
+    policy = RetryPolicy(fallback_model="claude-sonnet-4-6")
+    tired = state(model="claude-opus-4-6", consecutive_529=2, streaming=False)
+    result = decide(policy, tired, status(529, "Overloaded"), CTX)
+    assert isinstance(result, SwitchModel) and result.state.streaming
+
+
+def test_context_overflow_leaving_exactly_the_floor_retries_with_it() -> None:
+    # 200000 - 196000 - 1000 (the safety buffer) = 3000 tokens: the floor, still enough.
+    message = "input length and `max_tokens` exceed context limit: 196000 + 8000 > 200000"
+    result = decide(RetryPolicy(), state(), status(400, message), CTX)
+    assert isinstance(result, Retry) and result.state.max_tokens_override == 3000
+
+
+def test_a_mid_stream_break_that_is_not_an_overload_starts_the_new_loop_at_zero_529s() -> None:
+    broken = Failure(kind="stream", error_type="api_error", message="boom", mid_stream=True)
+    result = decide(RetryPolicy(), state(loop_attempt=3, attempt=3), broken, CTX)
+    assert isinstance(result, Retry) and not result.state.streaming
+    assert result.state.consecutive_529 == 0
