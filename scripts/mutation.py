@@ -42,7 +42,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 TESTS: Final[dict[str, tuple[str, ...]]] = {
     "retry": ("test_retry.py", "test_retry_edges.py", "test_overload.py"),
     "overload": ("test_overload.py",),
-    "budget": ("test_budget.py",),
+    "budget": ("test_budget.py", "test_budget_edges.py"),
     "pricing": ("test_pricing.py", "test_budget.py", "test_ledger.py"),
     "recovery": ("test_recovery.py",),
     "caching": ("test_cache_break.py",),

@@ -1,0 +1,62 @@
+"""Budget rules at their edges: each test pins a rule a mutant of protocol/budget.py changed
+without any test failing (docs/testing.md "Mutation testing")."""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.budget import (
+    DOCUMENT_TOKENS,
+    IMAGE_TOKENS,
+    Account,
+    Limits,
+    Refusal,
+    media_tokens,
+    reserve,
+    worst_case_pico,
+)
+
+ON = "2026-12-07"
+REQUEST = {"model": "claude-sonnet-4-6", "max_tokens": 1000, "messages": []}
+BASE = 21_000_000_000  # 3000 bytes and 1000 output tokens (tests/protocol/test_budget.py)
+SEARCH = 10_000_000_000  # one web search: $10 per 1000
+
+
+def test_the_reserved_media_bounds_are_the_documented_ones() -> None:
+    """docs/protocol.md "Access tokens and budgets": 4,800 tokens per image, 200,000 per PDF."""
+    assert (IMAGE_TOKENS, DOCUMENT_TOKENS) == (4_800, 200_000)
+
+
+def test_media_blocks_are_looked_for_eight_levels_deep_and_no_deeper() -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    assert media_tokens(image, depth=8) == IMAGE_TOKENS
+    assert media_tokens(image, depth=9) == 0
+
+
+def test_a_web_search_tool_without_a_usable_max_uses_reserves_ten_searches() -> None:
+    for tool in ({}, {"max_uses": 0}, {"max_uses": "3"}):
+        searching = {**REQUEST, "tools": [{"type": "web_search_20250305", "name": "web_search", **tool}]}
+        assert worst_case_pico(searching, 3000, on=ON) == BASE + 10 * SEARCH
+
+
+def test_a_max_tokens_that_is_not_a_positive_integer_reserves_no_output() -> None:
+    input_only = BASE - 15_000_000_000  # 1000 input tokens at $6/Mtok
+    for max_tokens in (0, -5, "1000", None):
+        assert worst_case_pico({**REQUEST, "max_tokens": max_tokens}, 3000, on=ON) == input_only
+    assert worst_case_pico({**REQUEST, "max_tokens": 0}, 0, on=ON) == 0  # no bytes, no tokens
+
+
+def test_a_fast_request_reserves_at_the_fast_price() -> None:
+    fast = {**REQUEST, "model": "claude-opus-4-6", "speed": "fast"}
+    normal = {**fast, "speed": "standard"}
+    assert worst_case_pico(fast, 3000, on=ON) > worst_case_pico(normal, 3000, on=ON)
+
+
+def test_a_refusal_waits_at_least_a_second() -> None:
+    """Half a second before the minute ends, the rpm refusal says 1 s (never 0)."""
+    now = datetime.datetime(2026, 12, 31, 23, 59, 59, 500_000, tzinfo=datetime.UTC)
+    limits = Limits(rpm=1)
+    first = reserve(Account(), limits, 0, model="m", name="ci", now=now)
+    assert isinstance(first, Account)
+    refused = reserve(first, limits, 0, model="m", name="ci", now=now)
+    assert isinstance(refused, Refusal) and refused.kind == "rpm" and refused.retry_after_s == 1
