@@ -31,6 +31,14 @@ def test_media_blocks_are_looked_for_eight_levels_deep_and_no_deeper() -> None:
     image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
     assert media_tokens(image, depth=8) == IMAGE_TOKENS
     assert media_tokens(image, depth=9) == 0
+    in_lists: object = image
+    for _ in range(8):
+        in_lists = [in_lists]
+    assert media_tokens(in_lists) == IMAGE_TOKENS and media_tokens([in_lists]) == 0
+    in_results: object = image
+    for _ in range(4):  # each tool_result is two levels: the block and its content list
+        in_results = {"type": "tool_result", "tool_use_id": "t", "content": [in_results]}
+    assert media_tokens(in_results) == IMAGE_TOKENS and media_tokens([in_results]) == 0
 
 
 def test_a_web_search_tool_without_a_usable_max_uses_reserves_ten_searches() -> None:
