@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from protocol.budget import (
     DOCUMENT_TOKENS,
     IMAGE_TOKENS,
     Account,
     Limits,
     Refusal,
+    format_usd,
     media_tokens,
     reserve,
+    settle,
+    usd_to_pico,
     worst_case_pico,
 )
 
@@ -68,3 +73,25 @@ def test_a_refusal_waits_at_least_a_second() -> None:
     assert isinstance(first, Account)
     refused = reserve(first, limits, 0, model="m", name="ci", now=now)
     assert isinstance(refused, Refusal) and refused.kind == "rpm" and refused.retry_after_s == 1
+
+
+def test_settling_one_of_two_queries_leaves_one_in_flight() -> None:
+    now = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
+    limits = Limits(max_concurrent=2)
+    account: Account | Refusal = Account()
+    for _ in range(2):
+        assert isinstance(account, Account)
+        account = reserve(account, limits, 5, model="m", name="ci", now=now)
+    assert isinstance(account, Account) and account.in_flight == 2
+    full = reserve(account, limits, 5, model="m", name="ci", now=now)
+    assert isinstance(full, Refusal) and full.kind == "concurrency" and full.retry_after_s == 1
+    settled = settle(account, limits, 5, 3, now)
+    assert (settled.in_flight, settled.reserved_pico, settled.spent_pico) == (1, 5, 3)
+
+
+def test_usd_amounts_have_six_decimals_and_twelve_at_most_on_input() -> None:
+    assert format_usd(usd_to_pico("12.5")) == "12.500000"
+    assert format_usd(usd_to_pico("1234567.000001")) == "1234567.000001"
+    assert usd_to_pico("0.000000000001") == 1
+    with pytest.raises(ValueError, match="not an amount"):
+        usd_to_pico("0.0000000000001")
