@@ -13,6 +13,7 @@ from protocol.retry import (
     RetryPolicy,
     RetryState,
     SwitchModel,
+    context_overflow,
     decide,
     is_fast_mode_rejected,
     retry_after_seconds,
@@ -127,3 +128,9 @@ def test_a_mid_stream_break_that_is_not_an_overload_starts_the_new_loop_at_zero_
     result = decide(RetryPolicy(), state(loop_attempt=3, attempt=3), broken, CTX)
     assert isinstance(result, Retry) and not result.state.streaming
     assert result.state.consecutive_529 == 0
+
+
+def test_context_overflow_reads_input_max_tokens_and_limit_in_order() -> None:
+    message = "input length and `max_tokens` exceed context limit: 188059 + 20000 > 200000"
+    assert context_overflow(status(400, message)) == (188059, 20000, 200000)
+    assert context_overflow(status(413, message)) is None
