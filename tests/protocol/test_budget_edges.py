@@ -95,3 +95,38 @@ def test_usd_amounts_have_six_decimals_and_twelve_at_most_on_input() -> None:
     assert usd_to_pico("0.000000000001") == 1
     with pytest.raises(ValueError, match="not an amount"):
         usd_to_pico("0.0000000000001")
+
+
+def test_only_a_pdf_by_url_file_or_base64_reserves_the_document_bound() -> None:
+    def request(source: dict[str, str]) -> dict[str, object]:
+        block = {"type": "document", "source": source}
+        return {**REQUEST, "max_tokens": 0, "messages": [{"role": "user", "content": [block]}]}
+
+    pdf = request({"type": "url", "url": "https://example.com/a.pdf"})
+    text = request({"type": "text", "media_type": "text/plain", "data": "hi"})
+    assert worst_case_pico(pdf, 3, on=ON) == (1 + DOCUMENT_TOKENS) * 6_000_000
+    assert worst_case_pico(text, 3, on=ON) == 6_000_000
+
+
+def test_web_search_max_uses_of_one_is_one_search_and_odd_tools_are_ignored() -> None:
+    one = {**REQUEST, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}]}
+    assert worst_case_pico(one, 3000, on=ON) == BASE + SEARCH
+    odd = {**REQUEST, "tools": ["web_search", {"type": "custom", "name": "web_search_like"}]}
+    assert worst_case_pico(odd, 3000, on=ON) == BASE
+
+
+def test_rpm_counts_whole_minutes_and_an_empty_model_list_allows_none() -> None:
+    at = datetime.datetime(2026, 12, 7, 12, 0, 5, tzinfo=datetime.UTC)
+    limits = Limits(rpm=1)
+    first = reserve(Account(), limits, 0, model="m", name="ci", now=at)
+    assert isinstance(first, Account)
+    later = reserve(first, limits, 0, model="m", name="ci", now=at + datetime.timedelta(seconds=10))
+    assert isinstance(later, Refusal) and later.kind == "rpm"
+    nothing = reserve(Account(), Limits(models=()), 0, model="m", name="ci", now=at)
+    assert isinstance(nothing, Refusal) and nothing.message.endswith("(allowed: none)")
+
+
+def test_a_fresh_account_has_the_whole_budget() -> None:
+    at = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
+    granted = reserve(Account(), Limits(budget_pico=100), 100, model="m", name="ci", now=at)
+    assert isinstance(granted, Account) and granted.reserved_pico == 100
