@@ -45,7 +45,7 @@ TESTS: Final[dict[str, tuple[str, ...]]] = {
     "budget": ("test_budget.py", "test_budget_edges.py"),
     "pricing": ("test_pricing.py", "test_budget.py", "test_ledger.py"),
     "recovery": ("test_recovery.py",),
-    "caching": ("test_cache_break.py",),
+    "caching": ("test_cache_break.py", "test_request_builder.py", "test_caching_edges.py"),
     "betas": ("test_request_builder.py", "test_catalog.py"),
     "admission": ("test_admission_rules.py",),
     "estimate": ("test_estimate.py",),
