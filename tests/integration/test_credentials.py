@@ -128,16 +128,34 @@ async def leased_clients(address: ClientPoolAddress) -> set[int]:
     return {id(lease.client) for lease in leases}
 
 
+async def connections_for_three_requests(address: ClientPoolAddress, url: str) -> int:
+    """How many connections one leased upstream client opens for three requests in a row."""
+    lease: Lease = await ask(address, lambda reply: Acquire(reply=reply))
+    ports = set()
+    for _ in range(3):
+        async with lease.client.stream(
+            "POST", url + "/v1/messages/count_tokens", content=b"{}", headers={"x-api-key": "k"}
+        ) as response:
+            ports.add(response.extensions["network_stream"].get_extra_info("client_addr"))
+            await response.aread()
+    return len(ports)
+
+
 async def test_a_reset_connection_turns_keep_alive_off(nursery: trio.Nursery) -> None:
-    pool = ClientPool(Config(base_url="http://127.0.0.1:9"))
+    emulator = Emulator()
+    url = await nursery.start(emulator.run)
+    pool = ClientPool(Config(base_url=url))
     address = await nursery.start(pool.run)
     first = await leased_clients(address)
     assert len(first) == UPSTREAM_SHARDS  # leases are spread over the upstream clients
+    assert await connections_for_three_requests(address, url) == 1  # kept alive
     await address.send(ReportBroken())
     second = await leased_clients(address)
-    assert not first & second  # fresh clients, without keep-alive
+    assert not first & second  # fresh clients...
+    assert await connections_for_three_requests(address, url) == 3  # ...without keep-alive
     await address.send(ReportBroken())
     assert await leased_clients(address) == second  # only once: keep-alive stays off
+    assert await connections_for_three_requests(address, url) == 3
     address.close()
 
 

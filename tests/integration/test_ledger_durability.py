@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -225,3 +226,33 @@ async def test_a_budget_reservation_left_by_kill_9_is_released_and_its_usage_spe
         assert info.account.spent_pico == provisional > 0
     finally:
         store.close()
+
+
+async def test_a_done_frame_says_cost_recorded_only_after_the_commit_kill_9_between(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The ledger replies only after its commit (actors/cost_store.py "Durability"): while
+    the test holds the SQLite write lock, the gateway cannot commit the second query, so its
+    ``done`` must say ``cost_recorded`` false; killed then, before any commit, the restarted
+    gateway has exactly what the ``done`` frames said was recorded. A gateway that answers
+    before committing says true here and loses it to the kill."""
+    emulator = Emulator(api_keys=frozenset({KEY}))
+    env = gateway_env(await nursery.start(emulator.run), tmp_path)
+    ledger = tmp_path / "ledger.sqlite3"
+    async with gateway(ledger, env) as (url, process):
+        async with open_session(url) as ws:
+            await frame(ws)
+            first = await run_query(ws, "q1", "committed before the lock")
+            lock = sqlite3.connect(ledger, timeout=WAIT, isolation_level=None)
+            try:
+                lock.execute("BEGIN IMMEDIATE")  # the write lock: no commit gets through
+                second = await run_query(ws, "q2", "answered while the ledger cannot commit")
+                await kill_9(process)
+            finally:
+                lock.close()
+    assert first["cost_recorded"] is True
+    assert second["cost_recorded"] is False
+    async with gateway(ledger, env) as (url, _):
+        async with open_websocket_url(f"{url}/v1/sessions/{SESSION}") as ws:
+            ready = await frame(ws)
+    assert ready["cost"]["total_cost_usd"] == pytest.approx(first["cost_usd"], abs=1e-12)

@@ -130,16 +130,21 @@ async def test_abort_mid_stream_closes_upstream_and_records_usage(server: Server
         await client.send(type="abort", id="q")
         frames = await client.until_terminal("q")
         aborted = frames[-1]
-        assert isinstance(aborted, Aborted)
+        # The client gets the ``aborted`` terminal frame (and no other end), with the usage
+        # of what was relayed.
+        assert isinstance(aborted, Aborted) and not any(isinstance(f, Done | ErrorFrame) for f in frames)
         assert aborted.usage["input_tokens"] > 0 and aborted.cost_usd > 0
         record = emulator.requests[0]
         await record.finished.wait()
         assert record.disconnected and not record.completed
         await client.send(type="get_cost")
         cost = await client.receive()
-    assert isinstance(cost, CostFrame)
+    # The ledger recorded exactly that.
+    assert isinstance(cost, CostFrame) and aborted.cost_recorded
     assert cost.cost.total_cost_usd == pytest.approx(aborted.cost_usd)
-    assert cost.cost.model_usage["claude-sonnet-4-6"].input_tokens == aborted.usage["input_tokens"]
+    usage = cost.cost.model_usage["claude-sonnet-4-6"]
+    assert usage.input_tokens == aborted.usage["input_tokens"]
+    assert usage.output_tokens == aborted.usage["output_tokens"]
 
 
 async def test_client_disconnect_cancels_upstream_and_records_usage(server: Server, emulator: Emulator) -> None:
@@ -270,7 +275,16 @@ async def test_leaving_an_embedded_query_early_aborts_it(config: object, emulato
         async with gateway.query(chat("leave early"), session_id="early") as frames:
             async for frame in frames:
                 assert isinstance(frame, EventFrame)
+                relayed = msgspec.json.decode(frame.event)
                 break
         record = await emulator.wait_for_request(0)
         await record.finished.wait()
         assert record.disconnected
+        # The abort still records what was relayed: message_start's usage, in the ledger.
+        await trio.testing.wait_all_tasks_blocked()
+        summary = await gateway.cost("early")
+    assert relayed["type"] == "message_start"
+    input_tokens = relayed["message"]["usage"]["input_tokens"]
+    assert input_tokens > 0
+    assert summary.model_usage["claude-sonnet-4-6"].input_tokens == input_tokens
+    assert summary.total_cost_usd > 0

@@ -153,18 +153,24 @@ async def test_a_revoked_token_is_replaced_once_after_a_401(
 
 
 async def test_the_token_is_refreshed_ahead_of_expiry_while_the_old_one_is_served(
-    nursery: trio.Nursery, emulator: Emulator, google_env: Path, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, emulator: Emulator, google_env: Path, mock_clock: trio.testing.MockClock
 ) -> None:
+    """google-auth fetches each token on a worker thread, from the emulator in this trio run.
+    An autojump clock leapt ahead whenever every task waited on that thread (the gateway's
+    periodic timers re-arm, so it leapt again and again under load), so the token's virtual
+    age at the gateway and at the emulator parted and an old token could be sent expired.
+    Here virtual time moves only when the test says (``mock_clock.jump``)."""
     emulator.google_token_lifetime = 600
     server = await vertex_gateway(nursery, emulator)
-    await trio.sleep(400)  # past the early-refresh point (600 - 300 s), the token still valid
+    mock_clock.jump(400)  # past the early-refresh point (600 - 300 s), the token still valid
     assert isinstance((await query(server, chat("one", model=MODEL)))[-1], Done)
-    # That request started the early refresh in the background: the token endpoint is asked.
-    refresh = await emulator.wait_for_request(2)
-    assert refresh.path == "/token"
+    # That request started the early refresh in the background: the token endpoint is asked
+    # (before or after the message request reaches the emulator: a thread races the relay).
+    await emulator.wait_for_request(2)
+    assert sorted(r.path == "/token" for r in emulator.requests) == [False, True, True]
     # Past the old token's expiry every request has the new one (waiting for the refresh if
-    # it were still under way).
-    await trio.sleep(250)
+    # it is still under way).
+    mock_clock.jump(250)
     assert isinstance((await query(server, chat("two", model=MODEL), session="s2"))[-1], Done)
     assert len(emulator.token_issuers) == 2
     first, second = messages(emulator)

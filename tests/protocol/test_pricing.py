@@ -543,6 +543,11 @@ def test_format_cost_max_decimals() -> None:
         (2_500_000, "2.5m"),
         (1_000_000_000, "1.0b"),
         (-1500, "-1.5k"),
+        # The largest unit is "t": past it the number grows, the unit does not.
+        (999_950_000_000, "1.0t"),
+        (10**12, "1.0t"),
+        (10**15, "1000.0t"),
+        (999_999_999_999_999, "1000.0t"),
     ],
 )
 def test_format_number(n: int, text: str) -> None:

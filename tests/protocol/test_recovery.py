@@ -51,3 +51,10 @@ def test_hit_output_limit() -> None:
     assert hit_output_limit(answer("x", "model_context_window_exceeded"))
     assert not hit_output_limit(answer("x", "end_turn"))
     assert combined(Recovery(), answer("only")) == answer("only")
+
+
+def test_the_combined_message_has_every_kept_part_then_the_last() -> None:
+    recovery = Recovery(escalated=True, continuations=2, content=({"type": "text", "text": "a"}, {"type": "text", "text": "b"}))
+    whole = combined(recovery, answer("end", "end_turn"))
+    assert [b["text"] for b in whole["content"]] == ["a", "b", "end"] and whole["stop_reason"] == "end_turn"
+    assert combined(Recovery(), answer("only", "end_turn")) == answer("only", "end_turn")
