@@ -1,4 +1,4 @@
-"""The HTTP door's SSE answer (actors/http_answer.py): what is held before the first write."""
+"""The HTTP door's SSE answer (actors/doors/http_answer.py): what is held before the first write."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import trio
 import trio.testing
 from hypercorn.typing import ASGISendEvent
 
-from actors.asgi import Exchange
-from actors.http_answer import MAX_HELD, Reply, answer_stream
-from actors.query_options import UpstreamHeads
+from actors.doors.asgi import Exchange
+from actors.doors.http_answer import MAX_HELD, Reply, answer_stream
+from actors.supervisor.options import UpstreamHeads
 from protocol.frames import EventFrame, GatewayFrame
 from protocol.wire import JSON
 

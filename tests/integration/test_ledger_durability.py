@@ -231,7 +231,7 @@ async def test_a_budget_reservation_left_by_kill_9_is_released_and_its_usage_spe
 async def test_a_done_frame_says_cost_recorded_only_after_the_commit_kill_9_between(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    """The ledger replies only after its commit (actors/cost_store.py "Durability"): while
+    """The ledger replies only after its commit (actors/store/sqlite.py "Durability"): while
     the test holds the SQLite write lock, the gateway cannot commit the second query, so its
     ``done`` must say ``cost_recorded`` false; killed then, before any commit, the restarted
     gateway has exactly what the ``done`` frames said was recorded. A gateway that answers
