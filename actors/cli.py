@@ -137,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
     )
+    serve.add_argument(
+        "--policy",
+        default=None,
+        metavar="FILE",
+        help="organisation policy (TOML: model allow-lists, managed settings per group and "
+        "user; default $SWITCHBOARD_POLICY)",
+    )
     cost = sub.add_parser("cost", help="print the costs kept in a ledger file")
     cost.add_argument("session", nargs="?", default=None, help="one session (default: all of them)")
     cost.add_argument("--ledger", default=None, metavar="PATH|URL", help="ledger file or URL (default as for serve)")
@@ -176,6 +183,8 @@ async def _serve(config_args: argparse.Namespace) -> None:
         max_queries=config_args.max_queries,
         admission_wait=config_args.admission_wait,
     )
+    if config_args.policy:
+        config = msgspec.structs.replace(config, policy_path=config_args.policy)
     configure_logging(debug=config.debug, secrets=config.secrets())
     # Opened first: a signal that arrives during start-up waits here, and SIGINT no longer
     # raises KeyboardInterrupt.

@@ -77,6 +77,8 @@ from actors.ledger_health import LedgerHealth
 from actors.log import Redactor
 from actors.metrics import Metrics
 from actors.models_fetcher import ModelsFetcher
+from actors.otlp import Telemetry
+from actors.policy import PolicySource
 from actors.query_options import DEFAULT_OPTIONS, QueryOptions
 from actors.retry_supervisor import (
     RetrySupervisor,
@@ -149,6 +151,9 @@ class Gateway:
         # Names the user a gateway-issued bearer token belongs to (issue 19); None: no
         # identity store, only access tokens and ledger tokens authenticate.
         self.resolve_principal: ResolvePrincipal | None = None
+        # The organisation policy (actors/policy.py: allow-lists, managed settings) and the
+        # OTLP exports' sink (actors/otlp.py); run_gateway sets them from the configuration.
+        self.policy = PolicySource()
         self._ledger = ledger
         self._models_fetcher = models_fetcher
         # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
@@ -158,6 +163,7 @@ class Gateway:
         self._bootstrap = bootstrap
         self._to_bootstrap = to_bootstrap
         self.metrics = metrics if metrics is not None else Metrics()
+        self.telemetry = Telemetry(self.metrics)
         self._session_users: Counter[str] = Counter()
         self._to_supervisor = to_supervisor
         self._to_ledger = to_ledger
@@ -543,6 +549,10 @@ async def run_gateway(
                 instance_id=ledger.instance_id,
             )
         await nursery.start(budgets.run)
+        policy = PolicySource(config.policy_path)
+        await nursery.start(policy.run)
+        telemetry = Telemetry(metrics, config.otlp_forward)
+        await nursery.start(telemetry.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It uses
         # the pool's credential (whatever its source) and the pool's refresh after a 401.
@@ -600,6 +610,8 @@ async def run_gateway(
             budgets=budgets,
         )
         gateway.fleet = fleet
+        gateway.policy = policy
+        gateway.telemetry = telemetry
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.
         with to_supervisor, to_ledger, to_bootstrap:

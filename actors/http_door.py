@@ -77,8 +77,12 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, S
 
 from actors._util import CLEANUP_TIMEOUT, report_internal
 from actors.asgi import (
+    BodyStalled,
+    BodyTooLarge,
+    ClientGone,
     Exchange,
     RequestHead,
+    read_body,
     request_head,
     serve_lifespan,
 )
@@ -88,6 +92,8 @@ from actors.gateway import Gateway
 from actors.http_answer import Reply, send_error, shutting_down
 from actors.http_post import BODY_IDLE_TIMEOUT as BODY_IDLE_TIMEOUT
 from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost, presented
+from actors.otlp import answer_export
+from actors.policy import managed_settings
 from actors.query_options import UpstreamHeads
 from protocol.errors import RemoteProtocolError
 from protocol.http_api import (
@@ -96,7 +102,9 @@ from protocol.http_api import (
     version_error,
 )
 from protocol.model_list import find_model, model_entries, models_answer
+from protocol.otlp import MAX_EXPORT_BYTES, SIGNALS, encoding_of
 from protocol.passthrough import client_retries
+from protocol.policy import filter_models
 from protocol.wire import JSON
 
 log = logging.getLogger("switchboard.httpdoor")
@@ -109,6 +117,11 @@ _ROUTES: Final = {
     "/v1/models": ("GET", "models"),
     "/healthz": ("GET", "healthz"),
     "/metrics": ("GET", "metrics"),
+    # The Claude Code gateway protocol (README.md "Claude Code for a whole organisation").
+    "/managed/settings": ("GET", "managed_settings"),
+    "/v1/metrics": ("POST", "otlp_metrics"),
+    "/v1/logs": ("POST", "otlp_logs"),
+    "/v1/traces": ("POST", "otlp_traces"),
 }
 _MODEL_PREFIX: Final = "/v1/models/"
 # The API's own words for a path it does not serve (wire.md 3.1).
@@ -245,15 +258,20 @@ class HttpDoor:
         if route == "metrics":
             metrics = self._gateway.metrics
             await exchange.respond(200, metrics.render(), metrics.content_type.encode())
+        elif route == "managed_settings":
+            await managed_settings(self._gateway.policy, access, head, exchange, request_id)
+        elif route.startswith("otlp_"):
+            await self._otlp(head, receive, exchange, request_id)
         elif (
             refused := version_error(head.headers.get("anthropic-version"))
             or beta_error(head.headers.get("anthropic-beta"))
         ) is not None:
             await send_error(exchange, 400, "invalid_request_error", refused, request_id)
         elif route == "models":
-            await self._models(head.query, exchange, request_id)
+            await self._models(head.query, exchange, request_id, self._gateway.policy.patterns(access))
         elif route == "model":
-            await self._model(head.path.removeprefix(_MODEL_PREFIX), exchange, request_id)
+            model_id = head.path.removeprefix(_MODEL_PREFIX)
+            await self._model(model_id, exchange, request_id, self._gateway.policy.patterns(access))
         else:
             await self._post.post(
                 route,
@@ -270,9 +288,32 @@ class HttpDoor:
             )
         return route
 
-    async def _models(self, query: str, exchange: Exchange, request_id: str) -> None:
-        """``GET /v1/models``: the catalog's models, paged as the API pages (protocol/model_list.py)."""
-        entries = model_entries(self._gateway.catalog, self._gateway.models)
+    async def _otlp(
+        self, head: RequestHead, receive: ASGIReceiveCallable, exchange: Exchange, request_id: str
+    ) -> None:
+        """``POST /v1/metrics|logs|traces``: an OTLP export, counted and maybe forwarded
+        (actors/otlp.py); 200 whatever becomes of it, 413 over ``MAX_EXPORT_BYTES``."""
+        try:
+            body = await read_body(receive, head, MAX_EXPORT_BYTES, idle_timeout=BODY_IDLE_TIMEOUT)
+        except BodyTooLarge as exc:
+            await send_error(exchange, 413, "request_too_large", str(exc), request_id)
+            return
+        except BodyStalled as exc:
+            await send_error(exchange, 408, "timeout_error", str(exc), request_id)
+            return
+        except ClientGone:
+            return
+        content_type = head.headers.get("content-type", "application/x-protobuf")
+        encoding = encoding_of(content_type)
+        self._gateway.telemetry.receive(SIGNALS[head.path], encoding, content_type.encode("latin-1"), body)
+        await answer_export(exchange, encoding)
+
+    async def _models(
+        self, query: str, exchange: Exchange, request_id: str, patterns: tuple[str, ...] | None
+    ) -> None:
+        """``GET /v1/models``: the catalog's models, paged as the API pages (protocol/model_list.py),
+        those the user's allow-list names (protocol/policy.py)."""
+        entries = filter_models(model_entries(self._gateway.catalog, self._gateway.models), patterns)
         try:
             body = models_answer(entries, query)
         except RemoteProtocolError as exc:
@@ -280,8 +321,11 @@ class HttpDoor:
             return
         await exchange.respond(200, body, JSON_CONTENT_TYPE)
 
-    async def _model(self, model_id: str, exchange: Exchange, request_id: str) -> None:
-        found = find_model(model_entries(self._gateway.catalog, self._gateway.models), model_id)
+    async def _model(
+        self, model_id: str, exchange: Exchange, request_id: str, patterns: tuple[str, ...] | None
+    ) -> None:
+        entries = filter_models(model_entries(self._gateway.catalog, self._gateway.models), patterns)
+        found = find_model(entries, model_id)
         if found is None:
             await send_error(exchange, 404, "not_found_error", f"model: {model_id}", request_id, retry=False)
             return

@@ -13,6 +13,9 @@ when the client disconnects (``actors.asgi.watch_disconnect``):
   or ``x-switchboard-retries: client`` / ``Config.http_retries`` say so
   (``protocol.passthrough.client_retries``); else the gateway, giving up shortly before the
   client's own timeout (``x-stainless-timeout``, less ``CLIENT_TIMEOUT_MARGIN``).
+- the user's model allow-list (protocol/policy.py): a request whose token names a user
+  (``Access.principal``) for a model their policy does not allow gets 400
+  ``invalid_request_error`` saying so, before anything goes upstream;
 - admission: while the gateway runs ``Config.max_queries`` queries, a message waits in line
   at most ``Config.admission_wait`` (``Gateway.query``'s ``admission_timeout``), then gets 529
   ``overloaded_error`` with ``retry-after`` (and ``retry-after-ms``) and ``x-should-retry: true`` (docs/protocol.md
@@ -49,6 +52,7 @@ from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError
 from protocol.frames import SESSION_ID, TokenBudget
 from protocol.http_api import JSON_CONTENT_TYPE, default_session, http_error, parse_body
 from protocol.passthrough import client_timeout
+from protocol.policy import refusal as model_refusal
 from protocol.wire import JSON, JsonObject
 
 # Of the client's headers, only these reach the upstream (PROTOCOL.md 2): its API version and
@@ -123,6 +127,16 @@ class MessagesPost:
         except RemoteProtocolError as exc:
             await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
             return
+        if access.principal is not None:
+            patterns = self._gateway.policy.patterns(access)
+            user = access.principal.user
+            # The fallback model too: a way round the list otherwise.
+            refused = model_refusal(patterns, request.get("model"), user) or model_refusal(
+                patterns, head.headers.get(FALLBACK_HEADER) or None, user
+            )
+            if refused is not None:
+                await send_error(exchange, 400, "invalid_request_error", refused, request_id, retry=False)
+                return
         forwarded = tuple(
             (name, head.headers[name]) for name in FORWARDED_HEADERS if head.headers.get(name)
         )
