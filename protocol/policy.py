@@ -131,11 +131,6 @@ def _entry(value: object, where: str) -> Entry:
             raise ConfigError(f"policy: {where}.settings must be a table")
         if _depth(settings) > MAX_SETTINGS_DEPTH:
             raise ConfigError(f"policy: {where}.settings nests deeper than {MAX_SETTINGS_DEPTH}")
-        # TOML dates and times have no JSON form: refused here, not at a client's request.
-        try:
-            _ENCODER.encode(settings)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise ConfigError(f"policy: {where}.settings has a value JSON cannot hold: {exc}") from exc
     return Entry(models=None if models is None else tuple(models), settings=settings)
 
 

@@ -1,0 +1,180 @@
+"""The organisation policy and telemetry on the HTTP door (README.md "Claude Code for a whole
+organisation"): allow-lists at /v1/messages and /v1/models, /managed/settings with ETags,
+OTLP exports. The identity store is a fake resolver (the seam: ``Gateway.resolve_principal``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import trio
+from harness import API_VERSION, chat
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors.config import Config, Secret
+from actors.server import Server, run_server
+from emulator import Emulator
+from protocol.identity import Principal
+from protocol.policy import parse_policy
+
+POLICY = """
+[default]
+settings = { env = { CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY = "1" } }
+
+[groups.eng]
+models = ["claude-sonnet-4-*", "claude-haiku-4-5*"]
+settings = { permissions = { deny = ["WebFetch"] } }
+"""
+PRINCIPALS = {
+    "tok-ada": Principal(user="ada", groups=("eng",)),
+    "tok-eve": Principal(user="eve", groups=("sales",)),
+}
+PLAIN_TOKEN = "plain-access-token"
+
+
+async def _resolve(token: str) -> Principal | None:
+    return PRINCIPALS.get(token)
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, config: Config, policy_file: Path) -> Server:
+    config = msgspec.structs.replace(
+        config, http_port=0, policy_path=str(policy_file), access_tokens=(Secret(PLAIN_TOKEN),)
+    )
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    server.gateway.resolve_principal = _resolve
+    return server
+
+
+def client(server: Server, token: str) -> httpx.AsyncClient:
+    headers = {**API_VERSION, "authorization": f"Bearer {token}"}
+    return httpx.AsyncClient(headers=headers, base_url=str(server.http_url), timeout=30)
+
+
+def upstream_messages(emulator: Emulator) -> int:
+    return sum(1 for r in emulator.requests if r.path.split("?")[0] == "/v1/messages")
+
+
+async def test_a_model_outside_the_groups_allow_list_is_refused_before_going_upstream(
+    server: Server, emulator: Emulator
+) -> None:
+    async with client(server, "tok-ada") as http:
+        refused = await http.post("/v1/messages", json=chat(model="claude-opus-4-1"))
+        allowed = await http.post("/v1/messages", json=chat(model="claude-sonnet-4-6"))
+        fallback = await http.post(
+            "/v1/messages",
+            json=chat(model="claude-sonnet-4-6"),
+            headers={"x-switchboard-fallback-model": "claude-opus-4-1"},
+        )
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "claude-opus-4-1" in error["message"] and "not allowed" in error["message"]
+    assert refused.headers["x-should-retry"] == "false"
+    assert fallback.status_code == 400
+    assert allowed.status_code == 200
+    assert upstream_messages(emulator) == 1
+
+
+async def test_a_user_without_a_list_and_a_token_without_a_user_may_use_any_model(server: Server) -> None:
+    for token in ("tok-eve", PLAIN_TOKEN):
+        async with client(server, token) as http:
+            answer = await http.post("/v1/messages", json=chat(model="claude-opus-4-1"))
+        assert answer.status_code == 200, answer.text
+
+
+async def test_models_lists_only_what_the_user_may_use(server: Server) -> None:
+    async with client(server, "tok-ada") as http:
+        listed = [m["id"] for m in (await http.get("/v1/models", params={"limit": 1000})).json()["data"]]
+        opus = await http.get("/v1/models/claude-opus-4-1")
+    async with client(server, PLAIN_TOKEN) as http:
+        everything = [m["id"] for m in (await http.get("/v1/models", params={"limit": 1000})).json()["data"]]
+    assert listed and all(m.startswith(("claude-sonnet-4-", "claude-haiku-4-5")) for m in listed)
+    assert set(listed) < set(everything)
+    assert opus.status_code == 404
+
+
+async def test_managed_settings_are_the_users_merged_settings_with_an_etag_and_304(server: Server) -> None:
+    async with client(server, "tok-ada") as http:
+        first = await http.get("/managed/settings")
+        again = await http.get("/managed/settings", headers={"if-none-match": first.headers["etag"]})
+        star = await http.get("/managed/settings", headers={"if-none-match": "*"})
+    assert first.status_code == 200
+    body = first.json()
+    assert body["settings"] == {
+        "env": {"CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1"},
+        "permissions": {"deny": ["WebFetch"]},
+    }
+    assert first.headers["etag"] == f'"{body["checksum"]}"'
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == first.headers["etag"]
+    assert star.status_code == 200
+
+
+async def test_managed_settings_404_without_a_policy_for_the_token(server: Server, policy_file: Path) -> None:
+    async with client(server, PLAIN_TOKEN) as http:
+        answer = await http.get("/managed/settings")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["type"] == "not_found_error"
+
+
+async def test_an_edited_policy_file_is_in_force_after_a_reload(server: Server, policy_file: Path) -> None:
+    async with client(server, "tok-ada") as http:
+        before = await http.get("/managed/settings")
+        await trio.Path(policy_file).write_text(POLICY.replace("WebFetch", "Bash") + "\n# edited\n")
+        assert await server.gateway.policy.reload()
+        after = await http.get("/managed/settings", headers={"if-none-match": before.headers["etag"]})
+    assert after.status_code == 200
+    assert after.json()["settings"]["permissions"] == {"deny": ["Bash"]}
+    assert after.headers["etag"] != before.headers["etag"]
+
+
+def _otlp_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("switchboard_otlp") and sample.name.endswith("_total"):
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_otlp_exports_get_200_whatever_they_hold_and_are_counted(server: Server) -> None:
+    logs: dict[str, Any] = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{}, {}]}]}]}
+    async with client(server, "tok-ada") as http:
+        # No anthropic-version: an OpenTelemetry exporter sends none.
+        del http.headers["anthropic-version"]
+        json_answer = await http.post("/v1/logs", content=json.dumps(logs), headers={"content-type": "application/json"})
+        proto = await http.post(
+            "/v1/metrics", content=b"\x0a\x04\x12\x02\x12\x00", headers={"content-type": "application/x-protobuf"}
+        )
+        garbage = await http.post("/v1/traces", content=b"\xff\xff", headers={"content-type": "application/x-protobuf"})
+        metrics = await http.get("/metrics")
+    async with client(server, "tok-nobody") as http:
+        stranger = await http.post("/v1/logs", content=b"{}", headers={"content-type": "application/json"})
+    assert (json_answer.status_code, json_answer.json()) == (200, {})
+    assert proto.status_code == 200 and garbage.status_code == 200
+    assert stranger.status_code == 401
+    samples = _otlp_samples(metrics.text)
+    items = "switchboard_otlp_items_total"
+    exports = "switchboard_otlp_exports_total"
+    assert samples[(items, (("signal", "logs"),))] == 2
+    assert samples[(items, (("signal", "metrics"),))] == 1
+    undecodable = (exports, (("encoding", "protobuf"), ("outcome", "undecodable"), ("signal", "traces")))
+    assert samples[undecodable] == 1
+
+
+def test_the_test_policy_parses() -> None:
+    assert parse_policy(POLICY.encode()).groups["eng"].models is not None
