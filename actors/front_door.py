@@ -212,7 +212,8 @@ class FrontDoor:
             await request.reject(401)
             return
         try:
-            opened = await self._gateway.open_session(session_id, owner=owner_digest(access.token))
+            user = None if access.principal is None else access.principal.user
+            opened = await self._gateway.open_session(session_id, owner=owner_digest(access.token), user=user)
         except ActorUnavailable:
             # The ledger cannot read the session (or the gateway is shutting down): this
             # session fails, never the door.

@@ -243,10 +243,13 @@ class Gateway:
         tokens it names a user for (issue 19). A checkpoint."""
         return await authenticate(self.budgets, self.config.access_tokens, candidates, self.resolve_principal)
 
-    async def open_session(self, session_id: str, *, owner: str | None = None) -> SessionOpened:
-        """Create or resume a session; ``owner_ok`` False means another token owns it."""
+    async def open_session(
+        self, session_id: str, *, owner: str | None = None, user: str | None = None
+    ) -> SessionOpened:
+        """Create or resume a session; ``owner_ok`` False means another token owns it.
+        ``user``: the signed-in user a new session is kept under in the ledger."""
         return await ask(
-            self._to_ledger, lambda reply: OpenSession(session_id=session_id, owner=owner, reply=reply)
+            self._to_ledger, lambda reply: OpenSession(session_id=session_id, owner=owner, user=user, reply=reply)
         )
 
     async def start_query(

@@ -187,7 +187,8 @@ class MessagesPost:
             message = f"{SESSION_HEADER}: must be 1 to 128 characters of [A-Za-z0-9._-]"
             await send_error(exchange, 400, "invalid_request_error", message, request_id)
             return
-        opened = await self._gateway.open_session(session_id, owner=owner)
+        user = None if access.principal is None else access.principal.user
+        opened = await self._gateway.open_session(session_id, owner=owner, user=user)
         if not opened.owner_ok:
             message = f"session {session_id} belongs to another access token"
             await send_error(exchange, 403, "permission_error", message, request_id)

@@ -8,7 +8,7 @@ gateway's URL, the bearer token, and the gateway's pin, which for plain HTTP on 
 one a fake identity store resolves (``Gateway.resolve_principal``). Only a signed-in client
 reads ``/managed/settings`` (``CLAUDE_CODE_USE_GATEWAY`` with a token in the environment does
 not); the settings it gets turn on its model discovery (``/v1/models``) and its OpenTelemetry,
-which goes to the gateway's ``/v1/{metrics,logs}``.
+which goes to the gateway's ``/v1/{metrics,logs}``. Its spend lands on the user in the ledger.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from claude_code import Door, ProxyTrap, Run, run_claude, sealed_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import Config
+from actors.cost_by import read_spend
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.identity import Principal
+from protocol.pricing import PICO_PER_USD
 from protocol.request_builder import BuildSettings
 
 pytestmark = pytest.mark.claude_code
@@ -118,6 +120,10 @@ async def test_signed_in_claude_code_gets_its_settings_and_sends_its_telemetry(
     assert {"metrics", "logs"} <= accepted, exports
     assert not any(dict(labels)["outcome"] == "undecodable" for labels in exports), exports
     assert sum(samples(door, "switchboard_otlp_items").values()) > 0
+    # Its spend is ada's in the ledger (``switchboard cost --by user``), all of it.
+    by_user = {g.key: g for g in await trio.to_thread.run_sync(read_spend, str(door.ledger), "user")}
+    assert set(by_user) == {"ada"}
+    assert by_user["ada"].cost_pico / PICO_PER_USD == pytest.approx(run.result["total_cost_usd"], rel=1e-9)
 
 
 async def test_a_model_outside_the_groups_allow_list_is_refused_with_a_message_the_cli_shows(

@@ -18,10 +18,12 @@ from harness import API_VERSION, chat
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import Config, Secret
+from actors.cost_by import read_spend
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.identity import Principal
 from protocol.policy import parse_policy
+from protocol.pricing import PICO_PER_USD
 
 POLICY = """
 [default]
@@ -178,3 +180,24 @@ async def test_otlp_exports_get_200_whatever_they_hold_and_are_counted(server: S
 
 def test_the_test_policy_parses() -> None:
     assert parse_policy(POLICY.encode()).groups["eng"].models is not None
+
+
+async def test_the_ledger_names_the_user_a_query_was_spent_by(
+    nursery: trio.Nursery, config: Config, policy_file: Path, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    config = msgspec.structs.replace(
+        config, http_port=0, policy_path=str(policy_file), ledger_path=str(ledger), access_tokens=(Secret(PLAIN_TOKEN),)
+    )
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    server.gateway.resolve_principal = _resolve
+    spent = {}
+    for token in ("tok-ada", "tok-eve", PLAIN_TOKEN):
+        async with client(server, token) as http:
+            answer = await http.post("/v1/messages", json=chat(model="claude-sonnet-4-6"))
+        assert answer.status_code == 200
+        spent[token] = float(answer.headers["x-switchboard-cost-usd"])
+    by_user = {g.key: g for g in await trio.to_thread.run_sync(read_spend, str(ledger), "user")}
+    assert set(by_user) == {"ada", "eve", "(none)"}
+    assert by_user["ada"].messages == 1
+    assert by_user["ada"].cost_pico / PICO_PER_USD == pytest.approx(spent["tok-ada"])
