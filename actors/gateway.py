@@ -263,6 +263,7 @@ class Gateway:
         admission_timeout: float | None = None,
         options: QueryOptions = DEFAULT_OPTIONS,
         budget: str | None = None,
+        subjects: tuple[str, ...] = (),
     ) -> trio.CancelScope:
         """Start a query whose frames go to ``outbound`` (the query takes that end and closes
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
@@ -278,6 +279,8 @@ class Gateway:
         they refuse ends at once with an ``error`` frame of type ``rate_limit_error``
         (status 429, ``retry_after_s`` when waiting helps). The reservation is settled to
         the query's cost when it ends (a query refused meanwhile, e.g. by admission, settles 0).
+        ``subjects``: the signed-in user's and groups' subject keys whose limits the query
+        counts against as well (actors/policy.py), each reserved, topped up and settled alike.
 
         Admission (actors/admission.py): while ``Config.max_queries`` queries run, a new one
         waits in line for a slot. Without ``admission_timeout`` this returns at once and the
@@ -308,19 +311,19 @@ class Gateway:
             return scope
         on_end: Callable[[int], None] | None = None
         top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
-        if budget is not None and self.budgets is not None:
+        names = ((budget,) if budget is not None else ()) + subjects
+        if names and self.budgets is not None:
             budgets = self.budgets
-            reserved = await self._reserve(budgets, budget, session_id, query, options)
-            if isinstance(reserved, ErrorInfo):
+            holds = await self._reserve_all(budgets, names, session_id, query, options)
+            if isinstance(holds, ErrorInfo):
                 with outbound:
                     try:
-                        await outbound.send(ErrorFrame(id=query.id, error=reserved))
+                        await outbound.send(ErrorFrame(id=query.id, error=holds))
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
                 return scope
-            held = HeldReservation(budgets, reserved)
-            on_end = held.settle
-            top_up = functools.partial(self._top_up, budgets, held, query.id)
+            on_end = functools.partial(_settle_all, holds)
+            top_up = functools.partial(self._top_up_all, budgets, holds, query.id)
         try:
             # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
             ticket = self.drain.query_started(scope)
@@ -351,6 +354,32 @@ class Gateway:
                 on_end(0)
             raise
         return scope
+
+    async def _reserve_all(
+        self, budgets: Budgets, names: tuple[str, ...], session_id: str, query: Query, options: QueryOptions
+    ) -> list[HeldReservation] | ErrorInfo:
+        """Reserve the query's worst case against each subject of ``names`` in turn (its
+        token, its user, their groups), or the first refusal (the ones already made are
+        then settled to 0)."""
+        holds: list[HeldReservation] = []
+        for name in names:
+            reserved = await self._reserve(budgets, name, session_id, query, options)
+            if isinstance(reserved, ErrorInfo):
+                _settle_all(holds, 0)
+                return reserved
+            holds.append(HeldReservation(budgets, reserved))
+        return holds
+
+    async def _top_up_all(
+        self, budgets: Budgets, holds: list[HeldReservation], query_id: str, request: JsonObject
+    ) -> ErrorInfo | None:
+        """``_top_up`` each of the query's reservations; the first refusal ends the query
+        (what was grown meanwhile is settled with the rest when it ends)."""
+        for held in holds:
+            refused = await self._top_up(budgets, held, query_id, request)
+            if refused is not None:
+                return refused
+        return None
 
     async def _reserve(
         self, budgets: Budgets, name: str, session_id: str, query: Query, options: QueryOptions
@@ -445,6 +474,7 @@ class Gateway:
         admission_timeout: float | None = None,
         options: QueryOptions = DEFAULT_OPTIONS,
         budget: str | None = None,
+        subjects: tuple[str, ...] = (),
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
         """Run one query; yields its frames, ending after the terminal one.
 
@@ -467,7 +497,7 @@ class Gateway:
         with receive:
             scope = await self.start_query(
                 session_id, query, send, headers=headers, options=options, admission_timeout=admission_timeout,
-                budget=budget,
+                budget=budget, subjects=subjects,
             )
             try:
                 yield receive
@@ -513,6 +543,12 @@ class Gateway:
         return await ask(self._to_ledger, lambda reply: GetCost(session_id=session_id, reply=reply))
 
 
+def _settle_all(holds: list[HeldReservation], actual_pico: int) -> None:
+    """Settle every reservation of a query to its real cost (each subject spent it all)."""
+    for held in holds:
+        held.settle(actual_pico)
+
+
 async def run_gateway(
     config: Config,
     *,
@@ -552,7 +588,7 @@ async def run_gateway(
                 instance_id=ledger.instance_id,
             )
         await nursery.start(budgets.run)
-        policy = PolicySource(config.policy_path)
+        policy = PolicySource(config.policy_path, budgets=budgets)
         await nursery.start(policy.run)
         telemetry = Telemetry(metrics, config.otlp_forward)
         await nursery.start(telemetry.run)

@@ -208,6 +208,7 @@ class MessagesPost:
                 options=options,
                 admission_timeout=self._config.admission_wait,
                 budget=access.budget,
+                subjects=self._gateway.policy.subjects(access),
             ) as frames:
                 if request.get("stream") is True:
                     await answer_stream(frames, exchange, reply)

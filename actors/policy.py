@@ -2,7 +2,8 @@
 (README.md "Claude Code for a whole organisation"; the rules: protocol/policy.py).
 
 ``PolicySource`` holds the policy parsed from ``Config.policy_path`` (``--policy``,
-``SWITCHBOARD_POLICY``). ``run`` reads the file at start (a file that cannot be read or
+``SWITCHBOARD_POLICY``), and keeps the groups' and users' limits in the ledger's store in
+step with it (``Budgets.sync_subjects``: the counters are the store's, shared by instances). ``run`` reads the file at start (a file that cannot be read or
 parsed there stops the gateway with a ``ConfigError``: a policy that is not enforced must not
 look enforced), then checks it every ``RELOAD_INTERVAL`` seconds on a worker thread and
 swaps in a changed one; a changed file that does not parse is logged and the policy in force
@@ -22,7 +23,8 @@ from typing import Final, final
 import trio
 
 from actors.asgi import Exchange, RequestHead
-from actors.budgets import Access
+from actors.budgets import Access, Budgets
+from actors.cost_store import STORE_ERRORS
 from actors.http_answer import send_error
 from protocol.errors import ConfigError
 from protocol.http_api import JSON_CONTENT_TYPE
@@ -31,10 +33,12 @@ from protocol.policy import (
     MAX_POLICY_BYTES,
     Policy,
     allowed_patterns,
+    limit_subjects,
     not_modified,
     parse_policy,
     settings_body,
     settings_for,
+    subject_limits,
 )
 
 log = logging.getLogger("switchboard.policy")
@@ -56,10 +60,15 @@ def _read(path: str) -> tuple[tuple[int, int], bytes]:
 class PolicySource:
     """The policy in force (see the module docstring). Without a path: the empty policy."""
 
-    def __init__(self, path: str | None = None, policy: Policy = EMPTY) -> None:
+    def __init__(self, path: str | None = None, policy: Policy = EMPTY, budgets: Budgets | None = None) -> None:
         self._path = path
         self._stamp: tuple[int, int] | None = None
+        self._budgets = budgets
         self.policy = policy
+
+    def subjects(self, access: Access) -> tuple[str, ...]:
+        """The user and group subject keys whose limits ``access``'s queries count against."""
+        return limit_subjects(self.policy, access.principal)
 
     def patterns(self, access: Access) -> tuple[str, ...] | None:
         """The model patterns ``access`` may use; None: every model."""
@@ -80,7 +89,14 @@ class PolicySource:
             raise ConfigError(f"the policy file {path} cannot be read: {exc.strerror}") from exc
         if stamp == self._stamp:
             return False
-        self.policy = parse_policy(raw)
+        policy = parse_policy(raw)
+        if self._budgets is not None:
+            try:
+                await self._budgets.sync_subjects(subject_limits(policy))
+            except STORE_ERRORS as exc:
+                # Not in force until the store takes its limits: tried again at the next check.
+                raise ConfigError(f"the policy's limits cannot be stored now: {exc}") from exc
+        self.policy = policy
         self._stamp = stamp
         return True
 

@@ -17,6 +17,8 @@ The policy file (TOML, ``--policy`` / ``SWITCHBOARD_POLICY``)::
 
     [users.ada]
     models = ["claude-opus-4-*"]
+    budget_usd = "50"              # limits, as ``switchboard tokens`` sets them for a token
+    period = "month"               # (day, month, total); also max_concurrent, rpm
 
 An entry *applies* to a principal when it is ``default``, one of the principal's groups, or
 the principal's user. Rules:
@@ -29,6 +31,10 @@ the principal's user. Rules:
   the principal's order, user), later values winning; tables merge key by key, anything else
   (lists too) is replaced whole. No applying entry with ``settings``: no policy (404), which
   Claude Code reads as "no managed settings"; an applying ``settings = {}``: an empty one.
+- **Limits** (``budget_usd``, ``period``, ``max_concurrent``, ``rpm``; not in ``default``):
+  a user's apply to that user, a group's to all its members together; a query counts
+  against the user's and each of their groups' (``limit_subjects``), besides its token's.
+  The counters live in the ledger's store (actors/token_store.py ``sync_subjects``).
 - A request whose token names no user (an access token, a ledger token) has no policy: every
   model, and ``/managed/settings`` answers 404.
 
@@ -45,10 +51,11 @@ import re
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 
+from protocol.budget import PERIODS, Limits, Period, usd_to_pico
 from protocol.errors import ConfigError
 from protocol.identity import Principal
 from protocol.wire import JsonObject
@@ -60,6 +67,8 @@ MAX_SETTINGS_DEPTH: Final = 32
 # Patterns in one entry at most, and the length of one (ids are a few dozen characters).
 MAX_PATTERNS: Final = 1000
 MAX_PATTERN_LENGTH: Final = 256
+# An entry's limit keys (as ``switchboard tokens`` takes them; protocol/budget.py).
+_LIMIT_KEYS: Final = ("budget_usd", "period", "max_concurrent", "rpm")
 # An If-None-Match header longer than this matches nothing (a client sends one tag).
 MAX_IF_NONE_MATCH: Final = 4096
 
@@ -67,10 +76,12 @@ _ENCODER: Final = msgspec.json.Encoder(order="sorted")
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of the policy: its allow-list (None: says nothing) and settings (None: none)."""
+    """One entry of the policy: its allow-list (None: says nothing), settings (None: none)
+    and limits (None: none)."""
 
     models: tuple[str, ...] | None = None
     settings: JsonObject | None = None
+    limits: Limits | None = None
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,7 +127,7 @@ def _entries(value: object, where: str) -> dict[str, Entry]:
 def _entry(value: object, where: str) -> Entry:
     if not isinstance(value, dict):
         raise ConfigError(f"policy: [{where}] must be a table")
-    unknown = set(value) - {"models", "settings"}
+    unknown = set(value) - {"models", "settings", *_LIMIT_KEYS}
     if unknown:
         raise ConfigError(f"policy: [{where}] has unknown keys: {', '.join(sorted(unknown))}")
     models = value.get("models")
@@ -131,7 +142,52 @@ def _entry(value: object, where: str) -> Entry:
             raise ConfigError(f"policy: {where}.settings must be a table")
         if _depth(settings) > MAX_SETTINGS_DEPTH:
             raise ConfigError(f"policy: {where}.settings nests deeper than {MAX_SETTINGS_DEPTH}")
-    return Entry(models=None if models is None else tuple(models), settings=settings)
+    limits = _limits(value, where)
+    if limits is not None and where == "default":
+        raise ConfigError("policy: [default] cannot hold limits (give them to a group or a user)")
+    return Entry(models=None if models is None else tuple(models), settings=settings, limits=limits)
+
+
+def _limits(value: dict[str, object], where: str) -> Limits | None:
+    """The entry's limits: ``budget_usd`` (a string or a number of dollars), ``period``
+    (``day``, ``month``, ``total``), ``max_concurrent``, ``rpm``; None without any."""
+    if not any(key in value for key in _LIMIT_KEYS):
+        return None
+    budget, period = value.get("budget_usd"), value.get("period", "total")
+    if period not in PERIODS:
+        raise ConfigError(f"policy: {where}.period must be one of {', '.join(PERIODS)}")
+    counts: dict[str, int | None] = {}
+    for key in ("max_concurrent", "rpm"):
+        count = value.get(key)
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise ConfigError(f"policy: {where}.{key} must be a whole number >= 0")
+        counts[key] = count
+    try:
+        pico = None if budget is None else usd_to_pico(budget if isinstance(budget, str) else repr(budget))
+    except ValueError as exc:
+        raise ConfigError(f"policy: {where}.budget_usd: {exc}") from exc
+    return Limits(
+        budget_pico=pico, period=cast(Period, period), max_concurrent=counts["max_concurrent"], rpm=counts["rpm"]
+    )
+
+
+def subject_limits(policy: Policy) -> dict[str, Limits]:
+    """Every group's and user's limits, by subject key (``group:NAME``, ``user:NAME``)."""
+    found = {f"group:{name}": e.limits for name, e in policy.groups.items() if e.limits is not None}
+    found.update({f"user:{name}": e.limits for name, e in policy.users.items() if e.limits is not None})
+    return found
+
+
+def limit_subjects(policy: Policy, principal: Principal | None) -> tuple[str, ...]:
+    """The subject keys whose limits a query of ``principal`` counts against: the user's and
+    each of their groups' that have limits."""
+    if principal is None:
+        return ()
+    user = policy.users.get(principal.user)
+    keys = [f"user:{principal.user}"] if user is not None and user.limits is not None else []
+    groups = policy.groups
+    keys += [f"group:{g}" for g in dict.fromkeys(principal.groups) if g in groups and groups[g].limits is not None]
+    return tuple(keys)
 
 
 def _depth(value: object) -> int:

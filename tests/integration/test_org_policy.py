@@ -201,3 +201,53 @@ async def test_the_ledger_names_the_user_a_query_was_spent_by(
     assert set(by_user) == {"ada", "eve", "(none)"}
     assert by_user["ada"].messages == 1
     assert by_user["ada"].cost_pico / PICO_PER_USD == pytest.approx(spent["tok-ada"])
+
+
+LIMITS_POLICY = """
+[groups.eng]
+budget_usd = "0.000001"
+period = "day"
+
+[groups.ops]
+rpm = 1
+
+[users.bob]
+rpm = 100
+"""
+LIMITED = {
+    "tok-ada": Principal(user="ada", groups=("eng",)),
+    "tok-bob": Principal(user="bob", groups=("ops",)),
+    "tok-cy": Principal(user="cy", groups=("ops",)),
+}
+
+
+async def _resolve_limited(token: str) -> Principal | None:
+    return LIMITED.get(token)
+
+
+async def test_user_and_group_limits_refuse_with_429_and_retry_after(
+    nursery: trio.Nursery, config: Config, tmp_path: Path
+) -> None:
+    policy = tmp_path / "limits.toml"
+    await trio.Path(policy).write_text(LIMITS_POLICY)
+    config = msgspec.structs.replace(config, http_port=0, policy_path=str(policy))
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    server.gateway.resolve_principal = _resolve_limited
+    async with client(server, "tok-ada") as http:
+        over_budget = await http.post("/v1/messages", json=chat())
+    async with client(server, "tok-bob") as http:
+        first = await http.post("/v1/messages", json=chat())
+    async with client(server, "tok-cy") as http:
+        second = await http.post("/v1/messages", json=chat())  # ops: one request a minute, shared
+    assert over_budget.status_code == 429
+    assert over_budget.json()["error"]["type"] == "rate_limit_error"
+    assert "group eng: budget of $0.000001 per day reached" in over_budget.json()["error"]["message"]
+    assert int(over_budget.headers["retry-after"]) > 0
+    assert first.status_code == 200
+    assert second.status_code == 429 and "group ops: 1 requests per minute" in second.json()["error"]["message"]
+    assert int(second.headers["retry-after"]) > 0
+    # The store holds the policy's subjects with their counters: bob's one request counted.
+    store = server.gateway.budgets
+    assert store is not None
+    counts = {key: info.account.rpm_count for key in ("user:bob", "group:ops", "group:eng") if (info := store.store.get(key))}
+    assert counts == {"user:bob": 1, "group:ops": 1, "group:eng": 0}

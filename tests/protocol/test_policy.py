@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol.budget import Limits
 from protocol.errors import ConfigError
 from protocol.identity import Principal
 from protocol.policy import (
@@ -18,6 +19,7 @@ from protocol.policy import (
     allowed_patterns,
     checksum,
     filter_models,
+    limit_subjects,
     merge,
     model_allowed,
     not_modified,
@@ -25,6 +27,7 @@ from protocol.policy import (
     refusal,
     settings_body,
     settings_for,
+    subject_limits,
 )
 
 POLICY = b"""
@@ -177,3 +180,33 @@ def test_the_checksum_is_the_clients_for_any_json_settings(settings: dict[str, o
     assert checksum(settings) == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     body, _ = settings_body(settings)
     assert msgspec.json.decode(body)["settings"] == settings
+
+
+def test_limits_are_parsed_and_a_principal_counts_against_its_user_and_groups() -> None:
+    policy = parse_policy(
+        b'[groups.eng]\nbudget_usd = "12.5"\nperiod = "month"\n[groups.ops]\nrpm = 3\n'
+        b"[users.ada]\nmax_concurrent = 2\nbudget_usd = 5\n[groups.sales]\nmodels = []\n"
+    )
+    assert subject_limits(policy) == {
+        "group:eng": Limits(budget_pico=12_500_000_000_000, period="month"),
+        "group:ops": Limits(rpm=3),
+        "user:ada": Limits(budget_pico=5_000_000_000_000, max_concurrent=2),
+    }
+    assert limit_subjects(policy, Principal(user="ada", groups=("eng", "sales", "eng"))) == ("user:ada", "group:eng")
+    assert limit_subjects(policy, Principal(user="bob", groups=("ops",))) == ("group:ops",)
+    assert limit_subjects(policy, None) == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'[default]\nrpm = 1\n',
+        b'[groups.eng]\nperiod = "week"\n',
+        b'[groups.eng]\nbudget_usd = "-1"\n',
+        b"[groups.eng]\nrpm = -1\n",
+        b"[groups.eng]\nrpm = true\n",
+    ],
+)
+def test_malformed_limits_are_refused(text: bytes) -> None:
+    with pytest.raises(ConfigError):
+        parse_policy(text)

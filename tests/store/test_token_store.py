@@ -153,3 +153,29 @@ def provisional(query_id: str, *, cost_pico: int) -> RecordWrite:
         recorded_at=NOW.isoformat(),
         replaces=False,
     )
+
+
+def test_policy_subjects_are_synced_reserved_against_and_retired(ledger_location: str) -> None:
+    store = open_token_store(ledger_location)
+    try:
+        store.add("ci", new_token(), Limits(), NOW)
+        store.sync_subjects({"user:ada": Limits(rpm=1), "group:eng": Limits(budget_pico=10, period="day")}, NOW)
+        result = store.reserve("user:ada", 0, model="m", now=NOW)
+        assert result is not None and result[1] is None
+        refused = store.reserve("user:ada", 0, model="m", now=NOW)
+        assert refused is not None and refused[1] is not None and refused[1].message.startswith("user ada: 1 requests")
+        over = store.reserve("group:eng", 11, model="m", now=NOW)
+        assert over is not None and over[1] is not None and over[1].message.startswith("group eng: budget")
+        # Tokens stay apart: the listing and the "tokens required" check see only tokens.
+        assert [info.name for info in store.list()] == ["ci"]
+        # New limits keep the counters; a subject left out of the policy is retired.
+        store.sync_subjects({"user:ada": Limits(rpm=5)}, NOW)
+        ada = store.get("user:ada")
+        assert ada is not None and ada.limits.rpm == 5 and ada.account.rpm_count == 1
+        assert store.get("group:eng") is None and store.reserve("group:eng", 0, model="m", now=NOW) is None
+        store.sync_subjects({"user:ada": Limits(rpm=5), "group:eng": Limits()}, NOW)
+        assert store.get("group:eng") is not None
+        with pytest.raises(ConfigError, match="may not begin"):
+            store.add("user:mallory", new_token(), Limits(), NOW)
+    finally:
+        store.close()
