@@ -1,7 +1,8 @@
 """The HTTP door's ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (docs/protocol.md 2).
 
 ``MessagesPost.post`` reads the body (at most ``Config.max_frame_bytes``: 413 beyond; 408
-when it stops arriving for ``BODY_IDLE_TIMEOUT``), decides how the request is served, runs it
+when it stops arriving for ``BODY_IDLE_TIMEOUT``; 411 for a chunked one without
+``Content-Length``), decides how the request is served, runs it
 through the ``Gateway`` and answers (``actors.http_answer``), with a watcher cancelling it
 when the client disconnects (``actors.asgi.watch_disconnect``):
 
@@ -78,6 +79,8 @@ KEEP_ALIVE_TIMEOUT: Final = 75.0
 BODY_IDLE_TIMEOUT: Final = KEEP_ALIVE_TIMEOUT
 
 
+# A chunked request body without Content-Length (HTTP/1.1) is answered 411 with this.
+LENGTH_REQUIRED: Final = "a request body needs a Content-Length header"
 # The token's budget left (docs/protocol.md "Access tokens and budgets").
 BUDGET_HEADER: Final = b"x-switchboard-budget-remaining-usd"
 
@@ -111,6 +114,11 @@ class MessagesPost:
         arrived: float,
     ) -> None:
         request_id = reply.request_id
+        if "content-length" not in head.headers and "chunked" in head.headers.get("transfer-encoding", "").lower():
+            # The gateway protocol lets a gateway refuse a chunked body (Claude Code always
+            # sends Content-Length): its size is known before a byte of it is read.
+            await send_error(exchange, 411, "invalid_request_error", LENGTH_REQUIRED, request_id, retry=False)
+            return
         try:
             raw = await read_body(
                 receive, head, self._config.max_frame_bytes, idle_timeout=BODY_IDLE_TIMEOUT

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,34 @@ async def test_user_and_group_limits_refuse_with_429_and_retry_after(
     assert store is not None
     counts = {key: info.account.rpm_count for key in ("user:bob", "group:ops", "group:eng") if (info := store.store.get(key))}
     assert counts == {"user:bob": 1, "group:ops": 1, "group:eng": 0}
+
+
+async def test_a_chunked_body_without_length_gets_411_and_one_over_the_cap_413(
+    nursery: trio.Nursery, config: Config, policy_file: Path
+) -> None:
+    config = msgspec.structs.replace(config, http_port=0, policy_path=str(policy_file), max_frame_bytes=4096)
+    server: Server = await nursery.start(functools.partial(run_server, config))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield json.dumps(chat()).encode()
+
+    async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url)) as http:
+        chunked = await http.post("/v1/messages", content=chunks())
+        large = await http.post("/v1/messages", json=chat("x" * 5000))
+    assert chunked.status_code == 411
+    assert chunked.json()["error"]["type"] == "invalid_request_error"
+    assert large.status_code == 413 and large.json()["error"]["type"] == "request_too_large"
+
+
+async def test_x_app_and_x_stainless_headers_never_refuse_a_request(server: Server) -> None:
+    headers = {
+        "x-app": "cli",
+        "x-stainless-lang": "js",
+        "x-stainless-os": "Linux",
+        "x-stainless-helper-method": "stream",
+        "x-stainless-unknown-future-header": "anything at all",
+        "x-stainless-timeout": "600",
+    }
+    async with client(server, "tok-ada") as http:
+        answer = await http.post("/v1/messages", json=chat(), headers=headers)
+    assert answer.status_code == 200, answer.text
