@@ -218,7 +218,8 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 _UPSERT_SESSION: Final = (
     "INSERT INTO sessions (session_id, owner, created_at, updated_at, api_duration_ms, "
     f"api_duration_without_retries_ms, {USER_COLUMN}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO "
-    f"UPDATE SET owner = excluded.owner, {USER_COLUMN} = excluded.{USER_COLUMN}, updated_at = excluded.updated_at, "
+    "UPDATE SET owner = excluded.owner, "
+    f"{USER_COLUMN} = COALESCE(sessions.{USER_COLUMN}, excluded.{USER_COLUMN}), updated_at = excluded.updated_at, "
     "api_duration_ms = excluded.api_duration_ms, "
     "api_duration_without_retries_ms = excluded.api_duration_without_retries_ms"
 )

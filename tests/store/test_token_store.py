@@ -7,6 +7,7 @@ import concurrent.futures
 import datetime
 import pathlib
 
+import msgspec
 import psycopg
 import pytest
 
@@ -179,3 +180,19 @@ def test_policy_subjects_are_synced_reserved_against_and_retired(ledger_location
             store.add("user:mallory", new_token(), Limits(), NOW)
     finally:
         store.close()
+
+
+def test_a_sessions_user_is_stored_and_loaded_on_both_stores(ledger_location: str) -> None:
+    store = open_store(ledger_location)
+    try:
+        at = NOW.isoformat()
+        row = SessionRow(
+            session_id="s", owner=None, created_at=at, updated_at=at, api_duration_ms=0,
+            api_duration_without_retries_ms=0, user_name="ada",
+        )  # fmt: skip
+        store.write([row], [])
+        store.write([msgspec.structs.replace(row, user_name=None)], [])  # once named, always named
+        loaded = store.load(["s"])["s"]
+    finally:
+        store.close()
+    assert loaded.user_name == "ada"
