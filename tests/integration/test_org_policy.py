@@ -15,13 +15,14 @@ import httpx
 import msgspec
 import pytest
 import trio
-from harness import API_VERSION, chat
+from harness import API_VERSION, chat, connect
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import Config, Secret
 from actors.cost_by import read_spend
 from actors.server import Server, run_server
 from emulator import Emulator
+from protocol.frames import Done, ErrorFrame, Rejected
 from protocol.identity import Principal
 from protocol.policy import parse_policy
 from protocol.pricing import PICO_PER_USD
@@ -283,3 +284,33 @@ async def test_x_app_and_x_stainless_headers_never_refuse_a_request(server: Serv
     async with client(server, "tok-ada") as http:
         answer = await http.post("/v1/messages", json=chat(), headers=headers)
     assert answer.status_code == 200, answer.text
+
+
+async def test_the_websocket_door_applies_the_allow_list_and_limits_too(
+    nursery: trio.Nursery, config: Config, tmp_path: Path
+) -> None:
+    policy = tmp_path / "ws.toml"
+    await trio.Path(policy).write_text(POLICY + '\n[groups.ops]\nbudget_usd = "0.000001"\nperiod = "day"\n')
+    config = msgspec.structs.replace(config, policy_path=str(policy))
+    server: Server = await nursery.start(functools.partial(run_server, config))
+    principals = {"tok-ada": Principal(user="ada", groups=("eng",)), "tok-cy": Principal(user="cy", groups=("ops",))}
+
+    async def resolve(token: str) -> Principal | None:
+        return principals.get(token)
+
+    server.gateway.resolve_principal = resolve
+    async with connect(server, "s1", extra_headers=[(b"authorization", b"Bearer tok-ada")]) as ws:
+        await ws.receive()  # ready
+        await ws.send(type="query", id="q", request=chat(model="claude-opus-4-1"))
+        while not isinstance(refused := await ws.receive(), Rejected):
+            pass
+        await ws.send(type="query", id="ok", request=chat(model="claude-sonnet-4-6"))
+        done = await ws.until_terminal("ok")
+    async with connect(server, "s2", extra_headers=[(b"authorization", b"Bearer tok-cy")]) as ws:
+        await ws.receive()
+        await ws.send(type="query", id="q", request=chat())
+        over = await ws.until_terminal("q")
+    assert refused.id == "q" and refused.error.type == "invalid_request_error"
+    assert "not allowed for ada" in refused.error.message
+    assert isinstance(done[-1], Done)
+    assert isinstance(over[-1], ErrorFrame) and "group ops: budget" in over[-1].error.message
