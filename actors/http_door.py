@@ -4,7 +4,9 @@ Role:
     Serves the Messages API to programs that already speak it (the official SDKs, any tool
     that takes ``ANTHROPIC_BASE_URL``): ``POST /v1/messages`` (SSE or JSON, also
     ``?beta=true``), ``POST /v1/messages/count_tokens``, ``GET /v1/models[/{id}]``, and
-    ``GET /healthz`` and ``GET /metrics``, and the dashboard (``GET /dashboard``, its JSON
+    ``GET /healthz`` and ``GET /metrics``, the Claude Code gateway protocol's
+    ``GET /managed/settings`` (``actors.policy``) and ``POST /v1/metrics|logs|traces``
+    (OTLP, ``actors.otlp``; README.md "Claude Code for a whole organisation"), and the dashboard (``GET /dashboard``, its JSON
     endpoints ``GET /v1/switchboard/...``: ``actors.dashboard``, which authenticates them
     itself). Every query goes through the ``Gateway`` handle, so
     retries, fallbacks and cost tracking apply; what the client gets is what the API sends.
@@ -49,7 +51,7 @@ Shutdown (``actors.drain``):
     cuts off ends as any ``shutting_down`` error: 503 before its stream began, the API's
     ``error`` event after.
 Failure policy:
-    The gateway's own refusals (400, 401, 403, 404, 405, 413) carry ``x-should-retry:
+    The gateway's own refusals (400, 401, 403, 404, 405, 411, 413) carry ``x-should-retry:
     false``: the same request gets the same answer, and Claude Code otherwise retries a 401
     ten times (docs/protocol.md 2). A 408 and a 503 while shutting down stay retryable.
     One request's failure never reaches another: each request is a supervision boundary

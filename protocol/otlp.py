@@ -18,12 +18,13 @@ the field-1 entries. JSON uses the camelCase names (``resourceMetrics``, ``scope
 ``scopeSpans``, ``spans``).
 
 Decoding is bounded: the body is at most ``MAX_EXPORT_BYTES`` (the door refuses more), the
-protobuf walk reads each byte at most once per level (three levels), and JSON goes through
-``protocol.bounded_json``. A body that does not decode raises ``OtlpError``.
+protobuf walk reads each byte at most once per level (three levels) and stops past
+``MAX_FIELDS`` fields, and JSON goes through ``protocol.bounded_json``. A body that does not decode raises ``OtlpError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final, Literal
 
 import msgspec
@@ -38,6 +39,11 @@ SIGNALS: Final[dict[str, Signal]] = {"/v1/metrics": "metrics", "/v1/logs": "logs
 # An export larger than this is refused (413): the OpenTelemetry SDKs batch far less (512
 # items by default), and a collector's own default limit is in this range.
 MAX_EXPORT_BYTES: Final = 8 * 1024 * 1024
+# Fields walked in one protobuf export at most, over its three levels (resources, scopes,
+# items, and the fields beside them; about 2 µs each, on the event loop): an SDK batch holds
+# hundreds of items (512 by default), so this is ample, and it keeps a hostile export of
+# millions of tiny fields to a few tens of milliseconds.
+MAX_FIELDS: Final = 10_000
 # JSON field names per signal: (resource list, scope list, item list).
 _JSON_NAMES: Final[dict[Signal, tuple[str, str, str]]] = {
     "metrics": ("resourceMetrics", "scopeMetrics", "metrics"),
@@ -75,16 +81,29 @@ def _varint(data: memoryview, at: int) -> tuple[int, int]:
         shift += 7
 
 
-def fields(data: memoryview, number: int) -> list[memoryview]:
-    """The length-delimited values of field ``number`` in the protobuf message ``data``
-    (the other fields are skipped).
+class _Budget:
+    """Fields left to walk in one export, shared by its levels."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+def fields(data: memoryview, number: int, budget: _Budget | None = None) -> Iterator[memoryview]:
+    """The length-delimited values of field ``number`` in the protobuf message ``data``, one
+    at a time (the other fields are skipped; nothing is copied or collected, so a hostile
+    export of millions of tiny fields costs time in proportion, not memory).
 
     Raises:
         OtlpError: the message is malformed.
     """
-    found: list[memoryview] = []
+    budget = budget if budget is not None else _Budget(MAX_FIELDS)
     at = 0
     while at < len(data):
+        budget.left -= 1
+        if budget.left < 0:
+            raise OtlpError(f"more than {MAX_FIELDS} fields")
         key, at = _varint(data, at)
         wire, field = key & 7, key >> 3
         if wire == _VARINT:
@@ -98,20 +117,20 @@ def fields(data: memoryview, number: int) -> list[memoryview]:
             if at + size > len(data):
                 raise OtlpError("a field runs past the end of its message")
             if field == number:
-                found.append(data[at : at + size])
+                yield data[at : at + size]
             at += size
         else:
             raise OtlpError(f"unsupported wire type {wire}")
         if at > len(data):
             raise OtlpError("a field runs past the end of its message")
-    return found
 
 
 def _count_protobuf(body: bytes) -> int:
+    budget = _Budget(MAX_FIELDS)
     count = 0
-    for resource in fields(memoryview(body), 1):
-        for scope in fields(resource, 2):
-            count += len(fields(scope, 2))
+    for resource in fields(memoryview(body), 1, budget):
+        for scope in fields(resource, 2, budget):
+            count += sum(1 for _ in fields(scope, 2, budget))
     return count
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from protocol.otlp import (
     BREAKER_FAILURES,
     BREAKER_OPEN_S,
+    MAX_FIELDS,
     Breaker,
     OtlpError,
     count_items,
@@ -115,3 +116,12 @@ def test_the_breaker_opens_after_failures_in_a_row_and_half_opens_after_the_wait
     assert not breaker.allows(BREAKER_OPEN_S + 1)
     breaker.succeeded()
     assert breaker.allows(BREAKER_OPEN_S + 1)
+
+
+def test_an_export_of_too_many_entries_is_refused_not_walked_to_its_end() -> None:
+    # Each scope of export_protobuf walks its items, its scope field and two skipped fields.
+    assert count_items(export_protobuf([[MAX_FIELDS // 2]]), "logs", "protobuf") == MAX_FIELDS // 2
+    with pytest.raises(OtlpError, match="more than"):
+        count_items(export_protobuf([[MAX_FIELDS]]), "logs", "protobuf")
+    with pytest.raises(OtlpError, match="more than"):
+        count_items(b"\x18\x01" * (MAX_FIELDS + 1), "logs", "protobuf")
