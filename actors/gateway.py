@@ -88,7 +88,7 @@ from actors.retry_supervisor import (
 )
 from actors.session_state import SessionStates
 from actors.stream_relay import CountResult, StreamRelay
-from actors.token_store import open_token_store
+from actors.token_store import SUBJECT_PREFIXES, open_token_store
 from protocol.bootstrap import merge_model_options
 from protocol.budget import Refusal
 from protocol.catalog import BUILTIN, Catalog
@@ -396,14 +396,7 @@ class Gateway:
             )
         if isinstance(result, Refusal):
             log.info("query %s refused: %s", query.id, result.message)
-            error_type, status = _REFUSALS.get(result.kind, ("rate_limit_error", 429))
-            return ErrorInfo(
-                type=error_type,
-                message=result.message,
-                status=status,
-                request_id=None,
-                retry_after_s=result.retry_after_s,
-            )
+            return _refused(name, result)
         return result
 
     async def _top_up(self, budgets: Budgets, held: HeldReservation, query_id: str, request: JsonObject) -> ErrorInfo | None:
@@ -421,10 +414,7 @@ class Gateway:
         if refusal is None:
             return None
         log.info("query %s: retry refused: %s", query_id, refusal.message)
-        error_type, status = _REFUSALS.get(refusal.kind, ("rate_limit_error", 429))
-        return ErrorInfo(
-            type=error_type, message=refusal.message, status=status, request_id=None, retry_after_s=refusal.retry_after_s
-        )
+        return _refused(held.name, refusal)
 
     async def _admit_within(self, ticket: Ticket, patience: float) -> None:
         """Wait up to ``patience`` seconds for the ticket's slot (the caller gives the ticket back when
@@ -541,6 +531,20 @@ class Gateway:
     async def cost(self, session_id: str) -> CostSummary:
         """The session's cost summary. A checkpoint."""
         return await ask(self._to_ledger, lambda reply: GetCost(session_id=session_id, reply=reply))
+
+
+def _refused(name: str, refusal: Refusal) -> ErrorInfo:
+    """The error a budget refusal ends a query with: 429 ``rate_limit_error`` (with when to
+    try again), but 403/401 for a model or a revoked token, and 429 ``billing_error`` for a
+    user's or a group's spend cap (the gateway protocol's word for it: Claude Code then shows
+    the message and does not retry into the block; README.md "Claude Code for a whole
+    organisation")."""
+    error_type, status = _REFUSALS.get(refusal.kind, ("rate_limit_error", 429))
+    if refusal.kind == "budget" and name.startswith(SUBJECT_PREFIXES):
+        error_type = "billing_error"
+    return ErrorInfo(
+        type=error_type, message=refusal.message, status=status, request_id=None, retry_after_s=refusal.retry_after_s
+    )
 
 
 def _settle_all(holds: list[HeldReservation], actual_pico: int) -> None:

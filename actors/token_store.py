@@ -78,6 +78,8 @@ SUBJECT_TOKEN: Final = "token"
 SUBJECT_USER: Final = "user"
 SUBJECT_GROUP: Final = "group"
 _SUBJECT_KINDS: Final = (SUBJECT_USER, SUBJECT_GROUP)
+# How the subject keys of users and groups begin.
+SUBJECT_PREFIXES: Final = tuple(f"{kind}:" for kind in _SUBJECT_KINDS)
 
 
 def subject_key(kind: str, name: str) -> str:

@@ -227,7 +227,7 @@ async def _resolve_limited(token: str) -> Principal | None:
     return LIMITED.get(token)
 
 
-async def test_user_and_group_limits_refuse_with_429_and_retry_after(
+async def test_user_and_group_limits_refuse_with_429_billing_or_rate_limit_and_retry_after(
     nursery: trio.Nursery, config: Config, tmp_path: Path
 ) -> None:
     policy = tmp_path / "limits.toml"
@@ -242,11 +242,14 @@ async def test_user_and_group_limits_refuse_with_429_and_retry_after(
     async with client(server, "tok-cy") as http:
         second = await http.post("/v1/messages", json=chat())  # ops: one request a minute, shared
     assert over_budget.status_code == 429
-    assert over_budget.json()["error"]["type"] == "rate_limit_error"
+    # A user's or group's spend cap is the protocol's billing_error, not to be retried into.
+    assert over_budget.json()["error"]["type"] == "billing_error"
+    assert over_budget.headers["x-should-retry"] == "false"
     assert "group eng: budget of $0.000001 per day reached" in over_budget.json()["error"]["message"]
     assert int(over_budget.headers["retry-after"]) > 0
     assert first.status_code == 200
-    assert second.status_code == 429 and "group ops: 1 requests per minute" in second.json()["error"]["message"]
+    assert second.status_code == 429 and second.json()["error"]["type"] == "rate_limit_error"
+    assert "group ops: 1 requests per minute" in second.json()["error"]["message"]
     assert int(second.headers["retry-after"]) > 0
     # The store holds the policy's subjects with their counters: bob's one request counted.
     store = server.gateway.budgets
