@@ -565,6 +565,9 @@ async def run_gateway(
     as an ExceptionGroup from this function.
     """
     async with trio.open_nursery() as nursery:
+        # First: a policy file that cannot be read stops the start before any actor runs.
+        policy = PolicySource(config.policy_path)
+        await nursery.start(policy.run)
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
         ledger = CostLedger(ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open)
         if config.use_emulator:
@@ -592,8 +595,7 @@ async def run_gateway(
                 instance_id=ledger.instance_id,
             )
         await nursery.start(budgets.run)
-        policy = PolicySource(config.policy_path, budgets=budgets)
-        await nursery.start(policy.run)
+        await policy.attach(budgets)
         telemetry = Telemetry(metrics, config.otlp_forward)
         await nursery.start(telemetry.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)

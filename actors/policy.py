@@ -60,11 +60,24 @@ def _read(path: str) -> tuple[tuple[int, int], bytes]:
 class PolicySource:
     """The policy in force (see the module docstring). Without a path: the empty policy."""
 
-    def __init__(self, path: str | None = None, policy: Policy = EMPTY, budgets: Budgets | None = None) -> None:
+    def __init__(self, path: str | None = None, policy: Policy = EMPTY) -> None:
         self._path = path
         self._stamp: tuple[int, int] | None = None
-        self._budgets = budgets
+        self._budgets: Budgets | None = None
         self.policy = policy
+
+    async def attach(self, budgets: Budgets) -> None:
+        """Keep the groups' and users' limits in ``budgets``' store from now on, starting with
+        the policy in force. A store failure is logged and the limits are stored at the next
+        check (meanwhile a user or group missing from the store is refused, fail closed)."""
+        self._budgets = budgets
+        if self._path is None:
+            return
+        try:
+            await budgets.sync_subjects(subject_limits(self.policy))
+        except STORE_ERRORS as exc:
+            log.error("the policy's limits cannot be stored now (tried again in %g s): %s", RELOAD_INTERVAL, exc)
+            self._stamp = None
 
     def subjects(self, access: Access) -> tuple[str, ...]:
         """The user and group subject keys whose limits ``access``'s queries count against."""

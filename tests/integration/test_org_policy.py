@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import httpx
 import msgspec
 import pytest
 import trio
-from harness import API_VERSION, chat, connect
+from harness import API_VERSION, chat, clean_env, connect
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import Config, Secret
@@ -317,3 +318,14 @@ async def test_the_websocket_door_applies_the_allow_list_and_limits_too(
     assert "not allowed for ada" in refused.error.message
     assert isinstance(done[-1], Done)
     assert isinstance(over[-1], ErrorFrame) and "group ops: budget" in over[-1].error.message
+
+
+async def test_a_policy_file_that_does_not_parse_stops_the_start_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    await trio.Path(bad).write_text("not [ toml")
+    command = [sys.executable, "-c", "from actors.cli import main; main()"]
+    args = ["serve", "--port", "0", "--http-port", "0", "--ledger", ":memory:", "--policy", str(bad)]
+    with trio.fail_after(120):  # a safety net: the start fails at once
+        done = await trio.run_process([*command, *args], env=clean_env(), capture_stderr=True, check=False)
+    assert done.returncode == 2
+    assert b"the policy file is not TOML" in done.stderr
