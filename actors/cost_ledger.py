@@ -166,10 +166,13 @@ def _utc_now() -> datetime.datetime:
 
 
 class _Session:
-    __slots__ = ("created_at", "finals", "owner", "provisional", "totals")
+    __slots__ = ("created_at", "finals", "owner", "provisional", "totals", "user")
 
-    def __init__(self, owner: str | None, created_at: str, totals: SessionTotals | None = None) -> None:
+    def __init__(
+        self, owner: str | None, created_at: str, totals: SessionTotals | None = None, user: str | None = None
+    ) -> None:
         self.owner = owner
+        self.user = user
         self.created_at = created_at
         self.totals = totals if totals is not None else SessionTotals()
         self.provisional: dict[str, tuple[RecordPart, ...]] = {}
@@ -438,7 +441,7 @@ class CostLedger:
         for session_id, stored in loaded.items():
             if session_id in self._hot:
                 continue  # loaded meanwhile by the other task (inbox, retry), maybe changed since
-            session = self._hot[session_id] = _Session(stored.owner, stored.created_at, stored.totals)
+            session = self._hot[session_id] = _Session(stored.owner, stored.created_at, stored.totals, stored.user_name)
             session.provisional = stored.provisional
         self._condition.read_ok(cold - unreadable)
         return unreadable
@@ -474,7 +477,7 @@ class CostLedger:
             case OpenSession():
                 found = self._hot.get(msg.session_id)
                 resumed = found is not None
-                session = found if found is not None else self._create(msg.session_id, msg.owner)
+                session = found if found is not None else self._create(msg.session_id, msg.owner, msg.user)
                 # A session created without a token (none were configured) belongs to
                 # nobody once tokens are: no token may take it (docs/protocol.md 1).
                 owner_ok = not resumed or session.owner == msg.owner
@@ -508,8 +511,8 @@ class CostLedger:
             case _:
                 assert_never(msg)
 
-    def _create(self, session_id: str, owner: str | None) -> _Session:
-        session = self._hot[session_id] = _Session(owner, self._now().isoformat())
+    def _create(self, session_id: str, owner: str | None, user: str | None = None) -> _Session:
+        session = self._hot[session_id] = _Session(owner, self._now().isoformat(), user=user)
         self._dirty.add(session_id)
         return session
 
@@ -631,6 +634,7 @@ class CostLedger:
             updated_at=now,
             api_duration_ms=session.totals.api_duration_ms,
             api_duration_without_retries_ms=session.totals.api_duration_without_retries_ms,
+            user_name=session.user,
         )
 
 

@@ -58,6 +58,7 @@ from actors.access.budgets import (
     ResolvePrincipal,
     authenticate,
 )
+from actors.access.policy import PolicySource
 from actors.bootstrap_fetcher import BootstrapFetcher
 from actors.client_pool import ClientPool
 from actors.config.settings import (
@@ -87,12 +88,13 @@ from actors.messages.supervisor import (
 )
 from actors.observe.log import Redactor
 from actors.observe.metrics import Metrics
+from actors.observe.otlp import Telemetry
 from actors.retry_supervisor import RetrySupervisor
 from actors.store.health import LedgerHealth
 from actors.store.sqlite import MEMORY, STORE_ERRORS
 from actors.store.sqlite_fleet import SqliteFleet
 from actors.store.sqlite_shared import SharedSqliteTokenStore, open_shared_store
-from actors.store.tokens import open_token_store
+from actors.store.tokens import SUBJECT_PREFIXES, open_token_store
 from actors.stream_relay import StreamRelay
 from actors.supervisor.admission import Admission, Ticket
 from actors.supervisor.drain import Drain
@@ -159,6 +161,9 @@ class Gateway:
         # Names the user a gateway-issued bearer token belongs to (issue 19); None: no
         # identity store, only access tokens and ledger tokens authenticate.
         self.resolve_principal: ResolvePrincipal | None = None
+        # The organisation policy (actors/access/policy.py: allow-lists, managed settings) and the
+        # OTLP exports' sink (actors/observe/otlp.py); run_gateway sets them from the configuration.
+        self.policy = PolicySource()
         self._ledger = ledger
         self._models_fetcher = models_fetcher
         # The graceful shutdown's signals, shared with the RetrySupervisor and the doors.
@@ -167,6 +172,7 @@ class Gateway:
         self._bootstrap_state = bootstrap_state
         self._to_bootstrap = to_bootstrap
         self.metrics = metrics if metrics is not None else Metrics()
+        self.telemetry = Telemetry(self.metrics)
         self._session_users: Counter[str] = Counter()
         self._to_supervisor = to_supervisor
         self._to_ledger = to_ledger
@@ -246,10 +252,13 @@ class Gateway:
         tokens it names a user for (issue 19). A checkpoint."""
         return await authenticate(self.budgets, self.config.access_tokens, candidates, self.resolve_principal)
 
-    async def open_session(self, session_id: str, *, owner: str | None = None) -> SessionOpened:
-        """Create or resume a session; ``owner_ok`` False means another token owns it."""
+    async def open_session(
+        self, session_id: str, *, owner: str | None = None, user: str | None = None
+    ) -> SessionOpened:
+        """Create or resume a session; ``owner_ok`` False means another token owns it.
+        ``user``: the signed-in user a new session is kept under in the ledger."""
         return await ask(
-            self._to_ledger, lambda reply: OpenSession(session_id=session_id, owner=owner, reply=reply)
+            self._to_ledger, lambda reply: OpenSession(session_id=session_id, owner=owner, user=user, reply=reply)
         )
 
     async def start_query(
@@ -263,6 +272,7 @@ class Gateway:
         admission_timeout: float | None = None,
         options: QueryOptions = DEFAULT_OPTIONS,
         budget: str | None = None,
+        subjects: tuple[str, ...] = (),
     ) -> trio.CancelScope:
         """Start a query whose frames go to ``outbound`` (the query takes that end and closes
         it, also when this raises). Returns the query's abort handle (``scope``, or a new
@@ -278,6 +288,8 @@ class Gateway:
         they refuse ends at once with an ``error`` frame of type ``rate_limit_error``
         (status 429, ``retry_after_s`` when waiting helps). The reservation is settled to
         the query's cost when it ends (a query refused meanwhile, e.g. by admission, settles 0).
+        ``subjects``: the signed-in user's and groups' subject keys whose limits the query
+        counts against as well (actors/access/policy.py), each reserved, topped up and settled alike.
 
         Admission (actors/supervisor/admission.py): while ``Config.max_queries`` queries run, a new one
         waits in line for a slot. Without ``admission_timeout`` this returns at once and the
@@ -308,19 +320,19 @@ class Gateway:
             return scope
         on_end: Callable[[int], None] | None = None
         top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
-        if budget is not None and self.budgets is not None:
+        names = ((budget,) if budget is not None else ()) + subjects
+        if names and self.budgets is not None:
             budgets = self.budgets
-            reserved = await self._reserve(budgets, budget, session_id, query, options)
-            if isinstance(reserved, ErrorInfo):
+            holds = await self._reserve_all(budgets, names, session_id, query, options)
+            if isinstance(holds, ErrorInfo):
                 with outbound:
                     try:
-                        await outbound.send(ErrorFrame(id=query.id, error=reserved))
+                        await outbound.send(ErrorFrame(id=query.id, error=holds))
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
                 return scope
-            held = HeldReservation(budgets, reserved)
-            on_end = held.settle
-            top_up = functools.partial(self._top_up, budgets, held, query.id)
+            on_end = functools.partial(_settle_all, holds)
+            top_up = functools.partial(self._top_up_all, budgets, holds, query.id)
         try:
             # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
             ticket = self.drain.query_started(scope)
@@ -352,6 +364,32 @@ class Gateway:
             raise
         return scope
 
+    async def _reserve_all(
+        self, budgets: Budgets, names: tuple[str, ...], session_id: str, query: Query, options: QueryOptions
+    ) -> list[HeldReservation] | ErrorInfo:
+        """Reserve the query's worst case against each subject of ``names`` in turn (its
+        token, its user, their groups), or the first refusal (the ones already made are
+        then settled to 0)."""
+        holds: list[HeldReservation] = []
+        for name in names:
+            reserved = await self._reserve(budgets, name, session_id, query, options)
+            if isinstance(reserved, ErrorInfo):
+                _settle_all(holds, 0)
+                return reserved
+            holds.append(HeldReservation(budgets, reserved))
+        return holds
+
+    async def _top_up_all(
+        self, budgets: Budgets, holds: list[HeldReservation], query_id: str, request: JsonObject
+    ) -> ErrorInfo | None:
+        """``_top_up`` each of the query's reservations; the first refusal ends the query
+        (what was grown meanwhile is settled with the rest when it ends)."""
+        for held in holds:
+            refused = await self._top_up(budgets, held, query_id, request)
+            if refused is not None:
+                return refused
+        return None
+
     async def _reserve(
         self, budgets: Budgets, name: str, session_id: str, query: Query, options: QueryOptions
     ) -> Reservation | ErrorInfo:
@@ -367,14 +405,7 @@ class Gateway:
             )
         if isinstance(result, Refusal):
             log.info("query %s refused: %s", query.id, result.message)
-            error_type, status = _REFUSALS.get(result.kind, ("rate_limit_error", 429))
-            return ErrorInfo(
-                type=error_type,
-                message=result.message,
-                status=status,
-                request_id=None,
-                retry_after_s=result.retry_after_s,
-            )
+            return _refused(name, result)
         return result
 
     async def _top_up(self, budgets: Budgets, held: HeldReservation, query_id: str, request: JsonObject) -> ErrorInfo | None:
@@ -392,10 +423,7 @@ class Gateway:
         if refusal is None:
             return None
         log.info("query %s: retry refused: %s", query_id, refusal.message)
-        error_type, status = _REFUSALS.get(refusal.kind, ("rate_limit_error", 429))
-        return ErrorInfo(
-            type=error_type, message=refusal.message, status=status, request_id=None, retry_after_s=refusal.retry_after_s
-        )
+        return _refused(held.name, refusal)
 
     async def _admit_within(self, ticket: Ticket, patience: float) -> None:
         """Wait up to ``patience`` seconds for the ticket's slot (the caller gives the ticket back when
@@ -445,6 +473,7 @@ class Gateway:
         admission_timeout: float | None = None,
         options: QueryOptions = DEFAULT_OPTIONS,
         budget: str | None = None,
+        subjects: tuple[str, ...] = (),
     ) -> AsyncIterator[trio.MemoryReceiveChannel[GatewayFrame]]:
         """Run one query; yields its frames, ending after the terminal one.
 
@@ -467,7 +496,7 @@ class Gateway:
         with receive:
             scope = await self.start_query(
                 session_id, query, send, headers=headers, options=options, admission_timeout=admission_timeout,
-                budget=budget,
+                budget=budget, subjects=subjects,
             )
             try:
                 yield receive
@@ -513,6 +542,26 @@ class Gateway:
         return await ask(self._to_ledger, lambda reply: GetCost(session_id=session_id, reply=reply))
 
 
+def _refused(name: str, refusal: Refusal) -> ErrorInfo:
+    """The error a budget refusal ends a query with: 429 ``rate_limit_error`` (with when to
+    try again), but 403/401 for a model or a revoked token, and 429 ``billing_error`` for a
+    user's or a group's spend cap (the gateway protocol's word for it: Claude Code then shows
+    the message and does not retry into the block; README.md "Claude Code for a whole
+    organisation")."""
+    error_type, status = _REFUSALS.get(refusal.kind, ("rate_limit_error", 429))
+    if refusal.kind == "budget" and name.startswith(SUBJECT_PREFIXES):
+        error_type = "billing_error"
+    return ErrorInfo(
+        type=error_type, message=refusal.message, status=status, request_id=None, retry_after_s=refusal.retry_after_s
+    )
+
+
+def _settle_all(holds: list[HeldReservation], actual_pico: int) -> None:
+    """Settle every reservation of a query to its real cost (each subject spent it all)."""
+    for held in holds:
+        held.settle(actual_pico)
+
+
 async def run_gateway(
     config: Config,
     *,
@@ -525,6 +574,9 @@ async def run_gateway(
     as an ExceptionGroup from this function.
     """
     async with trio.open_nursery() as nursery:
+        # First: a policy file that cannot be read stops the start before any actor runs.
+        policy = PolicySource(config.policy_path)
+        await nursery.start(policy.run)
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
         # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
         # (actors/store/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
@@ -562,6 +614,9 @@ async def run_gateway(
                 instance_id=ledger.instance_id,
             )
         await nursery.start(budgets.run)
+        await policy.attach(budgets)
+        telemetry = Telemetry(metrics, config.otlp_forward)
+        await nursery.start(telemetry.run)
         to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
         # Started at once; it fetches in the background and never delays readiness. It leases
         # the pool's client and credential (whatever its source), and asks its refresh after a 401.
@@ -610,6 +665,8 @@ async def run_gateway(
             budgets=budgets,
         )
         gateway.fleet = fleet
+        gateway.policy = policy
+        gateway.telemetry = telemetry
         # The handle's channel ends close when this task is cancelled: with them closed, each
         # actor sees its inbox end once its other senders are done, and drains in order.
         with to_supervisor, to_ledger, to_bootstrap:

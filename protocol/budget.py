@@ -200,20 +200,20 @@ def reserve(
     account = roll(account, limits, now)
     if limits.models is not None and model not in limits.models:
         allowed = ", ".join(limits.models) or "none"
-        return Refusal(kind="model", message=f"token {name} may not use model {model} (allowed: {allowed})", retry_after_s=None)
+        return Refusal(kind="model", message=f"{subject_label(name)} may not use model {model} (allowed: {allowed})", retry_after_s=None)
     minute = now.isoformat()[:RPM_KEY_CHARS]
     count = account.rpm_count if account.rpm_key == minute else 0
     if limits.rpm is not None and count >= limits.rpm:
         next_minute = now.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)
         return Refusal(
             kind="rpm",
-            message=f"token {name}: {limits.rpm} requests per minute reached; renews at {next_minute.isoformat()}",
+            message=f"{subject_label(name)}: {limits.rpm} requests per minute reached; renews at {next_minute.isoformat()}",
             retry_after_s=_seconds_until(next_minute, now),
         )
     if limits.max_concurrent is not None and account.in_flight >= limits.max_concurrent:
         return Refusal(
             kind="concurrency",
-            message=f"token {name}: {limits.max_concurrent} concurrent queries at most",
+            message=f"{subject_label(name)}: {limits.max_concurrent} concurrent queries at most",
             retry_after_s=1,
         )
     if limits.budget_pico is not None and account.spent_pico + account.reserved_pico + amount_pico > limits.budget_pico:
@@ -222,7 +222,7 @@ def reserve(
         return Refusal(
             kind="budget",
             message=(
-                f"token {name}: budget of ${format_usd(limits.budget_pico)} per {limits.period} "
+                f"{subject_label(name)}: budget of ${format_usd(limits.budget_pico)} per {limits.period} "
                 f"reached (spent ${format_usd(account.spent_pico)}, reserved "
                 f"${format_usd(account.reserved_pico)}, this request may cost up to "
                 f"${format_usd(amount_pico)}); {when}"
@@ -249,7 +249,7 @@ def top_up(
         return Refusal(
             kind="budget",
             message=(
-                f"token {name}: budget of ${format_usd(limits.budget_pico)} per {limits.period} "
+                f"{subject_label(name)}: budget of ${format_usd(limits.budget_pico)} per {limits.period} "
                 f"reached before a retry (spent ${format_usd(account.spent_pico)}, reserved "
                 f"${format_usd(account.reserved_pico)}, the retry may cost up to "
                 f"${format_usd(amount_pico)}); the query ends with what it used so far"
@@ -272,6 +272,13 @@ def settle(
         spent_pico=account.spent_pico + max(0, actual_pico),
         in_flight=max(0, account.in_flight - 1) if ends_query else account.in_flight,
     )
+
+
+def subject_label(key: str) -> str:
+    """How a refusal names its subject: ``token NAME``, or ``user NAME`` / ``group NAME``
+    for the organisation policy's subject keys (``user:NAME``, ``group:NAME``)."""
+    kind, colon, name = key.partition(":")
+    return f"{kind} {name}" if colon and kind in ("user", "group") else f"token {key}"
 
 
 def format_usd(pico: int) -> str:

@@ -320,7 +320,9 @@ def corrupt_ledger(path: Path) -> None:
     db.execute("BEGIN")
     for n in range(400):
         db.execute(
-            "INSERT INTO sessions VALUES (?, NULL, '2026-01-01', '2026-01-01', 0, 0)", (f"session-{n:04}-" + "x" * 200,)
+            "INSERT INTO sessions (session_id, owner, created_at, updated_at, api_duration_ms, "
+            "api_duration_without_retries_ms) VALUES (?, NULL, '2026-01-01', '2026-01-01', 0, 0)",
+            (f"session-{n:04}-" + "x" * 200,),
         )
     db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -39,7 +39,7 @@ from actors.config.settings import Secret
 from actors.observe.metrics import Metrics
 from actors.store.sqlite import STORE_ERRORS
 from actors.store.tokens import TOKEN_PREFIX, Claim, TokenInfo, TokenStore
-from protocol.budget import Refusal, format_usd, renews_at, roll, worst_case_pico
+from protocol.budget import Limits, Refusal, format_usd, renews_at, roll, worst_case_pico
 from protocol.errors import ActorUnavailable
 from protocol.frames import TokenBudget
 from protocol.identity import Principal
@@ -225,6 +225,12 @@ class Budgets:
             log.error("token %s: a settlement was lost (too many waiting)", reservation.name)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             log.error("token %s: a settlement came after the gateway stopped", reservation.name)
+
+    async def sync_subjects(self, subjects: dict[str, Limits]) -> None:
+        """Make the users' and groups' limits in the store those of the organisation policy
+        (``TokenStore.sync_subjects``). Raises one of ``STORE_ERRORS`` when the store fails."""
+        now = _now()
+        await self._call(lambda: self._store.sync_subjects(subjects, now))
 
     async def tokens(self) -> list[TokenInfo]:
         """Every active token (the dashboard). Raises ActorUnavailable when the store fails."""

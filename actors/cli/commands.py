@@ -11,7 +11,7 @@ summaries. Estimated figures (streams cut short, protocol/estimate.py) are marke
 which $X estimated)`` after the total, ``(~N estimated)`` after a model's output;
 ``estimated_cost_usd`` and ``estimated_output_tokens`` in the JSON.
 
-``switchboard cost --by session|token|model|day [--json|--csv]`` prints the spend grouped one
+``switchboard cost --by session|token|user|model|day [--json|--csv]`` prints the spend grouped one
 way (``actors.cli.cost``).
 
 ``switchboard tokens add|list|revoke|set-budget`` manages access tokens with limits
@@ -165,11 +165,18 @@ def _parser() -> argparse.ArgumentParser:
         help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
     )
     _sign_in_options(serve)
+    serve.add_argument(
+        "--policy",
+        default=None,
+        metavar="FILE",
+        help="organisation policy (TOML: model allow-lists, managed settings per group and "
+        "user; default $SWITCHBOARD_POLICY)",
+    )
     cost = sub.add_parser("cost", help="print the costs kept in a ledger file")
     cost.add_argument("session", nargs="?", default=None, help="one session (default: all of them)")
     cost.add_argument("--ledger", default=None, metavar="PATH|URL", help="ledger file or URL (default as for serve)")
     cost.add_argument("--json", action="store_true", help="PROTOCOL.md cost summaries (a list without SESSION)")
-    cost.add_argument("--by", choices=cost_by.BY, default=None, help="spend grouped by session, token, model or UTC day")
+    cost.add_argument("--by", choices=cost_by.BY, default=None, help="spend grouped by session, token, signed-in user, model or UTC day")
     cost.add_argument("--csv", action="store_true", help="with --by: CSV instead of a table")
     ledger = sub.add_parser("ledger", help="manage a cost ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -234,6 +241,8 @@ def _config(config_args: argparse.Namespace) -> Config:
         tls_key=config_args.tls_key,
         allow_plain_http=config_args.allow_plain_http,
     )
+    if config_args.policy:
+        config = msgspec.structs.replace(config, policy_path=config_args.policy)
     return msgspec.structs.replace(config, workers=config_args.workers)
 
 

@@ -1,4 +1,4 @@
-"""``switchboard cost --by session|token|model|day``: a ledger's spend grouped one way, as a
+"""``switchboard cost --by session|token|user|model|day``: a ledger's spend grouped one way, as a
 table, JSON or CSV (docs/protocol.md "Access tokens and budgets", README).
 
 Read-only, as ``switchboard cost``: an SQLite file is opened read-only (also while a gateway
@@ -7,7 +7,9 @@ writes it), a PostgreSQL ledger in one read-only transaction. Every usage row co
 token that owns the session (a session's owner digest is the token's SHA-256, the
 ``limits`` table's ``token_hash``; revoked tokens keep theirs for this), else the first 12
 characters of the owner digest (a ``SWITCHBOARD_ACCESS_TOKENS`` token), else ``(none)``.
-``day``: the UTC day the usage was recorded.
+``user``: the signed-in user the session belongs to (``sessions.user_name``, README.md
+"Claude Code for a whole organisation"), else ``(none)``. ``day``: the UTC day the usage was
+recorded.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from typing import Final, Literal
 import msgspec
 
 from actors.config.settings import is_postgres_url, redact_url
-from actors.store.sqlite import require_psycopg
+from actors.store.sqlite import USER_COLUMN, has_column, require_psycopg
 from protocol.errors import ConfigError
 from protocol.pricing import PICO_PER_USD
 
-By = Literal["session", "token", "model", "day"]
-BY: Final = ("session", "token", "model", "day")
+By = Literal["session", "token", "user", "model", "day"]
+BY: Final = ("session", "token", "user", "model", "day")
 # Characters of an owner digest shown for a token the ledger has no name for.
 DIGEST_SHOWN: Final = 12
 
@@ -38,19 +40,20 @@ class SpendGroup(msgspec.Struct, frozen=True, kw_only=True):
     cost_pico: int
 
 
-def _sql(by: By, *, postgres: bool, limits: bool) -> str:
+def _sql(by: By, *, postgres: bool, limits: bool, users: bool = True) -> str:
     schema = "switchboard." if postgres else ""
     day = "to_char(u.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')" if postgres else "substr(u.recorded_at, 1, 10)"
     prefix = f"substr(s.owner, 1, {DIGEST_SHOWN})"
     token = f"COALESCE(l.name, {prefix}, '(none)')" if limits else f"COALESCE({prefix}, '(none)')"
-    key = {"session": "u.session_id", "model": "u.canonical", "day": day, "token": token}[by]
+    user = "COALESCE(s.user_name, '(none)')" if users else "'(none)'"
+    key = {"session": "u.session_id", "model": "u.canonical", "day": day, "token": token, "user": user}[by]
     joins = f" LEFT JOIN {schema}sessions s ON s.session_id = u.session_id"
     if limits:
         joins += f" LEFT JOIN {schema}limits l ON l.token_hash = s.owner AND l.subject_kind = 'token'"
     part0 = "CASE WHEN u.part = 0 THEN 1 ELSE 0 END"
     return (
         f"SELECT {key} AS k, SUM({part0}), SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cost_pico) "
-        f"FROM {schema}usage u{joins if by == 'token' else ''} GROUP BY k ORDER BY SUM(u.cost_pico) DESC, k"
+        f"FROM {schema}usage u{joins if by in ('token', 'user') else ''} GROUP BY k ORDER BY SUM(u.cost_pico) DESC, k"
     )
 
 
@@ -75,7 +78,8 @@ def read_spend(location: str, by: By) -> list[SpendGroup]:
             db = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
             try:
                 limits = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'limits'").fetchone()
-                rows = db.execute(_sql(by, postgres=False, limits=limits is not None)).fetchall()
+                users = has_column(db, "sessions", USER_COLUMN)
+                rows = db.execute(_sql(by, postgres=False, limits=limits is not None, users=users)).fetchall()
             finally:
                 db.close()
         except sqlite3.Error as exc:

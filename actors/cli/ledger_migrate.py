@@ -34,7 +34,7 @@ from actors.store.postgres import (
     message,
     usage_columns,
 )
-from actors.store.sqlite import COUNTS, RecordWrite, SessionRow, has_column
+from actors.store.sqlite import COUNTS, USER_COLUMN, RecordWrite, SessionRow, has_column
 from protocol.errors import ConfigError
 from protocol.ledger import RecordPart
 
@@ -87,9 +87,11 @@ def migrate_ledger(source: str, target: str) -> MigrationReport:
 
 def _chunks(db: sqlite3.Connection) -> Iterator[tuple[list[SessionRow], list[RecordWrite]]]:
     """The SQLite ledger's sessions, ``CHUNK`` at a time, with their usage records."""
+    # A file before schema 5 has no user names: NULL for every session.
+    user = USER_COLUMN if has_column(db, "sessions", USER_COLUMN) else "NULL"
     cursor = db.execute(
         "SELECT session_id, owner, created_at, updated_at, api_duration_ms, "
-        "api_duration_without_retries_ms FROM sessions ORDER BY rowid"
+        f"api_duration_without_retries_ms, {user} FROM sessions ORDER BY rowid"
     )
     # A file of schema 1 is read as it is (read-only): nothing in it was estimated.
     flag = ESTIMATED if has_column(db, "usage", ESTIMATED) else "0"
@@ -102,6 +104,7 @@ def _chunks(db: sqlite3.Connection) -> Iterator[tuple[list[SessionRow], list[Rec
                 updated_at=r[3],
                 api_duration_ms=int(r[4]),
                 api_duration_without_retries_ms=int(r[5]),
+                user_name=r[6],
             )
             for r in batch
         ]

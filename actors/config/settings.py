@@ -54,6 +54,9 @@ Environment variables read (the main ones):
   "Deployment").
 - ``SWITCHBOARD_LEDGER_FAIL_OPEN`` (truthy), as ``--ledger-fail-open``: keep serving new
   queries while the cost ledger cannot commit (their ``done`` says ``cost_recorded: false``).
+- ``SWITCHBOARD_POLICY`` (as ``--policy``, the flag wins): the organisation policy file, and
+  ``SWITCHBOARD_OTLP_FORWARD``: comma-separated OTLP/HTTP collector base URLs (README.md
+  "Claude Code for a whole organisation").
 - The HTTP door (docs/protocol.md 2): ``SWITCHBOARD_HTTP_RETRIES`` (``auto``, ``gateway``,
   ``client``: who retries), ``SWITCHBOARD_CONSTRUCT_TOKENS`` (access tokens whose requests
   get the reference construction instead of going upstream as sent).
@@ -230,6 +233,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     tls_cert: str | None = None
     tls_key: str | None = None
     allow_plain_http: bool = False
+    # The Claude Code gateway protocol (README.md "Claude Code for a whole organisation"):
+    # the organisation policy file (``--policy``, ``SWITCHBOARD_POLICY``; actors/access/policy.py)
+    # and the OTLP collectors telemetry is forwarded to (``SWITCHBOARD_OTLP_FORWARD``).
+    policy_path: str | None = None
+    otlp_forward: tuple[str, ...] = ()
 
     def secrets(self) -> list[str]:
         """Every secret value, for the redactor of logs and of upstream error text
@@ -241,6 +249,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         urls = [self.base_url, self.bedrock_base_url, self.vertex_base_url, self.foundry_base_url]
         urls += [self.ledger_path] if self.ledger_path and is_postgres_url(self.ledger_path) else []
         urls += [url for _, url in self.proxies]
+        urls += list(self.otlp_forward)
         for url in urls:
             # A password in any configured URL, as written and percent-decoded.
             password = urlsplit(url).password if url else None
@@ -414,7 +423,17 @@ def _with_http_door(config: Config, env: Mapping[str, str]) -> Config:
         raise ConfigError(f"SWITCHBOARD_HTTP_RETRIES must be one of {', '.join(RETRY_MODES)}, got {retries!r}")
     raw = env.get("SWITCHBOARD_CONSTRUCT_TOKENS", "")
     construct = tuple(Secret(t.strip()) for t in raw.split(",") if t.strip())
-    return msgspec.structs.replace(config, http_retries=retries, construct_tokens=construct)
+    forward = tuple(u.strip() for u in env.get("SWITCHBOARD_OTLP_FORWARD", "").split(",") if u.strip())
+    for url in forward:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ConfigError("SWITCHBOARD_OTLP_FORWARD: each entry must be an http(s) URL with a host")
+    return msgspec.structs.replace(
+        config,
+        http_retries=retries,
+        construct_tokens=construct,
+        policy_path=env.get("SWITCHBOARD_POLICY", "").strip() or None,
+        otlp_forward=forward,
+    )
 
 
 def with_sign_in(

@@ -4,7 +4,9 @@ Role:
     Serves the Messages API to programs that already speak it (the official SDKs, any tool
     that takes ``ANTHROPIC_BASE_URL``): ``POST /v1/messages`` (SSE or JSON, also
     ``?beta=true``), ``POST /v1/messages/count_tokens``, ``GET /v1/models[/{id}]``, and
-    ``GET /healthz`` and ``GET /metrics``, and the dashboard (``GET /dashboard``, its JSON
+    ``GET /healthz`` and ``GET /metrics``, the Claude Code gateway protocol's
+    ``GET /managed/settings`` (``actors.access.policy``) and ``POST /v1/metrics|logs|traces``
+    (OTLP, ``actors.observe.otlp``; README.md "Claude Code for a whole organisation"), and the dashboard (``GET /dashboard``, its JSON
     endpoints ``GET /v1/switchboard/...``: ``actors.doors.dashboard``, which authenticates them
     itself). Every query goes through the ``Gateway`` handle, so
     retries, fallbacks and cost tracking apply; what the client gets is what the API sends.
@@ -49,7 +51,7 @@ Shutdown (``actors.supervisor.drain``):
     cuts off ends as any ``shutting_down`` error: 503 before its stream began, the API's
     ``error`` event after.
 Failure policy:
-    The gateway's own refusals (400, 401, 403, 404, 405, 413) carry ``x-should-retry:
+    The gateway's own refusals (400, 401, 403, 404, 405, 411, 413) carry ``x-should-retry:
     false``: the same request gets the same answer, and Claude Code otherwise retries a 401
     ten times (docs/protocol.md 2). A 408 and a 503 while shutting down stay retryable.
     One request's failure never reaches another: each request is a supervision boundary
@@ -78,21 +80,26 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, S
 
 from actors._util import CLEANUP_TIMEOUT, report_internal
 from actors.access.budgets import presented
+from actors.access.policy import managed_settings
 from actors.config.settings import Config
 from actors.doors.asgi import (
+    BodyStalled,
+    BodyTooLarge,
     Exchange,
     RequestHead,
+    read_body,
     request_head,
     serve_lifespan,
 )
 from actors.doors.dashboard import Dashboard, is_dashboard_path
 from actors.doors.http_answer import Reply, send_error, shutting_down
-from actors.doors.http_messages import KEEP_ALIVE_TIMEOUT, MessagesPost
+from actors.doors.http_messages import BODY_IDLE_TIMEOUT, KEEP_ALIVE_TIMEOUT, MessagesPost
 from actors.doors.oauth import OAuthDoor
 from actors.doors.ws_server import reuse_port_socket
 from actors.gateway import Gateway
+from actors.observe.otlp import answer_export
 from actors.supervisor.options import UpstreamHeads
-from protocol.errors import RemoteProtocolError
+from protocol.errors import ClientGone, RemoteProtocolError
 from protocol.http_api import (
     JSON_CONTENT_TYPE,
     beta_error,
@@ -100,7 +107,9 @@ from protocol.http_api import (
 )
 from protocol.models.listing import find_model, model_entries, models_answer
 from protocol.oauth import OAUTH_PATHS
+from protocol.otlp import MAX_EXPORT_BYTES, SIGNALS, encoding_of
 from protocol.passthrough import client_retries
+from protocol.policy import filter_models
 from protocol.wire import JSON
 
 log = logging.getLogger("switchboard.httpdoor")
@@ -113,6 +122,11 @@ _ROUTES: Final = {
     "/v1/models": ("GET", "models"),
     "/healthz": ("GET", "healthz"),
     "/metrics": ("GET", "metrics"),
+    # The Claude Code gateway protocol (README.md "Claude Code for a whole organisation").
+    "/managed/settings": ("GET", "managed_settings"),
+    "/v1/metrics": ("POST", "otlp_metrics"),
+    "/v1/logs": ("POST", "otlp_logs"),
+    "/v1/traces": ("POST", "otlp_traces"),
 }
 _MODEL_PREFIX: Final = "/v1/models/"
 # The API's own words for a path it does not serve (wire.md 3.1).
@@ -268,15 +282,20 @@ class HttpDoor:
         if route == "metrics":
             metrics = self._gateway.metrics
             await exchange.respond(200, metrics.render(), metrics.content_type.encode())
+        elif route == "managed_settings":
+            await managed_settings(self._gateway.policy, access, head, exchange, request_id)
+        elif route.startswith("otlp_"):
+            await self._otlp(head, receive, exchange, request_id)
         elif (
             refused := version_error(head.headers.get("anthropic-version"))
             or beta_error(head.headers.get("anthropic-beta"))
         ) is not None:
             await send_error(exchange, 400, "invalid_request_error", refused, request_id)
         elif route == "models":
-            await self._models(head.query, exchange, request_id)
+            await self._models(head.query, exchange, request_id, self._gateway.policy.patterns(access))
         elif route == "model":
-            await self._model(head.path.removeprefix(_MODEL_PREFIX), exchange, request_id)
+            model_id = head.path.removeprefix(_MODEL_PREFIX)
+            await self._model(model_id, exchange, request_id, self._gateway.policy.patterns(access))
         else:
             await self._post.post(
                 route,
@@ -293,9 +312,32 @@ class HttpDoor:
             )
         return route
 
-    async def _models(self, query: str, exchange: Exchange, request_id: str) -> None:
-        """``GET /v1/models``: the catalog's models, paged as the API pages (protocol/models/listing.py)."""
-        entries = model_entries(self._gateway.catalog, self._gateway.models)
+    async def _otlp(
+        self, head: RequestHead, receive: ASGIReceiveCallable, exchange: Exchange, request_id: str
+    ) -> None:
+        """``POST /v1/metrics|logs|traces``: an OTLP export, counted and maybe forwarded
+        (actors/observe/otlp.py); 200 whatever becomes of it, 413 over ``MAX_EXPORT_BYTES``."""
+        try:
+            body = await read_body(receive, head, MAX_EXPORT_BYTES, idle_timeout=BODY_IDLE_TIMEOUT)
+        except BodyTooLarge as exc:
+            await send_error(exchange, 413, "request_too_large", str(exc), request_id)
+            return
+        except BodyStalled as exc:
+            await send_error(exchange, 408, "timeout_error", str(exc), request_id)
+            return
+        except ClientGone:
+            return
+        content_type = head.headers.get("content-type", "application/x-protobuf")
+        encoding = encoding_of(content_type)
+        self._gateway.telemetry.receive(SIGNALS[head.path], encoding, content_type.encode("latin-1"), body)
+        await answer_export(exchange, encoding)
+
+    async def _models(
+        self, query: str, exchange: Exchange, request_id: str, patterns: tuple[str, ...] | None
+    ) -> None:
+        """``GET /v1/models``: the catalog's models, paged as the API pages (protocol/models/listing.py),
+        those the user's allow-list names (protocol/policy.py)."""
+        entries = filter_models(model_entries(self._gateway.catalog, self._gateway.models), patterns)
         try:
             body = models_answer(entries, query)
         except RemoteProtocolError as exc:
@@ -303,8 +345,11 @@ class HttpDoor:
             return
         await exchange.respond(200, body, JSON_CONTENT_TYPE)
 
-    async def _model(self, model_id: str, exchange: Exchange, request_id: str) -> None:
-        found = find_model(model_entries(self._gateway.catalog, self._gateway.models), model_id)
+    async def _model(
+        self, model_id: str, exchange: Exchange, request_id: str, patterns: tuple[str, ...] | None
+    ) -> None:
+        entries = filter_models(model_entries(self._gateway.catalog, self._gateway.models), patterns)
+        found = find_model(entries, model_id)
         if found is None:
             await send_error(exchange, 404, "not_found_error", f"model: {model_id}", request_id, retry=False)
             return

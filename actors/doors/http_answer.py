@@ -85,7 +85,7 @@ _VOIDED: Final = ("api_error", "the upstream attempt failed after output had beg
 FINAL_STATUSES: Final = frozenset({400, 401, 403, 404, 405, 413})
 # Errors the gateway ends a query with that no retry mends, also when the client retries.
 _FINAL_TYPES: Final = frozenset(
-    {"internal_error", "bad_frame", "prompt_too_long", "media_too_large", "ledger_unavailable"}
+    {"internal_error", "bad_frame", "prompt_too_long", "media_too_large", "ledger_unavailable", "billing_error"}
 )
 # The supervisor sends the frame that says why an attempt was voided right after the
 # tombstone; if it ever did not, the client's stream must still end promptly.

@@ -1,7 +1,8 @@
 """The HTTP door's ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (docs/protocol.md 2).
 
 ``MessagesPost.post`` reads the body (at most ``Config.max_frame_bytes``: 413 beyond; 408
-when it stops arriving for ``BODY_IDLE_TIMEOUT``), decides how the request is served, runs it
+when it stops arriving for ``BODY_IDLE_TIMEOUT``; 411 for a chunked one without
+``Content-Length``), decides how the request is served, runs it
 through the ``Gateway`` and answers (``actors.doors.http_answer``), with a watcher cancelling it
 when the client disconnects (``actors.doors.asgi.watch_disconnect``):
 
@@ -13,6 +14,9 @@ when the client disconnects (``actors.doors.asgi.watch_disconnect``):
   or ``x-switchboard-retries: client`` / ``Config.http_retries`` say so
   (``protocol.passthrough.client_retries``); else the gateway, giving up shortly before the
   client's own timeout (``x-stainless-timeout``, less ``CLIENT_TIMEOUT_MARGIN``).
+- the user's model allow-list (protocol/policy.py): a request whose token names a user
+  (``Access.principal``) for a model their policy does not allow gets 400
+  ``invalid_request_error`` saying so, before anything goes upstream;
 - admission: while the gateway runs ``Config.max_queries`` queries, a message waits in line
   at most ``Config.admission_wait`` (``Gateway.query``'s ``admission_timeout``), then gets 529
   ``overloaded_error`` with ``retry-after`` (and ``retry-after-ms``) and ``x-should-retry: true`` (docs/protocol.md
@@ -54,6 +58,7 @@ from protocol.errors import ActorUnavailable, ClientGone, Overloaded, RemoteProt
 from protocol.frames import SESSION_ID, TokenBudget
 from protocol.http_api import JSON_CONTENT_TYPE, default_session, http_error, parse_body
 from protocol.passthrough import client_timeout
+from protocol.policy import refusal as model_refusal
 from protocol.wire import JSON, JsonObject
 
 # Of the client's headers, only these reach the upstream (PROTOCOL.md 2): its API version and
@@ -79,6 +84,8 @@ KEEP_ALIVE_TIMEOUT: Final = 75.0
 BODY_IDLE_TIMEOUT: Final = KEEP_ALIVE_TIMEOUT
 
 
+# A chunked request body without Content-Length (HTTP/1.1) is answered 411 with this.
+LENGTH_REQUIRED: Final = "a request body needs a Content-Length header"
 # The token's budget left (docs/protocol.md "Access tokens and budgets").
 BUDGET_HEADER: Final = b"x-switchboard-budget-remaining-usd"
 
@@ -112,6 +119,11 @@ class MessagesPost:
         arrived: float,
     ) -> None:
         request_id = reply.request_id
+        if "content-length" not in head.headers and "chunked" in head.headers.get("transfer-encoding", "").lower():
+            # The gateway protocol lets a gateway refuse a chunked body (Claude Code always
+            # sends Content-Length): its size is known before a byte of it is read.
+            await send_error(exchange, 411, "invalid_request_error", LENGTH_REQUIRED, request_id, retry=False)
+            return
         try:
             raw = await read_body(
                 receive, head, self._config.max_frame_bytes, idle_timeout=BODY_IDLE_TIMEOUT
@@ -128,6 +140,16 @@ class MessagesPost:
         except RemoteProtocolError as exc:
             await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
             return
+        if access.principal is not None:
+            patterns = self._gateway.policy.patterns(access)
+            user = access.principal.user
+            # The fallback model too: a way round the list otherwise.
+            refused = model_refusal(patterns, request.get("model"), user) or model_refusal(
+                patterns, head.headers.get(FALLBACK_HEADER) or None, user
+            )
+            if refused is not None:
+                await send_error(exchange, 400, "invalid_request_error", refused, request_id, retry=False)
+                return
         forwarded = tuple(
             (name, head.headers[name]) for name in FORWARDED_HEADERS if head.headers.get(name)
         )
@@ -178,7 +200,8 @@ class MessagesPost:
             message = f"{SESSION_HEADER}: must be 1 to 128 characters of [A-Za-z0-9._-]"
             await send_error(exchange, 400, "invalid_request_error", message, request_id)
             return
-        opened = await self._gateway.open_session(session_id, owner=owner)
+        user = None if access.principal is None else access.principal.user
+        opened = await self._gateway.open_session(session_id, owner=owner, user=user)
         if not opened.owner_ok:
             message = f"session {session_id} belongs to another access token"
             await send_error(exchange, 403, "permission_error", message, request_id)
@@ -198,6 +221,7 @@ class MessagesPost:
                 options=options,
                 admission_timeout=self._config.admission_wait,
                 budget=access.budget,
+                subjects=self._gateway.policy.subjects(access),
             ) as frames:
                 if request.get("stream") is True:
                     await answer_stream(frames, exchange, reply)

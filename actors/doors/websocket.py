@@ -97,6 +97,7 @@ from protocol.frames import (
     decode_command,
     encode_frame,
 )
+from protocol.policy import refusal as model_refusal
 
 if TYPE_CHECKING:
     from actors.store.fleet_link import FleetLink
@@ -214,7 +215,8 @@ class FrontDoor:
             await request.reject(401)
             return
         try:
-            opened = await self._gateway.open_session(session_id, owner=owner_digest(access.token))
+            user = None if access.principal is None else access.principal.user
+            opened = await self._gateway.open_session(session_id, owner=owner_digest(access.token), user=user)
         except ActorUnavailable:
             # The ledger cannot read the session (or the gateway is shutting down): this
             # session fails, never the door.
@@ -229,7 +231,7 @@ class FrontDoor:
             await request.reject(403)
             return
         ws = await request.accept()
-        connection = _Connection(self._gateway, self._config, session_id, ws, budget=access.budget)
+        connection = _Connection(self._gateway, self._config, session_id, ws, budget=access.budget, access=access)
         previous = self._live.get(session_id)
         self._live[session_id] = connection
         if previous is not None:
@@ -277,11 +279,20 @@ class _Connection:
     """One WebSocket connection attached to one session."""
 
     def __init__(
-        self, gateway: Gateway, config: Config, session_id: str, ws: WebSocketConnection, *, budget: str | None = None
+        self,
+        gateway: Gateway,
+        config: Config,
+        session_id: str,
+        ws: WebSocketConnection,
+        *,
+        budget: str | None = None,
+        access: Access | None = None,
     ) -> None:
         self._gateway = gateway
         # The ledger token the connection runs under (its limits apply to every query).
         self._budget = budget
+        # Who it is: a signed-in user's allow-list and limits apply too (actors/access/policy.py).
+        self._access = access
         self._config = config
         self._session_id = session_id
         self._ws = ws
@@ -490,12 +501,22 @@ class _Connection:
                 f"at most {self._config.max_queries_per_session} queries in flight per session",
             )
             return
+        access, policy = self._access, self._gateway.policy
+        if access is not None and access.principal is not None:
+            patterns, user = policy.patterns(access), access.principal.user
+            refused = model_refusal(patterns, query.request.get("model"), user) or model_refusal(
+                patterns, query.fallback_model, user
+            )
+            if refused is not None:
+                await self._reject(query.id, "invalid_request_error", refused)
+                return
         assert self._outbound is not None
         # Registered before the query starts, so its terminal frame always finds it.
         scope = self._queries[query.id] = trio.CancelScope()
         try:
             await self._gateway.start_query(
-                self._session_id, query, self._outbound.clone(), scope, budget=self._budget
+                self._session_id, query, self._outbound.clone(), scope, budget=self._budget,
+                subjects=() if access is None else policy.subjects(access),
             )
         except RemoteProtocolError as exc:
             del self._queries[query.id]

@@ -28,6 +28,8 @@ class SessionOpened(msgspec.Struct, frozen=True, kw_only=True):
 class OpenSession(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     owner: str | None
+    # The signed-in user a new session is kept under (``sessions.user_name``), else None.
+    user: str | None = None
     reply: trio.MemorySendChannel[SessionOpened]
 
 

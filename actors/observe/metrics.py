@@ -267,6 +267,25 @@ class Metrics:
             "Queries refused because the cost ledger could not commit (ledger_unavailable).",
             registry=registry,
         )
+        # Telemetry clients send the gateway (actors/observe/otlp.py, protocol/otlp.py).
+        self._otlp_exports = Counter(
+            "switchboard_otlp_exports",
+            "OTLP exports received, by signal, encoding and outcome (accepted, undecodable).",
+            ["signal", "encoding", "outcome"],
+            registry=registry,
+        )
+        self._otlp_items = Counter(
+            "switchboard_otlp_items",
+            "Items (metrics, log records, spans) in the OTLP exports received, by signal.",
+            ["signal"],
+            registry=registry,
+        )
+        self._otlp_forwards = Counter(
+            "switchboard_otlp_forwards",
+            "OTLP exports forwarded to a collector, by outcome (sent, failed, dropped, circuit_open).",
+            ["destination", "outcome"],
+            registry=registry,
+        )
 
         self._internal = Counter(
             "switchboard_internal_errors",
@@ -426,6 +445,17 @@ class Metrics:
 
     def ledger_read_failed(self) -> None:
         self._ledger_read_failures.inc()
+
+    def otlp_export(self, signal: str, encoding: str, items: int | None) -> None:
+        """An OTLP export received: its item count, or None when it did not decode."""
+        outcome = "undecodable" if items is None else "accepted"
+        self._otlp_exports.labels(signal=signal, encoding=encoding, outcome=outcome).inc()
+        if items:
+            self._otlp_items.labels(signal=signal).inc(items)
+
+    def otlp_forward(self, destination: str, outcome: str) -> None:
+        """One export's fate at a configured collector (a few, from the configuration)."""
+        self._otlp_forwards.labels(destination=destination, outcome=outcome).inc()
 
     def ledger_refused(self) -> None:
         """A query was refused with ``ledger_unavailable``."""

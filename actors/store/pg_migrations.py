@@ -43,6 +43,8 @@ other applications. Design for several processes (README.md, "Deployment"):
   (``actors.store.sqlite.RESERVATIONS_TABLE``); the limits row's ``reserved_pico`` and
   ``in_flight`` are kept equal to their sums. The rows of an instance whose ``last_seen_at``
   is older than ``actors.store.tokens.SILENT_AFTER`` are released by a live one.
+- ``sessions.user_name`` (migration 6): the signed-in user the session's token was issued
+  to (README.md "Claude Code for a whole organisation"), as in SQLite.
 - ``instances.last_seen_at``: refreshed at each commit of usage and every
   ``actors.access.budgets.INSTANCE_HEARTBEAT`` seconds by the budgets' heartbeat.
 """
@@ -151,6 +153,11 @@ CREATE TABLE switchboard.gates (
         5,
         "each running query's budget reservation, released when its instance falls silent",
         RESERVATIONS_TABLE.format(table="switchboard.reservations"),
+    ),
+    (
+        6,
+        "the signed-in user each session belongs to",
+        "ALTER TABLE switchboard.sessions ADD COLUMN user_name TEXT",
     ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

@@ -120,10 +120,11 @@ DROP_STALE_PARTS: Final = (
     "AND u.record_id = d.record_id AND u.part >= d.parts AND NOT u.final"
 )
 _UPSERT_SESSIONS: Final = (
-    "INSERT INTO switchboard.sessions (session_id, owner, owner_instance, created_at, updated_at) "
-    "SELECT s, o, %s, c, u FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) "
-    "AS t(s, o, c, u) ON CONFLICT (session_id) DO UPDATE SET "
+    "INSERT INTO switchboard.sessions (session_id, owner, owner_instance, created_at, updated_at, user_name) "
+    "SELECT s, o, %s, c, u, n FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], "
+    "%s::text[]) AS t(s, o, c, u, n) ON CONFLICT (session_id) DO UPDATE SET "
     "owner_instance = excluded.owner_instance, "
+    "user_name = COALESCE(sessions.user_name, excluded.user_name), "
     "updated_at = GREATEST(sessions.updated_at, excluded.updated_at)"
 )
 _UPSERT_DURATIONS: Final = (
@@ -272,7 +273,8 @@ class PgStore:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 rows = conn.execute(
-                    "SELECT session_id, owner, created_at FROM switchboard.sessions WHERE session_id = ANY(%s)",
+                    "SELECT session_id, owner, created_at, user_name FROM switchboard.sessions "
+                    "WHERE session_id = ANY(%s)",
                     (ids,),
                 ).fetchall()
                 if not rows:
@@ -286,7 +288,7 @@ class PgStore:
         except psycopg.Error as exc:
             raise StoreError(message(exc)) from exc
         found: dict[str, LoadedSession] = {}
-        for session_id, owner, created_at in rows:
+        for session_id, owner, created_at, user_name in rows:
             total, total_without, own, own_without = (_int(v or 0) for v in durations.get(session_id, (0,) * 4))
             session_totals = totals.get(session_id, SessionTotals())
             session_totals.api_duration_ms, session_totals.api_duration_without_retries_ms = total, total_without
@@ -296,6 +298,7 @@ class PgStore:
                 created_at=_iso(created_at),
                 totals=session_totals,
                 provisional=provisional.get(session_id, {}),
+                user_name=user_name,
             )
         return found
 
@@ -379,6 +382,7 @@ class PgStore:
                 [s.owner for s in sessions],
                 [s.created_at for s in sessions],
                 [s.updated_at for s in sessions],
+                [s.user_name for s in sessions],
             ),
         )
         timed = [s for s in sessions if s.api_duration_ms or s.api_duration_without_retries_ms]

@@ -22,14 +22,17 @@ only after the commit.
 Schema (version 5, ``PRAGMA user_version``)::
 
     sessions(session_id PK, owner, created_at, updated_at,
-             api_duration_ms, api_duration_without_retries_ms)
+             api_duration_ms, api_duration_without_retries_ms, user_name)
     usage(session_id, record_id, part, query_id, attempt, final, model, canonical,
           input_tokens, output_tokens, cache_creation_input_tokens,
           cache_creation_1h_input_tokens, cache_read_input_tokens, web_search_requests,
           web_fetch_requests, cost_pico, unknown_model, speed, service_tier, long_context,
           priced_on, recorded_at, estimated;  PK (session_id, record_id, part))
 
-``owner`` is a digest of the access token, never the token. One usage row per record part
+``owner`` is a digest of the access token, never the token; ``user_name`` the signed-in user
+that token was issued to (the Claude Code gateway protocol, README.md "Claude Code for a whole
+organisation"; NULL for an access or ledger token), so every usage record names its user
+through its session. One usage row per record part
 (part 0: the message, 1..: its advisor sub-messages); ``final`` 0 marks a provisional record,
 replaced as a whole (all its parts) by its next version. ``usage_recorded_at`` indexes the
 dashboard's time-window reads (``spend``, ``top_sessions``, ``top_owners``); being an index,
@@ -44,7 +47,7 @@ actors/access/identities.py).
 
 Migrations (``_MIGRATIONS``, run by ``LedgerStore.open`` in one transaction on a file of
 an older version): 1 -> 2 adds ``usage.estimated`` (default 0: every older record holds
-the upstream's own counts); 2 -> 3 adds the ``limits`` table; 3 -> 4 the ``reservations`` table; 4 -> 5 ``users`` and ``oauth_tokens``. ``read_sessions`` reads an older file as it is (read-only):
+the upstream's own counts); 2 -> 3 adds the ``limits`` table; 3 -> 4 the ``reservations`` table; 4 -> 5 ``users`` and ``oauth_tokens``; 5 -> 6 adds ``sessions.user_name``. ``read_sessions`` reads an older file as it is (read-only):
 without the column, nothing is estimated.
 """
 
@@ -69,7 +72,9 @@ from protocol.errors import ConfigError, SwitchboardError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
 
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
+# Schema 6's column: the signed-in user a session belongs to (protocol/identity.py).
+USER_COLUMN: Final = "user_name"
 # WAL + NORMAL survives any crash of the process; FULL would add an fsync to every commit
 # (6.4 ms on the development machine against 0.01 ms), paid by every query's done frame and,
 # with the provisional record, by its first events.
@@ -168,7 +173,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     api_duration_ms INTEGER NOT NULL DEFAULT 0,
-    api_duration_without_retries_ms INTEGER NOT NULL DEFAULT 0
+    api_duration_without_retries_ms INTEGER NOT NULL DEFAULT 0,
+    user_name TEXT
 );
 CREATE TABLE IF NOT EXISTS usage (
     session_id TEXT NOT NULL,
@@ -241,11 +247,13 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     3: (LIMITS_TABLE.format(table="limits"),),
     4: (RESERVATIONS_TABLE.format(table="reservations"),),
     5: tuple(statement for statement in IDENTITY_SCHEMA.split(";") if statement.strip()),
+    6: (f"ALTER TABLE sessions ADD COLUMN {USER_COLUMN} TEXT",),
 }
 _UPSERT_SESSION: Final = (
     "INSERT INTO sessions (session_id, owner, created_at, updated_at, api_duration_ms, "
-    "api_duration_without_retries_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO "
-    "UPDATE SET owner = excluded.owner, updated_at = excluded.updated_at, "
+    f"api_duration_without_retries_ms, {USER_COLUMN}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO "
+    "UPDATE SET owner = excluded.owner, "
+    f"{USER_COLUMN} = COALESCE(sessions.{USER_COLUMN}, excluded.{USER_COLUMN}), updated_at = excluded.updated_at, "
     "api_duration_ms = excluded.api_duration_ms, "
     "api_duration_without_retries_ms = excluded.api_duration_without_retries_ms"
 )
@@ -260,6 +268,8 @@ class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: str
     api_duration_ms: int
     api_duration_without_retries_ms: int
+    # The signed-in user the session's token was issued to (issue 19), else None.
+    user_name: str | None = None
 
 
 class RecordWrite(msgspec.Struct, frozen=True, kw_only=True):
@@ -286,6 +296,7 @@ class LoadedSession(msgspec.Struct, kw_only=True):
     created_at: str
     totals: SessionTotals
     provisional: dict[str, tuple[RecordPart, ...]]
+    user_name: str | None = None
 
 
 class StoreError(SwitchboardError):
@@ -426,7 +437,7 @@ class LedgerStore:
         found: dict[str, LoadedSession] = {}
         for session_id in session_ids:
             row = self._db.execute(
-                "SELECT owner, created_at, api_duration_ms, api_duration_without_retries_ms "
+                f"SELECT owner, created_at, api_duration_ms, api_duration_without_retries_ms, {USER_COLUMN} "
                 "FROM sessions WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
@@ -437,7 +448,8 @@ class LedgerStore:
             )
             totals.api_duration_ms, totals.api_duration_without_retries_ms = _ints(row[2:4])
             found[session_id] = LoadedSession(
-                owner=row[0], created_at=row[1], totals=totals, provisional=self._provisional(session_id)
+                owner=row[0], created_at=row[1], totals=totals, provisional=self._provisional(session_id),
+                user_name=row[4],
             )
         return found
 
@@ -664,6 +676,7 @@ def _session_values(row: SessionRow) -> tuple[object, ...]:
         row.updated_at,
         row.api_duration_ms,
         row.api_duration_without_retries_ms,
+        row.user_name,
     )
 
 

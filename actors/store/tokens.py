@@ -26,9 +26,12 @@ reservation is a row of the instance holding it, written, grown (``top_up``) and
 instances (SQLite: every row, at a gateway's start; PostgreSQL: instances silent for
 ``SILENT_AFTER``), each settled to the cost of its query's usage records.
 
-Subjects: every row has a ``subject_kind``; ``token`` is the only kind written today. Users
-and groups are meant to hold the same limits as rows of their own kind (no token hash),
-a token then pointing at them; the reservation code does not depend on the kind.
+Subjects: every row has a ``subject_kind``: ``token``, or ``user`` and ``group`` (the
+organisation policy's limits, README.md "Claude Code for a whole organisation": rows without
+a token hash, kept in step with the policy by ``sync_subjects``). The reservation calls take
+a subject key (``subject_key``: a token's name, ``user:NAME``, ``group:NAME``); the
+reservation code does not depend on the kind. A query of a signed-in user reserves against
+the token (if a ledger token), the user and each of their groups that has limits.
 """
 
 from __future__ import annotations
@@ -69,6 +72,25 @@ TOKEN_PREFIX: Final = "sb-"
 # 32 random bytes: 256 bits, as the budgets issue asks.
 TOKEN_BYTES: Final = 32
 SUBJECT_TOKEN: Final = "token"
+# A signed-in user's and a group's limits (the organisation policy, actors/access/policy.py): rows
+# without a token hash, named in the reservation calls by a subject key ``user:NAME`` or
+# ``group:NAME`` (``subject_key``); a token's key is its name.
+SUBJECT_USER: Final = "user"
+SUBJECT_GROUP: Final = "group"
+_SUBJECT_KINDS: Final = (SUBJECT_USER, SUBJECT_GROUP)
+# How the subject keys of users and groups begin.
+SUBJECT_PREFIXES: Final = tuple(f"{kind}:" for kind in _SUBJECT_KINDS)
+
+
+def subject_key(kind: str, name: str) -> str:
+    """The key ``reserve``, ``top_up`` and ``settle`` take for a subject."""
+    return name if kind == SUBJECT_TOKEN else f"{kind}:{name}"
+
+
+def _subject(key: str) -> tuple[str, str]:
+    """``(subject_kind, name)`` of a subject key."""
+    kind, colon, name = key.partition(":")
+    return (kind, name) if colon and kind in _SUBJECT_KINDS else (SUBJECT_TOKEN, key)
 
 T = TypeVar("T")
 
@@ -173,7 +195,10 @@ class TokenStore:
     def add(self, name: str, token: str, limits: Limits, now: datetime.datetime) -> None:
         """Store a new token named ``name`` (a revoked one of that name is replaced).
 
-        Raises ConfigError when an active token has that name."""
+        Raises ConfigError when an active token has that name, or the name is a user's or
+        a group's subject key."""
+        if _subject(name)[0] != SUBJECT_TOKEN:
+            raise ConfigError(f"a token name may not begin with {name.partition(':')[0]}:")
         with self._tx() as db:
             row = db.execute(
                 self._sql("SELECT revoked_at FROM {t} WHERE subject_kind = ? AND name = ?"), (SUBJECT_TOKEN, name)
@@ -209,6 +234,40 @@ class TokenStore:
             )
             return bool(cursor.rowcount)
 
+    def sync_subjects(self, subjects: dict[str, Limits], now: datetime.datetime) -> None:
+        """Make the users' and groups' limits those of ``subjects`` (by subject key): new
+        ones added, present ones given these limits (their counters stay), the others
+        retired (``revoked_at``: never reserved against again; their queries still settle)."""
+        with self._tx() as db:
+            rows = db.execute(
+                self._sql("SELECT subject_kind, name FROM {t} WHERE subject_kind IN (?, ?)"), _SUBJECT_KINDS
+            ).fetchall()
+            existing = {(str(kind), str(name)) for kind, name in rows}
+            wanted = {_subject(key): limits for key, limits in subjects.items()}
+            for (kind, name), limits in wanted.items():
+                values = (limits.budget_pico, limits.period, limits.max_concurrent, limits.rpm, _models(limits.models))
+                if (kind, name) in existing:
+                    db.execute(
+                        self._sql(
+                            "UPDATE {t} SET budget_pico = ?, period = ?, max_concurrent = ?, rpm = ?, models = ?, "
+                            "revoked_at = NULL WHERE subject_kind = ? AND name = ?"
+                        ),
+                        (*values, kind, name),
+                    )
+                else:
+                    db.execute(
+                        self._sql(
+                            "INSERT INTO {t} (subject_kind, name, created_at, budget_pico, period, max_concurrent, "
+                            "rpm, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                        ),
+                        (kind, name, now.isoformat(), *values),
+                    )
+            for kind, name in existing - set(wanted):
+                db.execute(
+                    self._sql("UPDATE {t} SET revoked_at = ? WHERE subject_kind = ? AND name = ? AND revoked_at IS NULL"),
+                    (now.isoformat(), kind, name),
+                )
+
     def revoke(self, name: str, now: datetime.datetime) -> bool:
         """Revoke a token at once; False: no such active token. Its hash stays, unusable
         (every lookup skips revoked rows), so ``cost --by token`` still names its sessions."""
@@ -232,11 +291,11 @@ class TokenStore:
         return [_info(tuple(row)) for row in rows]
 
     def get(self, name: str) -> TokenInfo | None:
-        """The active token named ``name``, if any."""
+        """The active token named ``name`` (or user or group, by subject key), if any."""
         with self._read() as db:
             row = db.execute(
                 self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND name = ? AND revoked_at IS NULL"),
-                (SUBJECT_TOKEN, name),
+                _subject(name),
             ).fetchone()
         return None if row is None else _info(tuple(row))
 
@@ -264,10 +323,11 @@ class TokenStore:
         reservations through the cursor), write an ``Account`` back; in one transaction.
         ``active``: only an active token (a revoked one still settles)."""
         only = " AND revoked_at IS NULL" if active else ""
+        kind, subject = _subject(name)
         with self._tx() as db:
             row = db.execute(
                 self._sql(f"SELECT {_FIELDS} FROM {{t}} WHERE subject_kind = ? AND name = ?{only}{self._lock_row}"),
-                (SUBJECT_TOKEN, name),
+                (kind, subject),
             ).fetchone()
             if row is None:
                 return None
@@ -280,7 +340,7 @@ class TokenStore:
                     ),
                     (
                         result.period_key, result.spent_pico, result.reserved_pico, result.in_flight,
-                        result.rpm_key, result.rpm_count, SUBJECT_TOKEN, name,
+                        result.rpm_key, result.rpm_count, kind, subject,
                     ),
                 )
             return result

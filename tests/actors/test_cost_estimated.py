@@ -143,7 +143,7 @@ async def test_an_old_ledger_without_the_column_is_read_then_migrated_and_works(
     assert migrated.model_usage[SONNET].estimated_output_tokens == 800
     assert "estimated" in _columns(path)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     db.close()
     assert dict(read_sessions(str(path)))["old"].summary("old") == migrated
     async with running(str(path)) as (_, ledger):

@@ -7,6 +7,7 @@ import concurrent.futures
 import datetime
 import pathlib
 
+import msgspec
 import psycopg
 import pytest
 
@@ -153,3 +154,45 @@ def provisional(query_id: str, *, cost_pico: int) -> RecordWrite:
         recorded_at=NOW.isoformat(),
         replaces=False,
     )
+
+
+def test_policy_subjects_are_synced_reserved_against_and_retired(ledger_location: str) -> None:
+    store = open_token_store(ledger_location)
+    try:
+        store.add("ci", new_token(), Limits(), NOW)
+        store.sync_subjects({"user:ada": Limits(rpm=1), "group:eng": Limits(budget_pico=10, period="day")}, NOW)
+        result = store.reserve("user:ada", 0, model="m", now=NOW)
+        assert result is not None and result[1] is None
+        refused = store.reserve("user:ada", 0, model="m", now=NOW)
+        assert refused is not None and refused[1] is not None and refused[1].message.startswith("user ada: 1 requests")
+        over = store.reserve("group:eng", 11, model="m", now=NOW)
+        assert over is not None and over[1] is not None and over[1].message.startswith("group eng: budget")
+        # Tokens stay apart: the listing and the "tokens required" check see only tokens.
+        assert [info.name for info in store.list()] == ["ci"]
+        # New limits keep the counters; a subject left out of the policy is retired.
+        store.sync_subjects({"user:ada": Limits(rpm=5)}, NOW)
+        ada = store.get("user:ada")
+        assert ada is not None and ada.limits.rpm == 5 and ada.account.rpm_count == 1
+        assert store.get("group:eng") is None and store.reserve("group:eng", 0, model="m", now=NOW) is None
+        store.sync_subjects({"user:ada": Limits(rpm=5), "group:eng": Limits()}, NOW)
+        assert store.get("group:eng") is not None
+        with pytest.raises(ConfigError, match="may not begin"):
+            store.add("user:mallory", new_token(), Limits(), NOW)
+    finally:
+        store.close()
+
+
+def test_a_sessions_user_is_stored_and_loaded_on_both_stores(ledger_location: str) -> None:
+    store = open_store(ledger_location)
+    try:
+        at = NOW.isoformat()
+        row = SessionRow(
+            session_id="s", owner=None, created_at=at, updated_at=at, api_duration_ms=0,
+            api_duration_without_retries_ms=0, user_name="ada",
+        )  # fmt: skip
+        store.write([row], [])
+        store.write([msgspec.structs.replace(row, user_name=None)], [])  # once named, always named
+        loaded = store.load(["s"])["s"]
+    finally:
+        store.close()
+    assert loaded.user_name == "ada"
