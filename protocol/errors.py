@@ -30,6 +30,8 @@
     │                               at the query's boundary
     ├── FormError                   an OAuth form that is not one: too big, undecodable, a
     │                               repeated parameter (protocol/oauth.py): 400
+    ├── OtlpError                   an OTLP export that does not decode within its bounds
+    │                               (protocol/otlp.py): counted, answered 200 all the same
     ├── WorkerFailed                a worker of ``serve --workers N`` ended before all were
     │                               ready; .code (actors/cli/workers.py): the parent exits with it
     ├── BodyTooLarge                an HTTP request body over the limit (actors/doors/asgi.py): 413

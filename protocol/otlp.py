@@ -30,6 +30,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from protocol.bounded_json import BoundedDecoder
+from protocol.errors import SwitchboardError
 
 Signal = Literal["metrics", "logs", "traces"]
 Encoding = Literal["protobuf", "json"]
@@ -58,7 +59,7 @@ _LEN: Final = 2
 _I32: Final = 5
 
 
-class OtlpError(ValueError):
+class OtlpError(SwitchboardError):
     """The body is not an OTLP export of the declared encoding."""
 
 

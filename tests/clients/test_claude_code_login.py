@@ -106,6 +106,9 @@ async def prompt(claude: Path, env: dict[str, str], home: Path, trap: ProxyTrap)
         env, cwd=home,
     )
     assert trap.requests == [], f"Claude Code tried to leave loopback: {trap.requests}"
+    if not run.stdout.strip():
+        # The CLI ended before answering (its refresh was refused): what it said is on stderr.
+        return {"exit": run.returncode, "stderr": run.stderr}
     answer: dict[str, Any] = json.loads(run.stdout)
     return answer
 
@@ -137,7 +140,13 @@ async def test_claude_code_signs_in_with_the_device_flow_then_a_disabled_user_mu
     credentials["enterpriseGateway"]["expiresAt"] = int(time.time() * 1000) + 60_000
     (home / ".claude" / ".credentials.json").write_text(json.dumps(credentials))
     refused = await prompt(claude_code, env, home, trap)
-    assert refused["is_error"] is True and refused["api_error_status"] == 401, refused
-    assert "sign in again with /login" in refused["result"], refused
+    if "stderr" in refused:
+        # The CLI refreshed first (its token was about to end): the refresh got invalid_grant
+        # and the CLI stopped, telling the user to sign in again.
+        assert refused["exit"] != 0 and "sign in again with /login" in refused["stderr"], refused
+    else:
+        # The CLI sent the old access token: the gateway refused it (401) with its message.
+        assert refused["is_error"] is True and refused["api_error_status"] == 401, refused
+        assert "sign in again with /login" in refused["result"], refused
     after = json.loads((home / ".claude" / ".credentials.json").read_text())["enterpriseGateway"]
     assert "idpRefreshToken" not in after, "the CLI keeps a refresh token the gateway refused"
