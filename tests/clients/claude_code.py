@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
 import trio
 
 from actors.server import Server
+from protocol.oauth import GRANT_DEVICE
 
 # The pinned release: the current one when these tests were written (2026-12-07). Bumping it
 # is the whole upgrade; the next run installs it next to the old one.
@@ -197,3 +199,20 @@ async def run_claude(
         )
         return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
     raise AssertionError(f"claude {' '.join(args)!r} still running after {safety_timeout} s")
+
+
+async def device_sign_in(base_url: str, user: str, password: str) -> dict[str, Any]:
+    """The gateway's device flow as the CLI runs it (README.md "Claude Code for a whole
+    organisation"), approved on the verification page by ``user`` with the form the page
+    sends: the token endpoint's answer (``access_token``, ``expires_in``, ``refresh_token``)."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        doc = (await client.get("/.well-known/oauth-authorization-server")).json()
+        device = (await client.post(doc["device_authorization_endpoint"], data={"surface": "claude_code"})).json()
+        page = await client.get(device["verification_uri_complete"])
+        assert page.status_code == 200 and device["user_code"] in page.text
+        form = {"user_code": device["user_code"], "username": user, "password": password, "action": "approve"}
+        assert (await client.post(device["verification_uri"], data=form)).status_code == 200
+        issued = await client.post(doc["token_endpoint"], data={"grant_type": GRANT_DEVICE, "device_code": device["device_code"]})
+        assert issued.status_code == 200, issued.text
+        body: dict[str, Any] = issued.json()
+        return body

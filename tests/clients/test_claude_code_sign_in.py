@@ -17,12 +17,12 @@ import httpx
 import msgspec
 import pytest
 import trio
-from claude_code import ProxyTrap, Run, run_claude, sealed_env
+from claude_code import ProxyTrap, Run, device_sign_in, run_claude, sealed_env
 
 from actors.access.identities import hash_password
 from actors.config.settings import Config
 from actors.server import Server, run_server
-from protocol.oauth import GRANT_DEVICE, GRANT_REFRESH
+from protocol.oauth import GRANT_REFRESH
 from protocol.request_builder import BuildSettings
 
 pytestmark = pytest.mark.claude_code
@@ -48,21 +48,6 @@ async def gateway(nursery: trio.Nursery, config: Config, tmp_path: Path) -> Serv
     return server
 
 
-async def device_sign_in(base_url: str) -> dict[str, str]:
-    """The device flow as the CLI runs it, approved on the verification page by ada."""
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        doc = (await client.get("/.well-known/oauth-authorization-server")).json()
-        device = (await client.post(doc["device_authorization_endpoint"], data={"surface": "claude_code"})).json()
-        page = await client.get(device["verification_uri_complete"])
-        assert page.status_code == 200 and device["user_code"] in page.text
-        form = {"user_code": device["user_code"], "username": "ada", "password": PASSWORD, "action": "approve"}
-        assert (await client.post(device["verification_uri"], data=form)).status_code == 200
-        issued = await client.post(doc["token_endpoint"], data={"grant_type": GRANT_DEVICE, "device_code": device["device_code"]})
-        assert issued.status_code == 200, issued.text
-        body: dict[str, str] = issued.json()
-        return body
-
-
 async def claude_in_gateway_mode(claude: Path, gateway: Server, trap: ProxyTrap, home: Path, token: str) -> Run:
     assert gateway.http_url is not None
     env = sealed_env(base_url=gateway.http_url, api_key="", home=home, proxy=trap.url)
@@ -78,7 +63,7 @@ async def test_claude_code_signed_in_by_the_device_flow_runs_a_prompt_then_a_dis
     claude_code: Path, gateway: Server, trap: ProxyTrap, home: Path
 ) -> None:
     assert gateway.http_url is not None and gateway.oauth is not None
-    issued = await device_sign_in(gateway.http_url)
+    issued = await device_sign_in(gateway.http_url, "ada", PASSWORD)
 
     run = await claude_in_gateway_mode(claude_code, gateway, trap, home, issued["access_token"])
     assert run.returncode == 0, run.stdout

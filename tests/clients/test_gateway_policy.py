@@ -2,10 +2,12 @@
 Code for a whole organisation"): its managed settings, its model allow-list and its telemetry,
 with the real CLI (``claude -p``) against the emulator.
 
-The sign-in is the one ``/login`` stores (``$CLAUDE_CONFIG_DIR/.credentials.json``: the
+The user ada (group ``eng``) is in the gateway's identity store (``serve --oauth``); the
+test signs her in through the device flow, approving on the verification page as she would,
+and stores the sign-in as ``/login`` does (``$CLAUDE_CONFIG_DIR/.credentials.json``: the
 gateway's URL, the bearer token, and the gateway's pin, which for plain HTTP on loopback is
-``http-loopback``): the device flow that issues it is tested on its own, so here the token is
-one a fake identity store resolves (``Gateway.resolve_principal``). Only a signed-in client
+``http-loopback``; the CLI's own ``/login`` over TLS is tests/clients/test_claude_code_login.py).
+Only a signed-in client
 reads ``/managed/settings`` (``CLAUDE_CODE_USE_GATEWAY`` with a token in the environment does
 not); the settings it gets turn on its model discovery (``/v1/models``) and its OpenTelemetry,
 which goes to the gateway's ``/v1/{metrics,logs}``. Its spend lands on the user in the ledger.
@@ -13,29 +15,30 @@ which goes to the gateway's ``/v1/{metrics,logs}``. Its spend lands on the user 
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Final
 
 import msgspec
 import pytest
 import trio
-from claude_code import Door, ProxyTrap, Run, run_claude, sealed_env
+from claude_code import Door, ProxyTrap, Run, device_sign_in, run_claude, sealed_env
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.access.identities import hash_password
 from actors.cli.cost import read_spend
 from actors.config.settings import Config
 from actors.server import Server, run_server
 from emulator import Emulator
-from protocol.identity import Principal
 from protocol.pricing import PICO_PER_USD
 from protocol.request_builder import BuildSettings
 
 pytestmark = pytest.mark.claude_code
 
-TOKEN: Final = "tok-ada-signed-in"
-PRINCIPAL: Final = Principal(user="ada", groups=("eng",))
+PASSWORD: Final = "correct horse battery"
 # The settings' env turns on what only managed settings turn on here: model discovery and
 # telemetry (exported every second, so a short run exports before it exits).
 POLICY: Final = """
@@ -47,33 +50,33 @@ OTEL_METRIC_EXPORT_INTERVAL = "1000", OTEL_LOGS_EXPORT_INTERVAL = "1000" }
 [groups.eng]
 models = ["claude-sonnet-*", "claude-haiku-*"]
 """
-# A far expiry (ms): the sign-in needs no refresh during the test.
-EXPIRES_AT_MS: Final = 4_102_444_800_000
-
-
-async def _resolve(token: str) -> Principal | None:
-    return PRINCIPAL if token == TOKEN else None
 
 
 @pytest.fixture
 async def door(nursery: trio.Nursery, config: Config, tmp_path: Path) -> Door:
-    """The gateway with the policy and the fake identity store, its HTTP door on loopback."""
+    """The gateway with the policy and sign-in, its HTTP door on loopback, ada in its store."""
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
     ledger = tmp_path / "ledger.sqlite3"
     config = msgspec.structs.replace(
-        config, http_port=0, ledger_path=str(ledger), build=BuildSettings(), policy_path=str(policy)
+        config, http_port=0, ledger_path=str(ledger), build=BuildSettings(), policy_path=str(policy), oauth=True
     )
     server: Server = await nursery.start(functools.partial(run_server, config))
     assert server.http_url is not None
-    server.gateway.resolve_principal = _resolve
+    assert server.oauth is not None
+    store = server.oauth.store
+    await trio.to_thread.run_sync(
+        lambda: store.add_user("ada", hash_password(PASSWORD), ("eng",), datetime.datetime.now(datetime.UTC))
+    )
     return Door(server, server.http_url.rstrip("/"), ledger)
 
 
-def signed_in(home: Path, door: Door) -> None:
-    """Store the gateway sign-in as ``/login`` does."""
+async def signed_in(home: Path, door: Door) -> None:
+    """Sign ada in through the device flow and store the sign-in as ``/login`` does."""
+    issued = await device_sign_in(door.url, "ada", PASSWORD)
+    expires_at_ms = (int(time.time()) + int(issued["expires_in"])) * 1000
     stored = {
-        "enterpriseGateway": {"url": door.url, "jwt": TOKEN, "expiresAt": EXPIRES_AT_MS},
+        "enterpriseGateway": {"url": door.url, "jwt": issued["access_token"], "expiresAt": expires_at_ms},
         "gatewayTrust": {"127.0.0.1": "http-loopback"},
     }
     config_dir = home / ".claude"
@@ -82,7 +85,7 @@ def signed_in(home: Path, door: Door) -> None:
 
 
 async def claude_signed_in(claude: Path, door: Door, trap: ProxyTrap, home: Path, model: str) -> Run:
-    signed_in(home, door)
+    await signed_in(home, door)
     env = sealed_env(base_url="", api_key="", home=home, proxy=trap.url)
     for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "DISABLE_TELEMETRY"):
         del env[name]
