@@ -33,7 +33,7 @@ from actors.client_pool import Acquire, ClientPoolAddress, Lease
 from actors.cost_ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.metrics import Metrics
 from actors.providers import Prepared
-from actors.upstream import failure_from_exception, failure_from_response
+from actors.upstream import body_chunks, failure_from_exception, failure_from_response
 from protocol.assembly import MessageAssembler
 from protocol.errors import RemoteProtocolError
 from protocol.eventstream import BedrockStreamDecoder, BedrockStreamException
@@ -244,7 +244,7 @@ class AttemptStreamer:
                     progress.watchdog = watchdog
                     if idle is not None:
                         watchdog.deadline = trio.current_time() + idle
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in body_chunks(response):
                         if idle is not None:
                             watchdog.deadline = trio.current_time() + idle
                         for name, data in decoder.feed(chunk):
