@@ -27,6 +27,7 @@ upgrade that moves them fails a test instead of the door.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -34,9 +35,13 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from protocol.wsframe import text_frame
 
 
-async def send_text_batch(ws: WebSocketConnection, payloads: list[bytes]) -> None:
+async def send_text_batch(
+    ws: WebSocketConnection, payloads: list[bytes], on_wait: Callable[[], None] | None = None
+) -> None:
     """Send each payload as one text message, all in one write. A checkpoint only when the
-    socket does not take the whole batch at once (see the module docstring).
+    socket does not take the whole batch at once (see the module docstring); ``on_wait`` is
+    called just before the write waits (for the connection's lock or for the socket), so a
+    caller times only the writes that do wait.
 
     Raises:
         ConnectionClosed: the connection is closed or closing (as ``send_message`` does).
@@ -50,10 +55,14 @@ async def send_text_batch(ws: WebSocketConnection, payloads: list[bytes]) -> Non
     try:
         lock.acquire_nowait()
     except trio.WouldBlock:
+        if on_wait is not None:
+            on_wait()
         await lock.acquire()
     try:
         written = _write_now(ws._stream, data)
         if written < len(data):
+            if on_wait is not None:
+                on_wait()
             await ws._stream.send_all(memoryview(data)[written:])
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         await ws._abort_web_socket()

@@ -56,25 +56,31 @@ async def tcp_pair(nursery: trio.Nursery) -> tuple[WebSocketConnection, WebSocke
     return accepted[0], client
 
 
-async def test_a_batch_the_socket_takes_at_once_costs_no_scheduler_round(nursery: trio.Nursery) -> None:
+async def test_a_batch_the_socket_takes_at_once_costs_no_scheduler_round_and_no_wait(nursery: trio.Nursery) -> None:
     server, client = await tcp_pair(nursery)
+    waits: list[None] = []
     with trio.testing.assert_no_checkpoints():
-        await send_text_batch(server, [b'{"n":1}', b'{"n":2}'])
+        await send_text_batch(server, [b'{"n":1}', b'{"n":2}'], on_wait=lambda: waits.append(None))
+    assert waits == []
     assert [await client.get_message() for _ in range(2)] == ['{"n":1}', '{"n":2}']
     await client.aclose()
 
 
-async def test_what_the_socket_does_not_take_at_once_follows_in_order(nursery: trio.Nursery) -> None:
+async def test_what_the_socket_does_not_take_at_once_follows_in_order_and_the_wait_is_told(nursery: trio.Nursery) -> None:
     server, client = await tcp_pair(nursery)
     # Far more than loopback socket buffers hold: the direct write is partial.
     payloads = [bytes([0x61 + n]) * (10 if n == 5 else 600_000) for n in range(16)]
     sending = trio.Event()
 
+    waits: list[None] = []
+
     async def send() -> None:
-        await send_text_batch(server, payloads)
+        await send_text_batch(server, payloads, on_wait=lambda: waits.append(None))
         sending.set()
 
     nursery.start_soon(send)
     assert [await client.get_message() for _ in payloads] == [p.decode() for p in payloads]
     await sending.wait()
+    # The write waited for the socket once: the caller was told, to time it.
+    assert waits == [None]
     await client.aclose()
