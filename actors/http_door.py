@@ -88,6 +88,7 @@ from actors.gateway import Gateway
 from actors.http_answer import Reply, send_error, shutting_down
 from actors.http_post import BODY_IDLE_TIMEOUT as BODY_IDLE_TIMEOUT
 from actors.http_post import KEEP_ALIVE_TIMEOUT, MessagesPost, presented
+from actors.hypercorn_send import install_direct_writes
 from actors.query_options import UpstreamHeads
 from protocol.errors import RemoteProtocolError
 from protocol.http_api import (
@@ -155,6 +156,7 @@ class HttpDoor:
         # After a shutdown's queries ended: how long the responses in flight get to finish.
         server.graceful_timeout = CLEANUP_TIMEOUT
         drain = self._gateway.drain
+        install_direct_writes()
         serve = functools.partial(
             hypercorn.trio.serve, self, server, mode="asgi", shutdown_trigger=drain.queries_ended.wait
         )
