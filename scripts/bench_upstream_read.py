@@ -15,25 +15,35 @@ machine's load falls on all alike:
 - ``+assemble``: that and ``protocol.assembly.MessageAssembler.feed`` per event, as the
   relay does.
 
+With ``--wakeup-floor`` it measures instead what one wake-up costs a bare trio program on
+this machine: a child process writes 100 bytes every millisecond to a socket that a trio
+task receives from; it prints this process's CPU per wake-up (the floor under the gateway's
+CPU per event at one paced stream), and the same for a plain ``select.epoll`` loop.
+
 For each way it prints this process's CPU time (``time.process_time``) per event in
 microseconds: the median over the requests, and the lowest. Run it::
 
     .venv/bin/python scripts/bench_upstream_read.py                 # 200 requests of 200 deltas
     .venv/bin/python scripts/bench_upstream_read.py --requests 400 --deltas 50
     .venv/bin/python scripts/bench_upstream_read.py --requests 30 --pace-ms 1   # one event per read
+    .venv/bin/python scripts/bench_upstream_read.py --wakeup-floor              # a bare wake-up's cost
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
+import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Final
 
 import httpx
 import msgspec
@@ -134,6 +144,76 @@ async def _main(args: argparse.Namespace) -> None:
         print(f"{way:10} {statistics.median(values):12.2f} {min(values):8.2f}")
 
 
+_WRITER: Final = (
+    "import os, socket, sys, time\n"
+    "s = socket.socket(fileno=int(sys.argv[1]))\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    s.send(b'x' * 100)\n"
+    "    time.sleep(0.001)\n"
+    "s.close()\n"
+)
+
+
+def _paced_writer(count: int) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+    """A socket that a child process writes 100 bytes to every millisecond, ``count`` times."""
+    ours, theirs = socket.socketpair()
+    others = plan_pinning().others
+
+    def pin() -> None:
+        if others is not None:
+            os.sched_setaffinity(0, others)
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(theirs.fileno()), str(count)], pass_fds=[theirs.fileno()], preexec_fn=pin
+    )
+    theirs.close()
+    return ours, child
+
+
+async def _trio_wakeups(count: int) -> float:
+    sock, child = _paced_writer(count)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    wakes = 0
+    started = time.process_time()
+    while await stream.receive_some(65536):
+        wakes += 1
+    spent = time.process_time() - started
+    await stream.aclose()
+    child.wait()
+    return spent / max(wakes, 1) * 1e6
+
+
+def _epoll_wakeups(count: int) -> float:
+    sock, child = _paced_writer(count)
+    sock.setblocking(False)
+    poller = select.epoll()
+    poller.register(sock.fileno(), select.EPOLLIN)
+    wakes = 0
+    started = time.process_time()
+    while True:
+        poller.poll()
+        if not sock.recv(65536):
+            break
+        wakes += 1
+    spent = time.process_time() - started
+    poller.close()
+    sock.close()
+    child.wait()
+    return spent / max(wakes, 1) * 1e6
+
+
+def wakeup_floor(count: int) -> None:
+    pinning = plan_pinning()
+    if pinning.gateway is not None:
+        os.sched_setaffinity(0, pinning.gateway)
+    trio_us = trio.run(_trio_wakeups, count)
+    epoll_us = _epoll_wakeups(count)
+    print(f"wake-ups paced 1 ms apart, {count} each; pinning: {pinning.describe()}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"trio SocketStream.receive_some loop: {trio_us:7.1f} us CPU per wake-up")
+    print(f"plain select.epoll + recv loop:      {epoll_us:7.1f} us CPU per wake-up")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -142,7 +222,14 @@ def main() -> None:
         "--pace-ms", type=int, default=0,
         help="the emulator pauses this long between events: each is then read on its own",
     )
-    trio.run(_main, parser.parse_args())
+    parser.add_argument(
+        "--wakeup-floor", action="store_true", help="measure a bare wake-up's CPU instead (see above)"
+    )
+    args = parser.parse_args()
+    if args.wakeup_floor:
+        wakeup_floor(2000)
+    else:
+        trio.run(_main, args)
 
 
 if __name__ == "__main__":
