@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 import trio.testing
 from hypercorn.config import Config
-from hypercorn.events import RawData
+from hypercorn.events import Event, RawData
 from hypercorn.trio.tcp_server import TCPServer
 
 from actors.hypercorn_send import install_direct_writes
@@ -37,13 +37,46 @@ async def read_exactly(stream: trio.SocketStream, size: int) -> bytes:
     return data
 
 
-async def test_a_write_the_socket_takes_at_once_costs_no_scheduler_round() -> None:
+class Steps(trio.abc.Instrument):
+    """Counts the steps (runs between two yields) of the task named ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == self.name:
+            self.count += 1
+
+
+async def steps_of_one_send(
+    send_one: Callable[[TCPServer, Event], Awaitable[None]], server: TCPServer, nursery: trio.Nursery
+) -> int:
+    steps = Steps("one-send")
+    done = trio.Event()
+
+    async def send() -> None:
+        await send_one(server, RawData(data=b"event: a\ndata: {}\n\n"))
+        done.set()
+
+    trio.lowlevel.add_instrument(steps)
+    try:
+        nursery.start_soon(send, name="one-send")
+        await done.wait()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    return steps.count
+
+
+async def test_a_write_the_socket_takes_at_once_costs_one_scheduler_round_not_three(nursery: trio.Nursery) -> None:
     install_direct_writes()
     install_direct_writes()  # a second call changes nothing
     async with connected() as (server, client):
-        with trio.testing.assert_no_checkpoints():
-            await server.protocol_send(RawData(data=b"event: a\ndata: {}\n\n"))
-        assert await read_exactly(client, 19) == b"event: a\ndata: {}\n\n"
+        # Hypercorn's own path: the lock's checkpoint, then send_all's.
+        original = TCPServer.protocol_send.__wrapped__  # type: ignore[attr-defined]
+        assert await steps_of_one_send(original, server, nursery) == 3
+        assert await steps_of_one_send(TCPServer.protocol_send, server, nursery) == 2
+        assert await read_exactly(client, 38) == b"event: a\ndata: {}\n\n" * 2
 
 
 async def test_while_a_send_holds_the_lock_a_write_waits_its_turn(nursery: trio.Nursery) -> None:
