@@ -94,6 +94,7 @@ from actors.doors.asgi import (
 from actors.doors.dashboard import Dashboard, is_dashboard_path
 from actors.doors.http_answer import Reply, send_error, shutting_down
 from actors.doors.http_messages import BODY_IDLE_TIMEOUT, KEEP_ALIVE_TIMEOUT, MessagesPost
+from actors.doors.hypercorn_send import install_direct_writes
 from actors.doors.oauth import OAuthDoor
 from actors.doors.ws_server import reuse_port_socket
 from actors.gateway import Gateway
@@ -188,6 +189,7 @@ class HttpDoor:
         # After a shutdown's queries ended: how long the responses in flight get to finish.
         server.graceful_timeout = CLEANUP_TIMEOUT
         drain = self._gateway.drain
+        install_direct_writes()
         serve = functools.partial(
             hypercorn.trio.serve, self, server, mode="asgi", shutdown_trigger=drain.queries_ended.wait
         )

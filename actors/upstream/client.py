@@ -21,16 +21,41 @@ and logs no URL (httpcore's debug lines name the host and port only), httpx's pr
 support moves a proxy's userinfo into ``Proxy-Authorization``, and no request of the
 gateway goes through ``httpx.AsyncClient`` (whose ``HTTP Request: GET URL`` line would show
 it whole). ``without_userinfo`` strips it where a URL is shown (a ``Lease``'s ``repr``).
+
+``body_chunks`` reads a streamed response's body for the relay's hot path. Through httpx's
+``aiter_bytes`` every chunk climbs six async generators (httpx's ``aiter_bytes``,
+``aiter_raw`` and response stream, httpcore's pool stream, connection stream and body
+reader) and enters three context managers (httpx's and httpcore's exception mapping, a
+``trio.fail_after`` per read). Over an HTTP/1.1 connection of httpcore's pool on trio,
+without a content encoding (the gateway asks for none), ``body_chunks`` drives the
+connection's h11 parser and reads its socket stream itself: one coroutine per chunk, the
+read timeout a plain cancel scope, and the chunks h11 already holds joined into one. Its
+errors are the httpx exceptions httpcore's would have become (``ReadTimeout``,
+``ReadError``, ``RemoteProtocolError``), so ``failure_from_exception`` stays the one
+mapping. Closing the response (``stream``'s exit) releases or drops the connection as
+before: httpcore decides from the same h11 state. Any other response (HTTP/2, a test's
+``MockTransport``, a content encoding) is read through ``aiter_bytes``. It relies on private
+attributes of httpx and httpcore, pinned by the version ranges in pyproject.toml and checked
+by ``tests/actors/test_upstream_body.py``, so an upgrade that moves them fails a test and,
+at run time, falls back to ``aiter_bytes`` instead of breaking the relay.
 """
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
+import h11
 import httpx
+import trio
+from httpcore._async.connection_pool import PoolByteStream
+from httpcore._async.http11 import AsyncHTTP11Connection, HTTP11ConnectionByteStream
+from httpcore._backends.trio import TrioStream
+from httpx._transports.default import AsyncResponseStream
 
 from protocol.retry import Failure
 from protocol.wire import ERROR_TYPE_OF_STATUS, parse_error_body
@@ -107,6 +132,95 @@ def bypasses_proxy(host: str, port: int | None, no_proxy: tuple[str, ...]) -> bo
         if host == name or host.endswith("." + name):
             return True
     return False
+
+
+# What one read asks of the socket (httpcore's own ``READ_NUM_BYTES``).
+_READ_BYTES: Final = 64 * 1024
+
+
+class _H11Body:
+    """The body of an HTTP/1.1 response of httpcore's pool, read below httpx (see the module
+    docstring): an async iterator of the body's chunks, the chunks h11 holds joined."""
+
+    __slots__ = ("_done", "_h11", "_read_timeout", "_stream")
+
+    def __init__(self, connection: AsyncHTTP11Connection, stream: trio.abc.Stream, read_timeout: float) -> None:
+        self._h11 = connection._h11_state
+        self._stream = stream
+        self._read_timeout = read_timeout
+        self._done = False
+
+    def __aiter__(self) -> _H11Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        parser = self._h11
+        pieces: list[bytes] = []
+        while True:
+            try:
+                event = parser.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc)) from exc
+            if type(event) is h11.Data:
+                pieces.append(bytes(event.data))
+            elif event is h11.NEED_DATA:
+                if pieces:
+                    break
+                parser.receive_data(await self._receive())
+            else:
+                # EndOfMessage (or PAUSED, which a response body never reaches): the end.
+                self._done = True
+                if not pieces:
+                    raise StopAsyncIteration
+                break
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def _receive(self) -> bytes:
+        """The socket's next bytes (b"" at its end), bounded by the read timeout."""
+        try:
+            if math.isinf(self._read_timeout):
+                return bytes(await self._stream.receive_some(_READ_BYTES))
+            with trio.CancelScope(deadline=trio.current_time() + self._read_timeout) as scope:
+                return bytes(await self._stream.receive_some(_READ_BYTES))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        # Only reached when the deadline cancelled the read.
+        assert scope.cancelled_caught
+        raise httpx.ReadTimeout("timed out")
+
+
+def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body of a streamed ``response`` (from ``UpstreamClient.stream``), chunk by chunk;
+    read below httpx's client layer where it can be (see the module docstring)."""
+    fast = _h11_body(response)
+    return fast if fast is not None else response.aiter_bytes()
+
+
+def _h11_body(response: httpx.Response) -> _H11Body | None:
+    """The lean reader for ``response``, or None when it is not one it reads."""
+    if response.headers.get("content-encoding", "identity").lower() != "identity":
+        return None
+    outer = response.stream
+    if type(outer) is not AsyncResponseStream:
+        return None
+    pooled = getattr(outer, "_httpcore_stream", None)
+    if type(pooled) is not PoolByteStream or pooled._closed:
+        return None
+    inner = getattr(pooled, "_stream", None)
+    if type(inner) is not HTTP11ConnectionByteStream or inner._closed:
+        return None
+    connection = getattr(inner, "_connection", None)
+    if type(connection) is not AsyncHTTP11Connection:
+        return None
+    network = getattr(connection, "_network_stream", None)
+    stream = getattr(network, "_stream", None) if type(network) is TrioStream else None
+    if not isinstance(stream, trio.abc.Stream) or not isinstance(connection._h11_state, h11.Connection):
+        return None
+    timeouts = response.request.extensions.get("timeout", {})
+    read_timeout = timeouts.get("read") if isinstance(timeouts, dict) else None
+    return _H11Body(connection, stream, math.inf if read_timeout is None else float(read_timeout))
 
 
 class UpstreamClient:

@@ -33,7 +33,7 @@ from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.messages.pool import Acquire, ClientPoolAddress, Lease
 from actors.messages.relay import RunAttempt
 from actors.observe.metrics import Metrics
-from actors.upstream.client import failure_from_exception, failure_from_response
+from actors.upstream.client import body_chunks, failure_from_exception, failure_from_response
 from actors.upstream.endpoints import Prepared
 from protocol.assembly import MessageAssembler
 from protocol.betas import CONTEXT_1M
@@ -234,7 +234,7 @@ class AttemptStreamer:
                     progress.watchdog = watchdog
                     if idle is not None:
                         watchdog.deadline = trio.current_time() + idle
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in body_chunks(response):
                         if idle is not None:
                             watchdog.deadline = trio.current_time() + idle
                         for name, data in decoder.feed(chunk):
