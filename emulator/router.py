@@ -5,9 +5,9 @@ Role:
     ``delivery.deliver`` writes (decisions only; ``emulator/server.py`` is the trio shell
     that reads and writes sockets). Routes: ``/v1/messages`` (streaming and not),
     ``/v1/messages/count_tokens`` and ``/v1/models`` the way api.anthropic.com does (wire.md
-    1-4, 6), with deterministic content and usage (``responses``, ``tokens``) and every
-    failure the real service has (``faults``); ``/_emulator/*`` so any HTTP client can
-    script an outage and read the log: ``POST /_emulator/faults`` (a JSON list of specs),
+    1-4, 6), with deterministic content, usage and model list (``responses``, ``tokens``,
+    ``model_list``) and every failure the real service has (``faults``); ``/_emulator/*``
+    so any HTTP client can script an outage and read the log: ``POST /_emulator/faults`` (a JSON list of specs),
     ``GET /_emulator/requests`` (the last ``REQUEST_LOG_LIMIT`` requests as received,
     credentials masked; ``DELETE`` clears it), ``POST /_emulator/reset``; the bootstrap API,
     ``GET /api/claude_cli/bootstrap`` (reference-client.md 4): ``bootstrap_body`` (one
@@ -56,8 +56,9 @@ from .connection import Request
 from .delivery import Answer
 from .errors import ErrorResponse, api_error
 from .faults import FaultSpecError
+from .model_list import MODELS, model_json, models_page
 from .record import RecordedRequest
-from .responses import JSON, MODELS, last_user_text, model_json, models_page
+from .responses import JSON, last_user_text
 from .script import FaultScript
 from .tokens import PromptCache
 from .validation import (
