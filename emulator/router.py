@@ -5,18 +5,18 @@ Role:
     ``delivery.deliver`` writes (decisions only; ``emulator/server.py`` is the trio shell
     that reads and writes sockets). Routes: ``/v1/messages`` (streaming and not),
     ``/v1/messages/count_tokens`` and ``/v1/models`` the way api.anthropic.com does (wire.md
-    1-4, 6), with deterministic content and usage (``responses``, ``tokens``) and every
-    failure the real service has (``faults``); ``/_emulator/*`` so any HTTP client can
-    script an outage and read the log: ``POST /_emulator/faults`` (a JSON list of specs),
-    ``GET /_emulator/requests`` (the last ``REQUEST_LOG_LIMIT`` requests as received,
+    1-4, 6), with deterministic content, usage and model list (``responses``, ``tokens``,
+    ``model_list``) and every failure the real service has (``faults``); ``/_emulator/*`` so any
+    HTTP client can script an outage and read the log: ``POST /_emulator/faults`` (a JSON list
+    of specs), ``GET /_emulator/requests`` (the last ``REQUEST_LOG_LIMIT`` requests as received,
     credentials masked; ``DELETE`` clears it), ``POST /_emulator/reset``; the bootstrap API,
     ``GET /api/claude_cli/bootstrap`` (reference-client.md 4): ``bootstrap_body`` (one
-    additional model option by default), after the credential check alone, with faults
-    from its own queue (``Emulator.script_bootstrap``, so a gateway's startup fetch never
-    takes a fault meant for a Messages request) or the ``x-emulator-fault`` header.
-    issue 6: the cloud providers' wire formats, each checking its own credential and then
-    answered (faults included) by the same code: Bedrock ``/model/{id}/...``
-    (``emulator/bedrock.py``, SigV4 verified), Vertex
+    additional model option by default), after the credential check alone, with faults from its
+    own queue (``Emulator.script_bootstrap``, so a gateway's startup fetch never takes a fault
+    meant for a Messages request) or the ``x-emulator-fault`` header.
+    issue 6: the cloud providers' wire formats (``emulator/cloud_routes.py``), each checking its
+    own credential and then answered (faults included) by the same code: Bedrock
+    ``/model/{id}/...`` (``emulator/bedrock.py``, SigV4 verified), Vertex
     ``/v1/projects/.../models/{model}:rawPredict`` and its OAuth ``/token``
     (``emulator/vertex.py``), Foundry ``/anthropic/v1/...`` and a managed-identity
     ``/msi/token`` (``emulator/foundry.py``).
@@ -52,12 +52,14 @@ from .api import (
     json_answer,
     messages_answer,
 )
+from .cloud_routes import CloudRoutes
 from .connection import Request
 from .delivery import Answer
 from .errors import ErrorResponse, api_error
 from .faults import FaultSpecError
+from .model_list import MODELS, model_json, models_page
 from .record import RecordedRequest
-from .responses import JSON, MODELS, last_user_text, model_json, models_page
+from .responses import JSON, last_user_text
 from .script import FaultScript
 from .tokens import PromptCache
 from .validation import (
@@ -88,7 +90,7 @@ _ROUTES: Final[Mapping[str, tuple[str, ...]]] = {
 REQUEST_LOG_LIMIT: Final = 1000
 
 
-class Router:
+class Router(CloudRoutes):
     """The emulator's state and its answers to requests, without the sockets.
 
     ``api_keys``: the credentials accepted; None accepts any non-empty one. ``models``: ids
@@ -110,24 +112,16 @@ class Router:
         entra_token_lifetime: int = 3600,
         models: Iterable[str] = (),
     ) -> None:
+        super().__init__(
+            aws_keys=aws_keys,
+            bedrock_tokens=bedrock_tokens,
+            vertex_auth=vertex_auth,
+            google_token_lifetime=google_token_lifetime,
+            foundry_keys=foundry_keys,
+            identity_secret=identity_secret,
+            entra_token_lifetime=entra_token_lifetime,
+        )
         self.api_keys = api_keys
-        # issue 6: Bedrock's credentials: access key id -> secret (SigV4 is verified), and
-        # the API keys accepted as Bearer. Both None: any Bedrock request passes.
-        self.aws_keys = aws_keys
-        self.bedrock_tokens = bedrock_tokens
-        # issue 6: Vertex. With ``vertex_auth`` a Vertex request needs a token issued by
-        # ``POST /token`` that has not expired (trio time) nor been revoked.
-        self.vertex_auth = vertex_auth
-        self.google_token_lifetime = google_token_lifetime
-        self.google_tokens: dict[str, float] = {}
-        self.token_issuers: list[str] = []
-        # issue 6: Foundry. API keys accepted (None: any), and Entra ID tokens issued by the
-        # managed-identity endpoint ``GET /msi/token`` (which needs ``identity_secret``).
-        self.foundry_keys = foundry_keys
-        self.identity_secret = identity_secret
-        self.entra_token_lifetime = entra_token_lifetime
-        self.entra_tokens: dict[str, float] = {}
-        self._entra_issued = 0
         # The last ``REQUEST_LOG_LIMIT`` requests, oldest first; ``_logged`` counts every
         # request since the last reset (so ``RecordedRequest.index`` keeps counting).
         self.requests: list[RecordedRequest] = []
@@ -253,108 +247,6 @@ class Router:
             body, directions, cache=self._cache, sequence=sequence, request_id=request_id,
             cache_minimum=models.cache_minimum(model),
         )
-
-    def _bedrock(
-        self, request: Request, record: RecordedRequest, sequence: int, model: str, action: str
-    ) -> Answer:
-        """issue 6: a Bedrock InvokeModel / CountTokens request (``emulator/bedrock.py``)."""
-        request_id = record.request_id
-        denied = bedrock.check_auth(
-            request.method, request.target, request.headers, request.body,
-            self.aws_keys, self.bedrock_tokens, request_id,
-        )
-        if denied is not None:
-            return denied
-        base = models.bedrock_base(model)
-        if base is not None and not models.known(base, self._accepted()) and model not in self._accepted():
-            return bedrock.rest_error(400, bedrock.INVALID_MODEL, request_id)
-        body = bedrock.first_party_body(request.body, model, action)
-        if isinstance(body, str):
-            return bedrock.rest_error(400, body, request_id)
-        counting = action == "count-tokens"
-        # A CountTokens request wraps a whole InvokeModel body (max_tokens and all).
-        # Bedrock takes the betas in the body (wire.md 7.2).
-        listed = record.json.get("anthropic_beta") if isinstance(record.json, dict) else None
-        answer = self._first_party(
-            request, record, sequence, body, counting=counting, model=base or model,
-            prompt_only=False, betas=",".join(map(str, listed)) if isinstance(listed, list) else "",
-        )
-        if isinstance(answer, ErrorResponse):
-            return bedrock.rest_error(answer.status, bedrock.body_error(answer.message), request_id)
-        return bedrock.bedrock_answer(answer, request_id, counting=counting)
-
-    def _first_party(
-        self, request: Request, record: RecordedRequest, sequence: int, body: dict[str, object], *,
-        counting: bool, model: str, prompt_only: bool | None = None, betas: str | None = None,
-    ) -> Answer | ErrorResponse:
-        """issue 6: a cloud request's first-party body, answered as ``/v1/messages`` would
-        (scripted faults included), or the error for the caller to put in its own shape.
-        ``model`` is the first-party id the cloud's model id stands for (cache minimum);
-        ``prompt_only`` whether the body has count_tokens' fields (default: ``counting``);
-        ``betas`` the betas requested (default: the ``anthropic-beta`` header)."""
-        checked = check_body(body, counting=counting if prompt_only is None else prompt_only)
-        if isinstance(checked, ErrorResponse):
-            return checked
-        if betas is None:
-            betas = request.headers.get("anthropic-beta", "")
-        thinking = None if counting else thinking_problem(checked, betas)
-        if thinking is not None:
-            return thinking
-        try:
-            directions = self._script.select(
-                request.headers, None if counting else last_user_text(checked), trio.current_time()
-            )
-        except FaultSpecError as exc:
-            return api_error(400, f"emulator fault spec: {exc}")
-        record.fault = directions.fault
-        if counting:
-            return count_tokens_answer(checked, directions, request_id=record.request_id)
-        return messages_answer(
-            checked, directions, cache=self._cache, sequence=sequence, request_id=record.request_id,
-            cache_minimum=models.cache_minimum(model),
-        )
-
-    def _entra_token(self, request: Request) -> Answer:
-        if self.identity_secret is None or not foundry.identity_request_ok(
-            request.target, request.headers, self.identity_secret
-        ):
-            return foundry.identity_error()
-        self._entra_issued += 1
-        token = f"eyJ0eXAiOiJKV1QifQ.emulator-{self._entra_issued}"
-        self.entra_tokens[token] = trio.current_time() + self.entra_token_lifetime
-        return foundry.identity_answer(token, self.entra_token_lifetime)
-
-    def _google_token(self, request: Request, record: RecordedRequest) -> Answer:
-        issuer = vertex.assertion_issuer(request.body)
-        if issuer is None:
-            return vertex.oauth_error(record.request_id)
-        self.token_issuers.append(issuer)
-        token = f"ya29.emulator-{len(self.token_issuers)}"
-        self.google_tokens[token] = trio.current_time() + self.google_token_lifetime
-        return vertex.token_answer(token, self.google_token_lifetime)
-
-    def _vertex(self, request: Request, record: RecordedRequest, sequence: int, found: vertex.VertexRoute) -> Answer:
-        """issue 6: a Vertex rawPredict / streamRawPredict request (``emulator/vertex.py``)."""
-        request_id = record.request_id
-        if self.vertex_auth:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            expiry = self.google_tokens.get(token.strip()) if scheme.lower() == "bearer" else None
-            if expiry is None or trio.current_time() >= expiry:
-                return vertex.rpc_error(401, vertex.UNAUTHENTICATED, request_id)
-        body = vertex.first_party_body(request.body, found)
-        if isinstance(body, str):
-            return vertex.rpc_error(400, body, request_id)
-        # The count-tokens body keeps its model; a predict body got the URL's.
-        wire_model = str(body.get("model", ""))
-        model = models.vertex_base(wire_model)
-        if not models.known(model, self._accepted()) and wire_model not in self._accepted():
-            return vertex.model_not_found(found, wire_model, request_id)
-        answer = self._first_party(
-            request, record, sequence, body, counting=found.model == "count-tokens", model=model
-        )
-        if isinstance(answer, ErrorResponse):
-            return error_answer(answer, request_id)
-        return vertex.vertex_answer(answer, request_id)
 
     def _bootstrap(self, request: Request, record: RecordedRequest) -> Answer:
         # The reference client sends no anthropic-version here: only the credential counts.

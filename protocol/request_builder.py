@@ -200,37 +200,11 @@ def build_request(
 
     _lower_effort(body, resolved, notes)
 
-    if count_only:
-        for field in ("max_tokens", "stream", "speed"):
-            body.pop(field, None)
-    else:
-        _limit_output(body, resolved, settings, max_tokens=max_tokens, notes=notes)
-        body["stream"] = stream
-        if fast:
-            body["speed"] = "fast"
-        else:
-            body.pop("speed", None)
-
-    rule_betas = B.request_betas(
-        model=resolved,
-        provider=provider,
-        source=source,
-        disable_experimental=settings.disable_experimental_betas,
-        disable_interleaved_thinking=settings.disable_interleaved_thinking,
-        tool_search=tool_search,
-        structured_output=_structured_output(body),
-        task_budget=_task_budget(body),
-        advisor=advisor,
-        catalog=settings.models.catalog,
+    _send_fields(body, resolved, settings, count_only=count_only, max_tokens=max_tokens, stream=stream, fast=fast, notes=notes)
+    betas, new_latched = _betas(
+        body, resolved, settings, latch, source=source, tool_search=tool_search, advisor=advisor,
+        fast_requested=fast_requested, client_betas=client_betas, notes=notes,
     )
-    if fast_requested:
-        rule_betas.append(B.FAST_MODE)
-    new_latched = B.dedupe(latch.betas, (b for b in rule_betas if b in LATCHED_BETAS))
-    betas = B.dedupe(rule_betas, new_latched, settings.extra_betas, client_betas)
-    if B.CONTEXT_MANAGEMENT not in betas and "context_management" in body:
-        # reference 6: the body field only goes with its beta.
-        del body["context_management"]
-        notes.append("context_management dropped: its beta is not sent")
 
     ttl_1h = latch.ttl_1h
     if ttl_1h is None:
@@ -292,6 +266,54 @@ def _shape_tools(
         tool_list.append({"type": _ADVISOR_TOOL_TYPE, "name": "advisor", "model": settings.advisor_model})
         body["tools"] = tool_list
     return tool_search, advisor
+
+
+def _send_fields(
+    body: JsonObject, resolved: ResolvedModel, settings: BuildSettings, *,
+    count_only: bool, max_tokens: int | None, stream: bool, fast: bool, notes: list[str],
+) -> None:
+    """``max_tokens``, ``stream`` and ``speed`` as this attempt sends them (none of them in a
+    count_tokens body)."""
+    if count_only:
+        for field in ("max_tokens", "stream", "speed"):
+            body.pop(field, None)
+    else:
+        _limit_output(body, resolved, settings, max_tokens=max_tokens, notes=notes)
+        body["stream"] = stream
+        if fast:
+            body["speed"] = "fast"
+        else:
+            body.pop("speed", None)
+
+
+def _betas(
+    body: JsonObject, resolved: ResolvedModel, settings: BuildSettings, latch: SessionLatch, *,
+    source: str, tool_search: bool, advisor: bool, fast_requested: bool, client_betas: tuple[str, ...],
+    notes: list[str],
+) -> tuple[list[str], list[str]]:
+    """The betas to send and the session's latched betas after this request (reference 7.4);
+    ``context_management`` leaves the body when its beta is not sent."""
+    rule_betas = B.request_betas(
+        model=resolved,
+        provider=settings.provider,
+        source=source,
+        disable_experimental=settings.disable_experimental_betas,
+        disable_interleaved_thinking=settings.disable_interleaved_thinking,
+        tool_search=tool_search,
+        structured_output=_structured_output(body),
+        task_budget=_task_budget(body),
+        advisor=advisor,
+        catalog=settings.models.catalog,
+    )
+    if fast_requested:
+        rule_betas.append(B.FAST_MODE)
+    new_latched = B.dedupe(latch.betas, (b for b in rule_betas if b in LATCHED_BETAS))
+    betas = B.dedupe(rule_betas, new_latched, settings.extra_betas, client_betas)
+    if B.CONTEXT_MANAGEMENT not in betas and "context_management" in body:
+        # reference 6: the body field only goes with its beta.
+        del body["context_management"]
+        notes.append("context_management dropped: its beta is not sent")
+    return betas, new_latched
 
 
 def _limit_output(

@@ -1,8 +1,8 @@
 """The model catalog: every model the gateway knows, loaded from ``protocol/models/catalog.toml`` (pure).
 
-``load_catalog(raw)`` turns the TOML text into a ``Catalog`` of typed Structs and checks it
-(every price a whole number of picodollars per token, every alias resolvable, no id claimed
-by two models). ``BUILTIN`` is the catalog shipped with the package. ``Catalog.merged`` adds
+``load_catalog(raw)`` turns the TOML text into a ``Catalog`` and checks it (every price a
+whole number of picodollars per token, every alias resolvable, no id claimed by two models);
+the file's schema and its rows' checks are in ``protocol/models/catalog_file.py``. ``BUILTIN`` is the catalog shipped with the package. ``Catalog.merged`` adds
 what an upstream ``GET /v1/models`` answer says (``decode_models_page``), so a model released
 after this file was written is listed and sized by the upstream's own word.
 
@@ -30,11 +30,11 @@ from __future__ import annotations
 import importlib.resources
 import re
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Final, final
 
 import msgspec
 
+from protocol.models.catalog_file import ModelOptionRow, catalog_entries, decode_catalog_file
 from protocol.models.spec import (
     ADAPTIVE_THINKING,
     ADVISOR,
@@ -48,13 +48,11 @@ from protocol.models.spec import (
     FOUNDRY,
     INTERLEAVED_THINKING_3P,
     MID_CONVERSATION_SYSTEM,
-    PICO_PER_TOKEN_PER_USD_MTOK,
     PICO_PER_USD,
     PROVIDERS,
     THINKING_OFF,
     VERTEX,
     XHIGH,
-    Context1M,
     ModelSpec,
     PriceEntry,
     Rates,
@@ -81,7 +79,6 @@ __all__ = [
     "VERTEX",
     "XHIGH",
     "Catalog",
-    "ModelOptionRow",
     "ModelSpec",
     "PriceEntry",
     "Rates",
@@ -90,83 +87,6 @@ __all__ = [
     "decode_models_page",
     "load_catalog",
 ]
-
-class ModelOptionRow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    value: str
-    label: str
-    description: str | None = None
-
-
-# --- the file's shape ------------------------------------------------------------------------
-
-
-class _PriceRow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    effective: str
-    standard: str
-    long_context: str | None = None
-    fast: str | None = None
-    fast_long_context: str | None = None
-    long_context_threshold: int = 200_000
-    long_context_needs_beta: bool = True
-
-
-class _ModelRow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    key: str
-    name: str
-    family: str | None = None
-    generation: int | None = None
-    released: str | None = None
-    first_party: str | None = None
-    aliases: tuple[str, ...] = ()
-    bedrock: str | None = None
-    vertex: str | None = None
-    foundry: str | None = None
-    context_window: int | None = None
-    context_1m: Context1M = "none"
-    max_output_default: int | None = None
-    max_output: int | None = None
-    capabilities: tuple[str, ...] = ()
-    legacy_remap: bool = False
-    prices: tuple[_PriceRow, ...] = ()
-
-
-class _CatalogFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    as_of: str
-    sources: tuple[str, ...]
-    unknown_price_model: str
-    web_search_usd: str
-    overload_fallback_families: tuple[str, ...]
-    small_fast_families: tuple[str, ...]
-    unknown_capabilities: tuple[str, ...]
-    capability_names: dict[str, str]
-    model_options: tuple[ModelOptionRow, ...]
-    aliases: dict[str, dict[str, str]]
-    bedrock_geo: dict[str, str]
-    models: tuple[_ModelRow, ...]
-
-
-_ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _pico(usd_per_mtok: str) -> int:
-    try:
-        exact = Decimal(usd_per_mtok.strip()) * PICO_PER_TOKEN_PER_USD_MTOK
-    except InvalidOperation:
-        raise ValueError(f"not a price: {usd_per_mtok!r}") from None
-    if exact != exact.to_integral_value() or exact < 0:
-        raise ValueError(f"{usd_per_mtok} $/Mtok is not a whole number of picodollars per token")
-    return int(exact)
-
-
-def _rates(text: str | None) -> Rates | None:
-    """``"input / 5m write / 1h write / cache read / output"`` in $/Mtok."""
-    if text is None:
-        return None
-    parts = text.split("/")
-    if len(parts) != 5:
-        raise ValueError(f"want 5 prices 'in / 5m / 1h / read / out', got {text!r}")
-    input_, write_5m, write_1h, read, output = (_pico(part) for part in parts)
-    return Rates(input=input_, cache_write_5m=write_5m, cache_write_1h=write_1h, cache_read=read, output=output)
 
 
 def load_catalog(raw: bytes | str) -> Catalog:
@@ -177,67 +97,13 @@ def load_catalog(raw: bytes | str) -> Catalog:
             whole picodollars, an unknown capability, an alias that names nothing, an id
             claimed twice, a date that is not ISO).
     """
-    try:
-        data = msgspec.toml.decode(raw, type=_CatalogFile)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"model catalog: {exc}") from exc
-    web_search = _pico(data.web_search_usd) * PICO_PER_TOKEN_PER_USD_MTOK
-    models: list[ModelSpec] = []
-    prices: list[PriceEntry] = []
-    for row in data.models:
-        unknown = set(row.capabilities) - CAPABILITIES
-        if unknown:
-            raise ValueError(f"model catalog: {row.key}: unknown capabilities {sorted(unknown)}")
-        if row.family is not None and row.family not in FAMILIES:
-            raise ValueError(f"model catalog: {row.key}: unknown family {row.family!r}")
-        if row.released is not None and not _ISO_DATE.fullmatch(row.released):
-            raise ValueError(f"model catalog: {row.key}: released {row.released!r} is not an ISO date")
-        models.append(
-            ModelSpec(
-                key=row.key,
-                display_name=row.name,
-                family=row.family,
-                generation=row.generation,
-                released=row.released,
-                first_party=row.first_party,
-                aliases=row.aliases,
-                bedrock=row.bedrock,
-                vertex=row.vertex,
-                foundry=row.foundry,
-                context_window=row.context_window,
-                context_1m=row.context_1m,
-                max_output_default=row.max_output_default,
-                max_output=row.max_output,
-                capabilities=frozenset(row.capabilities),
-                legacy_remap=row.legacy_remap,
-            )
-        )
-        for price in row.prices:
-            if not _ISO_DATE.fullmatch(price.effective):
-                raise ValueError(f"model catalog: {row.key}: effective {price.effective!r} is not an ISO date")
-            standard = _rates(price.standard)
-            assert standard is not None
-            prices.append(
-                PriceEntry(
-                    row.key,
-                    price.effective,
-                    standard,
-                    long_context=_rates(price.long_context),
-                    fast=_rates(price.fast),
-                    fast_long_context=_rates(price.fast_long_context),
-                    long_context_threshold=price.long_context_threshold,
-                    long_context_needs_beta=price.long_context_needs_beta,
-                    web_search=web_search,
-                )
-            )
-    unknown_caps = set(data.unknown_capabilities) - CAPABILITIES
-    if unknown_caps or set(data.capability_names) != CAPABILITIES:
-        raise ValueError("model catalog: capability names differ from protocol/models/catalog.py's")
+    data = decode_catalog_file(raw)
+    models, prices = catalog_entries(data)
     catalog = Catalog(
         as_of=data.as_of,
         sources=data.sources,
-        models=tuple(models),
-        prices=tuple(prices),
+        models=models,
+        prices=prices,
         aliases=data.aliases,
         unknown_capabilities=frozenset(data.unknown_capabilities),
         overload_families=frozenset(data.overload_fallback_families),
@@ -248,6 +114,7 @@ def load_catalog(raw: bytes | str) -> Catalog:
     )
     catalog.check()
     return catalog
+
 
 
 # --- provider forms of an id -----------------------------------------------------------------
