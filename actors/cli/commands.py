@@ -61,14 +61,8 @@ from actors.cli import cost as cost_by
 from actors.cli import tokens as tokens_cli
 from actors.cli import users as users_cli
 from actors.cli.workers import stop_with_parent, supervise, workers_arg
-from actors.config.settings import (
-    Config,
-    config_from_env,
-    default_ledger_path,
-    is_postgres_url,
-    redact_url,
-    with_sign_in,
-)
+from actors.config.from_env import config_from_env, with_sign_in
+from actors.config.settings import Config, default_ledger_path, is_postgres_url, redact_url
 from actors.gateway import Gateway
 from actors.observe.log import configure_logging
 from actors.server import Server, run_server
