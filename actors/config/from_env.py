@@ -284,9 +284,6 @@ def config_from_env(
     Raises:
         ConfigError: a malformed value, or a non-loopback host without access tokens.
     """
-    api_key = env.get("ANTHROPIC_API_KEY", "").strip()
-    auth_token = env.get("ANTHROPIC_AUTH_TOKEN", "").strip()
-    base_url = env.get("ANTHROPIC_BASE_URL", "").strip()
     tokens = tuple(
         Secret(t.strip()) for t in env.get("SWITCHBOARD_ACCESS_TOKENS", "").split(",") if t.strip()
     )
@@ -298,6 +295,38 @@ def config_from_env(
             f"refusing to listen on {host} without access tokens: set SWITCHBOARD_ACCESS_TOKENS "
             "or pass --allow-no-auth"
         )
+    upstream = _upstream(env)
+    grace = _shutdown_grace(env) if shutdown_grace is None else shutdown_grace
+    if not grace >= 0:  # also NaN
+        raise ConfigError(f"the shutdown grace must be >= 0 seconds, got {grace:g}")
+    limit, wait = _admission(env, max_queries, admission_wait)
+    config = msgspec.structs.replace(
+        upstream,
+        host=host,
+        port=port,
+        ledger_path=ledger_path or env.get("SWITCHBOARD_LEDGER", "").strip() or None,
+        debug=debug or env.get("ANTHROPIC_LOG", "").strip().lower() == "debug",
+        access_tokens=tokens,
+        admin_tokens=admin_tokens,
+        allow_no_auth=allow_no_auth,
+        http_port=http_port,
+        shutdown_grace=grace,
+        max_queries=limit,
+        admission_wait=wait,
+        ledger_fail_open=ledger_fail_open or is_truthy(env.get("SWITCHBOARD_LEDGER_FAIL_OPEN")),
+    )
+    config = _with_http_door(_with_providers(config, env), env)
+    # issue 5: request construction's settings, for the provider just chosen.
+    return msgspec.structs.replace(config, build=build_settings_from_env(env, config.provider))
+
+
+def _upstream(env: Mapping[str, str]) -> Config:
+    """A Config with the upstream's fields read (credentials, base URL, custom headers,
+    proxies, timeout and retries; issue 3's key helper, token file and stream health), the
+    others at their defaults for ``config_from_env`` to fill."""
+    api_key = env.get("ANTHROPIC_API_KEY", "").strip()
+    auth_token = env.get("ANTHROPIC_AUTH_TOKEN", "").strip()
+    base_url = env.get("ANTHROPIC_BASE_URL", "").strip()
     timeout_ms = int_env(env, "API_TIMEOUT_MS", int(DEFAULT_API_TIMEOUT * 1000))
     max_retries = int_env(env, "CLAUDE_CODE_MAX_RETRIES", 10)
     if timeout_ms <= 0 or max_retries < 0:
@@ -308,15 +337,7 @@ def config_from_env(
     idle_ms = int_env(env, "CLAUDE_STREAM_IDLE_TIMEOUT_MS", int(DEFAULT_STREAM_IDLE_TIMEOUT * 1000))
     watchdog_off = is_falsy(env.get("CLAUDE_ENABLE_STREAM_WATCHDOG"))
     proxies, no_proxy = environment_proxies(env)
-    grace = _shutdown_grace(env) if shutdown_grace is None else shutdown_grace
-    if not grace >= 0:  # also NaN
-        raise ConfigError(f"the shutdown grace must be >= 0 seconds, got {grace:g}")
-    limit, wait = _admission(env, max_queries, admission_wait)
-    config = Config(
-        host=host,
-        port=port,
-        ledger_path=ledger_path or env.get("SWITCHBOARD_LEDGER", "").strip() or None,
-        debug=debug or env.get("ANTHROPIC_LOG", "").strip().lower() == "debug",
+    return Config(
         base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
         api_key=Secret(api_key) if api_key else None,
         auth_token=Secret(auth_token) if auth_token else None,
@@ -325,13 +346,6 @@ def config_from_env(
         no_proxy=no_proxy,
         api_timeout=timeout_ms / 1000,
         max_retries=max_retries,
-        access_tokens=tokens,
-        admin_tokens=admin_tokens,
-        allow_no_auth=allow_no_auth,
-        http_port=http_port,
-        shutdown_grace=grace,
-        max_queries=limit,
-        admission_wait=wait,
         # No credential and no base URL: nothing real to talk to, so use the built-in emulator.
         use_emulator=not (api_key or auth_token or base_url or helper or token_file),
         api_key_helper=helper,
@@ -345,8 +359,4 @@ def config_from_env(
         fallback_for_all_models=bool(env.get("FALLBACK_FOR_ALL_PRIMARY_MODELS", "").strip()),
         disable_fast_mode=is_truthy(env.get("CLAUDE_CODE_DISABLE_FAST_MODE")),
         disable_nonessential_traffic=bool(env.get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "").strip()),
-        ledger_fail_open=ledger_fail_open or is_truthy(env.get("SWITCHBOARD_LEDGER_FAIL_OPEN")),
     )
-    config = _with_http_door(_with_providers(config, env), env)
-    # issue 5: request construction's settings, for the provider just chosen.
-    return msgspec.structs.replace(config, build=build_settings_from_env(env, config.provider))
