@@ -1,4 +1,4 @@
-"""Reading the environment into a ``Config``: the one place that does (DESIGN principle 7).
+"""Reading the environment into a ``Config``: the one place that does (docs/architecture.md 3.8).
 
 ``config_from_env`` builds the ``Config`` (actors/config/settings.py) from CLI values and the
 reference client's environment variables, the cloud providers' among them; ``with_sign_in``

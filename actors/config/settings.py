@@ -1,4 +1,4 @@
-"""Configuration: the ``Config`` everything is handed, built once (DESIGN principle 7).
+"""Configuration: the ``Config`` everything is handed, built once (docs/architecture.md 3.8).
 
 ``Config`` is built from CLI flags and the reference client's environment variables by
 ``config_from_env`` (actors/config/from_env.py, which lists the variables read) and handed to
