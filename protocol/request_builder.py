@@ -3,7 +3,7 @@
 
 Input: the client's request body, the query's source and options, the session's latched
 state (``SessionLatch``) and ``BuildSettings`` (made once from the environment by
-actors/config/settings.py). Output: a ``BuiltRequest`` (the model to send, the body, the betas,
+actors/config/from_env.py). Output: a ``BuiltRequest`` (the model to send, the body, the betas,
 notes for log lines, the prompt snapshot for cache-break detection) and the session's new
 latch. Every ``BuiltRequest`` owns its body: nothing in it is shared with the client's
 request, the settings (``CLAUDE_CODE_EXTRA_BODY``) or another request.

@@ -61,14 +61,8 @@ from actors.cli import cost as cost_by
 from actors.cli import tokens as tokens_cli
 from actors.cli import users as users_cli
 from actors.cli.workers import stop_with_parent, supervise, workers_arg
-from actors.config.settings import (
-    Config,
-    config_from_env,
-    default_ledger_path,
-    is_postgres_url,
-    redact_url,
-    with_sign_in,
-)
+from actors.config.from_env import config_from_env, with_sign_in
+from actors.config.settings import Config, default_ledger_path, is_postgres_url, redact_url
 from actors.gateway import Gateway
 from actors.observe.log import configure_logging
 from actors.server import Server, run_server
@@ -102,6 +96,30 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
+    _listen_options(serve)
+    _capacity_options(serve)
+    serve.add_argument(
+        "--allow-no-auth",
+        action="store_true",
+        help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
+    )
+    _sign_in_options(serve)
+    serve.add_argument(
+        "--policy",
+        default=None,
+        metavar="FILE",
+        help="organisation policy (TOML: model allow-lists, managed settings per group and "
+        "user; default $SWITCHBOARD_POLICY)",
+    )
+    _cost_parsers(sub)
+    tokens_cli.add_parser(sub)
+    users_cli.add_parser(sub)
+    _emulator_parser(sub)
+    return parser
+
+
+def _listen_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s doors, ledger and logs."""
     serve.add_argument("--host", default="127.0.0.1", help="address of the WebSocket door (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="WebSocket port; 0 picks a free one (default 8765)")
     serve.add_argument(
@@ -125,6 +143,10 @@ def _parser() -> argparse.ArgumentParser:
         "cost_recorded false (default: refuse them; also SWITCHBOARD_LEDGER_FAIL_OPEN=1)",
     )
     serve.add_argument("--debug", action="store_true", help="debug logs of the actors and the HTTP client")
+
+
+def _capacity_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s shutdown grace, admission (docs/protocol.md "Admission") and workers."""
     serve.add_argument(
         "--shutdown-grace",
         type=float,
@@ -159,19 +181,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Set by the parent of ``--workers N`` on each worker's command line (actors/cli/workers.py).
     serve.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
-    serve.add_argument(
-        "--allow-no-auth",
-        action="store_true",
-        help="listen on a non-loopback address without SWITCHBOARD_ACCESS_TOKENS",
-    )
-    _sign_in_options(serve)
-    serve.add_argument(
-        "--policy",
-        default=None,
-        metavar="FILE",
-        help="organisation policy (TOML: model allow-lists, managed settings per group and "
-        "user; default $SWITCHBOARD_POLICY)",
-    )
+
+
+def _cost_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cost`` and ``ledger migrate``."""
     cost = sub.add_parser("cost", help="print the costs kept in a ledger file")
     cost.add_argument("session", nargs="?", default=None, help="one session (default: all of them)")
     cost.add_argument("--ledger", default=None, metavar="PATH|URL", help="ledger file or URL (default as for serve)")
@@ -183,8 +196,10 @@ def _parser() -> argparse.ArgumentParser:
     copy = ledger_sub.add_parser("migrate", help="copy an SQLite ledger into PostgreSQL (idempotent)")
     copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
     copy.add_argument("--to", dest="target", required=True, metavar="URL", help="the PostgreSQL ledger (postgresql://...)")
-    tokens_cli.add_parser(sub)
-    users_cli.add_parser(sub)
+
+
+def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``emulator``: the upstream API emulator alone."""
     emulator = sub.add_parser("emulator", help="run the upstream API emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8766, help="0 picks a free one (default 8766)")
@@ -195,7 +210,6 @@ def _parser() -> argparse.ArgumentParser:
         "(default: an unpaced answer goes out in one write)",
     )
     emulator.add_argument("--debug", action="store_true")
-    return parser
 
 
 def _sign_in_options(serve: argparse.ArgumentParser) -> None:

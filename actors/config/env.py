@@ -1,4 +1,4 @@
-"""Small readers of environment values, shared by ``actors.config.settings`` and ``actors.config.request``.
+"""Small readers of environment values, shared by ``actors.config.from_env``, ``.settings`` and ``.request``.
 
 Each takes the environment as a mapping (or one value from it) and never reads ``os.environ``
 itself: ``config_from_env`` hands the environment in (DESIGN principle 7). Here: the

@@ -4,7 +4,7 @@
 ``BuildSettings`` that protocol/request_builder.py consumes: models (``ANTHROPIC_MODEL``,
 ``ANTHROPIC_DEFAULT_*_MODEL``, ``ANTHROPIC_SMALL_FAST_MODEL``, ...), betas (``ANTHROPIC_BETAS``,
 ...), ``CLAUDE_CODE_EXTRA_BODY``, prompt caching, thinking, the advisor tool and tool search.
-``config_from_env`` (actors/config/settings.py) calls it with the environment it was handed and the
+``config_from_env`` (actors/config/from_env.py) calls it with the environment it was handed and the
 provider it chose, and keeps the result in ``Config.build``; this module never reads
 ``os.environ`` itself.
 """

@@ -13,48 +13,9 @@ Who calls what:
     cost: the CostLedger, once per recorded upstream message; its health too. Queries refused
     for the ledger: the Gateway. The admission queue's length: the Admission; its rejections:
     the Gateway.
-Metrics (every name, type and label; README has the same table):
-    switchboard_queries_total{model,provider,outcome}    counter: finished queries;
-        outcome is done, error or aborted
-    switchboard_query_errors_total{model,provider,error_type}  counter: queries that
-        failed for good, by the error type the client saw
-    switchboard_query_duration_seconds{model,provider}   histogram: whole query, retries
-        included
-    switchboard_active_queries                           gauge: queries in flight
-    switchboard_active_sessions                          gauge: sessions in use
-    switchboard_retries_total{cause}                     counter: retries, by error type
-    switchboard_fallbacks_total{from_model,to_model}     counter: switches to a fallback model
-    switchboard_gate_answers_total{model}                counter: requests of clients that retry
-        on their own answered by a model's overload gate, without an upstream attempt
-    switchboard_upstream_latency_seconds{provider}       histogram: attempt sent to response
-        headers
-    switchboard_time_to_first_token_seconds{model}      histogram: query start to the first
-        content relayed, retries included
-    switchboard_tokens_total{model,type}                 counter: tokens by type: input,
-        output, cache_read, cache_write_5m, cache_write_1h
-    switchboard_cost_usd_total{model}                    counter: dollars, as priced by the
-        ledger
-    switchboard_token_spend_usd_total{token}             counter: dollars settled to the
-        budgets of the ledger's access tokens (actors/access/budgets.py), by token NAME
-    switchboard_overloaded{model}                        gauge: 1 while the model is in an
-        overload cooldown
-    switchboard_http_requests_total{route,status}        counter: HTTP door responses
-    switchboard_internal_errors_total{where}             counter: unexpected exceptions
-        contained at a supervision boundary (docs/supervision.md), by boundary: ``Where``
-    switchboard_queued_queries                           gauge: queries waiting for one of
-        the ``Config.max_queries`` slots (actors/supervisor/admission.py)
-    switchboard_admission_rejections_total               counter: queries whose wait for a
-        slot ran out (the HTTP door's 529s)
-    switchboard_ledger_healthy                           gauge: 1 while the cost ledger commits
-        and reads, 0 while it is degraded (``/healthz`` answers 503 then)
-    switchboard_ledger_pending_records                   gauge: usage record versions
-        waiting in memory for a commit (0 while healthy)
-    switchboard_ledger_commit_failures_total             counter: failed ledger commits
-        (retries included)
-    switchboard_ledger_read_failures_total               counter: sessions whose stored
-        state could not be read
-    switchboard_ledger_refused_queries_total             counter: queries refused because
-        the ledger could not commit (``ledger_unavailable``)
+Metrics:
+    Every name, type and label: actors/observe/metric_families.py (README has the same
+    table), where each group of families is created.
 The last hour (``recent``, for the dashboard's live panel, actors/doors/dashboard.py):
     Beside the counters, retries (by cause), fallbacks (``from -> to``), overload cooldowns
     entered (by model) and finished queries (by outcome) are counted in minute slots over
@@ -75,12 +36,17 @@ from typing import Final, Literal, final
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     generate_latest,
 )
 
+from actors.observe.metric_families import (
+    AttemptFamilies,
+    DoorFamilies,
+    LedgerFamilies,
+    OtlpFamilies,
+    QueryFamilies,
+    UsageFamilies,
+)
 from protocol.dashboard import EventWindow
 from protocol.usage import Usage
 
@@ -88,26 +54,6 @@ from protocol.usage import Usage
 # registry flooded with made-up names stays a few hundred lines.
 MAX_LABEL_VALUES: Final = 64
 OTHER: Final = "other"
-# Seconds. Upstream answers take from tens of milliseconds (an error) to the API's own
-# 10-minute timeout; a query with retries can take longer still.
-LATENCY_BUCKETS: Final = (
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-)
-FIRST_TOKEN_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
-QUERY_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
-
 Outcome = Literal["done", "error", "aborted"]
 TokenType = Literal["input", "output", "cache_read", "cache_write_5m", "cache_write_1h"]
 # The supervision boundaries (docs/supervision.md): the label set of
@@ -140,159 +86,12 @@ class Metrics:
         self._clock = clock
         self._recent = EventWindow()
         self._overloaded_now: set[str] = set()
-        self._queries = Counter(
-            "switchboard_queries",
-            "Finished queries, by outcome (done, error, aborted).",
-            ["model", "provider", "outcome"],
-            registry=registry,
-        )
-        self._errors = Counter(
-            "switchboard_query_errors",
-            "Queries that failed for good, by the error type the client saw.",
-            ["model", "provider", "error_type"],
-            registry=registry,
-        )
-        self._duration = Histogram(
-            "switchboard_query_duration_seconds",
-            "Whole-query time, retries and backoff included.",
-            ["model", "provider"],
-            buckets=QUERY_BUCKETS,
-            registry=registry,
-        )
-        # Not split by model: a query may end on another model than it began (a fallback),
-        # and a gauge must come down on the label it went up on.
-        self._active_queries = Gauge(
-            "switchboard_active_queries", "Queries in flight.", registry=registry
-        )
-        self._active_sessions = Gauge(
-            "switchboard_active_sessions",
-            "Sessions in use: with a WebSocket connection or an HTTP request in flight.",
-            registry=registry,
-        )
-        self._retries = Counter(
-            "switchboard_retries",
-            "Retries, by the error that caused them.",
-            ["cause"],
-            registry=registry,
-        )
-        self._fallbacks = Counter(
-            "switchboard_fallbacks",
-            "Switches to a fallback model.",
-            ["from_model", "to_model"],
-            registry=registry,
-        )
-        self._gate_answers = Counter(
-            "switchboard_gate_answers",
-            "Requests of clients that retry on their own answered by an overload gate, without an attempt.",
-            ["model"],
-            registry=registry,
-        )
-        self._latency = Histogram(
-            "switchboard_upstream_latency_seconds",
-            "From sending an attempt upstream to its response headers.",
-            ["provider"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self._first_token = Histogram(
-            "switchboard_time_to_first_token_seconds",
-            "From the start of a query to the first content relayed, retries included.",
-            ["model"],
-            buckets=FIRST_TOKEN_BUCKETS,
-            registry=registry,
-        )
-        self._tokens = Counter(
-            "switchboard_tokens",
-            "Tokens billed, by type: input, output, cache_read, cache_write_5m, cache_write_1h.",
-            ["model", "type"],
-            registry=registry,
-        )
-        self._cost = Counter(
-            "switchboard_cost_usd",
-            "Cost in US dollars, as priced by the ledger.",
-            ["model"],
-            registry=registry,
-        )
-        self._token_spend = Counter(
-            "switchboard_token_spend_usd",
-            "Dollars settled to the budgets of the ledger's access tokens, by token name.",
-            ["token"],
-            registry=registry,
-        )
-        self._overloaded = Gauge(
-            "switchboard_overloaded",
-            "1 while the model is in an overload cooldown, else 0.",
-            ["model"],
-            registry=registry,
-        )
-        self._http = Counter(
-            "switchboard_http_requests",
-            "HTTP door responses, by route and status.",
-            ["route", "status"],
-            registry=registry,
-        )
-        self._queued = Gauge(
-            "switchboard_queued_queries",
-            "Queries waiting for a slot (Config.max_queries).",
-            registry=registry,
-        )
-        self._admission_rejections = Counter(
-            "switchboard_admission_rejections",
-            "Queries whose wait for a slot ran out (HTTP 529 overloaded_error).",
-            registry=registry,
-        )
-        self._ledger_healthy = Gauge(
-            "switchboard_ledger_healthy",
-            "1 while the cost ledger commits and reads, 0 while it is degraded.",
-            registry=registry,
-        )
-        self._ledger_healthy.set(1)
-        self._ledger_pending = Gauge(
-            "switchboard_ledger_pending_records",
-            "Usage record versions waiting in memory for a ledger commit.",
-            registry=registry,
-        )
-        self._ledger_commit_failures = Counter(
-            "switchboard_ledger_commit_failures",
-            "Failed cost ledger commits, retries included.",
-            registry=registry,
-        )
-        self._ledger_read_failures = Counter(
-            "switchboard_ledger_read_failures",
-            "Sessions whose stored state the cost ledger could not read.",
-            registry=registry,
-        )
-        self._ledger_refused = Counter(
-            "switchboard_ledger_refused_queries",
-            "Queries refused because the cost ledger could not commit (ledger_unavailable).",
-            registry=registry,
-        )
-        # Telemetry clients send the gateway (actors/observe/otlp.py, protocol/otlp.py).
-        self._otlp_exports = Counter(
-            "switchboard_otlp_exports",
-            "OTLP exports received, by signal, encoding and outcome (accepted, undecodable).",
-            ["signal", "encoding", "outcome"],
-            registry=registry,
-        )
-        self._otlp_items = Counter(
-            "switchboard_otlp_items",
-            "Items (metrics, log records, spans) in the OTLP exports received, by signal.",
-            ["signal"],
-            registry=registry,
-        )
-        self._otlp_forwards = Counter(
-            "switchboard_otlp_forwards",
-            "OTLP exports forwarded to a collector, by outcome (sent, failed, dropped, circuit_open).",
-            ["destination", "outcome"],
-            registry=registry,
-        )
-
-        self._internal = Counter(
-            "switchboard_internal_errors",
-            "Unexpected exceptions contained at a supervision boundary, by boundary.",
-            ["where"],
-            registry=registry,
-        )
+        self._door = DoorFamilies(registry)
+        self._query = QueryFamilies(registry)
+        self._attempt = AttemptFamilies(registry)
+        self._usage = UsageFamilies(registry)
+        self._ledger = LedgerFamilies(registry)
+        self._otlp = OtlpFamilies(registry)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (``content_type`` names the format)."""
@@ -326,32 +125,32 @@ class Metrics:
 
     def queued_queries(self, n: int) -> None:
         """The admission queue's length now."""
-        self._queued.set(n)
+        self._door.queued.set(n)
 
     def admission_rejected(self) -> None:
         """A query's wait for a slot ran out (``Overloaded``)."""
-        self._admission_rejections.inc()
+        self._door.admission_rejections.inc()
 
     def session_opened(self) -> None:
-        self._active_sessions.inc()
+        self._door.active_sessions.inc()
 
     def session_closed(self) -> None:
-        self._active_sessions.dec()
+        self._door.active_sessions.dec()
 
     def http_request(self, route: str, status: int) -> None:
         """One HTTP door response. ``route`` is one of the door's fixed route names."""
-        self._http.labels(route=route, status=str(status)).inc()
+        self._door.http.labels(route=route, status=str(status)).inc()
 
     def internal_error(self, where: Where) -> None:
         """A supervision boundary contained an unexpected exception (counted once, where it
         was caught first)."""
-        self._internal.labels(where=where).inc()
+        self._door.internal.labels(where=where).inc()
 
     # --- queries (RetrySupervisor) --------------------------------------------------------
 
     def query_started(self) -> None:
         """A query began (before its first attempt). Pair with exactly one ``query_finished``."""
-        self._active_queries.inc()
+        self._query.active_queries.inc()
 
     def query_finished(
         self,
@@ -366,33 +165,33 @@ class Metrics:
         to a fallback is counted by ``fallback``); ``error_type`` for ``outcome="error"``."""
         model = self._label("model", model)
         provider = self._label("provider", provider)
-        self._active_queries.dec()
-        self._queries.labels(model=model, provider=provider, outcome=outcome).inc()
+        self._query.active_queries.dec()
+        self._query.queries.labels(model=model, provider=provider, outcome=outcome).inc()
         self._recent.add("queries", outcome, self._clock())
-        self._duration.labels(model=model, provider=provider).observe(duration)
+        self._query.duration.labels(model=model, provider=provider).observe(duration)
         if outcome == "error" and error_type is not None:
             error_type = self._label("error_type", error_type)
-            self._errors.labels(model=model, provider=provider, error_type=error_type).inc()
+            self._query.errors.labels(model=model, provider=provider, error_type=error_type).inc()
 
     def retried(self, cause: str) -> None:
         """A retry was announced; ``cause`` is the failed attempt's error type."""
         cause = self._label("cause", cause)
-        self._retries.labels(cause=cause).inc()
+        self._query.retries.labels(cause=cause).inc()
         self._recent.add("retries", cause, self._clock())
 
     def fallback(self, from_model: str, to_model: str) -> None:
         from_model, to_model = self._label("model", from_model), self._label("model", to_model)
-        self._fallbacks.labels(from_model=from_model, to_model=to_model).inc()
+        self._query.fallbacks.labels(from_model=from_model, to_model=to_model).inc()
         self._recent.add("fallbacks", f"{from_model} -> {to_model}", self._clock())
 
     def gate_answered(self, model: str) -> None:
         """An overload gate answered a request for the upstream (docs/protocol.md 2)."""
-        self._gate_answers.labels(model=self._label("model", model)).inc()
+        self._query.gate_answers.labels(model=self._label("model", model)).inc()
 
     def overloaded(self, model: str, active: bool) -> None:
         """The model entered (True) or left (False) an overload cooldown."""
         model = self._label("model", model)
-        self._overloaded.labels(model=model).set(1 if active else 0)
+        self._query.overloaded.labels(model=model).set(1 if active else 0)
         if active:
             self._overloaded_now.add(model)
             self._recent.add("overloads", model, self._clock())
@@ -403,26 +202,26 @@ class Metrics:
 
     def upstream_latency(self, provider: str, seconds: float) -> None:
         """An attempt's response headers arrived ``seconds`` after it was sent."""
-        self._latency.labels(provider=self._label("provider", provider)).observe(seconds)
+        self._attempt.latency.labels(provider=self._label("provider", provider)).observe(seconds)
 
     def first_token(self, model: str, seconds: float) -> None:
         """A query's first content was relayed ``seconds`` after the query started."""
-        self._first_token.labels(model=self._label("model", model)).observe(seconds)
+        self._attempt.first_token.labels(model=self._label("model", model)).observe(seconds)
 
     # --- usage and cost (CostLedger) ------------------------------------------------------
 
     def tokens(self, model: str, kind: TokenType, n: int) -> None:
         if n > 0:
-            self._tokens.labels(model=self._label("model", model), type=kind).inc(n)
+            self._usage.tokens.labels(model=self._label("model", model), type=kind).inc(n)
 
     def cost(self, model: str, usd: float) -> None:
         if usd > 0:
-            self._cost.labels(model=self._label("model", model)).inc(usd)
+            self._usage.cost.labels(model=self._label("model", model)).inc(usd)
 
     def token_spend(self, name: str, usd: float) -> None:
         """A query's real cost settled to a ledger token's budget (bounded as models are)."""
         if usd > 0:
-            self._token_spend.labels(token=self._label("token", name)).inc(usd)
+            self._usage.token_spend.labels(token=self._label("token", name)).inc(usd)
 
     def usage(self, model: str, usage: Usage, usd: float) -> None:
         """One recorded upstream message: its tokens by type and its cost."""
@@ -437,26 +236,26 @@ class Metrics:
     # --- the cost ledger's health (CostLedger, Gateway) -----------------------------------
 
     def ledger_health(self, *, healthy: bool, pending_records: int) -> None:
-        self._ledger_healthy.set(1 if healthy else 0)
-        self._ledger_pending.set(pending_records)
+        self._ledger.ledger_healthy.set(1 if healthy else 0)
+        self._ledger.ledger_pending.set(pending_records)
 
     def ledger_commit_failed(self) -> None:
-        self._ledger_commit_failures.inc()
+        self._ledger.ledger_commit_failures.inc()
 
     def ledger_read_failed(self) -> None:
-        self._ledger_read_failures.inc()
+        self._ledger.ledger_read_failures.inc()
 
     def otlp_export(self, signal: str, encoding: str, items: int | None) -> None:
         """An OTLP export received: its item count, or None when it did not decode."""
         outcome = "undecodable" if items is None else "accepted"
-        self._otlp_exports.labels(signal=signal, encoding=encoding, outcome=outcome).inc()
+        self._otlp.otlp_exports.labels(signal=signal, encoding=encoding, outcome=outcome).inc()
         if items:
-            self._otlp_items.labels(signal=signal).inc(items)
+            self._otlp.otlp_items.labels(signal=signal).inc(items)
 
     def otlp_forward(self, destination: str, outcome: str) -> None:
         """One export's fate at a configured collector (a few, from the configuration)."""
-        self._otlp_forwards.labels(destination=destination, outcome=outcome).inc()
+        self._otlp.otlp_forwards.labels(destination=destination, outcome=outcome).inc()
 
     def ledger_refused(self) -> None:
         """A query was refused with ``ledger_unavailable``."""
-        self._ledger_refused.inc()
+        self._ledger.ledger_refused.inc()

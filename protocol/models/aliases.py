@@ -54,7 +54,7 @@ _BEDROCK_DEFAULT_GEO: Final = "us."
 
 
 class ModelSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """The model part of ``BuildSettings``: env overrides, read once by actors/config/settings.py, and
+    """The model part of ``BuildSettings``: env overrides, read once by actors/config/from_env.py, and
     the catalog in force (the built-in one, or it merged with the upstream's ``/v1/models``)."""
 
     default_opus: str | None = None  # ANTHROPIC_DEFAULT_OPUS_MODEL

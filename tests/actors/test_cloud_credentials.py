@@ -9,7 +9,8 @@ import trio
 import actors.upstream.cloud_credentials
 from actors._util import ask
 from actors.client_pool import EARLY_REFRESH_RETRY_INTERVAL, ClientPool
-from actors.config.settings import Config, Secret, config_from_env
+from actors.config.from_env import config_from_env
+from actors.config.settings import Config, Secret
 from actors.messages.pool import Acquire, Lease, Refresh, RefreshResult
 from actors.upstream.cloud_credentials import EARLY_REFRESH, EXPIRY_MARGIN, load_cloud_credential
 from actors.upstream.credentials import AwsKeys, Credential, CredentialError

@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from actors.config.env import parse_custom_headers
-from actors.config.settings import Config, Secret, config_from_env
+from actors.config.from_env import config_from_env
+from actors.config.settings import Config, Secret
 from actors.observe.log import RedactingFilter
 from protocol.errors import ConfigError
 

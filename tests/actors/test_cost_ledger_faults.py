@@ -37,7 +37,7 @@ import actors.cost_ledger
 import actors.store.health
 import actors.store.sqlite
 from actors._util import ask
-from actors.config.settings import config_from_env
+from actors.config.from_env import config_from_env
 from actors.cost_ledger import CostLedger
 from actors.messages.ledger import CostLedgerAddress, ReadSpend
 from actors.observe.metrics import Metrics

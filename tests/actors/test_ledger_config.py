@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from actors.config.from_env import config_from_env
 from actors.config.settings import (
     MEMORY_LEDGER,
     Config,
     Secret,
     bootstrap_cache_file,
-    config_from_env,
     default_ledger_path,
     ledger_file,
 )

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from actors.config.from_env import config_from_env
 from actors.config.request import build_settings_from_env
-from actors.config.settings import config_from_env
 from protocol.models.aliases import ModelSettings
 
 

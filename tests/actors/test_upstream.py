@@ -7,7 +7,8 @@ import pytest
 import trio
 
 from actors.config.env import environment_proxies
-from actors.config.settings import Config, config_from_env
+from actors.config.from_env import config_from_env
+from actors.config.settings import Config
 from actors.upstream.client import UpstreamClient, bypasses_proxy
 from emulator import Emulator
 

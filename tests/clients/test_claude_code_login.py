@@ -27,7 +27,8 @@ import trio
 from claude_code import ProxyTrap, Run, run_claude, sealed_env
 
 from actors.access.identities import hash_password
-from actors.config.settings import Config, with_sign_in
+from actors.config.from_env import with_sign_in
+from actors.config.settings import Config
 from actors.server import Server, run_server
 from protocol.request_builder import BuildSettings
 

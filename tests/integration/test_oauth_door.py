@@ -20,7 +20,8 @@ import pytest
 import trio
 
 from actors.access.identities import hash_password
-from actors.config.settings import Config, with_sign_in
+from actors.config.from_env import with_sign_in
+from actors.config.settings import Config
 from actors.doors.oauth import DEVICE_STARTS, PAGE_ATTEMPTS
 from actors.server import Server, run_server
 from protocol.errors import ConfigError

@@ -21,7 +21,8 @@ from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
 
 from actors.cli.commands import main
-from actors.config.settings import Config, Secret, config_from_env
+from actors.config.from_env import config_from_env
+from actors.config.settings import Config, Secret
 from actors.doors.http_messages import BODY_IDLE_TIMEOUT, KEEP_ALIVE_TIMEOUT
 from actors.observe.log import Redactor
 from actors.server import Server, run_server

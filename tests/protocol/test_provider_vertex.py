@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from actors.config.settings import config_from_env
+from actors.config.from_env import config_from_env
 from protocol.providers import vertex
 
 BODY = {"model": "claude-haiku-4-5@20251001", "max_tokens": 16, "stream": True,

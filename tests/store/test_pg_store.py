@@ -12,13 +12,8 @@ import pytest
 
 import actors.config.settings
 import actors.store.postgres
-from actors.config.settings import (
-    Config,
-    bootstrap_cache_file,
-    config_from_env,
-    is_postgres_url,
-    redact_url,
-)
+from actors.config.from_env import config_from_env
+from actors.config.settings import Config, bootstrap_cache_file, is_postgres_url, redact_url
 from actors.store.pg_migrations import SCHEMA_VERSION
 from actors.store.postgres import PgStore
 from actors.store.sqlite import RecordWrite, SessionRow, StoreError, open_store, read_sessions
