@@ -22,7 +22,8 @@ from typing import Final, Literal
 import msgspec
 
 from actors.config.settings import is_postgres_url, redact_url
-from actors.store.sqlite import USER_COLUMN, has_column, require_psycopg
+from actors.store.sqlite_schema import USER_COLUMN, has_column
+from actors.store.stores import require_psycopg
 from protocol.errors import ConfigError
 from protocol.pricing import PICO_PER_USD
 

@@ -10,7 +10,7 @@ changed, and a session's durations are the share of one instance, ``MIGRATED_INS
 and running it after the SQLite gateway recorded more copies only what is new (a
 provisional record that became final is moved forward). A session that already exists in
 PostgreSQL keeps its owner and creation time. Each usage part's ``estimated`` flag is copied;
-a file of schema 1 (from before the flag: ``actors.store.sqlite``) has nothing estimated.
+a file of schema 1 (from before the flag: ``actors.store.sqlite_schema``) has nothing estimated.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from actors.store.postgres import (
     message,
     usage_columns,
 )
-from actors.store.sqlite import COUNTS, USER_COLUMN, RecordWrite, SessionRow, has_column
+from actors.store.rows import COUNTS, RecordWrite, SessionRow
+from actors.store.sqlite_schema import USER_COLUMN, has_column
 from protocol.errors import ConfigError
 from protocol.ledger import RecordPart
 

@@ -1,5 +1,5 @@
 """The CostLedger's PostgreSQL store (``--ledger postgresql://...``): the ``Store`` protocol of
-``actors.store.sqlite`` on psycopg 3 with a psycopg_pool connection pool.
+``actors.store.rows`` on psycopg 3 with a psycopg_pool connection pool.
 
 Synchronous on purpose, as the SQLite store: psycopg's async API runs only on asyncio, and
 the gateway runs on trio, so the CostLedger calls this store from a worker thread
@@ -51,7 +51,7 @@ from actors.config.instance import new_instance_id
 from actors.config.settings import redact_url
 from actors.store import pg_dashboard
 from actors.store.pg_migrations import migrate
-from actors.store.sqlite import COUNTS, LoadedSession, RecordWrite, SessionRow, StoreError
+from actors.store.rows import COUNTS, LoadedSession, RecordWrite, SessionRow, StoreError
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.errors import ConfigError
 from protocol.ledger import ModelTotals, RecordPart, SessionTotals
@@ -487,7 +487,7 @@ def _has_column(conn: psycopg.Connection[TupleRow], table: str, column: str) -> 
 
 
 def read_pg_sessions(url: str, session_id: str | None = None) -> list[tuple[str, SessionTotals]]:
-    """``actors.store.sqlite.read_sessions`` for a PostgreSQL ledger: every session's totals (or
+    """``actors.store.stores.read_sessions`` for a PostgreSQL ledger: every session's totals (or
     only ``session_id``'s), oldest first, in one read-only snapshot; migrates nothing (a
     database from before migration 2 reads as one where nothing was estimated).
 

@@ -1,5 +1,5 @@
 """Access tokens with a name and limits, kept in the cost ledger's store (the ``limits`` table:
-``actors.store.sqlite.LIMITS_TABLE`` in SQLite, migration 4 of ``actors.store.pg_migrations`` in
+``actors.store.tables.LIMITS_TABLE`` in SQLite, migration 4 of ``actors.store.pg_migrations`` in
 PostgreSQL), and the atomic reserve/settle of their budgets (protocol/budget.py).
 
 Synchronous on purpose, as the ledger's stores: the gateway calls a ``TokenStore`` from a
@@ -19,7 +19,7 @@ Atomicity: ``reserve`` and ``settle`` read the subject's row, decide with the pu
 ``SELECT ... FOR UPDATE`` (the row's lock, held to the commit). So any number of gateway
 processes on one store never reserve past a budget together.
 
-Reservations (``reservations``: ``actors.store.sqlite.RESERVATIONS_TABLE``): each query's
+Reservations (``reservations``: ``actors.store.tables.RESERVATIONS_TABLE``): each query's
 reservation is a row of the instance holding it, written, grown (``top_up``) and deleted
 (``settle``) in the same transaction as the token's counters, so ``reserved_pico`` and
 ``in_flight`` stay the sums of the rows. ``release_dead`` releases the rows of dead
@@ -48,14 +48,9 @@ from typing import Any, Final, Protocol, TypeVar, cast
 import msgspec
 
 from actors.config.settings import is_postgres_url
-from actors.store.sqlite import (
-    BUSY_TIMEOUT_MS,
-    LIMITS_TABLE,
-    MEMORY,
-    RESERVATIONS_TABLE,
-    LedgerStore,
-    StoreError,
-)
+from actors.store.rows import StoreError
+from actors.store.sqlite import BUSY_TIMEOUT_MS, MEMORY, LedgerStore
+from actors.store.tables import LIMITS_TABLE, RESERVATIONS_TABLE
 from protocol.budget import Account, Limits, Period, Refusal, reserve, settle, top_up
 from protocol.errors import ConfigError
 
@@ -621,7 +616,7 @@ def open_token_store(location: str) -> TokenStore:
     An SQLite file shared by the workers of ``serve --workers N`` has its own
     (``actors.store.sqlite_shared.SharedSqliteTokenStore``)."""
     if is_postgres_url(location):
-        from actors.store.sqlite import require_psycopg
+        from actors.store.stores import require_psycopg
 
         require_psycopg()
         return PgTokenStore.open(location)

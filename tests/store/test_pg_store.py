@@ -21,7 +21,8 @@ from actors.config.settings import (
 )
 from actors.store.pg_migrations import SCHEMA_VERSION
 from actors.store.postgres import PgStore
-from actors.store.sqlite import RecordWrite, SessionRow, StoreError, open_store, read_sessions
+from actors.store.rows import RecordWrite, SessionRow, StoreError
+from actors.store.stores import open_store, read_sessions
 from protocol.errors import ConfigError
 from protocol.ledger import RecordPart
 

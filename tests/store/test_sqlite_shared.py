@@ -13,8 +13,9 @@ from pathlib import Path
 import trio
 
 from actors.store.fleet_link import GateNews
-from actors.store.sqlite import SCHEMA_VERSION, SessionRow
+from actors.store.rows import SessionRow
 from actors.store.sqlite_fleet import SqliteFleet
+from actors.store.sqlite_schema import SCHEMA_VERSION
 from actors.store.sqlite_shared import (
     SharedLedgerStore,
     SharedSqliteTokenStore,
