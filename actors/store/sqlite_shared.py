@@ -44,7 +44,8 @@ from actors.store.sqlite import (
     _totals,
 )
 from actors.store.sqlite_schema import _ESTIMATED
-from actors.store.tokens import SILENT_AFTER, SqliteTokenStore, _Cursor
+from actors.store.sqlite_tokens import SqliteTokenStore
+from actors.store.tokens import SILENT_AFTER, _Cursor
 from protocol.errors import ConfigError
 from protocol.ledger import SessionTotals
 

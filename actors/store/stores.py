@@ -1,7 +1,8 @@
 """Which store a ledger location names: ``open_store`` opens the PostgreSQL store for a
 PostgreSQL URL (``actors.store.postgres``, imported only then: psycopg is the optional
 ``postgres`` extra) and the SQLite ``LedgerStore`` otherwise; ``read_sessions`` reads either for
-``switchboard cost``, a SQLite file read-only, also while a gateway is writing it.
+``switchboard cost``, a SQLite file read-only, also while a gateway is writing it;
+``open_token_store`` opens the ledger's token store (actors/store/tokens.py) the same way.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import pathlib
 import sqlite3
 
 from actors.config.settings import is_postgres_url
+from actors.store.pg_tokens import PgTokenStore
 from actors.store.rows import Store
 from actors.store.sqlite import BUSY_TIMEOUT_MS, MEMORY, LedgerStore, _totals
 from actors.store.sqlite_schema import _ESTIMATED, has_column
+from actors.store.sqlite_tokens import SqliteTokenStore
+from actors.store.tokens import TokenStore
 from protocol.errors import ConfigError
 from protocol.ledger import SessionTotals
 
@@ -88,3 +92,13 @@ def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, S
         totals.api_duration_ms, totals.api_duration_without_retries_ms = duration_ms, without_retries_ms
         result.append((sid, totals))
     return result
+
+
+def open_token_store(location: str) -> TokenStore:
+    """The token store of the ledger at ``location`` (an SQLite path or a PostgreSQL URL).
+    An SQLite file shared by the workers of ``serve --workers N`` has its own
+    (``actors.store.sqlite_shared.SharedSqliteTokenStore``)."""
+    if is_postgres_url(location):
+        require_psycopg()
+        return PgTokenStore.open(location)
+    return SqliteTokenStore.open(location)

@@ -22,7 +22,8 @@ from actors.store.sqlite_shared import (
     mark_dead,
     prepare_shared_ledger,
 )
-from actors.store.tokens import SILENT_AFTER, Claim, new_token
+from actors.store.token_rows import Claim, new_token
+from actors.store.tokens import SILENT_AFTER
 from protocol.budget import Limits
 
 NOW = datetime.datetime(2026, 1, 5, 12, 0, tzinfo=datetime.UTC)
