@@ -66,7 +66,7 @@ def read_spend(location: str, by: By) -> list[SpendGroup]:
         require_psycopg()
         import psycopg
 
-        from actors.store.postgres import conninfo, message
+        from actors.store.pg_connect import conninfo, message
 
         try:
             with psycopg.connect(conninfo(location)) as conn:

@@ -25,15 +25,10 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from actors.config.settings import redact_url
+from actors.store.pg_connect import conninfo, message
 from actors.store.pg_migrations import migrate
-from actors.store.postgres import (
-    DROP_STALE_PARTS,
-    ESTIMATED,
-    UPSERT_USAGE,
-    conninfo,
-    message,
-    usage_columns,
-)
+from actors.store.pg_totals import ESTIMATED
+from actors.store.postgres import DROP_STALE_PARTS, UPSERT_USAGE, usage_columns
 from actors.store.rows import COUNTS, RecordWrite, SessionRow
 from actors.store.sqlite_schema import USER_COLUMN, has_column
 from protocol.errors import ConfigError

@@ -63,8 +63,8 @@ class PgTokenStore(TokenStore):
         import psycopg
 
         from actors.config.settings import redact_url
+        from actors.store.pg_connect import conninfo, message
         from actors.store.pg_migrations import migrate
-        from actors.store.postgres import conninfo, message
 
         store = cls(url)
         try:
@@ -78,7 +78,7 @@ class PgTokenStore(TokenStore):
     def _connect(self) -> Any:
         import psycopg
 
-        from actors.store.postgres import conninfo
+        from actors.store.pg_connect import conninfo
 
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(conninfo(self._url), autocommit=True)
@@ -89,7 +89,7 @@ class PgTokenStore(TokenStore):
     def _tx(self) -> Iterator[_Cursor]:
         import psycopg
 
-        from actors.store.postgres import message
+        from actors.store.pg_connect import message
 
         try:
             conn = self._connect()

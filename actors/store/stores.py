@@ -60,7 +60,7 @@ def read_sessions(path: str, session_id: str | None = None) -> list[tuple[str, S
     """
     if is_postgres_url(path):
         require_psycopg()
-        from actors.store.postgres import read_pg_sessions
+        from actors.store.pg_totals import read_pg_sessions
 
         return read_pg_sessions(path, session_id)
     if path == MEMORY or not os.path.isfile(path):

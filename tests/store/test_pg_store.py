@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import actors.config.settings
-import actors.store.postgres
+import actors.store.pg_connect
 from actors.config.settings import (
     Config,
     bootstrap_cache_file,
@@ -197,8 +197,8 @@ def test_the_ledger_url_comes_from_the_flag_or_the_environment_and_its_password_
 
 
 def test_libpq_settings_in_the_url_win_over_the_defaults() -> None:
-    info = actors.store.postgres.conninfo("postgresql://u@h/d?connect_timeout=30&application_name=mine")
+    info = actors.store.pg_connect.conninfo("postgresql://u@h/d?connect_timeout=30&application_name=mine")
     assert "connect_timeout=30" in info and "application_name=mine" in info and "tcp_user_timeout=20000" in info
     with pytest.raises(ConfigError, match="not a valid PostgreSQL URL"):
-        actors.store.postgres.conninfo("postgresql://u@h/d?nonsense_option=1")
+        actors.store.pg_connect.conninfo("postgresql://u@h/d?nonsense_option=1")
 
