@@ -1,7 +1,7 @@
 """The SQLite ledger's schema: its tables, version and migrations (``LedgerStore.open``,
 actors/store/sqlite.py, runs them).
 
-Schema (version 5, ``PRAGMA user_version``)::
+Schema (version 6, ``SCHEMA_VERSION``, kept in ``PRAGMA user_version``)::
 
     sessions(session_id PK, owner, created_at, updated_at,
              api_duration_ms, api_duration_without_retries_ms, user_name)
@@ -21,7 +21,8 @@ dashboard's time-window reads (``spend``, ``top_sessions``, ``top_owners``); bei
 it is created on any file when opened, with no schema version of its own. ``estimated`` 1: the part's
 ``output_tokens`` is the gateway's estimate (a stream cut short, protocol/estimate.py).
 
-Schema 3 adds ``limits`` (``LIMITS_TABLE``): access tokens (a SHA-256 of the token, never the
+Schema 3 adds ``limits`` (``LIMITS_TABLE``; the tables shared with PostgreSQL are in
+actors/store/tables.py): access tokens (a SHA-256 of the token, never the
 token) with their budgets and counters (actors/store/tokens.py). Schema 4 adds
 ``reservations`` (``RESERVATIONS_TABLE``): each running query's reservation. Schema 5 adds
 the signed-in users (``USERS_TABLE``) and the tokens issued to them (``OAUTH_TOKENS_TABLE``;
