@@ -115,7 +115,9 @@ from actors.messages.ledger import (
 )
 from actors.observe.metrics import Metrics
 from actors.store.health import LedgerCondition, LedgerHealth, backoff
-from actors.store.sqlite import MEMORY, STORE_ERRORS, RecordWrite, SessionRow, Store, open_store
+from actors.store.rows import STORE_ERRORS, RecordWrite, SessionRow, Store
+from actors.store.sqlite import MEMORY
+from actors.store.stores import open_store
 from protocol.ledger import RecordPart, SessionTotals, record_parts
 from protocol.pricing import usd
 from protocol.usage import MAX_TOKEN_COUNT, Usage
@@ -189,7 +191,7 @@ class CostLedger:
     staying on the event loop keeps it deterministic under a test's virtual clock).
     ``now``: the wall clock, for price dates and timestamps. ``fail_open``: keep serving new
     queries while commits fail (``Config.ledger_fail_open``). ``open_store``: how the store
-    is opened (``actors.store.sqlite.open_store``; tests wrap it to inject faults).
+    is opened (``actors.store.stores.open_store``; tests wrap it to inject faults).
     ``drain_grace``: once ``run`` is cancelled, how long it still takes usage from senders
     that linger (the shutdown backstop); None: until they are gone.
     """

@@ -91,10 +91,12 @@ from actors.observe.metrics import Metrics
 from actors.observe.otlp import Telemetry
 from actors.retry_supervisor import RetrySupervisor
 from actors.store.health import LedgerHealth
-from actors.store.sqlite import MEMORY, STORE_ERRORS
+from actors.store.rows import STORE_ERRORS
+from actors.store.sqlite import MEMORY
 from actors.store.sqlite_fleet import SqliteFleet
 from actors.store.sqlite_shared import SharedSqliteTokenStore, open_shared_store
-from actors.store.tokens import SUBJECT_PREFIXES, open_token_store
+from actors.store.stores import open_token_store
+from actors.store.token_rows import SUBJECT_PREFIXES
 from actors.stream_relay import StreamRelay
 from actors.supervisor.admission import Admission, Ticket
 from actors.supervisor.drain import Drain

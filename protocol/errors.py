@@ -21,7 +21,7 @@
     │                               process ends with one line on stderr, exit code 1
     ├── CredentialError             a credential source could not produce one
     │                               (actors/upstream/credentials.py; the ClientPool logs it)
-    ├── StoreError                  the PostgreSQL store failed (actors/store/sqlite.py; the
+    ├── StoreError                  the PostgreSQL store failed (actors/store/rows.py; the
     │                               ledger degrades, a token check answers 503)
     ├── ModelsFetchFailed           one page of ``GET /v1/models`` unreadable
     │                               (actors/upstream/models_fetcher.py; the built-in catalog stays)

@@ -25,13 +25,7 @@ PURE_BANNED = {
 SHELL_BANNED = {"asyncio", "requests"}
 # Cycles known and allowed, each as the set of its modules; one that no longer exists is
 # reported too, so the list only shrinks.
-ALLOWED_CYCLES: frozenset[frozenset[str]] = frozenset({
-    # The ledger's ``open_store``/``read_sessions`` pick the PostgreSQL store, imported in the
-    # function only for a PostgreSQL URL (psycopg is the optional ``postgres`` extra), while
-    # the PostgreSQL modules build on the SQLite store's rows and constants. Broken by moving
-    # those rows into a leaf module, with the store's owners.
-    frozenset({"actors.store.sqlite", "actors.store.postgres", "actors.store.pg_dashboard", "actors.store.pg_migrations"}),
-})
+ALLOWED_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
 def imported_roots(tree: ast.AST) -> list[tuple[int, str]]:

@@ -21,14 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from actors.server import Server
-from actors.store.sqlite import (
-    LedgerStore,
-    LoadedSession,
-    RecordWrite,
-    SessionRow,
-    Store,
-    StoreError,
-)
+from actors.store.rows import LoadedSession, RecordWrite, SessionRow, Store, StoreError
+from actors.store.sqlite import LedgerStore
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.frames import TERMINAL_FRAMES, GatewayFrame, decode_frame
 

@@ -37,8 +37,9 @@ import trio
 from actors.config.instance import new_instance_id
 from actors.config.settings import Secret
 from actors.observe.metrics import Metrics
-from actors.store.sqlite import STORE_ERRORS
-from actors.store.tokens import TOKEN_PREFIX, Claim, TokenInfo, TokenStore
+from actors.store.rows import STORE_ERRORS
+from actors.store.token_rows import TOKEN_PREFIX, Claim, TokenInfo
+from actors.store.tokens import TokenStore
 from protocol.budget import Limits, Refusal, format_usd, renews_at, roll, worst_case_pico
 from protocol.errors import ActorUnavailable
 from protocol.frames import TokenBudget

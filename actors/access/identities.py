@@ -1,6 +1,6 @@
 """The users the gateway signs in, and the tokens it issued them (README.md "Claude Code for
 a whole organisation"; docs/protocol.md "Sign-in"), kept in the cost ledger's SQLite file
-(``users`` and ``oauth_tokens``: ``actors.store.sqlite.USERS_TABLE``, ``OAUTH_TOKENS_TABLE``).
+(``users`` and ``oauth_tokens``: ``actors.store.tables.USERS_TABLE``, ``OAUTH_TOKENS_TABLE``).
 
 Synchronous, as the ledger's stores: the gateway calls the writes from a worker thread, one
 at a time (``actors.doors.oauth``), and ``resolve`` in place (one indexed read on a read-only
@@ -33,7 +33,8 @@ from typing import Final
 import argon2
 import msgspec
 
-from actors.store.sqlite import BUSY_TIMEOUT_MS, IDENTITY_SCHEMA, MEMORY, LedgerStore
+from actors.store.sqlite import BUSY_TIMEOUT_MS, MEMORY, LedgerStore
+from actors.store.tables import IDENTITY_SCHEMA
 from protocol.errors import ConfigError
 from protocol.identity import Principal
 from protocol.oauth import ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL, access_token_text

@@ -25,7 +25,7 @@ import trio
 from actors.access.budgets import Access, Budgets
 from actors.doors.asgi import Exchange, RequestHead
 from actors.doors.http_answer import send_error
-from actors.store.sqlite import STORE_ERRORS
+from actors.store.rows import STORE_ERRORS
 from protocol.errors import ConfigError
 from protocol.http_api import JSON_CONTENT_TYPE
 from protocol.policy import (

@@ -66,7 +66,7 @@ from actors.config.settings import Config, default_ledger_path, is_postgres_url,
 from actors.gateway import Gateway
 from actors.observe.log import configure_logging
 from actors.server import Server, run_server
-from actors.store.sqlite import read_sessions, require_psycopg
+from actors.store.stores import read_sessions, require_psycopg
 from protocol.cost_report import format_report
 from protocol.errors import ConfigError, ServiceFailed
 

@@ -22,7 +22,8 @@ from typing import Final, Literal
 import msgspec
 
 from actors.config.settings import is_postgres_url, redact_url
-from actors.store.sqlite import USER_COLUMN, has_column, require_psycopg
+from actors.store.sqlite_schema import USER_COLUMN, has_column
+from actors.store.stores import require_psycopg
 from protocol.errors import ConfigError
 from protocol.pricing import PICO_PER_USD
 
@@ -65,7 +66,7 @@ def read_spend(location: str, by: By) -> list[SpendGroup]:
         require_psycopg()
         import psycopg
 
-        from actors.store.postgres import conninfo, message
+        from actors.store.pg_connect import conninfo, message
 
         try:
             with psycopg.connect(conninfo(location)) as conn:

@@ -10,7 +10,7 @@ changed, and a session's durations are the share of one instance, ``MIGRATED_INS
 and running it after the SQLite gateway recorded more copies only what is new (a
 provisional record that became final is moved forward). A session that already exists in
 PostgreSQL keeps its owner and creation time. Each usage part's ``estimated`` flag is copied;
-a file of schema 1 (from before the flag: ``actors.store.sqlite``) has nothing estimated.
+a file of schema 1 (from before the flag: ``actors.store.sqlite_schema``) has nothing estimated.
 """
 
 from __future__ import annotations
@@ -25,16 +25,12 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from actors.config.settings import redact_url
+from actors.store.pg_connect import conninfo, message
 from actors.store.pg_migrations import migrate
-from actors.store.postgres import (
-    DROP_STALE_PARTS,
-    ESTIMATED,
-    UPSERT_USAGE,
-    conninfo,
-    message,
-    usage_columns,
-)
-from actors.store.sqlite import COUNTS, USER_COLUMN, RecordWrite, SessionRow, has_column
+from actors.store.pg_totals import ESTIMATED
+from actors.store.postgres import DROP_STALE_PARTS, UPSERT_USAGE, usage_columns
+from actors.store.rows import COUNTS, RecordWrite, SessionRow
+from actors.store.sqlite_schema import USER_COLUMN, has_column
 from protocol.errors import ConfigError
 from protocol.ledger import RecordPart
 

@@ -25,7 +25,8 @@ import sys
 import msgspec
 
 from actors.config.settings import default_ledger_path
-from actors.store.tokens import TokenInfo, new_token, open_token_store
+from actors.store.stores import open_token_store
+from actors.store.token_rows import TokenInfo, new_token
 from protocol.budget import PERIODS, Limits, Period, format_usd, renews_at, usd_to_pico
 from protocol.errors import ConfigError
 

@@ -49,7 +49,7 @@ from actors.doors.asgi import Exchange, RequestHead
 from actors.doors.http_answer import send_error
 from actors.gateway import Gateway
 from actors.messages.ledger import ReadSpend, ReadTop, SessionOwners
-from actors.store.tokens import TokenInfo
+from actors.store.token_rows import TokenInfo
 from protocol.dashboard import (
     EVERYONE,
     Bucket,

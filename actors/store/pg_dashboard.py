@@ -1,6 +1,6 @@
 """The dashboard's reads of a PostgreSQL cost ledger (``actors.store.postgres.PgStore``): the same
 answers as the SQLite store's ``spend``, ``top_sessions`` and ``top_owners``
-(``actors.store.sqlite.Store``), over ``usage.recorded_at`` as a ``timestamptz`` bucketed in UTC.
+(``actors.store.rows.Store``), over ``usage.recorded_at`` as a ``timestamptz`` bucketed in UTC.
 
 Each function runs one read-only statement on the connection it is given (the store's pool
 lends it; its own thread, never the writer's connection at the same time).
@@ -15,7 +15,7 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
-from actors.store.sqlite import DASHBOARD_COUNTS
+from actors.store.rows import DASHBOARD_COUNTS
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 
 # A bucket key as the SQLite store cuts it from an ISO timestamp: its first 10 or 13 characters.

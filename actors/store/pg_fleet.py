@@ -65,7 +65,7 @@ from actors.store.fleet_link import GateNews as GateNews
 from actors.store.fleet_link import Holder as Holder
 from actors.store.fleet_link import deliver_claim
 from actors.store.health import backoff
-from actors.store.postgres import STATEMENT_TIMEOUT, conninfo, message
+from actors.store.pg_connect import STATEMENT_TIMEOUT, conninfo, message
 from protocol.errors import ConfigError
 
 log = logging.getLogger("switchboard.fleet")

@@ -36,11 +36,11 @@ other applications. Design for several processes (README.md, "Deployment"):
   its failures, which instance holds the probe since when, when the next probe is due. Rows
   change only by single conditional statements (atomic, no lock held across a round trip).
 - ``limits`` (migration 4): access tokens and their budgets, as in SQLite
-  (``actors.store.sqlite.LIMITS_TABLE``, ``actors.store.tokens``). Unlike usage totals, a
+  (``actors.store.tables.LIMITS_TABLE``, ``actors.store.tokens``). Unlike usage totals, a
   budget's ``spent_pico`` and ``reserved_pico`` ARE running figures: the reservation must
   be decided on one locked row (``SELECT ... FOR UPDATE``), which a sum cannot be.
 - ``reservations`` (migration 5): each running query's reservation, by instance
-  (``actors.store.sqlite.RESERVATIONS_TABLE``); the limits row's ``reserved_pico`` and
+  (``actors.store.tables.RESERVATIONS_TABLE``); the limits row's ``reserved_pico`` and
   ``in_flight`` are kept equal to their sums. The rows of an instance whose ``last_seen_at``
   is older than ``actors.store.tokens.SILENT_AFTER`` are released by a live one.
 - ``sessions.user_name`` (migration 6): the signed-in user the session's token was issued
@@ -56,7 +56,7 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
-from actors.store.sqlite import LIMITS_TABLE, RESERVATIONS_TABLE
+from actors.store.tables import LIMITS_TABLE, RESERVATIONS_TABLE
 from protocol.errors import ConfigError
 
 # pg_advisory_xact_lock's key: "SWLEDGER" in ASCII, so it is recognisable in pg_locks.

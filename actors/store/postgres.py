@@ -1,5 +1,5 @@
 """The CostLedger's PostgreSQL store (``--ledger postgresql://...``): the ``Store`` protocol of
-``actors.store.sqlite`` on psycopg 3 with a psycopg_pool connection pool.
+``actors.store.rows`` on psycopg 3 with a psycopg_pool connection pool.
 
 Synchronous on purpose, as the SQLite store: psycopg's async API runs only on asyncio, and
 the gateway runs on trio, so the CostLedger calls this store from a worker thread
@@ -29,6 +29,9 @@ instance: this store writes its own share, the CostLedger's total for the sessio
 what the other instances had when the session was loaded (``_others``, remembered for
 ``MAX_REMEMBERED_SESSIONS``; a session forgotten meanwhile takes the other instances' share
 at the write instead).
+
+Connecting: actors/store/pg_connect.py; the totals read back, and ``read_pg_sessions`` for
+``switchboard cost``: actors/store/pg_totals.py.
 """
 
 from __future__ import annotations
@@ -39,29 +42,25 @@ import os
 import socket
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
-from decimal import Decimal
 from typing import Final, final
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from actors.config.instance import new_instance_id
 from actors.config.settings import redact_url
 from actors.store import pg_dashboard
+from actors.store.pg_connect import CONNECT_TIMEOUT, _configure, conninfo, message
 from actors.store.pg_migrations import migrate
-from actors.store.sqlite import COUNTS, LoadedSession, RecordWrite, SessionRow, StoreError
+from actors.store.pg_totals import ESTIMATED, _int, _totals
+from actors.store.rows import COUNTS, LoadedSession, RecordWrite, SessionRow, StoreError
 from protocol.dashboard import Bucket, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.errors import ConfigError
-from protocol.ledger import ModelTotals, RecordPart, SessionTotals
+from protocol.ledger import RecordPart, SessionTotals
 
 log = logging.getLogger("switchboard.ledger")
 
-# Connecting at start, and each reconnection attempt: a server that does not answer within
-# this long is down as far as the ledger is concerned (libpq's connect_timeout; a URL that
-# sets its own wins).
-CONNECT_TIMEOUT: Final = 5
 # How long a store call waits for the pool's connection (a reconnection under way). Every
 # call holds the ledger's worker meanwhile, so short: a failed commit is retried with the
 # ledger's own backoff (0.5 s to 15 s) anyway.
@@ -70,32 +69,9 @@ GETCONN_TIMEOUT: Final = 3.0
 # call asks (which starts a new attempt at once): bounds the delay between the server's
 # return and the ledger's recovery to the ledger's own backoff.
 RECONNECT_TIMEOUT: Final = 10.0
-# A statement that runs longer fails (the server's statement_timeout): a stuck lock or an
-# overloaded server fails one commit, which is retried, instead of holding the ledger.
-STATEMENT_TIMEOUT: Final = "10s"
 # Sessions whose other instances' duration share is remembered (a few dozen bytes each):
 # well above the CostLedger's MAX_HOT_SESSIONS, whose sessions are the ones written.
 MAX_REMEMBERED_SESSIONS: Final = 65_536
-# libpq settings added to the URL unless it sets them: keepalives notice a server that
-# vanished without closing the connection; tcp_user_timeout bounds unacknowledged sends.
-_CONNINFO_DEFAULTS: Final = {
-    "connect_timeout": str(CONNECT_TIMEOUT),
-    "application_name": "switchboard",
-    "keepalives_idle": "15",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "20000",
-}
-
-_SUMS: Final = ", ".join(f"SUM({column})" for column in COUNTS)
-# Migration 2's column (actors.store.pg_migrations).
-ESTIMATED: Final = "estimated"
-# What a session's estimated figures sum (protocol.ledger.ModelTotals), as the SQLite store's
-# ``SUM(output_tokens * estimated), SUM(cost_pico * estimated)``, given the SQL expression of
-# a row's flag: the column, or ``false`` in a database from before it.
-_ESTIMATED_SUMS: Final = (
-    "COALESCE(SUM(output_tokens) FILTER (WHERE {flag}), 0), COALESCE(SUM(cost_pico) FILTER (WHERE {flag}), 0)"
-)
 _COLUMNS: Final = (
     "session_id, record_id, part, instance_id, query_id, attempt, final, model, canonical, "
     + ", ".join(COUNTS)
@@ -140,44 +116,6 @@ _DURATIONS: Final = (
     "SUM(api_duration_without_retries_ms) FILTER (WHERE instance_id = %s) "
     "FROM switchboard.session_durations WHERE session_id = ANY(%s) GROUP BY session_id"
 )
-
-
-def conninfo(url: str) -> str:
-    """The libpq connection string for ``url``, with ``_CONNINFO_DEFAULTS`` where it sets none.
-
-    Raises:
-        ConfigError: ``url`` is not a valid PostgreSQL URL.
-    """
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error as exc:
-        raise ConfigError(f"the cost ledger {redact_url(url)} is not a valid PostgreSQL URL: {message(exc)}") from exc
-    for key, value in _CONNINFO_DEFAULTS.items():
-        params.setdefault(key, value)
-    return make_conninfo("", **params)
-
-
-def message(exc: BaseException) -> str:
-    """A psycopg error in one line (libpq's own text spans lines)."""
-    if isinstance(exc, PoolTimeout):
-        return f"the PostgreSQL server cannot be reached ({exc})"
-    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-
-
-def _configure(conn: psycopg.Connection[TupleRow]) -> None:
-    """Each new connection of the pool: UTC timestamps, bounded statements."""
-    conn.execute("SET TIME ZONE 'UTC'")
-    conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
-
-
-def _int(value: object) -> int:
-    """A count read back: an integer (``SUM`` of BIGINT is NUMERIC, read as Decimal), or a
-    read failure."""
-    if type(value) is int:
-        return value
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return int(value)
-    raise StoreError("ledger row holds a count that is not an integer")
 
 
 def _iso(value: object) -> str:
@@ -454,74 +392,3 @@ def usage_columns(records: Iterable[RecordWrite], instance_id: str) -> list[list
     return columns
 
 
-def _totals(
-    conn: psycopg.Connection[TupleRow], where: str, params: tuple[object, ...], *, estimated: str
-) -> dict[str, SessionTotals]:
-    """Per-session totals of the usage rows matching ``where`` (durations not included),
-    models in the order they were first recorded. ``estimated``: the SQL expression of a
-    row's estimated flag (``ESTIMATED``, or ``false``)."""
-    sessions: dict[str, SessionTotals] = {}
-    query = (
-        f"SELECT session_id, model, {_SUMS}, bool_or(unknown_model), "
-        f"{_ESTIMATED_SUMS.format(flag=estimated)} FROM switchboard.usage {where} "
-        "GROUP BY session_id, model ORDER BY session_id, MIN(id)"
-    )
-    for row in conn.execute(query.encode(), params):
-        totals = sessions.setdefault(row[0], SessionTotals())
-        model = ModelTotals(**dict(zip(COUNTS, (_int(v) for v in row[2:10]), strict=True)))
-        model.estimated_output_tokens, model.estimated_cost_pico = (_int(v) for v in row[11:13])
-        totals.models[row[1]] = model
-        totals.total_pico += model.cost_pico
-        totals.unknown_model_cost = totals.unknown_model_cost or bool(row[10])
-    return sessions
-
-
-def _has_column(conn: psycopg.Connection[TupleRow], table: str, column: str) -> bool:
-    """Whether ``switchboard.{table}`` has ``column`` (a schema migrated or not)."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'switchboard' "
-        "AND table_name = %s AND column_name = %s)",
-        (table, column),
-    ).fetchone()
-    return row is not None and bool(row[0])
-
-
-def read_pg_sessions(url: str, session_id: str | None = None) -> list[tuple[str, SessionTotals]]:
-    """``actors.store.sqlite.read_sessions`` for a PostgreSQL ledger: every session's totals (or
-    only ``session_id``'s), oldest first, in one read-only snapshot; migrates nothing (a
-    database from before migration 2 reads as one where nothing was estimated).
-
-    Raises:
-        ConfigError: the server cannot be reached, or holds no ledger.
-    """
-    where_url = redact_url(url)
-    try:
-        with psycopg.connect(conninfo(url), autocommit=True) as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            found = conn.execute("SELECT to_regclass('switchboard.sessions')").fetchone()
-            if found is None or found[0] is None:
-                raise ConfigError(f"no cost ledger at {where_url}")
-            where, params = ("WHERE session_id = %s", (session_id,)) if session_id else ("", ())
-            # A database an older gateway left at migration 1 is read as it is (nothing is
-            # migrated here): nothing in it was estimated.
-            flag = ESTIMATED if _has_column(conn, "usage", ESTIMATED) else "false"
-            usage = _totals(conn, where, params, estimated=flag)
-            durations = {
-                row[0]: (_int(row[1]), _int(row[2]))
-                for row in conn.execute(
-                    (
-                        "SELECT session_id, SUM(api_duration_ms), SUM(api_duration_without_retries_ms) "
-                        f"FROM switchboard.session_durations {where} GROUP BY session_id"
-                    ).encode(),
-                    params,
-                )
-            }
-            ids = [row[0] for row in conn.execute(f"SELECT session_id FROM switchboard.sessions {where} ORDER BY id".encode(), params)]
-    except psycopg.Error as exc:
-        raise ConfigError(f"cannot read the cost ledger {where_url}: {message(exc)}") from exc
-    result: list[tuple[str, SessionTotals]] = []
-    for sid in ids:
-        totals = usage.get(sid, SessionTotals())
-        totals.api_duration_ms, totals.api_duration_without_retries_ms = durations.get(sid, (0, 0))
-        result.append((sid, totals))
-    return result

@@ -34,19 +34,18 @@ from collections.abc import Collection, Sequence
 from typing import Any, Final
 
 from actors.config.instance import new_instance_id
+from actors.store.rows import LoadedSession, RecordWrite, SessionRow
 from actors.store.sqlite import (
-    _ESTIMATED,
     BUSY_TIMEOUT_MS,
     MEMORY,
     LedgerStore,
-    LoadedSession,
-    RecordWrite,
-    SessionRow,
     _ints,
     _session_values,
     _totals,
 )
-from actors.store.tokens import SILENT_AFTER, SqliteTokenStore, _Cursor
+from actors.store.sqlite_schema import _ESTIMATED
+from actors.store.sqlite_tokens import SqliteTokenStore
+from actors.store.tokens import SILENT_AFTER, _Cursor
 from protocol.errors import ConfigError
 from protocol.ledger import SessionTotals
 

@@ -1,5 +1,5 @@
 """Access tokens with a name and limits, kept in the cost ledger's store (the ``limits`` table:
-``actors.store.sqlite.LIMITS_TABLE`` in SQLite, migration 4 of ``actors.store.pg_migrations`` in
+``actors.store.tables.LIMITS_TABLE`` in SQLite, migration 4 of ``actors.store.pg_migrations`` in
 PostgreSQL), and the atomic reserve/settle of their budgets (protocol/budget.py).
 
 Synchronous on purpose, as the ledger's stores: the gateway calls a ``TokenStore`` from a
@@ -19,7 +19,7 @@ Atomicity: ``reserve`` and ``settle`` read the subject's row, decide with the pu
 ``SELECT ... FOR UPDATE`` (the row's lock, held to the commit). So any number of gateway
 processes on one store never reserve past a budget together.
 
-Reservations (``reservations``: ``actors.store.sqlite.RESERVATIONS_TABLE``): each query's
+Reservations (``reservations``: ``actors.store.tables.RESERVATIONS_TABLE``): each query's
 reservation is a row of the instance holding it, written, grown (``top_up``) and deleted
 (``settle``) in the same transaction as the token's counters, so ``reserved_pico`` and
 ``in_flight`` stay the sums of the rows. ``release_dead`` releases the rows of dead
@@ -32,131 +32,42 @@ a token hash, kept in step with the policy by ``sync_subjects``). The reservatio
 a subject key (``subject_key``: a token's name, ``user:NAME``, ``group:NAME``); the
 reservation code does not depend on the kind. A query of a signed-in user reserves against
 the token (if a ledger token), the user and each of their groups that has limits.
+
+This module holds what both stores share (``TokenStore``); a token's row, hash and subject keys:
+actors/store/token_rows.py; the stores: actors/store/sqlite_tokens.py, actors/store/pg_tokens.py;
+``open_token_store`` picks one by the ledger's location (actors/store/stores.py).
 """
 
 from __future__ import annotations
 
 import builtins
 import datetime
-import hashlib
-import secrets
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Final, Protocol, TypeVar, cast
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 
-from actors.config.settings import is_postgres_url
-from actors.store.sqlite import (
-    BUSY_TIMEOUT_MS,
-    LIMITS_TABLE,
-    MEMORY,
-    RESERVATIONS_TABLE,
-    LedgerStore,
-    StoreError,
+from actors.store.token_rows import (
+    _FIELDS,
+    _SUBJECT_KINDS,
+    SUBJECT_TOKEN,
+    Claim,
+    TokenInfo,
+    _info,
+    _models,
+    _subject,
+    token_hash,
 )
-from protocol.budget import Account, Limits, Period, Refusal, reserve, settle, top_up
+from protocol.budget import Account, Limits, Refusal, reserve, settle, top_up
 from protocol.errors import ConfigError
 
-_LIMITS_SCHEMA: Final = (
-    LIMITS_TABLE.format(table="limits") + ";" + RESERVATIONS_TABLE.format(table="reservations") + ";"
-    # The usage records' columns a released reservation reads (an in-memory store has no ledger).
-    + "CREATE TABLE IF NOT EXISTS usage (session_id TEXT, query_id TEXT, cost_pico INTEGER);"
-)
 # An instance on a PostgreSQL ledger whose ``instances.last_seen_at`` is older than this is
 # taken for dead and its reservations released: six heartbeats
 # (``actors.access.budgets.INSTANCE_HEARTBEAT``) missed (docs/protocol.md "Access tokens and budgets").
 SILENT_AFTER: Final = datetime.timedelta(seconds=60)
-TOKEN_PREFIX: Final = "sb-"
-# 32 random bytes: 256 bits, as the budgets issue asks.
-TOKEN_BYTES: Final = 32
-SUBJECT_TOKEN: Final = "token"
-# A signed-in user's and a group's limits (the organisation policy, actors/access/policy.py): rows
-# without a token hash, named in the reservation calls by a subject key ``user:NAME`` or
-# ``group:NAME`` (``subject_key``); a token's key is its name.
-SUBJECT_USER: Final = "user"
-SUBJECT_GROUP: Final = "group"
-_SUBJECT_KINDS: Final = (SUBJECT_USER, SUBJECT_GROUP)
-# How the subject keys of users and groups begin.
-SUBJECT_PREFIXES: Final = tuple(f"{kind}:" for kind in _SUBJECT_KINDS)
-
-
-def subject_key(kind: str, name: str) -> str:
-    """The key ``reserve``, ``top_up`` and ``settle`` take for a subject."""
-    return name if kind == SUBJECT_TOKEN else f"{kind}:{name}"
-
-
-def _subject(key: str) -> tuple[str, str]:
-    """``(subject_kind, name)`` of a subject key."""
-    kind, colon, name = key.partition(":")
-    return (kind, name) if colon and kind in _SUBJECT_KINDS else (SUBJECT_TOKEN, key)
 
 T = TypeVar("T")
-
-_FIELDS: Final = (
-    "name, budget_pico, period, max_concurrent, rpm, models, period_key, spent_pico, "
-    "reserved_pico, in_flight, rpm_key, rpm_count, created_at, token_hash"
-)
-
-
-class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A token's name, limits and counters (never the token)."""
-
-    name: str
-    limits: Limits
-    account: Account
-    created_at: str
-    # The token's SHA-256: also the owner digest of its sessions (actors.cost_ledger.owner_digest).
-    token_hash: str | None = None
-
-
-class Claim(msgspec.Struct, frozen=True, kw_only=True):
-    """A query's row in ``reservations``: its own id, the query (its session and query id
-    find its usage records) and the instance running it."""
-
-    reservation_id: str
-    session_id: str
-    query_id: str
-    instance_id: str
-
-
-def new_token() -> str:
-    """A fresh access token: ``sb-`` and 256 random bits (URL-safe base64)."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def token_hash(token: str) -> str:
-    """What the store keeps of a token (the module docstring says why SHA-256 suffices)."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _info(row: tuple[Any, ...]) -> TokenInfo:
-    (name, budget, period, concurrent, rpm, models, key, spent, reserved, in_flight, rpm_key, rpm_count, created, digest) = row
-    return TokenInfo(
-        name=str(name),
-        limits=Limits(
-            budget_pico=None if budget is None else int(budget),
-            period=cast(Period, str(period)),
-            max_concurrent=None if concurrent is None else int(concurrent),
-            rpm=None if rpm is None else int(rpm),
-            models=None if models is None else tuple(m for m in str(models).split(",") if m),
-        ),
-        account=Account(
-            period_key=str(key),
-            spent_pico=int(spent),
-            reserved_pico=int(reserved),
-            in_flight=int(in_flight),
-            rpm_key=str(rpm_key),
-            rpm_count=int(rpm_count),
-        ),
-        created_at=str(created),
-        token_hash=None if digest is None else str(digest),
-    )
-
-
-def _models(models: tuple[str, ...] | None) -> str | None:
-    return None if models is None else ",".join(models)
 
 
 class _Cursor(Protocol):
@@ -458,171 +369,3 @@ class TokenStore:
     def heartbeat(self, instance_id: str, now: datetime.datetime) -> None:
         """Say the instance is alive (PostgreSQL: ``instances.last_seen_at``); SQLite: nothing."""
 
-
-class SqliteTokenStore(TokenStore):
-    """The ``limits`` table of an SQLite ledger, on a connection of its own."""
-
-    reads_in_place = True
-
-    def __init__(self, db: sqlite3.Connection, reader: sqlite3.Connection | None = None) -> None:
-        self._db = db
-        # Reads go through a connection of their own, so that one never runs inside a
-        # write transaction of another thread; each read is one statement (atomic).
-        self._reader = reader if reader is not None else db
-
-    @contextmanager
-    def _read(self) -> Iterator[_Cursor]:
-        yield cast(_Cursor, self._reader)
-
-    @classmethod
-    def open(cls, path: str) -> SqliteTokenStore:
-        """Open the ledger at ``path`` for its tokens; a ledger without the table (new, or
-        of an older schema) is first brought up to date by opening it as the ledger does
-        (which fails while a gateway of an older version holds it).
-
-        Raises ConfigError when the file cannot be opened or migrated."""
-        if path == MEMORY:
-            db = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
-            db.executescript(_LIMITS_SCHEMA)
-            return cls(db)
-        try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            present = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reservations'").fetchone()
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the cost ledger {path!r}: {exc}") from exc
-        if present is None:
-            db.close()
-            LedgerStore.open(path).close()
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-        reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        return cls(db, reader)
-
-    def _dead_rows(self, db: _Cursor, instance_id: str, now: datetime.datetime) -> builtins.list[tuple[Any, ...]]:
-        # One gateway process holds an SQLite ledger (its lock, actors/store/sqlite.py): at its
-        # start, every reservation left is of a process that died. (The workers of ``serve
-        # --workers N`` share one: actors/store/sqlite_shared.py, ``SharedSqliteTokenStore``.)
-        rows = db.execute(self._r("SELECT reservation_id, name, session_id, query_id, amount_pico FROM {r}")).fetchall()
-        return [tuple(row) for row in rows]
-
-    @contextmanager
-    def _tx(self) -> Iterator[_Cursor]:
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield cast(_Cursor, db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        if self._reader is not self._db:
-            self._reader.close()
-        self._db.close()
-
-
-class PgTokenStore(TokenStore):
-    """The ``switchboard.limits`` table of a PostgreSQL ledger, on one connection."""
-
-    _table = "switchboard.limits"
-    _reservations = "switchboard.reservations"
-    _usage = "switchboard.usage"
-    _lock_row = " FOR UPDATE"
-    shared = True
-
-    def _dead_rows(self, db: _Cursor, instance_id: str, now: datetime.datetime) -> builtins.list[tuple[Any, ...]]:
-        # Dead: this instance's own earlier rows (none: its id is new at each start), those of
-        # an instance silent for SILENT_AFTER, and those older than it of an instance the
-        # ledger does not know.
-        cutoff = now - SILENT_AFTER
-        rows = db.execute(
-            self._r(
-                "SELECT reservation_id, name, session_id, query_id, amount_pico FROM {r} AS r "
-                "WHERE r.instance_id = ? OR r.instance_id IN ("
-                "SELECT instance_id FROM switchboard.instances WHERE last_seen_at < ?) "
-                "OR (r.created_at < ? AND NOT EXISTS ("
-                "SELECT 1 FROM switchboard.instances AS i WHERE i.instance_id = r.instance_id))"
-            ),
-            (instance_id, cutoff, cutoff.isoformat()),
-        ).fetchall()
-        return [tuple(row) for row in rows]
-
-    def heartbeat(self, instance_id: str, now: datetime.datetime) -> None:
-        with self._tx() as db:
-            db.execute(
-                self._sql("UPDATE switchboard.instances SET last_seen_at = ? WHERE instance_id = ?"), (now, instance_id)
-            )
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._conn: Any = None
-
-    def _sql(self, sql: str) -> str:
-        return super()._sql(sql).replace("?", "%s")
-
-    @classmethod
-    def open(cls, url: str) -> PgTokenStore:
-        """Connect, applying the ledger's migrations the database lacks.
-
-        Raises ConfigError when the server cannot be used."""
-        import psycopg
-
-        from actors.config.settings import redact_url
-        from actors.store.pg_migrations import migrate
-        from actors.store.postgres import conninfo, message
-
-        store = cls(url)
-        try:
-            with psycopg.connect(conninfo(url), autocommit=True) as conn:
-                migrate(conn, redact_url(url))
-            store._connect()
-        except psycopg.Error as exc:
-            raise ConfigError(f"cannot use the cost ledger {redact_url(url)}: {message(exc)}") from exc
-        return store
-
-    def _connect(self) -> Any:
-        import psycopg
-
-        from actors.store.postgres import conninfo
-
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(conninfo(self._url), autocommit=True)
-            self._conn.execute("SET statement_timeout = '10s'")
-        return self._conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[_Cursor]:
-        import psycopg
-
-        from actors.store.postgres import message
-
-        try:
-            conn = self._connect()
-            with conn.transaction():
-                yield cast(_Cursor, conn)
-        except psycopg.Error as exc:
-            if self._conn is not None and self._conn.broken:
-                self._conn = None
-            raise StoreError(message(exc)) from exc
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-
-
-
-def open_token_store(location: str) -> TokenStore:
-    """The token store of the ledger at ``location`` (an SQLite path or a PostgreSQL URL).
-    An SQLite file shared by the workers of ``serve --workers N`` has its own
-    (``actors.store.sqlite_shared.SharedSqliteTokenStore``)."""
-    if is_postgres_url(location):
-        from actors.store.sqlite import require_psycopg
-
-        require_psycopg()
-        return PgTokenStore.open(location)
-    return SqliteTokenStore.open(location)

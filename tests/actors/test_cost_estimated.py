@@ -16,7 +16,8 @@ from test_cost_ledger import FINAL, FINAL_PICO, SONNET, START, START_PICO, cost,
 
 import actors.store.pg_migrations
 from actors.cli.commands import main
-from actors.store.sqlite import SCHEMA_VERSION, read_sessions
+from actors.store.sqlite_schema import SCHEMA_VERSION
+from actors.store.stores import read_sessions
 from protocol.pricing import usd
 from protocol.usage import Usage
 

@@ -35,7 +35,7 @@ from actors.messages.ledger import (
     SessionOpened,
     UsageRecorded,
 )
-from actors.store.sqlite import read_sessions
+from actors.store.stores import read_sessions
 from protocol.errors import ActorUnavailable
 from protocol.frames import CostSummary, ModelUsageSummary
 from protocol.ledger import MAX_PART_COST_PICO

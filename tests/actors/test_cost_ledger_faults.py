@@ -35,14 +35,16 @@ from test_cost_ledger import DAY, FINAL, FINAL_PICO, START, START_PICO, cost, op
 
 import actors.cost_ledger
 import actors.store.health
-import actors.store.sqlite
+import actors.store.sqlite_checks
+import actors.store.stores
 from actors._util import ask
 from actors.config.from_env import config_from_env
 from actors.cost_ledger import CostLedger
 from actors.messages.ledger import CostLedgerAddress, ReadSpend
 from actors.observe.metrics import Metrics
 from actors.store.health import RETRY_INITIAL_INTERVAL, RETRY_MAX_INTERVAL
-from actors.store.sqlite import LedgerStore, read_sessions
+from actors.store.sqlite import LedgerStore
+from actors.store.stores import read_sessions
 from protocol.dashboard import EVERYONE, Bucket, Scope, SpendRow
 from protocol.errors import ActorUnavailable, ConfigError
 
@@ -55,7 +57,7 @@ async def faulty(
     stores: list[FaultyStore] = []
 
     def open_store(location: str) -> FaultyStore:
-        stores.append(FaultyStore(actors.store.sqlite.open_store(location)))
+        stores.append(FaultyStore(actors.store.stores.open_store(location)))
         return stores[0]
 
     ledger = CostLedger(
@@ -221,7 +223,7 @@ def test_an_integrity_check_out_of_time_is_skipped_with_a_warning(
 ) -> None:
     path = str(tmp_path / "ledger.sqlite3")
     LedgerStore.open(path).close()
-    monkeypatch.setattr(actors.store.sqlite, "INTEGRITY_CHECK_STEPS", 1)
+    monkeypatch.setattr(actors.store.sqlite_checks, "INTEGRITY_CHECK_STEPS", 1)
     with caplog.at_level(logging.WARNING, logger="switchboard.ledger"):
         LedgerStore.open(path, integrity_budget=-1.0).close()
     assert "integrity check did not finish within -1 s" in caplog.text

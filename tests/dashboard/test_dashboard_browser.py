@@ -26,7 +26,7 @@ from harness import API_VERSION
 from actors.config.settings import Config, Secret
 from actors.cost_ledger import owner_digest
 from actors.server import Server, run_server
-from actors.store.sqlite import read_sessions
+from actors.store.stores import read_sessions
 from protocol.dashboard import token_label
 
 SCRIPT = Path(__file__).with_name("dashboard_page.cjs")

@@ -48,7 +48,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
-from actors.store.sqlite import read_sessions
+from actors.store.stores import read_sessions
 from protocol.frames import (
     SESSION_ID,
     TERMINAL_FRAMES,

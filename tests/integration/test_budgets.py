@@ -20,7 +20,8 @@ from trio_websocket import ConnectionRejected
 from actors.access.budgets import HeldReservation
 from actors.config.settings import Config, Secret
 from actors.server import Server, run_server
-from actors.store.tokens import TokenStore, new_token
+from actors.store.token_rows import new_token
+from actors.store.tokens import TokenStore
 from emulator import Emulator
 from protocol.budget import Limits, Refusal, worst_case_pico
 from protocol.frames import CostFrame, Done, ErrorFrame, Ready, TokenBudget

@@ -18,7 +18,8 @@ import psycopg
 import trio
 from harness import API_VERSION, chat, clean_env, serve_process
 
-from actors.store.tokens import new_token, open_token_store
+from actors.store.stores import open_token_store
+from actors.store.token_rows import new_token
 from protocol.budget import Limits, worst_case_pico
 from protocol.pricing import PICO_PER_USD
 

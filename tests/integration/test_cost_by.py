@@ -14,7 +14,8 @@ from actors.cli.commands import main
 from actors.config.settings import Config
 from actors.cost_ledger import owner_digest
 from actors.gateway import open_gateway
-from actors.store.tokens import new_token, open_token_store
+from actors.store.stores import open_token_store
+from actors.store.token_rows import new_token
 from protocol.budget import Limits
 from protocol.frames import Done
 from protocol.pricing import PICO_PER_USD

@@ -21,7 +21,7 @@ from harness import chat, connect
 from actors.cli.commands import main
 from actors.config.settings import Config
 from actors.server import Server, run_server
-from actors.store.sqlite import read_sessions
+from actors.store.stores import read_sessions
 from emulator import Emulator
 from protocol.frames import Aborted, CostFrame, Done, EventFrame, GatewayFrame, Ready
 

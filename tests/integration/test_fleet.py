@@ -21,7 +21,7 @@ from harness import API_VERSION, ServeProcess, chat, clean_env, connect_url, ser
 from pg_testkit import restart_cluster, restart_cluster_or_skip
 from trio_websocket import ConnectionClosed
 
-from actors.store.postgres import read_pg_sessions
+from actors.store.pg_totals import read_pg_sessions
 from emulator import Emulator
 from protocol.frames import Aborted, CostFrame, Done, ErrorFrame, Ready
 from protocol.http_api import format_usd

@@ -25,7 +25,9 @@ from harness import chat
 from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
 
 from actors.config.settings import is_postgres_url
-from actors.store.tokens import SILENT_AFTER, new_token, open_token_store
+from actors.store.stores import open_token_store
+from actors.store.token_rows import new_token
+from actors.store.tokens import SILENT_AFTER
 from emulator import Emulator
 from protocol.budget import Limits
 from protocol.pricing import PICO_PER_USD, cost_of, format_cost, usd

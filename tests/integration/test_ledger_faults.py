@@ -37,7 +37,8 @@ from actors.config.settings import Config
 from actors.cost_ledger import CostLedger
 from actors.server import Server, run_server
 from actors.store.health import RETRY_INITIAL_INTERVAL
-from actors.store.sqlite import LedgerStore, read_sessions
+from actors.store.sqlite import LedgerStore
+from actors.store.stores import read_sessions
 from protocol.frames import Aborted, Done, ErrorFrame
 
 CLI = [sys.executable, "-c", "from actors.cli.commands import main; main()"]

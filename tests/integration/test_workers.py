@@ -28,8 +28,8 @@ import trio
 from harness import API_VERSION, ServeProcess, chat, clean_env, connect_url, serve_process
 from trio_websocket import ConnectionClosed
 
-from actors.store.sqlite import read_sessions
 from actors.store.sqlite_shared import prepare_shared_ledger
+from actors.store.stores import read_sessions
 from emulator import Emulator
 from protocol.frames import Aborted, CostFrame, Done, ErrorFrame, Ready
 from protocol.http_api import format_usd

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import msgspec
 
-from actors.store.sqlite import RecordWrite, SessionRow, open_store
+from actors.store.rows import RecordWrite, SessionRow
+from actors.store.stores import open_store
 from protocol.dashboard import EVERYONE, OwnerSpend, Scope, SessionSpend, SpendRow
 from protocol.ledger import RecordPart
 

@@ -23,7 +23,7 @@ from actors.messages.ledger import (
     SessionOpened,
     UsageRecorded,
 )
-from actors.store.sqlite import read_sessions
+from actors.store.stores import read_sessions
 from protocol.usage import Usage
 
 DAY = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)

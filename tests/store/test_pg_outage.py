@@ -30,7 +30,7 @@ from actors._util import ask
 from actors.cost_ledger import CostLedger
 from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.observe.metrics import Metrics
-from actors.store.sqlite import read_sessions
+from actors.store.stores import read_sessions
 from protocol.usage import Usage
 
 DAY = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)

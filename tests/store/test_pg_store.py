@@ -11,12 +11,13 @@ import psycopg
 import pytest
 
 import actors.config.settings
-import actors.store.postgres
+import actors.store.pg_connect
 from actors.config.from_env import config_from_env
 from actors.config.settings import Config, bootstrap_cache_file, is_postgres_url, redact_url
 from actors.store.pg_migrations import SCHEMA_VERSION
 from actors.store.postgres import PgStore
-from actors.store.sqlite import RecordWrite, SessionRow, StoreError, open_store, read_sessions
+from actors.store.rows import RecordWrite, SessionRow, StoreError
+from actors.store.stores import open_store, read_sessions
 from protocol.errors import ConfigError
 from protocol.ledger import RecordPart
 
@@ -191,8 +192,8 @@ def test_the_ledger_url_comes_from_the_flag_or_the_environment_and_its_password_
 
 
 def test_libpq_settings_in_the_url_win_over_the_defaults() -> None:
-    info = actors.store.postgres.conninfo("postgresql://u@h/d?connect_timeout=30&application_name=mine")
+    info = actors.store.pg_connect.conninfo("postgresql://u@h/d?connect_timeout=30&application_name=mine")
     assert "connect_timeout=30" in info and "application_name=mine" in info and "tcp_user_timeout=20000" in info
     with pytest.raises(ConfigError, match="not a valid PostgreSQL URL"):
-        actors.store.postgres.conninfo("postgresql://u@h/d?nonsense_option=1")
+        actors.store.pg_connect.conninfo("postgresql://u@h/d?nonsense_option=1")
 

@@ -13,15 +13,17 @@ from pathlib import Path
 import trio
 
 from actors.store.fleet_link import GateNews
-from actors.store.sqlite import SCHEMA_VERSION, SessionRow
+from actors.store.rows import SessionRow
 from actors.store.sqlite_fleet import SqliteFleet
+from actors.store.sqlite_schema import SCHEMA_VERSION
 from actors.store.sqlite_shared import (
     SharedLedgerStore,
     SharedSqliteTokenStore,
     mark_dead,
     prepare_shared_ledger,
 )
-from actors.store.tokens import SILENT_AFTER, Claim, new_token
+from actors.store.token_rows import Claim, new_token
+from actors.store.tokens import SILENT_AFTER
 from protocol.budget import Limits
 
 NOW = datetime.datetime(2026, 1, 5, 12, 0, tzinfo=datetime.UTC)

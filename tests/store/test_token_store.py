@@ -12,8 +12,10 @@ import psycopg
 import pytest
 
 from actors.config.settings import is_postgres_url
-from actors.store.sqlite import RecordWrite, SessionRow, open_store
-from actors.store.tokens import SILENT_AFTER, Claim, new_token, open_token_store, token_hash
+from actors.store.rows import RecordWrite, SessionRow
+from actors.store.stores import open_store, open_token_store
+from actors.store.token_rows import Claim, new_token, token_hash
+from actors.store.tokens import SILENT_AFTER
 from protocol.budget import Limits
 from protocol.errors import ConfigError
 from protocol.ledger import RecordPart
