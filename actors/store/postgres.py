@@ -74,7 +74,8 @@ RECONNECT_TIMEOUT: Final = 10.0
 # overloaded server fails one commit, which is retried, instead of holding the ledger.
 STATEMENT_TIMEOUT: Final = "10s"
 # Sessions whose other instances' duration share is remembered (a few dozen bytes each):
-# well above the CostLedger's MAX_HOT_SESSIONS, whose sessions are the ones written.
+# well above the CostLedger's MAX_HOT_SESSIONS (actors.store.ledger_sessions), whose
+# sessions are the ones written.
 MAX_REMEMBERED_SESSIONS: Final = 65_536
 # libpq settings added to the URL unless it sets them: keepalives notice a server that
 # vanished without closing the connection; tcp_user_timeout bounds unacknowledged sends.
