@@ -87,7 +87,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from typing import Final, Protocol, TypeVar, assert_never, final, runtime_checkable
+from typing import Final, Protocol, TypeVar, final, runtime_checkable
 
 import msgspec
 import trio
@@ -98,14 +98,11 @@ from actors.messages.ledger import (
     CostLedgerAddress,
     CostLedgerMsg,
     DashboardRead,
-    GetCost,
-    OpenSession,
     ReadSpend,
     ReadTop,
     RecordDuration,
     RecordUsage,
     SessionMsg,
-    SessionOpened,
     SessionOwners,
 )
 from actors.observe.metrics import Metrics
@@ -368,56 +365,15 @@ class CostLedger:
         return unreadable
 
     def _apply_contained(self, msg: SessionMsg) -> Callable[[bool], None] | None:
-        """``_apply``, a boundary per message: a failure is reported and answered ``fail``."""
+        """``LedgerSessions.apply``, a boundary per message: a failure is reported and answered ``fail``."""
         try:
-            return self._apply(msg)
+            return self._sessions.apply(msg, shared=self._shared is not None)
         except Exception as exc:
             report_internal(log, self._metrics, "actor:CostLedger", f"message {type(msg).__name__}", exc)
             if isinstance(msg, RecordDuration):
                 return None
             reply = msg.reply
             return lambda _committed: fail(reply, "CostLedger")
-
-    def _apply(self, msg: SessionMsg) -> Callable[[bool], None] | None:
-        """Change the state for one message; return its reply, to send after the commit with
-        whether the commit succeeded."""
-        match msg:
-            case OpenSession():
-                found = self._sessions.hot.get(msg.session_id)
-                resumed = found is not None
-                session = found if found is not None else self._sessions.create(msg.session_id, msg.owner, msg.user)
-                # A session created without a token (none were configured) belongs to
-                # nobody once tokens are: no token may take it (docs/protocol.md 1).
-                owner_ok = not resumed or session.owner == msg.owner
-                # The summary is taken at reply time: a shared store's totals are re-read
-                # after the commit (module docstring, "Several instances").
-                return lambda _committed: answer(
-                    msg.reply,
-                    SessionOpened(resumed=resumed, owner_ok=owner_ok, cost=session.totals.summary(msg.session_id)),
-                )
-            case RecordUsage():
-                recorded = self._sessions.record(msg)
-                if self._shared is None:
-                    return lambda committed: answer(msg.reply, msgspec.structs.replace(recorded, recorded=committed))
-                shared_session = self._sessions.session(msg.session_id)
-                return lambda committed: answer(
-                    msg.reply,
-                    msgspec.structs.replace(
-                        recorded, recorded=committed, session_cost_pico=shared_session.totals.total_pico
-                    ),
-                )
-            case RecordDuration():
-                session = self._sessions.session(msg.session_id)
-                session.totals.add_duration(msg.duration_ms, msg.duration_without_retries_ms)
-                self._sessions.dirty.add(msg.session_id)
-                return None
-            case GetCost():
-                known = self._sessions.hot.get(msg.session_id)
-                return lambda _committed: answer(
-                    msg.reply, (known.totals if known is not None else SessionTotals()).summary(msg.session_id)
-                )
-            case _:
-                assert_never(msg)
 
     async def _commit(self) -> bool:
         """Write everything pending in one transaction; True when it is all committed. A

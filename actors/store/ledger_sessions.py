@@ -15,9 +15,20 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final, final
+from typing import Final, assert_never, final
 
-from actors.messages.ledger import RecordUsage, UsageRecorded
+import msgspec
+
+from actors._util import answer
+from actors.messages.ledger import (
+    GetCost,
+    OpenSession,
+    RecordDuration,
+    RecordUsage,
+    SessionMsg,
+    SessionOpened,
+    UsageRecorded,
+)
 from actors.observe.metrics import Metrics
 from actors.store.sqlite import RecordWrite, SessionRow
 from protocol.ledger import RecordPart, SessionTotals, record_parts
@@ -62,6 +73,48 @@ class LedgerSessions:
         self.hot: OrderedDict[str, Session] = OrderedDict()
         self.dirty: set[str] = set()
         self.records: list[RecordWrite] = []
+
+    def apply(self, msg: SessionMsg, *, shared: bool) -> Callable[[bool], None] | None:
+        """Change the state for one message; return its reply, to send after the commit with
+        whether the commit succeeded. ``shared``: the store is a ``SharedStore``, whose totals
+        the ledger re-reads before replying (actors/cost_ledger.py, "Several instances")."""
+        match msg:
+            case OpenSession():
+                found = self.hot.get(msg.session_id)
+                resumed = found is not None
+                session = found if found is not None else self.create(msg.session_id, msg.owner, msg.user)
+                # A session created without a token (none were configured) belongs to
+                # nobody once tokens are: no token may take it (docs/protocol.md 1).
+                owner_ok = not resumed or session.owner == msg.owner
+                # The summary is taken at reply time: a shared store's totals are re-read
+                # after the commit (actors/cost_ledger.py, "Several instances").
+                return lambda _committed: answer(
+                    msg.reply,
+                    SessionOpened(resumed=resumed, owner_ok=owner_ok, cost=session.totals.summary(msg.session_id)),
+                )
+            case RecordUsage():
+                recorded = self.record(msg)
+                if not shared:
+                    return lambda committed: answer(msg.reply, msgspec.structs.replace(recorded, recorded=committed))
+                shared_session = self.session(msg.session_id)
+                return lambda committed: answer(
+                    msg.reply,
+                    msgspec.structs.replace(
+                        recorded, recorded=committed, session_cost_pico=shared_session.totals.total_pico
+                    ),
+                )
+            case RecordDuration():
+                session = self.session(msg.session_id)
+                session.totals.add_duration(msg.duration_ms, msg.duration_without_retries_ms)
+                self.dirty.add(msg.session_id)
+                return None
+            case GetCost():
+                known = self.hot.get(msg.session_id)
+                return lambda _committed: answer(
+                    msg.reply, (known.totals if known is not None else SessionTotals()).summary(msg.session_id)
+                )
+            case _:
+                assert_never(msg)
 
     def create(self, session_id: str, owner: str | None, user: str | None = None) -> Session:
         session = self.hot[session_id] = Session(owner, self._now().isoformat(), user=user)
@@ -118,7 +171,7 @@ class LedgerSessions:
                 replaces=older is not None,
             )
         )
-        # Its ``recorded`` is the commit's outcome, set by the reply (``_apply``).
+        # Its ``recorded`` is the commit's outcome, set by the reply (``apply``).
         return UsageRecorded(
             cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown, recorded=False
         )

@@ -18,7 +18,6 @@ import actors.retry_supervisor
 from actors.bootstrap_fetcher import BootstrapFetcher
 from actors.client_pool import ClientPool
 from actors.config.settings import Config
-from actors.cost_ledger import CostLedger
 from actors.retry_supervisor import RetrySupervisor
 from actors.server import Server, run_server
 from actors.store.ledger_sessions import LedgerSessions
@@ -131,7 +130,7 @@ async def test_cost_ledger_survives_a_record_it_cannot_price(
 async def test_cost_ledger_answers_a_failed_request_with_actor_failed(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, CostLedger, "_apply")
+    poison(monkeypatch, LedgerSessions, "apply")
     with pytest.raises(ActorFailed):
         await server.gateway.cost(POISON)
     assert (await server.gateway.cost("s1")).session_id == "s1"
