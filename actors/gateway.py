@@ -451,42 +451,13 @@ async def run_gateway(
         policy = PolicySource(config.policy_path)
         await nursery.start(policy.run)
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
-        # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
-        # (actors/store/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
-        shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
-        new_ledger = functools.partial(CostLedger, open_store=open_shared_store) if shared_file else CostLedger
-        ledger = new_ledger(
-            ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open, drain_grace=SHUTDOWN_GRACE
-        )
         if config.use_emulator:
             from emulator import Emulator  # only a gateway without credentials needs it
 
             url = await nursery.start(Emulator(api_keys=frozenset({EMULATOR_KEY})).run)
             log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
             config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
-        to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
-        fleet: FleetLink | None = None
-        if is_postgres_url(ledger_file(config)):
-            # Several instances on one ledger share takeovers and overload gates (README.md
-            # "Deployment"). Imported only then: psycopg is the optional postgres extra.
-            from actors.store.pg_fleet import Fleet
-
-            fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
-        elif shared_file:
-            fleet = await nursery.start(SqliteFleet(ledger_file(config), ledger.instance_id).run)
-        # The ledger's store is open and migrated: the tokens' table is there.
-        location = ledger_file(config)
-        if location == MEMORY:
-            budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
-        else:
-            budgets = Budgets(
-                await trio.to_thread.run_sync(
-                    lambda: SharedSqliteTokenStore.open(location) if shared_file else open_token_store(location)
-                ),
-                metrics=metrics,
-                instance_id=ledger.instance_id,
-            )
-        await nursery.start(budgets.run)
+        ledger, to_ledger, fleet, budgets = await _start_ledger(nursery, config, metrics)
         await policy.attach(budgets)
         telemetry = Telemetry(metrics, config.otlp_forward)
         await nursery.start(telemetry.run)
@@ -499,31 +470,8 @@ async def run_gateway(
         # model catalog that request building and the HTTP door's /v1/models read.
         models = ModelsFetcher(config, to_pool.clone())
         await nursery.start(models.run)
-        relay = StreamRelay(
-            to_pool=to_pool.clone(),
-            to_ledger=to_ledger.clone(),
-            idle_timeout=config.stream_idle_timeout,
-            nonstreaming_timeout=config.nonstreaming_timeout,
-            slow_reader_timeout=config.slow_reader_timeout,
-            metrics=metrics,
-            redact=Redactor(config.secrets()).redact,
-        )
-        to_relay = await nursery.start(relay.run)
-        rng = random.Random(config.retry_seed)
         drain = Drain(Admission(config.max_queries, metrics))
-        supervisor = RetrySupervisor(
-            config=config,
-            to_relay=to_relay.clone(),
-            to_ledger=to_ledger.clone(),
-            to_pool=to_pool.clone(),
-            rng=rng,
-            metrics=metrics,
-            drain=drain,
-            catalog=lambda: models.catalog,
-            fleet=fleet,
-        )
-        to_supervisor = await nursery.start(supervisor.run)
-        to_relay.close()
+        to_supervisor = await _start_queries(nursery, config, to_pool, to_ledger, metrics, drain, models, fleet)
         to_pool.close()
         gateway = Gateway(
             config=config,
@@ -545,6 +493,82 @@ async def run_gateway(
         with to_supervisor, to_ledger, to_bootstrap:
             task_status.started(gateway)
             await trio.sleep_forever()
+
+
+async def _start_ledger(
+    nursery: trio.Nursery, config: Config, metrics: Metrics
+) -> tuple[CostLedger, CostLedgerAddress, FleetLink | None, Budgets]:
+    """Start the CostLedger on its store, the fleet link of a shared ledger, and the access
+    tokens' Budgets on the ledger's store."""
+    # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
+    # (actors/store/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
+    shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
+    new_ledger = functools.partial(CostLedger, open_store=open_shared_store) if shared_file else CostLedger
+    ledger = new_ledger(
+        ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open, drain_grace=SHUTDOWN_GRACE
+    )
+    to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
+    fleet: FleetLink | None = None
+    if is_postgres_url(ledger_file(config)):
+        # Several instances on one ledger share takeovers and overload gates (README.md
+        # "Deployment"). Imported only then: psycopg is the optional postgres extra.
+        from actors.store.pg_fleet import Fleet
+
+        fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
+    elif shared_file:
+        fleet = await nursery.start(SqliteFleet(ledger_file(config), ledger.instance_id).run)
+    # The ledger's store is open and migrated: the tokens' table is there.
+    location = ledger_file(config)
+    if location == MEMORY:
+        budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
+    else:
+        budgets = Budgets(
+            await trio.to_thread.run_sync(
+                lambda: SharedSqliteTokenStore.open(location) if shared_file else open_token_store(location)
+            ),
+            metrics=metrics,
+            instance_id=ledger.instance_id,
+        )
+    await nursery.start(budgets.run)
+    return ledger, to_ledger, fleet, budgets
+
+
+async def _start_queries(
+    nursery: trio.Nursery,
+    config: Config,
+    to_pool: ClientPoolAddress,
+    to_ledger: CostLedgerAddress,
+    metrics: Metrics,
+    drain: Drain,
+    models: ModelsFetcher,
+    fleet: FleetLink | None,
+) -> RetrySupervisorAddress:
+    """Start the StreamRelay and the RetrySupervisor, each with its own address clones."""
+    relay = StreamRelay(
+        to_pool=to_pool.clone(),
+        to_ledger=to_ledger.clone(),
+        idle_timeout=config.stream_idle_timeout,
+        nonstreaming_timeout=config.nonstreaming_timeout,
+        slow_reader_timeout=config.slow_reader_timeout,
+        metrics=metrics,
+        redact=Redactor(config.secrets()).redact,
+    )
+    to_relay = await nursery.start(relay.run)
+    rng = random.Random(config.retry_seed)
+    supervisor = RetrySupervisor(
+        config=config,
+        to_relay=to_relay.clone(),
+        to_ledger=to_ledger.clone(),
+        to_pool=to_pool.clone(),
+        rng=rng,
+        metrics=metrics,
+        drain=drain,
+        catalog=lambda: models.catalog,
+        fleet=fleet,
+    )
+    to_supervisor: RetrySupervisorAddress = await nursery.start(supervisor.run)
+    to_relay.close()
+    return to_supervisor
 
 
 @asynccontextmanager
