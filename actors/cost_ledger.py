@@ -21,11 +21,9 @@ Inbox (``CostLedgerMsg``):
     ``ReadSpend``, ``ReadTop`` (the dashboard, actors/doors/dashboard.py): read-only aggregations
     of the store (``Store.spend``, ``top_sessions``, ``top_owners``), started after the
     batch's commit, so they see every usage committed before they were asked; usage pending
-    while the ledger is degraded is not in them. On a file they run in a task of their own
-    (on their own worker thread and connection, one at a time, at most ``MAX_PENDING_READS``
-    waiting: more are refused), so a long read never holds the inbox or a commit; in memory
-    they run in turn in the batch. A read that fails (``sqlite3.Error``) or is refused is
-    logged and its reply dropped (the asker sees ``ActorUnavailable``); nothing else changes.
+    while the ledger is degraded is not in them. On a file they run in a task of their own,
+    so a long read never holds the inbox or a commit; in memory they run in turn in the
+    batch (``actors.store.ledger_reads``: how many may wait, what a failed read does).
     ``SessionOwners`` (the dashboard): the owners of the sessions in memory among those asked.
 Outputs:
     None; it only answers, each request after its batch is committed. It publishes its
@@ -39,7 +37,8 @@ Group commit:
     a commit wait in the inbox and form the next batch, so N concurrent sessions cost about
     one commit per commit-time, not one per message.
 Memory:
-    Sessions are loaded lazily from the store and kept in an LRU of ``MAX_HOT_SESSIONS``.
+    Sessions are loaded lazily from the store and kept in an LRU of ``MAX_HOT_SESSIONS``
+    (``actors.store.ledger_sessions``: the sessions, their pricing, what the next commit writes).
 Several instances (a ``SharedStore``: PostgreSQL, or the SQLite file of ``serve --workers N``,
 actors/store/sqlite_shared.py; README.md "Deployment"):
     Other gateway processes may charge the same sessions, so what memory holds can lag
@@ -85,13 +84,10 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
 import logging
-import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from typing import Final, Protocol, TypeVar, assert_never, final, runtime_checkable
+from typing import Final, Protocol, TypeVar, final, runtime_checkable
 
 import msgspec
 import trio
@@ -102,37 +98,27 @@ from actors.messages.ledger import (
     CostLedgerAddress,
     CostLedgerMsg,
     DashboardRead,
-    GetCost,
-    OpenSession,
     ReadSpend,
     ReadTop,
     RecordDuration,
     RecordUsage,
     SessionMsg,
-    SessionOpened,
     SessionOwners,
-    UsageRecorded,
 )
 from actors.observe.metrics import Metrics
 from actors.store.health import LedgerCondition, LedgerHealth, backoff
-from actors.store.rows import STORE_ERRORS, RecordWrite, SessionRow, Store
+from actors.store.ledger_reads import LedgerReads
+from actors.store.ledger_sessions import LedgerSessions, Session
+from actors.store.rows import STORE_ERRORS, Store
 from actors.store.sqlite import MEMORY
 from actors.store.stores import open_store
-from protocol.ledger import RecordPart, SessionTotals, record_parts
-from protocol.pricing import usd
-from protocol.usage import MAX_TOKEN_COUNT, Usage
+from protocol.ledger import SessionTotals
 
 log = logging.getLogger("switchboard.ledger")
 
 # Messages written in one transaction at most: bounds a commit's size and so the wait of
 # the first message of a burst for its reply.
 MAX_BATCH: Final = 512
-# Sessions kept in memory; older ones are reloaded from the store when used again.
-MAX_HOT_SESSIONS: Final = 4096
-# Dashboard reads waiting for the reading thread at most: a page polls every 5 s with 3
-# reads, so this is a few pages at once; past it a read is refused (a 503 for that call)
-# rather than queueing without bound behind a slow store.
-MAX_PENDING_READS: Final = 16
 
 T = TypeVar("T")
 
@@ -158,28 +144,8 @@ class LedgerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     hot_sessions: int
 
 
-def owner_digest(token: str | None) -> str | None:
-    """What the ledger keeps of an access token: a digest, never the token itself."""
-    return None if token is None else hashlib.sha256(token.encode()).hexdigest()
-
-
 def _utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-class _Session:
-    __slots__ = ("created_at", "finals", "owner", "provisional", "totals", "user")
-
-    def __init__(
-        self, owner: str | None, created_at: str, totals: SessionTotals | None = None, user: str | None = None
-    ) -> None:
-        self.owner = owner
-        self.user = user
-        self.created_at = created_at
-        self.totals = totals if totals is not None else SessionTotals()
-        self.provisional: dict[str, tuple[RecordPart, ...]] = {}
-        # Final record ids seen in this process: a repeated final version is not counted twice.
-        self.finals: set[str] = set()
 
 
 @final
@@ -216,9 +182,7 @@ class CostLedger:
         self._limiter = trio.CapacityLimiter(1)
         # The dashboard's reads: beside the inbox on a file, in turn in memory (module docstring).
         self._reads_apart = self._offload and path != MEMORY
-        self._read_limiter = trio.CapacityLimiter(1)
-        self._pending_reads = 0
-        self._readers: trio.Nursery | None = None
+        self._reads: LedgerReads | None = None
         self._store: Store | None = None
         self._shared: SharedStore | None = None
         # This process's id in a shared ledger (README.md "Deployment"): the store's, once
@@ -226,10 +190,8 @@ class CostLedger:
         self.instance_id = new_instance_id()
         # One commit at a time: the inbox's and the retry task's.
         self._commit_lock = trio.Lock()
-        self._condition = LedgerCondition(pending=lambda: len(self._records), metrics=metrics, fail_open=fail_open)
-        self._hot: OrderedDict[str, _Session] = OrderedDict()
-        self._dirty: set[str] = set()
-        self._records: list[RecordWrite] = []
+        self._sessions = LedgerSessions(now, metrics)
+        self._condition = LedgerCondition(pending=lambda: len(self._sessions.records), metrics=metrics, fail_open=fail_open)
         self._drain_scope = trio.CancelScope(shield=True)
         self._batches = self._messages = self._commits = self._failed = 0
 
@@ -247,7 +209,7 @@ class CostLedger:
         self._condition.report()
         try:
             address, inbox = trio.open_memory_channel[CostLedgerMsg](0)
-            async with self._recovering(inbox):
+            async with self._recovering(inbox, store):
                 task_status.started(address)
                 with self._drain_scope:
                     async for msg in inbox:
@@ -268,13 +230,15 @@ class CostLedger:
                 await self._call(store.close)
 
     @asynccontextmanager
-    async def _recovering(self, inbox: trio.MemoryReceiveChannel[CostLedgerMsg]) -> AsyncIterator[None]:
-        """Own ``inbox`` and run the retry task (``_recover``) for the block."""
+    async def _recovering(self, inbox: trio.MemoryReceiveChannel[CostLedgerMsg], store: Store) -> AsyncIterator[None]:
+        """Own ``inbox`` and run the retry task (``_recover``) and the dashboard's reads
+        (``LedgerReads``) for the block."""
         with inbox:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._recover)
                 nursery.start_soon(self._backstop)
-                self._readers = nursery
+                readers = nursery if self._reads_apart else None
+                self._reads = LedgerReads(store, self._sessions, call=self._call, readers=readers, metrics=self._metrics)
                 try:
                     yield
                 finally:
@@ -302,18 +266,13 @@ class CostLedger:
             messages=self._messages,
             commits=self._commits,
             failed_commits=self._failed,
-            hot_sessions=len(self._hot),
+            hot_sessions=len(self._sessions.hot),
         )
 
     async def _call(self, fn: Callable[[], T]) -> T:
         if self._offload:
             return await trio.to_thread.run_sync(fn, limiter=self._limiter)
         return fn()
-
-    async def _call_read(self, fn: Callable[[], T]) -> T:
-        if self._reads_apart:
-            return await trio.to_thread.run_sync(fn, limiter=self._read_limiter)
-        return await self._call(fn)
 
     async def _serve_batch(self, batch: list[CostLedgerMsg]) -> None:
         """Apply a batch in memory, commit it (unless commits fail: the retry task owns them
@@ -336,7 +295,7 @@ class CostLedger:
                     # Unknown whether the session exists: never start it afresh over stored
                     # totals. Its other requests are refused (their replies dropped).
                     if isinstance(msg, RecordUsage):
-                        answer(msg.reply, self._unrecorded(msg))
+                        answer(msg.reply, self._sessions.unrecorded(msg))
                     continue
                 reply = self._apply_contained(msg)
                 if reply is not None:
@@ -349,14 +308,9 @@ class CostLedger:
             if self._condition.write_error is not None:
                 self._condition.report()  # what is pending grew
             for read in reads:
-                if not self._reads_apart:
-                    await self._read(read)
-                elif self._readers is not None and self._pending_reads < MAX_PENDING_READS:
-                    self._pending_reads += 1
-                    self._readers.start_soon(self._read_apart, read)
+                assert self._reads is not None
+                if await self._reads.serve(read):
                     handed.add(id(read))
-                else:
-                    log.warning("a dashboard read refused: %d reads wait already", self._pending_reads)
         finally:
             # A request not answered (cancelled mid-batch) must not leave its asker waiting.
             # A read handed to its task is that task's to answer.
@@ -369,7 +323,7 @@ class CostLedger:
         docstring, "Several instances"); a failed read keeps those in memory (logged)."""
         shared = self._shared
         assert shared is not None
-        hot = [sid for sid in session_ids if sid in self._hot]
+        hot = [sid for sid in session_ids if sid in self._sessions.hot]
         if not hot:
             return
         try:
@@ -378,52 +332,16 @@ class CostLedger:
             log.warning("re-reading %d session(s)' totals from the shared ledger failed: %s", len(hot), exc)
             return
         for session_id, totals in stored.items():
-            session = self._hot.get(session_id)
+            session = self._sessions.hot.get(session_id)
             if session is not None:
                 session.totals = totals
-
-    async def _read_apart(self, msg: DashboardRead) -> None:
-        """``_read`` in a task of its own: a boundary (a failure is logged and counted, the
-        asker sees ``ActorUnavailable``), and the reply is closed whatever happens."""
-        try:
-            await self._read(msg)
-        except Exception as exc:
-            report_internal(log, self._metrics, "actor:CostLedger", f"read {type(msg).__name__}", exc)
-        finally:
-            self._pending_reads -= 1
-            msg.reply.close()
-
-    async def _read(self, msg: DashboardRead) -> None:
-        """Answer one dashboard read (see the module docstring, Inbox)."""
-        store = self._store
-        assert store is not None
-        try:
-            match msg:
-                case ReadSpend():
-                    rows = await self._call_read(functools.partial(store.spend, msg.since, msg.bucket, msg.scope))
-                    answer(msg.reply, rows)
-                case ReadTop():
-                    top = await self._call_read(
-                        functools.partial(store.top_sessions, msg.since, msg.scope, msg.limit)
-                    )
-                    owners = await self._call_read(
-                        functools.partial(store.top_owners, msg.since, msg.scope, msg.limit)
-                    )
-                    answer(msg.reply, (top, owners))
-                case SessionOwners():
-                    found = {sid: self._hot[sid].owner for sid in msg.session_ids if sid in self._hot}
-                    answer(msg.reply, found)
-                case _:
-                    assert_never(msg)
-        except STORE_ERRORS as exc:
-            log.warning("a dashboard read of the cost ledger failed: %s", exc)
 
     async def _load(self, session_ids: set[str]) -> set[str]:
         """Bring the stored sessions among ``session_ids`` into memory; returns those whose
         stored state could not be read (the read error degrades health)."""
-        for session_id in session_ids & self._hot.keys():
-            self._hot.move_to_end(session_id)
-        cold = session_ids - self._hot.keys()
+        for session_id in session_ids & self._sessions.hot.keys():
+            self._sessions.hot.move_to_end(session_id)
+        cold = session_ids - self._sessions.hot.keys()
         if not cold:
             return set()
         assert self._store is not None
@@ -441,17 +359,17 @@ class CostLedger:
                     unreadable.add(session_id)
                     self._condition.read_failed(session_id, exc)
         for session_id, stored in loaded.items():
-            if session_id in self._hot:
+            if session_id in self._sessions.hot:
                 continue  # loaded meanwhile by the other task (inbox, retry), maybe changed since
-            session = self._hot[session_id] = _Session(stored.owner, stored.created_at, stored.totals, stored.user_name)
+            session = self._sessions.hot[session_id] = Session(stored.owner, stored.created_at, stored.totals, stored.user_name)
             session.provisional = stored.provisional
         self._condition.read_ok(cold - unreadable)
         return unreadable
 
     def _apply_contained(self, msg: SessionMsg) -> Callable[[bool], None] | None:
-        """``_apply``, a boundary per message: a failure is reported and answered ``fail``."""
+        """``LedgerSessions.apply``, a boundary per message: a failure is reported and answered ``fail``."""
         try:
-            return self._apply(msg)
+            return self._sessions.apply(msg, shared=self._shared is not None)
         except Exception as exc:
             report_internal(log, self._metrics, "actor:CostLedger", f"message {type(msg).__name__}", exc)
             if isinstance(msg, RecordDuration):
@@ -459,147 +377,32 @@ class CostLedger:
             reply = msg.reply
             return lambda _committed: fail(reply, "CostLedger")
 
-    def _unrecorded(self, msg: RecordUsage) -> UsageRecorded:
-        """The answer to a usage record of a session that cannot be read: priced, said to be
-        unrecorded, and logged so that a person can reconcile it."""
-        parts = record_parts(msg.usage, msg.model, on=self._now().date().isoformat(), long_context=msg.long_context)
-        cost = sum(part.cost_pico for part in parts)
-        log.error(
-            "session %s: usage of query %s attempt %s not recorded (the session cannot be read "
-            "from the ledger): %s, $%.6f", msg.session_id, msg.query_id, msg.attempt, msg.usage, usd(cost),
-        )
-        return UsageRecorded(
-            cost_pico=cost, session_cost_pico=cost, unknown_model=any(p.unknown_model for p in parts), recorded=False
-        )
-
-    def _apply(self, msg: SessionMsg) -> Callable[[bool], None] | None:
-        """Change the state for one message; return its reply, to send after the commit with
-        whether the commit succeeded."""
-        match msg:
-            case OpenSession():
-                found = self._hot.get(msg.session_id)
-                resumed = found is not None
-                session = found if found is not None else self._create(msg.session_id, msg.owner, msg.user)
-                # A session created without a token (none were configured) belongs to
-                # nobody once tokens are: no token may take it (docs/protocol.md 1).
-                owner_ok = not resumed or session.owner == msg.owner
-                # The summary is taken at reply time: a shared store's totals are re-read
-                # after the commit (module docstring, "Several instances").
-                return lambda _committed: answer(
-                    msg.reply,
-                    SessionOpened(resumed=resumed, owner_ok=owner_ok, cost=session.totals.summary(msg.session_id)),
-                )
-            case RecordUsage():
-                recorded = self._record(msg)
-                if self._shared is None:
-                    return lambda committed: answer(msg.reply, msgspec.structs.replace(recorded, recorded=committed))
-                shared_session = self._session(msg.session_id)
-                return lambda committed: answer(
-                    msg.reply,
-                    msgspec.structs.replace(
-                        recorded, recorded=committed, session_cost_pico=shared_session.totals.total_pico
-                    ),
-                )
-            case RecordDuration():
-                session = self._session(msg.session_id)
-                session.totals.add_duration(msg.duration_ms, msg.duration_without_retries_ms)
-                self._dirty.add(msg.session_id)
-                return None
-            case GetCost():
-                known = self._hot.get(msg.session_id)
-                return lambda _committed: answer(
-                    msg.reply, (known.totals if known is not None else SessionTotals()).summary(msg.session_id)
-                )
-            case _:
-                assert_never(msg)
-
-    def _create(self, session_id: str, owner: str | None, user: str | None = None) -> _Session:
-        session = self._hot[session_id] = _Session(owner, self._now().isoformat(), user=user)
-        self._dirty.add(session_id)
-        return session
-
-    def _session(self, session_id: str) -> _Session:
-        session = self._hot.get(session_id)
-        return session if session is not None else self._create(session_id, None)
-
-    def _record(self, msg: RecordUsage) -> UsageRecorded:
-        session = self._session(msg.session_id)
-        now = self._now()
-        day = now.date().isoformat()
-        parts = record_parts(msg.usage, msg.model, on=day, long_context=msg.long_context)
-        cost = sum(part.cost_pico for part in parts)
-        unknown = any(part.unknown_model for part in parts)
-        if msg.usage.malformed and msg.final:
-            log.warning(
-                "session %s query %s attempt %s: the upstream reported usage counts that are not "
-                "integers in [0, %d]; priced as repaired, cost marked unknown",
-                msg.session_id, msg.query_id, msg.attempt, MAX_TOKEN_COUNT,
-            )
-        record_id = msg.record_id or uuid.uuid4().hex
-        if record_id in session.finals:
-            log.warning("session %s: usage record %s is final already; repeat ignored", msg.session_id, record_id)
-            return UsageRecorded(
-                cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown, recorded=True
-            )
-        older = session.provisional.pop(record_id, None)
-        if older is not None:
-            session.totals.remove(older)
-        session.totals.add(parts)
-        if msg.final:
-            session.finals.add(record_id)
-            if self._metrics is not None:
-                for part in parts:
-                    self._metrics.usage(part.model, _part_usage(part), usd(part.cost_pico))
-        else:
-            session.provisional[record_id] = parts
-        self._records.append(
-            RecordWrite(
-                session_id=msg.session_id,
-                record_id=record_id,
-                query_id=msg.query_id,
-                attempt=msg.attempt,
-                final=msg.final,
-                parts=parts,
-                speed=msg.usage.speed,
-                service_tier=msg.usage.service_tier,
-                long_context=msg.long_context,
-                priced_on=day,
-                recorded_at=now.isoformat(),
-                replaces=older is not None,
-            )
-        )
-        # Its ``recorded`` is the commit's outcome, set by the reply (``_apply``).
-        return UsageRecorded(
-            cost_pico=cost, session_cost_pico=session.totals.total_pico, unknown_model=unknown, recorded=False
-        )
-
     async def _commit(self) -> bool:
         """Write everything pending in one transaction; True when it is all committed. A
         failure keeps it pending, ahead of what arrives meanwhile, and degrades the ledger."""
         async with self._commit_lock:
-            if not self._dirty and not self._records and self._condition.write_error is None:
+            if not self._sessions.dirty and not self._sessions.records and self._condition.write_error is None:
                 return True
             assert self._store is not None
             now = self._now().isoformat()
-            dirty, records = self._dirty, self._records
+            dirty, records = self._sessions.dirty, self._sessions.records
             # Taken out, so that what is applied during the write joins the next commit.
-            self._dirty, self._records = set(), []
-            sessions = [self._row(session_id, now) for session_id in dirty]
+            self._sessions.dirty, self._sessions.records = set(), []
+            sessions = [self._sessions.row(session_id, now) for session_id in dirty]
             try:
                 await self._call(functools.partial(self._store.write, sessions, records))
             except STORE_ERRORS as exc:
                 self._failed += 1
-                self._dirty |= dirty
-                self._records = records + self._records
+                self._sessions.dirty |= dirty
+                self._sessions.records = records + self._sessions.records
                 self._condition.commit_failed(exc, sessions=len(sessions))
                 return False
             self._commits += 1
             # Only with nothing pending: a session reloaded from the store must be whole.
-            if not self._dirty and not self._records:
-                while len(self._hot) > MAX_HOT_SESSIONS:
-                    self._hot.popitem(last=False)
+            if not self._sessions.dirty and not self._sessions.records:
+                self._sessions.evict()
             self._condition.committed(len(records))
-            return not self._dirty and not self._records
+            return not self._sessions.dirty and not self._sessions.records
 
     async def _recover(self) -> None:
         """While the ledger is degraded, retry its commit and its failed reads with backoff
@@ -618,33 +421,11 @@ class CostLedger:
 
     async def _last_commit(self) -> None:
         """At shutdown: one more try for what is pending; says loudly what is lost."""
-        if not self._dirty and not self._records:
+        if not self._sessions.dirty and not self._sessions.records:
             return
         if await self._commit():
             return
         log.error(
             "cost ledger stopped with %d usage record(s) not committed (%s); they were reported "
-            "as not recorded and are lost", len(self._records), self._condition.write_error,
+            "as not recorded and are lost", len(self._sessions.records), self._condition.write_error,
         )
-
-    def _row(self, session_id: str, now: str) -> SessionRow:
-        session = self._hot[session_id]
-        return SessionRow(
-            session_id=session_id,
-            owner=session.owner,
-            created_at=session.created_at,
-            updated_at=now,
-            api_duration_ms=session.totals.api_duration_ms,
-            api_duration_without_retries_ms=session.totals.api_duration_without_retries_ms,
-            user_name=session.user,
-        )
-
-
-def _part_usage(part: RecordPart) -> Usage:
-    return Usage(
-        input_tokens=part.input_tokens,
-        output_tokens=part.output_tokens,
-        cache_creation_input_tokens=part.cache_creation_input_tokens,
-        cache_creation_1h_input_tokens=part.cache_creation_1h_input_tokens,
-        cache_read_input_tokens=part.cache_read_input_tokens,
-    )

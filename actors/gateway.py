@@ -53,12 +53,11 @@ from actors._util import CLEANUP_TIMEOUT, ask
 from actors.access.budgets import (
     Access,
     Budgets,
-    HeldReservation,
-    Reservation,
     ResolvePrincipal,
     authenticate,
 )
 from actors.access.policy import PolicySource
+from actors.access.query_budgets import reserve_all, settle_all, top_up_all
 from actors.bootstrap_fetcher import BootstrapFetcher
 from actors.client_pool import ClientPool
 from actors.config.settings import (
@@ -91,21 +90,19 @@ from actors.observe.metrics import Metrics
 from actors.observe.otlp import Telemetry
 from actors.retry_supervisor import RetrySupervisor
 from actors.store.health import LedgerHealth
-from actors.store.rows import STORE_ERRORS
 from actors.store.sqlite import MEMORY
 from actors.store.sqlite_fleet import SqliteFleet
 from actors.store.sqlite_shared import SharedSqliteTokenStore, open_shared_store
 from actors.store.stores import open_token_store
-from actors.store.token_rows import SUBJECT_PREFIXES
 from actors.stream_relay import StreamRelay
-from actors.supervisor.admission import Admission, Ticket
+from actors.supervisor.admission import Admission
 from actors.supervisor.drain import Drain
+from actors.supervisor.handover import hand_over
 from actors.supervisor.options import DEFAULT_OPTIONS, QueryOptions
 from actors.upstream.models_fetcher import ModelsFetcher
 from protocol.bootstrap import merge_model_options
-from protocol.budget import Refusal
 from protocol.client_request import validate_request
-from protocol.errors import ActorUnavailable, Overloaded, RemoteProtocolError, ShuttingDown
+from protocol.errors import RemoteProtocolError
 from protocol.frames import (
     CostSummary,
     ErrorFrame,
@@ -134,9 +131,6 @@ EMULATOR_KEY: Final = "sk-ant-emulator-local"
 # Backstop for a graceful shutdown: how long the ledger keeps taking the usage of attempts
 # that are being aborted. Longer than the relay's cleanup deadline, so it never cuts one off.
 SHUTDOWN_GRACE: Final = 2 * CLEANUP_TIMEOUT
-# A token's refusal that waiting does not end (protocol/budget.py ``Refusal.kind``): not a
-# 429. The budget, rpm and concurrency refusals are ``rate_limit_error`` 429.
-_REFUSALS: Final = {"model": ("permission_error", 403), "revoked": ("authentication_error", 401)}
 
 
 @final
@@ -286,15 +280,15 @@ class Gateway:
         with an ``error`` frame of type ``ledger_unavailable`` (status 503).
 
         ``budget``: the name of the ledger access token the query runs under; its limits
-        are checked and its worst-case cost reserved first (actors/access/budgets.py), and a query
-        they refuse ends at once with an ``error`` frame of type ``rate_limit_error``
+        are checked and its worst-case cost reserved first (actors/access/query_budgets.py),
+        and a query they refuse ends at once with an ``error`` frame of type ``rate_limit_error``
         (status 429, ``retry_after_s`` when waiting helps). The reservation is settled to
         the query's cost when it ends (a query refused meanwhile, e.g. by admission, settles 0).
         ``subjects``: the signed-in user's and groups' subject keys whose limits the query
         counts against as well (actors/access/policy.py), each reserved, topped up and settled alike.
 
-        Admission (actors/supervisor/admission.py): while ``Config.max_queries`` queries run, a new one
-        waits in line for a slot. Without ``admission_timeout`` this returns at once and the
+        Admission (actors/supervisor/admission.py; handover.py): while ``Config.max_queries``
+        queries run, a new one waits in line for a slot. Without ``admission_timeout`` this returns at once and the
         query waits in its run (its first frames a ``queued``, then ``heartbeat``s); with it,
         this waits here for at most that many seconds before handing the query over.
 
@@ -314,137 +308,25 @@ class Gateway:
         if refusal is not None:
             self.metrics.ledger_refused()
             error = ErrorInfo(type="ledger_unavailable", message=refusal, status=503, request_id=None)
-            with outbound:
-                try:
-                    await outbound.send(ErrorFrame(id=query.id, error=error))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+            await _refuse(outbound, query.id, error)
             return scope
         on_end: Callable[[int], None] | None = None
         top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
         names = ((budget,) if budget is not None else ()) + subjects
         if names and self.budgets is not None:
             budgets = self.budgets
-            holds = await self._reserve_all(budgets, names, session_id, query, options)
+            holds = await reserve_all(budgets, self.metrics, names, session_id, query, options)
             if isinstance(holds, ErrorInfo):
-                with outbound:
-                    try:
-                        await outbound.send(ErrorFrame(id=query.id, error=holds))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+                await _refuse(outbound, query.id, holds)
                 return scope
-            on_end = functools.partial(_settle_all, holds)
-            top_up = functools.partial(self._top_up_all, budgets, holds, query.id)
-        try:
-            # Counted before it is handed over, so a shutdown that begins meanwhile waits for it.
-            ticket = self.drain.query_started(scope)
-        except ShuttingDown:
-            outbound.close()
-            if on_end is not None:
-                on_end(0)
-            raise
-        try:
-            if admission_timeout is not None and not ticket.admitted:
-                await self._admit_within(ticket, admission_timeout)
-            await self._to_supervisor.send(
-                RunQuery(
-                    session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers,
-                    options=options, on_end=on_end, top_up=top_up,
-                )
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.drain.query_ended(scope)
-            outbound.close()
-            if on_end is not None:
-                on_end(0)
-            raise ActorUnavailable("the gateway is shutting down") from exc
-        except BaseException:
-            self.drain.query_ended(scope)
-            outbound.close()
-            if on_end is not None:
-                on_end(0)
-            raise
-        return scope
-
-    async def _reserve_all(
-        self, budgets: Budgets, names: tuple[str, ...], session_id: str, query: Query, options: QueryOptions
-    ) -> list[HeldReservation] | ErrorInfo:
-        """Reserve the query's worst case against each subject of ``names`` in turn (its
-        token, its user, their groups), or the first refusal (the ones already made are
-        then settled to 0)."""
-        holds: list[HeldReservation] = []
-        for name in names:
-            reserved = await self._reserve(budgets, name, session_id, query, options)
-            if isinstance(reserved, ErrorInfo):
-                _settle_all(holds, 0)
-                return reserved
-            holds.append(HeldReservation(budgets, reserved))
-        return holds
-
-    async def _top_up_all(
-        self, budgets: Budgets, holds: list[HeldReservation], query_id: str, request: JsonObject
-    ) -> ErrorInfo | None:
-        """``_top_up`` each of the query's reservations; the first refusal ends the query
-        (what was grown meanwhile is settled with the rest when it ends)."""
-        for held in holds:
-            refused = await self._top_up(budgets, held, query_id, request)
-            if refused is not None:
-                return refused
-        return None
-
-    async def _reserve(
-        self, budgets: Budgets, name: str, session_id: str, query: Query, options: QueryOptions
-    ) -> Reservation | ErrorInfo:
-        """Reserve the query's worst case for token ``name``, or the error that ends it."""
-        size = len(options.raw_body) if options.raw_body is not None else len(msgspec.json.encode(query.request))
-        try:
-            result = await budgets.reserve(name, query.request, size, session_id=session_id, query_id=query.id)
-        except STORE_ERRORS as exc:
-            log.error("query %s: the budget of token %s cannot be checked: %s", query.id, name, exc)
-            self.metrics.ledger_refused()
-            return ErrorInfo(
-                type="ledger_unavailable", message="the budget cannot be checked now", status=503, request_id=None
-            )
-        if isinstance(result, Refusal):
-            log.info("query %s refused: %s", query.id, result.message)
-            return _refused(name, result)
-        return result
-
-    async def _top_up(self, budgets: Budgets, held: HeldReservation, query_id: str, request: JsonObject) -> ErrorInfo | None:
-        """Before another billed attempt of a query under a budget: grow its reservation by
-        that attempt's worst case, or the error that ends the query (docs/protocol.md
-        "Access tokens and budgets")."""
-        try:
-            refusal = await budgets.top_up(held, request, len(msgspec.json.encode(request)))
-        except STORE_ERRORS as exc:
-            log.error("query %s: the budget of token %s cannot be checked: %s", query_id, held.name, exc)
-            self.metrics.ledger_refused()
-            return ErrorInfo(
-                type="ledger_unavailable", message="the budget cannot be checked now", status=503, request_id=None
-            )
-        if refusal is None:
-            return None
-        log.info("query %s: retry refused: %s", query_id, refusal.message)
-        return _refused(held.name, refusal)
-
-    async def _admit_within(self, ticket: Ticket, patience: float) -> None:
-        """Wait up to ``patience`` seconds for the ticket's slot (the caller gives the ticket back when
-        this raises). A checkpoint.
-
-        Raises:
-            Overloaded: the wait ran out; ``retry_after`` estimates when a slot would free.
-            ShuttingDown: a shutdown refused the waiting ticket.
-        """
-        admission = self.drain.admission
-        with trio.move_on_after(patience):
-            if not await ticket.wait():
-                raise ShuttingDown("the gateway is shutting down")
-            return
-        self.metrics.admission_rejected()
-        raise Overloaded(
-            f"the gateway is running its maximum of {admission.limit} queries; none ended within {patience:g} s",
-            retry_after=admission.retry_after(min(ticket.position, admission.queued)),
+            on_end = functools.partial(settle_all, holds)
+            top_up = functools.partial(top_up_all, budgets, self.metrics, holds, query.id)
+        run = RunQuery(
+            session_id=session_id, query=query, scope=scope, outbound=outbound, headers=headers,
+            options=options, on_end=on_end, top_up=top_up,
         )
+        await hand_over(self.drain, self._to_supervisor, self.metrics, run, admission_timeout)
+        return scope
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Drain gracefully: take no new query (``start_query`` raises ``ShuttingDown``; the
@@ -544,24 +426,13 @@ class Gateway:
         return await ask(self._to_ledger, lambda reply: GetCost(session_id=session_id, reply=reply))
 
 
-def _refused(name: str, refusal: Refusal) -> ErrorInfo:
-    """The error a budget refusal ends a query with: 429 ``rate_limit_error`` (with when to
-    try again), but 403/401 for a model or a revoked token, and 429 ``billing_error`` for a
-    user's or a group's spend cap (the gateway protocol's word for it: Claude Code then shows
-    the message and does not retry into the block; README.md "Claude Code for a whole
-    organisation")."""
-    error_type, status = _REFUSALS.get(refusal.kind, ("rate_limit_error", 429))
-    if refusal.kind == "budget" and name.startswith(SUBJECT_PREFIXES):
-        error_type = "billing_error"
-    return ErrorInfo(
-        type=error_type, message=refusal.message, status=status, request_id=None, retry_after_s=refusal.retry_after_s
-    )
-
-
-def _settle_all(holds: list[HeldReservation], actual_pico: int) -> None:
-    """Settle every reservation of a query to its real cost (each subject spent it all)."""
-    for held in holds:
-        held.settle(actual_pico)
+async def _refuse(outbound: trio.MemorySendChannel[GatewayFrame], query_id: str, error: ErrorInfo) -> None:
+    """End a query refused before it started: its one ``error`` frame, then its outbound closed."""
+    with outbound:
+        try:
+            await outbound.send(ErrorFrame(id=query_id, error=error))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
 
 async def run_gateway(
@@ -580,42 +451,13 @@ async def run_gateway(
         policy = PolicySource(config.policy_path)
         await nursery.start(policy.run)
         metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
-        # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
-        # (actors/store/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
-        shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
-        new_ledger = functools.partial(CostLedger, open_store=open_shared_store) if shared_file else CostLedger
-        ledger = new_ledger(
-            ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open, drain_grace=SHUTDOWN_GRACE
-        )
         if config.use_emulator:
             from emulator import Emulator  # only a gateway without credentials needs it
 
             url = await nursery.start(Emulator(api_keys=frozenset({EMULATOR_KEY})).run)
             log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
             config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
-        to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
-        fleet: FleetLink | None = None
-        if is_postgres_url(ledger_file(config)):
-            # Several instances on one ledger share takeovers and overload gates (README.md
-            # "Deployment"). Imported only then: psycopg is the optional postgres extra.
-            from actors.store.pg_fleet import Fleet
-
-            fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
-        elif shared_file:
-            fleet = await nursery.start(SqliteFleet(ledger_file(config), ledger.instance_id).run)
-        # The ledger's store is open and migrated: the tokens' table is there.
-        location = ledger_file(config)
-        if location == MEMORY:
-            budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
-        else:
-            budgets = Budgets(
-                await trio.to_thread.run_sync(
-                    lambda: SharedSqliteTokenStore.open(location) if shared_file else open_token_store(location)
-                ),
-                metrics=metrics,
-                instance_id=ledger.instance_id,
-            )
-        await nursery.start(budgets.run)
+        ledger, to_ledger, fleet, budgets = await _start_ledger(nursery, config, metrics)
         await policy.attach(budgets)
         telemetry = Telemetry(metrics, config.otlp_forward)
         await nursery.start(telemetry.run)
@@ -628,31 +470,8 @@ async def run_gateway(
         # model catalog that request building and the HTTP door's /v1/models read.
         models = ModelsFetcher(config, to_pool.clone())
         await nursery.start(models.run)
-        relay = StreamRelay(
-            to_pool=to_pool.clone(),
-            to_ledger=to_ledger.clone(),
-            idle_timeout=config.stream_idle_timeout,
-            nonstreaming_timeout=config.nonstreaming_timeout,
-            slow_reader_timeout=config.slow_reader_timeout,
-            metrics=metrics,
-            redact=Redactor(config.secrets()).redact,
-        )
-        to_relay = await nursery.start(relay.run)
-        rng = random.Random(config.retry_seed)
         drain = Drain(Admission(config.max_queries, metrics))
-        supervisor = RetrySupervisor(
-            config=config,
-            to_relay=to_relay.clone(),
-            to_ledger=to_ledger.clone(),
-            to_pool=to_pool.clone(),
-            rng=rng,
-            metrics=metrics,
-            drain=drain,
-            catalog=lambda: models.catalog,
-            fleet=fleet,
-        )
-        to_supervisor = await nursery.start(supervisor.run)
-        to_relay.close()
+        to_supervisor = await _start_queries(nursery, config, to_pool, to_ledger, metrics, drain, models, fleet)
         to_pool.close()
         gateway = Gateway(
             config=config,
@@ -674,6 +493,82 @@ async def run_gateway(
         with to_supervisor, to_ledger, to_bootstrap:
             task_status.started(gateway)
             await trio.sleep_forever()
+
+
+async def _start_ledger(
+    nursery: trio.Nursery, config: Config, metrics: Metrics
+) -> tuple[CostLedger, CostLedgerAddress, FleetLink | None, Budgets]:
+    """Start the CostLedger on its store, the fleet link of a shared ledger, and the access
+    tokens' Budgets on the ledger's store."""
+    # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
+    # (actors/store/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
+    shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
+    new_ledger = functools.partial(CostLedger, open_store=open_shared_store) if shared_file else CostLedger
+    ledger = new_ledger(
+        ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open, drain_grace=SHUTDOWN_GRACE
+    )
+    to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
+    fleet: FleetLink | None = None
+    if is_postgres_url(ledger_file(config)):
+        # Several instances on one ledger share takeovers and overload gates (README.md
+        # "Deployment"). Imported only then: psycopg is the optional postgres extra.
+        from actors.store.pg_fleet import Fleet
+
+        fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
+    elif shared_file:
+        fleet = await nursery.start(SqliteFleet(ledger_file(config), ledger.instance_id).run)
+    # The ledger's store is open and migrated: the tokens' table is there.
+    location = ledger_file(config)
+    if location == MEMORY:
+        budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
+    else:
+        budgets = Budgets(
+            await trio.to_thread.run_sync(
+                lambda: SharedSqliteTokenStore.open(location) if shared_file else open_token_store(location)
+            ),
+            metrics=metrics,
+            instance_id=ledger.instance_id,
+        )
+    await nursery.start(budgets.run)
+    return ledger, to_ledger, fleet, budgets
+
+
+async def _start_queries(
+    nursery: trio.Nursery,
+    config: Config,
+    to_pool: ClientPoolAddress,
+    to_ledger: CostLedgerAddress,
+    metrics: Metrics,
+    drain: Drain,
+    models: ModelsFetcher,
+    fleet: FleetLink | None,
+) -> RetrySupervisorAddress:
+    """Start the StreamRelay and the RetrySupervisor, each with its own address clones."""
+    relay = StreamRelay(
+        to_pool=to_pool.clone(),
+        to_ledger=to_ledger.clone(),
+        idle_timeout=config.stream_idle_timeout,
+        nonstreaming_timeout=config.nonstreaming_timeout,
+        slow_reader_timeout=config.slow_reader_timeout,
+        metrics=metrics,
+        redact=Redactor(config.secrets()).redact,
+    )
+    to_relay = await nursery.start(relay.run)
+    rng = random.Random(config.retry_seed)
+    supervisor = RetrySupervisor(
+        config=config,
+        to_relay=to_relay.clone(),
+        to_ledger=to_ledger.clone(),
+        to_pool=to_pool.clone(),
+        rng=rng,
+        metrics=metrics,
+        drain=drain,
+        catalog=lambda: models.catalog,
+        fleet=fleet,
+    )
+    to_supervisor: RetrySupervisorAddress = await nursery.start(supervisor.run)
+    to_relay.close()
+    return to_supervisor
 
 
 @asynccontextmanager

@@ -54,7 +54,7 @@ OTHER: Final = "other"
 # A query string with more parameters than any endpoint takes is refused, not parsed.
 MAX_QUERY_PARAMETERS: Final = 8
 # Characters of an owner digest shown as a token's label: enough to tell tokens apart,
-# nothing about the token (it is a prefix of a SHA-256 of it, actors/cost_ledger.py).
+# nothing about the token (it is a prefix of a SHA-256 of it, actors/store/ledger_sessions.py).
 TOKEN_LABEL_CHARS: Final = 8
 NO_TOKEN: Final = "no token"
 # The live panel's window: retries, fallbacks and overloads of the last hour, by minute.

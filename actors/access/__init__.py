@@ -1,2 +1,3 @@
-"""Who may do what: access tokens with budgets, and the identities behind bearer tokens.
+"""Who may do what: access tokens with budgets (and a query's reservations against them,
+``query_budgets``), and the identities behind bearer tokens.
 """

@@ -14,7 +14,7 @@ Who sees what:
     The JSON endpoints take a token as the rest of the door does (``x-api-key`` or
     ``Authorization: Bearer``): an access token (``Config.access_tokens``) sees the sessions
     it owns (the ledger keeps a digest of the token that created a session,
-    ``actors.cost_ledger.owner_digest``), an admin token (``Config.admin_tokens``,
+    ``actors.store.ledger_sessions.owner_digest``), an admin token (``Config.admin_tokens``,
     ``SWITCHBOARD_ADMIN_TOKENS``) sees every session. With no token of either kind
     configured (loopback development) everything is visible without one. Gateway-wide
     figures with no session or token in them (queries in flight, retries, overloads, health)
@@ -44,11 +44,11 @@ import trio
 
 from actors.access.budgets import among, budget_view, presented
 from actors.config.settings import Config
-from actors.cost_ledger import owner_digest
 from actors.doors.asgi import Exchange, RequestHead
 from actors.doors.http_answer import send_error
 from actors.gateway import Gateway
 from actors.messages.ledger import ReadSpend, ReadTop, SessionOwners
+from actors.store.ledger_sessions import owner_digest
 from actors.store.token_rows import TokenInfo
 from protocol.dashboard import (
     EVERYONE,

@@ -34,7 +34,6 @@ from hypercorn.typing import ASGIReceiveCallable
 
 from actors.access.budgets import Access, among, presented
 from actors.config.settings import Config
-from actors.cost_ledger import owner_digest
 from actors.doors.asgi import (
     BodyStalled,
     BodyTooLarge,
@@ -53,6 +52,7 @@ from actors.doors.http_answer import (
 )
 from actors.gateway import Gateway
 from actors.messages.relay import CountResult
+from actors.store.ledger_sessions import owner_digest
 from actors.supervisor.options import QueryOptions
 from protocol.errors import ActorUnavailable, ClientGone, Overloaded, RemoteProtocolError
 from protocol.frames import SESSION_ID, TokenBudget

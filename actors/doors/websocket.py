@@ -73,11 +73,11 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from actors._util import CLEANUP_TIMEOUT, internal_error_info, report_internal
 from actors.access.budgets import Access
 from actors.config.settings import Config
-from actors.cost_ledger import owner_digest
 from actors.doors.ws_batch import abort, send_text_batch
 from actors.doors.ws_server import serve_websocket
 from actors.gateway import Gateway
 from actors.observe.metrics import Where
+from actors.store.ledger_sessions import owner_digest
 from protocol.errors import INTERNAL_ERROR, ActorUnavailable, RemoteProtocolError, ShuttingDown
 from protocol.frames import (
     SESSION_ID,

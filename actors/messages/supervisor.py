@@ -37,7 +37,7 @@ class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
     on_end: Callable[[int], None] | None = None
     # Called before each attempt after the first with the request that attempt sends (its
     # ``model`` the attempt's): grows the budget reservation by its worst case, or returns
-    # the error that ends the query instead (actors/gateway.py ``_top_up``).
+    # the error that ends the query instead (actors/access/query_budgets.py ``_top_up``).
     top_up: Callable[[JsonObject], Awaitable[ErrorInfo | None]] | None = None
 
 

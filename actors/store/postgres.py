@@ -70,7 +70,8 @@ GETCONN_TIMEOUT: Final = 3.0
 # return and the ledger's recovery to the ledger's own backoff.
 RECONNECT_TIMEOUT: Final = 10.0
 # Sessions whose other instances' duration share is remembered (a few dozen bytes each):
-# well above the CostLedger's MAX_HOT_SESSIONS, whose sessions are the ones written.
+# well above the CostLedger's MAX_HOT_SESSIONS (actors.store.ledger_sessions), whose
+# sessions are the ones written.
 MAX_REMEMBERED_SESSIONS: Final = 65_536
 _COLUMNS: Final = (
     "session_id, record_id, part, instance_id, query_id, attempt, final, model, canonical, "

@@ -50,7 +50,7 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits
     account: Account
     created_at: str
-    # The token's SHA-256: also the owner digest of its sessions (actors.cost_ledger.owner_digest).
+    # The token's SHA-256: also the owner digest of its sessions (actors.store.ledger_sessions.owner_digest).
     token_hash: str | None = None
 
 

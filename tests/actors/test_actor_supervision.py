@@ -18,9 +18,9 @@ import actors.retry_supervisor
 from actors.bootstrap_fetcher import BootstrapFetcher
 from actors.client_pool import ClientPool
 from actors.config.settings import Config
-from actors.cost_ledger import CostLedger
 from actors.retry_supervisor import RetrySupervisor
 from actors.server import Server, run_server
+from actors.store.ledger_sessions import LedgerSessions
 from actors.stream_relay import StreamRelay
 from protocol.errors import ActorFailed
 from protocol.frames import TERMINAL_FRAMES, Done, ErrorFrame, GatewayFrame, TokenCount
@@ -119,7 +119,7 @@ async def test_client_pool_survives_a_lease_it_cannot_make(
 async def test_cost_ledger_survives_a_record_it_cannot_price(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, CostLedger, "_record")
+    poison(monkeypatch, LedgerSessions, "record")
     # The poisoned session's usage records fail (the provisional one and the final one).
     await a_bad_query_then_a_good_one(server, mock_clock, session=POISON)
     assert set(internal_errors(server)) == {"actor:CostLedger"}
@@ -130,7 +130,7 @@ async def test_cost_ledger_survives_a_record_it_cannot_price(
 async def test_cost_ledger_answers_a_failed_request_with_actor_failed(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, CostLedger, "_apply")
+    poison(monkeypatch, LedgerSessions, "apply")
     with pytest.raises(ActorFailed):
         await server.gateway.cost(POISON)
     assert (await server.gateway.cost("s1")).session_id == "s1"

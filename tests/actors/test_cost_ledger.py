@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg_testkit import clear_ledger, database_text
 
-import actors.cost_ledger
+import actors.store.ledger_sessions
 from actors._util import ask
 from actors.config.settings import is_postgres_url
-from actors.cost_ledger import CostLedger, owner_digest
+from actors.cost_ledger import CostLedger
 from actors.messages.ledger import (
     CostLedgerAddress,
     GetCost,
@@ -35,6 +35,7 @@ from actors.messages.ledger import (
     SessionOpened,
     UsageRecorded,
 )
+from actors.store.ledger_sessions import owner_digest
 from actors.store.stores import read_sessions
 from protocol.errors import ActorUnavailable
 from protocol.frames import CostSummary, ModelUsageSummary
@@ -313,7 +314,7 @@ async def test_a_row_that_is_not_integers_is_a_failed_read_not_a_crash(
 
 
 async def test_sessions_pushed_out_of_memory_are_reloaded_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(actors.cost_ledger, "MAX_HOT_SESSIONS", 2)
+    monkeypatch.setattr(actors.store.ledger_sessions, "MAX_HOT_SESSIONS", 2)
     async with running() as (ledger, address):
         await record(address, START, session="old", record_id="r", final=False)
         before = await cost(address, "old")

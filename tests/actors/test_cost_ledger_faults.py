@@ -33,8 +33,8 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from test_cost_ledger import DAY, FINAL, FINAL_PICO, START, START_PICO, cost, open_session, record
 
-import actors.cost_ledger
 import actors.store.health
+import actors.store.ledger_reads
 import actors.store.sqlite_checks
 import actors.store.stores
 from actors._util import ask
@@ -272,7 +272,7 @@ async def test_a_slow_dashboard_read_holds_neither_the_inbox_nor_commits(
 ) -> None:
     """On a file, reads run beside the inbox on their own thread and connection; past
     MAX_PENDING_READS waiting, a read is refused (ActorUnavailable), not queued."""
-    monkeypatch.setattr(actors.cost_ledger, "MAX_PENDING_READS", 1)
+    monkeypatch.setattr(actors.store.ledger_reads, "MAX_PENDING_READS", 1)
     release = threading.Event()
     path = tmp_path / "ledger.sqlite3"
 

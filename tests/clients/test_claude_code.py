@@ -24,7 +24,7 @@ from claude_code import GATEWAY_TOKEN, Door, ProxyTrap, Run, run_claude, sealed_
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config.settings import Config
-from actors.cost_ledger import owner_digest
+from actors.store.ledger_sessions import owner_digest
 from emulator import Emulator, RecordedRequest
 from protocol.http_api import default_session
 

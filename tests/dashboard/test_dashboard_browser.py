@@ -24,8 +24,8 @@ import trio
 from harness import API_VERSION
 
 from actors.config.settings import Config, Secret
-from actors.cost_ledger import owner_digest
 from actors.server import Server, run_server
+from actors.store.ledger_sessions import owner_digest
 from actors.store.stores import read_sessions
 from protocol.dashboard import token_label
 

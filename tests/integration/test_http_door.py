@@ -22,8 +22,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config.settings import Config, Secret
-from actors.cost_ledger import owner_digest
 from actors.server import Server, run_server
+from actors.store.ledger_sessions import owner_digest
 from emulator import Emulator, RecordedRequest
 from protocol.http_api import default_session
 

@@ -39,10 +39,10 @@ import actors.doors.websocket
 import actors.supervisor.attempt_build
 import actors.supervisor.run
 from actors.config.settings import Config
-from actors.cost_ledger import CostLedger
 from actors.doors.websocket import _Connection
 from actors.gateway import Gateway
 from actors.server import Server, run_server
+from actors.store.ledger_sessions import LedgerSessions
 from emulator import Emulator
 from protocol.assembly import MessageAssembler
 from protocol.errors import ServiceFailed
@@ -354,7 +354,7 @@ def test_serve_exits_non_zero_with_one_line_on_stderr(
 async def test_a_handshake_that_fails_is_answered_500_and_the_door_goes_on(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, CostLedger, "_apply")  # the session cannot be opened
+    poison(monkeypatch, LedgerSessions, "apply")  # the session cannot be opened
     async with healthy_session(server, mock_clock):
         assert await rejected_status(server.ws_url + "/v1/sessions/" + POISON) == 500
     assert internal_errors(server) == {"actor:CostLedger": 1}
@@ -364,7 +364,7 @@ async def test_a_handshake_that_fails_is_answered_500_and_the_door_goes_on(
 async def test_an_actor_failure_under_the_http_door_is_counted_once(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, CostLedger, "_apply")  # the request's session cannot be opened
+    poison(monkeypatch, LedgerSessions, "apply")  # the request's session cannot be opened
     async with httpx.AsyncClient(headers=API_VERSION, base_url=str(server.http_url)) as http:
         response = await http.post("/v1/messages", json=chat(), headers={"x-switchboard-session": POISON})
         assert response.status_code == 500 and response.json()["error"]["type"] == "api_error"

@@ -14,7 +14,7 @@ from pg_testkit import database_text
 
 from actors._util import ask
 from actors.cli.commands import main
-from actors.cost_ledger import CostLedger, owner_digest
+from actors.cost_ledger import CostLedger
 from actors.messages.ledger import (
     CostLedgerAddress,
     OpenSession,
@@ -23,6 +23,7 @@ from actors.messages.ledger import (
     SessionOpened,
     UsageRecorded,
 )
+from actors.store.ledger_sessions import owner_digest
 from actors.store.stores import read_sessions
 from protocol.usage import Usage
 
