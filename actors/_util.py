@@ -20,7 +20,7 @@ from actors.observe.metrics import Metrics, Where
 from protocol.errors import INTERNAL_ERROR, ActorFailed, ActorUnavailable, InternalError
 from protocol.frames import ErrorInfo
 
-# Every await in cleanup runs under this deadline, shielded (DESIGN principle 4): long enough
+# Every await in cleanup runs under this deadline, shielded (docs/architecture.md principle 4): long enough
 # for a ledger write or a last frame, short enough that shutdown never hangs on a dead peer.
 CLEANUP_TIMEOUT: Final = 5.0
 

@@ -1,7 +1,7 @@
 """BootstrapFetcher: learns the startup configuration from the bootstrap API, in the background.
 
 Role:
-    Once, at start: ``GET {base_url}/api/claude_cli/bootstrap`` (reference-client.md 4) and
+    Once, at start: ``GET {base_url}/api/claude_cli/bootstrap`` (docs/reference/reference-client.md 4) and
     keep what it says: ``client_data`` (for the other actors) and the
     ``additional_model_options`` (they join the defaults in every ``ready.models``). Until
     the answer arrives, and whenever the fetch fails, the last good answer cached on disk
@@ -64,7 +64,7 @@ from protocol.errors import ActorFailed, ActorUnavailable, RemoteProtocolError
 
 log = logging.getLogger("switchboard.bootstrap")
 
-# reference-client.md 4: the reference gives the endpoint 5 s (axios timeout) per request.
+# docs/reference/reference-client.md 4: the reference gives the endpoint 5 s (axios timeout) per request.
 BOOTSTRAP_TIMEOUT: Final = 5.0
 USER_AGENT: Final = "switchboard/0.1.0"
 # The answer is a few KiB; a body past this is refused while it is read, not held whole.
@@ -72,7 +72,7 @@ MAX_BOOTSTRAP_BODY: Final = 1024 * 1024
 
 
 def skip_reason(config: Config) -> str | None:
-    """Why the fetch must not run (reference-client.md 4), or None when it may (a lease
+    """Why the fetch must not run (docs/reference/reference-client.md 4), or None when it may (a lease
     without a credential skips it too: ``_get``)."""
     if config.disable_nonessential_traffic:
         return "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC is set"
@@ -225,7 +225,7 @@ class BootstrapFetcher:
         return None
 
     async def _refreshed(self, current: Lease) -> Lease:
-        """The pool's lease after it reloaded the credential that failed (reference-client.md
+        """The pool's lease after it reloaded the credential that failed (docs/reference/reference-client.md
         4), or ``current`` when nothing changed or the pool could not say."""
         try:
             result: RefreshResult = await ask(

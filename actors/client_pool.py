@@ -4,7 +4,7 @@ Role:
     Holds the pooled ``UpstreamClient`` (timeouts, keep-alive limits) and, per provider
     (issue 6: the first party, Bedrock, Vertex, Foundry side by side), the current credential
     with its generation number; hands them out as a ``Lease`` (with the provider's
-    ``Endpoint`` for the clouds). Refreshes the credential (reference-client.md 1.9) and rebuilds the
+    ``Endpoint`` for the clouds). Refreshes the credential (docs/reference/reference-client.md 1.9) and rebuilds the
     client without keep-alive after a reset connection (1.3).
 Inbox (``ClientPoolMsg``):
     ``Acquire`` (StreamRelay, BootstrapFetcher; once per request): a ``Lease`` for its
@@ -27,7 +27,7 @@ Failure policy:
     is answered with ``fail`` (the asker gets ``ActorFailed``), logged and counted
     (``actor:ClientPool``, docs/supervision.md); the pool serves its next message.
 Timers:
-    The client's timeouts (``Config.api_timeout``; 5 s to connect, wire.md 5.1); the key
+    The client's timeouts (``Config.api_timeout``; 5 s to connect, docs/reference/wire.md 5.1); the key
     helper's TTL and the OAuth token's expiry, checked at each Acquire.
 """
 
@@ -63,14 +63,14 @@ from protocol.providers import route_provider
 
 log = logging.getLogger("switchboard.pool")
 
-# wire.md 1.1: the API version the gateway speaks when the client did not name one.
+# docs/reference/wire.md 1.1: the API version the gateway speaks when the client did not name one.
 API_VERSION: Final = "2023-06-01"
-# wire.md 5.1: the SDK connects within 5 s; a connect should never take the read timeout.
+# docs/reference/wire.md 5.1: the SDK connects within 5 s; a connect should never take the read timeout.
 CONNECT_TIMEOUT: Final = 5.0
 # Enough connections for every stream the gateway carries at once (the benchmark runs 512);
 # keeping them alive spares a TCP handshake on every request.
 MAX_CONNECTIONS: Final = 1024
-# issue 6 (peers.md): after a failed early refresh, the next try waits this long (the
+# issue 6 (docs/reference/peers.md): after a failed early refresh, the next try waits this long (the
 # current credential is still served), so a broken source is not asked on every request.
 EARLY_REFRESH_RETRY_INTERVAL: Final = 30.0
 
@@ -204,7 +204,7 @@ class ClientPool:
                     self._begin_load(slot, nursery)
                     self._start(nursery, functools.partial(self._answer_after_load, slot, msg), msg.reply)
                 else:
-                    # issue 6 (peers.md): ahead of expiry, refresh in the background and
+                    # issue 6 (docs/reference/peers.md): ahead of expiry, refresh in the background and
                     # serve the credential still in hand meanwhile.
                     refresh_at = slot.credential.refresh_at
                     if refresh_at is not None and now >= refresh_at and slot.loading is None:

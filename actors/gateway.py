@@ -206,7 +206,7 @@ class Gateway:
 
     async def session_activity(self) -> SessionActivity:
         """The RetrySupervisor's sessions now: those with an upstream request in flight
-        (reference-client.md 8, session activity) and the idle ones, each with the trio time
+        (docs/reference/reference-client.md 8, session activity) and the idle ones, each with the trio time
         its last request ended, for idle timeouts. A checkpoint.
 
         Raises ActorUnavailable when the supervisor is gone.

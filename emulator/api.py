@@ -2,7 +2,7 @@
 endpoint (decisions, no I/O).
 
 Each function turns a checked request and its ``Directions`` into an ``Answer`` that
-``delivery.deliver`` writes. Headers follow wire.md 4: ``request-id`` everywhere, the
+``delivery.deliver`` writes. Headers follow docs/reference/wire.md 4: ``request-id`` everywhere, the
 ``anthropic-ratelimit-*`` family on the Messages endpoints.
 """
 
@@ -23,7 +23,7 @@ from .script import Directions
 from .tokens import PromptCache, total_input_tokens
 
 _JSON: Final = (b"content-type", b"application/json")
-# The exact value is unverified for first-party (wire.md 2.1); SDKs only check the prefix.
+# The exact value is unverified for first-party (docs/reference/wire.md 2.1); SDKs only check the prefix.
 _SSE: Final = (b"content-type", b"text/event-stream; charset=utf-8")
 # A body that is neither SSE nor a message: what a misbehaving proxy returns.
 BAD_STREAM_BODY: Final = (
@@ -108,7 +108,7 @@ def _midstream_error(fault: Fault) -> tuple[str, str]:
     return error_type, fault.str_option("message", None) or default
 
 
-# reference-client.md 4: what ``GET /api/claude_cli/bootstrap`` answers by default; one
+# docs/reference/reference-client.md 4: what ``GET /api/claude_cli/bootstrap`` answers by default; one
 # additional model option, new to the gateway's default list.
 DEFAULT_BOOTSTRAP: Final[Mapping[str, Any]] = {
     "client_data": {"coral_reef_sonnet": "true"},

@@ -1,4 +1,4 @@
-"""Bedrock's wire format on the emulator (wire.md 7): ``/model/{id}/invoke``,
+"""Bedrock's wire format on the emulator (docs/reference/wire.md 7): ``/model/{id}/invoke``,
 ``/invoke-with-response-stream`` (AWS event-stream framing) and ``/count-tokens``.
 
 A Bedrock request is checked the way Bedrock would (SigV4 re-derived with the secrets the
@@ -28,14 +28,14 @@ from .sigv4 import parse_authorization, verify
 ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
 EVENTSTREAM: Final = b"application/vnd.amazon.eventstream"
 ACTIONS: Final = ("invoke", "invoke-with-response-stream", "count-tokens")
-# Bedrock's answer to a model id it does not serve (ValidationException, wire.md 7.5).
+# Bedrock's answer to a model id it does not serve (ValidationException, docs/reference/wire.md 7.5).
 INVALID_MODEL: Final = "The provided model identifier is invalid."
 INVALID_TOKEN: Final = "The security token included in the request is invalid."
 BAD_SIGNATURE: Final = (
     "The request signature we calculated does not match the signature you provided. "
     "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
 )
-# wire.md 7.5: the rest-json exception name of each status.
+# docs/reference/wire.md 7.5: the rest-json exception name of each status.
 _EXCEPTION_FOR_STATUS: Final = {
     400: "ValidationException",
     403: "AccessDeniedException",
@@ -46,7 +46,7 @@ _EXCEPTION_FOR_STATUS: Final = {
     500: "InternalServerException",
     503: "ServiceUnavailableException",
 }
-# A mid-stream Anthropic error as the exception frame Bedrock sends (wire.md 7.6).
+# A mid-stream Anthropic error as the exception frame Bedrock sends (docs/reference/wire.md 7.6).
 _STREAM_EXCEPTION: Final = {
     "overloaded_error": "serviceUnavailableException",
     "rate_limit_error": "throttlingException",

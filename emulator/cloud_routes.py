@@ -85,7 +85,7 @@ class CloudRoutes:
             return bedrock.rest_error(400, body, request_id)
         counting = action == "count-tokens"
         # A CountTokens request wraps a whole InvokeModel body (max_tokens and all).
-        # Bedrock takes the betas in the body (wire.md 7.2).
+        # Bedrock takes the betas in the body (docs/reference/wire.md 7.2).
         listed = record.json.get("anthropic_beta") if isinstance(record.json, dict) else None
         answer = self._first_party(
             request, record, sequence, body, counting=counting, model=base or model,

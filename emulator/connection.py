@@ -20,7 +20,7 @@ logger: Final = logging.getLogger("emulator")
 
 # Bytes per receive call: big enough for a typical Messages request in one read.
 READ_SIZE: Final = 65536
-# The API's own request size limit (wire.md 3.2, 413 request_too_large).
+# The API's own request size limit (docs/reference/wire.md 3.2, 413 request_too_large).
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 # Pipelined bytes the EOF watcher buffers before it stops reading (and stops watching):
 # a client that pipelines more than this gets no disconnect detection, not unbounded memory.

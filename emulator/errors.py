@@ -1,8 +1,8 @@
 """API error envelopes and the error responses of the status faults (pure apart from a clock).
 
 Every error body is exactly ``{"type":"error","error":{"type":T,"message":M},"request_id":R}``
-(wire.md 3.1) and every response carries a ``request-id`` header (wire.md 4). The status ->
-``error.type`` table follows wire.md 3.2.
+(docs/reference/wire.md 3.1) and every response carries a ``request-id`` header (docs/reference/wire.md 4). The status ->
+``error.type`` table follows docs/reference/wire.md 3.2.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .faults import Fault
 
 Headers = list[tuple[bytes, bytes]]
 
-# Default (error.type, message) per status; texts are the API's where wire.md 3.2 has them.
+# Default (error.type, message) per status; texts are the API's where docs/reference/wire.md 3.2 has them.
 _STATUS_ERRORS: Final[Mapping[int, tuple[str, str]]] = {
     400: ("invalid_request_error", "Invalid request"),
     401: ("authentication_error", "invalid x-api-key"),
@@ -57,7 +57,7 @@ _TYPE_STATUS: Final[Mapping[str, int]] = {
     "overloaded_error": 529,
 }
 
-# The API's default context window (reference-client.md 1.7 example).
+# The API's default context window (docs/reference/reference-client.md 1.7 example).
 DEFAULT_CONTEXT_LIMIT: Final = 200_000
 
 
@@ -138,7 +138,7 @@ def header_value(text: str) -> bytes:
 
 
 def _fault_headers(fault: Fault) -> Headers:
-    """The retry / rate-limit headers a status fault's options ask for (wire.md 4, 4.1)."""
+    """The retry / rate-limit headers a status fault's options ask for (docs/reference/wire.md 4, 4.1)."""
     headers: Headers = []
     if "retry_after" in fault.options:
         headers.append((b"retry-after", b"%d" % fault.int_option("retry_after", 0)))

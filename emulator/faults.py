@@ -62,7 +62,7 @@ STATUS_KINDS: Final = frozenset(
 # Options every kind accepts: directive counting and the shape of the (eventual) reply.
 _COMMON: Final[Mapping[str, _OptionType]] = {"times": "times", "deltas": "int", "pace_ms": "int"}
 
-# Header options of the status kinds (wire.md 4 and 4.1).
+# Header options of the status kinds (docs/reference/wire.md 4 and 4.1).
 _HEADERS: Final[Mapping[str, _OptionType]] = {
     "retry_after": "int",
     "retry_after_ms": "int",

@@ -1,4 +1,4 @@
-"""Microsoft Foundry on the emulator (wire.md 9): the first-party API under ``/anthropic``,
+"""Microsoft Foundry on the emulator (docs/reference/wire.md 9): the first-party API under ``/anthropic``,
 and an Azure managed-identity token endpoint (App Service's ``IDENTITY_ENDPOINT``).
 
 A Foundry request carries an API key as both ``x-api-key`` and ``api-key`` (they must agree)

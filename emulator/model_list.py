@@ -1,7 +1,7 @@
 """The emulator's ``GET /v1/models`` answers: each model's object and the page (pure).
 
 The models of ``emulator/models.py``, newest first like the API; those of
-reference-client-now.md 1 carry the limits and the effort and thinking capabilities the
+docs/reference/reference-client-now.md 1 carry the limits and the effort and thinking capabilities the
 API's ``/v1/models`` objects have, the others are listed without.
 """
 
@@ -52,7 +52,7 @@ def _model(
     }
 
 
-# The limits and capabilities of the models that reference-client-now.md 1 describes, as the
+# The limits and capabilities of the models that docs/reference/reference-client-now.md 1 describes, as the
 # API's ``/v1/models`` objects carry them; the other catalog models are listed without.
 _DETAILED: Final[tuple[JSON, ...]] = (
     _model("claude-sonnet-5", "Claude Sonnet 5", "2026-06-30T00:00:00Z", "sonnet", 1_000_000, 128_000,

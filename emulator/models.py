@@ -5,9 +5,9 @@ A Messages or count_tokens request naming a model that is not here gets the API'
 ``[1m]`` is a client-side suffix (the 1M context is the ``context-1m-2025-08-07`` beta), so
 an id carrying it is unknown like any other. ``Emulator(models=...)`` adds ids a test needs.
 
-The catalog: the model ids of wire.md 10.1 (the SDK's list and the later model pages),
-the ids of reference-client-now.md 1 that are not retired (the 4.0 models and Claude 3.5 /
-3.7 reached end of life in 2026, wire.md 10.1, and now answer 404 as the real API does),
+The catalog: the model ids of docs/reference/wire.md 10.1 (the SDK's list and the later model pages),
+the ids of docs/reference/reference-client-now.md 1 that are not retired (the 4.0 models and Claude 3.5 /
+3.7 reached end of life in 2026, docs/reference/wire.md 10.1, and now answer 404 as the real API does),
 each listed model's undated alias, and Claude Haiku 3.
 
 Minimum cacheable prompt length per model (tokens; a breakpoint whose prefix is shorter is
@@ -46,7 +46,7 @@ class Model:
 
 
 # Newest first, as ``GET /v1/models`` lists them. The ``created_at`` of the models newer than
-# wire.md's snapshot are placeholders (only their order matters to a client).
+# docs/reference/wire.md's snapshot are placeholders (only their order matters to a client).
 CATALOG: Final[tuple[Model, ...]] = (
     Model("claude-opus-5-5", "Claude Opus 5.5", "2026-11-17T00:00:00Z", 512),
     Model("claude-sonnet-5-5", "Claude Sonnet 5.5", "2026-11-17T00:00:00Z", 1024),
@@ -73,7 +73,7 @@ CATALOG: Final[tuple[Model, ...]] = (
 _BY_ID: Final[Mapping[str, Model]] = {
     name: model for model in CATALOG for name in (model.id, *model.aliases)
 }
-# wire.md 7.7: the cross-region inference profile prefixes, and the version suffix of a
+# docs/reference/wire.md 7.7: the cross-region inference profile prefixes, and the version suffix of a
 # Bedrock model id (``-v1``, ``-v1:0``, ``-v2:0``).
 _BEDROCK_GEOS: Final = frozenset({"us", "eu", "apac", "jp", "au", "us-gov", "global"})
 _BEDROCK_VERSION: Final = re.compile(r"-v\d+(:\d+)?$")
@@ -93,7 +93,7 @@ def known(model_id: str, extra: Iterable[str] = ()) -> bool:
 
 def bedrock_base(model_id: str) -> str | None:
     """The first-party id a Bedrock model id stands for (``us.anthropic.claude-opus-4-6-v1``
-    -> ``claude-opus-4-6``, wire.md 7.7), or None for an ARN (a profile the emulator cannot
+    -> ``claude-opus-4-6``, docs/reference/wire.md 7.7), or None for an ARN (a profile the emulator cannot
     resolve, so accepted as it is)."""
     if model_id.startswith("arn:"):
         return None
@@ -104,7 +104,7 @@ def bedrock_base(model_id: str) -> str | None:
 
 def vertex_base(model_id: str) -> str:
     """The first-party id a Vertex model id stands for (``claude-sonnet-4-5@20250929`` ->
-    ``claude-sonnet-4-5-20250929``, wire.md 8)."""
+    ``claude-sonnet-4-5-20250929``, docs/reference/wire.md 8)."""
     return model_id.replace("@", "-")
 
 

@@ -1,6 +1,6 @@
 """The emulated model: what a request gets back, as SSE events or one message (pure).
 
-Content, in block order (wire.md 2.2 / 2.4 shapes):
+Content, in block order (docs/reference/wire.md 2.2 / 2.4 shapes):
 
 1. ``thinking`` when the request has ``thinking.type`` ``enabled`` or ``adaptive``: three
    ``thinking_delta``s, then one ``signature_delta``.
@@ -50,7 +50,7 @@ TOOL_JSON_PIECE: Final = 12
 # A word with its trailing whitespace (leading whitespace only at the start of the text).
 _WORD: Final = re.compile(r"\s*\S+\s*")
 _encode: Final = msgspec.json.encode
-# Constant events are built once; ping keeps the API's spaced JSON (wire.md 2.2).
+# Constant events are built once; ping keeps the API's spaced JSON (docs/reference/wire.md 2.2).
 PING_EVENT: Final = b'event: ping\ndata: {"type": "ping"}\n\n'
 MESSAGE_STOP_EVENT: Final = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
@@ -293,7 +293,7 @@ def _message(
 
 
 def message_body(reply: Reply) -> bytes:
-    """The non-streaming response body (wire.md 1.2)."""
+    """The non-streaming response body (docs/reference/wire.md 1.2)."""
     content = [block.final for block in reply.blocks]
     return _encode(_message(reply, content, reply.stop_reason, reply.output_tokens))
 
@@ -304,7 +304,7 @@ def sse_event(name: str, payload: object) -> bytes:
 
 
 def stream_events(reply: Reply) -> list[bytes]:
-    """The whole SSE stream of ``reply``, one bytes object per event (wire.md 2.2)."""
+    """The whole SSE stream of ``reply``, one bytes object per event (docs/reference/wire.md 2.2)."""
     events = [
         sse_event(
             "message_start", {"type": "message_start", "message": _message(reply, [], None, 1)}
@@ -347,7 +347,7 @@ def stream_events(reply: Reply) -> list[bytes]:
 
 
 def error_event(error_type: str, message: str) -> bytes:
-    """A mid-stream ``event: error`` (wire.md 2.4, spaced like the API's)."""
+    """A mid-stream ``event: error`` (docs/reference/wire.md 2.4, spaced like the API's)."""
     payload = {"type": "error", "error": {"type": error_type, "message": message}}
     # The stdlib's default separators give the API's ", " / ": " spacing.
     return b"event: error\ndata: %s\n\n" % json.dumps(payload).encode()

@@ -4,13 +4,13 @@ Role:
     ``Router._answer`` turns one recorded request into the whole ``Answer`` that
     ``delivery.deliver`` writes (decisions only; ``emulator/server.py`` is the trio shell
     that reads and writes sockets). Routes: ``/v1/messages`` (streaming and not),
-    ``/v1/messages/count_tokens`` and ``/v1/models`` the way api.anthropic.com does (wire.md
+    ``/v1/messages/count_tokens`` and ``/v1/models`` the way api.anthropic.com does (docs/reference/wire.md
     1-4, 6), with deterministic content, usage and model list (``responses``, ``tokens``,
     ``model_list``) and every failure the real service has (``faults``); ``/_emulator/*`` so any
     HTTP client can script an outage and read the log: ``POST /_emulator/faults`` (a JSON list
     of specs), ``GET /_emulator/requests`` (the last ``REQUEST_LOG_LIMIT`` requests as received,
     credentials masked; ``DELETE`` clears it), ``POST /_emulator/reset``; the bootstrap API,
-    ``GET /api/claude_cli/bootstrap`` (reference-client.md 4): ``bootstrap_body`` (one
+    ``GET /api/claude_cli/bootstrap`` (docs/reference/reference-client.md 4): ``bootstrap_body`` (one
     additional model option by default), after the credential check alone, with faults from its
     own queue (``Emulator.script_bootstrap``, so a gateway's startup fetch never takes a fault
     meant for a Messages request) or the ``x-emulator-fault`` header.

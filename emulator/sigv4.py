@@ -1,4 +1,4 @@
-"""AWS Signature Version 4, re-derived on the receiving side (wire.md 7.3): the Bedrock
+"""AWS Signature Version 4, re-derived on the receiving side (docs/reference/wire.md 7.3): the Bedrock
 emulator checks each request's ``Authorization`` against the secrets it knows.
 
 Written from the specification rather than with botocore, so that the tests compare two

@@ -53,7 +53,7 @@ def tokens(value: object) -> int:
 
 @dataclass(frozen=True, slots=True)
 class InputUsage:
-    """The input side of a message's usage (wire.md 2.3 field names)."""
+    """The input side of a message's usage (docs/reference/wire.md 2.3 field names)."""
 
     input_tokens: int
     cache_creation_input_tokens: int = 0

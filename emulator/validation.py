@@ -16,14 +16,14 @@ import msgspec
 
 from .errors import ErrorResponse, api_error
 
-# anthropic-version values the API accepts (wire.md 1.1 and 1.3; SDK 2.x sends 2026-10-21).
+# anthropic-version values the API accepts (docs/reference/wire.md 1.1 and 1.3; SDK 2.x sends 2026-10-21).
 API_VERSIONS: Final = frozenset({"2023-06-01", "2026-10-21"})
 # The version of a cloud request (its body carries its own) for the body checks.
 DEFAULT_VERSION: Final = "2023-06-01"
 
-# The anthropic-beta names the API accepts: wire.md 11 (SDK literals, other strings and
+# The anthropic-beta names the API accepts: docs/reference/wire.md 11 (SDK literals, other strings and
 # the feature table), names seen in Claude Code traffic, and the Literal list of the
-# installed anthropic SDK 2.14 (types/anthropic_beta_param.py), which is newer than wire.md,
+# installed anthropic SDK 2.14 (types/anthropic_beta_param.py), which is newer than docs/reference/wire.md,
 # and what Claude Code 2.1.332 sends (tests/clients: per-turn-control on its alias models).
 KNOWN_BETAS: Final = frozenset(
     """
@@ -58,7 +58,7 @@ KNOWN_BETAS: Final = frozenset(
     """.split()
 )
 
-# "system" is the newer mid-conversation system message (wire.md 1.2).
+# "system" is the newer mid-conversation system message (docs/reference/wire.md 1.2).
 _ROLES: Final = frozenset({"user", "assistant", "system"})
 _decode: Final = msgspec.json.decode
 
@@ -134,7 +134,7 @@ def check_body(
     """Check an already decoded request body; see ``parse_body``.
 
     ``version`` is the request's ``anthropic-version``: 2026-10-21 removed ``temperature``,
-    ``top_p`` and ``top_k`` (wire.md 1.3), so they are extra inputs there.
+    ``top_p`` and ``top_k`` (docs/reference/wire.md 1.3), so they are extra inputs there.
     """
     if not isinstance(body, dict):
         return api_error(400, "body: Input should be a valid dictionary")
@@ -169,7 +169,7 @@ def _body_problem(body: Mapping[str, object], *, counting: bool, version: str) -
 
 # One field's check: None when ``value`` fits, else the error after the field's name
 # (``": Input should be ..."`` or ``".0.role: ..."`` for a nested place), pydantic's wording
-# as the API reports it (wire.md 1.3 quotes ``temperature: Extra inputs are not permitted``).
+# as the API reports it (docs/reference/wire.md 1.3 quotes ``temperature: Extra inputs are not permitted``).
 _Check = Callable[[object], "str | None"]
 
 
@@ -309,10 +309,10 @@ _TOOL_CHOICE: Final = _typed("auto", "any", "tool", "none")
 _CACHE_CONTROL: Final = _nullable(_typed("ephemeral"))
 _OBJECT: Final = _nullable(_dictionary)
 
-# Every top-level field of ``POST /v1/messages`` (GA and beta) and its type: wire.md 1.2,
-# the installed SDK's ``types/beta/message_create_params.py`` (newer than wire.md:
+# Every top-level field of ``POST /v1/messages`` (GA and beta) and its type: docs/reference/wire.md 1.2,
+# the installed SDK's ``types/beta/message_create_params.py`` (newer than docs/reference/wire.md:
 # ``billing_policy``, ``compaction``, ``thread``) and the flagged fields current Claude Code
-# sends (reference-client-now.md 5: ``fallbacks``, ``fallback_credit_token``, ``diagnostics``,
+# sends (docs/reference/reference-client-now.md 5: ``fallbacks``, ``fallback_credit_token``, ``diagnostics``,
 # ``context_hint``). Anything else is ``<field>: Extra inputs are not permitted``.
 MESSAGES_FIELDS: Final[Mapping[str, _Check]] = {
     "model": _model,
@@ -347,7 +347,7 @@ MESSAGES_FIELDS: Final[Mapping[str, _Check]] = {
 }
 
 # ``POST /v1/messages/count_tokens`` takes the prompt only: no ``max_tokens``, no ``stream``,
-# no sampling (wire.md 6; the SDK's ``types/beta/message_count_tokens_params.py``).
+# no sampling (docs/reference/wire.md 6; the SDK's ``types/beta/message_count_tokens_params.py``).
 COUNT_TOKENS_FIELDS: Final[Mapping[str, _Check]] = {
     name: MESSAGES_FIELDS[name]
     for name in (
@@ -357,7 +357,7 @@ COUNT_TOKENS_FIELDS: Final[Mapping[str, _Check]] = {
     )
 }  # fmt: skip
 
-# Fields an API version removed (wire.md 1.3): a request sending one gets a 400.
+# Fields an API version removed (docs/reference/wire.md 1.3): a request sending one gets a 400.
 _REMOVED_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "2026-10-21": frozenset({"temperature", "top_p", "top_k"}),
 }

@@ -1,4 +1,4 @@
-"""Vertex AI's wire format on the emulator (wire.md 8), and a Google OAuth token endpoint.
+"""Vertex AI's wire format on the emulator (docs/reference/wire.md 8), and a Google OAuth token endpoint.
 
 - ``POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{model}:streamRawPredict``
   (SSE, as the first party), ``:rawPredict``, and ``.../models/count-tokens:rawPredict``: the
@@ -91,7 +91,7 @@ def first_party_body(raw: bytes, found: VertexRoute) -> dict[str, object] | str:
 
 
 def model_not_found(found: VertexRoute, model: str, request_id: str) -> Answer:
-    """Vertex's 404 for a publisher model it does not serve (Google RPC shape, wire.md 8)."""
+    """Vertex's 404 for a publisher model it does not serve (Google RPC shape, docs/reference/wire.md 8)."""
     name = f"projects/{found.project}/locations/{found.region}/publishers/anthropic/models/{model}"
     message = f"Publisher Model `{name}` not found."
     return rpc_error(404, message, request_id)

@@ -41,7 +41,7 @@ from protocol.wire import (
     JsonObject,
 )
 
-# Which delta types may extend which block types (reference-client.md 2.1: a mismatch is a
+# Which delta types may extend which block types (docs/reference/reference-client.md 2.1: a mismatch is a
 # broken stream and fails the attempt).
 _DELTA_TARGET: Final = {
     "text_delta": ("text", "text"),

@@ -1,4 +1,4 @@
-"""Which ``anthropic-beta`` values a request carries (reference-client.md 6, 7.4) (pure).
+"""Which ``anthropic-beta`` values a request carries (docs/reference/reference-client.md 6, 7.4) (pure).
 
 ``request_betas`` applies each beta's rule (model, provider, query source, request content);
 the latched ones (fast mode) come from the session's state, and the caller merges the
@@ -14,7 +14,7 @@ from protocol.models import catalog as C
 from protocol.models.aliases import BEDROCK, FIRST_PARTY, FOUNDRY, VERTEX, ResolvedModel
 from protocol.models.catalog import BUILTIN, Catalog, ModelSpec
 
-# reference-client.md 6: the beta values.
+# docs/reference/reference-client.md 6: the beta values.
 CLAUDE_CODE: Final = "claude-code-20250219"
 OAUTH: Final = "oauth-2025-04-20"
 CONTEXT_1M: Final = "context-1m-2025-08-07"
@@ -53,7 +53,7 @@ def is_claude_3(spec: ModelSpec | None) -> bool:
 
 
 def supports_interleaved_thinking(spec: ModelSpec | None, provider: str, unknown: frozenset[str] = frozenset()) -> bool:
-    """reference-client-now.md 4: non-claude-3; on Bedrock and Vertex not Haiku 4.5 (the
+    """docs/reference/reference-client-now.md 4: non-claude-3; on Bedrock and Vertex not Haiku 4.5 (the
     catalog's ``interleaved_thinking_3p``; ``unknown``: what an unknown model is assumed to
     support). Foundry: always (reference 6 ``modelSupportsISP``)."""
     if provider == FOUNDRY:
@@ -158,5 +158,5 @@ def split_beta_header(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple
 
 
 def with_beta_header(headers: tuple[tuple[str, str], ...], betas: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """reference-client.md 6: the beta header is sent only when the list is non-empty."""
+    """docs/reference/reference-client.md 6: the beta header is sent only when the list is non-empty."""
     return headers + ((("anthropic-beta", ",".join(betas)),) if betas else ())

@@ -1,4 +1,4 @@
-"""The bootstrap API (reference-client.md 4): request headers, response schema, model options.
+"""The bootstrap API (docs/reference/reference-client.md 4): request headers, response schema, model options.
 
 ``GET {base}/api/claude_cli/bootstrap`` answers
 ``{client_data?: object | null, additional_model_options?: [{model, name, description}] | null}``.

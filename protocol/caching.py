@@ -1,4 +1,4 @@
-"""Prompt caching: breakpoints (reference-client.md 7.2) and cache-break detection (7.5) (pure).
+"""Prompt caching: breakpoints (docs/reference/reference-client.md 7.2) and cache-break detection (7.5) (pure).
 
 ``add_breakpoints`` marks a body's system prompt and last message; ``snapshot`` hashes a
 request's prompt parts before it is sent and ``check_break`` compares the cache reads of two
@@ -127,7 +127,7 @@ class CacheBaseline(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CacheBreak(msgspec.Struct, frozen=True, kw_only=True):
-    """The ``done`` frame's ``cache_break`` (PROTOCOL.md): diagnostics only."""
+    """The ``done`` frame's ``cache_break`` (docs/protocol.md): diagnostics only."""
 
     reason: str
     cache_read_before: int

@@ -1,6 +1,6 @@
 """The ``switchboard cost`` report: sessions' totals in the reference client's format (pure).
 
-reference-client.md 3.4 (``formatTotalCost``): labels padded to 23 characters, then one line
+docs/reference/reference-client.md 3.4 (``formatTotalCost``): labels padded to 23 characters, then one line
 per model under ``Usage by model:``, the model's short (canonical) name right-aligned in 21
 characters::
 

@@ -1,5 +1,5 @@
 """An incremental, sans-IO decoder (and encoder) for the AWS event-stream framing that
-Bedrock's ``invoke-with-response-stream`` answers with (wire.md 7.6).
+Bedrock's ``invoke-with-response-stream`` answers with (docs/reference/wire.md 7.6).
 
 Two layers:
 
@@ -11,7 +11,7 @@ Two layers:
   event name is the JSON's ``type``. The ``amazon-bedrock-invocationMetrics`` Bedrock appends
   to ``message_stop`` is stripped (the client asked for the Anthropic stream). An exception
   frame raises ``BedrockStreamException`` with the HTTP status the retry rules expect
-  (wire.md 12 item 4).
+  (docs/reference/wire.md 12 item 4).
 
 ``encode_message`` builds a frame (the emulator and the tests use it).
 """
@@ -32,7 +32,7 @@ from protocol.errors import RemoteProtocolError
 _PRELUDE: Final = struct.Struct(">III")
 _PRELUDE_LEN: Final = 12
 _CRC_LEN: Final = 4
-# wire.md 7.6: headers at most 128 KiB, payload at most 24 MiB.
+# docs/reference/wire.md 7.6: headers at most 128 KiB, payload at most 24 MiB.
 MAX_HEADERS_BYTES: Final = 128 * 1024
 MAX_PAYLOAD_BYTES: Final = 24 * 1024 * 1024
 _MIN_MESSAGE: Final = _PRELUDE_LEN + _CRC_LEN
@@ -160,7 +160,7 @@ def encode_message(headers: list[tuple[str, str | bytes]], payload: bytes) -> by
 
 # --- Bedrock's use of it -----------------------------------------------------------------
 
-# wire.md 7.5 / 12 item 4: the HTTP status and API error type each exception stands for.
+# docs/reference/wire.md 7.5 / 12 item 4: the HTTP status and API error type each exception stands for.
 EXCEPTION_STATUS: Final[dict[str, tuple[int, str]]] = {
     "throttlingException": (429, "rate_limit_error"),
     "serviceUnavailableException": (503, "api_error"),

@@ -1,4 +1,4 @@
-"""Front-door frames (PROTOCOL.md section 1), both directions, as tagged unions.
+"""Front-door frames (docs/protocol.md section 1), both directions, as tagged unions.
 
 Every frame is one JSON object with a ``type`` tag. Client commands are decoded with one
 typed decoder (``decode_command``), which maps every failure to ``RemoteProtocolError`` and
@@ -6,7 +6,7 @@ recovers the refused frame's ``id`` for the ``rejected`` answer. Gateway frames 
 with one shared encoder (``encode_frame``); ``EventFrame.event`` is ``msgspec.Raw``, so an
 upstream event's bytes go out exactly as they came in.
 
-Schema evolution (PROTOCOL.md: extend, never break): new fields get defaults; nothing is
+Schema evolution (docs/protocol.md: extend, never break): new fields get defaults; nothing is
 renamed. Client commands forbid unknown fields so a misspelt option is refused, not ignored.
 """
 
@@ -25,7 +25,7 @@ from protocol.wire import JsonObject
 
 PROTOCOL_VERSION: Final = 1
 
-# PROTOCOL.md 1: session ids are 1 to 128 characters of [A-Za-z0-9._-].
+# docs/protocol.md 1: session ids are 1 to 128 characters of [A-Za-z0-9._-].
 SESSION_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -33,7 +33,7 @@ SESSION_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """The error object of PROTOCOL.md: upstream or gateway error type, message, status, id.
+    """The error object of docs/protocol.md: upstream or gateway error type, message, status, id.
 
     ``status`` and ``request_id`` are always present (null when unknown). The optional fields
     after them appear only when set: ``prompt_tokens``/``max_prompt_tokens`` on
@@ -64,7 +64,7 @@ class ModelUsageSummary(msgspec.Struct, kw_only=True):
 
 
 class CostSummary(msgspec.Struct, kw_only=True):
-    """A session's cost summary (PROTOCOL.md 1), keyed by the model id as sent upstream.
+    """A session's cost summary (docs/protocol.md 1), keyed by the model id as sent upstream.
 
     ``estimated_cost_usd``: the part of ``total_cost_usd`` from usage records whose output
     count is the gateway's estimate (docs/protocol.md "Cost of a stream cut short").
@@ -213,7 +213,7 @@ class Done(_Frame, tag="done"):
     duration_ms: int
     duration_without_retries_ms: int
     # issue 5: the prompt cache's reads fell since the session's previous request
-    # (reference-client.md 7.5); diagnostics only.
+    # (docs/reference/reference-client.md 7.5); diagnostics only.
     cache_break: CacheBreak | None = None
     # False: the cost ledger could not commit this query's usage (a full disk, an I/O error):
     # it is counted in memory only, lost if the process dies before the ledger recovers.
@@ -264,7 +264,7 @@ GatewayFrame: TypeAlias = (
     | CostFrame
 )
 
-# The frames that end a query (PROTOCOL.md 1: exactly one per query, nothing after it).
+# The frames that end a query (docs/protocol.md 1: exactly one per query, nothing after it).
 TERMINAL_FRAMES: Final = (Done, Aborted, ErrorFrame)
 
 _COMMAND: Final = BoundedDecoder(ClientCommand)

@@ -1,9 +1,9 @@
-"""The HTTP door's wire (PROTOCOL.md 2): what an Anthropic API client gets back, built purely.
+"""The HTTP door's wire (docs/protocol.md 2): what an Anthropic API client gets back, built purely.
 
-- ``sse_event``: one relayed upstream event as an SSE event named by its ``type`` (wire.md
+- ``sse_event``: one relayed upstream event as an SSE event named by its ``type`` (docs/reference/wire.md
   2.1); only that one field is decoded, the data bytes go out as they came in.
 - ``sse_error_event`` / ``error_body``: the mid-stream ``error`` event and the error envelope
-  ``{"type": "error", "error": {"type", "message"}, "request_id"}`` (wire.md 3.1).
+  ``{"type": "error", "error": {"type", "message"}, "request_id"}`` (docs/reference/wire.md 3.1).
 - ``http_error``: the HTTP status and API error type for a query's error object: the
   upstream's own where there was one, else the gateway's types mapped onto the API's.
 - ``is_prelude``: the events the door may hold back until output really begins, so a retry
@@ -37,7 +37,7 @@ PRELUDE_EVENTS: Final = frozenset({"message_start", "content_block_start", "ping
 # An SSE event name must be one line; the API's are identifiers like ``content_block_delta``.
 _EVENT_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
-# The gateway's own error types (PROTOCOL.md 1), as the API would word them: the status an
+# The gateway's own error types (docs/protocol.md 1), as the API would word them: the status an
 # SDK maps to the right exception class, and an ``error.type`` from the API's enum.
 _GATEWAY_ERRORS: Final[dict[str, tuple[int, str]]] = {
     "connection_error": (502, "api_error"),
@@ -72,9 +72,9 @@ _NOT_FORWARDED: Final = frozenset(
 _OWN_PREFIX: Final = "x-switchboard-"
 # The status for an upstream answer the API would never give (docs/protocol.md 2).
 BAD_GATEWAY: Final = 502
-# The anthropic-version values the API accepts (wire.md 1.1, 1.3).
+# The anthropic-version values the API accepts (docs/reference/wire.md 1.1, 1.3).
 API_VERSIONS: Final = frozenset({"2023-06-01", "2026-10-21"})
-# What an anthropic-beta value may hold: beta names are ASCII (wire.md 11), and the header
+# What an anthropic-beta value may hold: beta names are ASCII (docs/reference/wire.md 11), and the header
 # goes upstream as sent, where a byte past ASCII cannot be written (and the API takes none).
 _BETA_TEXT: Final = re.compile(r"[\t\x20-\x7e]*")
 
@@ -97,7 +97,7 @@ def event_name(data: bytes | memoryview) -> str | None:
 
 
 def sse_event(name: str, data: bytes | memoryview) -> bytes:
-    """One SSE event: ``event: NAME``, the data bytes unchanged, a blank line (wire.md 2.1)."""
+    """One SSE event: ``event: NAME``, the data bytes unchanged, a blank line (docs/reference/wire.md 2.1)."""
     raw = bytes(data)
     if b"\n" in raw or b"\r" in raw:
         # A multi-line payload (pretty-printed upstream JSON) needs one ``data:`` per line.
@@ -113,18 +113,18 @@ def sse_event(name: str, data: bytes | memoryview) -> bytes:
 
 
 def sse_error_event(error_type: str, message: str) -> bytes:
-    """The API's mid-stream ``error`` event (wire.md 2.4): ends a stream that already began."""
+    """The API's mid-stream ``error`` event (docs/reference/wire.md 2.4): ends a stream that already began."""
     data = JSON.encode({"type": "error", "error": {"type": error_type, "message": message}})
     return b"event: error\ndata: " + data + b"\n\n"
 
 
 def sse_comment(text: str) -> bytes:
-    """An SSE comment line: every SSE client, the SDKs included, ignores it (wire.md 2.1)."""
+    """An SSE comment line: every SSE client, the SDKs included, ignores it (docs/reference/wire.md 2.1)."""
     return b": " + text.replace("\n", " ").replace("\r", " ").encode() + b"\n\n"
 
 
 def error_body(error_type: str, message: str, request_id: str | None) -> bytes:
-    """The API's error envelope (wire.md 3.1)."""
+    """The API's error envelope (docs/reference/wire.md 3.1)."""
     return JSON.encode(
         {
             "type": "error",
@@ -158,7 +158,7 @@ def _error_status(status: int | None) -> int | None:
 
 
 def message_as_sse(message: JsonObject) -> bytes:
-    """A whole assembled message as the stream the API would have sent for it (wire.md 2.2).
+    """A whole assembled message as the stream the API would have sent for it (docs/reference/wire.md 2.2).
 
     For an answer that reached the gateway without events (a non-streaming upstream request):
     text, thinking and tool input arrive as one delta each, so streaming helpers (text

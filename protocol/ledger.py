@@ -2,7 +2,7 @@
 
 A **usage record** is one upstream message's usage, priced. It is split into **parts**, one
 per model (``record_parts``): the message itself, then each advisor sub-message at its own
-model (reference-client.md 3.2). A record may be *provisional* (the input side, known at
+model (docs/reference/reference-client.md 3.2). A record may be *provisional* (the input side, known at
 ``message_start``) and later replaced by its *final* version: ``SessionTotals.remove`` the
 old parts, ``add`` the new ones, and the session counts the message exactly once.
 
@@ -189,7 +189,7 @@ class SessionTotals(msgspec.Struct, kw_only=True):
         return sum(totals.estimated_cost_pico for totals in self.models.values())
 
     def summary(self, session_id: str) -> CostSummary:
-        """The PROTOCOL.md cost summary (dollars are for display: sums stay integers here)."""
+        """The docs/protocol.md cost summary (dollars are for display: sums stay integers here)."""
         return CostSummary(
             session_id=session_id,
             total_cost_usd=usd(self.total_pico),

@@ -1,4 +1,4 @@
-"""Messages repaired before sending (reference-client.md 8) (pure).
+"""Messages repaired before sending (docs/reference/reference-client.md 8) (pure).
 
 ``repair_tool_pairing``: every ``tool_use`` gets a ``tool_result`` in the next user message
 (a synthetic error result when it has none) and every ``tool_result`` without its

@@ -1,6 +1,6 @@
 """The non-streaming fallback: its request, and its answer replayed as a stream.
 
-reference-client.md 2.3: after a stream breaks, the reference retries without streaming,
+docs/reference/reference-client.md 2.3: after a stream breaks, the reference retries without streaming,
 with ``max_tokens`` capped at 64 000 and a thinking budget below the cap. The gateway's
 clients always get a stream, so ``events_from_message`` turns the complete message into the
 event sequence a stream of it would have produced (``message_start``, each block's start,

@@ -1,7 +1,7 @@
 """The per-model overload gate: how many sessions' retries share one overloaded model.
 
 Without it, N sessions hitting a 529 on the same model each follow their own backoff, so an
-outage draws up to N x 11 attempts, most of them doomed (a retry storm; reference-client.md
+outage draws up to N x 11 attempts, most of them doomed (a retry storm; docs/reference/reference-client.md
 1.5 calls each retry "3-10x gateway amplification" in a capacity cascade). The gate is a
 circuit breaker with one probe:
 

@@ -14,7 +14,7 @@ from protocol.models.catalog import BUILTIN, PICO_PER_USD, PriceEntry, Rates
 
 __all__ = ["PICO_PER_USD", "PRICE_TABLE", "WEB_SEARCH_PICO", "PriceEntry", "Rates"]
 
-# Web search: $10 per 1,000 requests (reference-client-now.md 2: $0.01 per request).
+# Web search: $10 per 1,000 requests (docs/reference/reference-client-now.md 2: $0.01 per request).
 WEB_SEARCH_PICO: Final = 10_000_000_000
 
 PRICE_TABLE: Final[tuple[PriceEntry, ...]] = BUILTIN.prices_table

@@ -3,12 +3,12 @@
 Pure: no clock (the caller passes the ISO date a price is looked up for), no environment.
 The table itself is data in ``protocol/models/catalog.toml``.
 
-Billing rules (wire.md 10, reference-client.md 3.1), applied by ``cost_of``:
+Billing rules (docs/reference/wire.md 10, docs/reference/reference-client.md 3.1), applied by ``cost_of``:
 
 - Uncached input, output, cache reads: each at its own price.
 - Cache writes: ``cache_creation_1h_input_tokens`` at the 1-hour price (2x input), the rest of
   ``cache_creation_input_tokens`` at the 5-minute price (1.25x), as the API bills and
-  Claude Code 2.1.197 prices them (reference-client-now.md 2; 2.1.88 billed every write at
+  Claude Code 2.1.197 prices them (docs/reference/reference-client-now.md 2; 2.1.88 billed every write at
   1.25x).
 - Web search: per request ($0.01). Web fetch is free (counted, never priced).
 - Fast mode: ``usage.speed == "fast"`` uses the model's fast prices when it has them, else the
@@ -60,7 +60,7 @@ __all__ = [
 
 _BY_MODEL: Final[dict[str, tuple[PriceEntry, ...]]] = {key: BUILTIN.prices(key) for key in BUILTIN.priced_keys()}
 
-# The unknown-model price. reference-client-now.md 2 uses the bootstrap's
+# The unknown-model price. docs/reference/reference-client-now.md 2 uses the bootstrap's
 # additional_model_costs, else the default model's tier, else 5/25; a gateway has no main-loop
 # model, so the catalog names one (``unknown_price_model``: Sonnet 4.6, $3 / $15, cache
 # 3.75 / 6 / 0.30), standard rates only.
@@ -228,7 +228,7 @@ def cost_by_model(
     """``cost_of`` split per model, as the reference client's session totals count it.
 
     The message itself comes first (its usage without ``iterations``, under ``model``), then
-    each advisor sub-message under its own model (reference-client.md 3.2, point 4). The
+    each advisor sub-message under its own model (docs/reference/reference-client.md 3.2, point 4). The
     parts' ``total_pico`` add up to ``cost_of(usage, model, ...).total_pico`` exactly.
     """
     own = msgspec.structs.replace(usage, iterations=())
@@ -249,7 +249,7 @@ def _iteration_usage(iteration: UsageIteration) -> Usage:
     )
 
 
-# --- display (reference-client.md 3.4) -------------------------------------------------------
+# --- display (docs/reference/reference-client.md 3.4) -------------------------------------------------------
 
 
 def format_cost(usd_value: float, max_decimals: int = 4) -> str:

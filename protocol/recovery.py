@@ -1,4 +1,4 @@
-"""Recovery from the output-token limit (reference-client.md 2.5), for queries that opt in.
+"""Recovery from the output-token limit (docs/reference/reference-client.md 2.5), for queries that opt in.
 
 When an answer stops on ``max_tokens`` (or ``model_context_window_exceeded``) the reference
 client does not surface the error while it can still recover:
@@ -20,7 +20,7 @@ import msgspec
 
 from protocol.wire import JsonObject
 
-# reference-client.md 2.5.
+# docs/reference/reference-client.md 2.5.
 ESCALATED_MAX_TOKENS: Final = 64_000
 MAX_OUTPUT_TOKENS_RECOVERY_LIMIT: Final = 3
 RESUME_PROMPT: Final = (

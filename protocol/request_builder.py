@@ -1,4 +1,4 @@
-"""Builds each upstream request the way the reference client does (reference-client.md 5.3,
+"""Builds each upstream request the way the reference client does (docs/reference/reference-client.md 5.3,
 6, 7, 8) (pure).
 
 Input: the client's request body, the query's source and options, the session's latched
@@ -51,7 +51,7 @@ def _deep_copy(value: Any) -> Any:
     return _decode.decode(_encode.encode(value))
 
 
-# The smallest thinking budget the API accepts (wire.md 1.2: ``budget_tokens`` >= 1024).
+# The smallest thinking budget the API accepts (docs/reference/wire.md 1.2: ``budget_tokens`` >= 1024).
 MIN_THINKING_BUDGET: Final = 1024
 
 
@@ -143,7 +143,7 @@ def _advisor_on(model: ResolvedModel, settings: BuildSettings) -> bool:
 
 
 def _lower_effort(body: JsonObject, model: ResolvedModel, notes: list[str]) -> None:
-    """reference-client-now.md 5: ``xhigh`` is lowered to ``high`` on a model the catalog
+    """docs/reference/reference-client-now.md 5: ``xhigh`` is lowered to ``high`` on a model the catalog
     knows to take effort but not ``xhigh``. An unknown model gets what the client sent."""
     output_config = body.get("output_config")
     spec = model.spec

@@ -1,4 +1,4 @@
-"""The reference client's retry rules, as pure functions (reference-client.md sections 1, 2.3).
+"""The reference client's retry rules, as pure functions (docs/reference/reference-client.md sections 1, 2.3).
 
 An attempt that fails is described by a ``Failure`` (built by the actors from an HTTP status
 and its headers, an in-stream ``error`` event, a broken connection, a timeout or the idle
@@ -12,7 +12,7 @@ did a credential refresh produce a new credential) and returns one ``Decision``:
 - ``SwitchModel``: after repeated overload, continue on the fallback model at once;
 - ``GiveUp``: end the query with this error.
 
-The order of the checks is the reference's (reference-client.md 1.3, step 4 a-h); the
+The order of the checks is the reference's (docs/reference/reference-client.md 1.3, step 4 a-h); the
 classification table is 1.4; the delay formula 1.2 and, in persistent mode, 1.8. Where the
 reference is worse for a gateway's users, the rule is changed and says so:
 
@@ -35,7 +35,7 @@ import msgspec
 from protocol.frames import ErrorInfo
 from protocol.models.catalog import BUILTIN, Catalog
 
-# reference-client.md 1.1.
+# docs/reference/reference-client.md 1.1.
 DEFAULT_MAX_RETRIES: Final = 10
 BASE_DELAY: Final = 0.5
 MAX_DELAY: Final = 32.0
@@ -48,10 +48,10 @@ PERSISTENT_RESET_CAP: Final = 6 * 60 * 60.0
 DEFAULT_FAST_MODE_HOLD: Final = 30 * 60.0
 SHORT_RETRY_THRESHOLD: Final = 20.0
 MIN_FAST_COOLDOWN: Final = 10 * 60.0
-# reference-client.md 2.3: MAX_NON_STREAMING_TOKENS.
+# docs/reference/reference-client.md 2.3: MAX_NON_STREAMING_TOKENS.
 MAX_NON_STREAMING_TOKENS: Final = 64_000
 
-# reference-client.md 1.5: the query sources that retry a 529; every other source fails on
+# docs/reference/reference-client.md 1.5: the query sources that retry a 529; every other source fails on
 # the first one ("each retry is 3-10x gateway amplification" during a capacity cascade).
 FOREGROUND_529_SOURCES: Final = frozenset(
     {
@@ -72,7 +72,7 @@ FOREGROUND_529_SOURCES: Final = frozenset(
     }
 )
 
-# reference-client.md 1.6: overage reasons that switch fast mode off for this query only.
+# docs/reference/reference-client.md 1.6: overage reasons that switch fast mode off for this query only.
 TRANSIENT_OVERAGE_REASONS: Final = frozenset({"out_of_credits", "org_level_disabled_until"})
 
 _PARSE_INT: Final = re.compile(r"\s*([+-]?\d+)")
@@ -94,7 +94,7 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
     ``kind``: ``status`` (a non-2xx answer), ``stream`` (an ``error`` event inside a 200),
     ``connection`` (could not connect, or it broke), ``timeout`` (a timeout or the idle
     watchdog), ``protocol`` (a malformed response). ``mid_stream``: the failure came after
-    the 200, while the body was being read (reference-client.md 2.3 falls back to a
+    the 200, while the body was being read (docs/reference/reference-client.md 2.3 falls back to a
     non-streaming request then). ``stale``: the connection was reset or broken, so the
     pool should stop reusing connections.
     """
@@ -112,7 +112,7 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
     mid_stream: bool = False
     stale: bool = False
     # issue 6: the provider's own rule says the credential was refused (Bedrock: any 403 or
-    # credential error; reference-client.md 1.9), so the pool refreshes it as after a 401.
+    # credential error; docs/reference/reference-client.md 1.9), so the pool refreshes it as after a 401.
     credential_rejected: bool = False
 
     def info(self) -> ErrorInfo:
@@ -132,7 +132,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     fallback_for_all_models: bool = False
     nonstreaming_fallback: bool = True
     # The catalog whose families decide which models count consecutive 529s
-    # (reference-client-now.md 3): the built-in one, or it merged with the upstream's models.
+    # (docs/reference/reference-client-now.md 3): the built-in one, or it merged with the upstream's models.
     catalog: Catalog = BUILTIN
     # The client retries on its own (docs/protocol.md 2, "Retries"): one upstream attempt,
     # again only after a credential refresh, which the client cannot do.
@@ -143,7 +143,7 @@ class RetryState(msgspec.Struct, frozen=True, kw_only=True):
     """A query's retry state.
 
     ``attempt``: the 1-based number of the attempt that just ran; it keeps counting across a
-    model switch (PROTOCOL.md). ``loop_attempt``: the attempt within the current retry loop,
+    model switch (docs/protocol.md). ``loop_attempt``: the attempt within the current retry loop,
     which the budget counts; a model switch or the switch to non-streaming starts a new loop,
     as the reference's fresh ``withRetry`` does.
     """
@@ -210,7 +210,7 @@ def is_overloaded(failure: Failure) -> bool:
 
 def is_auth_failure(failure: Failure) -> bool:
     """A 401, or a 403 saying the OAuth token was revoked, or a failure the provider's rule
-    marked ``credential_rejected`` (reference-client.md 1.9)."""
+    marked ``credential_rejected`` (docs/reference/reference-client.md 1.9)."""
     return failure.status == 401 or failure.credential_rejected or (
         failure.status == 403 and "OAuth token has been revoked" in failure.message
     )
@@ -231,7 +231,7 @@ def context_overflow(failure: Failure) -> tuple[int, int, int] | None:
 
 
 def should_retry(failure: Failure, *, persistent: bool = False) -> bool:
-    """Whether a failure is retryable at all: reference-client.md 1.4, in its order."""
+    """Whether a failure is retryable at all: docs/reference/reference-client.md 1.4, in its order."""
     overloaded = is_overloaded(failure)
     if persistent and (overloaded or failure.status == 429):
         return True
@@ -253,7 +253,7 @@ def should_retry(failure: Failure, *, persistent: bool = False) -> bool:
 
 def terminal_error(failure: Failure) -> ErrorInfo:
     """The error a client gets when the query ends on this failure: prompt-too-long and
-    media-size errors carry their own types (reference-client.md 2.5) and the numbers."""
+    media-size errors carry their own types (docs/reference/reference-client.md 2.5) and the numbers."""
     info = failure.info()
     if failure.status in (400, 413):
         match = _PROMPT_TOO_LONG.search(failure.message)
@@ -306,7 +306,7 @@ def retry_delay(attempt: int, retry_after: float | None, rand: float, max_delay:
 
 
 def _persistent_delay(state: RetryState, failure: Failure, ctx: Context) -> float:
-    """reference-client.md 1.8: wait until the unified reset on a 429 when given, else the
+    """docs/reference/reference-client.md 1.8: wait until the unified reset on a 429 when given, else the
     backoff capped at 5 min; never more than 6 h."""
     if failure.status == 429 and failure.ratelimit_reset is not None:
         try:

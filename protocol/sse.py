@@ -14,7 +14,7 @@ Bytes in, events out: ``SSEDecoder.feed(chunk)`` returns the events completed by
 - at end of stream, an event without its closing blank line is discarded (the spec says so,
   and the Messages API always closes its events).
 
-``data`` stays ``bytes``: the gateway relays event payloads without decoding them (DESIGN
+``data`` stays ``bytes``: the gateway relays event payloads without decoding them (docs/architecture.md
 principle 6). The only error this module raises is ``RemoteProtocolError``: for an event
 larger than ``max_event_bytes`` (its data lines and the line being read, counted as they
 arrive: a runaway upstream must neither eat the memory nor the CPU, and the rest of such an

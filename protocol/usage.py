@@ -1,11 +1,11 @@
 """Token usage: the wire shape, the normalised shape, and the merge rules.
 
-Streaming usage is *cumulative* (reference-client.md 2.6, wire.md 2.3): ``message_start``
+Streaming usage is *cumulative* (docs/reference/reference-client.md 2.6, docs/reference/wire.md 2.3): ``message_start``
 carries the input side, each ``message_delta`` repeats the running totals. So one upstream
 message's usage is *merged* (later values overwrite earlier ones), never summed; a query's or
 a session's usage is the *sum* of its messages' merged usages.
 
-Merge rules (reference-client.md 2.6, ``updateUsage``):
+Merge rules (docs/reference/reference-client.md 2.6, ``updateUsage``):
 
 - ``input_tokens``, ``cache_creation_input_tokens``, ``cache_read_input_tokens`` are
   overwritten only by a value that is present and > 0: ``message_delta`` often sends explicit

@@ -1,6 +1,6 @@
 """Messages API wire types: what the gateway decodes of the upstream's answers.
 
-The gateway relays stream events as the bytes the upstream sent (DESIGN principle 6); it
+The gateway relays stream events as the bytes the upstream sent (docs/architecture.md principle 6); it
 decodes only what it must read: ``message_start`` (id, model, usage), block starts and
 deltas (to assemble the final message), ``message_delta`` (stop reason, usage) and
 ``error``. Decoders are built once, here, and bounded (``protocol.bounded_json``). Request
@@ -30,7 +30,7 @@ class ErrorObject(msgspec.Struct, kw_only=True):
 
 
 class ErrorEnvelope(msgspec.Struct, kw_only=True):
-    """``{"type": "error", "error": {...}, "request_id": ...}`` (wire.md 3.1)."""
+    """``{"type": "error", "error": {...}, "request_id": ...}`` (docs/reference/wire.md 3.1)."""
 
     error: ErrorObject
     type: str = "error"
@@ -97,7 +97,7 @@ class CountTokensResult(msgspec.Struct, kw_only=True):
     input_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKEN_COUNT)]
 
 
-# wire.md 3.2: the status each API error type comes with.
+# docs/reference/wire.md 3.2: the status each API error type comes with.
 STATUS_OF_ERROR_TYPE: Final[dict[str, int]] = {
     "invalid_request_error": 400,
     "authentication_error": 401,

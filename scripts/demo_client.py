@@ -1,6 +1,6 @@
 """A minimal Switchboard client: send one prompt, stream the answer, show what it cost.
 
-Written against the public WebSocket protocol only (``/work/shared/PROTOCOL.md``), so it
+Written against the public WebSocket protocol only (``docs/protocol.md``), so it
 doubles as an example of a client: connect, wait for ``ready``, send a ``query``, print the
 ``text_delta`` events as they arrive, follow ``retry``/``tombstone``/``fallback`` notices,
 and stop at the query's one terminal frame (``done``, ``aborted`` or ``error``).

@@ -1,4 +1,4 @@
-"""Test harness: a PROTOCOL.md WebSocket client and request builders (import as ``harness``)."""
+"""Test harness: a docs/protocol.md WebSocket client and request builders (import as ``harness``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from protocol.frames import TERMINAL_FRAMES, GatewayFrame, decode_frame
 
 
 class Client:
-    """A WebSocket client speaking PROTOCOL.md: send dicts, receive decoded frames."""
+    """A WebSocket client speaking docs/protocol.md: send dicts, receive decoded frames."""
 
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws

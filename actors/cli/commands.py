@@ -2,11 +2,11 @@
 
 ``switchboard serve`` prints the WebSocket door's URL as the first line of stdout once it
 accepts connections, then, with ``--http-port``, the HTTP door's URL as the second
-(PROTOCOL.md 3); logs go to stderr.
+(docs/protocol.md 3); logs go to stderr.
 
 ``switchboard cost [SESSION] [--ledger PATH|URL] [--json]`` prints the costs kept in a
 ledger (an SQLite file read-only, also while a gateway writes it, or a PostgreSQL URL): one
-session's or every session's, in the reference client's format or as PROTOCOL.md cost
+session's or every session's, in the reference client's format or as docs/protocol.md cost
 summaries. Estimated figures (streams cut short, protocol/estimate.py) are marked: ``(of
 which $X estimated)`` after the total, ``(~N estimated)`` after a model's output;
 ``estimated_cost_usd`` and ``estimated_output_tokens`` in the JSON.
@@ -30,7 +30,7 @@ program that embeds the gateway (``actors.gateway.open_gateway``) keeps its own.
 parent that starts them again when they die and forwards the signals (``actors.cli.workers``,
 README.md "Deployment").
 
-On SIGTERM or SIGINT ``serve`` shuts down gracefully (``Gateway.shutdown``, PROTOCOL.md 3):
+On SIGTERM or SIGINT ``serve`` shuts down gracefully (``Gateway.shutdown``, docs/protocol.md 3):
 no new work, the queries in flight get ``--shutdown-grace`` seconds, then those left end
 with ``shutting_down``; the actors stop, the ledger last, and the process exits 0. A second
 signal ends the grace at once (usage is still recorded).
@@ -188,7 +188,7 @@ def _cost_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cost = sub.add_parser("cost", help="print the costs kept in a ledger file")
     cost.add_argument("session", nargs="?", default=None, help="one session (default: all of them)")
     cost.add_argument("--ledger", default=None, metavar="PATH|URL", help="ledger file or URL (default as for serve)")
-    cost.add_argument("--json", action="store_true", help="PROTOCOL.md cost summaries (a list without SESSION)")
+    cost.add_argument("--json", action="store_true", help="docs/protocol.md cost summaries (a list without SESSION)")
     cost.add_argument("--by", choices=cost_by.BY, default=None, help="spend grouped by session, token, signed-in user, model or UTC day")
     cost.add_argument("--csv", action="store_true", help="with --by: CSV instead of a table")
     ledger = sub.add_parser("ledger", help="manage a cost ledger")

@@ -1,7 +1,7 @@
 """Small readers of environment values, shared by ``actors.config.from_env``, ``.settings`` and ``.request``.
 
 Each takes the environment as a mapping (or one value from it) and never reads ``os.environ``
-itself: ``config_from_env`` hands the environment in (DESIGN principle 7). Here: the
+itself: ``config_from_env`` hands the environment in (docs/architecture.md principle 7). Here: the
 reference's truthy/falsy switches, integers, ``ANTHROPIC_CUSTOM_HEADERS`` (and which of those
 headers are secret), and the standard proxy variables.
 """

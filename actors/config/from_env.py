@@ -10,13 +10,13 @@ switches, integers, custom headers, proxies) and ``actors.config.request`` (issu
 Environment variables read (the main ones):
 
 - ``ANTHROPIC_API_KEY`` (sent as ``x-api-key``), ``ANTHROPIC_AUTH_TOKEN`` (sent as
-  ``Authorization: Bearer``); both are sent when both are set, as the SDK does (wire.md 1.1).
+  ``Authorization: Bearer``); both are sent when both are set, as the SDK does (docs/reference/wire.md 1.1).
 - ``ANTHROPIC_BASE_URL`` (default ``https://api.anthropic.com``).
 - ``ANTHROPIC_CUSTOM_HEADERS``: lines of ``Name: Value``, split on the first colon, lines
-  without a colon skipped (reference-client.md 5.1).
+  without a colon skipped (docs/reference/reference-client.md 5.1).
 - ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY`` (lower-case names win): the
   upstream proxies (``environment_proxies`` in ``actors.config.env``).
-- ``API_TIMEOUT_MS``: the upstream request timeout (default 600 000 ms, reference-client.md 5.1).
+- ``API_TIMEOUT_MS``: the upstream request timeout (default 600 000 ms, docs/reference/reference-client.md 5.1).
 - ``CLAUDE_CODE_MAX_RETRIES``: retries after the first attempt (default 10, reference 1.1).
 - ``ANTHROPIC_LOG=debug``: debug logging, as ``--debug``.
 - ``SWITCHBOARD_ACCESS_TOKENS``: comma-separated tokens clients must present (none: no auth,
@@ -26,7 +26,7 @@ Environment variables read (the main ones):
   token sees only its own sessions there. An admin token is accepted there only: to send
   queries with it too, list it in ``SWITCHBOARD_ACCESS_TOKENS`` as well.
 - ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`` (any value): no bootstrap fetch at start
-  (reference-client.md 4).
+  (docs/reference/reference-client.md 4).
 - issue 6, the cloud providers: ``CLAUDE_CODE_USE_BEDROCK`` / ``_VERTEX`` / ``_FOUNDRY``;
   Bedrock ``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION``,
   ``ANTHROPIC_BEDROCK_BASE_URL``, ``AWS_BEARER_TOKEN_BEDROCK``, ``CLAUDE_CODE_SKIP_BEDROCK_AUTH``;
@@ -104,7 +104,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-# issue 6: reference-client.md 5.2, getVertexRegionForModel: each variable names the model
+# issue 6: docs/reference/reference-client.md 5.2, getVertexRegionForModel: each variable names the model
 # prefix it covers; the longest matching prefix wins (most specific first).
 VERTEX_REGION_VARIABLES: Final = (
     ("VERTEX_REGION_CLAUDE_HAIKU_4_5", "claude-haiku-4-5"),
@@ -120,7 +120,7 @@ VERTEX_REGION_VARIABLES: Final = (
 
 
 def select_provider(env: Mapping[str, str]) -> str:
-    """reference-client.md 5.1: Bedrock, else Vertex, else Foundry, else the first party."""
+    """docs/reference/reference-client.md 5.1: Bedrock, else Vertex, else Foundry, else the first party."""
     for variable, provider in (
         ("CLAUDE_CODE_USE_BEDROCK", "bedrock"),
         ("CLAUDE_CODE_USE_VERTEX", "vertex"),

@@ -67,7 +67,7 @@ def build_settings_from_env(env: Mapping[str, str], provider: str = FIRST_PARTY)
             main_model=get("ANTHROPIC_MODEL"),
             disable_legacy_remap=is_truthy(env.get("CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP")),
             disable_1m=is_truthy(env.get("CLAUDE_CODE_DISABLE_1M_CONTEXT")),
-            # reference-client-now.md 1: Bedrock ids take the region's geo prefix.
+            # docs/reference/reference-client-now.md 1: Bedrock ids take the region's geo prefix.
             bedrock_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
         ),
         extra_betas=tuple(b.strip() for b in env.get("ANTHROPIC_BETAS", "").split(",") if b.strip()),
@@ -88,7 +88,7 @@ def build_settings_from_env(env: Mapping[str, str], provider: str = FIRST_PARTY)
 
 
 def _tool_search(env: Mapping[str, str]) -> bool:
-    """reference-client.md 8, ``ENABLE_TOOL_SEARCH``: ``false``/``auto:100`` off, any other
+    """docs/reference/reference-client.md 8, ``ENABLE_TOOL_SEARCH``: ``false``/``auto:100`` off, any other
     value on; unset, on unless ``ANTHROPIC_BASE_URL`` points at a host other than the API's
     (a proxy may not know ``defer_loading``)."""
     raw = env.get("ENABLE_TOOL_SEARCH", "").strip().lower()

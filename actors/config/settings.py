@@ -21,15 +21,15 @@ from protocol.passthrough import RetryMode
 from protocol.request_builder import BuildSettings
 
 DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
-# reference-client.md 5.1: timeout = parseInt(API_TIMEOUT_MS || 600000).
+# docs/reference/reference-client.md 5.1: timeout = parseInt(API_TIMEOUT_MS || 600000).
 DEFAULT_API_TIMEOUT: Final = 600.0
-# PROTOCOL.md 1: the API's own request limit is 32 MiB, so no frame needs to be larger.
+# docs/protocol.md 1: the API's own request limit is 32 MiB, so no frame needs to be larger.
 DEFAULT_MAX_FRAME_BYTES: Final = 32 * 1024 * 1024
-# reference-client.md 1.9: apiKeyHelper output is cached 5 min by default.
+# docs/reference/reference-client.md 1.9: apiKeyHelper output is cached 5 min by default.
 DEFAULT_KEY_HELPER_TTL: Final = 300.0
-# reference-client.md 2.2: the watchdog is on by default with a 5-minute threshold.
+# docs/reference/reference-client.md 2.2: the watchdog is on by default with a 5-minute threshold.
 DEFAULT_STREAM_IDLE_TIMEOUT: Final = 300.0
-# reference-client.md 2.3: the non-streaming fallback's own timeout (300 s, under the API's
+# docs/reference/reference-client.md 2.3: the non-streaming fallback's own timeout (300 s, under the API's
 # 10-minute non-streaming limit), unless API_TIMEOUT_MS says otherwise.
 DEFAULT_NONSTREAMING_TIMEOUT: Final = 300.0
 # A client that takes no data for this long while frames wait has its queries aborted (and
@@ -51,7 +51,7 @@ DEFAULT_ADMISSION_WAIT: Final = 10.0
 # A session runs its queries concurrently; past this many, new ones are rejected so one
 # client cannot take every upstream connection.
 DEFAULT_MAX_QUERIES_PER_SESSION: Final = 32
-# issue 4: the provider the bootstrap API belongs to (reference-client.md 4: firstParty only),
+# issue 4: the provider the bootstrap API belongs to (docs/reference/reference-client.md 4: firstParty only),
 # and the ledger path that keeps no file.
 FIRST_PARTY: Final = "firstParty"
 MEMORY_LEDGER: Final = ":memory:"
@@ -122,12 +122,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     allow_persistent_queries: bool = False
     fallback_for_all_models: bool = False
     disable_fast_mode: bool = False
-    # issue 4: the bootstrap fetch at start (reference-client.md 4) runs only for the first
+    # issue 4: the bootstrap fetch at start (docs/reference/reference-client.md 4) runs only for the first
     # party, with a credential, and without CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC. The
     # ledger file is ``ledger_path``: None means ``ledger_file(config)`` picks it.
     disable_nonessential_traffic: bool = False
     provider: str = FIRST_PARTY
-    # issue 6: the cloud providers (reference-client.md 5.2; wire.md 7 to 9). ``provider`` is
+    # issue 6: the cloud providers (docs/reference/reference-client.md 5.2; docs/reference/wire.md 7 to 9). ``provider`` is
     # the default one (CLAUDE_CODE_USE_BEDROCK > _VERTEX > _FOUNDRY > first party). AWS keys,
     # profiles and SSO are read by botocore's own chain, Google's by google-auth.
     bedrock_region: str = "us-east-1"

@@ -1,4 +1,4 @@
-"""HttpDoor: the Anthropic-compatible HTTP door of PROTOCOL.md section 2.
+"""HttpDoor: the Anthropic-compatible HTTP door of docs/protocol.md section 2.
 
 Role:
     Serves the Messages API to programs that already speak it (the official SDKs, any tool
@@ -130,7 +130,7 @@ _ROUTES: Final = {
     "/v1/traces": ("POST", "otlp_traces"),
 }
 _MODEL_PREFIX: Final = "/v1/models/"
-# The API's own words for a path it does not serve (wire.md 3.1).
+# The API's own words for a path it does not serve (docs/reference/wire.md 3.1).
 NOT_FOUND_MESSAGE: Final = "The requested resource could not be found."
 # A 401 with sign-in on: the token expired, was revoked, or its user disabled.
 SIGN_IN_AGAIN: Final = "the sign-in is not valid (expired or revoked): sign in again with /login"
@@ -143,7 +143,7 @@ REQUEST_ID_HEADER: Final = b"x-switchboard-request-id"
 # once (scripts/bench.py --levels 512: connections reset, kernel ListenOverflows rising);
 # 4096 is Linux's usual somaxconn and what trio gives the WebSocket door.
 LISTEN_BACKLOG: Final = 4096
-# PROTOCOL.md 3: what a load balancer's health check sees once a shutdown has begun.
+# docs/protocol.md 3: what a load balancer's health check sees once a shutdown has begun.
 HEALTH_SHUTTING_DOWN: Final = b'{"status":"shutting_down"}'
 # Routes still answered while shutting down: the health check (with 503) and the metrics.
 _DRAINING_ROUTES: Final = frozenset({"healthz", "metrics"})

@@ -76,11 +76,11 @@ MAX_HELD: Final = 16
 SSE_HEADERS: Final = ((b"content-type", SSE_CONTENT_TYPE), (b"cache-control", b"no-cache"))
 # A response after which the client must not reuse the connection (the gateway is stopping).
 CONNECTION_CLOSE: Final = (b"connection", b"close")
-# A query that ends without a terminal frame (never, by PROTOCOL.md) or is aborted under the
+# A query that ends without a terminal frame (never, by docs/protocol.md) or is aborted under the
 # door (the gateway shutting down) is still answered, never left as a silent 200.
 _ABORTED: Final = ("api_error", "the query was aborted by the gateway")
 _VOIDED: Final = ("api_error", "the upstream attempt failed after output had begun")
-# Statuses the gateway answers on its own for which a retry cannot help (wire.md 3.2: the
+# Statuses the gateway answers on its own for which a retry cannot help (docs/reference/wire.md 3.2: the
 # SDKs do not retry them either; the header says so to any client).
 FINAL_STATUSES: Final = frozenset({400, 401, 403, 404, 405, 413})
 # Errors the gateway ends a query with that no retry mends, also when the client retries.

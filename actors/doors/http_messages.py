@@ -61,11 +61,11 @@ from protocol.passthrough import client_timeout
 from protocol.policy import refusal as model_refusal
 from protocol.wire import JSON, JsonObject
 
-# Of the client's headers, only these reach the upstream (PROTOCOL.md 2): its API version and
+# Of the client's headers, only these reach the upstream (docs/protocol.md 2): its API version and
 # betas. Its credential never does.
 FORWARDED_HEADERS: Final = ("anthropic-version", "anthropic-beta")
 SESSION_HEADER: Final = "x-switchboard-session"
-# The model to continue on after repeated overload (PROTOCOL.md 1 ``query.fallback_model``):
+# The model to continue on after repeated overload (docs/protocol.md 1 ``query.fallback_model``):
 # an HTTP request has no other place to say it.
 FALLBACK_HEADER: Final = "x-switchboard-fallback-model"
 # ``reference``: this request gets the reference construction (``transparent``: it does not,

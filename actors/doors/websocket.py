@@ -1,4 +1,4 @@
-"""FrontDoor: the WebSocket door of PROTOCOL.md section 1 (trio-websocket).
+"""FrontDoor: the WebSocket door of docs/protocol.md section 1 (trio-websocket).
 
 Role:
     Accepts WebSocket connections on ``/v1/sessions[/{id}]``, checks the session id, the
@@ -105,7 +105,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.frontdoor")
 
 SESSIONS_PATH: Final = "/v1/sessions"
-# PROTOCOL.md 1: the close code a superseded connection receives.
+# docs/protocol.md 1: the close code a superseded connection receives.
 SUPERSEDED: Final = 4409
 # RFC 6455 "going away": the gateway is shutting down (docs/protocol.md 3); the client may
 # reconnect, to another instance.

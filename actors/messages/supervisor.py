@@ -54,7 +54,7 @@ class RunCountTokens(msgspec.Struct, frozen=True, kw_only=True):
 
 class SessionActivity(msgspec.Struct, frozen=True, kw_only=True):
     """Which sessions the supervisor knows, at one moment: ``active`` have an upstream
-    request in flight (reference-client.md 8, session activity); ``idle`` have none, each
+    request in flight (docs/reference/reference-client.md 8, session activity); ``idle`` have none, each
     with the trio time its last request ended (None: none has ended yet)."""
 
     active: tuple[str, ...] = ()

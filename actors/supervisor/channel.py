@@ -18,7 +18,7 @@ from protocol.errors import ClientGone
 from protocol.frames import GatewayFrame, Heartbeat
 from protocol.usage import EMPTY_USAGE, Usage, add_usage
 
-# reference-client.md 1.1 HEARTBEAT_INTERVAL_MS; PROTOCOL.md: a heartbeat at least every 30 s
+# docs/reference/reference-client.md 1.1 HEARTBEAT_INTERVAL_MS; docs/protocol.md: a heartbeat at least every 30 s
 # of a wait, so a client never mistakes a long backoff for a hang.
 HEARTBEAT_INTERVAL: Final = 30.0
 

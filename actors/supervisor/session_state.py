@@ -4,7 +4,7 @@ Owned by the RetrySupervisor's task tree alone (its query tasks run in its nurse
 lock is needed: every read-modify-write happens between checkpoints.
 
 - ``SessionRequestState``: the session's latches (betas once sent, the 1-hour TTL decision;
-  reference-client.md 7.3, 7.4), its cache-break baselines per tracking key (7.5, at most
+  docs/reference/reference-client.md 7.3, 7.4), its cache-break baselines per tracking key (7.5, at most
   ``MAX_TRACKED_SOURCES``), its count of cache breaks, and how many of its requests are in
   flight (reference 8, session activity).
 - ``SessionStates``: those states by session id, bounded: past ``max_sessions`` the least

@@ -17,7 +17,7 @@ lock is needed: every change happens between checkpoints.
   until its next probe is due. This instance's gate changes are written to the fleet's
   (in the background), and another instance's (its gate closed, its probe failed or was
   released) arrive as notifications and wake the waiters here at once.
-- Fast mode: a cooldown per model (reference-client.md 1.6: "shared by every session for
+- Fast mode: a cooldown per model (docs/reference/reference-client.md 1.6: "shared by every session for
   that model"; with a fleet, announced to the other instances by notification), and a gateway-wide off switch once the API refused fast mode for good.
 """
 

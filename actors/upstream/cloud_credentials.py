@@ -18,7 +18,7 @@ The libraries are optional extras, imported here only when their provider is con
 each blocking call runs in a worker thread. Errors: ``CredentialError``, never with a
 secret in its message.
 
-Lifetimes (reference-client.md 1.9, peers.md): AWS credentials are reused for at most an
+Lifetimes (docs/reference/reference-client.md 1.9, docs/reference/peers.md): AWS credentials are reused for at most an
 hour; ones that expire are refreshed ``EARLY_REFRESH`` before their expiry, while the old
 ones are still served (``Credential.refresh_at``), and reloaded in the foreground only past
 ``valid_until``.
@@ -36,13 +36,13 @@ from actors.config.settings import Config
 from actors.upstream.credentials import AwsKeys, Credential, CredentialError
 from protocol.providers.foundry import ENTRA_SCOPE
 
-# reference-client.md 1.9: memoized AWS credentials live one hour.
+# docs/reference/reference-client.md 1.9: memoized AWS credentials live one hour.
 AWS_CREDENTIALS_TTL: Final = 3600.0
 # botocore's own advisory window: refresh 15 minutes ahead of expiry...
 EARLY_REFRESH: Final = 900.0
 # ... and never send credentials within a minute of it (clock skew, the request's own time).
 EXPIRY_MARGIN: Final = 60.0
-# wire.md 8: the OAuth scope Vertex tokens are asked for.
+# docs/reference/wire.md 8: the OAuth scope Vertex tokens are asked for.
 GOOGLE_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 # Google access tokens live an hour; a new one is fetched 5 minutes ahead (google-auth's own
 # threshold is under 4), while the current one is served.

@@ -9,7 +9,7 @@ token file. Each loads a ``Credential``; the ClientPool decides when (reference 
 - OAuth token file (``SWITCHBOARD_OAUTH_TOKEN_FILE``): JSON with ``accessToken`` (and
   optionally ``expiresAt`` in epoch ms), either at the top level or under ``claudeAiOauth``
   as the reference client stores it; re-read after a 401, or once it is within 5 minutes of
-  expiry. Sent as Bearer with the ``oauth-2025-04-20`` beta (wire.md 1.1).
+  expiry. Sent as Bearer with the ``oauth-2025-04-20`` beta (docs/reference/wire.md 1.1).
 
 Errors: a source that cannot load raises ``CredentialError``; the message never includes a
 credential.
@@ -30,7 +30,7 @@ from protocol.betas import OAUTH
 from protocol.bounded_json import BoundedDecoder
 from protocol.errors import SwitchboardError
 
-# reference-client.md 1.9: an OAuth token counts as expired 5 minutes before expiresAt.
+# docs/reference/reference-client.md 1.9: an OAuth token counts as expired 5 minutes before expiresAt.
 OAUTH_EXPIRY_MARGIN: Final = 300.0
 # A key helper that hangs must not hang every request behind it.
 HELPER_TIMEOUT: Final = 30.0

@@ -3,7 +3,7 @@
 An ``Endpoint`` turns a first-party request into the provider's (URL, headers, body,
 stream framing), adding the credential the way the provider wants it: pure shaping comes
 from ``protocol/providers``, signing happens here (it reads the wall clock). It also
-adjusts a failure by the provider's rules (reference-client.md 1.9: any Bedrock 403 is a
+adjusts a failure by the provider's rules (docs/reference/reference-client.md 1.9: any Bedrock 403 is a
 credential to refresh). The first party needs no endpoint: a lease without one is sent as
 before.
 
@@ -22,7 +22,7 @@ from protocol.providers import DecoderKind, ProviderRequest, bedrock, foundry, v
 from protocol.retry import Failure
 from protocol.wire import COUNT_TOKENS_RESULT, JsonObject
 
-# wire.md 7.3: the SigV4 signing name of bedrock-runtime.
+# docs/reference/wire.md 7.3: the SigV4 signing name of bedrock-runtime.
 BEDROCK_SIGNING_NAME: Final = "bedrock"
 # botocore drops this one before signing; the rest of its blacklist is never set here.
 _UNSIGNED: Final = frozenset({"connection", "user-agent", "expect", "transfer-encoding"})
@@ -71,7 +71,7 @@ def sigv4_headers(
 
 
 class BedrockEndpoint:
-    """Bedrock's InvokeModel API (wire.md 7), signed with SigV4 unless a bearer is set."""
+    """Bedrock's InvokeModel API (docs/reference/wire.md 7), signed with SigV4 unless a bearer is set."""
 
     label = "bedrock"
 
@@ -106,12 +106,12 @@ class BedrockEndpoint:
 
     def adjust(self, failure: Failure, body: bytes) -> Failure:
         message = bedrock.error_message(body) or failure.message
-        # reference-client.md 1.9: on Bedrock any 403 may be a stale credential.
+        # docs/reference/reference-client.md 1.9: on Bedrock any 403 may be a stale credential.
         return msgspec.structs.replace(failure, message=message, credential_rejected=failure.status == 403)
 
 
 class VertexEndpoint:
-    """Vertex AI's rawPredict API (wire.md 8); the bearer token is in the lease headers."""
+    """Vertex AI's rawPredict API (docs/reference/wire.md 8); the bearer token is in the lease headers."""
 
     label = "vertex"
 
@@ -143,7 +143,7 @@ class VertexEndpoint:
         return COUNT_TOKENS_RESULT.decode(raw).input_tokens
 
     def adjust(self, failure: Failure, body: bytes) -> Failure:
-        # A 401 is an auth failure for every provider already (reference-client.md 1.9).
+        # A 401 is an auth failure for every provider already (docs/reference/reference-client.md 1.9).
         rpc = vertex.rpc_error(body)
         if rpc is None:
             return failure
@@ -151,7 +151,7 @@ class VertexEndpoint:
 
 
 class FoundryEndpoint:
-    """Microsoft Foundry (wire.md 9): first-party requests under the resource's base URL."""
+    """Microsoft Foundry (docs/reference/wire.md 9): first-party requests under the resource's base URL."""
 
     label = "foundry"
 

@@ -43,7 +43,7 @@ from protocol.models.catalog import BUILTIN, Catalog, UpstreamModel, decode_mode
 
 log = logging.getLogger("switchboard.models")
 
-# The bootstrap fetch's bound (reference-client.md 4: 5 s), for the whole of this one too:
+# The bootstrap fetch's bound (docs/reference/reference-client.md 4: 5 s), for the whole of this one too:
 # readiness never waits for it, and a slow upstream must not hold a task for long.
 MODELS_TIMEOUT: Final = 5.0
 # The API's largest page (ModelListParams.limit), so one request is the usual case.

@@ -264,7 +264,7 @@ class AttemptStreamer:
                     )
                 return None
         except BedrockStreamException as exc:
-            # issue 6: an exception frame is the status it stands for (wire.md 12 item 4).
+            # issue 6: an exception frame is the status it stands for (docs/reference/wire.md 12 item 4).
             return Failure(
                 kind="stream", error_type=exc.error_type, message=str(exc), status=exc.status,
                 mid_stream=progress.relayed > 0,

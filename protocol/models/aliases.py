@@ -44,7 +44,7 @@ __all__ = [
     "small_fast_model",
 ]
 
-# reference-client.md 5.3: has1mContext is /\[1m\]/i; normalizeModelStringForAPI strips [1m]/[2m].
+# docs/reference/reference-client.md 5.3: has1mContext is /\[1m\]/i; normalizeModelStringForAPI strips [1m]/[2m].
 _ONE_M: Final = re.compile(r"\[1m\]", re.IGNORECASE)
 _CONTEXT_SUFFIX: Final = re.compile(r"\[[12]m\]", re.IGNORECASE)
 # reference 5.3: the default context window, and the 1M window of [1m] / the 1M beta.
@@ -82,7 +82,7 @@ class ResolvedModel(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _override(settings: ModelSettings, alias: str) -> str | None:
-    """reference-client-now.md 1: ANTHROPIC_DEFAULT_{OPUS,SONNET,HAIKU,FABLE}_MODEL replace
+    """docs/reference/reference-client-now.md 1: ANTHROPIC_DEFAULT_{OPUS,SONNET,HAIKU,FABLE}_MODEL replace
     what these aliases name."""
     return {
         "opus": settings.default_opus,
@@ -152,7 +152,7 @@ def small_fast_model(settings: ModelSettings, provider: str) -> str:
 
 
 def resolve_model(requested: str, settings: ModelSettings, provider: str = FIRST_PARTY) -> ResolvedModel:
-    """What a client asked for, as sent upstream (reference 5.3, reference-client-now.md 1).
+    """What a client asked for, as sent upstream (reference 5.3, docs/reference/reference-client-now.md 1).
 
     Aliases resolve per provider; a legacy Opus id goes to the ``opus`` alias on the first
     party; a first-party id (dated, or the API's alias) becomes the provider's id; anything

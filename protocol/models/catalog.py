@@ -15,7 +15,7 @@ What the catalog answers, every rule by data and none by a model's name:
 - ``alias(provider, name)``: what an alias names on a provider;
 - ``prices(key)``: a model's price entries, oldest first;
 - ``counts_repeated_overload(id)``: 3 consecutive 529s count for this model (its family is
-  one of ``overload_fallback_families``; reference-client-now.md 3);
+  one of ``overload_fallback_families``; docs/reference/reference-client-now.md 3);
 - ``bedrock_geo(region)``: the inference-profile geo prefix for an AWS region;
 - ``listing()``: the models with a first-party id, newest first (``GET /v1/models``).
 
@@ -119,8 +119,8 @@ def load_catalog(raw: bytes | str) -> Catalog:
 
 # --- provider forms of an id -----------------------------------------------------------------
 #
-# Provider forms of one model, normalised in this order (reference-client.md 3.1, 5.3;
-# wire.md 7.7, 8, 9):
+# Provider forms of one model, normalised in this order (docs/reference/reference-client.md 3.1, 5.3;
+# docs/reference/wire.md 7.7, 8, 9):
 #   "claude-opus-4-6[1m]"                           client-side 1M marker, any case
 #   "arn:aws:bedrock:...:inference-profile/<id>"    Bedrock ARN: keep what follows the last "/"
 #   "us.anthropic.<id>" / "anthropic.<id>"          Bedrock geo prefix and provider prefix
@@ -275,7 +275,7 @@ class Catalog:
         return frozenset(self._prices)
 
     def counts_repeated_overload(self, model_id: str) -> bool:
-        """reference-client-now.md 3: 3 consecutive 529s count for a model whose catalog
+        """docs/reference/reference-client-now.md 3: 3 consecutive 529s count for a model whose catalog
         family is opus, fable or mythos (any provider's id, ``[1m]`` or not; custom ids
         do not count)."""
         model = self.model(model_id)

@@ -1,4 +1,4 @@
-"""The model options every client sees in ``ready.models`` (reference-client.md 5.3), from the
+"""The model options every client sees in ``ready.models`` (docs/reference/reference-client.md 5.3), from the
 catalog's ``model_options`` (protocol/models/catalog.toml)."""
 
 from __future__ import annotations

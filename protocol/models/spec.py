@@ -10,7 +10,7 @@ import msgspec
 PICO_PER_USD: Final = 10**12
 # $/Mtok -> picodollars per token: USD * 1e12 / 1e6.
 PICO_PER_TOKEN_PER_USD_MTOK: Final = 10**6
-# The four providers (reference-client.md 5.2).
+# The four providers (docs/reference/reference-client.md 5.2).
 FIRST_PARTY: Final = "firstParty"
 BEDROCK: Final = "bedrock"
 VERTEX: Final = "vertex"

@@ -1,5 +1,5 @@
 """Provider request shaping (pure): from the first-party body and headers to what one
-provider expects on the wire (wire.md 7 to 9). One module per provider; ``ProviderRequest``
+provider expects on the wire (docs/reference/wire.md 7 to 9). One module per provider; ``ProviderRequest``
 is what each returns. Auth headers are not shaped here: the actors add (or sign) them.
 """
 

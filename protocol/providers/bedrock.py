@@ -1,4 +1,4 @@
-"""Bedrock request shaping (wire.md 7.1, 7.2, 7.8; reference-client.md 6).
+"""Bedrock request shaping (docs/reference/wire.md 7.1, 7.2, 7.8; docs/reference/reference-client.md 6).
 
 - ``model`` leaves the body for the path (``quote(model, safe=":")``: an ARN's ``/`` is
   ``%2F``); ``stream`` leaves it and selects ``invoke-with-response-stream`` or ``invoke``.
@@ -24,7 +24,7 @@ from protocol.usage import MAX_TOKEN_COUNT
 from protocol.wire import JsonObject
 
 ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
-# reference-client.md 6: BEDROCK_EXTRA_PARAMS_HEADERS go in the body only.
+# docs/reference/reference-client.md 6: BEDROCK_EXTRA_PARAMS_HEADERS go in the body only.
 BODY_ONLY_BETAS: Final = frozenset(
     {"interleaved-thinking-2025-05-14", "context-1m-2025-08-07", "tool-search-tool-2025-10-19"}
 )
@@ -111,7 +111,7 @@ _ERROR_BODY: Final = BoundedDecoder(_ErrorBody)
 
 
 def error_message(raw: bytes) -> str | None:
-    """The ``message`` of a rest-json error body (wire.md 7.5), if that is what it is."""
+    """The ``message`` of a rest-json error body (docs/reference/wire.md 7.5), if that is what it is."""
     try:
         body = _ERROR_BODY.decode(raw)
     except msgspec.DecodeError:

@@ -1,4 +1,4 @@
-"""Microsoft Foundry request shaping (wire.md 9): the first party's own wire format under
+"""Microsoft Foundry request shaping (docs/reference/wire.md 9): the first party's own wire format under
 ``{base}/v1/messages`` (base ``https://{resource}.services.ai.azure.com/anthropic``), with
 an API key sent as both ``x-api-key`` and ``api-key`` (the latter for older deployments),
 or an Entra ID bearer token.
@@ -13,7 +13,7 @@ import msgspec
 from protocol.providers import ProviderRequest
 from protocol.wire import JsonObject
 
-# reference-client.md 5.2: the Entra ID scope of the token.
+# docs/reference/reference-client.md 5.2: the Entra ID scope of the token.
 ENTRA_SCOPE: Final = "https://cognitiveservices.azure.com/.default"
 _ENCODER: Final = msgspec.json.Encoder()
 

@@ -1,4 +1,4 @@
-"""Vertex AI request shaping (wire.md 8; reference-client.md 5.2, 6).
+"""Vertex AI request shaping (docs/reference/wire.md 8; docs/reference/reference-client.md 5.2, 6).
 
 - URL: ``{base}/projects/{project}/locations/{region}/publishers/anthropic/models/{model}``
   with ``:streamRawPredict`` (SSE, as the first party) or ``:rawPredict``; count tokens at
@@ -26,7 +26,7 @@ from protocol.wire import JsonObject
 
 ANTHROPIC_VERSION: Final = "vertex-2023-10-16"
 DEFAULT_REGION: Final = "us-east5"
-# reference-client.md 6: Vertex countTokens takes only these betas; others give a 400.
+# docs/reference/reference-client.md 6: Vertex countTokens takes only these betas; others give a 400.
 COUNT_TOKENS_BETAS: Final = frozenset(
     {"claude-code-20250219", "interleaved-thinking-2025-05-14", "context-management-2025-06-27"}
 )

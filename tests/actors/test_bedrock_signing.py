@@ -1,4 +1,4 @@
-"""SigV4 for Bedrock (wire.md 7.3): botocore's signature in the gateway and the emulator's
+"""SigV4 for Bedrock (docs/reference/wire.md 7.3): botocore's signature in the gateway and the emulator's
 independent re-derivation both reproduce the documented test vector exactly."""
 
 from __future__ import annotations

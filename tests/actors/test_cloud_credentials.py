@@ -1,5 +1,5 @@
 """Cloud credentials in the ClientPool (issue 6): the provider variables, the AWS chain, and
-the refresh ahead of expiry that keeps serving the current keys (peers.md)."""
+the refresh ahead of expiry that keeps serving the current keys (docs/reference/peers.md)."""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ async def test_midstream_error_raises_from_the_stream(
 
     with pytest.raises(anthropic.APIStatusError) as caught:
         await call(streamed)
-    # The SDK picks the class from the HTTP status (200), not from error.type (wire.md 2.4).
+    # The SDK picks the class from the HTTP status (200), not from error.type (docs/reference/wire.md 2.4).
     assert caught.value.body == {
         "type": "error",
         "error": {"type": "overloaded_error", "message": "Overloaded"},

@@ -1,4 +1,4 @@
-"""The emulator's Bedrock wire format (wire.md 7.5, 7.6), seen by a plain HTTP client."""
+"""The emulator's Bedrock wire format (docs/reference/wire.md 7.5, 7.6), seen by a plain HTTP client."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The HTTP door's retry contract with clients that retry on their own (docs/protocol.md 2).
 
-A simulated client retries like Claude Code (reference-client-now.md 3): backoff
+A simulated client retries like Claude Code (docs/reference/reference-client-now.md 3): backoff
 ``min(0.5 * 2**(n-1), 32)`` s plus 0..25 % jitter, ``max(retry-after, backoff)`` when the
 answer says ``retry-after`` (over 60 s: it gives up), at most 10 retries, and for the Opus
 family it gives up after 3 consecutive 529s; every request says ``x-stainless-retry-count: 0``.

@@ -1,4 +1,4 @@
-"""Credential recovery (reference-client.md 1.9): key helper, OAuth token file, keep-alive."""
+"""Credential recovery (docs/reference/reference-client.md 1.9): key helper, OAuth token file, keep-alive."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every retry rule of reference-client.md 1 and 2, as a client sees it, in virtual time.
+"""Every retry rule of docs/reference/reference-client.md 1 and 2, as a client sees it, in virtual time.
 
 Each test drives the gateway through the emulator over loopback and asserts the exact
 frames, delays and upstream requests. Jitter comes from ``random.Random(1234)`` (the

@@ -1,4 +1,4 @@
-"""The bootstrap API's schema, headers and model options (reference-client.md 4)."""
+"""The bootstrap API's schema, headers and model options (docs/reference/reference-client.md 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cache-break detection (reference-client.md 7.5): snapshots, the threshold, the causes."""
+"""Cache-break detection (docs/reference/reference-client.md 7.5): snapshots, the threshold, the causes."""
 
 from __future__ import annotations
 

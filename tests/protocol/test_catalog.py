@@ -1,7 +1,7 @@
 """The model catalog (protocol/models/catalog.toml): prices equal to Claude Code's, no clamp on an
 unknown limit, aliases and ids per provider, the repeated-overload family, the data's rules.
 
-The expected numbers are written here from reference-client-now.md sections 1 and 2, not read
+The expected numbers are written here from docs/reference/reference-client-now.md sections 1 and 2, not read
 from the data file, so a wrong entry in the file fails these tests.
 """
 
@@ -23,7 +23,7 @@ from protocol.usage import Usage
 
 ON = "2026-12-07"  # the reference's date
 
-# reference-client-now.md 2, USD per million tokens: (input, output, 5m write, 1h write, read).
+# docs/reference/reference-client-now.md 2, USD per million tokens: (input, output, 5m write, 1h write, read).
 SONNET = ("3", "15", "3.75", "6", "0.30")
 OPUS_4 = ("15", "75", "18.75", "30", "1.50")
 OPUS_4_5 = ("5", "25", "6.25", "10", "0.50")
@@ -33,10 +33,10 @@ HAIKU_3_5 = ("0.8", "4", "1", "1.6", "0.08")
 HAIKU_4_5 = ("1", "5", "1.25", "2", "0.10")
 
 # Where the gateway charges what the API bills rather than what Claude Code shows: Claude Code
-# 2.1.197 prices Sonnet 5 like Sonnet 4.6, but its model page says $2 / $10 (wire.md 10.2).
+# 2.1.197 prices Sonnet 5 like Sonnet 4.6, but its model page says $2 / $10 (docs/reference/wire.md 10.2).
 API_PRICE: dict[str, tuple[str, ...]] = {"claude-sonnet-5": ("2", "10", "2.50", "4", "0.20")}
 
-# reference-client-now.md 1: every model Claude Code offers, by its first-party wire id, with
+# docs/reference/reference-client-now.md 1: every model Claude Code offers, by its first-party wire id, with
 # its standard tier and (where it has one) its fast tier.
 CLAUDE_CODE_MODELS: list[tuple[str, tuple[str, ...], tuple[str, ...] | None]] = [
     ("claude-haiku-4-5-20251001", HAIKU_4_5, None),
@@ -67,7 +67,7 @@ USAGE = Usage(
 
 
 def claude_code_price_pico(usage: Usage, tier: tuple[str, ...]) -> int:
-    """reference-client-now.md 2: in + out + read + web_search x 0.01 + writes, the 1h writes
+    """docs/reference/reference-client-now.md 2: in + out + read + web_search x 0.01 + writes, the 1h writes
     at the 1h rate and the others at the 5m rate; in picodollars."""
     rate_in, rate_out, rate_5m, rate_1h, rate_read = (Decimal(r) for r in tier)
     one_hour = usage.cache_creation_1h_input_tokens or 0
@@ -122,7 +122,7 @@ def test_an_unknown_model_is_priced_and_flagged() -> None:
 
 # --- limits and clamps -----------------------------------------------------------------------
 
-# reference-client-now.md 1: (wire id, context window, default output, max output).
+# docs/reference/reference-client-now.md 1: (wire id, context window, default output, max output).
 LIMITS = [
     ("claude-haiku-4-5-20251001", 200_000, 32_000, 64_000),
     ("claude-sonnet-4-20250514", 200_000, 32_000, 64_000),
@@ -169,7 +169,7 @@ def test_a_model_without_a_known_limit_is_never_clamped(model: str) -> None:
 
 # --- aliases and ids per provider ------------------------------------------------------------
 
-# reference-client-now.md 1 "Aliases", as the id each provider is sent.
+# docs/reference/reference-client-now.md 1 "Aliases", as the id each provider is sent.
 ALIASES = [
     ("firstParty", "opus", "claude-opus-4-8"),
     ("firstParty", "sonnet", "claude-sonnet-5"),
@@ -332,7 +332,7 @@ def test_xhigh_is_lowered_to_high_where_the_catalog_says_it_is_unsupported() -> 
 
 def test_the_data_file_names_its_sources_and_date() -> None:
     assert BUILTIN.as_of == "2026-12-07"
-    assert any("reference-client-now.md" in source for source in BUILTIN.sources)
+    assert any("docs/reference/reference-client-now.md" in source for source in BUILTIN.sources)
 
 
 def test_every_claude_code_model_is_in_the_catalog_with_its_limits_and_a_price() -> None:

@@ -1,4 +1,4 @@
-"""The ``switchboard cost`` report in the reference client's format (reference-client.md 3.4)."""
+"""The ``switchboard cost`` report in the reference client's format (docs/reference/reference-client.md 3.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The AWS event-stream decoder (wire.md 7.6): the byte-exact vectors, any chunking, CRCs."""
+"""The AWS event-stream decoder (docs/reference/wire.md 7.6): the byte-exact vectors, any chunking, CRCs."""
 
 from __future__ import annotations
 

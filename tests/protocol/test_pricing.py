@@ -82,7 +82,7 @@ def parts(cost: Cost) -> tuple[int, int, int, int, int, int, int]:
              3_000_000_000, WEB_3, 0),
             53_832_000_000,
         ),
-        # Sonnet 5: 2 / 2.50 / 4 / 0.20 / 10 (the API's price, wire.md 10.2)
+        # Sonnet 5: 2 / 2.50 / 4 / 0.20 / 10 (the API's price, docs/reference/wire.md 10.2)
         (
             "claude-sonnet-5",
             (2_468_000_000, 5_670_000_000, 3_750_000_000, 2_000_000_000,
@@ -434,7 +434,7 @@ def test_canonical_model(model_id: str, canonical: str | None) -> None:
     assert canonical_model(model_id) == canonical
 
 
-# wire.md 10.1: the SDK's model ids and the later docs' ids.
+# docs/reference/wire.md 10.1: the SDK's model ids and the later docs' ids.
 SDK_MODEL_IDS = [
     "claude-sonnet-5",
     "claude-fable-5",
@@ -493,7 +493,7 @@ def test_table_is_well_formed() -> None:
 
 
 def test_table_multipliers() -> None:
-    # wire.md 10.2: 1h write = 2x input everywhere; 5m write = 1.25x input except Haiku 3.
+    # docs/reference/wire.md 10.2: 1h write = 2x input everywhere; 5m write = 1.25x input except Haiku 3.
     for entry in PRICE_TABLE:
         for rates in (entry.standard, entry.long_context, entry.fast, entry.fast_long_context):
             if rates is None:

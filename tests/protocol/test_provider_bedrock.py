@@ -1,4 +1,4 @@
-"""Bedrock request shaping (wire.md 7.1, 7.2, 7.8; reference-client.md 6)."""
+"""Bedrock request shaping (docs/reference/wire.md 7.1, 7.2, 7.8; docs/reference/reference-client.md 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Vertex request shaping (wire.md 8; reference-client.md 5.2, 6)."""
+"""Vertex request shaping (docs/reference/wire.md 8; docs/reference/reference-client.md 5.2, 6)."""
 
 from __future__ import annotations
 

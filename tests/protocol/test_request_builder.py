@@ -58,7 +58,7 @@ def test_plain_chat_golden() -> None:
 @pytest.mark.parametrize(
     ("requested", "api_id", "one_m"),
     [
-        # reference-client-now.md 1: the first party's aliases.
+        # docs/reference/reference-client-now.md 1: the first party's aliases.
         ("sonnet", "claude-sonnet-5", False),
         ("opus", "claude-opus-4-8", False),
         ("best", "claude-fable-5", False),

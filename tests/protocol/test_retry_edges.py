@@ -87,7 +87,7 @@ def test_a_client_that_retries_gets_one_immediate_retry_after_a_credential_refre
 
 
 def test_the_default_budget_is_ten_retries() -> None:
-    """reference-client.md 1.1: 10 retries, so the 11th attempt's failure is the last."""
+    """docs/reference/reference-client.md 1.1: 10 retries, so the 11th attempt's failure is the last."""
     policy = RetryPolicy()
     assert isinstance(decide(policy, state(attempt=10, loop_attempt=10), status(500), CTX), Retry)
     assert isinstance(decide(policy, state(attempt=11, loop_attempt=11), status(500), CTX), GiveUp)
