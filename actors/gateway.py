@@ -1,18 +1,12 @@
-"""The composition root and the embedding API.
+"""The Gateway handle: the embedding API of a running gateway.
 
-``run_gateway(config, *, task_status)`` starts every actor in dependency order inside its own
-nursery (CostLedger, ClientPool, BootstrapFetcher, ModelsFetcher, StreamRelay, RetrySupervisor),
-hands each its own clone of the addresses it talks to (their messages: ``actors/messages/``),
-and reports a ``Gateway`` handle through ``task_status.started``; it runs until cancelled.
-``open_gateway(config)`` is the same as an async context manager that owns its nursery. The
-doors (the WebSocket FrontDoor, the HTTP door) are not started here: ``actors/server.py``
-runs them on a Gateway.
-
-The Gateway owns no actor's state: it asks by message (``GetSessionActivity``,
+A ``Gateway`` is what the composition root (``run_gateway``/``open_gateway`` in
+``actors/server.py``) hands out once every actor runs: sessions, queries, token counts, costs,
+the graceful shutdown. It owns no actor's state: it asks by message (``GetSessionActivity``,
 ``GetBootstrap``, the ledger's reads) or reads a snapshot an actor publishes (the
-BootstrapFetcher's ``BootstrapState``, the ModelsFetcher's catalog, the ledger's health).
-
-Embedding (no socket of ours in between)::
+BootstrapFetcher's ``BootstrapState``, the ModelsFetcher's catalog, the ledger's health). The
+doors (the WebSocket FrontDoor, the HTTP door) run on one, and so does an embedding program
+(README.md "Embedding"; no socket of ours in between)::
 
     async with open_gateway(config) as gateway:
         async with gateway.query({"model": "claude-sonnet-4-6", "max_tokens": 256,
@@ -24,9 +18,6 @@ While ``Config.max_queries`` queries run, a new one waits in line (actors/superv
 first frames are then ``Queued`` and ``Heartbeat``s; ``gateway.query(..., admission_timeout=S)``
 waits at most ``S`` seconds before the block and raises ``Overloaded`` instead.
 
-With ``Config.use_emulator`` the built-in emulator is started first, on loopback, and the
-gateway talks to it.
-
 Graceful shutdown (``actors.supervisor.drain``; what ``switchboard serve`` does on SIGTERM/SIGINT)::
 
     await gateway.shutdown()   # no new query; those in flight get Config.shutdown_grace,
@@ -37,19 +28,16 @@ Graceful shutdown (``actors.supervisor.drain``; what ``switchboard serve`` does 
 from __future__ import annotations
 
 import functools
-import logging
-import random
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
-import httpx
 import msgspec
 import trio
 
-from actors._util import CLEANUP_TIMEOUT, ask
+from actors._util import ask
 from actors.access.budgets import (
     Access,
     Budgets,
@@ -58,15 +46,7 @@ from actors.access.budgets import (
 )
 from actors.access.policy import PolicySource
 from actors.access.query_budgets import reserve_all, settle_all, top_up_all
-from actors.bootstrap_fetcher import BootstrapFetcher
-from actors.client_pool import ClientPool
-from actors.config.settings import (
-    Config,
-    Secret,
-    bootstrap_cache_file,
-    is_postgres_url,
-    ledger_file,
-)
+from actors.config.settings import Config
 from actors.cost_ledger import CostLedger
 from actors.messages.bootstrap import BootstrapFetcherAddress, BootstrapState, GetBootstrap
 from actors.messages.ledger import (
@@ -76,7 +56,6 @@ from actors.messages.ledger import (
     OpenSession,
     SessionOpened,
 )
-from actors.messages.pool import ClientPoolAddress
 from actors.messages.relay import CountResult
 from actors.messages.supervisor import (
     GetSessionActivity,
@@ -85,17 +64,9 @@ from actors.messages.supervisor import (
     RunQuery,
     SessionActivity,
 )
-from actors.observe.log import Redactor
 from actors.observe.metrics import Metrics
 from actors.observe.otlp import Telemetry
-from actors.retry_supervisor import RetrySupervisor
 from actors.store.health import LedgerHealth
-from actors.store.sqlite import MEMORY
-from actors.store.sqlite_fleet import SqliteFleet
-from actors.store.sqlite_shared import SharedSqliteTokenStore, open_shared_store
-from actors.store.stores import open_token_store
-from actors.stream_relay import StreamRelay
-from actors.supervisor.admission import Admission
 from actors.supervisor.drain import Drain
 from actors.supervisor.handover import hand_over
 from actors.supervisor.options import DEFAULT_OPTIONS, QueryOptions
@@ -121,16 +92,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-log = logging.getLogger("switchboard.gateway")
-
 # Frames a query may have queued for its reader: lets the relay hand over a chunk's several
 # events without a task switch per event, yet bounded, so a slow reader pushes back on the
 # upstream stream instead of growing memory.
 QUERY_BUFFER: Final = 16
-EMULATOR_KEY: Final = "sk-ant-emulator-local"
-# Backstop for a graceful shutdown: how long the ledger keeps taking the usage of attempts
-# that are being aborted. Longer than the relay's cleanup deadline, so it never cuts one off.
-SHUTDOWN_GRACE: Final = 2 * CLEANUP_TIMEOUT
 
 
 @final
@@ -433,152 +398,3 @@ async def _refuse(outbound: trio.MemorySendChannel[GatewayFrame], query_id: str,
             await outbound.send(ErrorFrame(id=query_id, error=error))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-
-
-async def run_gateway(
-    config: Config,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the whole actor system until cancelled. Startable: ``started()`` gets the Gateway.
-
-    ``transport`` replaces the upstream HTTP transport (tests). Internal failures propagate
-    as an ExceptionGroup from this function.
-    """
-    async with trio.open_nursery() as nursery:
-        # First: a policy file that cannot be read stops the start before any actor runs.
-        policy = PolicySource(config.policy_path)
-        await nursery.start(policy.run)
-        metrics = Metrics()  # the actors report to it; the HTTP door's GET /metrics renders it
-        if config.use_emulator:
-            from emulator import Emulator  # only a gateway without credentials needs it
-
-            url = await nursery.start(Emulator(api_keys=frozenset({EMULATOR_KEY})).run)
-            log.info("no credentials and no ANTHROPIC_BASE_URL: using the built-in emulator at %s", url)
-            config = msgspec.structs.replace(config, base_url=url, api_key=Secret(EMULATOR_KEY))
-        ledger, to_ledger, fleet, budgets = await _start_ledger(nursery, config, metrics)
-        await policy.attach(budgets)
-        telemetry = Telemetry(metrics, config.otlp_forward)
-        await nursery.start(telemetry.run)
-        to_pool: ClientPoolAddress = await nursery.start(ClientPool(config, transport=transport, metrics=metrics).run)
-        # Started at once; it fetches in the background and never delays readiness. It leases
-        # the pool's client and credential (whatever its source), and asks its refresh after a 401.
-        fetcher = BootstrapFetcher(config, to_pool.clone(), cache_path=bootstrap_cache_file(config), metrics=metrics)
-        to_bootstrap: BootstrapFetcherAddress = await nursery.start(fetcher.run)
-        # Also at once and in the background: the upstream's GET /v1/models, merged into the
-        # model catalog that request building and the HTTP door's /v1/models read.
-        models = ModelsFetcher(config, to_pool.clone())
-        await nursery.start(models.run)
-        drain = Drain(Admission(config.max_queries, metrics))
-        to_supervisor = await _start_queries(nursery, config, to_pool, to_ledger, metrics, drain, models, fleet)
-        to_pool.close()
-        gateway = Gateway(
-            config=config,
-            to_supervisor=to_supervisor,
-            to_ledger=to_ledger,
-            metrics=metrics,
-            bootstrap_state=lambda: fetcher.state,
-            to_bootstrap=to_bootstrap,
-            drain=drain,
-            ledger=ledger,
-            models_fetcher=models,
-            budgets=budgets,
-        )
-        gateway.fleet = fleet
-        gateway.policy = policy
-        gateway.telemetry = telemetry
-        # The handle's channel ends close when this task is cancelled: with them closed, each
-        # actor sees its inbox end once its other senders are done, and drains in order.
-        with to_supervisor, to_ledger, to_bootstrap:
-            task_status.started(gateway)
-            await trio.sleep_forever()
-
-
-async def _start_ledger(
-    nursery: trio.Nursery, config: Config, metrics: Metrics
-) -> tuple[CostLedger, CostLedgerAddress, FleetLink | None, Budgets]:
-    """Start the CostLedger on its store, the fleet link of a shared ledger, and the access
-    tokens' Budgets on the ledger's store."""
-    # One of ``serve --workers N``'s processes on an SQLite file: the file is shared
-    # (actors/store/sqlite_shared.py; a PostgreSQL ledger is shared anyway).
-    shared_file = config.workers > 1 and not is_postgres_url(ledger_file(config))
-    new_ledger = functools.partial(CostLedger, open_store=open_shared_store) if shared_file else CostLedger
-    ledger = new_ledger(
-        ledger_file(config), metrics=metrics, fail_open=config.ledger_fail_open, drain_grace=SHUTDOWN_GRACE
-    )
-    to_ledger: CostLedgerAddress = await nursery.start(ledger.run)
-    fleet: FleetLink | None = None
-    if is_postgres_url(ledger_file(config)):
-        # Several instances on one ledger share takeovers and overload gates (README.md
-        # "Deployment"). Imported only then: psycopg is the optional postgres extra.
-        from actors.store.pg_fleet import Fleet
-
-        fleet = await nursery.start(Fleet(ledger_file(config), ledger.instance_id).run)
-    elif shared_file:
-        fleet = await nursery.start(SqliteFleet(ledger_file(config), ledger.instance_id).run)
-    # The ledger's store is open and migrated: the tokens' table is there.
-    location = ledger_file(config)
-    if location == MEMORY:
-        budgets = Budgets(open_token_store(location), offload=False, metrics=metrics, instance_id=ledger.instance_id)
-    else:
-        budgets = Budgets(
-            await trio.to_thread.run_sync(
-                lambda: SharedSqliteTokenStore.open(location) if shared_file else open_token_store(location)
-            ),
-            metrics=metrics,
-            instance_id=ledger.instance_id,
-        )
-    await nursery.start(budgets.run)
-    return ledger, to_ledger, fleet, budgets
-
-
-async def _start_queries(
-    nursery: trio.Nursery,
-    config: Config,
-    to_pool: ClientPoolAddress,
-    to_ledger: CostLedgerAddress,
-    metrics: Metrics,
-    drain: Drain,
-    models: ModelsFetcher,
-    fleet: FleetLink | None,
-) -> RetrySupervisorAddress:
-    """Start the StreamRelay and the RetrySupervisor, each with its own address clones."""
-    relay = StreamRelay(
-        to_pool=to_pool.clone(),
-        to_ledger=to_ledger.clone(),
-        idle_timeout=config.stream_idle_timeout,
-        nonstreaming_timeout=config.nonstreaming_timeout,
-        slow_reader_timeout=config.slow_reader_timeout,
-        metrics=metrics,
-        redact=Redactor(config.secrets()).redact,
-    )
-    to_relay = await nursery.start(relay.run)
-    rng = random.Random(config.retry_seed)
-    supervisor = RetrySupervisor(
-        config=config,
-        to_relay=to_relay.clone(),
-        to_ledger=to_ledger.clone(),
-        to_pool=to_pool.clone(),
-        rng=rng,
-        metrics=metrics,
-        drain=drain,
-        catalog=lambda: models.catalog,
-        fleet=fleet,
-    )
-    to_supervisor: RetrySupervisorAddress = await nursery.start(supervisor.run)
-    to_relay.close()
-    return to_supervisor
-
-
-@asynccontextmanager
-async def open_gateway(
-    config: Config, *, transport: httpx.AsyncBaseTransport | None = None
-) -> AsyncIterator[Gateway]:
-    """The gateway as an async context manager owning its nursery; cancelled on exit."""
-    async with trio.open_nursery() as nursery:
-        gateway: Gateway = await nursery.start(lambda task_status: run_gateway(config, transport=transport, task_status=task_status))
-        try:
-            yield gateway
-        finally:
-            nursery.cancel_scope.cancel(reason="gateway closed")

@@ -282,7 +282,7 @@ async def _serve(config_args: argparse.Namespace) -> None:
             if server.http_url is not None:
                 log.info("Anthropic-compatible HTTP door on %s (base_url for the SDKs)", server.http_url)
             await shut_down_on_signals(signals, server.gateway)
-            # Drained: stop the actors; the ledger drains last (actors/gateway.py).
+            # Drained: stop the actors; the ledger drains last (actors/server.py).
             nursery.cancel_scope.cancel(reason="shut down")
     log.info("switchboard stopped")
 

@@ -26,7 +26,8 @@ from trio_websocket import (
 
 from actors.config.settings import Config, Secret
 from actors.doors.websocket import SLOW_READER, SUPERSEDED, FrontDoor
-from actors.gateway import Gateway, run_gateway
+from actors.gateway import Gateway
+from actors.server import run_gateway
 from protocol.frames import Aborted, Done, EventFrame, GatewayFrame, Ready, Rejected
 
 

@@ -18,7 +18,7 @@ import trio.testing
 
 from actors.client_pool import ClientPool
 from actors.config.settings import Config, Secret
-from actors.gateway import open_gateway
+from actors.server import open_gateway
 from actors.upstream.models_fetcher import MAX_MODELS_BODY, ModelsFetcher
 from emulator import Emulator
 from protocol.frames import Done

@@ -20,8 +20,7 @@ import trio.testing
 from harness import Client, chat, connect
 
 from actors.config.settings import Config
-from actors.gateway import open_gateway
-from actors.server import Server, run_server
+from actors.server import Server, open_gateway, run_server
 from actors.supervisor.channel import HEARTBEAT_INTERVAL
 from protocol.errors import Overloaded
 from protocol.frames import (

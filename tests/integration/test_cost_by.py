@@ -12,7 +12,7 @@ from harness import chat
 from actors.cli import cost as cost_by
 from actors.cli.commands import main
 from actors.config.settings import Config
-from actors.gateway import open_gateway
+from actors.server import open_gateway
 from actors.store.ledger_sessions import owner_digest
 from actors.store.stores import open_token_store
 from actors.store.token_rows import new_token

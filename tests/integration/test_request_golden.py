@@ -17,8 +17,7 @@ import trio
 from harness import Client, connect
 
 from actors.config.settings import Config
-from actors.gateway import open_gateway
-from actors.server import Server, run_server
+from actors.server import Server, open_gateway, run_server
 from emulator import Emulator
 from emulator.validation import KNOWN_BETAS
 from protocol import betas as B

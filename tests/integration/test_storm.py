@@ -7,7 +7,8 @@ import trio
 from harness import chat
 
 from actors.config.settings import Config
-from actors.gateway import Gateway, open_gateway
+from actors.gateway import Gateway
+from actors.server import open_gateway
 from emulator import Emulator
 from protocol.frames import Done, GatewayFrame, Heartbeat, RetryFrame
 

@@ -10,8 +10,7 @@ import pytest
 import trio
 from harness import chat, connect
 
-from actors.gateway import open_gateway
-from actors.server import Server
+from actors.server import Server, open_gateway
 from emulator import Emulator
 from protocol.frames import (
     Aborted,
