@@ -78,9 +78,10 @@ from actors.messages.relay import (
 )
 from actors.observe.log import Redactor
 from actors.observe.metrics import Metrics
+from actors.upstream.attempt_http import upstream_failure
 from actors.upstream.client import failure_from_exception
 from actors.upstream.endpoints import Prepared
-from actors.upstream.relay_attempt import AttemptStreamer, Progress, upstream_failure
+from actors.upstream.relay_attempt import AttemptStreamer, Progress
 from protocol.client_request import merge_headers
 from protocol.errors import ActorUnavailable, ClientGone, InternalError
 from protocol.http_api import client_headers

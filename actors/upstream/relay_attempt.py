@@ -6,7 +6,8 @@ incrementally, relays every event's bytes to the query's outbound channel as an 
 frame and feeds it to the attempt's ``MessageAssembler``. The non-streaming fallback
 (reference 2.3) relays its one answer as the events a stream of it would have carried.
 Right after ``message_start`` the usage so far is recorded provisionally with the CostLedger
-(``AttemptStreamer.record``).
+(``AttemptStreamer.record``). The exchange's helpers around the relaying (the request shaped
+for the provider, the event decoder, the DEBUG line) are ``actors/upstream/attempt_http.py``.
 
 Everything an attempt got done is kept in its ``Progress``, which outlives the attempt's
 cancel scope: the StreamRelay owns that scope, the shielded final record and the
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import Final, Protocol, final
+from typing import Final, final
 
 import httpx
 import msgspec
@@ -33,28 +34,30 @@ from actors.messages.ledger import CostLedgerAddress, RecordUsage, UsageRecorded
 from actors.messages.pool import Acquire, ClientPoolAddress, Lease
 from actors.messages.relay import RunAttempt
 from actors.observe.metrics import Metrics
-from actors.upstream.client import body_chunks, failure_from_exception, failure_from_response
-from actors.upstream.endpoints import Prepared
+from actors.upstream.attempt_http import (
+    Decoder,
+    SSEEvents,
+    log_attempt,
+    note_heads,
+    prepare,
+    provider_label,
+    upstream_failure,
+)
+from actors.upstream.client import body_chunks, failure_from_exception
 from protocol.assembly import MessageAssembler
 from protocol.betas import CONTEXT_1M
 from protocol.client_request import merge_headers
 from protocol.errors import ClientGone, RemoteProtocolError
 from protocol.eventstream import BedrockStreamDecoder, BedrockStreamException
 from protocol.frames import EventFrame
-from protocol.http_api import client_headers
 from protocol.nonstreaming import events_from_message, nonstreaming_body
 from protocol.recovery import OUTPUT_LIMIT_STOPS
 from protocol.retry import Failure
-from protocol.sse import SSEDecoder
 from protocol.usage import Usage
-from protocol.wire import JSON, JSON_OBJECT, JsonObject
+from protocol.wire import JSON, JSON_OBJECT
 
 log = logging.getLogger("switchboard.relay")
-# One DEBUG line per upstream attempt (``--debug``; README "Configuration").
-upstream_log = logging.getLogger("switchboard.upstream")
 
-# The provider label of the first party's metrics (a cloud lease's endpoint has its own).
-PROVIDER: Final = "anthropic"
 _BLOCK_EVENTS: Final = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
 
 
@@ -65,85 +68,6 @@ def _renumber(data: bytes, offset: int) -> bytes:
     if isinstance(index, int):
         event["index"] = index + offset
     return JSON.encode(event)
-
-
-class _Decoder(Protocol):
-    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]: ...
-
-    def close(self) -> None: ...
-
-
-class _SSEEvents:
-    """The SSE decoder with the event-stream decoder's face: (name, data) pairs."""
-
-    __slots__ = ("_sse",)
-
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
-
-    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
-        return [(event.event, event.data) for event in self._sse.feed(chunk)]
-
-    def close(self) -> None:
-        self._sse.close()
-
-
-def _prepare(
-    lease: Lease,
-    body: JsonObject,
-    headers: dict[str, str],
-    *,
-    streaming: bool,
-    raw: bytes | None = None,
-    beta_query: bool = False,
-) -> Prepared:
-    """issue 6: the request for the lease's provider (the first party: ``/v1/messages``,
-    with the client's own bytes ``raw`` when given, and ``?beta=true`` when the client posted
-    so)."""
-    if lease.endpoint is None:
-        content = raw if raw is not None else JSON.encode(body)
-        path = "/v1/messages?beta=true" if beta_query else "/v1/messages"
-        return Prepared(url=lease.base_url + path, headers=headers, content=content)
-    return lease.endpoint.messages(body, headers, streaming=streaming)
-
-
-def _note_heads(msg: RunAttempt, response: httpx.Response) -> None:
-    """Leave the response's headers, as a client may get them, for the HTTP door; tell the
-    overload gate of a 200."""
-    if msg.heads is not None:
-        msg.heads.record(msg.attempt, client_headers(response.headers.multi_items()))
-    if response.status_code == 200 and msg.on_accepted is not None:
-        msg.on_accepted()
-
-
-def upstream_failure(lease: Lease, response: httpx.Response, body: bytes) -> Failure:
-    """The ``Failure`` of an error response, as the lease's provider means it."""
-    failure = failure_from_response(response, body)
-    return failure if lease.endpoint is None else lease.endpoint.adjust(failure, body)
-
-
-def _label(lease: Lease) -> str:
-    return PROVIDER if lease.endpoint is None else lease.endpoint.label
-
-
-def log_attempt(
-    msg: RunAttempt, prepared: Prepared, outcome: object, headers: httpx.Headers | None, sent_at: float
-) -> None:
-    """The attempt's DEBUG line on ``switchboard.upstream``: the URL without credentials or
-    query, the betas sent, the status (or the exception), the request-id (Bedrock's and
-    Vertex's own header for theirs) and the time to the response headers."""
-    if not upstream_log.isEnabledFor(logging.DEBUG):
-        return
-    url = httpx.URL(prepared.url)
-    request_id = None
-    if headers is not None:
-        request_id = headers.get("request-id") or headers.get("x-amzn-requestid") or headers.get("x-request-id")
-    upstream_log.debug(
-        "upstream attempt=%d POST %s model=%s betas=%s status=%s request_id=%s duration_ms=%.1f",
-        msg.attempt, url.copy_with(username=None, password=None, query=None), msg.model,
-        prepared.headers.get("anthropic-beta") or "-", outcome, request_id or "-",
-        (trio.current_time() - sent_at) * 1000,
-    )
 
 
 class Progress:
@@ -210,9 +134,8 @@ class AttemptStreamer:
         headers = merge_headers(lease.headers, msg.headers)
         if not msg.streaming:
             return await self._nonstreaming(msg, progress, lease, headers)
-        assembler = progress.assembler
         in_body = False
-        prepared = _prepare(
+        prepared = prepare(
             lease, msg.body, headers, streaming=True, raw=msg.raw_body, beta_query=msg.beta_query
         )
         sent_at = trio.current_time()
@@ -220,49 +143,15 @@ class AttemptStreamer:
             async with lease.client.stream(
                 "POST", prepared.url, content=prepared.content, headers=prepared.headers
             ) as response:
-                self._metrics.upstream_latency(_label(lease), trio.current_time() - sent_at)
+                self._metrics.upstream_latency(provider_label(lease), trio.current_time() - sent_at)
                 log_attempt(msg, prepared, response.status_code, response.headers, sent_at)
-                _note_heads(msg, response)
+                note_heads(msg, response)
                 if response.status_code != 200:
                     return upstream_failure(lease, response, await response.aread())
                 in_body = True
                 request_id = response.headers.get("request-id")
-                decoder: _Decoder = BedrockStreamDecoder() if prepared.decoder == "eventstream" else _SSEEvents()
-                idle = self._idle_timeout
-                # The idle watchdog: a deadline pushed forward by every chunk (reference 2.2).
-                with trio.CancelScope() as watchdog:
-                    progress.watchdog = watchdog
-                    if idle is not None:
-                        watchdog.deadline = trio.current_time() + idle
-                    async for chunk in body_chunks(response):
-                        if idle is not None:
-                            watchdog.deadline = trio.current_time() + idle
-                        for name, data in decoder.feed(chunk):
-                            failure = await self._relay_event(msg, progress, name, data)
-                            if failure is not None:
-                                return msgspec.structs.replace(failure, request_id=request_id)
-                if watchdog.cancelled_caught:
-                    return Failure(
-                        kind="timeout",
-                        error_type="timeout_error",
-                        message=f"no data from the upstream stream for {idle:g} s",
-                        request_id=request_id,
-                        mid_stream=True,
-                    )
-                decoder.close()
-                if not (assembler.started and assembler.stopped):
-                    # README "Retry behaviour": a stream without message_start or without
-                    # message_stop broke after its 200, even when a message_delta said why
-                    # it stopped (its end was lost: the API always ends with message_stop).
-                    return Failure(
-                        kind="protocol",
-                        error_type="api_error",
-                        message="upstream stream ended before "
-                        + ("message_stop" if assembler.started else "message_start"),
-                        request_id=request_id,
-                        mid_stream=True,
-                    )
-                return None
+                decoder: Decoder = BedrockStreamDecoder() if prepared.decoder == "eventstream" else SSEEvents()
+                return await self._read_body(msg, progress, response, decoder, request_id)
         except BedrockStreamException as exc:
             # issue 6: an exception frame is the status it stands for (docs/reference/wire.md 12 item 4).
             return Failure(
@@ -278,6 +167,49 @@ class AttemptStreamer:
             if failure is None:
                 raise
             return failure
+
+    async def _read_body(
+        self, msg: RunAttempt, progress: Progress, response: httpx.Response, decoder: Decoder, request_id: str | None
+    ) -> Failure | None:
+        """Relay a 200's body event by event under the idle watchdog; return the stream's
+        failure (a timeout, an ``error`` event, a stream that ended early), or None when the
+        message completed. Decoding and transport errors propagate to ``stream``."""
+        assembler = progress.assembler
+        idle = self._idle_timeout
+        # The idle watchdog: a deadline pushed forward by every chunk (reference 2.2).
+        with trio.CancelScope() as watchdog:
+            progress.watchdog = watchdog
+            if idle is not None:
+                watchdog.deadline = trio.current_time() + idle
+            async for chunk in body_chunks(response):
+                if idle is not None:
+                    watchdog.deadline = trio.current_time() + idle
+                for name, data in decoder.feed(chunk):
+                    failure = await self._relay_event(msg, progress, name, data)
+                    if failure is not None:
+                        return msgspec.structs.replace(failure, request_id=request_id)
+        if watchdog.cancelled_caught:
+            return Failure(
+                kind="timeout",
+                error_type="timeout_error",
+                message=f"no data from the upstream stream for {idle:g} s",
+                request_id=request_id,
+                mid_stream=True,
+            )
+        decoder.close()
+        if not (assembler.started and assembler.stopped):
+            # README "Retry behaviour": a stream without message_start or without
+            # message_stop broke after its 200, even when a message_delta said why
+            # it stopped (its end was lost: the API always ends with message_stop).
+            return Failure(
+                kind="protocol",
+                error_type="api_error",
+                message="upstream stream ended before "
+                + ("message_stop" if assembler.started else "message_start"),
+                request_id=request_id,
+                mid_stream=True,
+            )
+        return None
 
     async def _relay_event(self, msg: RunAttempt, progress: Progress, name: str, data: bytes) -> Failure | None:
         """Apply one event to the message and send it to the client; an ``error`` event is
@@ -382,7 +314,7 @@ class AttemptStreamer:
         """The non-streaming fallback: one POST with its own timeout, then the answer relayed
         as the event sequence of a stream."""
         timeout = httpx.Timeout(self._nonstreaming_timeout, connect=min(5.0, self._nonstreaming_timeout))
-        prepared = _prepare(
+        prepared = prepare(
             lease, nonstreaming_body(msg.body), headers, streaming=False, beta_query=msg.beta_query
         )
         sent_at = trio.current_time()
@@ -397,8 +329,8 @@ class AttemptStreamer:
                 raise
             return failure
         log_attempt(msg, prepared, response.status_code, response.headers, sent_at)
-        self._metrics.upstream_latency(_label(lease), trio.current_time() - sent_at)
-        _note_heads(msg, response)
+        self._metrics.upstream_latency(provider_label(lease), trio.current_time() - sent_at)
+        note_heads(msg, response)
         if response.status_code != 200:
             return upstream_failure(lease, response, response.content)
         try:
