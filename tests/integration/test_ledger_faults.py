@@ -32,7 +32,7 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from test_door import rejected_status
 
-import actors.gateway
+import actors.server
 from actors.config.settings import Config
 from actors.cost_ledger import CostLedger
 from actors.server import Server, run_server
@@ -55,7 +55,7 @@ def stores(monkeypatch: pytest.MonkeyPatch) -> list[FaultyStore]:
         opened.append(FaultyStore(LedgerStore.open(path)))
         return opened[-1]
 
-    monkeypatch.setattr(actors.gateway, "CostLedger", functools.partial(CostLedger, offload=False, open_store=open_store))
+    monkeypatch.setattr(actors.server, "CostLedger", functools.partial(CostLedger, offload=False, open_store=open_store))
     return opened
 
 
