@@ -79,7 +79,7 @@ import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
 from actors._util import CLEANUP_TIMEOUT, report_internal
-from actors.access.budgets import presented
+from actors.access.budgets import Access, presented
 from actors.access.policy import managed_settings
 from actors.config.settings import Config
 from actors.doors.asgi import (
@@ -262,16 +262,7 @@ class HttpDoor:
             return route
         draining = self._gateway.drain.begun.is_set()
         if route == "healthz":
-            if draining:
-                await exchange.respond(503, HEALTH_SHUTTING_DOWN, JSON_CONTENT_TYPE)
-                return route
-            health = self._gateway.ledger_health
-            instance = self._gateway.instance_id
-            if health.healthy:
-                await exchange.respond(200, JSON.encode({"status": "ok", "instance_id": instance}), JSON_CONTENT_TYPE)
-            else:
-                body = JSON.encode({"status": "degraded", "reason": health.reason, "instance_id": instance})
-                await exchange.respond(503, body, JSON_CONTENT_TYPE)
+            await self._healthz(exchange, draining)
             return route
         if draining and route not in _DRAINING_ROUTES:
             await shutting_down(exchange, request_id)
@@ -281,6 +272,34 @@ class HttpDoor:
             unknown = SIGN_IN_AGAIN if self._oauth is not None else "invalid x-api-key"
             await send_error(exchange, 401, "authentication_error", unknown, request_id, retry=False)
             return route
+        await self._answer_authenticated(route, access, head, receive, exchange, request_id, arrived)
+        return route
+
+    async def _healthz(self, exchange: Exchange, draining: bool) -> None:
+        """``GET /healthz``: 200 while the ledger is healthy, 503 degraded or shutting down."""
+        if draining:
+            await exchange.respond(503, HEALTH_SHUTTING_DOWN, JSON_CONTENT_TYPE)
+            return
+        health = self._gateway.ledger_health
+        instance = self._gateway.instance_id
+        if health.healthy:
+            await exchange.respond(200, JSON.encode({"status": "ok", "instance_id": instance}), JSON_CONTENT_TYPE)
+        else:
+            body = JSON.encode({"status": "degraded", "reason": health.reason, "instance_id": instance})
+            await exchange.respond(503, body, JSON_CONTENT_TYPE)
+
+    async def _answer_authenticated(
+        self,
+        route: str,
+        access: Access,
+        head: RequestHead,
+        receive: ASGIReceiveCallable,
+        exchange: Exchange,
+        request_id: str,
+        arrived: float,
+    ) -> None:
+        """Answer one authenticated request on ``route`` (``_route`` found it and checked
+        the method, the drain and the credentials)."""
         if route == "metrics":
             metrics = self._gateway.metrics
             await exchange.respond(200, metrics.render(), metrics.content_type.encode())
@@ -312,7 +331,6 @@ class HttpDoor:
                 access,
                 arrived,
             )
-        return route
 
     async def _otlp(
         self, head: RequestHead, receive: ASGIReceiveCallable, exchange: Exchange, request_id: str

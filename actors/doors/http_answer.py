@@ -242,29 +242,45 @@ async def answer_stream(
                 await exchange.end(b"".join(out) + sse_error_event(error_type, message))
                 return
             case Done():
-                comment = sse_comment(
-                    f"switchboard cost_usd={format_usd(frame.cost_usd)} "
-                    f"session_cost_usd={format_usd(frame.session_cost_usd)}"
-                    + ("" if frame.cost_recorded else " cost_recorded=false")
-                )
-                if not exchange.started:
-                    # The answer came without events (a non-streaming upstream request).
-                    adopt(exchange, reply.heads.of(frame.attempts))
-                    await exchange.start(200, SSE_HEADERS)
-                    out.append(message_as_sse(frame.message))
-                await exchange.end(b"".join(out) + comment)
+                await _stream_done(frame, exchange, out, reply)
                 return
             case ErrorFrame():
-                if not exchange.started:
-                    await _query_error(exchange, frame.error, reply)
-                else:
-                    error = sse_error_event(http_error(frame.error)[1], frame.error.message)
-                    await exchange.end(b"".join(out) + error)
+                await _stream_error(frame, exchange, out, reply)
                 return
             case Aborted():
                 break
             case _:
                 continue
+    await _stream_aborted(exchange, out, request_id)
+
+
+async def _stream_done(frame: Done, exchange: Exchange, out: list[bytes], reply: Reply) -> None:
+    """End the SSE stream after ``out`` with the cost comment (``answer_stream``)."""
+    comment = sse_comment(
+        f"switchboard cost_usd={format_usd(frame.cost_usd)} "
+        f"session_cost_usd={format_usd(frame.session_cost_usd)}"
+        + ("" if frame.cost_recorded else " cost_recorded=false")
+    )
+    if not exchange.started:
+        # The answer came without events (a non-streaming upstream request).
+        adopt(exchange, reply.heads.of(frame.attempts))
+        await exchange.start(200, SSE_HEADERS)
+        out.append(message_as_sse(frame.message))
+    await exchange.end(b"".join(out) + comment)
+
+
+async def _stream_error(frame: ErrorFrame, exchange: Exchange, out: list[bytes], reply: Reply) -> None:
+    """The query failed for good: an HTTP error before the stream began, else the stream
+    ends after ``out`` with the API's ``error`` event (``answer_stream``)."""
+    if not exchange.started:
+        await _query_error(exchange, frame.error, reply)
+    else:
+        error = sse_error_event(http_error(frame.error)[1], frame.error.message)
+        await exchange.end(b"".join(out) + error)
+
+
+async def _stream_aborted(exchange: Exchange, out: list[bytes], request_id: str) -> None:
+    """The query was aborted, or its frames ended without a terminal one (``answer_stream``)."""
     if exchange.started:
         await exchange.end(b"".join(out) + sse_error_event(*_ABORTED))
     else:

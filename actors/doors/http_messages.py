@@ -119,37 +119,10 @@ class MessagesPost:
         arrived: float,
     ) -> None:
         request_id = reply.request_id
-        if "content-length" not in head.headers and "chunked" in head.headers.get("transfer-encoding", "").lower():
-            # The gateway protocol lets a gateway refuse a chunked body (Claude Code always
-            # sends Content-Length): its size is known before a byte of it is read.
-            await send_error(exchange, 411, "invalid_request_error", LENGTH_REQUIRED, request_id, retry=False)
+        read = await self._read_request(head, receive, exchange, request_id, access)
+        if read is None:
             return
-        try:
-            raw = await read_body(
-                receive, head, self._config.max_frame_bytes, idle_timeout=BODY_IDLE_TIMEOUT
-            )
-            request = parse_body(raw)
-        except BodyTooLarge as exc:
-            await send_error(exchange, 413, "request_too_large", str(exc), request_id)
-            return
-        except BodyStalled as exc:
-            await send_error(exchange, 408, "timeout_error", str(exc), request_id)
-            return
-        except ClientGone:
-            return
-        except RemoteProtocolError as exc:
-            await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
-            return
-        if access.principal is not None:
-            patterns = self._gateway.policy.patterns(access)
-            user = access.principal.user
-            # The fallback model too: a way round the list otherwise.
-            refused = model_refusal(patterns, request.get("model"), user) or model_refusal(
-                patterns, head.headers.get(FALLBACK_HEADER) or None, user
-            )
-            if refused is not None:
-                await send_error(exchange, 400, "invalid_request_error", refused, request_id, retry=False)
-                return
+        raw, request = read
         forwarded = tuple(
             (name, head.headers[name]) for name in FORWARDED_HEADERS if head.headers.get(name)
         )
@@ -182,6 +155,49 @@ class MessagesPost:
             except Overloaded as exc:
                 await _overloaded(exchange, request_id, exc)
             nursery.cancel_scope.cancel()
+
+    async def _read_request(
+        self,
+        head: RequestHead,
+        receive: ASGIReceiveCallable,
+        exchange: Exchange,
+        request_id: str,
+        access: Access,
+    ) -> tuple[bytes, JsonObject] | None:
+        """The request's body, raw and parsed, once its size, syntax and models pass; None:
+        it was refused (answered here) or the client left."""
+        if "content-length" not in head.headers and "chunked" in head.headers.get("transfer-encoding", "").lower():
+            # The gateway protocol lets a gateway refuse a chunked body (Claude Code always
+            # sends Content-Length): its size is known before a byte of it is read.
+            await send_error(exchange, 411, "invalid_request_error", LENGTH_REQUIRED, request_id, retry=False)
+            return None
+        try:
+            raw = await read_body(
+                receive, head, self._config.max_frame_bytes, idle_timeout=BODY_IDLE_TIMEOUT
+            )
+            request = parse_body(raw)
+        except BodyTooLarge as exc:
+            await send_error(exchange, 413, "request_too_large", str(exc), request_id)
+            return None
+        except BodyStalled as exc:
+            await send_error(exchange, 408, "timeout_error", str(exc), request_id)
+            return None
+        except ClientGone:
+            return None
+        except RemoteProtocolError as exc:
+            await send_error(exchange, 400, "invalid_request_error", str(exc), request_id)
+            return None
+        if access.principal is not None:
+            patterns = self._gateway.policy.patterns(access)
+            user = access.principal.user
+            # The fallback model too: a way round the list otherwise.
+            refused = model_refusal(patterns, request.get("model"), user) or model_refusal(
+                patterns, head.headers.get(FALLBACK_HEADER) or None, user
+            )
+            if refused is not None:
+                await send_error(exchange, 400, "invalid_request_error", refused, request_id, retry=False)
+                return None
+        return raw, request
 
     async def _messages(
         self,

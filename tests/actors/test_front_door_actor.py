@@ -25,7 +25,8 @@ from trio_websocket import (
 )
 
 from actors.config.settings import Config, Secret
-from actors.doors.websocket import SLOW_READER, SUPERSEDED, FrontDoor
+from actors.doors.websocket import FrontDoor
+from actors.doors.ws_connection import SLOW_READER, SUPERSEDED
 from actors.gateway import Gateway
 from actors.server import run_gateway
 from protocol.frames import Aborted, Done, EventFrame, GatewayFrame, Ready, Rejected

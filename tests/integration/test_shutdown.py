@@ -23,7 +23,7 @@ from trio_websocket import CloseReason, ConnectionClosed
 
 from actors.cli.commands import shut_down_on_signals
 from actors.config.settings import Config
-from actors.doors.websocket import GOING_AWAY
+from actors.doors.ws_connection import GOING_AWAY
 from actors.server import Server, open_gateway, run_server
 from actors.supervisor.drain import CUT_OFF_TIMEOUT
 from protocol.errors import ShuttingDown

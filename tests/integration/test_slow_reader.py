@@ -19,7 +19,7 @@ from trio_websocket import ConnectionClosed, wrap_client_stream
 
 from actors._util import CLEANUP_TIMEOUT
 from actors.config.settings import Config
-from actors.doors.websocket import SLOW_READER
+from actors.doors.ws_connection import SLOW_READER
 from actors.server import Server, run_server
 from emulator import Emulator
 from protocol.frames import Done, EventFrame, GatewayFrame

@@ -36,10 +36,11 @@ import actors.cli.commands
 import actors.doors.http
 import actors.doors.http_messages
 import actors.doors.websocket
+import actors.doors.ws_connection
 import actors.supervisor.attempt_build
 import actors.supervisor.run
 from actors.config.settings import Config
-from actors.doors.websocket import _Connection
+from actors.doors.ws_connection import Connection
 from actors.gateway import Gateway
 from actors.server import Server, run_server
 from actors.store.ledger_sessions import LedgerSessions
@@ -144,7 +145,7 @@ async def test_a_recursion_error_at_a_relay_decode_point_is_contained_and_charge
 async def test_a_frame_whose_decoding_fails_is_refused_and_the_connection_goes_on(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, actors.doors.websocket, "decode_command", RecursionError)
+    poison(monkeypatch, actors.doors.ws_connection, "decode_command", RecursionError)
     async with healthy_session(server, mock_clock), connect(server) as client:
         await client.receive()
         await client.send(type="query", id="bad", request=chat(POISON))
@@ -173,7 +174,7 @@ async def test_a_query_that_fails_to_start_gets_its_one_terminal_error(
 async def test_a_failing_reader_loop_ends_its_connection_with_1011_and_charges_its_queries(
     server: Server, emulator: Emulator, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    poison(monkeypatch, _Connection, "_dispatch")
+    poison(monkeypatch, Connection, "_dispatch")
     async with healthy_session(server, mock_clock):
         async with connect(server) as client:
             await client.receive()
@@ -196,14 +197,14 @@ async def test_a_failing_reader_loop_ends_its_connection_with_1011_and_charges_i
 async def test_a_failing_writer_ends_its_connection_with_1011(
     server: Server, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = encode_frame  # the function front_door imported from protocol.frames
+    real = encode_frame  # the function ws_connection imported from protocol.frames
 
     def encode(frame: GatewayFrame) -> bytes:
         if isinstance(frame, Done) and frame.id == "bad":
             raise RuntimeError("injected failure in encode_frame")
         return real(frame)
 
-    monkeypatch.setattr(actors.doors.websocket, "encode_frame", encode)
+    monkeypatch.setattr(actors.doors.ws_connection, "encode_frame", encode)
     async with healthy_session(server, mock_clock):
         async with connect(server) as client:
             await client.receive()
