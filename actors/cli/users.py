@@ -28,7 +28,8 @@ import sys
 
 import msgspec
 
-from actors.access.identities import check_name, hash_password, open_identity_store
+from actors.access.identities import check_name, hash_password
+from actors.access.identity_stores import open_identity_store
 from actors.config.settings import default_ledger_path
 from protocol.errors import ConfigError
 
