@@ -132,13 +132,18 @@ class IdentityStore:
         check_name(name)
         for group in groups:
             check_name(group, "group")
+        # ON CONFLICT: two adding one name at once (two ``switchboard users`` on one
+        # PostgreSQL ledger) get one user and one clear error, never a failed statement.
         with self._tx() as db:
-            if db.execute(self._sql("SELECT 1 FROM {users} WHERE name = ?"), (name,)).fetchone() is not None:
-                raise ConfigError(f"a user named {name!r} exists already")
-            db.execute(
-                self._sql("INSERT INTO {users} (name, password_hash, groups, created_at) VALUES (?, ?, ?, ?)"),
+            added = db.execute(
+                self._sql(
+                    "INSERT INTO {users} (name, password_hash, groups, created_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO NOTHING"
+                ),
                 (name, password_hash, ",".join(groups), now.isoformat()),
-            )
+            ).rowcount
+        if not added:
+            raise ConfigError(f"a user named {name!r} exists already")
 
     def users(self) -> list[UserInfo]:
         """Every user, by name (the disabled ones too)."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pg_testkit import database_text
 
-from actors.access.identities import IdentityStore, SqliteIdentityStore, hash_password
+from actors.access.identities import IdentityStore, Issued, SqliteIdentityStore, hash_password
 from actors.access.identity_stores import open_identity_store
 from actors.access.pg_identities import PgIdentityStore
 from actors.cli import commands as cli
@@ -153,6 +155,26 @@ def test_two_stores_on_one_postgresql_ledger_share_users_and_tokens(pg_url: str)
         assert rotated is not None
         assert second.rotate(issued.refresh_token, later(3)) is None
         assert first.resolve(rotated.access_token, later(4)) is None
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_refresh_token_presented_to_two_stores_at_once_rotates_once(ledger_location: str) -> None:
+    first, second = open_identity_store(ledger_location), open_identity_store(ledger_location)
+    try:
+        first.add_user("ada", hash_password(PASSWORD), (), NOW)
+        issued = first.issue("ada", NOW)
+        assert issued is not None
+        start = threading.Barrier(2)
+
+        def rotate(store: IdentityStore) -> Issued | None:
+            start.wait()
+            return store.rotate(issued.refresh_token, later(1))
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(rotate, (first, second)))
+        assert sum(result is not None for result in results) == 1
     finally:
         first.close()
         second.close()
