@@ -249,19 +249,25 @@ async def run_server(
     A graceful shutdown is ``server.gateway.shutdown()`` (docs/protocol.md 3): the doors
     refuse new work, close their connections once their queries ended, and return; when it
     returns, cancel this to stop the actors (the ledger drains last)."""
-    async with trio.open_nursery() as nursery:
-        gateway: Gateway = await nursery.start(functools.partial(run_gateway, config, transport=transport))
-        drain = gateway.drain
-        door = FrontDoor(gateway, config, gateway.fleet)
-        port: int = await nursery.start(_door, "WebSocket door", door.run, drain)
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        http_url: str | None = None
-        oauth: OAuthDoor | None = None
-        if config.http_port is not None:
-            oauth = await _sign_in(config, gateway)
-            http_port: int = await nursery.start(_door, "HTTP door", HttpDoor(gateway, config, oauth).run, drain)
-            http_url = f"{'https' if config.tls_cert else 'http'}://{host}:{http_port}"
-        task_status.started(Server(gateway=gateway, ws_url=f"ws://{host}:{port}", http_url=http_url, oauth=oauth))
+    # The sign-in store is closed once the doors and their worker threads ended (PostgreSQL:
+    # its connections).
+    oauth: OAuthDoor | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            gateway: Gateway = await nursery.start(functools.partial(run_gateway, config, transport=transport))
+            drain = gateway.drain
+            door = FrontDoor(gateway, config, gateway.fleet)
+            port: int = await nursery.start(_door, "WebSocket door", door.run, drain)
+            host = f"[{config.host}]" if ":" in config.host else config.host
+            http_url: str | None = None
+            if config.http_port is not None:
+                oauth = await _sign_in(config, gateway)
+                http_port: int = await nursery.start(_door, "HTTP door", HttpDoor(gateway, config, oauth).run, drain)
+                http_url = f"{'https' if config.tls_cert else 'http'}://{host}:{http_port}"
+            task_status.started(Server(gateway=gateway, ws_url=f"ws://{host}:{port}", http_url=http_url, oauth=oauth))
+    finally:
+        if oauth is not None:
+            oauth.store.close()
 
 
 async def _sign_in(config: Config, gateway: Gateway) -> OAuthDoor | None:

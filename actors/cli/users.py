@@ -4,7 +4,7 @@ organisation").
 
 ::
 
-    switchboard users add NAME [--group G ...] [--password-stdin] [--ledger PATH]
+    switchboard users add NAME [--group G ...] [--password-stdin] [--ledger PATH|postgresql://...]
     switchboard users list [--json]
     switchboard users disable NAME
     switchboard users set-group NAME [--group G ...]
@@ -14,8 +14,9 @@ organisation").
 every token the user holds at once (their next request gets 401, their next refresh
 ``invalid_grant``: the client asks them to sign in again, which they cannot). ``set-group``
 replaces the user's groups; their tokens name the new ones from the next request. Works
-beside a running gateway. Exit codes as ``switchboard``'s: 2 for a wrong argument or an
-unusable ledger, 1 for a name that is not there.
+beside running gateways (on a PostgreSQL ledger, every gateway on it sees the change). Exit
+codes as ``switchboard``'s: 2 for a wrong argument or an unusable ledger, 1 for a name that
+is not there.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import sys
 
 import msgspec
 
-from actors.access.identities import check_name, hash_password, open_identity_store
+from actors.access.identities import check_name, hash_password
+from actors.access.identity_stores import open_identity_store
 from actors.config.settings import default_ledger_path
 from protocol.errors import ConfigError
 
@@ -52,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for command in (add, groups):
         command.add_argument("--group", action="append", default=[], metavar="G", help="a group (repeat for more)")
     for command in (add, listing, disable, groups):
-        command.add_argument("--ledger", default=None, metavar="PATH", help="ledger file (default as for serve)")
+        command.add_argument("--ledger", default=None, metavar="PATH", help="ledger file or postgresql:// URL (default as for serve)")
 
 
 def _password(from_stdin: bool) -> str:

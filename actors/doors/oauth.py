@@ -12,8 +12,11 @@ Routes (``protocol.oauth.OAUTH_PATHS``), all unauthenticated:
 Not an actor with an inbox: the HTTP door calls ``handle`` per request, and each request is a
 supervision boundary there (docs/supervision.md). Pending device grants live in this process
 (bounded by ``MAX_PENDING_GRANTS``; a gateway restart drops them: the client's poll then
-gets ``expired_token`` and the user signs in again). The store's writes and the password
-checks run on a worker thread, one at a time (``_limiter``); a store that cannot answer gets
+gets ``expired_token`` and the user signs in again; on a fleet sharing one PostgreSQL ledger,
+a sign-in's device authorization, verification page and polls must all reach the same
+gateway, while the tokens it issues are accepted by every one). The store's writes and the
+password checks run on a worker thread, one at a time (``_limiter``); ``resolve`` in place
+on SQLite, else on a worker thread of its own (``_read_limiter``); a store that cannot answer gets
 a 503 ``temporarily_unavailable``-style error, logged, never a crash of the door.
 The verification page's POST is rate-limited per client address (RFC 8628 5.1):
 ``PAGE_ATTEMPTS`` per ``PAGE_WINDOW`` seconds, 429 past it; so are new device
@@ -39,6 +42,7 @@ from actors.access.identities import TOKEN_BYTES, IdentityStore
 from actors.doors.asgi import BodyStalled, BodyTooLarge, Exchange, RequestHead, read_body
 from actors.doors.http_messages import BODY_IDLE_TIMEOUT
 from actors.doors.oauth_page import page_answer, result_page, sign_in_page
+from actors.store.rows import StoreError
 from protocol.errors import ClientGone, ConfigError
 from protocol.identity import Principal
 from protocol.oauth import (
@@ -85,7 +89,7 @@ MAX_TRACKED_ADDRESSES: Final = 10_000
 _JSON: Final = b"application/json"
 # RFC 6749 5.1: a token response is never cached.
 _NO_STORE: Final = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
-_STORE_ERRORS: Final = (sqlite3.Error, OSError)
+_STORE_ERRORS: Final = (sqlite3.Error, OSError, StoreError)
 # A Host header the URLs may be built from: a name or address and a port, nothing else.
 _HOST: Final = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
@@ -107,6 +111,8 @@ class OAuthDoor:
         self._public_url = public_url.rstrip("/") if public_url else None
         self._offload = offload
         self._limiter = trio.CapacityLimiter(1)
+        # ``resolve`` off the writes' limiter: a bearer request never waits behind a sign-in.
+        self._read_limiter = trio.CapacityLimiter(1)
         # device code digest -> grant; user code -> device code digest (both bounded together).
         self._grants: dict[str, DeviceGrant] = {}
         self._by_user_code: dict[str, str] = {}
@@ -122,7 +128,10 @@ class OAuthDoor:
         if token.count(".") != 2:
             return None
         try:
-            return self._store.resolve(token, _now())
+            if self._store.reads_in_place or not self._offload:
+                await trio.lowlevel.checkpoint()
+                return self._store.resolve(token, _now())
+            return await trio.to_thread.run_sync(lambda: self._store.resolve(token, _now()), limiter=self._read_limiter)
         except _STORE_ERRORS as exc:
             log.error("the signed-in users cannot be read from the ledger: %s", exc)
             return None
@@ -331,7 +340,7 @@ async def _error(exchange: Exchange, code: OAuthErrorCode, description: str, *, 
 
 def open_oauth_door(location: str, *, public_url: str | None = None) -> OAuthDoor:
     """The sign-in endpoints over the users of the ledger at ``location``. Raises ConfigError."""
-    from actors.access.identities import open_identity_store
+    from actors.access.identity_stores import open_identity_store
     from actors.store.sqlite import MEMORY
 
     try:

@@ -45,6 +45,9 @@ other applications. Design for several processes (README.md, "Deployment"):
   is older than ``actors.store.tokens.SILENT_AFTER`` are released by a live one.
 - ``sessions.user_name`` (migration 6): the signed-in user the session's token was issued
   to (README.md "Claude Code for a whole organisation"), as in SQLite.
+- ``users`` and ``oauth_tokens`` (migration 7): the signed-in users and the tokens issued
+  to them, as in SQLite (``actors.store.tables.USERS_TABLE``, ``OAUTH_TOKENS_TABLE``;
+  ``actors.access.identities``), shared by every instance.
 - ``instances.last_seen_at``: refreshed at each commit of usage and every
   ``actors.access.budgets.INSTANCE_HEARTBEAT`` seconds by the budgets' heartbeat.
 """
@@ -56,7 +59,7 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
-from actors.store.tables import LIMITS_TABLE, RESERVATIONS_TABLE
+from actors.store.tables import LIMITS_TABLE, OAUTH_TOKENS_TABLE, RESERVATIONS_TABLE, USERS_TABLE
 from protocol.errors import ConfigError
 
 # pg_advisory_xact_lock's key: "SWLEDGER" in ASCII, so it is recognisable in pg_locks.
@@ -158,6 +161,15 @@ CREATE TABLE switchboard.gates (
         6,
         "the signed-in user each session belongs to",
         "ALTER TABLE switchboard.sessions ADD COLUMN user_name TEXT",
+    ),
+    (
+        7,
+        "the users who sign in and the tokens issued to them",
+        USERS_TABLE.format(table="switchboard.users")
+        + ";"
+        + OAUTH_TOKENS_TABLE.format(table="switchboard.oauth_tokens")
+        + ";CREATE INDEX oauth_tokens_user ON switchboard.oauth_tokens (user_name);"
+        + "CREATE INDEX oauth_tokens_family ON switchboard.oauth_tokens (family);",
     ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

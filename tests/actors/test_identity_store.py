@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import io
-import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_testkit import database_text
 
-from actors.access.identities import IdentityStore, hash_password, open_identity_store
+from actors.access.identities import IdentityStore, Issued, SqliteIdentityStore, hash_password
+from actors.access.identity_stores import open_identity_store
+from actors.access.pg_identities import PgIdentityStore
 from actors.cli import commands as cli
 from actors.store.sqlite import MEMORY
 from protocol.errors import ConfigError
@@ -21,10 +26,22 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def store() -> IdentityStore:
-    store = IdentityStore.open(MEMORY)
+def store(ledger_location: str) -> Iterator[IdentityStore]:
+    """A store with the user ada, once per ledger: an SQLite file, a PostgreSQL database."""
+    store = open_identity_store(ledger_location)
     store.add_user("ada", hash_password(PASSWORD), ("eng", "ml"), NOW)
-    return store
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def stored_text(store: IdentityStore) -> str:
+    """Everything the store's database holds, as text."""
+    if isinstance(store, SqliteIdentityStore):
+        return "\n".join(store._db.iterdump())
+    assert isinstance(store, PgIdentityStore)
+    return database_text(store._url)
 
 
 def later(seconds: float) -> datetime.datetime:
@@ -32,8 +49,7 @@ def later(seconds: float) -> datetime.datetime:
 
 
 def test_a_password_is_kept_as_an_argon2id_hash_and_verified(store: IdentityStore) -> None:
-    stored = store._db.execute("SELECT password_hash FROM users").fetchone()[0]
-    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert "$argon2id$" in stored_text(store) and PASSWORD not in stored_text(store)
     assert store.verify("ada", PASSWORD)
     assert not store.verify("ada", "wrong password")
     assert not store.verify("nobody", PASSWORD)
@@ -50,7 +66,7 @@ def test_an_issued_access_token_resolves_to_the_user_and_their_groups(store: Ide
 def test_tokens_are_kept_only_as_hashes(store: IdentityStore) -> None:
     issued = store.issue("ada", NOW)
     assert issued is not None
-    dump = "\n".join(store._db.iterdump())
+    dump = stored_text(store)
     assert issued.access_token not in dump and issued.refresh_token not in dump
 
 
@@ -114,9 +130,54 @@ def test_a_user_name_is_unique_and_checked(store: IdentityStore) -> None:
         store.add_user("bob", hash_password(PASSWORD), ("",), NOW)
 
 
-def test_a_postgresql_ledger_is_refused_with_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="SQLite"):
-        open_identity_store("postgresql://localhost/switchboard")
+def test_an_in_memory_store_keeps_users_and_tokens() -> None:
+    store = SqliteIdentityStore.open(MEMORY)
+    store.add_user("ada", hash_password(PASSWORD), ("eng",), NOW)
+    issued = store.issue("ada", NOW)
+    assert issued is not None
+    assert store.resolve(issued.access_token, later(1)) == Principal(user="ada", groups=("eng",))
+
+
+def test_an_unreachable_postgresql_ledger_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="cannot open the users of the ledger"):
+        open_identity_store("postgresql://127.0.0.1:1/switchboard")
+
+
+def test_two_stores_on_one_postgresql_ledger_share_users_and_tokens(pg_url: str) -> None:
+    first, second = open_identity_store(pg_url), open_identity_store(pg_url)
+    try:
+        first.add_user("ada", hash_password(PASSWORD), ("eng",), NOW)
+        assert second.verify("ada", PASSWORD)
+        issued = second.issue("ada", NOW)
+        assert issued is not None
+        assert first.resolve(issued.access_token, later(1)) == Principal(user="ada", groups=("eng",))
+        rotated = first.rotate(issued.refresh_token, later(2))
+        assert rotated is not None
+        assert second.rotate(issued.refresh_token, later(3)) is None
+        assert first.resolve(rotated.access_token, later(4)) is None
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_refresh_token_presented_to_two_stores_at_once_rotates_once(ledger_location: str) -> None:
+    first, second = open_identity_store(ledger_location), open_identity_store(ledger_location)
+    try:
+        first.add_user("ada", hash_password(PASSWORD), (), NOW)
+        issued = first.issue("ada", NOW)
+        assert issued is not None
+        start = threading.Barrier(2)
+
+        def rotate(store: IdentityStore) -> Issued | None:
+            start.wait()
+            return store.rotate(issued.refresh_token, later(1))
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(rotate, (first, second)))
+        assert sum(result is not None for result in results) == 1
+    finally:
+        first.close()
+        second.close()
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *argv: str, stdin: str = "") -> None:
@@ -125,9 +186,9 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *argv: str, stdin: str = "") -> Non
 
 
 def test_switchboard_users_add_list_set_group_disable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ledger_location: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ledger = str(tmp_path / "ledger.sqlite3")
+    ledger = ledger_location
     run_cli(monkeypatch, "users", "add", "ada", "--group", "eng", "--password-stdin", "--ledger", ledger, stdin=PASSWORD + "\n")
     run_cli(monkeypatch, "users", "set-group", "ada", "--group", "ops", "--group", "ml", "--ledger", ledger)
     run_cli(monkeypatch, "users", "list", "--ledger", ledger)
@@ -138,7 +199,11 @@ def test_switchboard_users_add_list_set_group_disable(
     with pytest.raises(SystemExit) as ended:
         run_cli(monkeypatch, "users", "disable", "ada", "--ledger", ledger)
     assert ended.value.code == 1
-    assert sqlite3.connect(ledger).execute("SELECT groups FROM users").fetchone() == ("ops,ml",)
+    store = open_identity_store(ledger)
+    try:
+        assert [user.groups for user in store.users()] == [("ops", "ml")]
+    finally:
+        store.close()
 
 
 def test_switchboard_users_add_refuses_a_short_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
