@@ -38,6 +38,7 @@ import argon2
 import msgspec
 
 from actors.store.sqlite import BUSY_TIMEOUT_MS, MEMORY, LedgerStore
+from actors.store.sqlite_tx import immediate
 from actors.store.tables import IDENTITY_SCHEMA
 from protocol.errors import ConfigError
 from protocol.identity import Principal
@@ -280,15 +281,8 @@ class SqliteIdentityStore(IdentityStore):
 
     @contextmanager
     def _tx(self) -> Iterator[_Cursor]:
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with immediate(self._db) as db:
             yield cast(_Cursor, db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self._reader.execute(self._sql(sql), params).fetchall()]

@@ -69,6 +69,15 @@ def deliver_claim(holders: dict[str, set[Holder]], claimed: Claimed) -> None:
             holder.take()
 
 
+def forget_holder(holders: dict[str, set[Holder]], holder: Holder) -> None:
+    """``holder``'s connection has ended: it no longer hears of claims on its session."""
+    same = holders.get(holder.session_id)
+    if same is not None:
+        same.discard(holder)
+        if not same:
+            del holders[holder.session_id]
+
+
 class FleetLink(Protocol):
     """Session takeover and shared overload gates across the processes on one ledger."""
 

@@ -60,10 +60,7 @@ import trio
 from psycopg.rows import TupleRow
 
 from actors.config.settings import redact_url
-from actors.store.fleet_link import Claimed as Claimed
-from actors.store.fleet_link import GateNews as GateNews
-from actors.store.fleet_link import Holder as Holder
-from actors.store.fleet_link import deliver_claim
+from actors.store.fleet_link import Claimed, GateNews, Holder, deliver_claim, forget_holder
 from actors.store.health import backoff
 from actors.store.pg_connect import STATEMENT_TIMEOUT, conninfo, message
 from protocol.errors import ConfigError
@@ -266,11 +263,7 @@ class Fleet:
         return holder
 
     def release(self, holder: Holder) -> None:
-        holders = self._holders.get(holder.session_id)
-        if holders is not None:
-            holders.discard(holder)
-            if not holders:
-                del self._holders[holder.session_id]
+        forget_holder(self._holders, holder)
 
     def _claim(self, session_id: str) -> int:
         """On a worker thread: one statement, the epoch and the notification (committed at

@@ -45,7 +45,7 @@ from typing import Final, TypeVar, final
 import msgspec
 import trio
 
-from actors.store.fleet_link import Claimed, GateNews, Holder, deliver_claim
+from actors.store.fleet_link import Claimed, GateNews, Holder, deliver_claim, forget_holder
 from actors.store.sqlite import BUSY_TIMEOUT_MS, SYNCHRONOUS
 from actors.store.sqlite_shared import FLEET_SCHEMA
 from protocol.errors import ConfigError
@@ -216,11 +216,7 @@ class SqliteFleet:
         return holder
 
     def release(self, holder: Holder) -> None:
-        holders = self._holders.get(holder.session_id)
-        if holders is not None:
-            holders.discard(holder)
-            if not holders:
-                del self._holders[holder.session_id]
+        forget_holder(self._holders, holder)
 
     def _insert_event(self, channel: str, payload: str) -> int:
         db = self._connection()

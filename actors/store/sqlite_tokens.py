@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Final, cast
 
 from actors.store.sqlite import BUSY_TIMEOUT_MS, MEMORY, LedgerStore
+from actors.store.sqlite_tx import immediate
 from actors.store.tables import LIMITS_TABLE, RESERVATIONS_TABLE
 from actors.store.tokens import TokenStore, _Cursor
 from protocol.errors import ConfigError
@@ -73,15 +74,8 @@ class SqliteTokenStore(TokenStore):
 
     @contextmanager
     def _tx(self) -> Iterator[_Cursor]:
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with immediate(self._db) as db:
             yield cast(_Cursor, db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         if self._reader is not self._db:

@@ -8,7 +8,8 @@ import psycopg
 import trio
 
 from actors.messages.relay import AttemptOutcome
-from actors.store.pg_fleet import REMOTE_RECHECK, SESSIONS_CHANNEL, Fleet, GateNews
+from actors.store.fleet_link import GateNews
+from actors.store.pg_fleet import REMOTE_RECHECK, SESSIONS_CHANNEL, Fleet
 from actors.store.postgres import PgStore
 from actors.supervisor.shared import SharedRetryState
 from protocol.retry import Failure, GiveUp
